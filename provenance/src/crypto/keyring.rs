@@ -1,0 +1,354 @@
+//! The verifier's view of genesis: every authority's parsed public keys and
+//! the consortium's threshold key, checked once when built.
+
+use std::collections::BTreeMap;
+
+use ml_dsa::{EncodedVerifyingKey, MlDsa65};
+
+use super::{
+    malformed, signing_message, AuthoritySignature, KeyId, SignatureError, SignatureScheme,
+    SigningDomain, BLS_DST, ML_DSA_CONTEXT,
+};
+use crate::digest::Bytes;
+use crate::genesis::{Genesis, GenesisError};
+use crate::ids::{AuthorityId, Role};
+
+/// One authority's public keys, parsed and validated.
+#[derive(Clone)]
+pub struct AuthorityKeys {
+    /// Identifier.
+    pub id: AuthorityId,
+    /// Role.
+    pub role: Role,
+    /// Position in genesis's authority list (the signer-bitmap index).
+    pub position: usize,
+    pub(crate) bls_set: blsttc::PublicKeySet,
+    pub(crate) bls_key: blsttc::PublicKey,
+    pub(crate) bls_point: blst::min_pk::PublicKey,
+    pub(crate) ed25519: ed25519_dalek::VerifyingKey,
+    pub(crate) ml_dsa: Box<ml_dsa::VerifyingKey<MlDsa65>>,
+    key_ids: [KeyId; 3],
+}
+
+impl std::fmt::Debug for AuthorityKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorityKeys")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("key_ids", &self.key_ids)
+            .finish()
+    }
+}
+
+impl AuthorityKeys {
+    /// The key identifier of this authority's key under `scheme`.
+    pub fn key_id(&self, scheme: SignatureScheme) -> KeyId {
+        self.key_ids[scheme.code() as usize - 1]
+    }
+
+    /// The BLS threshold t of this authority's key set (0 for a plain key).
+    pub fn bls_threshold(&self) -> usize {
+        self.bls_set.threshold()
+    }
+
+    /// The authority's BLS public key set (for share verification).
+    pub fn bls_public_key_set(&self) -> &blsttc::PublicKeySet {
+        &self.bls_set
+    }
+
+    /// Verifies one signature by this authority over `message`, checking the
+    /// scheme's key identifier first.
+    pub fn verify(&self, sig: &AuthoritySignature, message: &[u8]) -> Result<(), SignatureError> {
+        if sig.authority != self.id {
+            return Err(SignatureError::Unexpected {
+                authority: sig.authority.clone(),
+            });
+        }
+        if sig.key != self.key_id(sig.scheme) {
+            return Err(SignatureError::UnknownKey {
+                authority: self.id.clone(),
+                scheme: sig.scheme,
+                key: sig.key,
+            });
+        }
+        let bad = || SignatureError::Bad {
+            authority: self.id.clone(),
+            scheme: sig.scheme,
+        };
+        let ok = match sig.scheme {
+            SignatureScheme::Bls12381 => {
+                let bytes: [u8; 96] = sig.signature.as_slice().try_into().map_err(|_| bad())?;
+                let s = blsttc::Signature::from_bytes(bytes).map_err(|_| bad())?;
+                self.bls_key.verify(&s, message)
+            }
+            SignatureScheme::Ed25519 => {
+                let s = ed25519_dalek::Signature::from_slice(sig.signature.as_slice()).map_err(|_| bad())?;
+                self.ed25519.verify_strict(message, &s).is_ok()
+            }
+            SignatureScheme::MlDsa65 => {
+                let s = ml_dsa::Signature::<MlDsa65>::try_from(sig.signature.as_slice()).map_err(|_| bad())?;
+                self.ml_dsa.verify_with_context(message, ML_DSA_CONTEXT, &s)
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(bad())
+        }
+    }
+}
+
+/// Every authority's keys and the consortium key, from a validated genesis.
+#[derive(Debug, Clone)]
+pub struct KeyRing {
+    authorities: Vec<AuthorityKeys>,
+    by_id: BTreeMap<AuthorityId, usize>,
+    consortium_set: blsttc::PublicKeySet,
+    consortium_key: blsttc::PublicKey,
+}
+
+fn bls_set_from(bytes: &Bytes, what: &'static str) -> Result<blsttc::PublicKeySet, SignatureError> {
+    blsttc::PublicKeySet::from_bytes(bytes.0.clone()).map_err(|e| malformed(what, format!("{e:?}")))
+}
+
+impl KeyRing {
+    /// Parses and checks every key in genesis, including each BLS proof of
+    /// possession. Genesis's structural rules are checked by
+    /// [`Genesis::validate`], which calls this.
+    pub(crate) fn build(genesis: &Genesis) -> Result<Self, GenesisError> {
+        let mut authorities = Vec::with_capacity(genesis.authorities.len());
+        let mut by_id = BTreeMap::new();
+        for (position, a) in genesis.authorities.iter().enumerate() {
+            let key_err = |e: SignatureError| GenesisError::BadKey {
+                authority: a.id.clone(),
+                reason: e.to_string(),
+            };
+            let bls_set = bls_set_from(&a.bls.public_key_set, "BLS public key set").map_err(key_err)?;
+            if bls_set.threshold() != usize::from(a.bls.threshold) {
+                return Err(GenesisError::BadKey {
+                    authority: a.id.clone(),
+                    reason: format!(
+                        "BLS key set has threshold {}, genesis says {}",
+                        bls_set.threshold(),
+                        a.bls.threshold
+                    ),
+                });
+            }
+            let bls_key = bls_set.public_key();
+            let bls_bytes = bls_key.to_bytes();
+            let bls_point = blst::min_pk::PublicKey::key_validate(&bls_bytes).map_err(|e| GenesisError::BadKey {
+                authority: a.id.clone(),
+                reason: format!("BLS public key fails validation: {e:?}"),
+            })?;
+            // Proof of possession: a signature over the key itself, under its
+            // own domain.
+            let pop_ok = <[u8; 96]>::try_from(a.bls.proof_of_possession.as_slice())
+                .ok()
+                .and_then(|b| blsttc::Signature::from_bytes(b).ok())
+                .is_some_and(|s| bls_key.verify(&s, pop_message(&bls_bytes)));
+            if !pop_ok {
+                return Err(GenesisError::BadProofOfPossession {
+                    authority: a.id.clone(),
+                });
+            }
+            let ed_bytes: [u8; 32] = a.ed25519.as_slice().try_into().map_err(|_| GenesisError::BadKey {
+                authority: a.id.clone(),
+                reason: "Ed25519 key is not 32 bytes".into(),
+            })?;
+            let ed25519 = ed25519_dalek::VerifyingKey::from_bytes(&ed_bytes).map_err(|e| GenesisError::BadKey {
+                authority: a.id.clone(),
+                reason: format!("Ed25519 key: {e}"),
+            })?;
+            let enc = EncodedVerifyingKey::<MlDsa65>::try_from(a.ml_dsa_65.as_slice()).map_err(|_| {
+                GenesisError::BadKey {
+                    authority: a.id.clone(),
+                    reason: format!("ML-DSA-65 key is {} bytes, not 1952", a.ml_dsa_65.len()),
+                }
+            })?;
+            let ml_dsa = Box::new(ml_dsa::VerifyingKey::<MlDsa65>::decode(&enc));
+            let key_ids = [
+                KeyId::of(SignatureScheme::Bls12381, &bls_bytes),
+                KeyId::of(SignatureScheme::Ed25519, &ed_bytes),
+                KeyId::of(SignatureScheme::MlDsa65, a.ml_dsa_65.as_slice()),
+            ];
+            if by_id.insert(a.id.clone(), position).is_some() {
+                return Err(GenesisError::Duplicate {
+                    what: "authority",
+                    name: a.id.to_string(),
+                });
+            }
+            authorities.push(AuthorityKeys {
+                id: a.id.clone(),
+                role: a.role,
+                position,
+                bls_set,
+                bls_key,
+                bls_point,
+                ed25519,
+                ml_dsa,
+                key_ids,
+            });
+        }
+        let consortium_set = bls_set_from(&genesis.consortium.public_key_set, "consortium key set")
+            .map_err(|e| GenesisError::Consortium(e.to_string()))?;
+        let consortium_key = consortium_set.public_key();
+        Ok(Self {
+            authorities,
+            by_id,
+            consortium_set,
+            consortium_key,
+        })
+    }
+
+    /// The keys of `authority`.
+    pub fn authority(&self, authority: &AuthorityId) -> Result<&AuthorityKeys, SignatureError> {
+        self.by_id
+            .get(authority)
+            .map(|&i| &self.authorities[i])
+            .ok_or_else(|| SignatureError::UnknownAuthority {
+                authority: authority.clone(),
+            })
+    }
+
+    /// Authorities in genesis order.
+    pub fn authorities(&self) -> &[AuthorityKeys] {
+        &self.authorities
+    }
+
+    /// Checks that `authority` exists and holds `role`.
+    pub fn require_role(&self, authority: &AuthorityId, role: Role) -> Result<&AuthorityKeys, SignatureError> {
+        let keys = self.authority(authority)?;
+        if keys.role != role {
+            return Err(SignatureError::WrongRole {
+                authority: authority.clone(),
+                expected: role,
+                actual: keys.role,
+            });
+        }
+        Ok(keys)
+    }
+
+    /// Verifies one authority signature over `message`.
+    pub fn verify(&self, sig: &AuthoritySignature, message: &[u8]) -> Result<(), SignatureError> {
+        self.authority(&sig.authority)?.verify(sig, message)
+    }
+
+    /// Combines t+1 BLS signature shares of a threshold authority into its
+    /// signature over `message`, verifying every share first and naming any
+    /// bad one.
+    pub fn combine_authority_shares(
+        &self,
+        authority: &AuthorityId,
+        message: &[u8],
+        shares: &[super::BlsSignatureShare],
+    ) -> Result<AuthoritySignature, SignatureError> {
+        let keys = self.authority(authority)?;
+        let name = authority.to_string();
+        let sig = combine_shares(&keys.bls_set, &name, message, shares.iter().map(|s| (s.index, &s.share)))?;
+        Ok(AuthoritySignature {
+            authority: authority.clone(),
+            scheme: SignatureScheme::Bls12381,
+            key: keys.key_id(SignatureScheme::Bls12381),
+            signature: Bytes(sig.to_bytes().to_vec()),
+        })
+    }
+
+    /// The consortium's threshold t (= q - 1).
+    pub fn consortium_threshold(&self) -> usize {
+        self.consortium_set.threshold()
+    }
+
+    /// The consortium group public key (48 bytes, compressed G1).
+    pub fn consortium_public_key(&self) -> [u8; 48] {
+        self.consortium_key.to_bytes()
+    }
+
+    /// Verifies one validator's share of a consortium signature.
+    pub fn verify_consortium_share(&self, share: &super::ConsortiumSignatureShare, message: &[u8]) -> bool {
+        match <[u8; 96]>::try_from(share.share.as_slice())
+            .ok()
+            .and_then(|b| blsttc::SignatureShare::from_bytes(b).ok())
+        {
+            Some(s) => self.consortium_set.public_key_share(share.validator as usize).verify(&s, message),
+            None => false,
+        }
+    }
+
+    /// Combines q validator shares into one consortium signature.
+    pub fn combine_consortium_shares(
+        &self,
+        message: &[u8],
+        shares: &[super::ConsortiumSignatureShare],
+    ) -> Result<Bytes, SignatureError> {
+        let sig = combine_shares(
+            &self.consortium_set,
+            "consortium",
+            message,
+            shares.iter().map(|s| (s.validator, &s.share)),
+        )?;
+        Ok(Bytes(sig.to_bytes().to_vec()))
+    }
+
+    /// Verifies a combined consortium signature over `message`.
+    pub fn verify_consortium(&self, message: &[u8], signature: &[u8]) -> bool {
+        <[u8; 96]>::try_from(signature)
+            .ok()
+            .and_then(|b| blsttc::Signature::from_bytes(b).ok())
+            .is_some_and(|s| self.consortium_key.verify(&s, message))
+    }
+}
+
+/// The message a BLS proof of possession signs: the public key itself.
+pub(crate) fn pop_message(public_key: &[u8; 48]) -> Vec<u8> {
+    signing_message(SigningDomain::ProofOfPossession, public_key)
+}
+
+fn combine_shares<'a>(
+    set: &blsttc::PublicKeySet,
+    name: &str,
+    message: &[u8],
+    shares: impl Iterator<Item = (u16, &'a Bytes)>,
+) -> Result<blsttc::Signature, SignatureError> {
+    let mut valid = BTreeMap::new();
+    for (index, bytes) in shares {
+        let share = <[u8; 96]>::try_from(bytes.as_slice())
+            .ok()
+            .and_then(|b| blsttc::SignatureShare::from_bytes(b).ok())
+            .filter(|s| set.public_key_share(index as usize).verify(s, message))
+            .ok_or_else(|| SignatureError::BadShare {
+                authority: name.to_string(),
+                index,
+            })?;
+        valid.insert(index as usize, share);
+    }
+    let need = set.threshold() + 1;
+    if valid.len() < need {
+        return Err(SignatureError::NotEnoughShares {
+            authority: name.to_string(),
+            have: valid.len(),
+            need,
+        });
+    }
+    let sig = set
+        .combine_signatures(valid.iter().take(need))
+        .map_err(|e| malformed("signature shares", format!("{e:?}")))?;
+    // Interpolation of valid shares always yields the group signature; check
+    // anyway, since a wrong result here would be silent.
+    if !set.public_key().verify(&sig, message) {
+        return Err(malformed("signature shares", "combined signature does not verify"));
+    }
+    Ok(sig)
+}
+
+/// Checks an aggregate BLS signature over distinct (key, message) pairs with
+/// one multi-pairing.
+pub(crate) fn bls_aggregate_verify(
+    keys: &[&blst::min_pk::PublicKey],
+    messages: &[&[u8]],
+    aggregate: &[u8],
+) -> bool {
+    let Ok(sig) = blst::min_pk::Signature::sig_validate(aggregate, true) else {
+        return false;
+    };
+    sig.aggregate_verify(false, messages, BLS_DST, keys, false) == blst::BLST_ERROR::BLST_SUCCESS
+}

@@ -1,0 +1,449 @@
+//! The log's one leaf type, [`LedgerEntry`]: a tagged union of every object
+//! with its signatures, and the rule of who must sign each kind.
+//!
+//! | kind | required signers (and the role they sign in) |
+//! |---|---|
+//! | manifest | its data-source authority |
+//! | policy | its governance authority (a successor must be signed by the governance authority of the policy it supersedes) |
+//! | campaign, campaign close | the campaign's operator |
+//! | step event, composite event | every data-source authority whose examples it holds (its own section), the policy's governance authority (admission decisions), the operator (measurement) |
+//! | refusal, refusal aggregate | the governance authority of the policy in force and the operator |
+//! | revocation | the data-source authority of the revoked source |
+//! | checkpoint | the consortium threshold key |
+//!
+//! Each authority signs [`crate::crypto::section_message`]: its own
+//! section's digest bound to the entry body's digest and to its role.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::campaign::{Campaign, CampaignClose};
+use crate::checkpoint::Checkpoint;
+use crate::codec::{encode, nested_version, Canonical, DecodeError};
+use crate::crypto::{section_message, verify_cosignature, CoSignature, KeyRing, SignRequest, SignatureError, SignatureScheme};
+use crate::digest::{tagged_hash, Bytes, Digest, ObjectKind};
+use crate::event::{CompositeEvent, ExampleRecord, StepEvent};
+use crate::ids::{AuthorityId, Role};
+use crate::manifest::DataSourceManifest;
+use crate::policy::PolicyArtifact;
+use crate::refusal::{Refusal, RefusalAggregate};
+use crate::revocation::Revocation;
+
+/// The object an entry carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum EntryBody {
+    /// A data source.
+    Manifest(DataSourceManifest),
+    /// An admission policy.
+    Policy(PolicyArtifact),
+    /// A campaign opening.
+    Campaign(Campaign),
+    /// A campaign close.
+    CampaignClose(CampaignClose),
+    /// A step event.
+    Step(StepEvent),
+    /// A composite event.
+    Composite(CompositeEvent),
+    /// A refusal.
+    Refusal(Refusal),
+    /// A refusal aggregate.
+    RefusalAggregate(RefusalAggregate),
+    /// A revocation.
+    Revocation(Revocation),
+    /// A checkpoint.
+    Checkpoint(Checkpoint),
+}
+
+/// Who vouches for an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Attestation {
+    /// The required authorities' co-signature.
+    Authorities(CoSignature),
+    /// The consortium threshold signature (checkpoints).
+    Consortium(Bytes),
+}
+
+/// The log's leaf: one object with its signatures. Its canonical bytes are
+/// the Merkle leaf input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// Format version.
+    pub version: u16,
+    /// The object.
+    pub body: EntryBody,
+    /// Its signatures.
+    pub attestation: Attestation,
+}
+
+impl Canonical for LedgerEntry {
+    const KIND: ObjectKind = ObjectKind::LedgerEntry;
+    const VERSION: u16 = 1;
+    fn declared_version(&self) -> u16 {
+        self.version
+    }
+    fn check(&self) -> Result<(), DecodeError> {
+        match &self.body {
+            EntryBody::Manifest(o) => nested_version(o)?,
+            EntryBody::Policy(o) => nested_version(o)?,
+            EntryBody::Campaign(o) => nested_version(o)?,
+            EntryBody::CampaignClose(o) => nested_version(o)?,
+            EntryBody::Step(o) => nested_version(o)?,
+            EntryBody::Composite(o) => nested_version(o)?,
+            EntryBody::Refusal(o) => nested_version(o)?,
+            EntryBody::RefusalAggregate(o) => nested_version(o)?,
+            EntryBody::Revocation(o) => nested_version(o)?,
+            EntryBody::Checkpoint(o) => nested_version(o)?,
+        }
+        let ok = match &self.attestation {
+            Attestation::Authorities(c) => c.size_ok(),
+            Attestation::Consortium(s) => s.len() == 96,
+        };
+        if !ok {
+            return Err(DecodeError::Invalid {
+                kind: Self::KIND.name(),
+                field: "attestation",
+                reason: "signature sizes out of bounds".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What the required-signers rule needs to know of the ledger's state:
+/// registered sources, policies and campaigns.
+pub trait LedgerView {
+    /// A registered source.
+    fn source(&self, id: &Digest) -> Option<&DataSourceManifest>;
+    /// A registered policy.
+    fn policy(&self, id: &Digest) -> Option<&PolicyArtifact>;
+    /// A registered campaign.
+    fn campaign(&self, id: &Digest) -> Option<&Campaign>;
+}
+
+/// An in-memory [`LedgerView`].
+#[derive(Debug, Clone, Default)]
+pub struct MemoryLedgerView {
+    /// Sources by id.
+    pub sources: BTreeMap<Digest, DataSourceManifest>,
+    /// Policies by digest.
+    pub policies: BTreeMap<Digest, PolicyArtifact>,
+    /// Campaigns by digest.
+    pub campaigns: BTreeMap<Digest, Campaign>,
+}
+
+impl MemoryLedgerView {
+    /// Records the state-changing objects of an entry body.
+    pub fn apply(&mut self, body: &EntryBody) {
+        match body {
+            EntryBody::Manifest(m) => {
+                self.sources.insert(m.digest(), m.clone());
+            }
+            EntryBody::Policy(p) => {
+                self.policies.insert(p.digest(), p.clone());
+            }
+            EntryBody::Campaign(c) => {
+                self.campaigns.insert(c.digest(), c.clone());
+            }
+            _ => {}
+        }
+    }
+}
+
+impl LedgerView for MemoryLedgerView {
+    fn source(&self, id: &Digest) -> Option<&DataSourceManifest> {
+        self.sources.get(id)
+    }
+    fn policy(&self, id: &Digest) -> Option<&PolicyArtifact> {
+        self.policies.get(id)
+    }
+    fn campaign(&self, id: &Digest) -> Option<&Campaign> {
+        self.campaigns.get(id)
+    }
+}
+
+/// Why an entry's signers could not be determined or did not check out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    /// The entry refers to a source not registered.
+    #[error("unknown source {0}")]
+    UnknownSource(Digest),
+    /// The entry refers to a policy not registered.
+    #[error("unknown policy {0}")]
+    UnknownPolicy(Digest),
+    /// The entry refers to a campaign not registered.
+    #[error("unknown campaign {0}")]
+    UnknownCampaign(Digest),
+    /// The entry is inconsistent with the ledger state.
+    #[error("invalid entry: {0}")]
+    Invalid(String),
+    /// A signature is missing, bad or unexpected.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+}
+
+/// The signatures an entry body needs, and the scheme they must use (if
+/// the kind fixes one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningPlan {
+    /// The scheme the policy requires, for campaign records.
+    pub scheme: Option<SignatureScheme>,
+    /// One request per required signer.
+    pub requests: Vec<SignRequest>,
+}
+
+#[derive(Serialize)]
+struct SourceSection<'a> {
+    authority: &'a AuthorityId,
+    records: Vec<(&'a Digest, u64, &'a Digest, &'a [Digest])>,
+}
+
+#[derive(Serialize)]
+struct GovernanceSection<'a> {
+    policy: &'a Digest,
+    decisions: Vec<(&'a Digest, u64, &'a crate::event::AdmitDecision)>,
+}
+
+impl EntryBody {
+    /// The kind of the object.
+    pub fn kind(&self) -> ObjectKind {
+        match self {
+            EntryBody::Manifest(_) => ObjectKind::Manifest,
+            EntryBody::Policy(_) => ObjectKind::Policy,
+            EntryBody::Campaign(_) => ObjectKind::Campaign,
+            EntryBody::CampaignClose(_) => ObjectKind::CampaignClose,
+            EntryBody::Step(_) => ObjectKind::StepEvent,
+            EntryBody::Composite(_) => ObjectKind::CompositeEvent,
+            EntryBody::Refusal(_) => ObjectKind::Refusal,
+            EntryBody::RefusalAggregate(_) => ObjectKind::RefusalAggregate,
+            EntryBody::Revocation(_) => ObjectKind::Revocation,
+            EntryBody::Checkpoint(_) => ObjectKind::Checkpoint,
+        }
+    }
+
+    /// The object's content address (its own kind's tagged digest). This is
+    /// what signatures bind to and what chains link.
+    pub fn digest(&self) -> Digest {
+        match self {
+            EntryBody::Manifest(o) => o.digest(),
+            EntryBody::Policy(o) => o.digest(),
+            EntryBody::Campaign(o) => o.digest(),
+            EntryBody::CampaignClose(o) => o.digest(),
+            EntryBody::Step(o) => o.digest(),
+            EntryBody::Composite(o) => o.digest(),
+            EntryBody::Refusal(o) => o.digest(),
+            EntryBody::RefusalAggregate(o) => o.digest(),
+            EntryBody::Revocation(o) => o.digest(),
+            EntryBody::Checkpoint(o) => o.digest(),
+        }
+    }
+
+    /// The signatures this body needs under the ledger state `view`.
+    pub fn signing_plan(&self, view: &dyn LedgerView) -> Result<SigningPlan, EntryError> {
+        let digest = self.digest();
+        let whole = |authority: &AuthorityId, role| SignRequest {
+            authority: authority.clone(),
+            role,
+            message: section_message(&digest, role, authority, &digest),
+        };
+        let policy_of = |d: &Digest| view.policy(d).ok_or(EntryError::UnknownPolicy(*d));
+        let campaign_of = |d: &Digest| view.campaign(d).ok_or(EntryError::UnknownCampaign(*d));
+        Ok(match self {
+            EntryBody::Manifest(m) => SigningPlan {
+                scheme: None,
+                requests: vec![whole(&m.authority, Role::DataSource)],
+            },
+            EntryBody::Policy(p) => {
+                if let Some(prev) = &p.supersedes {
+                    let old = policy_of(prev)?;
+                    if old.authority != p.authority {
+                        return Err(EntryError::Invalid(format!(
+                            "policy supersedes one by {}, so {} must sign it, not {}",
+                            old.authority, old.authority, p.authority
+                        )));
+                    }
+                    if p.policy_version <= old.policy_version {
+                        return Err(EntryError::Invalid(format!(
+                            "policy version {} does not follow superseded version {}",
+                            p.policy_version, old.policy_version
+                        )));
+                    }
+                }
+                SigningPlan {
+                    scheme: None,
+                    requests: vec![whole(&p.authority, Role::Governance)],
+                }
+            }
+            EntryBody::Campaign(c) => {
+                let policy = policy_of(&c.policy)?;
+                SigningPlan {
+                    scheme: Some(policy.signature_scheme),
+                    requests: vec![whole(&c.operator, Role::Operator)],
+                }
+            }
+            EntryBody::CampaignClose(close) => {
+                let c = campaign_of(&close.campaign)?;
+                let policy = policy_of(&c.policy)?;
+                SigningPlan {
+                    scheme: Some(policy.signature_scheme),
+                    requests: vec![whole(&c.operator, Role::Operator)],
+                }
+            }
+            EntryBody::Step(e) => {
+                let measurement = encode(&(e.step, &e.measurement, &e.sketch_blob, &e.delta_blob, &e.step_time, &e.link));
+                event_plan(view, &digest, &e.link.campaign, &e.policy, &e.examples, &measurement)?
+            }
+            EntryBody::Composite(e) => {
+                let measurement = encode(&(
+                    e.first_step,
+                    e.last_step,
+                    &e.measurement,
+                    &e.sketch_blob,
+                    &e.delta_blob,
+                    &e.step_time,
+                    &e.link,
+                    &e.records_root,
+                ));
+                event_plan(view, &digest, &e.link.campaign, &e.policy, &e.records, &measurement)?
+            }
+            EntryBody::Refusal(r) => refusal_plan(view, &digest, &r.link.campaign, &r.policy)?,
+            EntryBody::RefusalAggregate(r) => refusal_plan(view, &digest, &r.link.campaign, &r.policy)?,
+            EntryBody::Revocation(r) => {
+                let source = view.source(&r.source).ok_or(EntryError::UnknownSource(r.source))?;
+                if source.authority != r.authority {
+                    return Err(EntryError::Invalid(format!(
+                        "source {} was signed by {}, only it can revoke it",
+                        r.source.short(),
+                        source.authority
+                    )));
+                }
+                SigningPlan {
+                    scheme: None,
+                    requests: vec![whole(&r.authority, Role::DataSource)],
+                }
+            }
+            EntryBody::Checkpoint(_) => SigningPlan {
+                scheme: None,
+                requests: Vec::new(),
+            },
+        })
+    }
+}
+
+fn refusal_plan(
+    view: &dyn LedgerView,
+    digest: &Digest,
+    campaign: &Digest,
+    policy: &Digest,
+) -> Result<SigningPlan, EntryError> {
+    let c = view.campaign(campaign).ok_or(EntryError::UnknownCampaign(*campaign))?;
+    let p = view.policy(policy).ok_or(EntryError::UnknownPolicy(*policy))?;
+    Ok(SigningPlan {
+        scheme: Some(p.signature_scheme),
+        requests: vec![
+            SignRequest {
+                authority: p.authority.clone(),
+                role: Role::Governance,
+                message: section_message(digest, Role::Governance, &p.authority, digest),
+            },
+            SignRequest {
+                authority: c.operator.clone(),
+                role: Role::Operator,
+                message: section_message(digest, Role::Operator, &c.operator, digest),
+            },
+        ],
+    })
+}
+
+fn event_plan(
+    view: &dyn LedgerView,
+    digest: &Digest,
+    campaign: &Digest,
+    policy: &Digest,
+    records: &[ExampleRecord],
+    measurement: &[u8],
+) -> Result<SigningPlan, EntryError> {
+    let c = view.campaign(campaign).ok_or(EntryError::UnknownCampaign(*campaign))?;
+    let p = view.policy(policy).ok_or(EntryError::UnknownPolicy(*policy))?;
+    // Group records by their source's authority (sorted, so every node
+    // derives the same plan).
+    let mut by_authority: BTreeMap<&AuthorityId, Vec<&ExampleRecord>> = BTreeMap::new();
+    let mut sources = BTreeSet::new();
+    for r in records {
+        let m = view.source(&r.source).ok_or(EntryError::UnknownSource(r.source))?;
+        by_authority.entry(&m.authority).or_default().push(r);
+        sources.insert(r.source);
+    }
+    let mut requests = Vec::with_capacity(by_authority.len() + 2);
+    for (authority, recs) in &by_authority {
+        let section = SourceSection {
+            authority,
+            records: recs
+                .iter()
+                .map(|r| (&r.source, r.index, &r.example_hash, r.proof.as_slice()))
+                .collect(),
+        };
+        let section_digest = tagged_hash(ObjectKind::Section, &encode(&section));
+        requests.push(SignRequest {
+            authority: (*authority).clone(),
+            role: Role::DataSource,
+            message: section_message(digest, Role::DataSource, authority, &section_digest),
+        });
+    }
+    let governance = GovernanceSection {
+        policy,
+        decisions: records.iter().map(|r| (&r.source, r.index, &r.decision)).collect(),
+    };
+    let gov_digest = tagged_hash(ObjectKind::Section, &encode(&governance));
+    requests.push(SignRequest {
+        authority: p.authority.clone(),
+        role: Role::Governance,
+        message: section_message(digest, Role::Governance, &p.authority, &gov_digest),
+    });
+    let op_digest = tagged_hash(ObjectKind::Section, measurement);
+    requests.push(SignRequest {
+        authority: c.operator.clone(),
+        role: Role::Operator,
+        message: section_message(digest, Role::Operator, &c.operator, &op_digest),
+    });
+    Ok(SigningPlan {
+        scheme: Some(p.signature_scheme),
+        requests,
+    })
+}
+
+impl LedgerEntry {
+    /// An entry with authority signatures.
+    pub fn signed(body: EntryBody, cosignature: CoSignature) -> Self {
+        Self {
+            version: Self::VERSION,
+            body,
+            attestation: Attestation::Authorities(cosignature),
+        }
+    }
+
+    /// Checks every signature the entry needs under `view`, naming the one
+    /// that is missing, bad or unexpected.
+    pub fn verify(&self, keyring: &KeyRing, view: &dyn LedgerView) -> Result<(), EntryError> {
+        match (&self.body, &self.attestation) {
+            (EntryBody::Checkpoint(cp), Attestation::Consortium(sig)) => {
+                if keyring.verify_consortium(&cp.signing_message(), sig.as_slice()) {
+                    Ok(())
+                } else {
+                    Err(EntryError::Invalid("consortium signature on checkpoint does not verify".into()))
+                }
+            }
+            (EntryBody::Checkpoint(_), Attestation::Authorities(_)) => Err(EntryError::Invalid(
+                "a checkpoint must carry the consortium signature".into(),
+            )),
+            (_, Attestation::Consortium(_)) => Err(EntryError::Invalid(
+                "only checkpoints carry a consortium signature".into(),
+            )),
+            (body, Attestation::Authorities(cosig)) => {
+                let plan = body.signing_plan(view)?;
+                verify_cosignature(keyring, plan.scheme, &plan.requests, cosig)?;
+                Ok(())
+            }
+        }
+    }
+}

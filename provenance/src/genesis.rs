@@ -1,0 +1,334 @@
+//! The genesis file's public content: the consortium's authorities and
+//! their keys for every scheme, its nodes, and the consortium threshold key.
+//! Holding a genesis (and checking its digest) is all a light client needs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{limit, Canonical, DecodeError};
+use crate::crypto::KeyRing;
+use crate::digest::{Bytes, ObjectKind};
+use crate::ids::{AuthorityId, LabelError, Role, Timestamp};
+
+/// An authority's BLS key: a (possibly 0-threshold) key set, shared among
+/// its nodes, with a proof of possession of the group key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlsAuthorityKey {
+    /// `blsttc::PublicKeySet` bytes (the commitment polynomial).
+    pub public_key_set: Bytes,
+    /// Threshold t: t+1 of the authority's nodes must sign.
+    pub threshold: u16,
+    /// Signature by the group key over the key itself (96 bytes).
+    pub proof_of_possession: Bytes,
+}
+
+/// One authority of the consortium.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorityRecord {
+    /// Identifier used everywhere else.
+    pub id: AuthorityId,
+    /// Display name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// BLS key (default scheme; threshold among the authority's nodes).
+    pub bls: BlsAuthorityKey,
+    /// Ed25519 public key (32 bytes).
+    pub ed25519: Bytes,
+    /// ML-DSA-65 public key (1952 bytes).
+    pub ml_dsa_65: Bytes,
+}
+
+/// One validator node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Node name, unique in the consortium.
+    pub name: String,
+    /// The authority that runs it.
+    pub authority: AuthorityId,
+    /// Validator index: its share index in the consortium key, 0..n.
+    pub validator: u16,
+    /// Its share index in its authority's BLS key set.
+    pub authority_share: u16,
+    /// libp2p PeerId (derived from `node_key`).
+    pub peer_id: String,
+    /// Ed25519 node identity public key (32 bytes).
+    pub node_key: Bytes,
+    /// libp2p listen address (multiaddr).
+    pub p2p_listen: String,
+    /// HTTP API listen address (`host:port`).
+    pub api_listen: String,
+}
+
+/// The consortium threshold key over all validators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsortiumKey {
+    /// `blsttc::PublicKeySet` bytes, threshold q - 1.
+    pub public_key_set: Bytes,
+    /// Number of validators.
+    pub n: u16,
+    /// Byzantine validators tolerated: floor((n - 1) / 3).
+    pub f: u16,
+    /// Quorum: n - f.
+    pub q: u16,
+}
+
+/// The public genesis of a consortium.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Genesis {
+    /// Format version.
+    pub version: u16,
+    /// Consortium name; also the checkpoint origin line.
+    pub consortium_name: String,
+    /// Creation time.
+    pub created: Timestamp,
+    /// Largest clock difference (ms) a validator tolerates between a block's
+    /// stamp and its own clock.
+    pub max_clock_skew_ms: u64,
+    /// Authorities, in bitmap order.
+    pub authorities: Vec<AuthorityRecord>,
+    /// Validator nodes, in validator-index order.
+    pub nodes: Vec<NodeRecord>,
+    /// Consortium threshold key.
+    pub consortium: ConsortiumKey,
+}
+
+/// Why a genesis was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GenesisError {
+    /// A name appears twice.
+    #[error("duplicate {what} {name:?}")]
+    Duplicate {
+        /// What kind of name.
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// An authority's key is invalid.
+    #[error("authority {authority}: {reason}")]
+    BadKey {
+        /// The authority.
+        authority: AuthorityId,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A BLS proof of possession does not verify (a possible rogue key).
+    #[error("authority {authority}: BLS proof of possession does not verify")]
+    BadProofOfPossession {
+        /// The authority.
+        authority: AuthorityId,
+    },
+    /// One authority runs more validators than the fault bound f allows.
+    #[error("authority {authority} runs {validators} validators but f = {f}: one dishonest authority could exceed the fault bound")]
+    TooManyValidators {
+        /// The authority.
+        authority: AuthorityId,
+        /// Validators it runs.
+        validators: usize,
+        /// The consortium's f.
+        f: u16,
+    },
+    /// The consortium parameters are inconsistent.
+    #[error("consortium: {0}")]
+    Consortium(String),
+    /// A node record is inconsistent.
+    #[error("node {node}: {reason}")]
+    Node {
+        /// Node name.
+        node: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A role is missing from the consortium.
+    #[error("the consortium has no {0} authority")]
+    MissingRole(Role),
+    /// A label is invalid.
+    #[error(transparent)]
+    Label(#[from] LabelError),
+    /// The encoding is invalid.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+/// BFT parameters for `n` validators: (f, q) with f = floor((n-1)/3), q = n - f.
+pub fn bft_parameters(n: u16) -> (u16, u16) {
+    let f = n.saturating_sub(1) / 3;
+    (f, n - f)
+}
+
+/// The libp2p PeerId of an Ed25519 public key: base58 of the identity
+/// multihash of its protobuf encoding.
+pub fn peer_id_of_ed25519(public_key: &[u8; 32]) -> String {
+    // protobuf PublicKey { Type = Ed25519 (1), Data = key } = 08 01 12 20 <key>
+    let mut mh = Vec::with_capacity(38);
+    mh.extend_from_slice(&[0x00, 36, 0x08, 0x01, 0x12, 0x20]);
+    mh.extend_from_slice(public_key);
+    bs58::encode(mh).into_string()
+}
+
+impl Canonical for Genesis {
+    const KIND: ObjectKind = ObjectKind::Genesis;
+    const VERSION: u16 = 1;
+    fn declared_version(&self) -> u16 {
+        self.version
+    }
+    fn check(&self) -> Result<(), DecodeError> {
+        let k = ObjectKind::Genesis;
+        limit(k, "consortium_name", self.consortium_name.len(), 128)?;
+        limit(k, "authorities", self.authorities.len(), 1024)?;
+        limit(k, "nodes", self.nodes.len(), 1024)?;
+        limit(k, "consortium.public_key_set", self.consortium.public_key_set.len(), 48 * 1024)?;
+        for a in &self.authorities {
+            limit(k, "authority.name", a.name.len(), 256)?;
+            limit(k, "authority.bls.public_key_set", a.bls.public_key_set.len(), 48 * 1024)?;
+            limit(k, "authority.bls.proof_of_possession", a.bls.proof_of_possession.len(), 96)?;
+            limit(k, "authority.ed25519", a.ed25519.len(), 32)?;
+            limit(k, "authority.ml_dsa_65", a.ml_dsa_65.len(), 1952)?;
+        }
+        for n in &self.nodes {
+            limit(k, "node.name", n.name.len(), 128)?;
+            limit(k, "node.peer_id", n.peer_id.len(), 128)?;
+            limit(k, "node.node_key", n.node_key.len(), 32)?;
+            limit(k, "node.p2p_listen", n.p2p_listen.len(), 256)?;
+            limit(k, "node.api_listen", n.api_listen.len(), 256)?;
+        }
+        Ok(())
+    }
+}
+
+impl Genesis {
+    /// Checks every rule of a genesis and builds the key ring: names unique,
+    /// all three roles present, n/f/q consistent, no authority running more
+    /// than f validators, node keys matching PeerIds, share indexes in
+    /// range, every key parsing and every BLS proof of possession verifying.
+    pub fn validate(&self) -> Result<KeyRing, GenesisError> {
+        if self.version != Self::VERSION {
+            return Err(DecodeError::UnsupportedVersion {
+                kind: "Genesis",
+                found: self.version,
+                supported: Self::VERSION,
+            }
+            .into());
+        }
+        self.check()?;
+        for a in &self.authorities {
+            a.id.validate()?;
+        }
+        for role in [Role::DataSource, Role::Governance, Role::Operator] {
+            if !self.authorities.iter().any(|a| a.role == role) {
+                return Err(GenesisError::MissingRole(role));
+            }
+        }
+        let n = self.nodes.len();
+        let c = &self.consortium;
+        if usize::from(c.n) != n || n == 0 {
+            return Err(GenesisError::Consortium(format!("n = {} but {} nodes are listed", c.n, n)));
+        }
+        let (f, q) = bft_parameters(c.n);
+        if c.f != f || c.q != q {
+            return Err(GenesisError::Consortium(format!(
+                "n = {} requires f = {f}, q = {q}; genesis says f = {}, q = {}",
+                c.n, c.f, c.q
+            )));
+        }
+        let authorities: BTreeMap<&AuthorityId, &AuthorityRecord> =
+            self.authorities.iter().map(|a| (&a.id, a)).collect();
+        let mut names = BTreeSet::new();
+        let mut peers = BTreeSet::new();
+        let mut per_authority: BTreeMap<&AuthorityId, BTreeSet<u16>> = BTreeMap::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let bad = |reason: String| GenesisError::Node {
+                node: node.name.clone(),
+                reason,
+            };
+            if !names.insert(node.name.as_str()) {
+                return Err(GenesisError::Duplicate {
+                    what: "node",
+                    name: node.name.clone(),
+                });
+            }
+            if usize::from(node.validator) != i {
+                return Err(bad(format!("validator index {} at position {i}", node.validator)));
+            }
+            let Some(auth) = authorities.get(&node.authority) else {
+                return Err(bad(format!("authority {} is not in genesis", node.authority)));
+            };
+            let key: [u8; 32] = node
+                .node_key
+                .as_slice()
+                .try_into()
+                .map_err(|_| bad("node key is not 32 bytes".into()))?;
+            ed25519_dalek::VerifyingKey::from_bytes(&key).map_err(|e| bad(format!("node key: {e}")))?;
+            if peer_id_of_ed25519(&key) != node.peer_id {
+                return Err(bad("peer_id does not match node_key".into()));
+            }
+            if !peers.insert(node.peer_id.as_str()) {
+                return Err(GenesisError::Duplicate {
+                    what: "peer id",
+                    name: node.peer_id.clone(),
+                });
+            }
+            if !per_authority.entry(&node.authority).or_default().insert(node.authority_share) {
+                return Err(bad(format!("authority share index {} used twice", node.authority_share)));
+            }
+            let _ = auth;
+        }
+        for (authority, shares) in &per_authority {
+            if shares.len() > usize::from(f) {
+                return Err(GenesisError::TooManyValidators {
+                    authority: (*authority).clone(),
+                    validators: shares.len(),
+                    f,
+                });
+            }
+            let a = authorities[authority];
+            if usize::from(a.bls.threshold) >= shares.len() {
+                return Err(GenesisError::BadKey {
+                    authority: a.id.clone(),
+                    reason: format!(
+                        "BLS threshold {} needs {} nodes, it runs {}",
+                        a.bls.threshold,
+                        a.bls.threshold + 1,
+                        shares.len()
+                    ),
+                });
+            }
+            if let Some(&max) = shares.iter().next_back() {
+                if usize::from(max) >= shares.len() {
+                    return Err(GenesisError::BadKey {
+                        authority: a.id.clone(),
+                        reason: "authority share indexes must be 0..m".into(),
+                    });
+                }
+            }
+        }
+        for a in &self.authorities {
+            if !per_authority.contains_key(&a.id) {
+                return Err(GenesisError::BadKey {
+                    authority: a.id.clone(),
+                    reason: "runs no node: its keys would have no signing agent".into(),
+                });
+            }
+        }
+        let keyring = KeyRing::build(self)?;
+        if keyring.consortium_threshold() + 1 != usize::from(q) {
+            return Err(GenesisError::Consortium(format!(
+                "consortium key threshold {} but q - 1 = {}",
+                keyring.consortium_threshold(),
+                q - 1
+            )));
+        }
+        Ok(keyring)
+    }
+
+    /// The record of `authority`.
+    pub fn authority(&self, authority: &AuthorityId) -> Option<&AuthorityRecord> {
+        self.authorities.iter().find(|a| &a.id == authority)
+    }
+
+    /// The node record of a PeerId, if it is a member.
+    pub fn node_by_peer(&self, peer_id: &str) -> Option<&NodeRecord> {
+        self.nodes.iter().find(|n| n.peer_id == peer_id)
+    }
+}

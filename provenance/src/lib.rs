@@ -1,0 +1,60 @@
+//! Formats, hashing, signatures, admission and proof maths of govtune.
+//!
+//! `provenance` is the trusted core every other part stands on: nodes, the
+//! tuner and light clients all decode these formats, check these
+//! signatures and verify these proofs. It does no I/O, reads no clock and
+//! starts no thread, so it builds fast and tests deterministically.
+//!
+//! * [`codec`]: the one canonical binary encoding, strict decoding.
+//! * [`digest`]: SHA3-256 content addresses with a domain tag per kind.
+//! * The objects: [`DataSourceManifest`], [`PolicyArtifact`], [`Campaign`],
+//!   [`CampaignClose`], [`StepEvent`], [`CompositeEvent`], [`Refusal`],
+//!   [`RefusalAggregate`], [`Revocation`], [`Checkpoint`], each a variant of
+//!   the log's leaf [`LedgerEntry`].
+//! * [`crypto`]: BLS (threshold, aggregate), Ed25519 and ML-DSA-65 authority
+//!   signatures, co-signatures and the [`KeyRing`] built from [`Genesis`].
+//! * [`entry`]: who must sign each kind of entry, and the verifier that
+//!   names the signature that is missing or bad.
+//! * [`admission`]: the deterministic admission evaluator.
+//! * [`merkle`]: RFC 9162 trees, inclusion and consistency proofs.
+//! * [`checkpoint`]: consortium-signed checkpoints and C2SP note text.
+#![deny(missing_docs)]
+
+pub mod admission;
+pub mod campaign;
+pub mod checkpoint;
+pub mod codec;
+pub mod crypto;
+pub mod digest;
+pub mod entry;
+pub mod event;
+pub mod genesis;
+pub mod ids;
+pub mod manifest;
+pub mod merkle;
+pub mod policy;
+pub mod refusal;
+pub mod revocation;
+
+pub use admission::{admit, check_memorisation, Admission, AdmissionContext};
+pub use campaign::{BaseModel, Campaign, CampaignClose, ModelShape, SketchSpec, SourceCount};
+pub use checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint};
+pub use codec::{decode, Canonical, DecodeError};
+pub use crypto::{
+    AuthoritySignature, AuthoritySigner, CoSignature, CoSigner, KeyRing, SignatureError, SignatureScheme,
+};
+pub use digest::{Bytes, Digest, ObjectKind};
+pub use entry::{Attestation, EntryBody, EntryError, LedgerEntry, LedgerView, MemoryLedgerView};
+pub use event::{
+    AdmitDecision, BlockMeasure, ChainLink, CompositeEvent, DepthProfile, ExampleRecord, Measurement,
+    MemorisationSignals, RoutingMask, StepEvent,
+};
+pub use genesis::{Genesis, GenesisError};
+pub use ids::{AuthorityId, DataClass, License, Purpose, Role, Timestamp};
+pub use manifest::{DataSourceManifest, RightsBasis, Segmentation, SourceExamples};
+pub use policy::{
+    DepthResolution, DepthRule, EventGranularity, LogVolume, MemorisationThresholds, PolicyArtifact,
+    RoutingGranularity,
+};
+pub use refusal::{ExampleRef, Refusal, RefusalAggregate, RefusalCount, RefusalReason};
+pub use revocation::{EffectiveRevocation, Revocation};
