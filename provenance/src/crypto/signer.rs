@@ -1,7 +1,6 @@
 //! Signing: an authority's node holds its authority's keys (a BLS key share,
 //! the Ed25519 and ML-DSA-65 keys) and a share of the consortium key.
 
-use ml_dsa::signature::Keypair;
 use ml_dsa::{KeyGen, MlDsa65};
 use serde::{Deserialize, Serialize};
 
