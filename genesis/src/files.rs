@@ -7,8 +7,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use provenance::crypto::{AuthoritySigner, ConsortiumSigner};
-use provenance::{AuthorityId, Bytes, Canonical, Digest, Genesis, KeyRing};
+use provenance::genesis::{NodeSecrets, NodeSigners};
+use provenance::{Canonical, Digest, Genesis, KeyRing};
 
 use crate::{Ceremony, Error, Result};
 
@@ -29,89 +29,11 @@ pub struct GenesisFile {
     pub genesis: Genesis,
 }
 
-/// An authority's secrets as one of its nodes holds them.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthoritySecrets {
-    /// The authority.
-    pub id: AuthorityId,
-    /// The authority's BLS group public key (48 bytes).
-    pub bls_group_key: Bytes,
-    /// Its BLS threshold t.
-    pub bls_threshold: u16,
-    /// This node's share index.
-    pub bls_index: u16,
-    /// This node's BLS secret share (32 bytes).
-    pub bls_share: Bytes,
-    /// The authority's Ed25519 secret key (32 bytes).
-    pub ed25519_secret: Bytes,
-    /// The authority's ML-DSA-65 seed (32 bytes).
-    pub ml_dsa_seed: Bytes,
-}
-
-/// One node's secret key file.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NodeKeyFile {
-    /// Node name.
-    pub node: String,
-    /// Validator index.
-    pub validator: u16,
-    /// Digest of the genesis these keys belong to.
-    pub genesis_digest: Digest,
-    /// Ed25519 node identity secret (32 bytes): the libp2p key.
-    pub node_secret: Bytes,
-    /// This validator's consortium key share (32 bytes).
-    pub consortium_share: Bytes,
-    /// The authority's keys.
-    pub authority: AuthoritySecrets,
-}
-
-impl std::fmt::Debug for NodeKeyFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeKeyFile")
-            .field("node", &self.node)
-            .field("validator", &self.validator)
-            .field("authority", &self.authority.id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for AuthoritySecrets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthoritySecrets").field("id", &self.id).finish_non_exhaustive()
-    }
-}
-
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NodeKeyEnvelope {
     format: String,
-    keys: NodeKeyFile,
-}
-
-/// A node's loaded, checked secrets, ready to sign.
-pub struct NodeKeys {
-    /// Node name.
-    pub node: String,
-    /// Validator index.
-    pub validator: u16,
-    /// Ed25519 node identity secret (for libp2p).
-    pub node_secret: [u8; 32],
-    /// The authority signing agent.
-    pub authority: AuthoritySigner,
-    /// The consortium share signer.
-    pub consortium: ConsortiumSigner,
-}
-
-impl std::fmt::Debug for NodeKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeKeys")
-            .field("node", &self.node)
-            .field("validator", &self.validator)
-            .field("authority", self.authority.authority())
-            .finish_non_exhaustive()
-    }
+    keys: NodeSecrets,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -149,12 +71,12 @@ pub fn write_ceremony(dir: &Path, c: &Ceremony) -> Result<()> {
     fs::create_dir_all(dir).map_err(io(dir))?;
     let file = GenesisFile {
         format: GENESIS_FORMAT.into(),
-        digest: c.genesis.digest(),
-        genesis: c.genesis.clone(),
+        digest: c.dealt.genesis.digest(),
+        genesis: c.dealt.genesis.clone(),
     };
     let text = serde_json::to_string_pretty(&file).map_err(|e| format_err(dir, e))?;
     write_new(&dir.join("genesis.json"), text.as_bytes(), 0o644)?;
-    for (keys, token) in c.node_keys.iter().zip(&c.admin_tokens) {
+    for (keys, token) in c.dealt.nodes.iter().zip(&c.admin_tokens) {
         let node_dir = dir.join("nodes").join(&keys.node);
         fs::create_dir_all(&node_dir).map_err(io(&node_dir))?;
         fs::set_permissions(&node_dir, fs::Permissions::from_mode(0o700)).map_err(io(&node_dir))?;
@@ -200,85 +122,15 @@ fn read_secret(path: &Path) -> Result<String> {
     fs::read_to_string(path).map_err(io(path))
 }
 
-fn fixed<const N: usize>(path: &Path, what: &str, b: &Bytes) -> Result<[u8; N]> {
-    b.as_slice()
-        .try_into()
-        .map_err(|_| format_err(path, format!("{what} must be {N} bytes, found {}", b.len())))
-}
-
-/// Reads a node key file (refusing one readable by group or others), checks
-/// it belongs to `genesis` and that its keys are the ones genesis lists.
-pub fn load_node_keys(path: &Path, genesis: &Genesis, keyring: &KeyRing) -> Result<NodeKeys> {
+/// Reads a node key file (refusing one readable by group or others) and
+/// checks that its keys are the ones `genesis` lists for that node.
+pub fn load_node_keys(path: &Path, genesis: &Genesis, keyring: &KeyRing) -> Result<NodeSigners> {
     let text = read_secret(path)?;
     let env: NodeKeyEnvelope = serde_json::from_str(&text).map_err(|e| format_err(path, e))?;
     if env.format != NODE_KEY_FORMAT {
         return Err(format_err(path, format!("format {:?}, expected {NODE_KEY_FORMAT:?}", env.format)));
     }
-    let k = env.keys;
-    if k.genesis_digest != genesis.digest() {
-        return Err(format_err(path, "these keys belong to another genesis"));
-    }
-    let record = genesis
-        .nodes
-        .get(usize::from(k.validator))
-        .filter(|n| n.name == k.node)
-        .ok_or_else(|| format_err(path, format!("node {} is not validator {} in genesis", k.node, k.validator)))?;
-    let node_secret: [u8; 32] = fixed(path, "node_secret", &k.node_secret)?;
-    let node_public = ed25519_dalek::SigningKey::from_bytes(&node_secret).verifying_key();
-    if node_public.as_bytes().as_slice() != record.node_key.as_slice() {
-        return Err(format_err(path, "node identity key does not match genesis"));
-    }
-    let a = &k.authority;
-    if a.id != record.authority || a.bls_index != record.authority_share {
-        return Err(format_err(path, "authority or share index does not match genesis"));
-    }
-    let authority = AuthoritySigner::new(
-        a.id.clone(),
-        fixed(path, "bls_group_key", &a.bls_group_key)?,
-        a.bls_threshold,
-        a.bls_index,
-        fixed(path, "bls_share", &a.bls_share)?,
-        fixed(path, "ed25519_secret", &a.ed25519_secret)?,
-        fixed(path, "ml_dsa_seed", &a.ml_dsa_seed)?,
-    )
-    .map_err(|e| format_err(path, e))?;
-    // Prove the keys are genesis's by signing and verifying a probe with
-    // each scheme the node can sign alone.
-    let probe = b"govtune/v1/key-file-probe";
-    let keys = keyring.authority(&a.id).map_err(|e| format_err(path, e))?;
-    for scheme in provenance::SignatureScheme::ALL {
-        let sig = if scheme == provenance::SignatureScheme::Bls12381 && a.bls_threshold > 0 {
-            // A share alone cannot make the authority's signature: check it
-            // against its public key share instead.
-            let share = authority.sign_share(probe);
-            let ok = <[u8; 96]>::try_from(share.share.as_slice())
-                .ok()
-                .and_then(|b| blsttc::SignatureShare::from_bytes(b).ok())
-                .is_some_and(|s| {
-                    keys.bls_public_key_set().public_key_share(usize::from(share.index)).verify(&s, probe)
-                });
-            if !ok {
-                return Err(format_err(path, "BLS key share does not match genesis"));
-            }
-            continue;
-        } else {
-            authority.sign(scheme, probe).map_err(|e| format_err(path, e))?
-        };
-        keys.verify(&sig, probe)
-            .map_err(|e| format_err(path, format!("{scheme} key does not match genesis: {e}")))?;
-    }
-    let consortium = ConsortiumSigner::new(k.validator, fixed(path, "consortium_share", &k.consortium_share)?)
-        .map_err(|e| format_err(path, e))?;
-    if !keyring.verify_consortium_share(&consortium.sign_share(probe), probe) {
-        return Err(format_err(path, "consortium key share does not match genesis"));
-    }
-    Ok(NodeKeys {
-        node: k.node,
-        validator: k.validator,
-        node_secret,
-        authority,
-        consortium,
-    })
+    env.keys.signers(genesis, keyring).map_err(|e| format_err(path, e))
 }
 
 /// Reads a node's admin token (refusing a file readable by others).

@@ -1,34 +1,47 @@
-//! Define a consortium and run its key ceremony: write the public genesis
-//! file and one private key file per node.
+//! Define a consortium and run its key ceremony: read the description file,
+//! write the public genesis file and one private key file per node.
 //!
-//! The ceremony is a **trusted dealer**: one process generates every key,
-//! splits each multi-node authority's BLS key into t-of-m shares and the
-//! consortium key into (q-1)-of-n shares, signs the proofs of possession,
-//! writes the files and forgets the master secrets. Whoever runs it could
-//! keep copies, so it must be run by a party every authority trusts, or on
-//! a machine that is destroyed afterwards. A distributed key generation
-//! would remove that trust; it is not built yet.
+//! The ceremony is a **trusted dealer** ([`provenance::genesis::deal`]): one
+//! process generates every key, splits each multi-node authority's BLS key
+//! into t-of-m shares and the consortium key into (q-1)-of-n shares, signs
+//! the proofs of possession, writes the files and forgets the master
+//! secrets. Whoever runs it could keep copies, so it must be run by a party
+//! every authority trusts, or on a machine that is wiped afterwards. A
+//! distributed key generation would remove that trust; it is not built.
 //!
 //! Output layout (`govtune genesis new --out DIR`):
 //!
 //! ```text
 //! DIR/genesis.json               public: authorities, keys, nodes, n/f/q, digest
-//! DIR/nodes/<node>/node.key      secret, mode 0600: node identity, authority keys, consortium share
-//! DIR/nodes/<node>/admin.token   secret, mode 0600: the node's admin token
+//! DIR/nodes/<node>/node.key      secret, 0600: node identity, authority keys, consortium share
+//! DIR/nodes/<node>/admin.token   secret, 0600: the node's admin token
+//! ```
+//!
+//! The description file is TOML:
+//!
+//! ```toml
+//! name = "govtune-testnet"
+//! max_clock_skew_ms = 2000
+//!
+//! [[authority]]
+//! id = "globe-press"
+//! name = "Globe Press"
+//! role = "data-source"          # or "governance", "operator"
+//! # threshold = 1               # BLS t for a multi-node authority (default m / 2)
+//! [[authority.node]]
+//! name = "globe-1"
+//! p2p_listen = "/ip4/127.0.0.1/tcp/7101"
+//! api_listen = "127.0.0.1:8101"
 //! ```
 
-mod ceremony;
-mod description;
 mod files;
 
-pub use ceremony::{ceremony, Ceremony};
-pub use description::{AuthorityDescription, ConsortiumDescription, NodeDescription};
-pub use files::{
-    load_admin_token, load_genesis, load_node_keys, write_ceremony, AuthoritySecrets, GenesisFile, NodeKeyFile,
-    NodeKeys,
-};
+pub use files::{load_admin_token, load_genesis, load_node_keys, write_ceremony, GenesisFile};
+pub use provenance::genesis::{ConsortiumDescription, NodeSigners};
 
-use provenance::genesis::GenesisError;
+use provenance::genesis::{deal, Dealt, GenesisError};
+use provenance::Timestamp;
+use rand::{CryptoRng, RngCore};
 
 /// Errors of the ceremony and of reading or writing its files.
 #[derive(Debug, thiserror::Error)]
@@ -67,3 +80,48 @@ pub enum Error {
 
 /// Result with this crate's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Parses and checks a consortium description (TOML).
+pub fn parse_description(text: &str) -> Result<ConsortiumDescription> {
+    let d: ConsortiumDescription = toml::from_str(text).map_err(|e| Error::Description(e.to_string()))?;
+    if d.name.is_empty() || d.name.len() > 128 || d.name.contains('\n') || d.name.trim() != d.name {
+        return Err(Error::Description(
+            "name must be one line of 1 to 128 bytes without surrounding spaces".into(),
+        ));
+    }
+    for a in &d.authorities {
+        if a.nodes.is_empty() {
+            return Err(Error::Description(format!("authority {} lists no node", a.id)));
+        }
+    }
+    Ok(d)
+}
+
+/// A finished ceremony: the dealt keys and one admin token per node.
+pub struct Ceremony {
+    /// Genesis, key ring and node secrets.
+    pub dealt: Dealt,
+    /// One admin token per node (hex), in validator order.
+    pub admin_tokens: Vec<String>,
+}
+
+impl std::fmt::Debug for Ceremony {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ceremony").field("dealt", &self.dealt).finish_non_exhaustive()
+    }
+}
+
+/// Runs the trusted-dealer ceremony for `desc`.
+pub fn ceremony<R: RngCore + CryptoRng>(desc: &ConsortiumDescription, created: Timestamp, rng: &mut R) -> Result<Ceremony> {
+    let dealt = deal(desc, created, rng)?;
+    let admin_tokens = dealt
+        .nodes
+        .iter()
+        .map(|_| {
+            let mut t = [0u8; 32];
+            rng.fill_bytes(&mut t);
+            hex::encode(t)
+        })
+        .collect();
+    Ok(Ceremony { dealt, admin_tokens })
+}

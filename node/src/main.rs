@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 
-use genesis::{ceremony, load_genesis, write_ceremony, ConsortiumDescription};
+use genesis::{ceremony, load_genesis, parse_description, write_ceremony, ConsortiumDescription};
 use provenance::{Canonical, Timestamp};
 
 #[derive(Parser)]
@@ -63,13 +63,13 @@ fn run(cli: Cli) -> Result<(), String> {
                 let desc = match consortium {
                     Some(path) => {
                         let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                        ConsortiumDescription::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?
+                        parse_description(&text).map_err(|e| format!("{}: {e}", path.display()))?
                     }
                     None => ConsortiumDescription::local_testnet(7100, 8100),
                 };
                 let c = ceremony(&desc, now(), &mut rand::rngs::OsRng).map_err(|e| e.to_string())?;
                 write_ceremony(&out, &c).map_err(|e| e.to_string())?;
-                let g = &c.genesis;
+                let g = &c.dealt.genesis;
                 println!("wrote {}", out.join("genesis.json").display());
                 println!("genesis digest {}", g.digest());
                 println!("n = {}, f = {}, q = {}", g.consortium.n, g.consortium.f, g.consortium.q);

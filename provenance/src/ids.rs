@@ -46,7 +46,7 @@ macro_rules! label {
         $(#[$m])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(String);
+        pub struct $name(pub(crate) String);
 
         impl $name {
             /// Validates and wraps a label.

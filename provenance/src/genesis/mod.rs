@@ -332,3 +332,9 @@ impl Genesis {
         self.nodes.iter().find(|n| n.peer_id == peer_id)
     }
 }
+
+mod dealer;
+pub use dealer::{
+    deal, AuthorityDescription, AuthoritySecrets, ConsortiumDescription, Dealt, NodeDescription, NodeSecrets,
+    NodeSigners,
+};
