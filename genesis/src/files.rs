@@ -60,7 +60,8 @@ fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
         .open(path)
         .map_err(io(path))?;
     // The umask may have cleared bits of `mode`; set it exactly.
-    f.set_permissions(fs::Permissions::from_mode(mode)).map_err(io(path))?;
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io(path))?;
     f.write_all(contents).map_err(io(path))?;
     f.sync_all().map_err(io(path))
 }
@@ -86,7 +87,11 @@ pub fn write_ceremony(dir: &Path, c: &Ceremony) -> Result<()> {
         };
         let text = serde_json::to_string_pretty(&env).map_err(|e| format_err(&node_dir, e))?;
         write_new(&node_dir.join("node.key"), text.as_bytes(), 0o600)?;
-        write_new(&node_dir.join("admin.token"), format!("{token}\n").as_bytes(), 0o600)?;
+        write_new(
+            &node_dir.join("admin.token"),
+            format!("{token}\n").as_bytes(),
+            0o600,
+        )?;
     }
     Ok(())
 }
@@ -97,13 +102,19 @@ pub fn load_genesis(path: &Path) -> Result<(Genesis, KeyRing)> {
     let text = fs::read_to_string(path).map_err(io(path))?;
     let file: GenesisFile = serde_json::from_str(&text).map_err(|e| format_err(path, e))?;
     if file.format != GENESIS_FORMAT {
-        return Err(format_err(path, format!("format {:?}, expected {GENESIS_FORMAT:?}", file.format)));
+        return Err(format_err(
+            path,
+            format!("format {:?}, expected {GENESIS_FORMAT:?}", file.format),
+        ));
     }
     let digest = file.genesis.digest();
     if digest != file.digest {
         return Err(format_err(
             path,
-            format!("digest mismatch: the file says {}, its content hashes to {digest}", file.digest),
+            format!(
+                "digest mismatch: the file says {}, its content hashes to {digest}",
+                file.digest
+            ),
         ));
     }
     let keyring = file.genesis.validate()?;
@@ -128,9 +139,14 @@ pub fn load_node_keys(path: &Path, genesis: &Genesis, keyring: &KeyRing) -> Resu
     let text = read_secret(path)?;
     let env: NodeKeyEnvelope = serde_json::from_str(&text).map_err(|e| format_err(path, e))?;
     if env.format != NODE_KEY_FORMAT {
-        return Err(format_err(path, format!("format {:?}, expected {NODE_KEY_FORMAT:?}", env.format)));
+        return Err(format_err(
+            path,
+            format!("format {:?}, expected {NODE_KEY_FORMAT:?}", env.format),
+        ));
     }
-    env.keys.signers(genesis, keyring).map_err(|e| format_err(path, e))
+    env.keys
+        .signers(genesis, keyring)
+        .map_err(|e| format_err(path, e))
 }
 
 /// Reads a node's admin token (refusing a file readable by others).

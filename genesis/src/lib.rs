@@ -107,12 +107,18 @@ pub struct Ceremony {
 
 impl std::fmt::Debug for Ceremony {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ceremony").field("dealt", &self.dealt).finish_non_exhaustive()
+        f.debug_struct("Ceremony")
+            .field("dealt", &self.dealt)
+            .finish_non_exhaustive()
     }
 }
 
 /// Runs the trusted-dealer ceremony for `desc`.
-pub fn ceremony<R: RngCore + CryptoRng>(desc: &ConsortiumDescription, created: Timestamp, rng: &mut R) -> Result<Ceremony> {
+pub fn ceremony<R: RngCore + CryptoRng>(
+    desc: &ConsortiumDescription,
+    created: Timestamp,
+    rng: &mut R,
+) -> Result<Ceremony> {
     let dealt = deal(desc, created, rng)?;
     let admin_tokens = dealt
         .nodes

@@ -14,7 +14,11 @@ use genesis::{ceremony, load_genesis, parse_description, write_ceremony, Consort
 use provenance::{Canonical, Timestamp};
 
 #[derive(Parser)]
-#[command(name = "govtune", version, about = "Governed fine-tuning with verifiable provenance")]
+#[command(
+    name = "govtune",
+    version,
+    about = "Governed fine-tuning with verifiable provenance"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,7 +56,10 @@ enum GenesisCommand {
 }
 
 fn now() -> Timestamp {
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
     Timestamp(u64::try_from(ms).unwrap_or(u64::MAX))
 }
 
@@ -62,7 +69,8 @@ fn run(cli: Cli) -> Result<(), String> {
             GenesisCommand::New { consortium, out } => {
                 let desc = match consortium {
                     Some(path) => {
-                        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                        let text =
+                            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
                         parse_description(&text).map_err(|e| format!("{}: {e}", path.display()))?
                     }
                     None => ConsortiumDescription::local_testnet(7100, 8100),
@@ -72,7 +80,10 @@ fn run(cli: Cli) -> Result<(), String> {
                 let g = &c.dealt.genesis;
                 println!("wrote {}", out.join("genesis.json").display());
                 println!("genesis digest {}", g.digest());
-                println!("n = {}, f = {}, q = {}", g.consortium.n, g.consortium.f, g.consortium.q);
+                println!(
+                    "n = {}, f = {}, q = {}",
+                    g.consortium.n, g.consortium.f, g.consortium.q
+                );
                 for node in &g.nodes {
                     println!(
                         "  validator {} {:<12} {:<18} {}  keys: {}",
@@ -88,9 +99,17 @@ fn run(cli: Cli) -> Result<(), String> {
             GenesisCommand::Verify { genesis } => {
                 let (g, keyring) = load_genesis(&genesis).map_err(|e| e.to_string())?;
                 println!("genesis {} is valid", g.digest());
-                println!("consortium {:?}: n = {}, f = {}, q = {}", g.consortium_name, g.consortium.n, g.consortium.f, g.consortium.q);
+                println!(
+                    "consortium {:?}: n = {}, f = {}, q = {}",
+                    g.consortium_name, g.consortium.n, g.consortium.f, g.consortium.q
+                );
                 for a in keyring.authorities() {
-                    println!("  {:<18} {:<12} BLS threshold {}", a.id, a.role, a.bls_threshold());
+                    println!(
+                        "  {:<18} {:<12} BLS threshold {}",
+                        a.id,
+                        a.role,
+                        a.bls_threshold()
+                    );
                 }
                 Ok(())
             }

@@ -94,7 +94,11 @@ pub fn manifest_sign_request(manifest: &DataSourceManifest) -> SignRequest {
 }
 
 /// Decides whether examples of `manifest` may train under `ctx`.
-pub fn admit(ctx: &AdmissionContext<'_>, manifest: &DataSourceManifest, signature: &CoSignature) -> Admission {
+pub fn admit(
+    ctx: &AdmissionContext<'_>,
+    manifest: &DataSourceManifest,
+    signature: &CoSignature,
+) -> Admission {
     use RefusalReason::*;
     if let Err(e) = manifest.check() {
         return refuse(BadSignature, format!("manifest is malformed: {e}"));
@@ -130,8 +134,15 @@ pub fn admit(ctx: &AdmissionContext<'_>, manifest: &DataSourceManifest, signatur
     if !ctx.policy.admissible_purposes.contains(purpose) {
         return refuse(Purpose, format!("the policy does not admit purpose {purpose}"));
     }
-    let Some(rule) = ctx.policy.depth_rule(&manifest.data_class).filter(|r| r.max_depth > 0) else {
-        return refuse(Depth, format!("the policy gives data class {} no depth", manifest.data_class));
+    let Some(rule) = ctx
+        .policy
+        .depth_rule(&manifest.data_class)
+        .filter(|r| r.max_depth > 0)
+    else {
+        return refuse(
+            Depth,
+            format!("the policy gives data class {} no depth", manifest.data_class),
+        );
     };
     let units = depth_units(ctx.policy.depth_resolution, ctx.campaign.shape);
     let depth = rule.max_depth.min(units);
@@ -171,17 +182,19 @@ pub fn routing_mask(policy: &PolicyArtifact, shape: ModelShape, depth: u16) -> R
     let heads = u32::from(shape.heads);
     match policy.routing_granularity {
         RoutingGranularity::Block => RoutingMask::from_fn(RoutingGranularity::Block, layers * 2, within),
-        RoutingGranularity::Layer => {
-            RoutingMask::from_fn(RoutingGranularity::Layer, layers, |l| within(2 * l) && within(2 * l + 1))
-        }
-        RoutingGranularity::Head => RoutingMask::from_fn(RoutingGranularity::Head, layers * (heads + 1), |u| {
-            let (l, j) = (u / (heads + 1), u % (heads + 1));
-            if j < heads {
-                within(2 * l)
-            } else {
-                within(2 * l + 1)
-            }
+        RoutingGranularity::Layer => RoutingMask::from_fn(RoutingGranularity::Layer, layers, |l| {
+            within(2 * l) && within(2 * l + 1)
         }),
+        RoutingGranularity::Head => {
+            RoutingMask::from_fn(RoutingGranularity::Head, layers * (heads + 1), |u| {
+                let (l, j) = (u / (heads + 1), u % (heads + 1));
+                if j < heads {
+                    within(2 * l)
+                } else {
+                    within(2 * l + 1)
+                }
+            })
+        }
     }
 }
 

@@ -77,8 +77,12 @@ impl Canonical for Campaign {
         };
         limit(k, "name", self.name.len(), 256)?;
         limit(k, "checkpoint_steps", self.checkpoint_steps.len(), 1 << 16)?;
-        self.operator.validate().map_err(|e| invalid("operator", e.to_string()))?;
-        self.purpose.validate().map_err(|e| invalid("purpose", e.to_string()))?;
+        self.operator
+            .validate()
+            .map_err(|e| invalid("operator", e.to_string()))?;
+        self.purpose
+            .validate()
+            .map_err(|e| invalid("purpose", e.to_string()))?;
         if self.shape.layers == 0 || self.shape.heads == 0 {
             return Err(invalid("shape", "layers and heads must be positive".into()));
         }

@@ -77,7 +77,13 @@ pub enum CheckpointError {
 impl Checkpoint {
     /// The signed-note body.
     pub fn note_body(&self) -> String {
-        format!("{}\n{}\n{}\nheight {}\n", self.origin, self.size, B64.encode(self.root.0), self.height)
+        format!(
+            "{}\n{}\n{}\nheight {}\n",
+            self.origin,
+            self.size,
+            B64.encode(self.root.0),
+            self.height
+        )
     }
 
     /// The message the consortium signs.
@@ -121,7 +127,12 @@ impl SignedCheckpoint {
     pub fn to_c2sp(&self, key_name: &str, group_key: &[u8; 48]) -> String {
         let mut blob = note_key_hash(key_name, group_key).to_vec();
         blob.extend_from_slice(self.signature.as_slice());
-        format!("{}\n\u{2014} {} {}\n", self.checkpoint.note_body(), key_name, B64.encode(blob))
+        format!(
+            "{}\n\u{2014} {} {}\n",
+            self.checkpoint.note_body(),
+            key_name,
+            B64.encode(blob)
+        )
     }
 
     /// Parses C2SP text, taking the signature line of `key_name` (other
@@ -132,10 +143,18 @@ impl SignedCheckpoint {
         if text.len() > 64 * 1024 {
             return Err(Malformed("note longer than 64 KiB"));
         }
-        let split = text.find("\n\n").ok_or(Malformed("no blank line before signatures"))?;
+        let split = text
+            .find("\n\n")
+            .ok_or(Malformed("no blank line before signatures"))?;
         let (body, sigs) = (&text[..split + 1], &text[split + 2..]);
-        let mut lines = body.strip_suffix('\n').ok_or(Malformed("body must end in a newline"))?.split('\n');
-        let origin = lines.next().filter(|o| !o.is_empty()).ok_or(Malformed("missing origin"))?;
+        let mut lines = body
+            .strip_suffix('\n')
+            .ok_or(Malformed("body must end in a newline"))?
+            .split('\n');
+        let origin = lines
+            .next()
+            .filter(|o| !o.is_empty())
+            .ok_or(Malformed("missing origin"))?;
         let size_line = lines.next().ok_or(Malformed("missing size"))?;
         if size_line.is_empty()
             || !size_line.bytes().all(|b| b.is_ascii_digit())
@@ -147,7 +166,9 @@ impl SignedCheckpoint {
         let root_bytes = B64
             .decode(lines.next().ok_or(Malformed("missing root"))?)
             .map_err(|_| Malformed("root is not base64"))?;
-        let root: [u8; 32] = root_bytes.try_into().map_err(|_| Malformed("root is not 32 bytes"))?;
+        let root: [u8; 32] = root_bytes
+            .try_into()
+            .map_err(|_| Malformed("root is not 32 bytes"))?;
         let height_line = lines.next().ok_or(Malformed("missing height extension line"))?;
         let height_text = height_line
             .strip_prefix("height ")
@@ -158,7 +179,9 @@ impl SignedCheckpoint {
         {
             return Err(Malformed("height must be a decimal number without leading zeros"));
         }
-        let height: u64 = height_text.parse().map_err(|_| Malformed("height out of range"))?;
+        let height: u64 = height_text
+            .parse()
+            .map_err(|_| Malformed("height out of range"))?;
         if lines.next().is_some() {
             return Err(Malformed("unexpected extension lines"));
         }
@@ -178,11 +201,15 @@ impl SignedCheckpoint {
             let rest = line
                 .strip_prefix("\u{2014} ")
                 .ok_or(Malformed("signature lines start with an em dash and a space"))?;
-            let (name, b64) = rest.split_once(' ').ok_or(Malformed("signature line needs a name and a signature"))?;
+            let (name, b64) = rest
+                .split_once(' ')
+                .ok_or(Malformed("signature line needs a name and a signature"))?;
             if name != key_name {
                 continue;
             }
-            let blob = B64.decode(b64).map_err(|_| Malformed("signature is not base64"))?;
+            let blob = B64
+                .decode(b64)
+                .map_err(|_| Malformed("signature is not base64"))?;
             if blob.len() != 4 + 96 || blob[..4] != want_hash {
                 continue;
             }

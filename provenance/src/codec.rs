@@ -173,10 +173,7 @@ pub fn decode<T: Canonical>(bytes: &[u8]) -> Result<T, DecodeError> {
 
 /// Decodes a value that is not itself a [`Canonical`] object (for example a
 /// wire message), returning it and the number of bytes read.
-pub fn decode_raw<T: DeserializeOwned>(
-    kind: &'static str,
-    bytes: &[u8],
-) -> Result<(T, usize), DecodeError> {
+pub fn decode_raw<T: DeserializeOwned>(kind: &'static str, bytes: &[u8]) -> Result<(T, usize), DecodeError> {
     use bincode::error::DecodeError as E;
     bincode::serde::decode_from_slice(bytes, CONFIG).map_err(|e| match e {
         E::UnexpectedEnd { .. } => DecodeError::Truncated { kind },

@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use crate::campaign::{Campaign, CampaignClose};
 use crate::checkpoint::Checkpoint;
 use crate::codec::{encode, nested_version, Canonical, DecodeError};
-use crate::crypto::{section_message, verify_cosignature, CoSignature, KeyRing, SignRequest, SignatureError, SignatureScheme};
+use crate::crypto::{
+    section_message, verify_cosignature, CoSignature, KeyRing, SignRequest, SignatureError, SignatureScheme,
+};
 use crate::digest::{tagged_hash, Bytes, Digest, ObjectKind};
 use crate::event::{CompositeEvent, ExampleRecord, StepEvent};
 use crate::ids::{AuthorityId, Role};
@@ -290,8 +292,22 @@ impl EntryBody {
                 }
             }
             EntryBody::Step(e) => {
-                let measurement = encode(&(e.step, &e.measurement, &e.sketch_blob, &e.delta_blob, &e.step_time, &e.link));
-                event_plan(view, &digest, &e.link.campaign, &e.policy, &e.examples, &measurement)?
+                let measurement = encode(&(
+                    e.step,
+                    &e.measurement,
+                    &e.sketch_blob,
+                    &e.delta_blob,
+                    &e.step_time,
+                    &e.link,
+                ));
+                event_plan(
+                    view,
+                    &digest,
+                    &e.link.campaign,
+                    &e.policy,
+                    &e.examples,
+                    &measurement,
+                )?
             }
             EntryBody::Composite(e) => {
                 let measurement = encode(&(
@@ -304,12 +320,21 @@ impl EntryBody {
                     &e.link,
                     &e.records_root,
                 ));
-                event_plan(view, &digest, &e.link.campaign, &e.policy, &e.records, &measurement)?
+                event_plan(
+                    view,
+                    &digest,
+                    &e.link.campaign,
+                    &e.policy,
+                    &e.records,
+                    &measurement,
+                )?
             }
             EntryBody::Refusal(r) => refusal_plan(view, &digest, &r.link.campaign, &r.policy)?,
             EntryBody::RefusalAggregate(r) => refusal_plan(view, &digest, &r.link.campaign, &r.policy)?,
             EntryBody::Revocation(r) => {
-                let source = view.source(&r.source).ok_or(EntryError::UnknownSource(r.source))?;
+                let source = view
+                    .source(&r.source)
+                    .ok_or(EntryError::UnknownSource(r.source))?;
                 if source.authority != r.authority {
                     return Err(EntryError::Invalid(format!(
                         "source {} was signed by {}, only it can revoke it",
@@ -336,7 +361,9 @@ fn refusal_plan(
     campaign: &Digest,
     policy: &Digest,
 ) -> Result<SigningPlan, EntryError> {
-    let c = view.campaign(campaign).ok_or(EntryError::UnknownCampaign(*campaign))?;
+    let c = view
+        .campaign(campaign)
+        .ok_or(EntryError::UnknownCampaign(*campaign))?;
     let p = view.policy(policy).ok_or(EntryError::UnknownPolicy(*policy))?;
     Ok(SigningPlan {
         scheme: Some(p.signature_scheme),
@@ -363,14 +390,18 @@ fn event_plan(
     records: &[ExampleRecord],
     measurement: &[u8],
 ) -> Result<SigningPlan, EntryError> {
-    let c = view.campaign(campaign).ok_or(EntryError::UnknownCampaign(*campaign))?;
+    let c = view
+        .campaign(campaign)
+        .ok_or(EntryError::UnknownCampaign(*campaign))?;
     let p = view.policy(policy).ok_or(EntryError::UnknownPolicy(*policy))?;
     // Group records by their source's authority (sorted, so every node
     // derives the same plan).
     let mut by_authority: BTreeMap<&AuthorityId, Vec<&ExampleRecord>> = BTreeMap::new();
     let mut sources = BTreeSet::new();
     for r in records {
-        let m = view.source(&r.source).ok_or(EntryError::UnknownSource(r.source))?;
+        let m = view
+            .source(&r.source)
+            .ok_or(EntryError::UnknownSource(r.source))?;
         by_authority.entry(&m.authority).or_default().push(r);
         sources.insert(r.source);
     }
@@ -392,7 +423,10 @@ fn event_plan(
     }
     let governance = GovernanceSection {
         policy,
-        decisions: records.iter().map(|r| (&r.source, r.index, &r.decision)).collect(),
+        decisions: records
+            .iter()
+            .map(|r| (&r.source, r.index, &r.decision))
+            .collect(),
     };
     let gov_digest = tagged_hash(ObjectKind::Section, &encode(&governance));
     requests.push(SignRequest {
@@ -430,7 +464,9 @@ impl LedgerEntry {
                 if keyring.verify_consortium(&cp.signing_message(), sig.as_slice()) {
                     Ok(())
                 } else {
-                    Err(EntryError::Invalid("consortium signature on checkpoint does not verify".into()))
+                    Err(EntryError::Invalid(
+                        "consortium signature on checkpoint does not verify".into(),
+                    ))
                 }
             }
             (EntryBody::Checkpoint(_), Attestation::Authorities(_)) => Err(EntryError::Invalid(

@@ -54,7 +54,12 @@ impl RoutingMask {
 
     /// Whether unit `i` is routed.
     pub fn allows(&self, i: u32) -> bool {
-        i < self.units && self.bits.0.get((i / 8) as usize).is_some_and(|b| b & (1 << (i % 8)) != 0)
+        i < self.units
+            && self
+                .bits
+                .0
+                .get((i / 8) as usize)
+                .is_some_and(|b| b & (1 << (i % 8)) != 0)
     }
 
     /// Number of units routed.
@@ -134,7 +139,11 @@ impl Measurement {
         finite(k, "measurement.loss", self.loss)?;
         finite(k, "measurement.signals.loss_drop_z", self.signals.loss_drop_z)?;
         finite(k, "measurement.signals.extraction", self.signals.extraction)?;
-        finite(k, "measurement.signals.canary_exposure", self.signals.canary_exposure)?;
+        finite(
+            k,
+            "measurement.signals.canary_exposure",
+            self.signals.canary_exposure,
+        )?;
         for b in &self.blocks {
             finite(k, "measurement.blocks.norm", b.norm)?;
         }
@@ -285,7 +294,11 @@ impl CompositeEvent {
     }
 
     /// Verifies that `record` is record `proof.leaf_index` under `root`.
-    pub fn verify_record(root: &Digest, record: &ExampleRecord, proof: &InclusionProof) -> Result<(), ProofError> {
+    pub fn verify_record(
+        root: &Digest,
+        record: &ExampleRecord,
+        proof: &InclusionProof,
+    ) -> Result<(), ProofError> {
         verify_inclusion::<Sha3Hasher>(
             proof.leaf_index,
             proof.tree_size,

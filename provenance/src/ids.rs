@@ -45,8 +45,21 @@ macro_rules! label {
     ($(#[$m:meta])* $name:ident, $what:literal, $extra:expr) => {
         $(#[$m])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(transparent)]
+        #[serde(try_from = "String", into = "String")]
         pub struct $name(pub(crate) String);
+
+        impl TryFrom<String> for $name {
+            type Error = LabelError;
+            fn try_from(s: String) -> Result<Self, LabelError> {
+                Self::new(s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
 
         impl $name {
             /// Validates and wraps a label.
@@ -142,9 +155,7 @@ impl Role {
 
 /// Milliseconds since the Unix epoch (UTC). Time is always an input: the
 /// pure crates never read a clock.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 #[serde(transparent)]
 pub struct Timestamp(pub u64);
 

@@ -150,9 +150,15 @@ impl Canonical for DataSourceManifest {
             field,
             reason,
         };
-        self.authority.validate().map_err(|e| invalid("authority", e.to_string()))?;
-        self.license.validate().map_err(|e| invalid("license", e.to_string()))?;
-        self.data_class.validate().map_err(|e| invalid("data_class", e.to_string()))?;
+        self.authority
+            .validate()
+            .map_err(|e| invalid("authority", e.to_string()))?;
+        self.license
+            .validate()
+            .map_err(|e| invalid("license", e.to_string()))?;
+        self.data_class
+            .validate()
+            .map_err(|e| invalid("data_class", e.to_string()))?;
         for p in &self.purposes {
             p.validate().map_err(|e| invalid("purposes", e.to_string()))?;
         }
@@ -170,7 +176,12 @@ impl DataSourceManifest {
     }
 
     /// Verifies that `example_hash` is example `index` of this source.
-    pub fn verify_example(&self, index: u64, example_hash: &Digest, path: &[Digest]) -> Result<(), ProofError> {
+    pub fn verify_example(
+        &self,
+        index: u64,
+        example_hash: &Digest,
+        path: &[Digest],
+    ) -> Result<(), ProofError> {
         verify_inclusion::<Sha3Hasher>(
             index,
             self.example_count,
@@ -203,7 +214,11 @@ pub struct SourceExamples {
 
 impl SourceExamples {
     /// Cuts `text` and hashes every example under `salt`.
-    pub fn build(text: &[u8], segmentation: &Segmentation, salt: &[u8; 32]) -> Result<Self, SegmentationError> {
+    pub fn build(
+        text: &[u8],
+        segmentation: &Segmentation,
+        salt: &[u8; 32],
+    ) -> Result<Self, SegmentationError> {
         let ranges = segmentation.cut(text.len() as u64)?;
         let hashes: Vec<Digest> = ranges
             .iter()

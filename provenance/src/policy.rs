@@ -125,18 +125,27 @@ impl Canonical for PolicyArtifact {
         limit(k, "admissible_licenses", self.admissible_licenses.len(), 256)?;
         limit(k, "admissible_purposes", self.admissible_purposes.len(), 256)?;
         limit(k, "depth", self.depth.len(), 256)?;
-        self.authority.validate().map_err(|e| invalid("authority", e.to_string()))?;
+        self.authority
+            .validate()
+            .map_err(|e| invalid("authority", e.to_string()))?;
         for l in &self.admissible_licenses {
-            l.validate().map_err(|e| invalid("admissible_licenses", e.to_string()))?;
+            l.validate()
+                .map_err(|e| invalid("admissible_licenses", e.to_string()))?;
         }
         for p in &self.admissible_purposes {
-            p.validate().map_err(|e| invalid("admissible_purposes", e.to_string()))?;
+            p.validate()
+                .map_err(|e| invalid("admissible_purposes", e.to_string()))?;
         }
         let mut classes = BTreeSet::new();
         for d in &self.depth {
-            d.data_class.validate().map_err(|e| invalid("depth", e.to_string()))?;
+            d.data_class
+                .validate()
+                .map_err(|e| invalid("depth", e.to_string()))?;
             if !classes.insert(&d.data_class) {
-                return Err(invalid("depth", format!("data class {} listed twice", d.data_class)));
+                return Err(invalid(
+                    "depth",
+                    format!("data class {} listed twice", d.data_class),
+                ));
             }
             finite(k, "depth.clip_norm", d.clip_norm)?;
             if d.clip_norm <= 0.0 {
@@ -145,12 +154,19 @@ impl Canonical for PolicyArtifact {
         }
         finite(k, "memorisation.loss_drop_z", self.memorisation.loss_drop_z)?;
         finite(k, "memorisation.extraction", self.memorisation.extraction)?;
-        finite(k, "memorisation.canary_exposure", self.memorisation.canary_exposure)?;
+        finite(
+            k,
+            "memorisation.canary_exposure",
+            self.memorisation.canary_exposure,
+        )?;
         match (self.policy_version, &self.supersedes) {
             (0, _) => return Err(invalid("policy_version", "starts at 1".into())),
             (1, Some(_)) => return Err(invalid("supersedes", "version 1 supersedes nothing".into())),
             (v, None) if v > 1 => {
-                return Err(invalid("supersedes", format!("version {v} must declare what it supersedes")))
+                return Err(invalid(
+                    "supersedes",
+                    format!("version {v} must declare what it supersedes"),
+                ))
             }
             _ => {}
         }

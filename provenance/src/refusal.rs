@@ -101,10 +101,20 @@ impl Canonical for Refusal {
         self.version
     }
     fn check(&self) -> Result<(), DecodeError> {
-        limit(Self::KIND, "examples", self.examples.len(), MAX_EXAMPLES_PER_EVENT)?;
+        limit(
+            Self::KIND,
+            "examples",
+            self.examples.len(),
+            MAX_EXAMPLES_PER_EVENT,
+        )?;
         limit(Self::KIND, "detail", self.detail.len(), 1024)?;
         if let Some(m) = &self.measurement {
-            limit(Self::KIND, "measurement.blocks", m.blocks.len(), crate::event::MAX_BLOCKS)?;
+            limit(
+                Self::KIND,
+                "measurement.blocks",
+                m.blocks.len(),
+                crate::event::MAX_BLOCKS,
+            )?;
         }
         Ok(())
     }

@@ -6,17 +6,26 @@ mod common;
 
 use common::*;
 use provenance::admission::{
-    admit, block_within_depth, check_memorisation, manifest_sign_request, routing_mask, Admission, AdmissionContext,
+    admit, block_within_depth, check_memorisation, manifest_sign_request, routing_mask, Admission,
+    AdmissionContext,
 };
 use provenance::crypto::{CoSignature, SignatureScheme};
 use provenance::*;
 
 fn sign_manifest(m: &DataSourceManifest, by: &str, scheme: SignatureScheme) -> CoSignature {
     let req = manifest_sign_request(m);
-    let sig = fixture().signer(by).authority.sign(scheme, &req.message).expect("sign");
+    let sig = fixture()
+        .signer(by)
+        .authority
+        .sign(scheme, &req.message)
+        .expect("sign");
     match scheme {
         SignatureScheme::Bls12381 => {
-            let pos = fixture().keyring().authority(&id(by)).expect("authority").position;
+            let pos = fixture()
+                .keyring()
+                .authority(&id(by))
+                .expect("authority")
+                .position;
             CoSignature::Bls {
                 signers: provenance::crypto::SignerBitmap::from_positions(4, [pos]),
                 aggregate: sig.signature,
@@ -29,7 +38,13 @@ fn sign_manifest(m: &DataSourceManifest, by: &str, scheme: SignatureScheme) -> C
     }
 }
 
-fn run(m: &DataSourceManifest, sig: &CoSignature, policy: &PolicyArtifact, revocations: &[EffectiveRevocation], t: u64) -> Admission {
+fn run(
+    m: &DataSourceManifest,
+    sig: &CoSignature,
+    policy: &PolicyArtifact,
+    revocations: &[EffectiveRevocation],
+    t: u64,
+) -> Admission {
     let c = campaign(policy);
     let ctx = AdmissionContext {
         keyring: fixture().keyring(),
@@ -75,12 +90,21 @@ fn every_refusal_reason_is_reachable() {
     if let CoSignature::List { signatures, .. } = &mut forged {
         signatures[0].signature.0[0] ^= 1;
     }
-    assert_eq!(reason(run(&m, &forged, &p, &[], NOW)), Some(RefusalReason::BadSignature));
+    assert_eq!(
+        reason(run(&m, &forged, &p, &[], NOW)),
+        Some(RefusalReason::BadSignature)
+    );
     let by_folio = sign_manifest(&m, "folio-society", SignatureScheme::Ed25519);
-    assert_eq!(reason(run(&m, &by_folio, &p, &[], NOW)), Some(RefusalReason::BadSignature));
+    assert_eq!(
+        reason(run(&m, &by_folio, &p, &[], NOW)),
+        Some(RefusalReason::BadSignature)
+    );
     let mut tampered = m.clone();
     tampered.license = License::new("CC0-1.0").expect("l");
-    assert_eq!(reason(run(&tampered, &sig, &p, &[], NOW)), Some(RefusalReason::BadSignature));
+    assert_eq!(
+        reason(run(&tampered, &sig, &p, &[], NOW)),
+        Some(RefusalReason::BadSignature)
+    );
 
     // revoked: effective before the step; a revocation effective later
     // does not apply yet (no backdating).
@@ -88,7 +112,10 @@ fn every_refusal_reason_is_reachable() {
         source: m.source_id(),
         effective: Timestamp(NOW - 1),
     };
-    assert_eq!(reason(run(&m, &sig, &p, &[rev], NOW)), Some(RefusalReason::Revoked));
+    assert_eq!(
+        reason(run(&m, &sig, &p, &[rev], NOW)),
+        Some(RefusalReason::Revoked)
+    );
     let later = EffectiveRevocation {
         source: m.source_id(),
         effective: Timestamp(NOW + 1),
@@ -96,29 +123,47 @@ fn every_refusal_reason_is_reachable() {
     assert_eq!(reason(run(&m, &sig, &p, &[later], NOW)), None);
 
     // outside-validity-window: before not_before and at not_after.
-    assert_eq!(reason(run(&m, &sig, &p, &[], T0 - 1)), Some(RefusalReason::OutsideValidityWindow));
-    assert_eq!(reason(run(&m, &sig, &p, &[], T0 + 1_000_000)), Some(RefusalReason::OutsideValidityWindow));
+    assert_eq!(
+        reason(run(&m, &sig, &p, &[], T0 - 1)),
+        Some(RefusalReason::OutsideValidityWindow)
+    );
+    assert_eq!(
+        reason(run(&m, &sig, &p, &[], T0 + 1_000_000)),
+        Some(RefusalReason::OutsideValidityWindow)
+    );
 
     // license.
     let mut lic = m.clone();
     lic.license = License::new("LicenseRef-no-ai-training").expect("l");
     let lic_sig = sign_manifest(&lic, "globe-press", SignatureScheme::Ed25519);
-    assert_eq!(reason(run(&lic, &lic_sig, &p, &[], NOW)), Some(RefusalReason::License));
+    assert_eq!(
+        reason(run(&lic, &lic_sig, &p, &[], NOW)),
+        Some(RefusalReason::License)
+    );
 
     // purpose: the source does not allow it, or the policy does not.
     let mut purp = m.clone();
     purp.purposes = vec![Purpose::new("commercial").expect("p")];
     let purp_sig = sign_manifest(&purp, "globe-press", SignatureScheme::Ed25519);
-    assert_eq!(reason(run(&purp, &purp_sig, &p, &[], NOW)), Some(RefusalReason::Purpose));
+    assert_eq!(
+        reason(run(&purp, &purp_sig, &p, &[], NOW)),
+        Some(RefusalReason::Purpose)
+    );
     let mut strict = p.clone();
     strict.admissible_purposes = vec![Purpose::new("safety-evaluation").expect("p")];
-    assert_eq!(reason(run(&m, &sig, &strict, &[], NOW)), Some(RefusalReason::Purpose));
+    assert_eq!(
+        reason(run(&m, &sig, &strict, &[], NOW)),
+        Some(RefusalReason::Purpose)
+    );
 
     // depth: no rule for the class, or a zero-depth rule.
     let mut class = m.clone();
     class.data_class = DataClass::new("personal-correspondence").expect("c");
     let class_sig = sign_manifest(&class, "globe-press", SignatureScheme::Ed25519);
-    assert_eq!(reason(run(&class, &class_sig, &p, &[], NOW)), Some(RefusalReason::Depth));
+    assert_eq!(
+        reason(run(&class, &class_sig, &p, &[], NOW)),
+        Some(RefusalReason::Depth)
+    );
     let mut zero = p.clone();
     zero.depth[0].max_depth = 0;
     assert_eq!(reason(run(&m, &sig, &zero, &[], NOW)), Some(RefusalReason::Depth));
@@ -162,7 +207,11 @@ fn checks_run_in_the_documented_order() {
 fn routing_masks_never_exceed_depth_at_any_granularity() {
     let shape = ModelShape { layers: 4, heads: 3 };
     for resolution in [DepthResolution::Layer, DepthResolution::Block] {
-        for granularity in [RoutingGranularity::Block, RoutingGranularity::Layer, RoutingGranularity::Head] {
+        for granularity in [
+            RoutingGranularity::Block,
+            RoutingGranularity::Layer,
+            RoutingGranularity::Head,
+        ] {
             let mut p = policy();
             p.depth_resolution = resolution;
             p.routing_granularity = granularity;
@@ -209,7 +258,8 @@ fn source_examples_prove_membership_in_the_signed_root() {
     let ex = examples();
     for i in 0..ex.len() {
         let p = ex.proof(i).expect("proof");
-        m.verify_example(i, &ex.hash(i).expect("hash"), &p.path).expect("member");
+        m.verify_example(i, &ex.hash(i).expect("hash"), &p.path)
+            .expect("member");
         assert!(m.verify_example(i, &Digest([0; 32]), &p.path).is_err());
     }
     // Salt matters: the same text under another salt gives other hashes.
@@ -217,8 +267,24 @@ fn source_examples_prove_membership_in_the_signed_root() {
     assert_ne!(other.root(), ex.root());
     // Segmentation errors are typed.
     assert!(Segmentation::Window { length: 0, stride: 1 }.cut(10).is_err());
-    assert!(Segmentation::Boundaries { offsets: vec![0, 5, 5] }.cut(10).is_err());
+    assert!(Segmentation::Boundaries {
+        offsets: vec![0, 5, 5]
+    }
+    .cut(10)
+    .is_err());
     assert!(Segmentation::Boundaries { offsets: vec![0, 11] }.cut(10).is_err());
-    assert_eq!(Segmentation::Boundaries { offsets: vec![0, 4, 10] }.cut(10).expect("cut"), vec![0..4, 4..10]);
-    assert_eq!(Segmentation::Window { length: 4, stride: 3 }.cut(10).expect("cut"), vec![0..4, 3..7, 6..10]);
+    assert_eq!(
+        Segmentation::Boundaries {
+            offsets: vec![0, 4, 10]
+        }
+        .cut(10)
+        .expect("cut"),
+        vec![0..4, 4..10]
+    );
+    assert_eq!(
+        Segmentation::Window { length: 4, stride: 3 }
+            .cut(10)
+            .expect("cut"),
+        vec![0..4, 3..7, 6..10]
+    );
 }

@@ -119,9 +119,20 @@ fn a_wrong_tree_size_is_caught_by_the_signed_checkpoint() {
         height: 9,
     };
     let msg = cp.signing_message();
-    let shares: Vec<_> = f.signers.iter().take(3).map(|s| s.consortium.sign_share(&msg)).collect();
-    let sig = f.keyring().combine_consortium_shares(&msg, &shares).expect("q shares combine");
-    let signed = SignedCheckpoint { checkpoint: cp, signature: sig };
+    let shares: Vec<_> = f
+        .signers
+        .iter()
+        .take(3)
+        .map(|s| s.consortium.sign_share(&msg))
+        .collect();
+    let sig = f
+        .keyring()
+        .combine_consortium_shares(&msg, &shares)
+        .expect("q shares combine");
+    let signed = SignedCheckpoint {
+        checkpoint: cp,
+        signature: sig,
+    };
     signed.verify(f.keyring()).expect("checkpoint verifies");
 
     for size in [99u64, 101, 64, 128] {
@@ -156,9 +167,20 @@ fn checkpoints_round_trip_through_c2sp_text() {
         height: 3,
     };
     let msg = cp.signing_message();
-    let shares: Vec<_> = f.signers.iter().skip(1).map(|s| s.consortium.sign_share(&msg)).collect();
-    let signature = f.keyring().combine_consortium_shares(&msg, &shares).expect("combine");
-    let signed = SignedCheckpoint { checkpoint: cp, signature };
+    let shares: Vec<_> = f
+        .signers
+        .iter()
+        .skip(1)
+        .map(|s| s.consortium.sign_share(&msg))
+        .collect();
+    let signature = f
+        .keyring()
+        .combine_consortium_shares(&msg, &shares)
+        .expect("combine");
+    let signed = SignedCheckpoint {
+        checkpoint: cp,
+        signature,
+    };
     let pk = f.keyring().consortium_public_key();
     let text = signed.to_c2sp("govtune-testnet", &pk);
     assert!(text.starts_with("govtune-testnet\n5\n"));
@@ -178,9 +200,13 @@ fn checkpoints_round_trip_through_c2sp_text() {
         text.replacen("\u{2014} ", "- ", 1),
         String::new(),
     ] {
-        assert!(SignedCheckpoint::from_c2sp(&bad, "govtune-testnet", &pk).is_err(), "{bad:?}");
+        assert!(
+            SignedCheckpoint::from_c2sp(&bad, "govtune-testnet", &pk).is_err(),
+            "{bad:?}"
+        );
     }
     // A tampered size parses but does not verify.
-    let lie = SignedCheckpoint::from_c2sp(&text.replacen("\n5\n", "\n6\n", 1), "govtune-testnet", &pk).expect("parses");
+    let lie = SignedCheckpoint::from_c2sp(&text.replacen("\n5\n", "\n6\n", 1), "govtune-testnet", &pk)
+        .expect("parses");
     assert!(lie.verify(f.keyring()).is_err());
 }

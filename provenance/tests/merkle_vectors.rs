@@ -2,7 +2,9 @@
 //! the 8-leaf reference tree, the published inclusion and consistency
 //! proofs, and every perfect subtree hash.
 
-use provenance::merkle::{verify_consistency, verify_inclusion, MemoryTree, ProofError, SubtreeSource, TreeHasher};
+use provenance::merkle::{
+    verify_consistency, verify_inclusion, MemoryTree, ProofError, SubtreeSource, TreeHasher,
+};
 use provenance::Digest;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
@@ -55,7 +57,11 @@ fn d(h: &str) -> Digest {
 
 fn load() -> (Vectors, MemoryTree<Sha256Hasher>) {
     let v: Vectors = serde_json::from_str(include_str!("vectors/rfc6962.json")).expect("vector file parses");
-    let leaves: Vec<Vec<u8>> = v.leaves.iter().map(|l| hex::decode(l).expect("hex leaf")).collect();
+    let leaves: Vec<Vec<u8>> = v
+        .leaves
+        .iter()
+        .map(|l| hex::decode(l).expect("hex leaf"))
+        .collect();
     let tree = MemoryTree::<Sha256Hasher>::from_leaves(leaves.iter().map(Vec::as_slice));
     (v, tree)
 }
@@ -84,7 +90,13 @@ fn published_inclusion_proofs_are_reproduced_and_verify() {
     let (v, tree) = load();
     for p in &v.inclusion {
         let want: Vec<Digest> = p.proof.iter().map(|h| d(h)).collect();
-        assert_eq!(tree.inclusion_proof(p.leaf, p.size), Some(want.clone()), "leaf {} size {}", p.leaf, p.size);
+        assert_eq!(
+            tree.inclusion_proof(p.leaf, p.size),
+            Some(want.clone()),
+            "leaf {} size {}",
+            p.leaf,
+            p.size
+        );
         let leaf = tree.leaf_hash(p.leaf).expect("leaf exists");
         verify_inclusion::<Sha256Hasher>(p.leaf, p.size, &leaf, &want, &d(&v.roots[p.size as usize]))
             .expect("published proof verifies");
@@ -96,7 +108,13 @@ fn published_consistency_proofs_are_reproduced_and_verify() {
     let (v, tree) = load();
     for p in &v.consistency {
         let want: Vec<Digest> = p.proof.iter().map(|h| d(h)).collect();
-        assert_eq!(tree.consistency_proof(p.first, p.second), Some(want.clone()), "{} -> {}", p.first, p.second);
+        assert_eq!(
+            tree.consistency_proof(p.first, p.second),
+            Some(want.clone()),
+            "{} -> {}",
+            p.first,
+            p.second
+        );
         verify_consistency::<Sha256Hasher>(
             p.first,
             p.second,
@@ -148,9 +166,21 @@ fn edge_cases_are_refused_with_typed_errors() {
         verify_consistency::<Sha256Hasher>(2, 1, &[], &r2, &r1),
         Err(ProofError::SizesReversed { .. })
     ));
-    assert!(verify_consistency::<Sha256Hasher>(1, 2, &[], &r1, &r2).is_err(), "empty proof");
-    assert!(verify_consistency::<Sha256Hasher>(1, 1, &[], &r1, &r2).is_err(), "equal sizes, other roots");
-    assert!(verify_consistency::<Sha256Hasher>(1, 1, &[r1], &r1, &r1).is_err(), "non-empty proof for equal sizes");
-    assert!(verify_consistency::<Sha256Hasher>(0, 1, &[], &r2, &r1).is_ok(), "empty tree is consistent with all");
+    assert!(
+        verify_consistency::<Sha256Hasher>(1, 2, &[], &r1, &r2).is_err(),
+        "empty proof"
+    );
+    assert!(
+        verify_consistency::<Sha256Hasher>(1, 1, &[], &r1, &r2).is_err(),
+        "equal sizes, other roots"
+    );
+    assert!(
+        verify_consistency::<Sha256Hasher>(1, 1, &[r1], &r1, &r1).is_err(),
+        "non-empty proof for equal sizes"
+    );
+    assert!(
+        verify_consistency::<Sha256Hasher>(0, 1, &[], &r2, &r1).is_ok(),
+        "empty tree is consistent with all"
+    );
     assert!(verify_consistency::<Sha256Hasher>(0, 1, &[r1], &r2, &r1).is_err());
 }

@@ -6,7 +6,9 @@
 mod common;
 
 use common::*;
-use provenance::crypto::{verify_cosignature, CoSignature, CoSigner, SignatureError, SignatureScheme, SignerBitmap};
+use provenance::crypto::{
+    verify_cosignature, CoSignature, CoSigner, SignatureError, SignatureScheme, SignerBitmap,
+};
 use provenance::genesis::{deal, AuthorityDescription, ConsortiumDescription, GenesisError, NodeDescription};
 use provenance::*;
 use rand::SeedableRng;
@@ -25,7 +27,11 @@ fn a_complete_step_event_verifies_under_every_scheme_with_one_section_per_author
         let w = world_for(scheme);
         let body = EntryBody::Step(w.step_event());
         let plan = body.signing_plan(&w.view).expect("plan");
-        let who: Vec<_> = plan.requests.iter().map(|r| (r.authority.as_str().to_string(), r.role)).collect();
+        let who: Vec<_> = plan
+            .requests
+            .iter()
+            .map(|r| (r.authority.as_str().to_string(), r.role))
+            .collect();
         assert_eq!(
             who,
             vec![
@@ -58,7 +64,11 @@ fn a_forged_signature_is_refused_and_named() {
         // Governance's signature with one byte changed.
         let mut co = CoSigner::new(f.keyring(), scheme, plan.requests.clone()).expect("cosigner");
         let gov = &plan.requests[2];
-        let mut forged = f.signer("standards-board").authority.sign(scheme, &gov.message).expect("sign");
+        let mut forged = f
+            .signer("standards-board")
+            .authority
+            .sign(scheme, &gov.message)
+            .expect("sign");
         forged.signature.0[5] ^= 0x40;
         let err = co.add(forged).expect_err("forged share refused");
         assert!(
@@ -73,15 +83,25 @@ fn a_forged_signature_is_refused_and_named() {
             CoSignature::List { signatures, .. } => {
                 signatures[1].signature.0[3] ^= 1;
                 let err = verify_cosignature(f.keyring(), Some(scheme), &plan.requests, &c).expect_err("bad");
-                assert!(matches!(&err, SignatureError::Bad { authority, .. } if authority.as_str() == "globe-press"), "{err}");
+                assert!(
+                    matches!(&err, SignatureError::Bad { authority, .. } if authority.as_str() == "globe-press"),
+                    "{err}"
+                );
             }
             CoSignature::Bls { aggregate, .. } => {
                 // Replace the aggregate with a valid signature by one signer
                 // alone: the point is valid, the aggregate is not.
-                let alone = f.signer("globe-press").authority.sign(scheme, &plan.requests[1].message).expect("sign");
+                let alone = f
+                    .signer("globe-press")
+                    .authority
+                    .sign(scheme, &plan.requests[1].message)
+                    .expect("sign");
                 *aggregate = alone.signature;
                 let err = verify_cosignature(f.keyring(), Some(scheme), &plan.requests, &c).expect_err("bad");
-                assert!(matches!(&err, SignatureError::AggregateInvalid { signers } if signers.len() == 4), "{err}");
+                assert!(
+                    matches!(&err, SignatureError::AggregateInvalid { signers } if signers.len() == 4),
+                    "{err}"
+                );
             }
         }
     }
@@ -97,7 +117,11 @@ fn a_signature_by_the_wrong_role_is_refused() {
         p.authority = id("tuning-lab");
         let body = EntryBody::Policy(p);
         let plan = body.signing_plan(&w.view).expect("plan");
-        let sig = f.signer("tuning-lab").authority.sign(scheme, &plan.requests[0].message).expect("sign");
+        let sig = f
+            .signer("tuning-lab")
+            .authority
+            .sign(scheme, &plan.requests[0].message)
+            .expect("sign");
         let c = match scheme {
             SignatureScheme::Bls12381 => CoSignature::Bls {
                 signers: SignerBitmap::from_positions(4, [3]),
@@ -108,7 +132,9 @@ fn a_signature_by_the_wrong_role_is_refused() {
                 signatures: vec![sig],
             },
         };
-        let err = LedgerEntry::signed(body, c).verify(f.keyring(), &w.view).expect_err("wrong role");
+        let err = LedgerEntry::signed(body, c)
+            .verify(f.keyring(), &w.view)
+            .expect_err("wrong role");
         assert!(
             matches!(&err, EntryError::Signature(SignatureError::WrongRole { authority, expected: Role::Governance, actual: Role::Operator }) if authority.as_str() == "tuning-lab"),
             "{scheme}: {err}"
@@ -121,7 +147,10 @@ fn a_signature_by_the_wrong_role_is_refused() {
         let plan = body.signing_plan(&w.view).expect("plan");
         assert!(matches!(
             CoSigner::new(f.keyring(), scheme, plan.requests),
-            Err(SignatureError::WrongRole { expected: Role::DataSource, .. })
+            Err(SignatureError::WrongRole {
+                expected: Role::DataSource,
+                ..
+            })
         ));
     }
 }
@@ -134,9 +163,18 @@ fn a_missing_signer_is_named() {
         let body = EntryBody::Step(w.step_event());
         let plan = body.signing_plan(&w.view).expect("plan");
         let mut co = CoSigner::new(f.keyring(), scheme, plan.requests.clone()).expect("cosigner");
-        for r in plan.requests.iter().filter(|r| r.authority.as_str() != "folio-society") {
-            co.add(f.signer(r.authority.as_str()).authority.sign(scheme, &r.message).expect("sign"))
-                .expect("valid");
+        for r in plan
+            .requests
+            .iter()
+            .filter(|r| r.authority.as_str() != "folio-society")
+        {
+            co.add(
+                f.signer(r.authority.as_str())
+                    .authority
+                    .sign(scheme, &r.message)
+                    .expect("sign"),
+            )
+            .expect("valid");
         }
         assert_eq!(co.missing().len(), 1);
         let err = co.finish().expect_err("incomplete");
@@ -156,7 +194,9 @@ fn a_missing_signer_is_named() {
                 *signers = SignerBitmap::from_positions(4, [0, 1, 2]);
             }
         }
-        let err = LedgerEntry::signed(body, c).verify(f.keyring(), &w.view).expect_err("missing");
+        let err = LedgerEntry::signed(body, c)
+            .verify(f.keyring(), &w.view)
+            .expect_err("missing");
         assert!(
             matches!(&err, EntryError::Signature(SignatureError::Missing { authority, role: Role::Operator }) if authority.as_str() == "tuning-lab"),
             "{scheme}: {err}"
@@ -172,8 +212,16 @@ fn unexpected_signers_wrong_schemes_and_borrowed_signatures_are_refused() {
     let plan = body.signing_plan(&w.view).expect("plan");
     let msg = &plan.requests[0].message;
     // An extra signature by an authority that is not required.
-    let good = f.signer("globe-press").authority.sign(SignatureScheme::Ed25519, msg).expect("sign");
-    let extra = f.signer("folio-society").authority.sign(SignatureScheme::Ed25519, msg).expect("sign");
+    let good = f
+        .signer("globe-press")
+        .authority
+        .sign(SignatureScheme::Ed25519, msg)
+        .expect("sign");
+    let extra = f
+        .signer("folio-society")
+        .authority
+        .sign(SignatureScheme::Ed25519, msg)
+        .expect("sign");
     let c = CoSignature::List {
         scheme: SignatureScheme::Ed25519,
         signatures: vec![good.clone(), extra.clone()],
@@ -211,7 +259,10 @@ fn unexpected_signers_wrong_schemes_and_borrowed_signatures_are_refused() {
     };
     assert!(matches!(
         ed.verify(f.keyring(), &wb.view),
-        Err(EntryError::Signature(SignatureError::WrongScheme { expected: SignatureScheme::Bls12381, .. }))
+        Err(EntryError::Signature(SignatureError::WrongScheme {
+            expected: SignatureScheme::Bls12381,
+            ..
+        }))
     ));
     // A bitmap of the wrong width is malformed, not a panic.
     let c = CoSignature::Bls {
@@ -237,10 +288,16 @@ fn a_revocation_by_another_authority_and_an_unregistered_source_are_refused() {
         reason: "not mine".into(),
         requested: Timestamp(T0),
     };
-    assert!(matches!(EntryBody::Revocation(r).signing_plan(&w.view), Err(EntryError::Invalid(_))));
+    assert!(matches!(
+        EntryBody::Revocation(r).signing_plan(&w.view),
+        Err(EntryError::Invalid(_))
+    ));
     let mut e = w.step_event();
     e.examples[0].source = Digest([1; 32]);
-    assert!(matches!(EntryBody::Step(e).signing_plan(&w.view), Err(EntryError::UnknownSource(_))));
+    assert!(matches!(
+        EntryBody::Step(e).signing_plan(&w.view),
+        Err(EntryError::UnknownSource(_))
+    ));
 }
 
 fn threshold_consortium() -> provenance::genesis::Dealt {
@@ -261,10 +318,25 @@ fn threshold_consortium() -> provenance::genesis::Dealt {
         name: "threshold-net".into(),
         max_clock_skew_ms: 2000,
         authorities: vec![
-            auth("press", Role::DataSource, vec![node("press-1", 0), node("press-2", 1)], Some(1)),
-            auth("archive", Role::DataSource, vec![node("archive-1", 2), node("archive-2", 3)], Some(0)),
+            auth(
+                "press",
+                Role::DataSource,
+                vec![node("press-1", 0), node("press-2", 1)],
+                Some(1),
+            ),
+            auth(
+                "archive",
+                Role::DataSource,
+                vec![node("archive-1", 2), node("archive-2", 3)],
+                Some(0),
+            ),
             auth("board", Role::Governance, vec![node("board-1", 4)], None),
-            auth("lab", Role::Operator, vec![node("lab-1", 5), node("lab-2", 6)], None),
+            auth(
+                "lab",
+                Role::Operator,
+                vec![node("lab-1", 5), node("lab-2", 6)],
+                None,
+            ),
         ],
     };
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(11);
@@ -292,7 +364,9 @@ fn a_threshold_authority_signature_combines_from_t_plus_1_shares_and_fails_with_
     let s1 = signers[1].authority.sign_share(msg);
     // t = 1 share: not enough.
     assert!(matches!(
-        dealt.keyring.combine_authority_shares(&press, msg, std::slice::from_ref(&s0)),
+        dealt
+            .keyring
+            .combine_authority_shares(&press, msg, std::slice::from_ref(&s0)),
         Err(SignatureError::NotEnoughShares { have: 1, need: 2, .. })
     ));
     // t + 1 = 2 shares: the authority's signature, verifying under its
@@ -301,7 +375,10 @@ fn a_threshold_authority_signature_combines_from_t_plus_1_shares_and_fails_with_
         .keyring
         .combine_authority_shares(&press, msg, &[s0.clone(), s1.clone()])
         .expect("combines");
-    dealt.keyring.verify(&sig, msg).expect("verifies under the group key");
+    dealt
+        .keyring
+        .verify(&sig, msg)
+        .expect("verifies under the group key");
     // A bad share is named, not silently skipped.
     let mut bad = s1;
     bad.share.0[10] ^= 1;
@@ -310,7 +387,10 @@ fn a_threshold_authority_signature_combines_from_t_plus_1_shares_and_fails_with_
         Err(SignatureError::BadShare { index: 1, .. })
     ));
     // archive has t = 0: one node signs for the authority.
-    let archive_sig = signers[2].authority.sign(SignatureScheme::Bls12381, msg).expect("t = 0 signs alone");
+    let archive_sig = signers[2]
+        .authority
+        .sign(SignatureScheme::Bls12381, msg)
+        .expect("t = 0 signs alone");
     dealt.keyring.verify(&archive_sig, msg).expect("verifies");
     // The consortium key needs q = 5 validator shares; 4 are not enough.
     let shares: Vec<_> = signers.iter().map(|s| s.consortium.sign_share(msg)).collect();
@@ -318,7 +398,10 @@ fn a_threshold_authority_signature_combines_from_t_plus_1_shares_and_fails_with_
         dealt.keyring.combine_consortium_shares(msg, &shares[..4]),
         Err(SignatureError::NotEnoughShares { have: 4, need: 5, .. })
     ));
-    let c = dealt.keyring.combine_consortium_shares(msg, &shares[2..]).expect("5 shares combine");
+    let c = dealt
+        .keyring
+        .combine_consortium_shares(msg, &shares[2..])
+        .expect("5 shares combine");
     assert!(dealt.keyring.verify_consortium(msg, c.as_slice()));
     assert!(!dealt.keyring.verify_consortium(b"other", c.as_slice()));
 }
@@ -335,17 +418,33 @@ fn genesis_refuses_an_authority_with_more_than_f_validators_and_rogue_keys() {
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
     // n = 5, f = 1, and globe-press would run 2 validators.
     let err = deal(&desc, Timestamp(T0), &mut rng).expect_err("refused");
-    assert!(matches!(err, GenesisError::TooManyValidators { validators: 2, f: 1, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            GenesisError::TooManyValidators {
+                validators: 2,
+                f: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
 
     let good = &fixture().dealt.genesis;
     // Rogue key: globe's BLS key set replaced by folio's, PoP left as is.
     let mut g = good.clone();
     g.authorities[0].bls.public_key_set = g.authorities[1].bls.public_key_set.clone();
-    assert!(matches!(g.validate(), Err(GenesisError::BadProofOfPossession { .. })));
+    assert!(matches!(
+        g.validate(),
+        Err(GenesisError::BadProofOfPossession { .. })
+    ));
     // PoP of another key.
     let mut g = good.clone();
     g.authorities[0].bls.proof_of_possession = g.authorities[1].bls.proof_of_possession.clone();
-    assert!(matches!(g.validate(), Err(GenesisError::BadProofOfPossession { .. })));
+    assert!(matches!(
+        g.validate(),
+        Err(GenesisError::BadProofOfPossession { .. })
+    ));
     // A PeerId that is not the node key's.
     let mut g = good.clone();
     g.nodes[1].peer_id = g.nodes[2].peer_id.clone();
@@ -357,7 +456,10 @@ fn genesis_refuses_an_authority_with_more_than_f_validators_and_rogue_keys() {
     // No operator.
     let mut g = good.clone();
     g.authorities[3].role = Role::DataSource;
-    assert!(matches!(g.validate(), Err(GenesisError::MissingRole(Role::Operator))));
+    assert!(matches!(
+        g.validate(),
+        Err(GenesisError::MissingRole(Role::Operator))
+    ));
     // A key file whose secrets are another node's is refused.
     let f = fixture();
     let mut s = f.dealt.nodes[0].clone();

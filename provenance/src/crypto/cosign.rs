@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{keyring::bls_aggregate_verify, malformed, AuthoritySignature, KeyRing, SignatureError, SignatureScheme};
+use super::{
+    keyring::bls_aggregate_verify, malformed, AuthoritySignature, KeyRing, SignatureError, SignatureScheme,
+};
 use crate::digest::Bytes;
 use crate::ids::{AuthorityId, Role};
 
@@ -51,7 +53,11 @@ impl SignerBitmap {
         if usize::from(self.len) != len || self.bits.len() != len.div_ceil(8) {
             return Err(malformed(
                 "signer bitmap",
-                format!("{} bits in {} bytes, genesis has {len} authorities", self.len, self.bits.len()),
+                format!(
+                    "{} bits in {} bytes, genesis has {len} authorities",
+                    self.len,
+                    self.bits.len()
+                ),
             ));
         }
         let mut out = Vec::new();
@@ -150,7 +156,9 @@ pub fn verify_cosignature(
             for &p in &positions {
                 let id = &all[p].id;
                 if !wanted.contains_key(id) {
-                    return Err(SignatureError::Unexpected { authority: id.clone() });
+                    return Err(SignatureError::Unexpected {
+                        authority: id.clone(),
+                    });
                 }
                 signed.insert(id, p);
             }
@@ -224,7 +232,11 @@ pub struct CoSigner<'k> {
 
 impl<'k> CoSigner<'k> {
     /// Starts collecting signatures for `required` under `scheme`.
-    pub fn new(keyring: &'k KeyRing, scheme: SignatureScheme, required: Vec<SignRequest>) -> Result<Self, SignatureError> {
+    pub fn new(
+        keyring: &'k KeyRing,
+        scheme: SignatureScheme,
+        required: Vec<SignRequest>,
+    ) -> Result<Self, SignatureError> {
         for r in &required {
             keyring.require_role(&r.authority, r.role)?;
         }
@@ -238,7 +250,10 @@ impl<'k> CoSigner<'k> {
 
     /// The requests still unsigned.
     pub fn missing(&self) -> Vec<&SignRequest> {
-        self.required.iter().filter(|r| !self.got.contains_key(&r.authority)).collect()
+        self.required
+            .iter()
+            .filter(|r| !self.got.contains_key(&r.authority))
+            .collect()
     }
 
     /// The request an authority must sign, if it is a required signer.
@@ -250,7 +265,9 @@ impl<'k> CoSigner<'k> {
     /// valid signature is accepted again.
     pub fn add(&mut self, sig: AuthoritySignature) -> Result<(), SignatureError> {
         let Some(r) = self.request(&sig.authority) else {
-            return Err(SignatureError::Unexpected { authority: sig.authority });
+            return Err(SignatureError::Unexpected {
+                authority: sig.authority,
+            });
         };
         if sig.scheme != self.scheme {
             return Err(SignatureError::WrongScheme {

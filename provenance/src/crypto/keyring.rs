@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use ml_dsa::{EncodedVerifyingKey, MlDsa65};
 
 use super::{
-    malformed, signing_message, AuthoritySignature, KeyId, SignatureError, SignatureScheme,
-    SigningDomain, BLS_DST, ML_DSA_CONTEXT,
+    malformed, signing_message, AuthoritySignature, KeyId, SignatureError, SignatureScheme, SigningDomain,
+    BLS_DST, ML_DSA_CONTEXT,
 };
 use crate::digest::Bytes;
 use crate::genesis::{Genesis, GenesisError};
@@ -86,7 +86,8 @@ impl AuthorityKeys {
                 self.ed25519.verify_strict(message, &s).is_ok()
             }
             SignatureScheme::MlDsa65 => {
-                let s = ml_dsa::Signature::<MlDsa65>::try_from(sig.signature.as_slice()).map_err(|_| bad())?;
+                let s =
+                    ml_dsa::Signature::<MlDsa65>::try_from(sig.signature.as_slice()).map_err(|_| bad())?;
                 self.ml_dsa.verify_with_context(message, ML_DSA_CONTEXT, &s)
             }
         };
@@ -136,10 +137,11 @@ impl KeyRing {
             }
             let bls_key = bls_set.public_key();
             let bls_bytes = bls_key.to_bytes();
-            let bls_point = blst::min_pk::PublicKey::key_validate(&bls_bytes).map_err(|e| GenesisError::BadKey {
-                authority: a.id.clone(),
-                reason: format!("BLS public key fails validation: {e:?}"),
-            })?;
+            let bls_point =
+                blst::min_pk::PublicKey::key_validate(&bls_bytes).map_err(|e| GenesisError::BadKey {
+                    authority: a.id.clone(),
+                    reason: format!("BLS public key fails validation: {e:?}"),
+                })?;
             // Proof of possession: a signature over the key itself, under its
             // own domain.
             let pop_ok = <[u8; 96]>::try_from(a.bls.proof_of_possession.as_slice())
@@ -151,14 +153,19 @@ impl KeyRing {
                     authority: a.id.clone(),
                 });
             }
-            let ed_bytes: [u8; 32] = a.ed25519.as_slice().try_into().map_err(|_| GenesisError::BadKey {
-                authority: a.id.clone(),
-                reason: "Ed25519 key is not 32 bytes".into(),
-            })?;
-            let ed25519 = ed25519_dalek::VerifyingKey::from_bytes(&ed_bytes).map_err(|e| GenesisError::BadKey {
-                authority: a.id.clone(),
-                reason: format!("Ed25519 key: {e}"),
-            })?;
+            let ed_bytes: [u8; 32] = a
+                .ed25519
+                .as_slice()
+                .try_into()
+                .map_err(|_| GenesisError::BadKey {
+                    authority: a.id.clone(),
+                    reason: "Ed25519 key is not 32 bytes".into(),
+                })?;
+            let ed25519 =
+                ed25519_dalek::VerifyingKey::from_bytes(&ed_bytes).map_err(|e| GenesisError::BadKey {
+                    authority: a.id.clone(),
+                    reason: format!("Ed25519 key: {e}"),
+                })?;
             let enc = EncodedVerifyingKey::<MlDsa65>::try_from(a.ml_dsa_65.as_slice()).map_err(|_| {
                 GenesisError::BadKey {
                     authority: a.id.clone(),
@@ -216,7 +223,11 @@ impl KeyRing {
     }
 
     /// Checks that `authority` exists and holds `role`.
-    pub fn require_role(&self, authority: &AuthorityId, role: Role) -> Result<&AuthorityKeys, SignatureError> {
+    pub fn require_role(
+        &self,
+        authority: &AuthorityId,
+        role: Role,
+    ) -> Result<&AuthorityKeys, SignatureError> {
         let keys = self.authority(authority)?;
         if keys.role != role {
             return Err(SignatureError::WrongRole {
@@ -244,7 +255,12 @@ impl KeyRing {
     ) -> Result<AuthoritySignature, SignatureError> {
         let keys = self.authority(authority)?;
         let name = authority.to_string();
-        let sig = combine_shares(&keys.bls_set, &name, message, shares.iter().map(|s| (s.index, &s.share)))?;
+        let sig = combine_shares(
+            &keys.bls_set,
+            &name,
+            message,
+            shares.iter().map(|s| (s.index, &s.share)),
+        )?;
         Ok(AuthoritySignature {
             authority: authority.clone(),
             scheme: SignatureScheme::Bls12381,
@@ -269,7 +285,10 @@ impl KeyRing {
             .ok()
             .and_then(|b| blsttc::SignatureShare::from_bytes(b).ok())
         {
-            Some(s) => self.consortium_set.public_key_share(share.validator as usize).verify(&s, message),
+            Some(s) => self
+                .consortium_set
+                .public_key_share(share.validator as usize)
+                .verify(&s, message),
             None => false,
         }
     }
@@ -335,7 +354,10 @@ fn combine_shares<'a>(
     // Interpolation of valid shares always yields the group signature; check
     // anyway, since a wrong result here would be silent.
     if !set.public_key().verify(&sig, message) {
-        return Err(malformed("signature shares", "combined signature does not verify"));
+        return Err(malformed(
+            "signature shares",
+            "combined signature does not verify",
+        ));
     }
     Ok(sig)
 }

@@ -166,7 +166,9 @@ pub enum SignatureError {
         authority: AuthorityId,
     },
     /// The authority holds another role than the one this signature needs.
-    #[error("authority {authority} is a {actual} authority, but this signature needs a {expected} authority")]
+    #[error(
+        "authority {authority} is a {actual} authority, but this signature needs a {expected} authority"
+    )]
     WrongRole {
         /// The authority.
         authority: AuthorityId,

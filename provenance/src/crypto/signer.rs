@@ -65,7 +65,9 @@ pub fn ml_dsa_public_key(seed: &[u8; 32]) -> Vec<u8> {
 /// Signs a BLS proof of possession for a public key with its (full) secret
 /// key. Used by the key ceremony.
 pub fn bls_proof_of_possession(secret: &blsttc::SecretKey) -> [u8; 96] {
-    secret.sign(pop_message(&secret.public_key().to_bytes())).to_bytes()
+    secret
+        .sign(pop_message(&secret.public_key().to_bytes()))
+        .to_bytes()
 }
 
 impl AuthoritySigner {
@@ -112,7 +114,11 @@ impl AuthoritySigner {
     /// (t > 0) a full signature needs t+1 nodes: use [`Self::sign_share`] and
     /// [`super::KeyRing::combine_authority_shares`]; this returns
     /// [`SignatureError::ThresholdKey`].
-    pub fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<AuthoritySignature, SignatureError> {
+    pub fn sign(
+        &self,
+        scheme: SignatureScheme,
+        message: &[u8],
+    ) -> Result<AuthoritySignature, SignatureError> {
         let signature = match scheme {
             SignatureScheme::Bls12381 => {
                 if self.bls_threshold > 0 {

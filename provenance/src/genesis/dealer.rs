@@ -12,8 +12,8 @@ use rand::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    bft_parameters, peer_id_of_ed25519, AuthorityRecord, BlsAuthorityKey, ConsortiumKey, Genesis, GenesisError,
-    NodeRecord,
+    bft_parameters, peer_id_of_ed25519, AuthorityRecord, BlsAuthorityKey, ConsortiumKey, Genesis,
+    GenesisError, NodeRecord,
 };
 use crate::crypto::{
     bls_proof_of_possession, ml_dsa_public_key, AuthoritySigner, ConsortiumSigner, KeyRing, SignatureScheme,
@@ -155,7 +155,9 @@ impl std::fmt::Debug for NodeSecrets {
 
 impl std::fmt::Debug for AuthoritySecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthoritySecrets").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("AuthoritySecrets")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -201,7 +203,12 @@ impl NodeSecrets {
             .nodes
             .get(usize::from(self.validator))
             .filter(|n| n.name == self.node)
-            .ok_or_else(|| format!("node {} is not validator {} in genesis", self.node, self.validator))?;
+            .ok_or_else(|| {
+                format!(
+                    "node {} is not validator {} in genesis",
+                    self.node, self.validator
+                )
+            })?;
         let node_secret: [u8; 32] = fixed("node_secret", &self.node_secret)?;
         let node_public = ed25519_dalek::SigningKey::from_bytes(&node_secret).verifying_key();
         if node_public.as_bytes().as_slice() != record.node_key.as_slice() {
@@ -232,7 +239,9 @@ impl NodeSecrets {
                     .ok()
                     .and_then(|b| blsttc::SignatureShare::from_bytes(b).ok())
                     .is_some_and(|s| {
-                        keys.bls_public_key_set().public_key_share(usize::from(share.index)).verify(&s, probe)
+                        keys.bls_public_key_set()
+                            .public_key_share(usize::from(share.index))
+                            .verify(&s, probe)
                     });
                 if !ok {
                     return Err("BLS key share does not match genesis".into());
@@ -243,8 +252,9 @@ impl NodeSecrets {
             keys.verify(&sig, probe)
                 .map_err(|e| format!("{scheme} key does not match genesis: {e}"))?;
         }
-        let consortium = ConsortiumSigner::new(self.validator, fixed("consortium_share", &self.consortium_share)?)
-            .map_err(|e| e.to_string())?;
+        let consortium =
+            ConsortiumSigner::new(self.validator, fixed("consortium_share", &self.consortium_share)?)
+                .map_err(|e| e.to_string())?;
         if !keyring.verify_consortium_share(&consortium.sign_share(probe), probe) {
             return Err("consortium key share does not match genesis".into());
         }
@@ -312,7 +322,10 @@ pub fn deal<R: RngCore + CryptoRng>(
         if usize::from(threshold) >= m.max(1) {
             return Err(GenesisError::BadKey {
                 authority: a.id.clone(),
-                reason: format!("threshold {threshold} needs {} nodes, it lists {m}", threshold + 1),
+                reason: format!(
+                    "threshold {threshold} needs {} nodes, it lists {m}",
+                    threshold + 1
+                ),
             });
         }
         let bls_secret = blsttc::SecretKeySet::random(usize::from(threshold), rng);
@@ -336,7 +349,9 @@ pub fn deal<R: RngCore + CryptoRng>(
         for (share, node) in a.nodes.iter().enumerate() {
             let validator = nodes.len() as u16;
             let node_secret = random32(rng);
-            let node_public = ed25519_dalek::SigningKey::from_bytes(&node_secret).verifying_key().to_bytes();
+            let node_public = ed25519_dalek::SigningKey::from_bytes(&node_secret)
+                .verifying_key()
+                .to_bytes();
             nodes.push(NodeRecord {
                 name: node.name.clone(),
                 authority: a.id.clone(),
@@ -353,7 +368,10 @@ pub fn deal<R: RngCore + CryptoRng>(
                 genesis_digest: Digest::ZERO,
                 node_secret: Bytes(node_secret.to_vec()),
                 consortium_share: Bytes(
-                    consortium_secret.secret_key_share(usize::from(validator)).to_bytes().to_vec(),
+                    consortium_secret
+                        .secret_key_share(usize::from(validator))
+                        .to_bytes()
+                        .to_vec(),
                 ),
                 authority: AuthoritySecrets {
                     id: a.id.clone(),

@@ -178,11 +178,26 @@ impl Canonical for Genesis {
         limit(k, "consortium_name", self.consortium_name.len(), 128)?;
         limit(k, "authorities", self.authorities.len(), 1024)?;
         limit(k, "nodes", self.nodes.len(), 1024)?;
-        limit(k, "consortium.public_key_set", self.consortium.public_key_set.len(), 48 * 1024)?;
+        limit(
+            k,
+            "consortium.public_key_set",
+            self.consortium.public_key_set.len(),
+            48 * 1024,
+        )?;
         for a in &self.authorities {
             limit(k, "authority.name", a.name.len(), 256)?;
-            limit(k, "authority.bls.public_key_set", a.bls.public_key_set.len(), 48 * 1024)?;
-            limit(k, "authority.bls.proof_of_possession", a.bls.proof_of_possession.len(), 96)?;
+            limit(
+                k,
+                "authority.bls.public_key_set",
+                a.bls.public_key_set.len(),
+                48 * 1024,
+            )?;
+            limit(
+                k,
+                "authority.bls.proof_of_possession",
+                a.bls.proof_of_possession.len(),
+                96,
+            )?;
             limit(k, "authority.ed25519", a.ed25519.len(), 32)?;
             limit(k, "authority.ml_dsa_65", a.ml_dsa_65.len(), 1952)?;
         }
@@ -223,7 +238,10 @@ impl Genesis {
         let n = self.nodes.len();
         let c = &self.consortium;
         if usize::from(c.n) != n || n == 0 {
-            return Err(GenesisError::Consortium(format!("n = {} but {} nodes are listed", c.n, n)));
+            return Err(GenesisError::Consortium(format!(
+                "n = {} but {} nodes are listed",
+                c.n, n
+            )));
         }
         let (f, q) = bft_parameters(c.n);
         if c.f != f || c.q != q {
@@ -269,8 +287,15 @@ impl Genesis {
                     name: node.peer_id.clone(),
                 });
             }
-            if !per_authority.entry(&node.authority).or_default().insert(node.authority_share) {
-                return Err(bad(format!("authority share index {} used twice", node.authority_share)));
+            if !per_authority
+                .entry(&node.authority)
+                .or_default()
+                .insert(node.authority_share)
+            {
+                return Err(bad(format!(
+                    "authority share index {} used twice",
+                    node.authority_share
+                )));
             }
             let _ = auth;
         }

@@ -58,7 +58,7 @@ impl<H: TreeHasher> MemoryTree<H> {
         self.levels[0].push(hash);
         // Complete every perfect subtree this leaf closes.
         let mut level = 0;
-        while self.levels[level].len() % 2 == 0 {
+        while self.levels[level].len().is_multiple_of(2) {
             let n = self.levels[level].len();
             let parent = H::hash_children(&self.levels[level][n - 2], &self.levels[level][n - 1]);
             if self.levels.len() == level + 1 {

@@ -33,12 +33,19 @@ pub fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
-        let dealt = deal(&ConsortiumDescription::local_testnet(7100, 8100), Timestamp(T0), &mut rng)
-            .expect("testnet deals");
+        let dealt = deal(
+            &ConsortiumDescription::local_testnet(7100, 8100),
+            Timestamp(T0),
+            &mut rng,
+        )
+        .expect("testnet deals");
         let signers = dealt
             .nodes
             .iter()
-            .map(|n| n.signers(&dealt.genesis, &dealt.keyring).expect("keys match genesis"))
+            .map(|n| {
+                n.signers(&dealt.genesis, &dealt.keyring)
+                    .expect("keys match genesis")
+            })
             .collect();
         Fixture { dealt, signers }
     })
@@ -52,7 +59,15 @@ pub const SALT: [u8; 32] = [9u8; 32];
 pub const TEXT: &[u8] = b"When shall we three meet again / In thunder, lightning, or in rain? / When the hurlyburly's done, / When the battle's lost and won.";
 
 pub fn examples() -> SourceExamples {
-    SourceExamples::build(TEXT, &Segmentation::Window { length: 16, stride: 16 }, &SALT).expect("cuts")
+    SourceExamples::build(
+        TEXT,
+        &Segmentation::Window {
+            length: 16,
+            stride: 16,
+        },
+        &SALT,
+    )
+    .expect("cuts")
 }
 
 pub fn manifest(authority: &str) -> DataSourceManifest {
@@ -61,7 +76,10 @@ pub fn manifest(authority: &str) -> DataSourceManifest {
         version: 1,
         authority: id(authority),
         title: "Macbeth, Act I".into(),
-        segmentation: Segmentation::Window { length: 16, stride: 16 },
+        segmentation: Segmentation::Window {
+            length: 16,
+            stride: 16,
+        },
         example_root: ex.root(),
         example_count: ex.len(),
         content_bytes: TEXT.len() as u64,
@@ -80,7 +98,10 @@ pub fn policy() -> PolicyArtifact {
         authority: id("standards-board"),
         policy_version: 1,
         supersedes: None,
-        admissible_licenses: vec![License::new("CC-BY-4.0").expect("l"), License::new("CC0-1.0").expect("l")],
+        admissible_licenses: vec![
+            License::new("CC-BY-4.0").expect("l"),
+            License::new("CC0-1.0").expect("l"),
+        ],
         admissible_purposes: vec![Purpose::new("research").expect("p")],
         depth: vec![DepthRule {
             data_class: DataClass::new("literary").expect("c"),
@@ -140,7 +161,12 @@ pub fn measurement() -> Measurement {
     }
 }
 
-pub fn record(source: &DataSourceManifest, index: u64, policy: &PolicyArtifact, campaign: &Campaign) -> ExampleRecord {
+pub fn record(
+    source: &DataSourceManifest,
+    index: u64,
+    policy: &PolicyArtifact,
+    campaign: &Campaign,
+) -> ExampleRecord {
     let ex = examples();
     let routing = provenance::admission::routing_mask(policy, campaign.shape, 1);
     ExampleRecord {
@@ -162,7 +188,11 @@ pub fn link(campaign: &Campaign, seq: u64) -> ChainLink {
     ChainLink {
         campaign: campaign.digest(),
         seq,
-        prev: if seq == 0 { Digest::ZERO } else { Digest([seq as u8; 32]) },
+        prev: if seq == 0 {
+            Digest::ZERO
+        } else {
+            Digest([seq as u8; 32])
+        },
     }
 }
 
@@ -224,7 +254,11 @@ pub fn sign_all(body: &EntryBody, view: &MemoryLedgerView, scheme: SignatureSche
     let plan = body.signing_plan(view).expect("plan");
     let mut co = CoSigner::new(f.keyring(), scheme, plan.requests.clone()).expect("cosigner");
     for r in &plan.requests {
-        let sig = f.signer(r.authority.as_str()).authority.sign(scheme, &r.message).expect("sign");
+        let sig = f
+            .signer(r.authority.as_str())
+            .authority
+            .sign(scheme, &r.message)
+            .expect("sign");
         co.add(sig).expect("valid signature");
     }
     LedgerEntry::signed(body.clone(), co.finish().expect("complete"))
