@@ -1,0 +1,130 @@
+//! Figures for README: SHA3 throughput, Merkle proofs at 2^20 leaves, and
+//! sign / verify / aggregate-verify per scheme. With
+//! `--features compare-threshold-crypto`, `threshold_crypto` runs the same
+//! BLS operations beside `blsttc`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use provenance::crypto::{verify_cosignature, CoSigner, SignRequest, SignatureScheme};
+use provenance::digest::{tagged_hash, ObjectKind};
+use provenance::genesis::{deal, ConsortiumDescription, NodeSigners};
+use provenance::merkle::{verify_consistency, verify_inclusion, MemoryTree, Sha3Hasher};
+use provenance::{Role, Timestamp};
+use rand::SeedableRng;
+
+fn sha3(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sha3_256");
+    for size in [64usize, 1024, 1 << 20] {
+        let data = vec![7u8; size];
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(size), &data, |b, d| {
+            b.iter(|| tagged_hash(ObjectKind::Blob, d))
+        });
+    }
+    g.finish();
+}
+
+fn merkle(c: &mut Criterion) {
+    let n: u64 = 1 << 20;
+    let tree = MemoryTree::<Sha3Hasher>::from_leaf_hashes(
+        (0..n).map(|i| provenance::merkle::TreeHasher::hash_leaf(&i.to_be_bytes()) as provenance::Digest),
+    );
+    let root = tree.root();
+    let mut g = c.benchmark_group("merkle_2^20");
+    let idx = 777_777u64;
+    g.bench_function("inclusion_proof_build", |b| b.iter(|| tree.inclusion_proof(idx, n)));
+    let proof = tree.inclusion_proof(idx, n).expect("proof");
+    let leaf = tree.leaf_hash(idx).expect("leaf");
+    g.bench_function("inclusion_proof_verify", |b| {
+        b.iter(|| verify_inclusion::<Sha3Hasher>(idx, n, &leaf, &proof, &root))
+    });
+    let first = 600_001u64;
+    g.bench_function("consistency_proof_build", |b| b.iter(|| tree.consistency_proof(first, n)));
+    let cproof = tree.consistency_proof(first, n).expect("proof");
+    let r1 = tree.root_at(first).expect("root");
+    g.bench_function("consistency_proof_verify", |b| {
+        b.iter(|| verify_consistency::<Sha3Hasher>(first, n, &cproof, &r1, &root))
+    });
+    g.finish();
+}
+
+fn signers() -> (provenance::genesis::Dealt, Vec<NodeSigners>) {
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
+    let dealt = deal(&ConsortiumDescription::local_testnet(7100, 8100), Timestamp(1), &mut rng).expect("deal");
+    let s = dealt
+        .nodes
+        .iter()
+        .map(|n| n.signers(&dealt.genesis, &dealt.keyring).expect("signers"))
+        .collect();
+    (dealt, s)
+}
+
+fn signatures(c: &mut Criterion) {
+    let (dealt, s) = signers();
+    let kr = &dealt.keyring;
+    let msg = vec![42u8; 64];
+    let mut g = c.benchmark_group("signature");
+    for scheme in SignatureScheme::ALL {
+        let name = scheme.to_string();
+        g.bench_function(format!("{name}/sign"), |b| b.iter(|| s[0].authority.sign(scheme, &msg)));
+        let sig = s[0].authority.sign(scheme, &msg).expect("sign");
+        g.bench_function(format!("{name}/verify"), |b| b.iter(|| kr.verify(&sig, &msg)));
+    }
+    // A 3-signer co-signature (data source, governance, operator) over
+    // distinct messages: BLS aggregate (one multi-pairing) vs lists.
+    let required: Vec<SignRequest> = [(0usize, Role::DataSource), (2, Role::Governance), (3, Role::Operator)]
+        .iter()
+        .map(|&(i, role)| SignRequest {
+            authority: s[i].authority.authority().clone(),
+            role,
+            message: format!("section {i}").into_bytes(),
+        })
+        .collect();
+    for scheme in SignatureScheme::ALL {
+        let mut co = CoSigner::new(kr, scheme, required.clone()).expect("cosigner");
+        for (r, i) in required.iter().zip([0usize, 2, 3]) {
+            co.add(s[i].authority.sign(scheme, &r.message).expect("sign")).expect("add");
+        }
+        let cosig = co.finish().expect("complete");
+        g.bench_function(format!("{scheme}/3-signer-cosignature-verify"), |b| {
+            b.iter(|| verify_cosignature(kr, Some(scheme), &required, &cosig).expect("valid"))
+        });
+    }
+    // Threshold combination of the consortium key: q = 3 shares.
+    let shares: Vec<_> = s.iter().take(3).map(|n| n.consortium.sign_share(&msg)).collect();
+    g.bench_function("bls12-381/consortium-combine-3-shares", |b| {
+        b.iter(|| kr.combine_consortium_shares(&msg, &shares))
+    });
+    g.finish();
+}
+
+#[cfg(feature = "compare-threshold-crypto")]
+fn threshold_crypto_rows(c: &mut Criterion) {
+    use std::collections::BTreeMap;
+    let msg = vec![42u8; 64];
+    let mut g = c.benchmark_group("signature");
+    let sk = threshold_crypto::SecretKey::random();
+    let pk = sk.public_key();
+    g.bench_function("threshold_crypto/sign", |b| b.iter(|| sk.sign(&msg)));
+    let sig = sk.sign(&msg);
+    g.bench_function("threshold_crypto/verify", |b| b.iter(|| pk.verify(&sig, &msg)));
+    let mut rng = rand07::thread_rng();
+    let set = threshold_crypto::SecretKeySet::random(2, &mut rng);
+    let pks = set.public_keys();
+    let shares: BTreeMap<usize, _> = (0..3).map(|i| (i, set.secret_key_share(i).sign(&msg))).collect();
+    g.bench_function("threshold_crypto/combine-3-shares", |b| {
+        b.iter(|| pks.combine_signatures(&shares).expect("combine"))
+    });
+    // blsttc, the same operations on the same message, for the ratio.
+    let bsk = blsttc::SecretKey::random();
+    let bpk = bsk.public_key();
+    g.bench_function("blsttc/sign", |b| b.iter(|| bsk.sign(&msg)));
+    let bsig = bsk.sign(&msg);
+    g.bench_function("blsttc/verify", |b| b.iter(|| bpk.verify(&bsig, &msg)));
+    g.finish();
+}
+
+#[cfg(feature = "compare-threshold-crypto")]
+criterion_group!(benches, sha3, merkle, signatures, threshold_crypto_rows);
+#[cfg(not(feature = "compare-threshold-crypto"))]
+criterion_group!(benches, sha3, merkle, signatures);
+criterion_main!(benches);
