@@ -11,19 +11,34 @@ fn govtune() -> Command {
 fn genesis_new_then_verify() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("net");
-    let o = govtune().args(["genesis", "new", "--out"]).arg(&out).output().expect("runs");
+    let o = govtune()
+        .args(["genesis", "new", "--out"])
+        .arg(&out)
+        .output()
+        .expect("runs");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("n = 4, f = 1, q = 3"), "{stdout}");
-    let mode = std::fs::metadata(out.join("nodes/node-3/node.key")).expect("key").permissions().mode();
+    let mode = std::fs::metadata(out.join("nodes/node-3/node.key"))
+        .expect("key")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 
-    let o = govtune().args(["genesis", "verify", "--genesis"]).arg(out.join("genesis.json")).output().expect("runs");
+    let o = govtune()
+        .args(["genesis", "verify", "--genesis"])
+        .arg(out.join("genesis.json"))
+        .output()
+        .expect("runs");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("is valid"));
 
     // Running again into the same directory refuses to overwrite.
-    let o = govtune().args(["genesis", "new", "--out"]).arg(&out).output().expect("runs");
+    let o = govtune()
+        .args(["genesis", "new", "--out"])
+        .arg(&out)
+        .output()
+        .expect("runs");
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("exists"));
 }
@@ -33,7 +48,11 @@ fn a_consortium_breaking_the_fault_bound_is_refused_with_a_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let desc = dir.path().join("consortium.toml");
     let mut text = String::from("name = \"lopsided\"\n");
-    for (id, role, nodes) in [("press", "data-source", 2), ("board", "governance", 1), ("lab", "operator", 1)] {
+    for (id, role, nodes) in [
+        ("press", "data-source", 2),
+        ("board", "governance", 1),
+        ("lab", "operator", 1),
+    ] {
         text += &format!("[[authority]]\nid = \"{id}\"\nname = \"{id}\"\nrole = \"{role}\"\n");
         for i in 0..nodes {
             text += &format!(
@@ -52,5 +71,8 @@ fn a_consortium_breaking_the_fault_bound_is_refused_with_a_reason() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("runs 2 validators but f = 1"), "{err}");
-    assert!(!dir.path().join("out/genesis.json").exists(), "nothing written on refusal");
+    assert!(
+        !dir.path().join("out/genesis.json").exists(),
+        "nothing written on refusal"
+    );
 }

@@ -7,7 +7,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use provenance::crypto::{verify_cosignature, CoSigner, SignRequest, SignatureScheme};
 use provenance::digest::{tagged_hash, ObjectKind};
 use provenance::genesis::{deal, ConsortiumDescription, NodeSigners};
-use provenance::merkle::{verify_consistency, verify_inclusion, MemoryTree, Sha3Hasher};
+use provenance::merkle::{verify_consistency, verify_inclusion, MemoryTree, Sha3Hasher, TreeHasher};
 use provenance::{Role, Timestamp};
 use rand::SeedableRng;
 
@@ -26,19 +26,23 @@ fn sha3(c: &mut Criterion) {
 fn merkle(c: &mut Criterion) {
     let n: u64 = 1 << 20;
     let tree = MemoryTree::<Sha3Hasher>::from_leaf_hashes(
-        (0..n).map(|i| provenance::merkle::TreeHasher::hash_leaf(&i.to_be_bytes()) as provenance::Digest),
+        (0..n).map(|i| <Sha3Hasher as TreeHasher>::hash_leaf(&i.to_be_bytes())),
     );
     let root = tree.root();
     let mut g = c.benchmark_group("merkle_2^20");
     let idx = 777_777u64;
-    g.bench_function("inclusion_proof_build", |b| b.iter(|| tree.inclusion_proof(idx, n)));
+    g.bench_function("inclusion_proof_build", |b| {
+        b.iter(|| tree.inclusion_proof(idx, n))
+    });
     let proof = tree.inclusion_proof(idx, n).expect("proof");
     let leaf = tree.leaf_hash(idx).expect("leaf");
     g.bench_function("inclusion_proof_verify", |b| {
         b.iter(|| verify_inclusion::<Sha3Hasher>(idx, n, &leaf, &proof, &root))
     });
     let first = 600_001u64;
-    g.bench_function("consistency_proof_build", |b| b.iter(|| tree.consistency_proof(first, n)));
+    g.bench_function("consistency_proof_build", |b| {
+        b.iter(|| tree.consistency_proof(first, n))
+    });
     let cproof = tree.consistency_proof(first, n).expect("proof");
     let r1 = tree.root_at(first).expect("root");
     g.bench_function("consistency_proof_verify", |b| {
@@ -49,7 +53,12 @@ fn merkle(c: &mut Criterion) {
 
 fn signers() -> (provenance::genesis::Dealt, Vec<NodeSigners>) {
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
-    let dealt = deal(&ConsortiumDescription::local_testnet(7100, 8100), Timestamp(1), &mut rng).expect("deal");
+    let dealt = deal(
+        &ConsortiumDescription::local_testnet(7100, 8100),
+        Timestamp(1),
+        &mut rng,
+    )
+    .expect("deal");
     let s = dealt
         .nodes
         .iter()
@@ -65,24 +74,31 @@ fn signatures(c: &mut Criterion) {
     let mut g = c.benchmark_group("signature");
     for scheme in SignatureScheme::ALL {
         let name = scheme.to_string();
-        g.bench_function(format!("{name}/sign"), |b| b.iter(|| s[0].authority.sign(scheme, &msg)));
+        g.bench_function(format!("{name}/sign"), |b| {
+            b.iter(|| s[0].authority.sign(scheme, &msg))
+        });
         let sig = s[0].authority.sign(scheme, &msg).expect("sign");
         g.bench_function(format!("{name}/verify"), |b| b.iter(|| kr.verify(&sig, &msg)));
     }
     // A 3-signer co-signature (data source, governance, operator) over
     // distinct messages: BLS aggregate (one multi-pairing) vs lists.
-    let required: Vec<SignRequest> = [(0usize, Role::DataSource), (2, Role::Governance), (3, Role::Operator)]
-        .iter()
-        .map(|&(i, role)| SignRequest {
-            authority: s[i].authority.authority().clone(),
-            role,
-            message: format!("section {i}").into_bytes(),
-        })
-        .collect();
+    let required: Vec<SignRequest> = [
+        (0usize, Role::DataSource),
+        (2, Role::Governance),
+        (3, Role::Operator),
+    ]
+    .iter()
+    .map(|&(i, role)| SignRequest {
+        authority: s[i].authority.authority().clone(),
+        role,
+        message: format!("section {i}").into_bytes(),
+    })
+    .collect();
     for scheme in SignatureScheme::ALL {
         let mut co = CoSigner::new(kr, scheme, required.clone()).expect("cosigner");
         for (r, i) in required.iter().zip([0usize, 2, 3]) {
-            co.add(s[i].authority.sign(scheme, &r.message).expect("sign")).expect("add");
+            co.add(s[i].authority.sign(scheme, &r.message).expect("sign"))
+                .expect("add");
         }
         let cosig = co.finish().expect("complete");
         g.bench_function(format!("{scheme}/3-signer-cosignature-verify"), |b| {
@@ -120,11 +136,24 @@ fn threshold_crypto_rows(c: &mut Criterion) {
     g.bench_function("blsttc/sign", |b| b.iter(|| bsk.sign(&msg)));
     let bsig = bsk.sign(&msg);
     g.bench_function("blsttc/verify", |b| b.iter(|| bpk.verify(&bsig, &msg)));
+    let bset = blsttc::SecretKeySet::random(2, &mut rand::thread_rng());
+    let bpks = bset.public_keys();
+    let bshares: BTreeMap<usize, _> = (0..3).map(|i| (i, bset.secret_key_share(i).sign(&msg))).collect();
+    g.bench_function("blsttc/combine-3-shares", |b| {
+        b.iter(|| bpks.combine_signatures(&bshares).expect("combine"))
+    });
     g.finish();
 }
 
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(20)
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(3))
+}
+
 #[cfg(feature = "compare-threshold-crypto")]
-criterion_group!(benches, sha3, merkle, signatures, threshold_crypto_rows);
+criterion_group!(name = benches; config = config(); targets = sha3, merkle, signatures, threshold_crypto_rows);
 #[cfg(not(feature = "compare-threshold-crypto"))]
-criterion_group!(benches, sha3, merkle, signatures);
+criterion_group!(name = benches; config = config(); targets = sha3, merkle, signatures);
 criterion_main!(benches);

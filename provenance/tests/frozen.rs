@@ -18,10 +18,22 @@ fn sample_object_digests_are_frozen() {
         ("step-event", w.step_event().digest().to_hex()),
     ];
     let want = [
-        ("manifest", "a22141b3b369a8ea9856bac4902d3a22cd44a551eaff11d378d05d5c5644013d"),
-        ("policy", "299b56cfcc78c3deac897b017a7e2b0ba2663bd43f441fb7623512193f80e2cf"),
-        ("campaign", "1c1e178ccba9ac56c23c78c80e4122c68d01101a11e495a54138be24a8b43fb0"),
-        ("step-event", "6e561eb9f2da007e271ce9974885b6ebc1c9ddab56f4b17c87b2b13c603a707f"),
+        (
+            "manifest",
+            "a22141b3b369a8ea9856bac4902d3a22cd44a551eaff11d378d05d5c5644013d",
+        ),
+        (
+            "policy",
+            "299b56cfcc78c3deac897b017a7e2b0ba2663bd43f441fb7623512193f80e2cf",
+        ),
+        (
+            "campaign",
+            "1c1e178ccba9ac56c23c78c80e4122c68d01101a11e495a54138be24a8b43fb0",
+        ),
+        (
+            "step-event",
+            "6e561eb9f2da007e271ce9974885b6ebc1c9ddab56f4b17c87b2b13c603a707f",
+        ),
     ];
     for ((name, g), (_, w)) in got.iter().zip(want.iter()) {
         assert_eq!(g, w, "{name} encoding changed");

@@ -328,38 +328,48 @@ fn combine_shares<'a>(
     message: &[u8],
     shares: impl Iterator<Item = (u16, &'a Bytes)>,
 ) -> Result<blsttc::Signature, SignatureError> {
-    let mut valid = BTreeMap::new();
+    let mut parsed = BTreeMap::new();
     for (index, bytes) in shares {
         let share = <[u8; 96]>::try_from(bytes.as_slice())
             .ok()
             .and_then(|b| blsttc::SignatureShare::from_bytes(b).ok())
-            .filter(|s| set.public_key_share(index as usize).verify(s, message))
             .ok_or_else(|| SignatureError::BadShare {
                 authority: name.to_string(),
                 index,
             })?;
-        valid.insert(index as usize, share);
+        parsed.insert(index, share);
     }
     let need = set.threshold() + 1;
-    if valid.len() < need {
+    if parsed.len() < need {
         return Err(SignatureError::NotEnoughShares {
             authority: name.to_string(),
-            have: valid.len(),
+            have: parsed.len(),
             need,
         });
     }
-    let sig = set
-        .combine_signatures(valid.iter().take(need))
-        .map_err(|e| malformed("signature shares", format!("{e:?}")))?;
-    // Interpolation of valid shares always yields the group signature; check
-    // anyway, since a wrong result here would be silent.
-    if !set.public_key().verify(&sig, message) {
-        return Err(malformed(
-            "signature shares",
-            "combined signature does not verify",
-        ));
+    let combine = |shares: &BTreeMap<u16, blsttc::SignatureShare>| {
+        set.combine_signatures(shares.iter().take(need).map(|(i, s)| (usize::from(*i), s)))
+            .map_err(|e| malformed("signature shares", format!("{e:?}")))
+    };
+    // Optimistic path: combine and check once (one pairing check instead of
+    // one per share). Only when that fails, check every share to name the
+    // bad one.
+    let sig = combine(&parsed)?;
+    if set.public_key().verify(&sig, message) {
+        return Ok(sig);
     }
-    Ok(sig)
+    for (index, share) in &parsed {
+        if !set.public_key_share(usize::from(*index)).verify(share, message) {
+            return Err(SignatureError::BadShare {
+                authority: name.to_string(),
+                index: *index,
+            });
+        }
+    }
+    Err(malformed(
+        "signature shares",
+        "valid shares did not combine to a valid signature",
+    ))
 }
 
 /// Checks an aggregate BLS signature over distinct (key, message) pairs with
