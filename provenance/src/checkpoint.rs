@@ -101,6 +101,18 @@ pub struct SignedCheckpoint {
     pub signature: Bytes,
 }
 
+impl Canonical for SignedCheckpoint {
+    const KIND: ObjectKind = ObjectKind::Checkpoint;
+    const VERSION: u16 = 1;
+    fn declared_version(&self) -> u16 {
+        self.checkpoint.version
+    }
+    fn check(&self) -> Result<(), DecodeError> {
+        self.checkpoint.check()?;
+        limit(Self::KIND, "signature", self.signature.len(), 96)
+    }
+}
+
 /// The signed-note key hash of the consortium key.
 pub fn note_key_hash(key_name: &str, group_key: &[u8; 48]) -> [u8; 4] {
     let mut h = Sha256::new();

@@ -43,6 +43,8 @@ pub enum ObjectKind {
     PublicKey,
     /// A model or optimizer state, parameter block or blob.
     Blob,
+    /// [`crate::block::BlockHeader`].
+    Block,
 }
 
 impl ObjectKind {
@@ -65,6 +67,7 @@ impl ObjectKind {
             Self::Section => "Section",
             Self::PublicKey => "PublicKey",
             Self::Blob => "Blob",
+            Self::Block => "BlockHeader",
         }
     }
 
@@ -87,6 +90,7 @@ impl ObjectKind {
             Self::Section => b"govtune/v1/section",
             Self::PublicKey => b"govtune/v1/public-key",
             Self::Blob => b"govtune/v1/blob",
+            Self::Block => b"govtune/v1/block",
         }
     }
 }

@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 pub mod admission;
+pub mod block;
 pub mod campaign;
 pub mod checkpoint;
 pub mod codec;
@@ -35,8 +36,10 @@ pub mod merkle;
 pub mod policy;
 pub mod refusal;
 pub mod revocation;
+pub mod state;
 
 pub use admission::{admit, check_memorisation, Admission, AdmissionContext};
+pub use block::BlockHeader;
 pub use campaign::{BaseModel, Campaign, CampaignClose, ModelShape, SketchSpec, SourceCount};
 pub use checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint};
 pub use codec::{decode, Canonical, DecodeError};
@@ -58,3 +61,4 @@ pub use policy::{
 };
 pub use refusal::{ExampleRef, Refusal, RefusalAggregate, RefusalCount, RefusalReason};
 pub use revocation::{EffectiveRevocation, Revocation};
+pub use state::{LedgerState, StateError, StateKey};

@@ -1,6 +1,668 @@
-//! Keep a node's durable state: the replicated log, Merkle nodes, proofs,
-//! indexes and blobs, in RocksDB.
+//! Keep a node's durable state in RocksDB: finalised blocks and their
+//! certificates, the log's entries and Merkle nodes, checkpoints, blobs,
+//! indexes, the consensus safety state and the derived ledger state.
 //!
-//! Not built yet (its own issue). The proof maths it will serve from disk is
-//! already in `provenance::merkle` behind the `SubtreeSource` trait, which
-//! this crate will implement over RocksDB. It exports nothing today.
+//! ## Durability
+//!
+//! There is **one write path**, [`Store::write_synced`]: every write is a
+//! RocksDB `WriteBatch` committed with `sync = true`, so it is on disk (WAL
+//! fsynced) before the call returns. A finalised block is one batch: its
+//! entries, their Merkle nodes, index rows, changed state records, the block
+//! record and the new head. After a crash the store is therefore exactly at
+//! a block boundary, and every block acknowledged (returned `Ok`) survives.
+//! The consensus safety state ([`Store::put_safety_state`]) goes through the
+//! same synced path, so it is durable before a vote leaves the node.
+//!
+//! ## The log's tree on disk
+//!
+//! `tree` holds the hash of every perfect, aligned subtree of the RFC 9162
+//! log tree, keyed by (level, index). Appending a leaf writes the leaf hash
+//! and each subtree it completes (amortised two nodes per leaf), using the
+//! in-memory *frontier* (the right-edge perfect subtrees, one per set bit of
+//! the size, reloaded from disk at open). Proofs at any size are built by
+//! `provenance::merkle` through the [`provenance::merkle::SubtreeSource`]
+//! trait: O(log n) node reads, nothing rebuilt.
+//!
+//! ## Recovery
+//!
+//! [`Store::open`] reloads the frontier and checks that it gives the head's
+//! root, then checks the latest stored checkpoint: its consortium signature
+//! against genesis, and its root against the stored tree at its size. Any
+//! disagreement refuses to open with [`StoreError::Recovery`], which says
+//! what disagrees.
+//!
+//! ## State
+//!
+//! The ledger state (`provenance::LedgerState`) is derived from the log;
+//! each block's changed records are written in the block's batch, and a
+//! replay of the log from genesis rebuilds it bit for bit
+//! ([`replay_state`]).
+
+mod export;
+mod index;
+mod keys;
+pub mod synthetic;
+
+pub use export::{import, ExportStats, FrameError};
+pub use keys::IndexPrefix;
+
+use std::path::Path;
+
+use provenance::block::entries_root;
+use provenance::codec::{decode_raw, encode, DecodeError};
+use provenance::merkle::{self, Sha3Hasher, SubtreeSource, TreeHasher};
+use provenance::{
+    decode, BlockHeader, Bytes, Canonical, Digest, KeyRing, LedgerEntry, LedgerState, SignedCheckpoint,
+    StateError, StateKey, Timestamp,
+};
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+
+use keys::*;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// RocksDB failed.
+    #[error("rocksdb: {0}")]
+    Db(#[from] rocksdb::Error),
+    /// Stored bytes do not decode or do not match their key.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// The store is inconsistent on open and refuses to start.
+    #[error("refusing to open the store: {0}")]
+    Recovery(String),
+    /// A block does not extend the store.
+    #[error("block refused: {0}")]
+    BlockRefused(String),
+    /// A block's entries do not apply to the ledger state.
+    #[error("block refused: {0}")]
+    State(#[from] StateError),
+    /// A checkpoint was refused.
+    #[error("checkpoint refused: {0}")]
+    Checkpoint(String),
+    /// A stored blob does not hash to its key.
+    #[error("blob {0} does not match its digest")]
+    BlobMismatch(Digest),
+    /// Decoding failed.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+/// Result with [`StoreError`].
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The store's head: the last finalised block and the log after it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Head {
+    /// Height of the last block (0 when empty).
+    pub height: u64,
+    /// Digest of its header.
+    pub block: Digest,
+    /// Its stamp.
+    pub stamp: Timestamp,
+    /// Number of log entries.
+    pub log_size: u64,
+    /// Log root at `log_size`.
+    pub root: Digest,
+}
+
+/// A finalised block as stored: header, certificate, and where its entries
+/// start in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRecord {
+    /// The header.
+    pub header: BlockHeader,
+    /// The finality certificate (opaque to the store; consensus checks it).
+    pub certificate: Bytes,
+    /// Log index of the block's first entry.
+    pub first_index: u64,
+}
+
+/// What appending a block produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendReceipt {
+    /// The block's height.
+    pub height: u64,
+    /// Log index of its first entry.
+    pub first_index: u64,
+    /// Log size after it.
+    pub log_size: u64,
+    /// Log root after it.
+    pub root: Digest,
+}
+
+const RECORD_VERSION: u16 = 1;
+
+fn record<T: Serialize>(value: &T) -> Vec<u8> {
+    encode(&(RECORD_VERSION, value))
+}
+
+fn read_record<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
+    let ((version, v), read): ((u16, T), usize) = decode_raw(what, bytes)?;
+    if version != RECORD_VERSION {
+        return Err(DecodeError::UnsupportedVersion {
+            kind: what,
+            found: version,
+            supported: RECORD_VERSION,
+        }
+        .into());
+    }
+    if read != bytes.len() {
+        return Err(StoreError::Corrupt(format!(
+            "{what}: {} trailing bytes",
+            bytes.len() - read
+        )));
+    }
+    Ok(v)
+}
+
+fn digest_from(what: &str, b: &[u8]) -> Result<Digest> {
+    let a: [u8; 32] = b
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("{what} is {} bytes, not 32", b.len())))?;
+    Ok(Digest(a))
+}
+
+/// The right edge of the tree: for each set bit `l` of the size, the
+/// perfect subtree of `2^l` leaves at the end.
+#[derive(Debug, Clone, Default)]
+struct Frontier(Vec<Option<Digest>>);
+
+impl Frontier {
+    /// Appends leaf number `size`, returning the nodes to store.
+    fn push(&mut self, size: u64, leaf: Digest) -> Result<Vec<(u32, u64, Digest)>> {
+        let mut writes = vec![(0, size, leaf)];
+        let (mut node, mut level, mut idx) = (leaf, 0u32, size);
+        while idx & 1 == 1 {
+            let left = self
+                .0
+                .get_mut(level as usize)
+                .and_then(Option::take)
+                .ok_or_else(|| StoreError::Corrupt(format!("frontier has no node at level {level}")))?;
+            node = Sha3Hasher::hash_children(&left, &node);
+            level += 1;
+            idx >>= 1;
+            writes.push((level, idx, node));
+        }
+        if self.0.len() <= level as usize {
+            self.0.resize(level as usize + 1, None);
+        }
+        self.0[level as usize] = Some(node);
+        Ok(writes)
+    }
+
+    fn root(&self) -> Digest {
+        let mut root: Option<Digest> = None;
+        for h in self.0.iter().flatten() {
+            root = Some(match root {
+                None => *h,
+                Some(r) => Sha3Hasher::hash_children(h, &r),
+            });
+        }
+        root.unwrap_or_else(Sha3Hasher::empty_root)
+    }
+}
+
+/// A node's RocksDB store.
+pub struct Store {
+    db: DB,
+    origin: String,
+    head: Head,
+    frontier: Frontier,
+    state: LedgerState,
+    latest_checkpoint: Option<SignedCheckpoint>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("origin", &self.origin)
+            .field("head", &self.head)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SubtreeSource for Store {
+    type Error = StoreError;
+    fn size(&self) -> u64 {
+        self.head.log_size
+    }
+    fn perfect(&self, level: u32, index: u64) -> Result<Digest> {
+        let cf = self.cf(CF_TREE)?;
+        let v = self
+            .db
+            .get_pinned_cf(cf, tree_key(level, index))?
+            .ok_or_else(|| StoreError::Corrupt(format!("tree node ({level}, {index}) is missing")))?;
+        digest_from("tree node", &v)
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path` for the log named `origin`,
+    /// checking it against the latest checkpoint (see the crate docs).
+    pub fn open(path: &Path, origin: &str, keyring: &KeyRing) -> Result<Self> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let cfs = ALL_CFS
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        let mut store = Store {
+            db,
+            origin: origin.to_string(),
+            head: Head::default(),
+            frontier: Frontier::default(),
+            state: LedgerState::new(),
+            latest_checkpoint: None,
+        };
+        store.recover(keyring)?;
+        Ok(store)
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StoreError::Corrupt(format!("column family {name} is missing")))
+    }
+
+    fn recover(&mut self, keyring: &KeyRing) -> Result<()> {
+        if let Some(b) = self.db.get_cf(self.cf(CF_META)?, META_HEAD)? {
+            self.head = read_record("head", &b)?;
+        }
+        let size = self.head.log_size;
+        let mut frontier = Frontier(vec![None; 64]);
+        for level in 0..64u32 {
+            if size >> level & 1 == 1 {
+                frontier.0[level as usize] = Some(self.perfect(level, (size >> level) - 1)?);
+            }
+        }
+        if frontier.root() != self.head.root && size > 0 {
+            return Err(StoreError::Recovery(format!(
+                "the stored tree gives root {} at size {size}, the head says {}",
+                frontier.root(),
+                self.head.root
+            )));
+        }
+        self.frontier = frontier;
+        if let Some(h) = self.db.get_cf(self.cf(CF_META)?, META_LATEST_CHECKPOINT)? {
+            let height = parse_u64(&h).ok_or_else(|| StoreError::Corrupt("latest checkpoint key".into()))?;
+            let cp = self.checkpoint(height)?.ok_or_else(|| {
+                StoreError::Recovery(format!("latest checkpoint (height {height}) is missing"))
+            })?;
+            cp.verify(keyring).map_err(|e| {
+                StoreError::Recovery(format!("checkpoint at height {height}: {e} under this genesis"))
+            })?;
+            if cp.checkpoint.size > size {
+                return Err(StoreError::Recovery(format!(
+                    "checkpoint at height {height} certifies {} entries but the log holds {size}",
+                    cp.checkpoint.size
+                )));
+            }
+            let root = self.root_at(cp.checkpoint.size)?;
+            if root != cp.checkpoint.root {
+                return Err(StoreError::Recovery(format!(
+                    "checkpoint at height {height} certifies root {} at size {}, the stored tree gives {root}",
+                    cp.checkpoint.root, cp.checkpoint.size
+                )));
+            }
+            self.latest_checkpoint = Some(cp);
+        }
+        let cf = self.cf(CF_STATE)?;
+        let mut records = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, v) = item?;
+            let key = StateKey::from_bytes(&k).ok_or_else(|| StoreError::Corrupt("state key".into()))?;
+            records.push((key, v));
+        }
+        self.state = LedgerState::from_records(records.iter().map(|(k, v)| (*k, &v[..])))?;
+        Ok(())
+    }
+
+    /// The one write path: a batch, fsynced before returning.
+    fn write_synced(&self, batch: WriteBatch) -> Result<()> {
+        let mut o = WriteOptions::default();
+        o.set_sync(true);
+        self.db.write_opt(batch, &o)?;
+        Ok(())
+    }
+
+    /// The head.
+    pub fn head(&self) -> &Head {
+        &self.head
+    }
+
+    /// The log origin.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The ledger state after the last block.
+    pub fn state(&self) -> &LedgerState {
+        &self.state
+    }
+
+    /// The header the next block must carry for `entries`, stamped `stamp`.
+    pub fn next_header(
+        &self,
+        entries: &[LedgerEntry],
+        stamp: Timestamp,
+        view: u64,
+        proposer: u16,
+    ) -> BlockHeader {
+        BlockHeader {
+            version: BlockHeader::VERSION,
+            height: self.head.height + 1,
+            view,
+            parent: self.head.block,
+            stamp,
+            proposer,
+            entries_root: entries_root(entries),
+            entry_count: entries.len() as u32,
+        }
+    }
+
+    /// Appends a finalised block in one synced batch; refuses (writing
+    /// nothing) a block that does not extend the head or whose entries do
+    /// not apply to the state.
+    pub fn append_block(
+        &mut self,
+        header: &BlockHeader,
+        entries: &[LedgerEntry],
+        certificate: &[u8],
+    ) -> Result<AppendReceipt> {
+        let refuse = |m: String| Err(StoreError::BlockRefused(m));
+        if header.height != self.head.height + 1 {
+            return refuse(format!(
+                "height {} does not follow {}",
+                header.height, self.head.height
+            ));
+        }
+        if header.parent != self.head.block {
+            return refuse(format!(
+                "parent {} is not the head block {}",
+                header.parent, self.head.block
+            ));
+        }
+        if header.stamp < self.head.stamp {
+            return refuse(format!(
+                "stamp {} goes back from {}",
+                header.stamp, self.head.stamp
+            ));
+        }
+        if header.entry_count as usize != entries.len() || entries_root(entries) != header.entries_root {
+            return refuse("entries do not match the header's root and count".into());
+        }
+        let (state, touched) = self.state.after_block(entries, header.stamp)?;
+
+        let mut batch = WriteBatch::default();
+        let mut frontier = self.frontier.clone();
+        let first_index = self.head.log_size;
+        let (cf_entries, cf_digest, cf_tree, cf_index) = (
+            self.cf(CF_ENTRIES)?,
+            self.cf(CF_BY_DIGEST)?,
+            self.cf(CF_TREE)?,
+            self.cf(CF_INDEX)?,
+        );
+        for (i, e) in entries.iter().enumerate() {
+            let idx = first_index + i as u64;
+            let bytes = e.encode();
+            batch.put_cf(cf_entries, u64_key(idx), &bytes);
+            batch.put_cf(cf_digest, e.body.digest().0, u64_key(idx));
+            for (level, index, node) in frontier.push(idx, Sha3Hasher::hash_leaf(&bytes))? {
+                batch.put_cf(cf_tree, tree_key(level, index), node.0);
+            }
+            for prefix in index::index_prefixes(e, &state) {
+                batch.put_cf(cf_index, prefix.with_index(idx), []);
+            }
+        }
+        let cf_state = self.cf(CF_STATE)?;
+        for key in &touched {
+            match state.record(*key) {
+                Some(r) => batch.put_cf(cf_state, key.to_bytes(), r),
+                None => batch.delete_cf(cf_state, key.to_bytes()),
+            }
+        }
+        let block = BlockRecord {
+            header: header.clone(),
+            certificate: Bytes(certificate.to_vec()),
+            first_index,
+        };
+        batch.put_cf(self.cf(CF_BLOCKS)?, u64_key(header.height), record(&block));
+        let head = Head {
+            height: header.height,
+            block: header.digest(),
+            stamp: header.stamp,
+            log_size: first_index + entries.len() as u64,
+            root: frontier.root(),
+        };
+        batch.put_cf(self.cf(CF_META)?, META_HEAD, record(&head));
+        self.write_synced(batch)?;
+
+        self.head = head;
+        self.frontier = frontier;
+        self.state = state;
+        Ok(AppendReceipt {
+            height: self.head.height,
+            first_index,
+            log_size: self.head.log_size,
+            root: self.head.root,
+        })
+    }
+
+    /// Stores a certified checkpoint after checking its signature and that
+    /// it certifies this log's root at its size.
+    pub fn put_checkpoint(&mut self, cp: &SignedCheckpoint, keyring: &KeyRing) -> Result<()> {
+        let c = &cp.checkpoint;
+        cp.verify(keyring)
+            .map_err(|e| StoreError::Checkpoint(e.to_string()))?;
+        if c.origin != self.origin {
+            return Err(StoreError::Checkpoint(format!(
+                "origin {:?} is not this log's {:?}",
+                c.origin, self.origin
+            )));
+        }
+        if c.size > self.head.log_size || c.height > self.head.height {
+            return Err(StoreError::Checkpoint(format!(
+                "certifies size {} at height {}, the store is at size {} height {}",
+                c.size, c.height, self.head.log_size, self.head.height
+            )));
+        }
+        let root = self.root_at(c.size)?;
+        if root != c.root {
+            return Err(StoreError::Checkpoint(format!(
+                "certifies root {} at size {}, this log's root there is {root}",
+                c.root, c.size
+            )));
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_CHECKPOINTS)?, u64_key(c.height), cp.encode());
+        let newer = self
+            .latest_checkpoint
+            .as_ref()
+            .is_none_or(|l| l.checkpoint.height <= c.height);
+        if newer {
+            batch.put_cf(self.cf(CF_META)?, META_LATEST_CHECKPOINT, u64_key(c.height));
+        }
+        self.write_synced(batch)?;
+        if newer {
+            self.latest_checkpoint = Some(cp.clone());
+        }
+        Ok(())
+    }
+
+    /// The checkpoint stored for `height`.
+    pub fn checkpoint(&self, height: u64) -> Result<Option<SignedCheckpoint>> {
+        match self.db.get_cf(self.cf(CF_CHECKPOINTS)?, u64_key(height))? {
+            Some(b) => Ok(Some(decode(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The latest stored checkpoint.
+    pub fn latest_checkpoint(&self) -> Option<&SignedCheckpoint> {
+        self.latest_checkpoint.as_ref()
+    }
+
+    /// Persists the consensus safety state (synced before returning, so a
+    /// vote may be sent after this returns).
+    pub fn put_safety_state(&self, bytes: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META)?, META_SAFETY, bytes);
+        self.write_synced(batch)
+    }
+
+    /// The persisted consensus safety state.
+    pub fn safety_state(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(CF_META)?, META_SAFETY)?)
+    }
+
+    /// The stored block at `height`.
+    pub fn block(&self, height: u64) -> Result<Option<BlockRecord>> {
+        match self.db.get_cf(self.cf(CF_BLOCKS)?, u64_key(height))? {
+            Some(b) => Ok(Some(read_record("block record", &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The canonical bytes of log entry `index` (the leaf input).
+    pub fn entry_bytes(&self, index: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(CF_ENTRIES)?, u64_key(index))?)
+    }
+
+    /// Log entry `index`.
+    pub fn entry(&self, index: u64) -> Result<Option<LedgerEntry>> {
+        match self.entry_bytes(index)? {
+            Some(b) => Ok(Some(decode(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The log index of the entry whose body has `digest`.
+    pub fn index_of(&self, digest: &Digest) -> Result<Option<u64>> {
+        match self.db.get_cf(self.cf(CF_BY_DIGEST)?, digest.0)? {
+            Some(b) => Ok(Some(
+                parse_u64(&b).ok_or_else(|| StoreError::Corrupt("digest index".into()))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Log indexes filed under `prefix`, ascending.
+    pub fn query(&self, prefix: &IndexPrefix) -> Result<Vec<u64>> {
+        let cf = self.cf(CF_INDEX)?;
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&prefix.0, Direction::Forward))
+        {
+            let (k, _) = item?;
+            // Every key under a prefix is the prefix and an 8-byte index:
+            // prefixes of different kinds or lengths never nest.
+            if !k.starts_with(&prefix.0) {
+                break;
+            }
+            out.push(parse_u64(&k[prefix.0.len()..]).ok_or_else(|| StoreError::Corrupt("index key".into()))?);
+        }
+        Ok(out)
+    }
+
+    /// The log root at `size`.
+    pub fn root_at(&self, size: u64) -> Result<Digest> {
+        if size > self.head.log_size {
+            return Err(StoreError::Checkpoint(format!(
+                "size {size} is past the log's {}",
+                self.head.log_size
+            )));
+        }
+        merkle::range_hash::<Sha3Hasher, _>(self, 0, size)
+    }
+
+    /// Inclusion proof of entry `index` in the log of `size` entries.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Option<Vec<Digest>>> {
+        merkle::inclusion_proof::<Sha3Hasher, _>(self, index, size)
+    }
+
+    /// Consistency proof between log sizes `first` and `second`.
+    pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Option<Vec<Digest>>> {
+        merkle::consistency_proof::<Sha3Hasher, _>(self, first, second)
+    }
+
+    /// Stores a blob under its content digest (synced); returns the digest.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest> {
+        let d = blob_digest(bytes);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_BLOBS)?, d.0, bytes);
+        self.write_synced(batch)?;
+        Ok(d)
+    }
+
+    /// A blob, verified against its digest on read.
+    pub fn blob(&self, digest: &Digest) -> Result<Option<Vec<u8>>> {
+        match self.db.get_cf(self.cf(CF_BLOBS)?, digest.0)? {
+            Some(b) if blob_digest(&b) == *digest => Ok(Some(b)),
+            Some(_) => Err(StoreError::BlobMismatch(*digest)),
+            None => Ok(None),
+        }
+    }
+
+    /// Bytes RocksDB holds on disk (SST files plus live WAL), as it reports.
+    pub fn disk_bytes(&self) -> Result<u64> {
+        let mut total = 0;
+        for name in ALL_CFS {
+            let cf = self.cf(name)?;
+            total += self
+                .db
+                .property_int_value_cf(cf, "rocksdb.total-sst-files-size")?
+                .unwrap_or(0);
+            total += self
+                .db
+                .property_int_value_cf(cf, "rocksdb.size-all-mem-tables")?
+                .unwrap_or(0);
+        }
+        Ok(total)
+    }
+
+    /// Flushes memtables to SST files (for measurement).
+    pub fn flush(&self) -> Result<()> {
+        for name in ALL_CFS {
+            self.db.flush_cf(self.cf(name)?)?;
+        }
+        Ok(())
+    }
+
+    /// Writes raw bytes under a key, bypassing every check: for tests that
+    /// corrupt a store on purpose.
+    #[doc(hidden)]
+    pub fn corrupt_for_test(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(cf)?, key, value);
+        self.write_synced(batch)
+    }
+}
+
+/// The content address of a blob.
+pub fn blob_digest(bytes: &[u8]) -> Digest {
+    provenance::digest::tagged_hash(provenance::ObjectKind::Blob, bytes)
+}
+
+/// Rebuilds the ledger state by replaying the stored log from genesis, block
+/// by block with their stamps.
+pub fn replay_state(store: &Store) -> Result<LedgerState> {
+    let mut state = LedgerState::new();
+    for h in 1..=store.head().height {
+        let b = store
+            .block(h)?
+            .ok_or_else(|| StoreError::Corrupt(format!("block {h} is missing")))?;
+        let mut entries = Vec::with_capacity(b.header.entry_count as usize);
+        for i in 0..u64::from(b.header.entry_count) {
+            let e = store
+                .entry(b.first_index + i)?
+                .ok_or_else(|| StoreError::Corrupt(format!("entry {} is missing", b.first_index + i)))?;
+            entries.push(e);
+        }
+        state.apply_block(&entries, b.header.stamp)?;
+    }
+    Ok(state)
+}

@@ -1,0 +1,107 @@
+//! Column families and key encodings. Integers are big-endian so RocksDB's
+//! byte order is numeric order.
+
+use provenance::Digest;
+
+/// Metadata: the head, the safety state, the latest checkpoint.
+pub const CF_META: &str = "meta";
+/// Height → [`crate::BlockRecord`] (header, certificate, first log index).
+pub const CF_BLOCKS: &str = "blocks";
+/// Log index → the entry's canonical bytes (the Merkle leaf input).
+pub const CF_ENTRIES: &str = "entries";
+/// Entry body digest → log index.
+pub const CF_BY_DIGEST: &str = "by_digest";
+/// (level, index) → hash of that perfect subtree of the log.
+pub const CF_TREE: &str = "tree";
+/// Height → signed checkpoint.
+pub const CF_CHECKPOINTS: &str = "checkpoints";
+/// Content digest → blob bytes.
+pub const CF_BLOBS: &str = "blobs";
+/// Index key (kind, key, log index) → nothing.
+pub const CF_INDEX: &str = "index";
+/// State key → state record.
+pub const CF_STATE: &str = "state";
+
+/// Every column family.
+pub const ALL_CFS: [&str; 9] = [
+    CF_META,
+    CF_BLOCKS,
+    CF_ENTRIES,
+    CF_BY_DIGEST,
+    CF_TREE,
+    CF_CHECKPOINTS,
+    CF_BLOBS,
+    CF_INDEX,
+    CF_STATE,
+];
+
+/// Meta key of the store head.
+pub const META_HEAD: &[u8] = b"head";
+/// Meta key of the consensus safety state.
+pub const META_SAFETY: &[u8] = b"safety";
+/// Meta key of the latest checkpoint's height.
+pub const META_LATEST_CHECKPOINT: &[u8] = b"latest-checkpoint";
+
+/// A u64 key.
+pub fn u64_key(n: u64) -> [u8; 8] {
+    n.to_be_bytes()
+}
+
+/// Parses a u64 key.
+pub fn parse_u64(b: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(b.try_into().ok()?))
+}
+
+/// A tree node key: level then index.
+pub fn tree_key(level: u32, index: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = level as u8;
+    k[1..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// The kinds of secondary index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum IndexKind {
+    /// Entries of a campaign.
+    Campaign = 1,
+    /// Entries touching a source.
+    Source = 2,
+    /// Entries touching one example (source, index).
+    Example = 3,
+    /// Entries an authority signed (or must sign).
+    Authority = 4,
+    /// Entries that changed a parameter block.
+    ParameterBlock = 5,
+}
+
+/// An index key without its log index: what a query scans by prefix.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct IndexPrefix(pub Vec<u8>);
+
+impl IndexPrefix {
+    /// Entries of campaign `c`.
+    pub fn campaign(c: &Digest) -> Self {
+        Self([&[IndexKind::Campaign as u8][..], &c.0].concat())
+    }
+    /// Entries touching source `s`.
+    pub fn source(s: &Digest) -> Self {
+        Self([&[IndexKind::Source as u8][..], &s.0].concat())
+    }
+    /// Entries touching example `index` of source `s`.
+    pub fn example(s: &Digest, index: u64) -> Self {
+        Self([&[IndexKind::Example as u8][..], &s.0, &index.to_be_bytes()].concat())
+    }
+    /// Entries authority `a` signs.
+    pub fn authority(a: &str) -> Self {
+        Self([&[IndexKind::Authority as u8, a.len() as u8][..], a.as_bytes()].concat())
+    }
+    /// Entries that changed parameter block `b`.
+    pub fn parameter_block(b: u32) -> Self {
+        Self([&[IndexKind::ParameterBlock as u8][..], &b.to_be_bytes()].concat())
+    }
+    /// The full key for one log index.
+    pub fn with_index(&self, log_index: u64) -> Vec<u8> {
+        [&self.0[..], &log_index.to_be_bytes()].concat()
+    }
+}
