@@ -1,0 +1,716 @@
+//! The consensus state machine. See the crate documentation for the
+//! protocol; this file follows it rule by rule.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use provenance::Digest;
+
+use crate::scheme::CertificateScheme;
+use crate::types::*;
+
+/// How long a sync response may be, in blocks.
+pub const MAX_SYNC_BLOCKS: usize = 1024;
+/// How far ahead of the current view votes are kept.
+pub const MAX_VIEWS_AHEAD: u64 = 64;
+
+/// The application the engine orders blocks for.
+pub trait Application {
+    /// What a block carries.
+    type Payload: Clone + std::fmt::Debug + PartialEq + Eq + serde::Serialize + serde::de::DeserializeOwned;
+    /// A payload for a new block at `height` on top of `parent` (called on
+    /// the leader only).
+    fn propose(&mut self, parent: &Digest, height: Height, view: View) -> Self::Payload;
+    /// Whether every entry of the proposal's payload is complete and valid
+    /// on top of its parent. The engine votes for nothing the application
+    /// refuses.
+    fn verify(&mut self, proposal: &Proposal<Self::Payload>) -> bool;
+}
+
+/// Consensus-critical parameters: every validator must use the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// This validator.
+    pub me: ValidatorIndex,
+    /// Number of validators.
+    pub n: u16,
+    /// Votes needed for a certificate: q = n - f with f = floor((n-1)/3).
+    /// **Consensus-critical**: a smaller quorum breaks safety (the
+    /// simulator's broken variant uses q - 1 to show the checker bites).
+    pub quorum: usize,
+    /// Time (ms) a view waits for a notarisation before nullifying, and the
+    /// period at which a stuck view re-sends its votes.
+    pub view_timeout: u64,
+    /// Largest amount (ms) a proposal's stamp may run ahead of the voter's
+    /// clock.
+    pub max_skew: u64,
+}
+
+impl Config {
+    /// The configuration of validator `me` among `n`, with q = n - f.
+    pub fn new(me: ValidatorIndex, n: u16, view_timeout: u64, max_skew: u64) -> Self {
+        let f = (n.saturating_sub(1) / 3) as usize;
+        Self {
+            me,
+            n,
+            quorum: n as usize - f,
+            view_timeout,
+            max_skew,
+        }
+    }
+
+    /// The leader of `view` (round robin).
+    pub fn leader(&self, view: View) -> ValidatorIndex {
+        (view.0 % u64::from(self.n)) as ValidatorIndex
+    }
+}
+
+type Cert<S> = Certificate<<S as CertificateScheme>::Certificate>;
+type Act<A, S> = Action<<A as Application>::Payload, <S as CertificateScheme>::Share, <S as CertificateScheme>::Certificate>;
+type Msg<A, S> = Message<<A as Application>::Payload, <S as CertificateScheme>::Share, <S as CertificateScheme>::Certificate>;
+
+/// One validator's consensus engine: messages and clock ticks in, actions
+/// out. No I/O, no clock, no threads.
+pub struct Engine<A: Application, S: CertificateScheme> {
+    cfg: Config,
+    scheme: S,
+    now: u64,
+    view: View,
+    deadline: u64,
+    safety: SafetyState,
+    blocks: HashMap<Digest, Proposal<A::Payload>>,
+    proposal_in_view: HashMap<View, Digest>,
+    votes: HashMap<Subject, BTreeMap<ValidatorIndex, S::Share>>,
+    notarize_by: HashMap<(View, ValidatorIndex), Digest>,
+    certified: HashSet<Subject>,
+    notarized: BTreeMap<View, (Digest, Cert<S>)>,
+    nullified: BTreeMap<View, Cert<S>>,
+    finalized: Vec<Proposal<A::Payload>>,
+    finalized_view: View,
+    last_finalization: Option<Cert<S>>,
+    pending_finalization: Option<Cert<S>>,
+    actions: Vec<Act<A, S>>,
+}
+
+impl<A: Application, S: CertificateScheme> std::fmt::Debug for Engine<A, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("me", &self.cfg.me)
+            .field("view", &self.view)
+            .field("finalized", &self.finalized.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Application, S: CertificateScheme> Engine<A, S> {
+    /// A fresh validator at genesis.
+    pub fn new(cfg: Config, scheme: S) -> Self {
+        Self::restore(cfg, scheme, SafetyState::default(), Vec::new())
+    }
+
+    /// A validator restarted from its persisted safety state and its
+    /// finalised chain (heights 1.., in order). It never casts a vote its
+    /// safety state rules out.
+    pub fn restore(cfg: Config, scheme: S, safety: SafetyState, finalized: Vec<Proposal<A::Payload>>) -> Self {
+        let mut blocks = HashMap::new();
+        for p in &finalized {
+            blocks.insert(p.digest(), p.clone());
+        }
+        let finalized_view = finalized.last().map(|p| p.view).unwrap_or_default();
+        Self {
+            cfg,
+            scheme,
+            now: 0,
+            view: safety.view,
+            deadline: 0,
+            safety,
+            blocks,
+            proposal_in_view: HashMap::new(),
+            votes: HashMap::new(),
+            notarize_by: HashMap::new(),
+            certified: HashSet::new(),
+            notarized: BTreeMap::new(),
+            nullified: BTreeMap::new(),
+            finalized,
+            finalized_view,
+            last_finalization: None,
+            pending_finalization: None,
+            actions: Vec::new(),
+        }
+    }
+
+    /// The current view.
+    pub fn view(&self) -> View {
+        self.view
+    }
+
+    /// The finalised chain, heights 1.. in order.
+    pub fn finalized(&self) -> &[Proposal<A::Payload>] {
+        &self.finalized
+    }
+
+    /// The safety state as last handed out to persist.
+    pub fn safety(&self) -> SafetyState {
+        self.safety
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Starts (or resumes) at time `now`: enters view 1, or re-enters the
+    /// restored view.
+    pub fn start(&mut self, app: &mut A, now: u64) -> Vec<Act<A, S>> {
+        self.now = now;
+        if self.view.0 == 0 {
+            self.enter_view(app, View(1));
+        } else {
+            self.deadline = now + self.cfg.view_timeout;
+        }
+        std::mem::take(&mut self.actions)
+    }
+
+    /// Advances the clock to `now`; on a view timeout, nullifies the view
+    /// (once) and re-sends this view's votes and the certificate that opened
+    /// it (every timeout), so lost messages are recovered.
+    pub fn tick(&mut self, app: &mut A, now: u64) -> Vec<Act<A, S>> {
+        self.now = now.max(self.now);
+        if self.now >= self.deadline {
+            self.deadline = self.now + self.cfg.view_timeout;
+            // Re-propose to peers that missed the proposal.
+            if let Some(d) = self.safety.proposed {
+                if let (Some(p), Some(j)) = (self.blocks.get(&d).cloned(), self.justified_parent(self.view)) {
+                    self.send(
+                        None,
+                        Message::Propose {
+                            proposal: p,
+                            parent: j.4,
+                            nullifications: j.5,
+                        },
+                    );
+                }
+            }
+            if !self.safety.nullified && !self.safety.finalized {
+                self.cast(app, VoteKind::Nullify, GENESIS);
+            } else {
+                self.resend_votes();
+            }
+            // Every certificate since the last finalisation (the most
+            // recent MAX_VIEWS_AHEAD): a validator that crashed or was cut
+            // off needs the whole run of nullifications to judge, or make,
+            // the next proposal.
+            let floor = View(self.view.0.saturating_sub(MAX_VIEWS_AHEAD));
+            let mut certs: Vec<(View, Cert<S>)> = self
+                .notarized
+                .range(floor..)
+                .map(|(v, (_, c))| (*v, c.clone()))
+                .chain(self.nullified.range(floor..).map(|(v, c)| (*v, c.clone())))
+                .collect();
+            certs.sort_by_key(|(v, _)| *v);
+            for (_, c) in certs {
+                self.send(None, Message::Certificate(c));
+            }
+            if let Some(c) = &self.last_finalization {
+                self.send(None, Message::Certificate(c.clone()));
+            }
+            if self.pending_finalization.is_some() {
+                self.request_sync();
+            }
+            let missing: Vec<Digest> = self
+                .notarized
+                .values()
+                .map(|(d, _)| *d)
+                .filter(|d| !self.blocks.contains_key(d))
+                .collect();
+            for block in missing {
+                self.send(None, Message::BlockRequest { block });
+            }
+        }
+        std::mem::take(&mut self.actions)
+    }
+
+    /// Handles a message from validator `from` (authenticated by the
+    /// transport).
+    pub fn handle(&mut self, app: &mut A, from: ValidatorIndex, message: Msg<A, S>) -> Vec<Act<A, S>> {
+        if from >= self.cfg.n || from == self.cfg.me {
+            return Vec::new();
+        }
+        match message {
+            Message::Propose {
+                proposal,
+                parent,
+                nullifications,
+            } => self.on_propose(app, from, proposal, parent, nullifications),
+            Message::Vote(v) => self.on_vote(app, from, v),
+            Message::Certificate(c) => self.on_certificate(app, Some(from), c),
+            Message::SyncRequest { from: h } => self.on_sync_request(from, h),
+            Message::SyncResponse { blocks, finalization } => self.on_sync_response(app, from, blocks, finalization),
+            Message::BlockRequest { block } => {
+                if let Some(p) = self.blocks.get(&block).cloned() {
+                    self.send(Some(from), Message::Block { proposal: p });
+                }
+            }
+            Message::Block { proposal } => self.on_block(app, proposal),
+        }
+        std::mem::take(&mut self.actions)
+    }
+
+    fn send(&mut self, to: Option<ValidatorIndex>, message: Msg<A, S>) {
+        self.actions.push(Action::Send { to, message });
+    }
+
+    fn blame(&mut self, peer: ValidatorIndex, what: Misbehaviour) {
+        self.actions.push(Action::Misbehaved { peer, what });
+    }
+
+    /// Casts a vote: the safety state is handed out to persist first, then
+    /// the vote is sent, then counted locally.
+    fn cast(&mut self, app: &mut A, kind: VoteKind, block: Digest) {
+        match kind {
+            VoteKind::Notarize => self.safety.notarized = Some(block),
+            VoteKind::Nullify => self.safety.nullified = true,
+            VoteKind::Finalize => self.safety.finalized = true,
+        }
+        self.actions.push(Action::Persist(self.safety));
+        let subject = Subject {
+            kind,
+            view: self.view,
+            block,
+        };
+        let vote = Vote {
+            subject,
+            signer: self.cfg.me,
+            share: self.scheme.sign(&subject.message()),
+        };
+        self.send(None, Message::Vote(vote.clone()));
+        self.count_vote(app, vote);
+    }
+
+    fn resend_votes(&mut self) {
+        let s = self.safety;
+        let mut subjects = Vec::new();
+        if let Some(d) = s.notarized {
+            subjects.push((VoteKind::Notarize, d));
+        }
+        if s.nullified {
+            subjects.push((VoteKind::Nullify, GENESIS));
+        }
+        for (kind, block) in subjects {
+            let subject = Subject {
+                kind,
+                view: s.view,
+                block,
+            };
+            let share = self.scheme.sign(&subject.message());
+            self.send(
+                None,
+                Message::Vote(Vote {
+                    subject,
+                    signer: self.cfg.me,
+                    share,
+                }),
+            );
+        }
+    }
+
+    fn enter_view(&mut self, app: &mut A, view: View) {
+        if view <= self.view {
+            return;
+        }
+        self.view = view;
+        self.safety = SafetyState {
+            view,
+            ..SafetyState::default()
+        };
+        self.deadline = self.now + self.cfg.view_timeout;
+        if self.cfg.leader(view) == self.cfg.me {
+            self.propose(app);
+        }
+        self.try_notarize(app);
+    }
+
+    /// The parent a proposal in `view` must extend: the notarised block of
+    /// the highest view before it whose later views are all nullified, with
+    /// the certificates that justify it.
+    #[allow(clippy::type_complexity)]
+    fn justified_parent(&self, view: View) -> Option<(View, Digest, Height, u64, Option<Cert<S>>, Vec<Cert<S>>)> {
+        let mut nulls = Vec::new();
+        let mut w = view.0.checked_sub(1)?;
+        loop {
+            if w == 0 {
+                nulls.reverse();
+                return Some((View(0), GENESIS, Height(0), 0, None, nulls));
+            }
+            if let Some((d, c)) = self.notarized.get(&View(w)) {
+                let p = self.blocks.get(d)?;
+                nulls.reverse();
+                return Some((View(w), *d, p.height, p.stamp, Some(c.clone()), nulls));
+            }
+            nulls.push(self.nullified.get(&View(w))?.clone());
+            w -= 1;
+        }
+    }
+
+    fn propose(&mut self, app: &mut A) {
+        if self.safety.proposed.is_some() {
+            return;
+        }
+        let view = self.view;
+        let Some((parent_view, parent, height, parent_stamp, parent_cert, nullifications)) = self.justified_parent(view)
+        else {
+            return;
+        };
+        let height = Height(height.0 + 1);
+        let payload = app.propose(&parent, height, view);
+        let proposal = Proposal {
+            view,
+            height,
+            parent,
+            parent_view,
+            stamp: self.now.max(parent_stamp),
+            proposer: self.cfg.me,
+            payload,
+        };
+        let d = proposal.digest();
+        self.safety.proposed = Some(d);
+        self.actions.push(Action::Persist(self.safety));
+        self.blocks.insert(d, proposal.clone());
+        self.proposal_in_view.insert(view, d);
+        self.send(
+            None,
+            Message::Propose {
+                proposal,
+                parent: parent_cert,
+                nullifications,
+            },
+        );
+    }
+
+    /// Checks a proposal against the protocol's rules (not the application).
+    fn check_proposal(&self, p: &Proposal<A::Payload>) -> Result<(), &'static str> {
+        if p.proposer != self.cfg.leader(p.view) {
+            return Err("proposer is not the view's leader");
+        }
+        if p.parent_view >= p.view {
+            return Err("parent view is not before the proposal's view");
+        }
+        for w in p.parent_view.0 + 1..p.view.0 {
+            if !self.nullified.contains_key(&View(w)) {
+                return Err("a view between parent and proposal is not nullified");
+            }
+        }
+        let (parent_height, parent_stamp) = if p.parent_view.0 == 0 {
+            if p.parent != GENESIS {
+                return Err("a view-0 parent must be genesis");
+            }
+            (Height(0), 0)
+        } else {
+            match self.notarized.get(&p.parent_view) {
+                Some((d, _)) if *d == p.parent => {}
+                _ => return Err("parent is not the notarised block of its view"),
+            }
+            let parent = self.blocks.get(&p.parent).ok_or("parent block unknown")?;
+            (parent.height, parent.stamp)
+        };
+        if p.height.0 != parent_height.0 + 1 {
+            return Err("height is not parent's height + 1");
+        }
+        if p.stamp < parent_stamp {
+            return Err("stamp goes back from the parent's");
+        }
+        if p.stamp > self.now + self.cfg.max_skew {
+            return Err("stamp runs ahead of this validator's clock");
+        }
+        Ok(())
+    }
+
+    /// Votes notarize for the current view's proposal once it is valid.
+    fn try_notarize(&mut self, app: &mut A) {
+        let view = self.view;
+        if self.safety.notarized.is_some() || self.safety.nullified || self.safety.finalized {
+            return;
+        }
+        let Some(d) = self.proposal_in_view.get(&view).copied() else {
+            return;
+        };
+        let Some(p) = self.blocks.get(&d).cloned() else {
+            return;
+        };
+        if self.check_proposal(&p).is_err() || !app.verify(&p) {
+            return;
+        }
+        self.cast(app, VoteKind::Notarize, d);
+    }
+
+    fn on_propose(
+        &mut self,
+        app: &mut A,
+        from: ValidatorIndex,
+        proposal: Proposal<A::Payload>,
+        parent: Option<Cert<S>>,
+        nullifications: Vec<Cert<S>>,
+    ) {
+        let view = proposal.view;
+        if from != self.cfg.leader(view) || proposal.proposer != from {
+            self.blame(from, Misbehaviour::NotLeader(view));
+            return;
+        }
+        if view.0 > self.view.0 + MAX_VIEWS_AHEAD || view < self.finalized_view {
+            return;
+        }
+        for c in parent.into_iter().chain(nullifications) {
+            self.on_certificate(app, Some(from), c);
+        }
+        let d = proposal.digest();
+        match self.proposal_in_view.get(&view) {
+            Some(prev) if *prev != d => {
+                self.blame(from, Misbehaviour::Equivocation(view));
+                return;
+            }
+            Some(_) => return,
+            None => {}
+        }
+        self.proposal_in_view.insert(view, d);
+        self.blocks.insert(d, proposal);
+        if view == self.view {
+            self.try_notarize(app);
+        }
+        if let Some(c) = self.pending_finalization.clone() {
+            self.finalize(app, c);
+        }
+    }
+
+    fn on_vote(&mut self, app: &mut A, from: ValidatorIndex, vote: Vote<S::Share>) {
+        let s = vote.subject;
+        if vote.signer != from {
+            self.blame(from, Misbehaviour::BadShare(s));
+            return;
+        }
+        if s.view.0 > self.view.0 + MAX_VIEWS_AHEAD || s.view < self.finalized_view || self.certified.contains(&s) {
+            return;
+        }
+        if self.votes.get(&s).is_some_and(|m| m.contains_key(&from)) {
+            return;
+        }
+        if !self.scheme.verify_share(from, &s.message(), &vote.share) {
+            self.blame(from, Misbehaviour::BadShare(s));
+            return;
+        }
+        if s.kind == VoteKind::Notarize {
+            match self.notarize_by.get(&(s.view, from)) {
+                Some(prev) if *prev != s.block => self.blame(from, Misbehaviour::DoubleVote(s.view)),
+                Some(_) => {}
+                None => {
+                    self.notarize_by.insert((s.view, from), s.block);
+                }
+            }
+        }
+        self.count_vote(app, vote);
+    }
+
+    fn count_vote(&mut self, app: &mut A, vote: Vote<S::Share>) {
+        let s = vote.subject;
+        let entry = self.votes.entry(s).or_default();
+        entry.insert(vote.signer, vote.share);
+        if entry.len() >= self.cfg.quorum && !self.certified.contains(&s) {
+            let shares: Vec<(ValidatorIndex, S::Share)> = entry.iter().map(|(i, sh)| (*i, sh.clone())).collect();
+            if let Some(certificate) = self.scheme.combine(&s.message(), &shares) {
+                self.on_certificate(
+                    app,
+                    None,
+                    Certificate {
+                        subject: s,
+                        certificate,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A certificate from `from` (or built here when `from` is `None`):
+    /// verified before it is used or forwarded.
+    fn on_certificate(&mut self, app: &mut A, from: Option<ValidatorIndex>, c: Cert<S>) {
+        let s = c.subject;
+        if self.certified.contains(&s) {
+            return;
+        }
+        if let Some(peer) = from {
+            if !self.scheme.verify_certificate(&s.message(), &c.certificate) {
+                self.blame(peer, Misbehaviour::BadCertificate(s));
+                return;
+            }
+        }
+        self.certified.insert(s);
+        self.send(None, Message::Certificate(c.clone()));
+        match s.kind {
+            VoteKind::Notarize => {
+                if !self.blocks.contains_key(&s.block) {
+                    self.send(None, Message::BlockRequest { block: s.block });
+                }
+                self.notarized.insert(s.view, (s.block, c));
+                if s.view == self.view && !self.safety.nullified && !self.safety.finalized {
+                    self.cast(app, VoteKind::Finalize, s.block);
+                }
+                if s.view >= self.view {
+                    self.enter_view(app, s.view.next());
+                } else {
+                    self.try_notarize(app);
+                }
+            }
+            VoteKind::Nullify => {
+                self.nullified.insert(s.view, c);
+                if s.view >= self.view {
+                    self.enter_view(app, s.view.next());
+                } else {
+                    self.try_notarize(app);
+                }
+            }
+            VoteKind::Finalize => self.finalize(app, c),
+        }
+    }
+
+    fn tip(&self) -> (Height, Digest) {
+        self.finalized
+            .last()
+            .map(|p| (p.height, p.digest()))
+            .unwrap_or((Height(0), GENESIS))
+    }
+
+    /// Finalises the certified block and its ancestors, or asks for the
+    /// blocks it lacks.
+    fn finalize(&mut self, _app: &mut A, c: Cert<S>) {
+        let (tip_height, tip) = self.tip();
+        let target = c.subject.block;
+        if target == tip || (self.finalized_view.0 > 0 && c.subject.view <= self.finalized_view) {
+            return;
+        }
+        let mut chain = Vec::new();
+        let mut d = target;
+        while d != tip {
+            match self.blocks.get(&d) {
+                Some(p) if p.height > tip_height => {
+                    chain.push(p.clone());
+                    d = p.parent;
+                }
+                Some(_) => {
+                    // Reaches the finalised height on another branch: only
+                    // possible with more than f Byzantine validators.
+                    return;
+                }
+                None => {
+                    let newer = self
+                        .pending_finalization
+                        .as_ref()
+                        .is_none_or(|p| p.subject.view < c.subject.view);
+                    if newer {
+                        self.pending_finalization = Some(c);
+                    }
+                    self.request_sync();
+                    return;
+                }
+            }
+        }
+        chain.reverse();
+        let last = chain.len().saturating_sub(1);
+        for (i, p) in chain.into_iter().enumerate() {
+            self.finalized_view = p.view;
+            self.finalized.push(p.clone());
+            self.actions.push(Action::Finalized {
+                proposal: p,
+                finalization: (i == last).then(|| c.clone()),
+            });
+        }
+        self.last_finalization = Some(c.clone());
+        if self
+            .pending_finalization
+            .as_ref()
+            .is_some_and(|p| p.subject.view <= c.subject.view)
+        {
+            self.pending_finalization = None;
+        }
+        self.prune();
+    }
+
+    /// A block fetched by digest: kept only if it is a notarised block this
+    /// validator lacks (its digest is what the certificate signed).
+    fn on_block(&mut self, app: &mut A, p: Proposal<A::Payload>) {
+        let d = p.digest();
+        let wanted = self.notarized.get(&p.view).is_some_and(|(b, _)| *b == d);
+        if !wanted || self.blocks.contains_key(&d) {
+            return;
+        }
+        self.blocks.insert(d, p);
+        self.try_notarize(app);
+        if self.cfg.leader(self.view) == self.cfg.me {
+            self.propose(app);
+        }
+        if let Some(c) = self.pending_finalization.clone() {
+            self.finalize(app, c);
+        }
+    }
+
+    fn request_sync(&mut self) {
+        let from = Height(self.tip().0 .0 + 1);
+        self.send(None, Message::SyncRequest { from });
+    }
+
+    fn prune(&mut self) {
+        let fv = self.finalized_view;
+        self.votes.retain(|s, _| s.view >= fv);
+        self.notarize_by.retain(|(v, _), _| *v >= fv);
+        self.certified.retain(|s| s.view >= fv);
+        self.proposal_in_view.retain(|v, _| *v >= fv);
+        let keep = self.notarized.split_off(&fv);
+        self.notarized = keep;
+        let keep = self.nullified.split_off(&fv);
+        self.nullified = keep;
+        let finalized: HashSet<Digest> = self.finalized.iter().rev().take(2).map(|p| p.digest()).collect();
+        self.blocks.retain(|d, p| p.view >= fv || finalized.contains(d));
+    }
+
+    fn on_sync_request(&mut self, from: ValidatorIndex, h: Height) {
+        let Some(c) = self.last_finalization.clone() else {
+            return;
+        };
+        let start = (h.0.max(1) - 1) as usize;
+        if start >= self.finalized.len() {
+            return;
+        }
+        let blocks: Vec<_> = self.finalized[start..].iter().take(MAX_SYNC_BLOCKS).cloned().collect();
+        if blocks.last().map(|p| p.digest()) != Some(c.subject.block) {
+            return;
+        }
+        self.send(
+            Some(from),
+            Message::SyncResponse {
+                blocks,
+                finalization: c,
+            },
+        );
+    }
+
+    fn on_sync_response(&mut self, app: &mut A, from: ValidatorIndex, blocks: Vec<Proposal<A::Payload>>, c: Cert<S>) {
+        let ok = c.subject.kind == VoteKind::Finalize
+            && blocks.len() <= MAX_SYNC_BLOCKS
+            && blocks.last().map(|p| p.digest()) == Some(c.subject.block)
+            && blocks.windows(2).all(|w| w[1].parent == w[0].digest() && w[1].height.0 == w[0].height.0 + 1)
+            && self.scheme.verify_certificate(&c.subject.message(), &c.certificate);
+        if !ok {
+            self.blame(from, Misbehaviour::BadSync);
+            return;
+        }
+        let (tip_height, tip) = self.tip();
+        let Some(first) = blocks.iter().position(|p| p.height.0 == tip_height.0 + 1) else {
+            return;
+        };
+        if blocks[first].parent != tip {
+            self.blame(from, Misbehaviour::BadSync);
+            return;
+        }
+        for p in &blocks[first..] {
+            self.blocks.insert(p.digest(), p.clone());
+        }
+        self.certified.insert(c.subject);
+        self.finalize(app, c);
+    }
+}

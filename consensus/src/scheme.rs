@@ -1,0 +1,81 @@
+//! Certificate schemes: how votes are signed and combined. The engine is
+//! generic over them; [`BlsThreshold`] is the real one (the consortium's
+//! threshold BLS key from genesis), and the simulator has a fast stand-in.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use provenance::crypto::{ConsortiumSignatureShare, ConsortiumSigner};
+use provenance::{Bytes, KeyRing};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::types::ValidatorIndex;
+
+/// A scheme in which each validator signs shares and a quorum of shares
+/// combines into one certificate.
+pub trait CertificateScheme {
+    /// One validator's signature share.
+    type Share: Clone + Eq + Debug + Serialize + DeserializeOwned;
+    /// A combined certificate.
+    type Certificate: Clone + Eq + Debug + Serialize + DeserializeOwned;
+    /// This validator's share over `message`.
+    fn sign(&self, message: &[u8]) -> Self::Share;
+    /// Whether `share` is `signer`'s valid share over `message`.
+    fn verify_share(&self, signer: ValidatorIndex, message: &[u8], share: &Self::Share) -> bool;
+    /// Combines verified shares (at least a quorum) into a certificate.
+    fn combine(&self, message: &[u8], shares: &[(ValidatorIndex, Self::Share)]) -> Option<Self::Certificate>;
+    /// Whether `certificate` certifies `message`.
+    fn verify_certificate(&self, message: &[u8], certificate: &Self::Certificate) -> bool;
+}
+
+/// The consortium's threshold BLS key: shares are 96-byte BLS signature
+/// shares, a certificate is one combined 96-byte signature that a light
+/// client checks with the group key from genesis.
+#[derive(Clone)]
+pub struct BlsThreshold {
+    keyring: Arc<KeyRing>,
+    signer: Arc<ConsortiumSigner>,
+}
+
+impl Debug for BlsThreshold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlsThreshold").field("validator", &self.signer.validator()).finish()
+    }
+}
+
+impl BlsThreshold {
+    /// The scheme of validator `signer` under `keyring`.
+    pub fn new(keyring: Arc<KeyRing>, signer: Arc<ConsortiumSigner>) -> Self {
+        Self { keyring, signer }
+    }
+}
+
+impl CertificateScheme for BlsThreshold {
+    type Share = Bytes;
+    type Certificate = Bytes;
+    fn sign(&self, message: &[u8]) -> Bytes {
+        self.signer.sign_share(message).share
+    }
+    fn verify_share(&self, signer: ValidatorIndex, message: &[u8], share: &Bytes) -> bool {
+        self.keyring.verify_consortium_share(
+            &ConsortiumSignatureShare {
+                validator: signer,
+                share: share.clone(),
+            },
+            message,
+        )
+    }
+    fn combine(&self, message: &[u8], shares: &[(ValidatorIndex, Bytes)]) -> Option<Bytes> {
+        let shares: Vec<ConsortiumSignatureShare> = shares
+            .iter()
+            .map(|(v, s)| ConsortiumSignatureShare {
+                validator: *v,
+                share: s.clone(),
+            })
+            .collect();
+        self.keyring.combine_consortium_shares(message, &shares).ok()
+    }
+    fn verify_certificate(&self, message: &[u8], certificate: &Bytes) -> bool {
+        self.keyring.verify_consortium(message, certificate.as_slice())
+    }
+}

@@ -1,0 +1,166 @@
+//! The engine under the deterministic simulator: safety with f Byzantine
+//! validators over many random schedules, liveness after partitions heal,
+//! determinism, a broken quorum caught by the same checker, and the same
+//! scenarios with real threshold BLS.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use consensus::sim::{run, Behaviour, MockScheme, Report, Scenario};
+use consensus::BlsThreshold;
+use provenance::genesis::{deal, ConsortiumDescription, NodeDescription, AuthorityDescription};
+use provenance::{AuthorityId, Role, Timestamp};
+use rand::SeedableRng;
+
+/// Views an honest validator may take, after the last partition heals, to
+/// finalise a new block: f + 1 leaders may fail in a row (f Byzantine, one
+/// crashed or lagging), each costing a view, plus slack for re-sends over a
+/// lossy network and for a restarted validator catching up.
+const LIVENESS_BOUND_VIEWS: u64 = 12;
+
+fn mock(s: &Scenario) -> Report {
+    let n = s.n;
+    run(s, |i, q| MockScheme::new(i, n, q))
+}
+
+fn check(report: &Report, s: &Scenario) {
+    assert!(report.violations.is_empty(), "seed {} n {}: {:?}", s.seed, s.n, report.violations);
+    assert!(
+        report.min_honest_height() >= s.target_blocks,
+        "seed {} n {}: an honest validator finalised only {} blocks by {} ms",
+        s.seed,
+        s.n,
+        report.min_honest_height(),
+        report.time
+    );
+    let byzantine: Vec<u16> = s.byzantine.iter().map(|(i, _)| *i).collect();
+    for b in &report.blamed {
+        assert!(byzantine.contains(b), "seed {}: honest validator {b} was blamed", s.seed);
+    }
+    for (i, v) in report.views_to_finalize_after_heal.iter().enumerate() {
+        let v = v.unwrap_or_else(|| panic!("seed {}: honest validator #{i} finalised nothing after the heal", s.seed));
+        assert!(v <= LIVENESS_BOUND_VIEWS, "seed {}: {v} views to finalise after the heal", s.seed);
+    }
+}
+
+fn seeds() -> u64 {
+    std::env::var("GOVTUNE_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000)
+}
+
+#[test]
+fn safety_and_liveness_hold_over_random_seeds_with_f_byzantine_validators() {
+    let total = seeds();
+    let started = std::time::Instant::now();
+    let mut fired: BTreeMap<Behaviour, u64> = BTreeMap::new();
+    let mut blocks = 0u64;
+    for seed in 0..total {
+        // Two thirds of the seeds with n = 4 (f = 1), one third n = 7 (f = 2).
+        let n = if seed % 3 == 2 { 7 } else { 4 };
+        let s = Scenario::random(n, seed);
+        let r = mock(&s);
+        check(&r, &s);
+        blocks += r.min_honest_height();
+        for (b, c) in r.fired {
+            *fired.entry(b).or_default() += c;
+        }
+    }
+    for b in Behaviour::BYZANTINE {
+        assert!(fired.get(&b).copied().unwrap_or(0) > 0, "behaviour {b:?} never fired");
+    }
+    println!(
+        "{total} seeds, {blocks} blocks finalised (min per seed summed), behaviours fired: {fired:?}, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_trace_and_different_seeds_differ() {
+    let a = mock(&Scenario::random(4, 17));
+    let b = mock(&Scenario::random(4, 17));
+    let c = mock(&Scenario::random(4, 18));
+    assert_eq!(a.trace, b.trace);
+    assert_eq!(a.chains, b.chains);
+    assert_ne!(a.trace, c.trace);
+}
+
+#[test]
+fn a_broken_quorum_of_q_minus_1_is_caught_by_the_checker() {
+    let mut caught = None;
+    for seed in 0..500 {
+        let mut s = Scenario::random(4, seed);
+        s.quorum = Some(2);
+        s.byzantine = vec![(0, Behaviour::Equivocator)];
+        s.partitions.clear();
+        let r = mock(&s);
+        if !r.violations.is_empty() {
+            caught = Some((seed, r.violations));
+            break;
+        }
+    }
+    let (seed, v) = caught.expect("quorum q - 1 must break safety in some seed");
+    println!("broken quorum caught at seed {seed}: {v:?}");
+}
+
+#[test]
+fn a_partition_without_quorum_stalls_and_liveness_returns_after_it_heals() {
+    for seed in 0..50 {
+        let mut s = Scenario::random(4, seed);
+        s.byzantine.clear();
+        s.crashes.clear();
+        // 2 | 2: no side has a quorum of 3 for 4 seconds.
+        s.partitions = vec![consensus::sim::Partition {
+            from: 1_000,
+            until: 5_000,
+            side: vec![0, 1],
+        }];
+        let r = mock(&s);
+        check(&r, &s);
+    }
+}
+
+fn bls_consortium(n: u16) -> provenance::genesis::Dealt {
+    let authorities = (0..n)
+        .map(|i| AuthorityDescription {
+            id: AuthorityId::new(format!("authority-{i}")).expect("id"),
+            name: format!("Authority {i}"),
+            role: match i {
+                0 => Role::Governance,
+                1 => Role::Operator,
+                _ => Role::DataSource,
+            },
+            threshold: None,
+            nodes: vec![NodeDescription {
+                name: format!("node-{i}"),
+                p2p_listen: format!("/ip4/127.0.0.1/tcp/{}", 7300 + i),
+                api_listen: format!("127.0.0.1:{}", 8300 + i),
+            }],
+        })
+        .collect();
+    let desc = ConsortiumDescription {
+        name: "sim".into(),
+        max_clock_skew_ms: 500,
+        authorities,
+    };
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(n as u64);
+    deal(&desc, Timestamp(1), &mut rng).expect("deal")
+}
+
+#[test]
+fn real_threshold_bls_runs_the_same_scenarios() {
+    let seeds: u64 = std::env::var("GOVTUNE_SIM_BLS_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    for n in [4u16, 7] {
+        let dealt = bls_consortium(n);
+        let keyring = Arc::new(dealt.keyring.clone());
+        let signers: Vec<_> = dealt
+            .nodes
+            .iter()
+            .map(|x| Arc::new(x.signers(&dealt.genesis, &dealt.keyring).expect("keys").consortium))
+            .collect();
+        let per_n = if n == 4 { seeds } else { seeds.div_ceil(4) };
+        for seed in 0..per_n {
+            let s = Scenario::random(n, seed);
+            let r = run(&s, |i, _| BlsThreshold::new(keyring.clone(), signers[i as usize].clone()));
+            check(&r, &s);
+        }
+    }
+}
