@@ -65,8 +65,16 @@ impl Config {
 }
 
 type Cert<S> = Certificate<<S as CertificateScheme>::Certificate>;
-type Act<A, S> = Action<<A as Application>::Payload, <S as CertificateScheme>::Share, <S as CertificateScheme>::Certificate>;
-type Msg<A, S> = Message<<A as Application>::Payload, <S as CertificateScheme>::Share, <S as CertificateScheme>::Certificate>;
+type Act<A, S> = Action<
+    <A as Application>::Payload,
+    <S as CertificateScheme>::Share,
+    <S as CertificateScheme>::Certificate,
+>;
+type Msg<A, S> = Message<
+    <A as Application>::Payload,
+    <S as CertificateScheme>::Share,
+    <S as CertificateScheme>::Certificate,
+>;
 
 /// One validator's consensus engine: messages and clock ticks in, actions
 /// out. No I/O, no clock, no threads.
@@ -76,7 +84,7 @@ pub struct Engine<A: Application, S: CertificateScheme> {
     now: u64,
     view: View,
     deadline: u64,
-    safety: SafetyState,
+    safety: SafetyState<S::Certificate>,
     blocks: HashMap<Digest, Proposal<A::Payload>>,
     proposal_in_view: HashMap<View, Digest>,
     votes: HashMap<Subject, BTreeMap<ValidatorIndex, S::Share>>,
@@ -104,18 +112,38 @@ impl<A: Application, S: CertificateScheme> std::fmt::Debug for Engine<A, S> {
 impl<A: Application, S: CertificateScheme> Engine<A, S> {
     /// A fresh validator at genesis.
     pub fn new(cfg: Config, scheme: S) -> Self {
-        Self::restore(cfg, scheme, SafetyState::default(), Vec::new())
+        Self::restore(cfg, scheme, SafetyState::genesis(), Vec::new())
     }
 
     /// A validator restarted from its persisted safety state and its
     /// finalised chain (heights 1.., in order). It never casts a vote its
     /// safety state rules out.
-    pub fn restore(cfg: Config, scheme: S, safety: SafetyState, finalized: Vec<Proposal<A::Payload>>) -> Self {
+    pub fn restore(
+        cfg: Config,
+        scheme: S,
+        safety: SafetyState<S::Certificate>,
+        finalized: Vec<Proposal<A::Payload>>,
+    ) -> Self {
         let mut blocks = HashMap::new();
         for p in &finalized {
             blocks.insert(p.digest(), p.clone());
         }
         let finalized_view = finalized.last().map(|p| p.view).unwrap_or_default();
+        let mut notarized = BTreeMap::new();
+        let mut nullified = BTreeMap::new();
+        let mut certified = HashSet::new();
+        if let Some(c) = &safety.entered_by {
+            certified.insert(c.subject);
+            match c.subject.kind {
+                VoteKind::Notarize => {
+                    notarized.insert(c.subject.view, (c.subject.block, c.clone()));
+                }
+                VoteKind::Nullify => {
+                    nullified.insert(c.subject.view, c.clone());
+                }
+                VoteKind::Finalize => {}
+            }
+        }
         Self {
             cfg,
             scheme,
@@ -127,9 +155,9 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
             proposal_in_view: HashMap::new(),
             votes: HashMap::new(),
             notarize_by: HashMap::new(),
-            certified: HashSet::new(),
-            notarized: BTreeMap::new(),
-            nullified: BTreeMap::new(),
+            certified,
+            notarized,
+            nullified,
             finalized,
             finalized_view,
             last_finalization: None,
@@ -149,8 +177,8 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
     }
 
     /// The safety state as last handed out to persist.
-    pub fn safety(&self) -> SafetyState {
-        self.safety
+    pub fn safety(&self) -> &SafetyState<S::Certificate> {
+        &self.safety
     }
 
     /// The configuration.
@@ -163,7 +191,7 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
     pub fn start(&mut self, app: &mut A, now: u64) -> Vec<Act<A, S>> {
         self.now = now;
         if self.view.0 == 0 {
-            self.enter_view(app, View(1));
+            self.enter_view(app, View(1), None);
         } else {
             self.deadline = now + self.cfg.view_timeout;
         }
@@ -244,7 +272,9 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
             Message::Vote(v) => self.on_vote(app, from, v),
             Message::Certificate(c) => self.on_certificate(app, Some(from), c),
             Message::SyncRequest { from: h } => self.on_sync_request(from, h),
-            Message::SyncResponse { blocks, finalization } => self.on_sync_response(app, from, blocks, finalization),
+            Message::SyncResponse { blocks, finalization } => {
+                self.on_sync_response(app, from, blocks, finalization)
+            }
             Message::BlockRequest { block } => {
                 if let Some(p) = self.blocks.get(&block).cloned() {
                     self.send(Some(from), Message::Block { proposal: p });
@@ -271,7 +301,7 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
             VoteKind::Nullify => self.safety.nullified = true,
             VoteKind::Finalize => self.safety.finalized = true,
         }
-        self.actions.push(Action::Persist(self.safety));
+        self.actions.push(Action::Persist(self.safety.clone()));
         let subject = Subject {
             kind,
             view: self.view,
@@ -287,7 +317,7 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
     }
 
     fn resend_votes(&mut self) {
-        let s = self.safety;
+        let s = &self.safety;
         let mut subjects = Vec::new();
         if let Some(d) = s.notarized {
             subjects.push((VoteKind::Notarize, d));
@@ -295,12 +325,9 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
         if s.nullified {
             subjects.push((VoteKind::Nullify, GENESIS));
         }
+        let view = s.view;
         for (kind, block) in subjects {
-            let subject = Subject {
-                kind,
-                view: s.view,
-                block,
-            };
+            let subject = Subject { kind, view, block };
             let share = self.scheme.sign(&subject.message());
             self.send(
                 None,
@@ -313,15 +340,13 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
         }
     }
 
-    fn enter_view(&mut self, app: &mut A, view: View) {
+    fn enter_view(&mut self, app: &mut A, view: View, opened_by: Option<Cert<S>>) {
         if view <= self.view {
             return;
         }
         self.view = view;
-        self.safety = SafetyState {
-            view,
-            ..SafetyState::default()
-        };
+        self.safety = SafetyState::entering(view, opened_by);
+        self.actions.push(Action::Persist(self.safety.clone()));
         self.deadline = self.now + self.cfg.view_timeout;
         if self.cfg.leader(view) == self.cfg.me {
             self.propose(app);
@@ -333,7 +358,10 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
     /// the highest view before it whose later views are all nullified, with
     /// the certificates that justify it.
     #[allow(clippy::type_complexity)]
-    fn justified_parent(&self, view: View) -> Option<(View, Digest, Height, u64, Option<Cert<S>>, Vec<Cert<S>>)> {
+    fn justified_parent(
+        &self,
+        view: View,
+    ) -> Option<(View, Digest, Height, u64, Option<Cert<S>>, Vec<Cert<S>>)> {
         let mut nulls = Vec::new();
         let mut w = view.0.checked_sub(1)?;
         loop {
@@ -356,7 +384,8 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
             return;
         }
         let view = self.view;
-        let Some((parent_view, parent, height, parent_stamp, parent_cert, nullifications)) = self.justified_parent(view)
+        let Some((parent_view, parent, height, parent_stamp, parent_cert, nullifications)) =
+            self.justified_parent(view)
         else {
             return;
         };
@@ -373,7 +402,7 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
         };
         let d = proposal.digest();
         self.safety.proposed = Some(d);
-        self.actions.push(Action::Persist(self.safety));
+        self.actions.push(Action::Persist(self.safety.clone()));
         self.blocks.insert(d, proposal.clone());
         self.proposal_in_view.insert(view, d);
         self.send(
@@ -486,7 +515,10 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
             self.blame(from, Misbehaviour::BadShare(s));
             return;
         }
-        if s.view.0 > self.view.0 + MAX_VIEWS_AHEAD || s.view < self.finalized_view || self.certified.contains(&s) {
+        if s.view.0 > self.view.0 + MAX_VIEWS_AHEAD
+            || s.view < self.finalized_view
+            || self.certified.contains(&s)
+        {
             return;
         }
         if self.votes.get(&s).is_some_and(|m| m.contains_key(&from)) {
@@ -513,7 +545,8 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
         let entry = self.votes.entry(s).or_default();
         entry.insert(vote.signer, vote.share);
         if entry.len() >= self.cfg.quorum && !self.certified.contains(&s) {
-            let shares: Vec<(ValidatorIndex, S::Share)> = entry.iter().map(|(i, sh)| (*i, sh.clone())).collect();
+            let shares: Vec<(ValidatorIndex, S::Share)> =
+                entry.iter().map(|(i, sh)| (*i, sh.clone())).collect();
             if let Some(certificate) = self.scheme.combine(&s.message(), &shares) {
                 self.on_certificate(
                     app,
@@ -547,20 +580,20 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
                 if !self.blocks.contains_key(&s.block) {
                     self.send(None, Message::BlockRequest { block: s.block });
                 }
-                self.notarized.insert(s.view, (s.block, c));
+                self.notarized.insert(s.view, (s.block, c.clone()));
                 if s.view == self.view && !self.safety.nullified && !self.safety.finalized {
                     self.cast(app, VoteKind::Finalize, s.block);
                 }
                 if s.view >= self.view {
-                    self.enter_view(app, s.view.next());
+                    self.enter_view(app, s.view.next(), Some(c));
                 } else {
                     self.try_notarize(app);
                 }
             }
             VoteKind::Nullify => {
-                self.nullified.insert(s.view, c);
+                self.nullified.insert(s.view, c.clone());
                 if s.view >= self.view {
-                    self.enter_view(app, s.view.next());
+                    self.enter_view(app, s.view.next(), Some(c));
                 } else {
                     self.try_notarize(app);
                 }
@@ -676,7 +709,11 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
         if start >= self.finalized.len() {
             return;
         }
-        let blocks: Vec<_> = self.finalized[start..].iter().take(MAX_SYNC_BLOCKS).cloned().collect();
+        let blocks: Vec<_> = self.finalized[start..]
+            .iter()
+            .take(MAX_SYNC_BLOCKS)
+            .cloned()
+            .collect();
         if blocks.last().map(|p| p.digest()) != Some(c.subject.block) {
             return;
         }
@@ -689,12 +726,22 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
         );
     }
 
-    fn on_sync_response(&mut self, app: &mut A, from: ValidatorIndex, blocks: Vec<Proposal<A::Payload>>, c: Cert<S>) {
+    fn on_sync_response(
+        &mut self,
+        app: &mut A,
+        from: ValidatorIndex,
+        blocks: Vec<Proposal<A::Payload>>,
+        c: Cert<S>,
+    ) {
         let ok = c.subject.kind == VoteKind::Finalize
             && blocks.len() <= MAX_SYNC_BLOCKS
             && blocks.last().map(|p| p.digest()) == Some(c.subject.block)
-            && blocks.windows(2).all(|w| w[1].parent == w[0].digest() && w[1].height.0 == w[0].height.0 + 1)
-            && self.scheme.verify_certificate(&c.subject.message(), &c.certificate);
+            && blocks
+                .windows(2)
+                .all(|w| w[1].parent == w[0].digest() && w[1].height.0 == w[0].height.0 + 1)
+            && self
+                .scheme
+                .verify_certificate(&c.subject.message(), &c.certificate);
         if !ok {
             self.blame(from, Misbehaviour::BadSync);
             return;

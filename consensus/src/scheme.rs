@@ -39,7 +39,9 @@ pub struct BlsThreshold {
 
 impl Debug for BlsThreshold {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlsThreshold").field("validator", &self.signer.validator()).finish()
+        f.debug_struct("BlsThreshold")
+            .field("validator", &self.signer.validator())
+            .finish()
     }
 }
 

@@ -155,12 +155,16 @@ pub enum Message<P, S, C> {
     },
 }
 
-/// The votes a validator has cast in its current view: what must be on disk
-/// before any of its votes leaves the node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct SafetyState {
+/// The votes a validator has cast in its current view, and the certificate
+/// that opened the view: what must be on disk before any of its votes
+/// leaves the node. After a restart the certificate lets the validator help
+/// peers still stuck in the previous view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SafetyState<C> {
     /// The view these flags are for (the highest view entered).
     pub view: View,
+    /// The certificate of `view - 1` that opened `view` (none for view 1).
+    pub entered_by: Option<Certificate<C>>,
     /// Proposed a block in `view` (leaders only).
     pub proposed: Option<Digest>,
     /// Voted notarize for this block in `view`.
@@ -169,6 +173,25 @@ pub struct SafetyState {
     pub nullified: bool,
     /// Voted finalize in `view`.
     pub finalized: bool,
+}
+
+impl<C> SafetyState<C> {
+    /// The state of a validator that has voted nothing yet.
+    pub fn genesis() -> Self {
+        Self::entering(View(0), None)
+    }
+
+    /// The state on entering `view`, opened by `certificate`.
+    pub fn entering(view: View, entered_by: Option<Certificate<C>>) -> Self {
+        Self {
+            view,
+            entered_by,
+            proposed: None,
+            notarized: None,
+            nullified: false,
+            finalized: false,
+        }
+    }
 }
 
 /// Misbehaviour the engine noticed in a peer.
@@ -196,7 +219,7 @@ pub enum Misbehaviour {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action<P, S, C> {
     /// Write the safety state to disk (synced).
-    Persist(SafetyState),
+    Persist(SafetyState<C>),
     /// Send a message to one validator, or to all others when `to` is
     /// `None`.
     Send {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use consensus::sim::{run, Behaviour, MockScheme, Report, Scenario};
 use consensus::BlsThreshold;
-use provenance::genesis::{deal, ConsortiumDescription, NodeDescription, AuthorityDescription};
+use provenance::genesis::{deal, AuthorityDescription, ConsortiumDescription, NodeDescription};
 use provenance::{AuthorityId, Role, Timestamp};
 use rand::SeedableRng;
 
@@ -24,7 +24,13 @@ fn mock(s: &Scenario) -> Report {
 }
 
 fn check(report: &Report, s: &Scenario) {
-    assert!(report.violations.is_empty(), "seed {} n {}: {:?}", s.seed, s.n, report.violations);
+    assert!(
+        report.violations.is_empty(),
+        "seed {} n {}: {:?}",
+        s.seed,
+        s.n,
+        report.violations
+    );
     assert!(
         report.min_honest_height() >= s.target_blocks,
         "seed {} n {}: an honest validator finalised only {} blocks by {} ms",
@@ -35,16 +41,32 @@ fn check(report: &Report, s: &Scenario) {
     );
     let byzantine: Vec<u16> = s.byzantine.iter().map(|(i, _)| *i).collect();
     for b in &report.blamed {
-        assert!(byzantine.contains(b), "seed {}: honest validator {b} was blamed", s.seed);
+        assert!(
+            byzantine.contains(b),
+            "seed {}: honest validator {b} was blamed",
+            s.seed
+        );
     }
     for (i, v) in report.views_to_finalize_after_heal.iter().enumerate() {
-        let v = v.unwrap_or_else(|| panic!("seed {}: honest validator #{i} finalised nothing after the heal", s.seed));
-        assert!(v <= LIVENESS_BOUND_VIEWS, "seed {}: {v} views to finalise after the heal", s.seed);
+        let v = v.unwrap_or_else(|| {
+            panic!(
+                "seed {}: honest validator #{i} finalised nothing after the heal",
+                s.seed
+            )
+        });
+        assert!(
+            v <= LIVENESS_BOUND_VIEWS,
+            "seed {}: {v} views to finalise after the heal",
+            s.seed
+        );
     }
 }
 
 fn seeds() -> u64 {
-    std::env::var("GOVTUNE_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000)
+    std::env::var("GOVTUNE_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000)
 }
 
 #[test]
@@ -65,7 +87,10 @@ fn safety_and_liveness_hold_over_random_seeds_with_f_byzantine_validators() {
         }
     }
     for b in Behaviour::BYZANTINE {
-        assert!(fired.get(&b).copied().unwrap_or(0) > 0, "behaviour {b:?} never fired");
+        assert!(
+            fired.get(&b).copied().unwrap_or(0) > 0,
+            "behaviour {b:?} never fired"
+        );
     }
     println!(
         "{total} seeds, {blocks} blocks finalised (min per seed summed), behaviours fired: {fired:?}, {:.1} s",
@@ -147,19 +172,30 @@ fn bls_consortium(n: u16) -> provenance::genesis::Dealt {
 
 #[test]
 fn real_threshold_bls_runs_the_same_scenarios() {
-    let seeds: u64 = std::env::var("GOVTUNE_SIM_BLS_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let seeds: u64 = std::env::var("GOVTUNE_SIM_BLS_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
     for n in [4u16, 7] {
         let dealt = bls_consortium(n);
         let keyring = Arc::new(dealt.keyring.clone());
         let signers: Vec<_> = dealt
             .nodes
             .iter()
-            .map(|x| Arc::new(x.signers(&dealt.genesis, &dealt.keyring).expect("keys").consortium))
+            .map(|x| {
+                Arc::new(
+                    x.signers(&dealt.genesis, &dealt.keyring)
+                        .expect("keys")
+                        .consortium,
+                )
+            })
             .collect();
         let per_n = if n == 4 { seeds } else { seeds.div_ceil(4) };
         for seed in 0..per_n {
             let s = Scenario::random(n, seed);
-            let r = run(&s, |i, _| BlsThreshold::new(keyring.clone(), signers[i as usize].clone()));
+            let r = run(&s, |i, _| {
+                BlsThreshold::new(keyring.clone(), signers[i as usize].clone())
+            });
             check(&r, &s);
         }
     }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use provenance::{EntryBody, LedgerEntry, LedgerView};
+use provenance::{AuthorityId, EntryBody, LedgerEntry, LedgerView};
 
 use crate::keys::IndexPrefix;
 
@@ -68,10 +68,60 @@ pub fn index_prefixes(entry: &LedgerEntry, view: &dyn LedgerView) -> BTreeSet<In
             out.insert(IndexPrefix::source(&r.source));
         }
     }
-    if let Ok(plan) = body.signing_plan(view) {
-        for r in plan.requests {
-            out.insert(IndexPrefix::authority(r.authority.as_str()));
+    for a in signers(body, view) {
+        out.insert(IndexPrefix::authority(a.as_str()));
+    }
+    out
+}
+
+/// The authorities that must sign `body` (the authority side of
+/// `EntryBody::signing_plan`, without building the signed messages, which
+/// costs a hash of every section; the tests check both agree).
+fn signers<'a>(body: &'a EntryBody, view: &'a dyn LedgerView) -> BTreeSet<&'a AuthorityId> {
+    let mut out = BTreeSet::new();
+    let policy_author = |d| view.policy(d).map(|p| &p.authority);
+    let operator = |d| view.campaign(d).map(|c| &c.operator);
+    match body {
+        EntryBody::Manifest(m) => {
+            out.insert(&m.authority);
         }
+        EntryBody::Policy(p) => {
+            out.insert(&p.authority);
+        }
+        EntryBody::Campaign(c) => {
+            out.insert(&c.operator);
+        }
+        EntryBody::CampaignClose(c) => out.extend(operator(&c.campaign)),
+        EntryBody::Step(e) => {
+            out.extend(
+                e.examples
+                    .iter()
+                    .filter_map(|r| view.source(&r.source).map(|m| &m.authority)),
+            );
+            out.extend(policy_author(&e.policy));
+            out.extend(operator(&e.link.campaign));
+        }
+        EntryBody::Composite(e) => {
+            out.extend(
+                e.records
+                    .iter()
+                    .filter_map(|r| view.source(&r.source).map(|m| &m.authority)),
+            );
+            out.extend(policy_author(&e.policy));
+            out.extend(operator(&e.link.campaign));
+        }
+        EntryBody::Refusal(r) => {
+            out.extend(policy_author(&r.policy));
+            out.extend(operator(&r.link.campaign));
+        }
+        EntryBody::RefusalAggregate(r) => {
+            out.extend(policy_author(&r.policy));
+            out.extend(operator(&r.link.campaign));
+        }
+        EntryBody::Revocation(r) => {
+            out.insert(&r.authority);
+        }
+        EntryBody::Checkpoint(_) => {}
     }
     out
 }

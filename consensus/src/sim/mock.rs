@@ -64,7 +64,8 @@ impl CertificateScheme for MockScheme {
     fn verify_certificate(&self, message: &[u8], c: &Self::Certificate) -> bool {
         let mut seen = std::collections::BTreeSet::new();
         c.len() >= self.quorum
-            && c.iter().all(|(i, s)| seen.insert(*i) && self.verify_share(*i, message, s))
+            && c.iter()
+                .all(|(i, s)| seen.insert(*i) && self.verify_share(*i, message, s))
     }
 }
 

@@ -120,7 +120,12 @@ impl Scenario {
         }
         let byzantine: Vec<(ValidatorIndex, Behaviour)> = ids[..f as usize]
             .iter()
-            .map(|&i| (i, Behaviour::BYZANTINE[rng.gen_range(0..Behaviour::BYZANTINE.len())]))
+            .map(|&i| {
+                (
+                    i,
+                    Behaviour::BYZANTINE[rng.gen_range(0..Behaviour::BYZANTINE.len())],
+                )
+            })
             .collect();
         let honest: Vec<ValidatorIndex> = ids[f as usize..].to_vec();
         let lo = rng.gen_range(5..40);
@@ -222,7 +227,7 @@ struct Node<S: CertificateScheme> {
     engine: Option<Engine<MockApp, S>>,
     app: MockApp,
     signer: S,
-    disk_safety: SafetyState,
+    disk_safety: SafetyState<S::Certificate>,
     disk_chain: Vec<Proposal<u64>>,
     clock_offset: u64,
     heal_view: Option<u64>,
@@ -231,6 +236,8 @@ struct Node<S: CertificateScheme> {
 
 type Msg<S> = Message<u64, <S as CertificateScheme>::Share, <S as CertificateScheme>::Certificate>;
 type Act<S> = Action<u64, <S as CertificateScheme>::Share, <S as CertificateScheme>::Certificate>;
+type Queue<S> =
+    BTreeMap<(u64, u64), Event<u64, <S as CertificateScheme>::Share, <S as CertificateScheme>::Certificate>>;
 
 /// The safety checker: honest chains agree, honest validators never
 /// equivocate.
@@ -253,7 +260,8 @@ impl Checker {
                     VoteKind::Notarize => {
                         if let Some(prev) = self.votes.insert((node, s.view.0), s.block) {
                             if prev != s.block {
-                                self.violations.push(format!("honest {node} voted notarize twice in {}", s.view));
+                                self.violations
+                                    .push(format!("honest {node} voted notarize twice in {}", s.view));
                             }
                         }
                     }
@@ -264,15 +272,18 @@ impl Checker {
                         self.null_votes.insert((node, s.view.0));
                     }
                 }
-                if self.final_votes.contains(&(node, s.view.0)) && self.null_votes.contains(&(node, s.view.0)) {
-                    self.violations.push(format!("honest {node} voted finalize and nullify in {}", s.view));
+                if self.final_votes.contains(&(node, s.view.0)) && self.null_votes.contains(&(node, s.view.0))
+                {
+                    self.violations
+                        .push(format!("honest {node} voted finalize and nullify in {}", s.view));
                 }
             }
             Message::Propose { proposal, .. } => {
                 let d = proposal.digest();
                 if let Some(prev) = self.proposals.insert((node, proposal.view.0), d) {
                     if prev != d {
-                        self.violations.push(format!("honest {node} proposed twice in {}", proposal.view));
+                        self.violations
+                            .push(format!("honest {node} proposed twice in {}", proposal.view));
                     }
                 }
             }
@@ -282,12 +293,20 @@ impl Checker {
 
     /// Checks that all honest chains are prefixes of each other.
     pub fn chains(&mut self, chains: &[Vec<Digest>], honest: &[bool]) {
-        let hs: Vec<&Vec<Digest>> = chains.iter().zip(honest).filter(|(_, h)| **h).map(|(c, _)| c).collect();
+        let hs: Vec<&Vec<Digest>> = chains
+            .iter()
+            .zip(honest)
+            .filter(|(_, h)| **h)
+            .map(|(c, _)| c)
+            .collect();
         for (i, a) in hs.iter().enumerate() {
             for b in &hs[i + 1..] {
                 let n = a.len().min(b.len());
                 if let Some(h) = (0..n).find(|&h| a[h] != b[h]) {
-                    self.violations.push(format!("two honest validators finalised different blocks at height {}", h + 1));
+                    self.violations.push(format!(
+                        "two honest validators finalised different blocks at height {}",
+                        h + 1
+                    ));
                 }
             }
         }
@@ -313,7 +332,7 @@ where
     let mut checker = Checker::default();
     let mut fired: BTreeMap<Behaviour, u64> = BTreeMap::new();
     let mut blamed = BTreeSet::new();
-    let mut queue: BTreeMap<(u64, u64), Event<u64, S::Share, S::Certificate>> = BTreeMap::new();
+    let mut queue: Queue<S> = BTreeMap::new();
     let mut seq = 0u64;
     let mut delivered = 0u64;
     let cfg = |i: ValidatorIndex| Config {
@@ -322,11 +341,16 @@ where
     };
     let mut nodes: Vec<Node<S>> = (0..s.n)
         .map(|i| Node {
-            behaviour: s.byzantine.iter().find(|(b, _)| *b == i).map(|(_, b)| *b).unwrap_or(Behaviour::Honest),
+            behaviour: s
+                .byzantine
+                .iter()
+                .find(|(b, _)| *b == i)
+                .map(|(_, b)| *b)
+                .unwrap_or(Behaviour::Honest),
             engine: Some(Engine::new(cfg(i), make(i, quorum))),
             app: MockApp::new(i),
             signer: make(i, quorum),
-            disk_safety: SafetyState::default(),
+            disk_safety: SafetyState::genesis(),
             disk_chain: Vec::new(),
             clock_offset: rng.gen_range(0..=s.max_skew / 2),
             heal_view: None,
@@ -335,14 +359,20 @@ where
         .collect();
     let heal = s.stable_from();
     for c in &s.crashes {
-        queue.insert((c.at, {
-            seq += 1;
-            seq
-        }), Event::Crash(c.node));
-        queue.insert((c.restart, {
-            seq += 1;
-            seq
-        }), Event::Restart(c.node));
+        queue.insert(
+            (c.at, {
+                seq += 1;
+                seq
+            }),
+            Event::Crash(c.node),
+        );
+        queue.insert(
+            (c.restart, {
+                seq += 1;
+                seq
+            }),
+            Event::Restart(c.node),
+        );
     }
 
     // Apply a node's actions: persist, route sends through its behaviour.
@@ -422,13 +452,19 @@ where
         if done || now > s.time_limit {
             break;
         }
-        let Some(((t, _), ev)) = queue.pop_first() else { break };
+        let Some(((t, _), ev)) = queue.pop_first() else {
+            break;
+        };
         now = t;
         if now >= heal && nodes.iter().all(|n| n.heal_view.is_none()) {
             // Progress after the heal is counted from the highest view any
             // live validator had reached: a validator that was cut off jumps
             // over views the others already went through.
-            let top = nodes.iter().filter_map(|n| n.engine.as_ref().map(|e| e.view().0)).max().unwrap_or(0);
+            let top = nodes
+                .iter()
+                .filter_map(|n| n.engine.as_ref().map(|e| e.view().0))
+                .max()
+                .unwrap_or(0);
             for n in nodes.iter_mut() {
                 n.heal_view = Some(top);
             }
@@ -461,7 +497,12 @@ where
             Event::Restart(i) => {
                 trace.update(b"R");
                 let node = &mut nodes[i as usize];
-                let mut e = Engine::restore(cfg(i), make(i, quorum), node.disk_safety, node.disk_chain.clone());
+                let mut e = Engine::restore(
+                    cfg(i),
+                    make(i, quorum),
+                    node.disk_safety.clone(),
+                    node.disk_chain.clone(),
+                );
                 let acts = e.start(&mut node.app, now + node.clock_offset);
                 node.engine = Some(e);
                 pending.push((i, acts));
@@ -492,7 +533,10 @@ where
         trace: Digest(trace.finalize().into()),
         time: now,
         delivered,
-        views: nodes.iter().map(|n| n.engine.as_ref().map(|e| e.view().0).unwrap_or(0)).collect(),
+        views: nodes
+            .iter()
+            .map(|n| n.engine.as_ref().map(|e| e.view().0).unwrap_or(0))
+            .collect(),
     }
 }
 
@@ -527,7 +571,11 @@ fn byzantine_transform<S: CertificateScheme>(
             other.payload ^= 0xdead_beef;
             let mut out = Vec::new();
             for j in (0..n).filter(|&j| j != me) {
-                let p = if j % 2 == 0 { proposal.clone() } else { other.clone() };
+                let p = if j % 2 == 0 {
+                    proposal.clone()
+                } else {
+                    other.clone()
+                };
                 out.push((
                     Some(j),
                     Message::Propose {
@@ -587,7 +635,11 @@ fn byzantine_transform<S: CertificateScheme>(
                 share: node.signer.sign(&wrong_subject.message()),
                 ..v.clone()
             };
-            vec![(to, Message::Vote(impersonated)), (to, Message::Vote(mismatched)), (to, Message::Vote(v))]
+            vec![
+                (to, Message::Vote(impersonated)),
+                (to, Message::Vote(mismatched)),
+                (to, Message::Vote(v)),
+            ]
         }
         (_, m) => vec![(to, m)],
     }
