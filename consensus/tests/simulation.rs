@@ -75,6 +75,7 @@ fn safety_and_liveness_hold_over_random_seeds_with_f_byzantine_validators() {
     let started = std::time::Instant::now();
     let mut fired: BTreeMap<Behaviour, u64> = BTreeMap::new();
     let mut blocks = 0u64;
+    let mut catch_up = 0u64;
     for seed in 0..total {
         // Two thirds of the seeds with n = 4 (f = 1), one third n = 7 (f = 2).
         let n = if seed % 3 == 2 { 7 } else { 4 };
@@ -82,6 +83,7 @@ fn safety_and_liveness_hold_over_random_seeds_with_f_byzantine_validators() {
         let r = mock(&s);
         check(&r, &s);
         blocks += r.min_honest_height();
+        catch_up += r.catch_up_messages;
         for (b, c) in r.fired {
             *fired.entry(b).or_default() += c;
         }
@@ -92,8 +94,9 @@ fn safety_and_liveness_hold_over_random_seeds_with_f_byzantine_validators() {
             "behaviour {b:?} never fired"
         );
     }
+    assert!(catch_up > 0, "block sync and block fetch were never exercised");
     println!(
-        "{total} seeds, {blocks} blocks finalised (min per seed summed), behaviours fired: {fired:?}, {:.1} s",
+        "{total} seeds, {blocks} blocks finalised (min per seed summed), {catch_up} catch-up messages, behaviours fired: {fired:?}, {:.1} s",
         started.elapsed().as_secs_f64()
     );
 }

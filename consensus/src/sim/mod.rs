@@ -195,6 +195,9 @@ pub struct Report {
     pub delivered: u64,
     /// Each validator's view at the end (0 if down).
     pub views: Vec<u64>,
+    /// Block-sync responses and fetched blocks delivered (catch-up paths
+    /// exercised).
+    pub catch_up_messages: u64,
 }
 
 impl Report {
@@ -335,6 +338,7 @@ where
     let mut queue: Queue<S> = BTreeMap::new();
     let mut seq = 0u64;
     let mut delivered = 0u64;
+    let mut catch_up = 0u64;
     let cfg = |i: ValidatorIndex| Config {
         quorum,
         ..Config::new(i, s.n, s.view_timeout, s.max_skew)
@@ -483,6 +487,9 @@ where
                 let node = &mut nodes[to as usize];
                 if let Some(e) = node.engine.as_mut() {
                     delivered += 1;
+                    if matches!(message, Message::SyncResponse { .. } | Message::Block { .. }) {
+                        catch_up += 1;
+                    }
                     trace.update(b"D");
                     trace.update([from as u8, to as u8]);
                     trace.update(t.to_be_bytes());
@@ -537,6 +544,7 @@ where
             .iter()
             .map(|n| n.engine.as_ref().map(|e| e.view().0).unwrap_or(0))
             .collect(),
+        catch_up_messages: catch_up,
     }
 }
 
