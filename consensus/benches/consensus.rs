@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use consensus::sim::{run, Scenario};
 use consensus::{BlsThreshold, CertificateScheme, ValidatorIndex};
-use provenance::genesis::{deal, AuthorityDescription, ConsortiumDescription, NodeDescription};
-use provenance::{AuthorityId, Bytes, Role, Timestamp};
+use provenance::genesis::{deal, ConsortiumDescription};
+use provenance::{Bytes, Timestamp};
 use rand::SeedableRng;
 
 #[derive(Default)]
@@ -50,28 +50,7 @@ impl CertificateScheme for Counting {
 }
 
 fn consortium(n: u16) -> provenance::genesis::Dealt {
-    let authorities = (0..n)
-        .map(|i| AuthorityDescription {
-            id: AuthorityId::new(format!("authority-{i}")).expect("id"),
-            name: format!("Authority {i}"),
-            role: match i {
-                0 => Role::Governance,
-                1 => Role::Operator,
-                _ => Role::DataSource,
-            },
-            threshold: None,
-            nodes: vec![NodeDescription {
-                name: format!("node-{i}"),
-                p2p_listen: format!("/ip4/127.0.0.1/tcp/{}", 7400 + i),
-                api_listen: format!("127.0.0.1:{}", 8400 + i),
-            }],
-        })
-        .collect();
-    let desc = ConsortiumDescription {
-        name: "bench".into(),
-        max_clock_skew_ms: 500,
-        authorities,
-    };
+    let desc = ConsortiumDescription::one_node_each("bench", n, 7400, 8400);
     deal(
         &desc,
         Timestamp(1),
@@ -96,15 +75,10 @@ fn main() {
         let dealt = consortium(n);
         let keyring = Arc::new(dealt.keyring.clone());
         let signers: Vec<_> = dealt
-            .nodes
-            .iter()
-            .map(|x| {
-                Arc::new(
-                    x.signers(&dealt.genesis, &dealt.keyring)
-                        .expect("keys")
-                        .consortium,
-                )
-            })
+            .signers()
+            .expect("keys")
+            .into_iter()
+            .map(|s| Arc::new(s.consortium))
             .collect();
         let blocks = 40u64;
         let s = Scenario {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use consensus::sim::{run, Behaviour, MockScheme, Report, Scenario};
 use consensus::BlsThreshold;
-use provenance::genesis::{deal, AuthorityDescription, ConsortiumDescription, NodeDescription};
-use provenance::{AuthorityId, Role, Timestamp};
+use provenance::genesis::{deal, ConsortiumDescription};
+use provenance::Timestamp;
 use rand::SeedableRng;
 
 /// Views an honest validator may take, after the last partition heals, to
@@ -147,28 +147,7 @@ fn a_partition_without_quorum_stalls_and_liveness_returns_after_it_heals() {
 }
 
 fn bls_consortium(n: u16) -> provenance::genesis::Dealt {
-    let authorities = (0..n)
-        .map(|i| AuthorityDescription {
-            id: AuthorityId::new(format!("authority-{i}")).expect("id"),
-            name: format!("Authority {i}"),
-            role: match i {
-                0 => Role::Governance,
-                1 => Role::Operator,
-                _ => Role::DataSource,
-            },
-            threshold: None,
-            nodes: vec![NodeDescription {
-                name: format!("node-{i}"),
-                p2p_listen: format!("/ip4/127.0.0.1/tcp/{}", 7300 + i),
-                api_listen: format!("127.0.0.1:{}", 8300 + i),
-            }],
-        })
-        .collect();
-    let desc = ConsortiumDescription {
-        name: "sim".into(),
-        max_clock_skew_ms: 500,
-        authorities,
-    };
+    let desc = ConsortiumDescription::one_node_each("sim", n, 7300, 8300);
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(n as u64);
     deal(&desc, Timestamp(1), &mut rng).expect("deal")
 }
@@ -183,15 +162,10 @@ fn real_threshold_bls_runs_the_same_scenarios() {
         let dealt = bls_consortium(n);
         let keyring = Arc::new(dealt.keyring.clone());
         let signers: Vec<_> = dealt
-            .nodes
-            .iter()
-            .map(|x| {
-                Arc::new(
-                    x.signers(&dealt.genesis, &dealt.keyring)
-                        .expect("keys")
-                        .consortium,
-                )
-            })
+            .signers()
+            .expect("keys")
+            .into_iter()
+            .map(|s| Arc::new(s.consortium))
             .collect();
         let per_n = if n == 4 { seeds } else { seeds.div_ceil(4) };
         for seed in 0..per_n {

@@ -59,11 +59,7 @@ fn signers() -> (provenance::genesis::Dealt, Vec<NodeSigners>) {
         &mut rng,
     )
     .expect("deal");
-    let s = dealt
-        .nodes
-        .iter()
-        .map(|n| n.signers(&dealt.genesis, &dealt.keyring).expect("signers"))
-        .collect();
+    let s = dealt.signers().expect("signers");
     (dealt, s)
 }
 

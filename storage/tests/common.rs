@@ -17,11 +17,7 @@ pub fn consortium() -> (Dealt, Vec<NodeSigners>) {
         &mut rng,
     )
     .expect("deal");
-    let signers = dealt
-        .nodes
-        .iter()
-        .map(|n| n.signers(&dealt.genesis, &dealt.keyring).expect("keys"))
-        .collect();
+    let signers = dealt.signers().expect("dealt keys match genesis");
     (dealt, signers)
 }
 

@@ -104,6 +104,34 @@ impl ConsortiumDescription {
     }
 }
 
+impl ConsortiumDescription {
+    /// A consortium of `n` single-node authorities (governance, operator,
+    /// then data sources), as tests and benchmarks of n validators use.
+    pub fn one_node_each(name: &str, n: u16, p2p_base: u16, api_base: u16) -> Self {
+        Self {
+            name: name.into(),
+            max_clock_skew_ms: default_skew(),
+            authorities: (0..n)
+                .map(|i| AuthorityDescription {
+                    id: AuthorityId(format!("authority-{i}")),
+                    name: format!("Authority {i}"),
+                    role: match i {
+                        0 => Role::Governance,
+                        1 => Role::Operator,
+                        _ => Role::DataSource,
+                    },
+                    threshold: None,
+                    nodes: vec![NodeDescription {
+                        name: format!("node-{i}"),
+                        p2p_listen: format!("/ip4/127.0.0.1/tcp/{}", p2p_base + i),
+                        api_listen: format!("127.0.0.1:{}", api_base + i),
+                    }],
+                })
+                .collect(),
+        }
+    }
+}
+
 /// An authority's secrets as one of its nodes holds them.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -285,6 +313,17 @@ impl std::fmt::Debug for Dealt {
             .field("genesis", &self.genesis.digest())
             .field("nodes", &self.nodes.len())
             .finish_non_exhaustive()
+    }
+}
+
+impl Dealt {
+    /// Every node's signers, in validator order, each checked against
+    /// genesis.
+    pub fn signers(&self) -> Result<Vec<NodeSigners>, String> {
+        self.nodes
+            .iter()
+            .map(|n| n.signers(&self.genesis, &self.keyring))
+            .collect()
     }
 }
 

@@ -39,14 +39,7 @@ pub fn fixture() -> &'static Fixture {
             &mut rng,
         )
         .expect("testnet deals");
-        let signers = dealt
-            .nodes
-            .iter()
-            .map(|n| {
-                n.signers(&dealt.genesis, &dealt.keyring)
-                    .expect("keys match genesis")
-            })
-            .collect();
+        let signers = dealt.signers().expect("keys match genesis");
         Fixture { dealt, signers }
     })
 }

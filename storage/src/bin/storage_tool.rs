@@ -29,14 +29,7 @@ fn consortium() -> (Dealt, Vec<NodeSigners>) {
         &mut rng,
     )
     .expect("the built-in testnet description deals");
-    let signers = dealt
-        .nodes
-        .iter()
-        .map(|n| {
-            n.signers(&dealt.genesis, &dealt.keyring)
-                .expect("dealt keys match")
-        })
-        .collect();
+    let signers = dealt.signers().expect("dealt keys match");
     (dealt, signers)
 }
 
