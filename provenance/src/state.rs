@@ -208,10 +208,23 @@ impl LedgerState {
         entries: &[LedgerEntry],
         stamp: Timestamp,
     ) -> Result<(LedgerState, BTreeSet<StateKey>), StateError> {
+        let digests: Vec<Digest> = entries.iter().map(|e| e.body.digest()).collect();
+        self.after_block_with_digests(entries, &digests, stamp)
+    }
+
+    /// [`Self::after_block`] with each entry's body digest already computed
+    /// (`digests[i]` must be `entries[i].body.digest()`; the store computes
+    /// it once per entry for the state, its indexes and its digest index).
+    pub fn after_block_with_digests(
+        &self,
+        entries: &[LedgerEntry],
+        digests: &[Digest],
+        stamp: Timestamp,
+    ) -> Result<(LedgerState, BTreeSet<StateKey>), StateError> {
         let mut next = self.clone();
         let mut touched = BTreeSet::new();
-        for (index, entry) in entries.iter().enumerate() {
-            next.apply(index, &entry.body, stamp, &mut touched)?;
+        for (index, (entry, digest)) in entries.iter().zip(digests).enumerate() {
+            next.apply(index, &entry.body, *digest, stamp, &mut touched)?;
         }
         Ok((next, touched))
     }
@@ -284,11 +297,11 @@ impl LedgerState {
         &mut self,
         index: usize,
         body: &EntryBody,
+        digest: Digest,
         stamp: Timestamp,
         touched: &mut BTreeSet<StateKey>,
     ) -> Result<(), StateError> {
         let conflict = |reason: String| StateError::Conflict { index, reason };
-        let digest = body.digest();
         match body {
             EntryBody::Manifest(m) => {
                 if self.sources.contains_key(&digest) {

@@ -2,23 +2,23 @@
 
 use std::collections::BTreeSet;
 
-use provenance::{AuthorityId, EntryBody, LedgerEntry, LedgerView};
+use provenance::{AuthorityId, Digest, EntryBody, LedgerEntry, LedgerView};
 
 use crate::keys::IndexPrefix;
 
-/// The index prefixes of `entry`, resolved against `view` (the ledger state
-/// after the entry's block, which holds everything the entry refers to).
-pub fn index_prefixes(entry: &LedgerEntry, view: &dyn LedgerView) -> BTreeSet<IndexPrefix> {
+/// The index prefixes of `entry` (whose body digest is `digest`), resolved
+/// against `view` (the ledger state after the entry's block, which holds
+/// everything the entry refers to).
+pub fn index_prefixes(entry: &LedgerEntry, digest: &Digest, view: &dyn LedgerView) -> BTreeSet<IndexPrefix> {
     let mut out = BTreeSet::new();
     let body = &entry.body;
-    let digest = body.digest();
     match body {
         EntryBody::Manifest(_) => {
-            out.insert(IndexPrefix::source(&digest));
+            out.insert(IndexPrefix::source(digest));
         }
         EntryBody::Policy(_) | EntryBody::Checkpoint(_) => {}
         EntryBody::Campaign(_) => {
-            out.insert(IndexPrefix::campaign(&digest));
+            out.insert(IndexPrefix::campaign(digest));
         }
         EntryBody::CampaignClose(c) => {
             out.insert(IndexPrefix::campaign(&c.campaign));

@@ -394,7 +394,11 @@ impl Store {
         if header.entry_count as usize != entries.len() || entries_root(entries) != header.entries_root {
             return refuse("entries do not match the header's root and count".into());
         }
-        let (state, touched) = self.state.after_block(entries, header.stamp)?;
+        // Each body digest once: for the state, the indexes and the digest index.
+        let digests: Vec<Digest> = entries.iter().map(|e| e.body.digest()).collect();
+        let (state, touched) = self
+            .state
+            .after_block_with_digests(entries, &digests, header.stamp)?;
 
         let mut batch = WriteBatch::default();
         let mut frontier = self.frontier.clone();
@@ -405,15 +409,15 @@ impl Store {
             self.cf(CF_TREE)?,
             self.cf(CF_INDEX)?,
         );
-        for (i, e) in entries.iter().enumerate() {
+        for (i, (e, digest)) in entries.iter().zip(&digests).enumerate() {
             let idx = first_index + i as u64;
             let bytes = e.encode();
             batch.put_cf(cf_entries, u64_key(idx), &bytes);
-            batch.put_cf(cf_digest, e.body.digest().0, u64_key(idx));
+            batch.put_cf(cf_digest, digest.0, u64_key(idx));
             for (level, index, node) in frontier.push(idx, Sha3Hasher::hash_leaf(&bytes))? {
                 batch.put_cf(cf_tree, tree_key(level, index), node.0);
             }
-            for prefix in index::index_prefixes(e, &state) {
+            for prefix in index::index_prefixes(e, digest, &state) {
                 batch.put_cf(cf_index, prefix.with_index(idx), []);
             }
         }
