@@ -6,14 +6,11 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Instant;
 
-use consensus::sim::{run, Scenario};
+use consensus::sim::{bls_validators, run, Scenario};
 use consensus::{BlsThreshold, CertificateScheme, ValidatorIndex};
-use provenance::genesis::{deal, ConsortiumDescription};
-use provenance::{Bytes, Timestamp};
-use rand::SeedableRng;
+use provenance::Bytes;
 
 #[derive(Default)]
 struct Counts {
@@ -49,16 +46,6 @@ impl CertificateScheme for Counting {
     }
 }
 
-fn consortium(n: u16) -> provenance::genesis::Dealt {
-    let desc = ConsortiumDescription::one_node_each("bench", n, 7400, 8400);
-    deal(
-        &desc,
-        Timestamp(1),
-        &mut rand_chacha::ChaCha20Rng::seed_from_u64(1),
-    )
-    .expect("deal")
-}
-
 fn time<F: FnMut()>(reps: u32, mut f: F) -> f64 {
     let t = Instant::now();
     for _ in 0..reps {
@@ -72,14 +59,7 @@ fn main() {
     println!("| n | blocks | CPU s | blocks/s of CPU | CPU ms per block (all nodes) | signature floor ms per block | engine overhead |");
     println!("|---|---|---|---|---|---|---|");
     for n in [4u16, 7] {
-        let dealt = consortium(n);
-        let keyring = Arc::new(dealt.keyring.clone());
-        let signers: Vec<_> = dealt
-            .signers()
-            .expect("keys")
-            .into_iter()
-            .map(|s| Arc::new(s.consortium))
-            .collect();
+        let (keyring, signers) = bls_validators(n, 1);
         let blocks = 40u64;
         let s = Scenario {
             n,

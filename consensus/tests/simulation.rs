@@ -4,13 +4,9 @@
 //! scenarios with real threshold BLS.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use consensus::sim::{run, Behaviour, MockScheme, Report, Scenario};
+use consensus::sim::{bls_validators, run, Behaviour, MockScheme, Report, Scenario};
 use consensus::BlsThreshold;
-use provenance::genesis::{deal, ConsortiumDescription};
-use provenance::Timestamp;
-use rand::SeedableRng;
 
 /// Views an honest validator may take, after the last partition heals, to
 /// finalise a new block: f + 1 leaders may fail in a row (f Byzantine, one
@@ -146,12 +142,6 @@ fn a_partition_without_quorum_stalls_and_liveness_returns_after_it_heals() {
     }
 }
 
-fn bls_consortium(n: u16) -> provenance::genesis::Dealt {
-    let desc = ConsortiumDescription::one_node_each("sim", n, 7300, 8300);
-    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(n as u64);
-    deal(&desc, Timestamp(1), &mut rng).expect("deal")
-}
-
 #[test]
 fn real_threshold_bls_runs_the_same_scenarios() {
     let seeds: u64 = std::env::var("GOVTUNE_SIM_BLS_SEEDS")
@@ -159,14 +149,7 @@ fn real_threshold_bls_runs_the_same_scenarios() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
     for n in [4u16, 7] {
-        let dealt = bls_consortium(n);
-        let keyring = Arc::new(dealt.keyring.clone());
-        let signers: Vec<_> = dealt
-            .signers()
-            .expect("keys")
-            .into_iter()
-            .map(|s| Arc::new(s.consortium))
-            .collect();
+        let (keyring, signers) = bls_validators(n, u64::from(n));
         let per_n = if n == 4 { seeds } else { seeds.div_ceil(4) };
         for seed in 0..per_n {
             let s = Scenario::random(n, seed);

@@ -7,10 +7,74 @@
 //! finalised), so this exercises storage alone. Nothing here is used by a
 //! node.
 
+use provenance::checkpoint::{Checkpoint, SignedCheckpoint};
 use provenance::crypto::{CoSignature, SignatureScheme};
+use provenance::genesis::{deal, ConsortiumDescription, Dealt, NodeSigners};
 use provenance::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
+
+/// The log origin of the synthetic consortium.
+pub const ORIGIN: &str = "govtune-testnet";
+
+/// The synthetic consortium: the default 4-node testnet dealt from a fixed
+/// seed, so a test and a child process it spawns hold the same keys.
+pub fn consortium() -> (Dealt, Vec<NodeSigners>) {
+    let dealt = deal(
+        &ConsortiumDescription::local_testnet(7100, 8100),
+        Timestamp(1),
+        &mut ChaCha20Rng::seed_from_u64(1),
+    )
+    .expect("the built-in testnet description deals");
+    let signers = dealt.signers().expect("dealt keys match their genesis");
+    (dealt, signers)
+}
+
+/// `cp` signed by q = 3 of the synthetic consortium's validators.
+pub fn sign_checkpoint(
+    cp: Checkpoint,
+    dealt: &Dealt,
+    signers: &[NodeSigners],
+) -> Result<SignedCheckpoint, String> {
+    let msg = cp.signing_message();
+    let shares: Vec<_> = signers
+        .iter()
+        .take(3)
+        .map(|s| s.consortium.sign_share(&msg))
+        .collect();
+    let signature = dealt
+        .keyring
+        .combine_consortium_shares(&msg, &shares)
+        .map_err(|e| e.to_string())?;
+    Ok(SignedCheckpoint {
+        checkpoint: cp,
+        signature,
+    })
+}
+
+/// Certifies the store's head with a checkpoint and stores it.
+pub fn certify(
+    store: &mut crate::Store,
+    dealt: &Dealt,
+    signers: &[NodeSigners],
+) -> Result<SignedCheckpoint, String> {
+    let h = store.head().clone();
+    let cp = sign_checkpoint(
+        Checkpoint {
+            version: 1,
+            origin: ORIGIN.into(),
+            size: h.log_size,
+            root: h.root,
+            height: h.height,
+        },
+        dealt,
+        signers,
+    )?;
+    store
+        .put_checkpoint(&cp, &dealt.keyring)
+        .map_err(|e| e.to_string())?;
+    Ok(cp)
+}
 
 /// The workload's generator state.
 #[derive(Debug, Clone)]

@@ -24,6 +24,33 @@ use crate::engine::{Config, Engine};
 use crate::scheme::CertificateScheme;
 use crate::types::*;
 
+/// A consortium of `n` single-node authorities dealt from `seed`, as real
+/// threshold-BLS schemes for the simulator: validator `i` is
+/// `BlsThreshold::new(keyring.clone(), signers[i].clone())`.
+pub fn bls_validators(
+    n: u16,
+    seed: u64,
+) -> (
+    std::sync::Arc<provenance::KeyRing>,
+    Vec<std::sync::Arc<provenance::crypto::ConsortiumSigner>>,
+) {
+    use provenance::genesis::{deal, ConsortiumDescription};
+    let desc = ConsortiumDescription::one_node_each("sim", n, 7300, 8300);
+    let dealt = deal(
+        &desc,
+        provenance::Timestamp(1),
+        &mut ChaCha20Rng::seed_from_u64(seed),
+    )
+    .expect("a consortium of single-node authorities always deals");
+    let signers = dealt
+        .signers()
+        .expect("dealt keys match their genesis")
+        .into_iter()
+        .map(|s| std::sync::Arc::new(s.consortium))
+        .collect();
+    (std::sync::Arc::new(dealt.keyring), signers)
+}
+
 /// What a Byzantine validator does besides running the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Behaviour {

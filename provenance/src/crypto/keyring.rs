@@ -308,6 +308,25 @@ impl KeyRing {
         Ok(Bytes(sig.to_bytes().to_vec()))
     }
 
+    /// Combines q validator shares that the caller has **already verified**
+    /// one by one (as consensus does when each vote arrives): interpolation
+    /// only, no pairing check. Shares that were not verified may give a
+    /// signature that does not verify; use [`Self::combine_consortium_shares`]
+    /// for those.
+    pub fn combine_verified_consortium_shares(
+        &self,
+        shares: &[super::ConsortiumSignatureShare],
+    ) -> Result<Bytes, SignatureError> {
+        let parsed = parse_shares(
+            &self.consortium_set,
+            "consortium",
+            shares.iter().map(|s| (s.validator, &s.share)),
+        )?;
+        Ok(Bytes(
+            interpolate(&self.consortium_set, &parsed)?.to_bytes().to_vec(),
+        ))
+    }
+
     /// Verifies a combined consortium signature over `message`.
     pub fn verify_consortium(&self, message: &[u8], signature: &[u8]) -> bool {
         <[u8; 96]>::try_from(signature)
@@ -322,12 +341,11 @@ pub(crate) fn pop_message(public_key: &[u8; 48]) -> Vec<u8> {
     signing_message(SigningDomain::ProofOfPossession, public_key)
 }
 
-fn combine_shares<'a>(
+fn parse_shares<'a>(
     set: &blsttc::PublicKeySet,
     name: &str,
-    message: &[u8],
     shares: impl Iterator<Item = (u16, &'a Bytes)>,
-) -> Result<blsttc::Signature, SignatureError> {
+) -> Result<BTreeMap<u16, blsttc::SignatureShare>, SignatureError> {
     let mut parsed = BTreeMap::new();
     for (index, bytes) in shares {
         let share = <[u8; 96]>::try_from(bytes.as_slice())
@@ -347,14 +365,29 @@ fn combine_shares<'a>(
             need,
         });
     }
-    let combine = |shares: &BTreeMap<u16, blsttc::SignatureShare>| {
-        set.combine_signatures(shares.iter().take(need).map(|(i, s)| (usize::from(*i), s)))
-            .map_err(|e| malformed("signature shares", format!("{e:?}")))
-    };
+    Ok(parsed)
+}
+
+fn interpolate(
+    set: &blsttc::PublicKeySet,
+    shares: &BTreeMap<u16, blsttc::SignatureShare>,
+) -> Result<blsttc::Signature, SignatureError> {
+    let need = set.threshold() + 1;
+    set.combine_signatures(shares.iter().take(need).map(|(i, s)| (usize::from(*i), s)))
+        .map_err(|e| malformed("signature shares", format!("{e:?}")))
+}
+
+fn combine_shares<'a>(
+    set: &blsttc::PublicKeySet,
+    name: &str,
+    message: &[u8],
+    shares: impl Iterator<Item = (u16, &'a Bytes)>,
+) -> Result<blsttc::Signature, SignatureError> {
+    let parsed = parse_shares(set, name, shares)?;
     // Optimistic path: combine and check once (one pairing check instead of
     // one per share). Only when that fails, check every share to name the
     // bad one.
-    let sig = combine(&parsed)?;
+    let sig = interpolate(set, &parsed)?;
     if set.public_key().verify(&sig, message) {
         return Ok(sig);
     }

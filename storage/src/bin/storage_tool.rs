@@ -12,56 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use provenance::checkpoint::{Checkpoint, SignedCheckpoint};
-use provenance::genesis::{deal, ConsortiumDescription, Dealt, NodeSigners};
 use provenance::{Canonical, Timestamp};
 use rand::{Rng, SeedableRng};
-use storage::synthetic::Workload;
+use storage::synthetic::{certify, consortium, Workload, ORIGIN};
 use storage::{replay_state, Store};
-
-const ORIGIN: &str = "govtune-testnet";
-
-fn consortium() -> (Dealt, Vec<NodeSigners>) {
-    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
-    let dealt = deal(
-        &ConsortiumDescription::local_testnet(7100, 8100),
-        Timestamp(1),
-        &mut rng,
-    )
-    .expect("the built-in testnet description deals");
-    let signers = dealt.signers().expect("dealt keys match");
-    (dealt, signers)
-}
-
-fn certify(store: &mut Store, dealt: &Dealt, signers: &[NodeSigners]) -> Result<(), String> {
-    let head = store.head().clone();
-    let cp = Checkpoint {
-        version: 1,
-        origin: ORIGIN.into(),
-        size: head.log_size,
-        root: head.root,
-        height: head.height,
-    };
-    let msg = cp.signing_message();
-    let shares: Vec<_> = signers
-        .iter()
-        .take(3)
-        .map(|s| s.consortium.sign_share(&msg))
-        .collect();
-    let signature = dealt
-        .keyring
-        .combine_consortium_shares(&msg, &shares)
-        .map_err(|e| e.to_string())?;
-    store
-        .put_checkpoint(
-            &SignedCheckpoint {
-                checkpoint: cp,
-                signature,
-            },
-            &dealt.keyring,
-        )
-        .map_err(|e| e.to_string())
-}
 
 fn crash_writer(dir: &Path, seed: u64) -> Result<(), String> {
     let (dealt, signers) = consortium();
