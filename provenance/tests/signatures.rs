@@ -404,6 +404,25 @@ fn a_threshold_authority_signature_combines_from_t_plus_1_shares_and_fails_with_
         .expect("5 shares combine");
     assert!(dealt.keyring.verify_consortium(msg, c.as_slice()));
     assert!(!dealt.keyring.verify_consortium(b"other", c.as_slice()));
+    // Pre-verified shares combine by interpolation alone to the same
+    // signature; an unverified bad share yields one that does not verify,
+    // and the checked path names it.
+    let fast = dealt
+        .keyring
+        .combine_verified_consortium_shares(&shares[2..])
+        .expect("combine");
+    assert_eq!(fast, c);
+    let mut tampered = shares[2..].to_vec();
+    tampered[0] = signers[2].consortium.sign_share(b"another message");
+    let bad = dealt
+        .keyring
+        .combine_verified_consortium_shares(&tampered)
+        .expect("interpolates");
+    assert!(!dealt.keyring.verify_consortium(msg, bad.as_slice()));
+    assert!(matches!(
+        dealt.keyring.combine_consortium_shares(msg, &tampered),
+        Err(SignatureError::BadShare { index: 2, .. })
+    ));
 }
 
 #[test]
