@@ -128,10 +128,12 @@ pub trait Canonical: Serialize + DeserializeOwned {
 
 /// Encodes any serialisable value with the canonical configuration.
 ///
-/// Encoding a value of our own types cannot fail (no maps with non-string
-/// keys, no unsized sequences); an object over [`MAX_OBJECT_BYTES`] is a bug
-/// of the caller and panics with a message rather than producing bytes no
-/// decoder would accept.
+/// Encoding does not enforce [`MAX_OBJECT_BYTES`] (bincode checks its limit
+/// only when reading), so it cannot fail for govtune's types (no maps with
+/// non-string keys, no sequences of unknown length); an object built over
+/// the limit encodes, and every decoder refuses it as
+/// [`DecodeError::TooLarge`]. The `panic!` below is reached only by a type
+/// serde cannot encode at all, a programming error.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     match bincode::serde::encode_to_vec(value, CONFIG) {
         Ok(bytes) => bytes,
