@@ -380,3 +380,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_object_over_the_size_limit_encodes_but_never_decodes() {
+    let w = samples();
+    let mut e = w.step_event();
+    let mut r = e.examples[0].clone();
+    r.proof = vec![Digest::ZERO; 64];
+    e.examples = vec![r; 9_000];
+    let bytes = e.encode();
+    assert!(
+        bytes.len() > provenance::codec::MAX_OBJECT_BYTES,
+        "{} bytes",
+        bytes.len()
+    );
+    assert!(matches!(
+        decode::<StepEvent>(&bytes),
+        Err(DecodeError::TooLarge { .. })
+    ));
+}
