@@ -88,7 +88,9 @@ pub struct Engine<A: Application, S: CertificateScheme> {
     blocks: HashMap<Digest, Proposal<A::Payload>>,
     proposal_in_view: HashMap<View, Digest>,
     votes: HashMap<Subject, BTreeMap<ValidatorIndex, S::Share>>,
-    notarize_by: HashMap<(View, ValidatorIndex), Digest>,
+    /// The block each validator voted notarize / finalize for, per view:
+    /// a second, different one is blamed and not counted.
+    voted_by: HashMap<(VoteKind, View, ValidatorIndex), Digest>,
     certified: HashSet<Subject>,
     notarized: BTreeMap<View, (Digest, Cert<S>)>,
     nullified: BTreeMap<View, Cert<S>>,
@@ -154,7 +156,7 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
             blocks,
             proposal_in_view: HashMap::new(),
             votes: HashMap::new(),
-            notarize_by: HashMap::new(),
+            voted_by: HashMap::new(),
             certified,
             notarized,
             nullified,
@@ -218,6 +220,9 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
                     );
                 }
             }
+            // A proposal refused earlier only for a stamp ahead of this
+            // clock may be valid now: judge it before giving up on the view.
+            self.try_notarize(app);
             if !self.safety.nullified && !self.safety.finalized {
                 self.cast(app, VoteKind::Nullify, GENESIS);
             } else {
@@ -487,6 +492,16 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
         if view.0 > self.view.0 + MAX_VIEWS_AHEAD || view < self.finalized_view {
             return;
         }
+        // At most one nullification per view between parent and proposal:
+        // each costs a certificate check.
+        let between = view.0.saturating_sub(proposal.parent_view.0).saturating_sub(1);
+        if nullifications.len() as u64 > between.min(MAX_VIEWS_AHEAD) {
+            self.blame(
+                from,
+                Misbehaviour::InvalidProposal(view, "more nullifications than views skipped"),
+            );
+            return;
+        }
         for c in parent.into_iter().chain(nullifications) {
             self.on_certificate(app, Some(from), c);
         }
@@ -524,18 +539,24 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
         if self.votes.get(&s).is_some_and(|m| m.contains_key(&from)) {
             return;
         }
+        if s.kind == VoteKind::Nullify && s.block != GENESIS {
+            self.blame(from, Misbehaviour::BadShare(s));
+            return;
+        }
+        if let Some(prev) = self.voted_by.get(&(s.kind, s.view, from)) {
+            // One notarize and one finalize per validator per view are
+            // counted; more would let one validator grow our vote tables.
+            if *prev != s.block {
+                self.blame(from, Misbehaviour::DoubleVote(s.view));
+            }
+            return;
+        }
         if !self.scheme.verify_share(from, &s.message(), &vote.share) {
             self.blame(from, Misbehaviour::BadShare(s));
             return;
         }
-        if s.kind == VoteKind::Notarize {
-            match self.notarize_by.get(&(s.view, from)) {
-                Some(prev) if *prev != s.block => self.blame(from, Misbehaviour::DoubleVote(s.view)),
-                Some(_) => {}
-                None => {
-                    self.notarize_by.insert((s.view, from), s.block);
-                }
-            }
+        if s.kind != VoteKind::Nullify {
+            self.voted_by.insert((s.kind, s.view, from), s.block);
         }
         self.count_vote(app, vote);
     }
@@ -564,7 +585,9 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
     /// verified before it is used or forwarded.
     fn on_certificate(&mut self, app: &mut A, from: Option<ValidatorIndex>, c: Cert<S>) {
         let s = c.subject;
-        if self.certified.contains(&s) {
+        if self.certified.contains(&s) || (self.finalized_view.0 > 0 && s.view < self.finalized_view) {
+            // Already known, or below what is final (pruned state must not
+            // be rebuilt from replayed certificates).
             return;
         }
         if let Some(peer) = from {
@@ -690,7 +713,7 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
     fn prune(&mut self) {
         let fv = self.finalized_view;
         self.votes.retain(|s, _| s.view >= fv);
-        self.notarize_by.retain(|(v, _), _| *v >= fv);
+        self.voted_by.retain(|(_, v, _), _| *v >= fv);
         self.certified.retain(|s| s.view >= fv);
         self.proposal_in_view.retain(|v, _| *v >= fv);
         let keep = self.notarized.split_off(&fv);
@@ -738,7 +761,7 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
             && blocks.last().map(|p| p.digest()) == Some(c.subject.block)
             && blocks
                 .windows(2)
-                .all(|w| w[1].parent == w[0].digest() && w[1].height.0 == w[0].height.0 + 1)
+                .all(|w| w[1].parent == w[0].digest() && w[0].height.0.checked_add(1) == Some(w[1].height.0))
             && self
                 .scheme
                 .verify_certificate(&c.subject.message(), &c.certificate);

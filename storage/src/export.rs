@@ -147,7 +147,7 @@ pub fn import<R: Read>(
                 check_certificate(&b.header, b.certificate.as_slice()).map_err(|e| {
                     StoreError::BlockRefused(format!("height {}: certificate: {e}", b.header.height))
                 })?;
-                let mut entries = Vec::with_capacity(b.header.entry_count as usize);
+                let mut entries = Vec::with_capacity((b.header.entry_count as usize).min(4096));
                 for _ in 0..b.header.entry_count {
                     let (tag, bytes) = next(&mut r).map_err(ferr)?;
                     stats.bytes += 5 + bytes.len() as u64;
