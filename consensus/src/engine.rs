@@ -18,8 +18,10 @@ pub trait Application {
     /// What a block carries.
     type Payload: Clone + std::fmt::Debug + PartialEq + Eq + serde::Serialize + serde::de::DeserializeOwned;
     /// A payload for a new block at `height` on top of `parent` (called on
-    /// the leader only).
-    fn propose(&mut self, parent: &Digest, height: Height, view: View) -> Self::Payload;
+    /// the leader only), or `None` to wait: the engine asks again at every
+    /// [`Engine::tick`] until the view times out. This lets a node batch
+    /// entries and send empty blocks only as a heartbeat.
+    fn propose(&mut self, parent: &Digest, height: Height, view: View) -> Option<Self::Payload>;
     /// Whether every entry of the proposal's payload is complete and valid
     /// on top of its parent. The engine votes for nothing the application
     /// refuses.
@@ -205,6 +207,10 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
     /// it (every timeout), so lost messages are recovered.
     pub fn tick(&mut self, app: &mut A, now: u64) -> Vec<Act<A, S>> {
         self.now = now.max(self.now);
+        if self.cfg.leader(self.view) == self.cfg.me && self.safety.proposed.is_none() && self.now < self.deadline {
+            // A leader whose application deferred its proposal asks again.
+            self.propose(app);
+        }
         if self.now >= self.deadline {
             self.deadline = self.now + self.cfg.view_timeout;
             // Re-propose to peers that missed the proposal.
@@ -395,7 +401,9 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
             return;
         };
         let height = Height(height.0 + 1);
-        let payload = app.propose(&parent, height, view);
+        let Some(payload) = app.propose(&parent, height, view) else {
+            return;
+        };
         let proposal = Proposal {
             view,
             height,

@@ -85,14 +85,14 @@ impl MockApp {
 
 impl Application for MockApp {
     type Payload = u64;
-    fn propose(&mut self, parent: &Digest, height: Height, view: View) -> u64 {
+    fn propose(&mut self, parent: &Digest, height: Height, view: View) -> Option<u64> {
         let mut h = Sha3_256::new();
         h.update(parent.0);
         h.update(height.0.to_be_bytes());
         h.update(view.0.to_be_bytes());
         h.update(self.me.to_be_bytes());
         let d: [u8; 32] = h.finalize().into();
-        u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]) & !1
+        Some(u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]) & !1)
     }
     fn verify(&mut self, proposal: &Proposal<u64>) -> bool {
         proposal.payload != u64::MAX
