@@ -207,9 +207,13 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
     /// it (every timeout), so lost messages are recovered.
     pub fn tick(&mut self, app: &mut A, now: u64) -> Vec<Act<A, S>> {
         self.now = now.max(self.now);
-        if self.cfg.leader(self.view) == self.cfg.me && self.safety.proposed.is_none() && self.now < self.deadline {
+        if self.cfg.leader(self.view) == self.cfg.me
+            && self.safety.proposed.is_none()
+            && self.now < self.deadline
+        {
             // A leader whose application deferred its proposal asks again.
             self.propose(app);
+            self.try_notarize(app);
         }
         if self.now >= self.deadline {
             self.deadline = self.now + self.cfg.view_timeout;

@@ -1,8 +1,6 @@
-//! `govtune`: the consortium node binary and its command-line tools.
-//!
-//! This round it carries the key ceremony (`govtune genesis new`) and the
-//! genesis checker (`govtune genesis verify`); the node itself (libp2p,
-//! co-signing, consensus, HTTP API) arrives with the node crate's issue.
+//! `govtune`: the consortium node binary and its command-line tools: the
+//! key ceremony (`genesis new|verify`), the node (`node --config`) and the
+//! local testnet runner (`testnet up|status|down|kill|restart|pause|resume`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +29,174 @@ enum Command {
         #[command(subcommand)]
         command: GenesisCommand,
     },
+    /// Run a consortium node.
+    Node {
+        /// The node's configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// A local multi-node testnet on loopback.
+    Testnet {
+        #[command(subcommand)]
+        command: TestnetCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TestnetCommand {
+    /// Write a genesis for N local nodes, start each as its own process,
+    /// wait until all are healthy and print their API addresses.
+    Up {
+        /// Number of nodes (4: two data-source authorities, governance,
+        /// operator).
+        #[arg(long, default_value_t = 4)]
+        nodes: u16,
+        /// The testnet's folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Height, log size and root of every node.
+    Status {
+        /// The testnet's folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Stop every node.
+    Down {
+        /// The testnet's folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// SIGKILL a node.
+    Kill {
+        /// Node name or number.
+        node: String,
+        /// The testnet's folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Start a node again (killing it first if it runs).
+    Restart {
+        /// Node name or number.
+        node: String,
+        /// The testnet's folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// SIGSTOP a node.
+    Pause {
+        /// Node name or number.
+        node: String,
+        /// The testnet's folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// SIGCONT a node.
+    Resume {
+        /// Node name or number.
+        node: String,
+        /// The testnet's folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+fn run_node(config: PathBuf) -> Result<(), String> {
+    let cfg = node::NodeConfig::load(&config).map_err(|e| e.to_string())?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn")),
+        )
+        .with_ansi(false)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let shutdown = async {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        node::run(cfg, shutdown).await.map_err(|e| e.to_string())
+    })
+}
+
+fn run_testnet(command: TestnetCommand) -> Result<(), String> {
+    use std::time::Duration;
+    use testnet::Testnet;
+    let e = |e: testnet::TestnetError| e.to_string();
+    match command {
+        TestnetCommand::Up { nodes, dir } => {
+            let binary = std::env::current_exe().map_err(|e| e.to_string())?;
+            let mut t = Testnet::create(&dir, nodes, &binary, &Default::default()).map_err(e)?;
+            t.start_all().map_err(e)?;
+            t.wait_all_healthy(Duration::from_secs(120)).map_err(e)?;
+            t.detach();
+            println!("testnet of {} nodes is up in {}", t.nodes.len(), dir.display());
+            println!("genesis: {}", t.genesis_path().display());
+            for n in &t.nodes {
+                println!(
+                    "  {:<8} {:<16} {:<12} http://{}  (admin token: {})",
+                    n.name,
+                    n.authority,
+                    n.role,
+                    n.api,
+                    n.token.display()
+                );
+            }
+            Ok(())
+        }
+        TestnetCommand::Status { dir } => {
+            let t = Testnet::load(&dir).map_err(e)?;
+            for (n, s) in t.nodes.iter().zip(t.status()) {
+                match s {
+                    Some((h, size, root)) => {
+                        println!("{:<8} height {h:>6}  log size {size:>7}  root {root}", n.name)
+                    }
+                    None => println!("{:<8} not answering", n.name),
+                }
+            }
+            Ok(())
+        }
+        TestnetCommand::Down { dir } => {
+            let mut t = Testnet::load(&dir).map_err(e)?;
+            t.down().map_err(e)?;
+            println!("stopped");
+            Ok(())
+        }
+        TestnetCommand::Kill { node, dir } => {
+            let mut t = Testnet::load(&dir).map_err(e)?;
+            let i = t.find(&node).map_err(e)?;
+            t.kill(i).map_err(e)
+        }
+        TestnetCommand::Restart { node, dir } => {
+            let mut t = Testnet::load(&dir).map_err(e)?;
+            let i = t.find(&node).map_err(e)?;
+            t.restart(i).map_err(e)?;
+            t.wait_healthy(i, Duration::from_secs(60)).map_err(e)?;
+            t.detach();
+            Ok(())
+        }
+        TestnetCommand::Pause { node, dir } => {
+            let mut t = Testnet::load(&dir).map_err(e)?;
+            let i = t.find(&node).map_err(e)?;
+            t.pause(i).map_err(e)
+        }
+        TestnetCommand::Resume { node, dir } => {
+            let mut t = Testnet::load(&dir).map_err(e)?;
+            let i = t.find(&node).map_err(e)?;
+            t.resume(i).map_err(e)
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -65,6 +231,8 @@ fn now() -> Timestamp {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
+        Command::Node { config } => run_node(config),
+        Command::Testnet { command } => run_testnet(command),
         Command::Genesis { command } => match command {
             GenesisCommand::New { consortium, out } => {
                 let desc = match consortium {

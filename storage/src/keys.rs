@@ -21,9 +21,12 @@ pub const CF_BLOBS: &str = "blobs";
 pub const CF_INDEX: &str = "index";
 /// State key → state record.
 pub const CF_STATE: &str = "state";
+/// Entry body digest → an entry this node accepted for co-signing and has
+/// not yet seen committed (removed in the batch that commits it).
+pub const CF_PENDING: &str = "pending";
 
 /// Every column family.
-pub const ALL_CFS: [&str; 9] = [
+pub const ALL_CFS: [&str; 10] = [
     CF_META,
     CF_BLOCKS,
     CF_ENTRIES,
@@ -33,6 +36,7 @@ pub const ALL_CFS: [&str; 9] = [
     CF_BLOBS,
     CF_INDEX,
     CF_STATE,
+    CF_PENDING,
 ];
 
 /// Meta key of the store head.

@@ -420,6 +420,7 @@ impl Store {
             for prefix in index::index_prefixes(e, digest, &state) {
                 batch.put_cf(cf_index, prefix.with_index(idx), []);
             }
+            batch.delete_cf(self.cf(CF_PENDING)?, digest.0);
         }
         let cf_state = self.cf(CF_STATE)?;
         for key in &touched {
@@ -520,6 +521,33 @@ impl Store {
     /// The persisted consensus safety state.
     pub fn safety_state(&self) -> Result<Option<Vec<u8>>> {
         Ok(self.db.get_cf(self.cf(CF_META)?, META_SAFETY)?)
+    }
+
+    /// Durably records an entry accepted for co-signing but not yet
+    /// committed (the bytes are the caller's record of it). The block that
+    /// commits an entry with this body digest removes it in the same batch.
+    pub fn put_pending(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_PENDING)?, digest.0, bytes);
+        self.write_synced(batch)
+    }
+
+    /// Forgets a pending entry (refused for good, say).
+    pub fn remove_pending(&self, digest: &Digest) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(CF_PENDING)?, digest.0);
+        self.write_synced(batch)
+    }
+
+    /// Every pending entry, by body digest.
+    pub fn pending(&self) -> Result<Vec<(Digest, Vec<u8>)>> {
+        let cf = self.cf(CF_PENDING)?;
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, v) = item?;
+            out.push((digest_from("pending key", &k)?, v.to_vec()));
+        }
+        Ok(out)
     }
 
     /// The stored block at `height`.

@@ -1,0 +1,673 @@
+//! The HTTP JSON API, versioned under `/v1` (reference: docs/api.md).
+//!
+//! Writes are accepted only by the node of the authority whose role the
+//! endpoint serves, with that node's admin token (`Authorization: Bearer`);
+//! the node checks the object, signs its section with its authority key,
+//! stores it durably and offers it to the consortium, then answers with its
+//! digest. Reads are public. Every refusal is a 4xx with a JSON reason and
+//! changes nothing; an internal fault is a bare 500 (details in the log).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use axum::body::Bytes as BodyBytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use provenance::{
+    AuthorityId, Campaign, Canonical, DataSourceManifest, Digest, EntryBody, Genesis, KeyRing,
+    PolicyArtifact, Revocation, Role, SignedCheckpoint,
+};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use storage::Store;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::NodeConfig;
+use crate::metrics::Metrics;
+use crate::runtime::{ApiCommand, EntryStatus};
+
+/// Most leaves one `/v1/log/leaves` answer carries.
+pub const MAX_LEAVES: u64 = 256;
+
+/// Shared state of the API handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    store: Arc<RwLock<Store>>,
+    core: mpsc::Sender<ApiCommand>,
+    metrics: Arc<Metrics>,
+    token: Arc<String>,
+    authority: AuthorityId,
+    role: Role,
+    genesis: Arc<Genesis>,
+    keyring: Arc<KeyRing>,
+    max_body: usize,
+    max_blob: usize,
+    limiter: Arc<Mutex<RateLimiter>>,
+}
+
+impl ApiState {
+    /// The API state of a node.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Arc<RwLock<Store>>,
+        core: mpsc::Sender<ApiCommand>,
+        metrics: Arc<Metrics>,
+        token: String,
+        authority: AuthorityId,
+        role: Role,
+        genesis: Arc<Genesis>,
+        keyring: Arc<KeyRing>,
+        cfg: &NodeConfig,
+    ) -> Self {
+        Self {
+            store,
+            core,
+            metrics,
+            token: Arc::new(token),
+            authority,
+            role,
+            genesis,
+            keyring,
+            max_body: cfg.max_body_bytes,
+            max_blob: cfg.max_blob_bytes,
+            limiter: Arc::new(Mutex::new(RateLimiter::new(cfg.rate_per_sec, cfg.rate_burst))),
+        }
+    }
+
+    fn store(&self) -> std::sync::RwLockReadGuard<'_, Store> {
+        self.store.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A refused or failed request.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    reason: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason: reason.into(),
+        }
+    }
+    fn bad(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, reason)
+    }
+    fn not_found(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, reason)
+    }
+    fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!("API: {e}");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            return self.status.into_response();
+        }
+        (self.status, Json(json!({ "error": self.reason }))).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// A JSON body whose every rejection (size, syntax, schema) is a 4xx with a
+/// JSON reason.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = BodyBytes::from_request(req, state)
+            .await
+            .map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad(format!("invalid JSON: {e}")))
+    }
+}
+
+/// A per-client token bucket.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: HashMap<IpAddr, (f64, Instant)>,
+}
+
+impl RateLimiter {
+    /// `rate` requests per second sustained, `burst` at once.
+    pub fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            rate: f64::from(rate),
+            burst: f64::from(burst.max(1)),
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Takes one token for `ip`; false when it has none left.
+    pub fn take(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if self.buckets.len() > 100_000 {
+            self.buckets.clear();
+        }
+        let (rate, burst) = (self.rate, self.burst);
+        let (tokens, last) = self.buckets.entry(ip).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+async fn limit(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let ok = s
+        .limiter
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take(ip, Instant::now());
+    let resp = if ok {
+        next.run(req).await
+    } else {
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded; retry later").into_response()
+    };
+    if resp.status().is_client_error() {
+        s.metrics.api_refused.fetch_add(1, Relaxed);
+    }
+    resp
+}
+
+/// The API router.
+pub fn router(state: ApiState) -> Router {
+    let max_body = state.max_body;
+    let max_blob = state.max_blob;
+    let writes = Router::new()
+        .route("/v1/sources", post(post_source))
+        .route("/v1/policies", post(post_policy))
+        .route("/v1/campaigns", post(post_campaign))
+        .route("/v1/events", post(post_event))
+        .route("/v1/revocations", post(post_revocation))
+        .layer(DefaultBodyLimit::max(max_body));
+    let blobs = Router::new()
+        .route("/v1/blobs/{digest}", put(put_blob).get(get_blob))
+        .layer(DefaultBodyLimit::max(max_blob));
+    Router::new()
+        .merge(writes)
+        .merge(blobs)
+        .route("/v1/health", get(health))
+        .route("/v1/checkpoint", get(checkpoint))
+        .route("/v1/log/leaves", get(leaves))
+        .route("/v1/events/{digest}", get(entry_status))
+        .route("/v1/entries/{digest}", get(entry_status))
+        .route("/v1/proof/inclusion", get(inclusion))
+        .route("/v1/proof/consistency", get(consistency))
+        .route("/v1/sources/{id}", get(source))
+        .route("/v1/campaigns/{id}", get(campaign))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(middleware::from_fn_with_state(state.clone(), limit))
+        .with_state(state)
+}
+
+fn authorize(s: &ApiState, headers: &HeaderMap, role: Role, what: &str) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "this write needs the node's admin token",
+            )
+        })?;
+    let (a, b) = (given.as_bytes(), s.token.as_bytes());
+    let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+    if !same {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong admin token"));
+    }
+    if s.role != role {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{what} are accepted by a {role} authority's node; this node serves {} ({})",
+                s.authority, s.role
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_digest(s: &str) -> Result<Digest, ApiError> {
+    Digest::from_hex(s).map_err(|_| ApiError::bad(format!("{s:?} is not a 32-byte hex digest")))
+}
+
+async fn submit(s: &ApiState, body: EntryBody) -> ApiResult {
+    let (reply, rx) = oneshot::channel();
+    s.core
+        .send(ApiCommand::Submit { body, reply })
+        .await
+        .map_err(ApiError::internal)?;
+    match rx.await.map_err(ApiError::internal)? {
+        Ok((digest, status)) => {
+            let index = s.store().index_of(&digest).map_err(ApiError::internal)?;
+            match (index, status) {
+                (Some(i), _) => Ok((
+                    StatusCode::OK,
+                    Json(json!({ "digest": digest, "status": "committed", "index": i })),
+                )
+                    .into_response()),
+                (None, st) => {
+                    let mut v = json!({ "digest": digest });
+                    if let Some(st) = st {
+                        merge(&mut v, serde_json::to_value(st).map_err(ApiError::internal)?);
+                    }
+                    Ok((StatusCode::ACCEPTED, Json(v)).into_response())
+                }
+            }
+        }
+        Err(r) => Err(ApiError::new(
+            StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST),
+            r.reason,
+        )),
+    }
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let (Value::Object(a), Value::Object(b)) = (into, from) {
+        a.extend(b);
+    }
+}
+
+fn own_authority(s: &ApiState, a: &AuthorityId) -> Result<(), ApiError> {
+    if a != &s.authority {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("this node signs for {}, not {a}", s.authority),
+        ));
+    }
+    Ok(())
+}
+
+async fn post_source(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    JsonBody(m): JsonBody<DataSourceManifest>,
+) -> ApiResult {
+    authorize(&s, &h, Role::DataSource, "sources")?;
+    own_authority(&s, &m.authority)?;
+    submit(&s, EntryBody::Manifest(m)).await
+}
+
+async fn post_policy(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    JsonBody(p): JsonBody<PolicyArtifact>,
+) -> ApiResult {
+    authorize(&s, &h, Role::Governance, "policies")?;
+    own_authority(&s, &p.authority)?;
+    submit(&s, EntryBody::Policy(p)).await
+}
+
+async fn post_campaign(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    JsonBody(c): JsonBody<Campaign>,
+) -> ApiResult {
+    authorize(&s, &h, Role::Operator, "campaigns")?;
+    own_authority(&s, &c.operator)?;
+    submit(&s, EntryBody::Campaign(c)).await
+}
+
+async fn post_revocation(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    JsonBody(r): JsonBody<Revocation>,
+) -> ApiResult {
+    authorize(&s, &h, Role::DataSource, "revocations")?;
+    own_authority(&s, &r.authority)?;
+    submit(&s, EntryBody::Revocation(r)).await
+}
+
+async fn post_event(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    JsonBody(body): JsonBody<EntryBody>,
+) -> ApiResult {
+    authorize(&s, &h, Role::Operator, "campaign records")?;
+    match &body {
+        EntryBody::Step(_)
+        | EntryBody::Composite(_)
+        | EntryBody::Refusal(_)
+        | EntryBody::RefusalAggregate(_)
+        | EntryBody::CampaignClose(_) => {}
+        _ => {
+            return Err(ApiError::bad(
+                "/v1/events takes Step, Composite, Refusal, RefusalAggregate or CampaignClose",
+            ))
+        }
+    }
+    submit(&s, body).await
+}
+
+async fn put_blob(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path(d): Path<String>,
+    body: BodyBytes,
+) -> ApiResult {
+    authorize(&s, &h, Role::Operator, "blobs")?;
+    let want = parse_digest(&d)?;
+    let got = storage::blob_digest(&body);
+    if got != want {
+        return Err(ApiError::bad(format!("the body's digest is {got}, not {want}")));
+    }
+    s.store().put_blob(&body).map_err(ApiError::internal)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "digest": got, "bytes": body.len() })),
+    )
+        .into_response())
+}
+
+async fn get_blob(State(s): State<ApiState>, Path(d): Path<String>) -> ApiResult {
+    let d = parse_digest(&d)?;
+    let local = s.store().blob(&d).map_err(ApiError::internal)?;
+    let bytes = match local {
+        Some(b) => b,
+        None => {
+            let (reply, rx) = oneshot::channel();
+            s.core
+                .send(ApiCommand::FetchBlob { digest: d, reply })
+                .await
+                .map_err(ApiError::internal)?;
+            rx.await
+                .map_err(ApiError::internal)?
+                .ok_or_else(|| ApiError::not_found(format!("no node has blob {d}")))?
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+fn checkpoint_json(s: &ApiState, c: &SignedCheckpoint) -> Value {
+    json!({
+        "origin": c.checkpoint.origin,
+        "size": c.checkpoint.size,
+        "root": c.checkpoint.root,
+        "height": c.checkpoint.height,
+        "signature": hex::encode(c.signature.as_slice()),
+        "c2sp": c.to_c2sp(&s.genesis.consortium_name, &s.keyring.consortium_public_key()),
+    })
+}
+
+async fn health(State(s): State<ApiState>) -> ApiResult {
+    let st = s.store();
+    let head = st.head();
+    Ok(Json(json!({
+        "genesis": s.genesis.digest(),
+        "authority": s.authority,
+        "role": s.role,
+        "height": head.height,
+        "log_size": head.log_size,
+        "root": head.root,
+        "checkpoint_height": st.latest_checkpoint().map(|c| c.checkpoint.height),
+        "peers": s.metrics.peers.load(Relaxed),
+        "view": s.metrics.view.load(Relaxed),
+        "mempool": s.metrics.mempool.load(Relaxed),
+        "pending": s.metrics.pending.load(Relaxed),
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+struct CheckpointQuery {
+    format: Option<String>,
+    height: Option<u64>,
+}
+
+async fn checkpoint(State(s): State<ApiState>, Query(q): Query<CheckpointQuery>) -> ApiResult {
+    let c = {
+        let st = s.store();
+        match q.height {
+            Some(h) => st.checkpoint(h).map_err(ApiError::internal)?,
+            None => st.latest_checkpoint().cloned(),
+        }
+    }
+    .ok_or_else(|| ApiError::not_found("no certified checkpoint yet"))?;
+    match q.format.as_deref() {
+        None | Some("json") => Ok(Json(checkpoint_json(&s, &c)).into_response()),
+        Some("c2sp") => Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            c.to_c2sp(&s.genesis.consortium_name, &s.keyring.consortium_public_key()),
+        )
+            .into_response()),
+        Some(f) => Err(ApiError::bad(format!("unknown format {f:?}; use json or c2sp"))),
+    }
+}
+
+#[derive(Deserialize)]
+struct Range {
+    start: u64,
+    end: u64,
+}
+
+async fn leaves(State(s): State<ApiState>, Query(r): Query<Range>) -> ApiResult {
+    let st = s.store();
+    let size = st.head().log_size;
+    if r.start > r.end || r.end > size {
+        return Err(ApiError::bad(format!(
+            "need start <= end <= log size {size}, got {}..{}",
+            r.start, r.end
+        )));
+    }
+    if r.end - r.start > MAX_LEAVES {
+        return Err(ApiError::bad(format!("at most {MAX_LEAVES} leaves per request")));
+    }
+    let mut out = Vec::new();
+    for i in r.start..r.end {
+        let bytes = st
+            .entry_bytes(i)
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::internal(format!("leaf {i} missing")))?;
+        let e: provenance::LedgerEntry = provenance::decode(&bytes).map_err(ApiError::internal)?;
+        out.push(json!({ "index": i, "digest": e.body.digest(), "leaf": hex::encode(&bytes) }));
+    }
+    Ok(Json(json!({ "log_size": size, "leaves": out })).into_response())
+}
+
+fn proof_json(p: &[Digest]) -> Value {
+    Value::Array(p.iter().map(|d| json!(d)).collect())
+}
+
+async fn entry_status(State(s): State<ApiState>, Path(d): Path<String>) -> ApiResult {
+    let d = parse_digest(&d)?;
+    let committed = {
+        let st = s.store();
+        match st.index_of(&d).map_err(ApiError::internal)? {
+            Some(index) => {
+                let cp = st
+                    .latest_checkpoint()
+                    .cloned()
+                    .filter(|c| c.checkpoint.size > index);
+                let size = cp
+                    .as_ref()
+                    .map(|c| c.checkpoint.size)
+                    .unwrap_or(st.head().log_size);
+                let proof = st
+                    .inclusion_proof(index, size)
+                    .map_err(ApiError::internal)?
+                    .ok_or_else(|| ApiError::internal("no inclusion proof"))?;
+                let leaf = st
+                    .entry_bytes(index)
+                    .map_err(ApiError::internal)?
+                    .ok_or_else(|| ApiError::internal("leaf missing"))?;
+                Some(json!({
+                    "digest": d,
+                    "status": "committed",
+                    "index": index,
+                    "size": size,
+                    "leaf": hex::encode(leaf),
+                    "proof": proof_json(&proof),
+                    "checkpoint": cp.map(|c| checkpoint_json(&s, &c)),
+                }))
+            }
+            None => None,
+        }
+    };
+    if let Some(v) = committed {
+        return Ok(Json(v).into_response());
+    }
+    let (reply, rx) = oneshot::channel();
+    s.core
+        .send(ApiCommand::Status { digest: d, reply })
+        .await
+        .map_err(ApiError::internal)?;
+    match rx.await.map_err(ApiError::internal)? {
+        Some(st) => {
+            let mut v = json!({ "digest": d });
+            merge(&mut v, serde_json::to_value(&st).map_err(ApiError::internal)?);
+            let code = match st {
+                EntryStatus::Refused { .. } => StatusCode::OK,
+                EntryStatus::Pending { .. } => StatusCode::ACCEPTED,
+            };
+            Ok((code, Json(v)).into_response())
+        }
+        None => Err(ApiError::not_found(format!("entry {d} is unknown to this node"))),
+    }
+}
+
+#[derive(Deserialize)]
+struct InclusionQuery {
+    index: u64,
+    size: u64,
+}
+
+async fn inclusion(State(s): State<ApiState>, Query(q): Query<InclusionQuery>) -> ApiResult {
+    let st = s.store();
+    let size = st.head().log_size;
+    if q.index >= q.size || q.size > size {
+        return Err(ApiError::bad(format!(
+            "need index < size <= log size {size}, got index {} size {}",
+            q.index, q.size
+        )));
+    }
+    let p = st
+        .inclusion_proof(q.index, q.size)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::bad("no such proof"))?;
+    let leaf = st
+        .entry_bytes(q.index)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::internal("leaf missing"))?;
+    Ok(
+        Json(json!({ "index": q.index, "size": q.size, "leaf": hex::encode(leaf), "proof": proof_json(&p) }))
+            .into_response(),
+    )
+}
+
+#[derive(Deserialize)]
+struct ConsistencyQuery {
+    first: u64,
+    second: u64,
+}
+
+async fn consistency(State(s): State<ApiState>, Query(q): Query<ConsistencyQuery>) -> ApiResult {
+    let st = s.store();
+    let size = st.head().log_size;
+    if q.first > q.second || q.second > size {
+        return Err(ApiError::bad(format!(
+            "need first <= second <= log size {size}, got {} and {}",
+            q.first, q.second
+        )));
+    }
+    let p = st
+        .consistency_proof(q.first, q.second)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::bad("no such proof"))?;
+    Ok(Json(json!({ "first": q.first, "second": q.second, "proof": proof_json(&p) })).into_response())
+}
+
+async fn source(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+    let id = parse_digest(&id)?;
+    let st = s.store();
+    let src = st
+        .state()
+        .source_state(&id)
+        .ok_or_else(|| ApiError::not_found(format!("source {id} is not registered")))?;
+    let index = st.index_of(&id).map_err(ApiError::internal)?;
+    let leaf = match index {
+        Some(i) => st.entry_bytes(i).map_err(ApiError::internal)?.map(hex::encode),
+        None => None,
+    };
+    Ok(Json(json!({
+        "id": id,
+        "manifest": src.manifest,
+        "registered": src.registered,
+        "revoked": src.revoked,
+        "index": index,
+        "leaf": leaf,
+    }))
+    .into_response())
+}
+
+async fn campaign(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+    let id = parse_digest(&id)?;
+    let st = s.store();
+    let c = st
+        .state()
+        .campaign_state(&id)
+        .ok_or_else(|| ApiError::not_found(format!("campaign {id} is not registered")))?;
+    Ok(Json(json!({
+        "id": id,
+        "campaign": c.campaign,
+        "head": c.head,
+        "entries": c.entries,
+        "closed": c.closed,
+        "index": st.index_of(&id).map_err(ApiError::internal)?,
+    }))
+    .into_response())
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_limiter_refuses_beyond_the_burst_and_refills() {
+        let mut r = RateLimiter::new(10, 3);
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let t = Instant::now();
+        assert!(r.take(ip, t) && r.take(ip, t) && r.take(ip, t));
+        assert!(!r.take(ip, t));
+        assert!(r.take(ip, t + std::time::Duration::from_millis(150)));
+        assert!(r.take(IpAddr::from([10, 0, 0, 1]), t));
+    }
+}

@@ -1,0 +1,146 @@
+//! A node's configuration file (TOML). Paths are relative to the file.
+//!
+//! ```toml
+//! genesis = "../genesis.json"
+//! keys = "node.key"
+//! admin_token = "admin.token"
+//! data_dir = "../../data/node-0"
+//! # optional: listen addresses (default: the ones genesis lists)
+//! # p2p_listen = "/ip4/0.0.0.0/tcp/7100"
+//! # api_listen = "0.0.0.0:8100"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A node's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The genesis file.
+    pub genesis: PathBuf,
+    /// The node key file (0600).
+    pub keys: PathBuf,
+    /// The admin token file (0600).
+    pub admin_token: PathBuf,
+    /// Where the store lives.
+    pub data_dir: PathBuf,
+    /// libp2p listen address (default: genesis's).
+    #[serde(default)]
+    pub p2p_listen: Option<String>,
+    /// HTTP listen address (default: genesis's).
+    #[serde(default)]
+    pub api_listen: Option<String>,
+    /// Consensus view timeout (ms). Every validator should use the same.
+    #[serde(default = "default_view_timeout")]
+    pub view_timeout_ms: u64,
+    /// Longest wait (ms) before a leader proposes an empty block.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_ms: u64,
+    /// Most entries per block.
+    #[serde(default = "default_block_entries")]
+    pub max_block_entries: usize,
+    /// Largest JSON request body (bytes).
+    #[serde(default = "default_body")]
+    pub max_body_bytes: usize,
+    /// Largest blob (bytes).
+    #[serde(default = "default_blob")]
+    pub max_blob_bytes: usize,
+    /// Requests per second allowed per client address (sustained).
+    #[serde(default = "default_rate")]
+    pub rate_per_sec: u32,
+    /// Burst of requests allowed per client address.
+    #[serde(default = "default_burst")]
+    pub rate_burst: u32,
+}
+
+fn default_view_timeout() -> u64 {
+    2000
+}
+fn default_heartbeat() -> u64 {
+    500
+}
+fn default_block_entries() -> usize {
+    512
+}
+fn default_body() -> usize {
+    4 << 20
+}
+fn default_blob() -> usize {
+    32 << 20
+}
+fn default_rate() -> u32 {
+    2000
+}
+fn default_burst() -> u32 {
+    4000
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable file.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Not valid TOML for a node configuration.
+    #[error("{path}: {reason}")]
+    Parse {
+        /// File.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl NodeConfig {
+    /// A configuration with defaults for the given files.
+    pub fn new(genesis: PathBuf, keys: PathBuf, admin_token: PathBuf, data_dir: PathBuf) -> Self {
+        Self {
+            genesis,
+            keys,
+            admin_token,
+            data_dir,
+            p2p_listen: None,
+            api_listen: None,
+            view_timeout_ms: default_view_timeout(),
+            heartbeat_ms: default_heartbeat(),
+            max_block_entries: default_block_entries(),
+            max_body_bytes: default_body(),
+            max_blob_bytes: default_blob(),
+            rate_per_sec: default_rate(),
+            rate_burst: default_burst(),
+        }
+    }
+
+    /// Reads a configuration file, resolving its paths against its folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        let mut c: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for f in [&mut c.genesis, &mut c.keys, &mut c.admin_token, &mut c.data_dir] {
+            if f.is_relative() {
+                *f = base.join(&*f);
+            }
+        }
+        if c.max_block_entries == 0 || c.view_timeout_ms == 0 || c.heartbeat_ms >= c.view_timeout_ms {
+            return Err(ConfigError::Parse {
+                path: p,
+                reason: "need max_block_entries > 0 and 0 < heartbeat_ms < view_timeout_ms".into(),
+            });
+        }
+        Ok(c)
+    }
+}

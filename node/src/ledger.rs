@@ -1,0 +1,476 @@
+//! The ledger as consensus sees it: the [`consensus::Application`] that
+//! builds blocks from the mempool of complete entries, judges a leader's
+//! block against the state at its parent, and appends finalised blocks to
+//! the store.
+//!
+//! Simplex lets a leader extend a notarised block that is not final yet,
+//! so a block is judged against the state *after its parent*: the committed
+//! state plus the blocks between the last final one and the parent. Each
+//! block this node judged or built keeps that state ([`Tentative`]) until a
+//! finalisation passes it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use consensus::{Application, Certificate, Height, Proposal, View, GENESIS};
+use provenance::codec::{decode, encode};
+use provenance::{Bytes, Digest, EntryBody, KeyRing, LedgerEntry, LedgerState, Timestamp};
+use serde::{Deserialize, Serialize};
+use storage::Store;
+
+use crate::wire::BlockPayload;
+
+/// A finalised block as the store keeps it, beside the storage header: what
+/// it takes to rebuild the consensus proposal after a restart, and its
+/// finalisation certificate (present on the block a certificate named;
+/// ancestors are final through the hash chain).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalityRecord {
+    /// Record format version.
+    pub version: u16,
+    /// The consensus digest of the block.
+    pub block: Digest,
+    /// The consensus digest of its parent.
+    pub parent: Digest,
+    /// The view its parent was notarised in.
+    pub parent_view: u64,
+    /// The finalisation certificate, if it names this block.
+    pub finalization: Option<Certificate<Bytes>>,
+}
+
+/// A complete entry waiting for a block.
+#[derive(Debug, Clone)]
+pub struct MempoolEntry {
+    /// The entry.
+    pub entry: LedgerEntry,
+    /// Its canonical bytes.
+    pub bytes: Bytes,
+    /// Arrival order.
+    pub arrival: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Tentative {
+    parent: Digest,
+    height: u64,
+    state: LedgerState,
+    included: Vec<Digest>,
+}
+
+/// How much older than its block's stamp a step event's step time may be
+/// (ms). **Consensus-critical.** Step times may run at most the clock-skew
+/// bound ahead of the stamp; behind it, they may lag by this much, so a
+/// backlog of honest events (a tuner faster than the ledger for a while)
+/// still commits. Backdating around a revocation gains nothing: a
+/// data-source authority signs nothing for a source it has revoked.
+pub const MAX_EVENT_AGE_MS: u64 = 120_000;
+
+/// Block-building limits.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockLimits {
+    /// Most entries per block.
+    pub max_entries: usize,
+    /// Most payload bytes per block.
+    pub max_bytes: usize,
+    /// An empty block is proposed only this long (ms) after the last block.
+    pub heartbeat_ms: u64,
+    /// Largest tolerated difference (ms) between an event's step time and
+    /// its block's stamp.
+    pub max_skew_ms: u64,
+}
+
+/// What finalising a block did.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// Height.
+    pub height: u64,
+    /// Log size after it.
+    pub log_size: u64,
+    /// Log root after it.
+    pub root: Digest,
+    /// Body digests of its entries.
+    pub digests: Vec<Digest>,
+    /// Number of campaign records (step, composite, refusal, aggregate).
+    pub events: u64,
+    /// Number of examples in its step and composite events.
+    pub examples: u64,
+    /// Whether the block carried a finalisation certificate.
+    pub certified: bool,
+}
+
+/// Why a block could not be finalised locally.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] storage::StoreError),
+    /// A finalised block's entry does not decode or verify: the consortium
+    /// certified something this node cannot accept.
+    #[error("finalised block at height {height}: {reason}")]
+    BadBlock {
+        /// Height.
+        height: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The consensus application of a node.
+pub struct Ledger {
+    store: Arc<RwLock<Store>>,
+    keyring: Arc<KeyRing>,
+    limits: BlockLimits,
+    mempool: HashMap<Digest, MempoolEntry>,
+    arrivals: u64,
+    tentative: HashMap<Digest, Tentative>,
+    finalized_tip: Digest,
+    last_block_ms: u64,
+    now_ms: u64,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("mempool", &self.mempool.len())
+            .field("tentative", &self.tentative.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn read(store: &RwLock<Store>) -> std::sync::RwLockReadGuard<'_, Store> {
+    store.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write(store: &RwLock<Store>) -> std::sync::RwLockWriteGuard<'_, Store> {
+    store.write().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Ledger {
+    /// The ledger over `store`, whose last finalised consensus block is
+    /// `finalized_tip` ([`GENESIS`] when empty).
+    pub fn new(
+        store: Arc<RwLock<Store>>,
+        keyring: Arc<KeyRing>,
+        limits: BlockLimits,
+        finalized_tip: Digest,
+    ) -> Self {
+        Self {
+            store,
+            keyring,
+            limits,
+            mempool: HashMap::new(),
+            arrivals: 0,
+            tentative: HashMap::new(),
+            finalized_tip,
+            last_block_ms: 0,
+            now_ms: 0,
+        }
+    }
+
+    /// Sets the clock the next engine call sees.
+    pub fn set_now(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+    }
+
+    /// Entries waiting for a block.
+    pub fn mempool_len(&self) -> usize {
+        self.mempool.len()
+    }
+
+    /// Whether a complete entry with this body digest waits for a block.
+    pub fn in_mempool(&self, digest: &Digest) -> bool {
+        self.mempool.contains_key(digest)
+    }
+
+    /// Adds a complete entry (its signatures already checked).
+    pub fn add(&mut self, digest: Digest, entry: LedgerEntry) {
+        if self.mempool.contains_key(&digest) {
+            return;
+        }
+        let bytes = Bytes(encode(&entry));
+        self.arrivals += 1;
+        self.mempool.insert(
+            digest,
+            MempoolEntry {
+                entry,
+                bytes,
+                arrival: self.arrivals,
+            },
+        );
+    }
+
+    /// The rebuilt consensus chain of the store (heights 1..), for
+    /// [`consensus::Engine::restore`], and the digest of its tip.
+    pub fn restore_chain(store: &Store) -> Result<(Vec<Proposal<BlockPayload>>, Digest), LedgerError> {
+        let mut chain = Vec::with_capacity(store.head().height as usize);
+        let mut tip = GENESIS;
+        for h in 1..=store.head().height {
+            let bad = |reason: String| LedgerError::BadBlock { height: h, reason };
+            let b = store.block(h)?.ok_or_else(|| bad("missing".into()))?;
+            let (rec, _) =
+                provenance::codec::decode_raw::<FinalityRecord>("finality record", b.certificate.as_slice())
+                    .map_err(|e| bad(e.to_string()))?;
+            let mut entries = Vec::with_capacity(b.header.entry_count as usize);
+            for i in 0..u64::from(b.header.entry_count) {
+                let bytes = store
+                    .entry_bytes(b.first_index + i)?
+                    .ok_or_else(|| bad(format!("entry {} is missing", b.first_index + i)))?;
+                entries.push(Bytes(bytes));
+            }
+            let p = Proposal {
+                view: View(b.header.view),
+                height: Height(h),
+                parent: rec.parent,
+                parent_view: View(rec.parent_view),
+                stamp: b.header.stamp.0,
+                proposer: b.header.proposer,
+                payload: BlockPayload { entries },
+            };
+            if p.digest() != rec.block || rec.parent != tip {
+                return Err(bad(
+                    "the stored block does not rebuild its consensus digest".into()
+                ));
+            }
+            tip = rec.block;
+            chain.push(p);
+        }
+        Ok((chain, tip))
+    }
+
+    /// The state after block `parent` and the entries of the non-final
+    /// blocks up to it, or `None` if this node has not judged that chain.
+    fn state_at(&self, parent: &Digest) -> Option<(LedgerState, HashSet<Digest>)> {
+        let mut included = HashSet::new();
+        let mut d = *parent;
+        let mut first: Option<&Tentative> = None;
+        while d != self.finalized_tip {
+            let t = self.tentative.get(&d)?;
+            if first.is_none() {
+                first = Some(t);
+            }
+            included.extend(t.included.iter().copied());
+            d = t.parent;
+        }
+        let state = match first {
+            Some(t) => t.state.clone(),
+            None => read(&self.store).state().clone(),
+        };
+        Some((state, included))
+    }
+
+    fn order_key(e: &MempoolEntry) -> (u8, Digest, u64, u64) {
+        match &e.entry.body {
+            EntryBody::Manifest(_) | EntryBody::Policy(_) => (0, Digest::ZERO, 0, e.arrival),
+            EntryBody::Revocation(_) => (1, Digest::ZERO, 0, e.arrival),
+            EntryBody::Campaign(_) => (2, Digest::ZERO, 0, e.arrival),
+            EntryBody::Step(s) => (3, s.link.campaign, s.link.seq, e.arrival),
+            EntryBody::Composite(s) => (3, s.link.campaign, s.link.seq, e.arrival),
+            EntryBody::Refusal(s) => (3, s.link.campaign, s.link.seq, e.arrival),
+            EntryBody::RefusalAggregate(s) => (3, s.link.campaign, s.link.seq, e.arrival),
+            EntryBody::CampaignClose(_) => (4, Digest::ZERO, 0, e.arrival),
+            EntryBody::Checkpoint(_) => (5, Digest::ZERO, 0, e.arrival),
+        }
+    }
+
+    fn step_time(body: &EntryBody) -> Option<Timestamp> {
+        match body {
+            EntryBody::Step(e) => Some(e.step_time),
+            EntryBody::Composite(e) => Some(e.step_time),
+            _ => None,
+        }
+    }
+
+    fn time_ok(&self, body: &EntryBody, stamp: u64) -> bool {
+        Self::step_time(body).is_none_or(|t| {
+            t.0 <= stamp.saturating_add(self.limits.max_skew_ms)
+                && stamp <= t.0.saturating_add(MAX_EVENT_AGE_MS)
+        })
+    }
+
+    /// Appends a finalised block to the store.
+    pub fn finalize(
+        &mut self,
+        proposal: &Proposal<BlockPayload>,
+        finalization: Option<Certificate<Bytes>>,
+    ) -> Result<Committed, LedgerError> {
+        let height = proposal.height.0;
+        let bad = |reason: String| LedgerError::BadBlock { height, reason };
+        let block = proposal.digest();
+        let mut entries = Vec::with_capacity(proposal.payload.entries.len());
+        let judged = self.tentative.contains_key(&block);
+        {
+            let store = read(&self.store);
+            let mut state = store.state().clone();
+            for b in &proposal.payload.entries {
+                let e: LedgerEntry = decode(b.as_slice()).map_err(|e| bad(e.to_string()))?;
+                if !judged {
+                    // Reached by sync, not judged here: check every
+                    // signature before it enters this node's log.
+                    e.verify(&self.keyring, &state).map_err(|e| bad(e.to_string()))?;
+                    state = state
+                        .after_block(std::slice::from_ref(&e), Timestamp(proposal.stamp))
+                        .map_err(|e| bad(e.to_string()))?
+                        .0;
+                }
+                entries.push(e);
+            }
+        }
+        let record = FinalityRecord {
+            version: 1,
+            block,
+            parent: proposal.parent,
+            parent_view: proposal.parent_view.0,
+            finalization: finalization.clone(),
+        };
+        let mut store = write(&self.store);
+        let header = store.next_header(
+            &entries,
+            Timestamp(proposal.stamp),
+            proposal.view.0,
+            proposal.proposer,
+        );
+        let receipt = store.append_block(&header, &entries, &encode(&record))?;
+        drop(store);
+        let mut digests = Vec::with_capacity(entries.len());
+        let (mut events, mut examples) = (0, 0);
+        for e in &entries {
+            let d = e.body.digest();
+            self.mempool.remove(&d);
+            digests.push(d);
+            match &e.body {
+                EntryBody::Step(s) => {
+                    events += 1;
+                    examples += s.examples.len() as u64;
+                }
+                EntryBody::Composite(s) => {
+                    events += 1;
+                    examples += s.records.len() as u64;
+                }
+                EntryBody::Refusal(_) | EntryBody::RefusalAggregate(_) => events += 1,
+                _ => {}
+            }
+        }
+        self.finalized_tip = block;
+        self.tentative.retain(|_, t| t.height > height);
+        self.last_block_ms = self.last_block_ms.max(proposal.stamp);
+        Ok(Committed {
+            height,
+            log_size: receipt.log_size,
+            root: receipt.root,
+            digests,
+            events,
+            examples,
+            certified: finalization.is_some(),
+        })
+    }
+}
+
+impl Application for Ledger {
+    type Payload = BlockPayload;
+
+    fn propose(&mut self, parent: &Digest, height: Height, _view: View) -> Option<BlockPayload> {
+        let (mut state, included) = self.state_at(parent)?;
+        let stamp = self.now_ms;
+        let mut candidates: Vec<(&Digest, &MempoolEntry)> = self
+            .mempool
+            .iter()
+            .filter(|(d, _)| !included.contains(*d))
+            .collect();
+        if candidates.is_empty() && self.now_ms < self.last_block_ms + self.limits.heartbeat_ms {
+            return None;
+        }
+        candidates.sort_by_key(|(_, e)| Self::order_key(e));
+        let mut picked = Vec::new();
+        let mut digests = Vec::new();
+        let mut bytes = 0usize;
+        let mut stale = Vec::new();
+        for (d, e) in candidates {
+            if picked.len() >= self.limits.max_entries || bytes + e.bytes.len() > self.limits.max_bytes {
+                break;
+            }
+            if !self.time_ok(&e.entry.body, stamp) {
+                continue;
+            }
+            match state.after_block(std::slice::from_ref(&e.entry), Timestamp(stamp)) {
+                Ok((next, _)) => {
+                    state = next;
+                    bytes += e.bytes.len();
+                    picked.push(e.bytes.clone());
+                    digests.push(*d);
+                }
+                Err(_) => {
+                    // Already committed (a duplicate) or superseded: drop
+                    // it; an entry waiting for its predecessor stays.
+                    if read(&self.store).index_of(d).ok().flatten().is_some() {
+                        stale.push(*d);
+                    }
+                }
+            }
+        }
+        for d in stale {
+            self.mempool.remove(&d);
+        }
+        if picked.is_empty() && self.now_ms < self.last_block_ms + self.limits.heartbeat_ms {
+            return None;
+        }
+        self.last_block_ms = self.now_ms;
+        let _ = height;
+        Some(BlockPayload { entries: picked })
+    }
+
+    fn verify(&mut self, p: &Proposal<BlockPayload>) -> bool {
+        let block = p.digest();
+        if self.tentative.contains_key(&block) {
+            return true;
+        }
+        let Some((mut state, included)) = self.state_at(&p.parent) else {
+            tracing::debug!(
+                "cannot judge block at height {}: parent not judged here",
+                p.height.0
+            );
+            return false;
+        };
+        if p.payload.entries.len() > self.limits.max_entries
+            || p.payload.entries.iter().map(|b| b.len()).sum::<usize>() > self.limits.max_bytes
+        {
+            return false;
+        }
+        let mut digests = Vec::with_capacity(p.payload.entries.len());
+        let mut seen = HashSet::new();
+        let store = read(&self.store);
+        for b in &p.payload.entries {
+            let Ok(e) = decode::<LedgerEntry>(b.as_slice()) else {
+                return false;
+            };
+            let d = e.body.digest();
+            if included.contains(&d) || !seen.insert(d) || store.index_of(&d).ok().flatten().is_some() {
+                return false;
+            }
+            if !self.time_ok(&e.body, p.stamp) {
+                return false;
+            }
+            // Signatures this node checked one by one when it collected
+            // the very same entry need no second check.
+            let known = self.mempool.get(&d).is_some_and(|m| m.bytes == *b);
+            if !known && e.verify(&self.keyring, &state).is_err() {
+                return false;
+            }
+            match state.after_block(std::slice::from_ref(&e), Timestamp(p.stamp)) {
+                Ok((next, _)) => state = next,
+                Err(_) => return false,
+            }
+            digests.push(d);
+        }
+        drop(store);
+        self.tentative.insert(
+            block,
+            Tentative {
+                parent: p.parent,
+                height: p.height.0,
+                state,
+                included: digests,
+            },
+        );
+        true
+    }
+}

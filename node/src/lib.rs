@@ -1,0 +1,44 @@
+//! Run a consortium node: a permissioned libp2p network that co-signs,
+//! orders and replicates governed fine-tuning records.
+//!
+//! # How an entry travels
+//!
+//! 1. An authority's own tool POSTs an object to its own node's API
+//!    ([`api`]), with the node's admin token. The node checks it, signs its
+//!    section with its authority key, stores it durably (`pending`), answers
+//!    202 with its digest, and gossips an *offer* ([`wire::Gossip::Offer`]).
+//! 2. Every node that must co-sign checks its own part ([`cosign`]) and
+//!    gossips its signature, or a refusal with the reason. The submitter
+//!    re-offers every second until the entry is committed, so a node that
+//!    was down or paused still signs when it returns.
+//! 3. Once every required authority has signed, each node assembles the
+//!    co-signature itself (every share checked on arrival) and the entry
+//!    enters its mempool ([`ledger`]).
+//! 4. The view's leader proposes a block of complete entries; validators
+//!    re-check each entry against the state at the block's parent, vote,
+//!    and finalise ([`consensus`], Simplex). A finalised block is appended
+//!    to the RocksDB store in one synced batch, which also drops the
+//!    entries from `pending`.
+//! 5. Each node signs a share of the checkpoint (origin, size, root,
+//!    height) of the block; q shares combine into the consortium signature
+//!    a light client checks with the group key from genesis.
+//!
+//! A lagging or restarted node catches up by consensus block sync (every
+//! finalisation certificate checked, every entry's signatures re-checked)
+//! and fetches the checkpoints it missed from its peers.
+//!
+//! [`runtime`] holds the one task that owns all of this; [`p2p`] the
+//! libp2p swarm (peers outside genesis are refused when the connection is
+//! established, before any protocol substream).
+
+pub mod api;
+pub mod config;
+pub mod cosign;
+pub mod ledger;
+pub mod metrics;
+pub mod p2p;
+pub mod runtime;
+pub mod wire;
+
+pub use config::NodeConfig;
+pub use runtime::{run, EntryStatus, NodeError};

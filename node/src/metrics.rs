@@ -1,0 +1,149 @@
+//! Prometheus metrics, rendered by hand in the text exposition format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+/// Upper bounds (seconds) of the finality latency histogram.
+pub const LATENCY_BUCKETS: [f64; 12] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// A histogram.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    counts: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&mut self, v: f64) {
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            if v <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += v;
+    }
+}
+
+/// The node's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Finalised height.
+    pub height: AtomicU64,
+    /// Log entries.
+    pub log_size: AtomicU64,
+    /// Campaign records committed (step, composite, refusal, aggregate).
+    pub events_committed: AtomicU64,
+    /// Examples committed in step and composite events.
+    pub examples_committed: AtomicU64,
+    /// Connected peers.
+    pub peers: AtomicU64,
+    /// Complete entries waiting for a block.
+    pub mempool: AtomicU64,
+    /// Entries waiting for signatures.
+    pub pending: AtomicU64,
+    /// Connections refused because the peer is not in genesis.
+    pub denied_peers: AtomicU64,
+    /// Peer misbehaviour reported by consensus.
+    pub misbehaviour: AtomicU64,
+    /// Certified checkpoints stored.
+    pub checkpoints: AtomicU64,
+    /// Current consensus view.
+    pub view: AtomicU64,
+    /// Requests refused by the API (4xx).
+    pub api_refused: AtomicU64,
+    /// Submit-to-finality latency of entries submitted here.
+    pub finality: Mutex<Histogram>,
+}
+
+impl Metrics {
+    /// Records a finality latency in seconds.
+    pub fn observe_finality(&self, seconds: f64) {
+        self.finality
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe(seconds);
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let gauges: [(&str, &str, &str, &AtomicU64); 12] = [
+            ("govtune_height", "gauge", "Finalised block height.", &self.height),
+            ("govtune_log_size", "gauge", "Entries in the log.", &self.log_size),
+            (
+                "govtune_events_committed_total",
+                "counter",
+                "Campaign records committed.",
+                &self.events_committed,
+            ),
+            (
+                "govtune_examples_committed_total",
+                "counter",
+                "Examples committed in step and composite events.",
+                &self.examples_committed,
+            ),
+            ("govtune_peers", "gauge", "Connected peers.", &self.peers),
+            (
+                "govtune_mempool_size",
+                "gauge",
+                "Complete entries waiting for a block.",
+                &self.mempool,
+            ),
+            (
+                "govtune_pending_entries",
+                "gauge",
+                "Entries waiting for co-signatures.",
+                &self.pending,
+            ),
+            (
+                "govtune_p2p_denied_total",
+                "counter",
+                "Connections refused: peer not in genesis.",
+                &self.denied_peers,
+            ),
+            (
+                "govtune_misbehaviour_total",
+                "counter",
+                "Peer misbehaviour seen by consensus.",
+                &self.misbehaviour,
+            ),
+            (
+                "govtune_checkpoints_total",
+                "counter",
+                "Certified checkpoints stored.",
+                &self.checkpoints,
+            ),
+            ("govtune_view", "gauge", "Current consensus view.", &self.view),
+            (
+                "govtune_api_refused_total",
+                "counter",
+                "API requests refused with a 4xx.",
+                &self.api_refused,
+            ),
+        ];
+        for (name, kind, help, v) in gauges {
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                v.load(Relaxed)
+            );
+        }
+        let h = self.finality.lock().unwrap_or_else(|p| p.into_inner());
+        let name = "govtune_finality_latency_seconds";
+        let _ = writeln!(
+            s,
+            "# HELP {name} Submit-to-finality latency of entries submitted to this node.\n# TYPE {name} histogram"
+        );
+        for (b, c) in LATENCY_BUCKETS.iter().zip(h.counts) {
+            let _ = writeln!(s, "{name}_bucket{{le=\"{b}\"}} {c}");
+        }
+        let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(s, "{name}_sum {}", h.sum);
+        let _ = writeln!(s, "{name}_count {}", h.count);
+        s
+    }
+}

@@ -1,0 +1,464 @@
+//! A local testnet: a genesis for N loopback nodes, one `govtune node`
+//! process each, and faults on demand (SIGKILL, restart, SIGSTOP, SIGCONT).
+//!
+//! The runner's state (ports, pids, files) lives in `DIR/testnet.json`, so
+//! `govtune testnet kill node-1` in one shell acts on the testnet `testnet
+//! up` started in another.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use genesis::{ceremony, write_ceremony};
+use provenance::genesis::ConsortiumDescription;
+use provenance::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::client::Client;
+
+/// Why a testnet operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TestnetError {
+    /// Files.
+    #[error("{0}")]
+    Io(String),
+    /// A node that does not exist or is not in the expected state.
+    #[error("{0}")]
+    Node(String),
+    /// Waiting ran out.
+    #[error("timed out: {0}")]
+    Timeout(String),
+}
+
+fn io(what: impl std::fmt::Display) -> impl Fn(std::io::Error) -> TestnetError {
+    move |e| TestnetError::Io(format!("{what}: {e}"))
+}
+
+/// One node of the testnet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeEntry {
+    /// Node name (`node-0`, ...).
+    pub name: String,
+    /// Its authority.
+    pub authority: String,
+    /// Its role.
+    pub role: String,
+    /// HTTP API `host:port`.
+    pub api: String,
+    /// Its configuration file.
+    pub config: PathBuf,
+    /// Its admin token file.
+    pub token: PathBuf,
+    /// Its log file.
+    pub log: PathBuf,
+    /// The running process, if any.
+    pub pid: Option<u32>,
+}
+
+/// Extra settings written into every node's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct NodeSettings {
+    /// `view_timeout_ms`.
+    pub view_timeout_ms: Option<u64>,
+    /// `heartbeat_ms`.
+    pub heartbeat_ms: Option<u64>,
+    /// `max_block_entries`.
+    pub max_block_entries: Option<usize>,
+}
+
+/// A local testnet.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Testnet {
+    /// Its folder.
+    pub dir: PathBuf,
+    /// The `govtune` binary.
+    pub binary: PathBuf,
+    /// The nodes.
+    pub nodes: Vec<NodeEntry>,
+    #[serde(skip)]
+    children: Vec<Option<Child>>,
+}
+
+fn free_base(count: u16) -> Result<u16, TestnetError> {
+    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    for _ in 0..200 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let base = 20_000 + (x % 30_000) as u16;
+        if (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return Ok(base);
+        }
+    }
+    Err(TestnetError::Io("no free port range on loopback".into()))
+}
+
+impl Testnet {
+    /// Writes a genesis and node configurations for `n` loopback nodes into
+    /// `dir` (which must not hold a testnet yet). With n = 4: two
+    /// data-source authorities, governance and an operator; otherwise one
+    /// governance, one operator and n - 2 data-source authorities.
+    pub fn create(dir: &Path, n: u16, binary: &Path, settings: &NodeSettings) -> Result<Self, TestnetError> {
+        if n < 4 {
+            return Err(TestnetError::Node(
+                "a testnet needs at least 4 nodes (n = 3f + 1, f >= 1)".into(),
+            ));
+        }
+        if dir.join("testnet.json").exists() {
+            return Err(TestnetError::Io(format!(
+                "{} already holds a testnet",
+                dir.display()
+            )));
+        }
+        fs::create_dir_all(dir).map_err(io(dir.display()))?;
+        let base = free_base(2 * n)?;
+        let desc = if n == 4 {
+            ConsortiumDescription::local_testnet(base, base + n)
+        } else {
+            ConsortiumDescription::one_node_each("govtune-testnet", n, base, base + n)
+        };
+        let now = Timestamp(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        );
+        let c = ceremony(&desc, now, &mut rand::rngs::OsRng).map_err(|e| TestnetError::Io(e.to_string()))?;
+        write_ceremony(dir, &c).map_err(|e| TestnetError::Io(e.to_string()))?;
+        let mut nodes = Vec::new();
+        for rec in &c.dealt.genesis.nodes {
+            let ndir = dir.join("nodes").join(&rec.name);
+            let config = ndir.join("node.toml");
+            let mut text = format!(
+                "genesis = \"../../genesis.json\"\nkeys = \"node.key\"\nadmin_token = \"admin.token\"\ndata_dir = \"../../data/{}\"\n",
+                rec.name
+            );
+            if let Some(v) = settings.view_timeout_ms {
+                text.push_str(&format!("view_timeout_ms = {v}\n"));
+            }
+            if let Some(v) = settings.heartbeat_ms {
+                text.push_str(&format!("heartbeat_ms = {v}\n"));
+            }
+            if let Some(v) = settings.max_block_entries {
+                text.push_str(&format!("max_block_entries = {v}\n"));
+            }
+            fs::write(&config, text).map_err(io(config.display()))?;
+            let role = c
+                .dealt
+                .genesis
+                .authority(&rec.authority)
+                .map(|a| a.role.to_string())
+                .unwrap_or_default();
+            nodes.push(NodeEntry {
+                name: rec.name.clone(),
+                authority: rec.authority.to_string(),
+                role,
+                api: rec.api_listen.clone(),
+                config,
+                token: ndir.join("admin.token"),
+                log: dir.join("logs").join(format!("{}.log", rec.name)),
+                pid: None,
+            });
+        }
+        fs::create_dir_all(dir.join("logs")).map_err(io("logs"))?;
+        let t = Self {
+            dir: dir.to_path_buf(),
+            binary: binary.to_path_buf(),
+            children: nodes.iter().map(|_| None).collect(),
+            nodes,
+        };
+        t.save()?;
+        Ok(t)
+    }
+
+    /// Loads the testnet in `dir`.
+    pub fn load(dir: &Path) -> Result<Self, TestnetError> {
+        let p = dir.join("testnet.json");
+        let text = fs::read_to_string(&p).map_err(io(p.display()))?;
+        let mut t: Testnet =
+            serde_json::from_str(&text).map_err(|e| TestnetError::Io(format!("{}: {e}", p.display())))?;
+        t.children = t.nodes.iter().map(|_| None).collect();
+        Ok(t)
+    }
+
+    /// Writes `testnet.json`.
+    pub fn save(&self) -> Result<(), TestnetError> {
+        let p = self.dir.join("testnet.json");
+        let text = serde_json::to_string_pretty(self).map_err(|e| TestnetError::Io(e.to_string()))?;
+        fs::write(&p, text).map_err(io(p.display()))
+    }
+
+    /// The genesis file.
+    pub fn genesis_path(&self) -> PathBuf {
+        self.dir.join("genesis.json")
+    }
+
+    /// The index of a node by name (`node-1`) or number (`1`).
+    pub fn find(&self, name: &str) -> Result<usize, TestnetError> {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name || n.name == format!("node-{name}"))
+            .ok_or_else(|| TestnetError::Node(format!("no node {name:?} in this testnet")))
+    }
+
+    /// A client of node `i`.
+    pub fn client(&self, i: usize) -> Client {
+        Client::new(&self.nodes[i].api)
+    }
+
+    /// A client of node `i` with its admin token.
+    pub fn admin(&self, i: usize) -> Result<Client, TestnetError> {
+        let t = fs::read_to_string(&self.nodes[i].token).map_err(io(self.nodes[i].token.display()))?;
+        Ok(self.client(i).with_token(&t))
+    }
+
+    /// The index of the first node of a role (`data-source`, `governance`,
+    /// `operator`).
+    pub fn by_role(&self, role: &str) -> Result<usize, TestnetError> {
+        self.nodes
+            .iter()
+            .position(|n| n.role == role)
+            .ok_or_else(|| TestnetError::Node(format!("no {role} node")))
+    }
+
+    /// Starts node `i` as its own process (detached: it outlives the
+    /// runner; logs go to its log file).
+    pub fn start(&mut self, i: usize) -> Result<(), TestnetError> {
+        if self.alive(i) {
+            return Err(TestnetError::Node(format!(
+                "{} is already running",
+                self.nodes[i].name
+            )));
+        }
+        let n = &self.nodes[i];
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&n.log)
+            .map_err(io(n.log.display()))?;
+        let err = log.try_clone().map_err(io(n.log.display()))?;
+        use std::os::unix::process::CommandExt;
+        let child = Command::new(&self.binary)
+            .arg("node")
+            .arg("--config")
+            .arg(&n.config)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .map_err(io(self.binary.display()))?;
+        self.nodes[i].pid = Some(child.id());
+        self.children[i] = Some(child);
+        self.save()
+    }
+
+    /// Starts every node that is not running.
+    pub fn start_all(&mut self) -> Result<(), TestnetError> {
+        for i in 0..self.nodes.len() {
+            if !self.alive(i) {
+                self.start(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether node `i`'s process is alive (a stopped one counts).
+    pub fn alive(&mut self, i: usize) -> bool {
+        if let Some(c) = self.children[i].as_mut() {
+            if let Ok(Some(_)) = c.try_wait() {
+                self.children[i] = None;
+                self.nodes[i].pid = None;
+                return false;
+            }
+        }
+        match self.nodes[i].pid {
+            // Signal 0 checks existence; a zombie of ours was reaped above.
+            Some(pid) => unsafe { libc::kill(pid as i32, 0) == 0 },
+            None => false,
+        }
+    }
+
+    fn signal(&mut self, i: usize, sig: i32) -> Result<(), TestnetError> {
+        if !self.alive(i) {
+            return Err(TestnetError::Node(format!(
+                "{} is not running",
+                self.nodes[i].name
+            )));
+        }
+        let pid = self.nodes[i].pid.unwrap_or(0) as i32;
+        // SAFETY: kill(2) with a pid we started; no memory is involved.
+        if unsafe { libc::kill(pid, sig) } != 0 {
+            return Err(TestnetError::Node(format!(
+                "signal {sig} to {}: {}",
+                self.nodes[i].name,
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs node `i` and reaps it.
+    pub fn kill(&mut self, i: usize) -> Result<(), TestnetError> {
+        self.signal(i, libc::SIGKILL)?;
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.wait();
+        } else {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while self.alive(i) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.nodes[i].pid = None;
+        self.save()
+    }
+
+    /// SIGSTOPs node `i`.
+    pub fn pause(&mut self, i: usize) -> Result<(), TestnetError> {
+        self.signal(i, libc::SIGSTOP)
+    }
+
+    /// SIGCONTs node `i`.
+    pub fn resume(&mut self, i: usize) -> Result<(), TestnetError> {
+        self.signal(i, libc::SIGCONT)
+    }
+
+    /// Kills (if running) and starts node `i` again.
+    pub fn restart(&mut self, i: usize) -> Result<(), TestnetError> {
+        if self.alive(i) {
+            self.kill(i)?;
+        }
+        self.start(i)
+    }
+
+    /// Stops every node (SIGTERM, then SIGKILL after 5 s).
+    pub fn down(&mut self) -> Result<(), TestnetError> {
+        for i in 0..self.nodes.len() {
+            if self.alive(i) {
+                let _ = self.signal(i, libc::SIGCONT);
+                let _ = self.signal(i, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for i in 0..self.nodes.len() {
+            while self.alive(i) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if self.alive(i) {
+                let _ = self.kill(i);
+            }
+            self.nodes[i].pid = None;
+        }
+        self.save()
+    }
+
+    /// Waits until node `i` answers `/v1/health`.
+    pub fn wait_healthy(&self, i: usize, timeout: Duration) -> Result<serde_json::Value, TestnetError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(h) = self.client(i).health() {
+                return Ok(h);
+            }
+            if Instant::now() > deadline {
+                return Err(TestnetError::Timeout(format!(
+                    "{} not healthy after {timeout:?} (see {})",
+                    self.nodes[i].name,
+                    self.nodes[i].log.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until every node answers and sees all its peers.
+    pub fn wait_all_healthy(&self, timeout: Duration) -> Result<(), TestnetError> {
+        let deadline = Instant::now() + timeout;
+        let want = self.nodes.len() as u64 - 1;
+        for i in 0..self.nodes.len() {
+            loop {
+                let h = self.wait_healthy(i, deadline.saturating_duration_since(Instant::now()))?;
+                if h["peers"].as_u64().unwrap_or(0) >= want && h["height"].as_u64().unwrap_or(0) >= 1 {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(TestnetError::Timeout(format!(
+                        "{} sees {} peers at height {}",
+                        self.nodes[i].name, h["peers"], h["height"]
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(())
+    }
+
+    /// (height, log size, root) per node, `None` for a node that does not
+    /// answer.
+    pub fn status(&self) -> Vec<Option<(u64, u64, String)>> {
+        (0..self.nodes.len())
+            .map(|i| {
+                self.client(i).health().ok().map(|h| {
+                    (
+                        h["height"].as_u64().unwrap_or(0),
+                        h["log_size"].as_u64().unwrap_or(0),
+                        h["root"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Waits until every node reports the same log size (at least
+    /// `min_size`) and root; returns them.
+    pub fn wait_converged(&self, min_size: u64, timeout: Duration) -> Result<(u64, String), TestnetError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.status();
+            if let Some(Some(first)) = s.first() {
+                if first.1 >= min_size
+                    && s.iter()
+                        .all(|x| x.as_ref().map(|x| (x.1, &x.2)) == Some((first.1, &first.2)))
+                {
+                    return Ok((first.1, first.2.clone()));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(TestnetError::Timeout(format!("nodes did not converge: {s:?}")));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Testnet {
+    /// Processes this runner started itself (tests) are stopped with it;
+    /// a CLI `testnet up` hands them over through `testnet.json` instead.
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().flatten() {
+            let pid = c.id() as i32;
+            // SAFETY: signals to our own children.
+            unsafe {
+                libc::kill(pid, libc::SIGCONT);
+                libc::kill(pid, libc::SIGKILL);
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Testnet {
+    /// Forgets the child handles so dropping the runner leaves the nodes
+    /// running (for the CLI's `testnet up`).
+    pub fn detach(&mut self) {
+        for c in &mut self.children {
+            *c = None;
+        }
+    }
+}
