@@ -1,5 +1,17 @@
 //! Fine-tune a small transformer under governance: admission, depth
 //! profiles, gradient routing, measurement, memorisation rollback and
 //! gradient sketches, on candle.
-//!
-//! Not built yet (its own issue); it exports nothing today.
+#![deny(missing_docs)]
+
+pub mod blobs;
+pub mod campaign;
+pub mod data;
+pub mod error;
+pub mod lora;
+pub mod memo;
+pub mod model;
+pub mod optim;
+pub mod pergrad;
+pub mod sink;
+
+pub use error::{Result, TunerError};
