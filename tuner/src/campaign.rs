@@ -268,6 +268,7 @@ struct TrainState {
     rng: ChaCha20Rng,
     schedule: Schedule,
     probe_before: Vec<f32>,
+    attempts: u64,
 }
 
 /// Ledger-side state: the chain and the counts.
@@ -308,7 +309,6 @@ pub struct Session {
     agg: BTreeMap<(Digest, RefusalReason), u64>,
     agg_steps: Option<(u64, u64)>,
     clock: Box<dyn Clock>,
-    attempts: u64,
     rolled_back: u64,
     sketch_bytes: u64,
     delta_bytes: u64,
@@ -376,6 +376,7 @@ impl Session {
             rng: ChaCha20Rng::seed_from_u64(s.seed ^ 0x6472_6f70),
             schedule: Schedule::new(&sources, s.seed),
             probe_before,
+            attempts: 0,
         };
         let campaign_digest = spec.campaign.digest();
         let verdict = sink.submit(&EntryBody::Campaign(spec.campaign.clone()))?;
@@ -394,7 +395,6 @@ impl Session {
             agg: BTreeMap::new(),
             agg_steps: None,
             clock,
-            attempts: 0,
             rolled_back: 0,
             sketch_bytes: 0,
             delta_bytes: 0,
@@ -475,7 +475,7 @@ impl Session {
     fn progress_info(&self) -> ProgressInfo {
         ProgressInfo {
             step: self.st.step,
-            attempts: self.attempts,
+            attempts: self.st.attempts,
             loss: self.last_loss,
             admitted: self.ledger.admitted.values().sum(),
             refused: self.ledger.refused.values().sum(),
@@ -488,7 +488,7 @@ impl Session {
     /// Runs steps until finished or stopped by a co-signer.
     pub fn run(&mut self, sink: &mut dyn EventSink, progress: &mut dyn Progress) -> Result<Stop> {
         while !self.done {
-            if self.attempts >= self.spec.settings.max_steps
+            if self.st.attempts >= self.spec.settings.max_steps
                 || self.st.schedule.epoch >= self.spec.settings.epochs
             {
                 self.done = true;
@@ -559,7 +559,7 @@ impl Session {
             campaign: self.campaign_digest,
             stop,
             steps: self.st.step,
-            attempts: self.attempts,
+            attempts: self.st.attempts,
             admitted: info.admitted,
             refused: info.refused,
             rolled_back: self.rolled_back,
@@ -631,9 +631,24 @@ impl Session {
     fn step(&mut self, sink: &mut dyn EventSink) -> Result<Option<Stop>> {
         let b_max = granularity_batch(&self.spec);
         let (batch, epoch_end) = self.st.schedule.next_batch(b_max);
+        self.step_on(sink, &batch, epoch_end)
+    }
+
+    /// One governed step on the given examples instead of the schedule's
+    /// next batch (admission still decides what trains). `Some(stop)` when
+    /// a co-signer refused an entry.
+    pub fn train_on(&mut self, sink: &mut dyn EventSink, batch: &[ExampleId]) -> Result<Option<Stop>> {
+        let r = self.step_on(sink, batch, false)?;
+        if r.is_some() {
+            self.stop_at_committed();
+        }
+        Ok(r)
+    }
+
+    fn step_on(&mut self, sink: &mut dyn EventSink, batch: &[ExampleId], epoch_end: bool) -> Result<Option<Stop>> {
         let time = self.clock.now();
-        let (admitted, refused) = self.admit_batch(&batch, time);
-        self.attempts += 1;
+        let (admitted, refused) = self.admit_batch(batch, time);
+        self.st.attempts += 1;
         let k = self.st.step;
         // Admission refusals.
         if !refused.is_empty() {

@@ -6,12 +6,14 @@
 pub mod blobs;
 pub mod campaign;
 pub mod data;
+pub mod demo;
 pub mod error;
 pub mod lora;
 pub mod memo;
 pub mod model;
 pub mod optim;
 pub mod pergrad;
+pub mod pretrain;
 pub mod sink;
 
 pub use error::{Result, TunerError};
