@@ -141,3 +141,45 @@ fn a_co_signer_refusal_stops_at_the_last_committed_step_and_resumes() {
     }
     assert_eq!(out.head, prev);
 }
+
+#[test]
+fn probe_gradients_equal_autograd_gradients_of_the_adapters() {
+    let cfg = config(1, 4000, 0, policy(RoutingGranularity::Head, EventGranularity::Batch));
+    let w = build(&cfg, &mut MemorySink::default(), &mut |_, _| {}).unwrap();
+    let mut sink = MemorySink::default();
+    let (mut s, _) = Session::open(w.spec.clone(), clock(), &mut sink).unwrap();
+    let batch: Vec<_> = (0..4u64).map(|i| tuner::data::ExampleId { source: 0, index: i }).collect();
+    assert!(s.train_on(&mut sink, &batch).unwrap().is_none());
+    let model = cfg.settings.model;
+    let src = tuner::data::PreparedSource::new(w.spec.sources[0].clone(), model.window()).unwrap();
+    let windows: Vec<&[u8]> = (4..8u64).map(|i| src.window(i)).collect();
+    let adapters = s.adapters().clone();
+    let layout = adapters.layout.clone();
+    let dev = candle_core::Device::Cpu;
+    let (inp, tgt) = batch_tensors(&windows, &dev).unwrap();
+    // Autograd on the adapters themselves.
+    let vars: Vec<candle_core::Var> = adapters
+        .tensors(&dev)
+        .unwrap()
+        .iter()
+        .map(|t| candle_core::Var::from_tensor(t).unwrap())
+        .collect();
+    let mut fv = tuner::lora::LoraForward::with_vars(layout.clone(), vars.clone(), None).unwrap();
+    let logits = tuner::model::forward(&model, s.base_tensors(), &inp, Some(&mut fv)).unwrap();
+    let g = tuner::model::per_example_loss(&logits, &tgt).unwrap().sum_all().unwrap().backward().unwrap();
+    // Probe path.
+    let mut f = tuner::lora::LoraForward::probing(&adapters, 4, model.context, None, &dev).unwrap();
+    let logits = tuner::model::forward(&model, s.base_tensors(), &inp, Some(&mut f)).unwrap();
+    let gp = tuner::model::per_example_loss(&logits, &tgt).unwrap().sum_all().unwrap().backward().unwrap();
+    let st = tuner::pergrad::SiteTensors::collect(&f, &gp).unwrap();
+    let ones = vec![vec![1.0f32; 4]; layout.pieces.len()];
+    let sum = tuner::pergrad::weighted_sum(&layout, &st, &ones).unwrap();
+    for (pi, p) in layout.pieces.iter().enumerate() {
+        let auto = g.get(vars[pi].as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let got = sum[pi].as_ref().unwrap();
+        let scale = auto.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+        for (a, b) in auto.iter().zip(got) {
+            assert!((a - b).abs() <= 1e-3 * scale, "piece {}: autograd {a} vs probe {b}", p.name);
+        }
+    }
+}
