@@ -3,6 +3,7 @@
 //! gradient sketches, on candle.
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod blobs;
 pub mod campaign;
 pub mod data;
@@ -14,6 +15,7 @@ pub mod model;
 pub mod optim;
 pub mod pergrad;
 pub mod pretrain;
+pub mod rebuild;
 pub mod sink;
 
 pub use error::{Result, TunerError};
