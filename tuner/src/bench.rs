@@ -63,13 +63,21 @@ pub fn ungoverned(spec: &CampaignSpec, batch: usize, steps: u64) -> Result<f64> 
         let (ids, _) = sched.next_batch(batch);
         let windows: Vec<&[u8]> = ids.iter().map(|e| sources[e.source].window(e.index)).collect();
         let (inp, tgt) = batch_tensors(&windows, &dev)?;
-        let vars = a.tensors(&dev)?.iter().map(Var::from_tensor).collect::<candle_core::Result<Vec<_>>>()?;
+        let vars = a
+            .tensors(&dev)?
+            .iter()
+            .map(Var::from_tensor)
+            .collect::<candle_core::Result<Vec<_>>>()?;
         let mut f = LoraForward::with_vars(layout.clone(), vars.clone(), None)?;
         let loss = per_example_loss(&forward(&s.model, &base, &inp, Some(&mut f))?, &tgt)?.mean_all()?;
         let g = loss.backward()?;
         let grads = vars
             .iter()
-            .map(|v| g.get(v.as_tensor()).map(|t| t.flatten_all().and_then(|t| t.to_vec1::<f32>())).transpose())
+            .map(|v| {
+                g.get(v.as_tensor())
+                    .map(|t| t.flatten_all().and_then(|t| t.to_vec1::<f32>()))
+                    .transpose()
+            })
             .collect::<candle_core::Result<Vec<_>>>()?;
         opt.apply(&mut a.values, &grads);
     }
@@ -77,7 +85,12 @@ pub fn ungoverned(spec: &CampaignSpec, batch: usize, steps: u64) -> Result<f64> 
 }
 
 /// Times a governed campaign of `steps` steps at `granularity`.
-pub fn governed(spec: &CampaignSpec, granularity: EventGranularity, batch: usize, steps: u64) -> Result<(f64, MemorySink, crate::campaign::CampaignOutcome)> {
+pub fn governed(
+    spec: &CampaignSpec,
+    granularity: EventGranularity,
+    batch: usize,
+    steps: u64,
+) -> Result<(f64, MemorySink, crate::campaign::CampaignOutcome)> {
     let mut spec = spec.clone();
     spec.policy.event_granularity = granularity;
     spec.settings.batch_size = batch;

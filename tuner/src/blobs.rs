@@ -120,7 +120,10 @@ impl<'a> Reader<'a> {
 
 /// Decodes a sketch blob.
 pub fn decode_sketches(bytes: &[u8]) -> Result<(usize, Vec<SketchRecord>)> {
-    let mut r = Reader { b: bytes, kind: "sketch" };
+    let mut r = Reader {
+        b: bytes,
+        kind: "sketch",
+    };
     r.header(SKETCH_MAGIC)?;
     let dim = r.u32()? as usize;
     let count = r.u32()? as usize;
@@ -169,7 +172,9 @@ pub fn diff(before: &Adapters, after: &Adapters) -> Vec<PieceDelta> {
         .enumerate()
         .filter_map(|(i, (a, b))| {
             let xor: Vec<u32> = a.iter().zip(b).map(|(x, y)| x.to_bits() ^ y.to_bits()).collect();
-            xor.iter().any(|&w| w != 0).then_some(PieceDelta { piece: i as u32, xor })
+            xor.iter()
+                .any(|&w| w != 0)
+                .then_some(PieceDelta { piece: i as u32, xor })
         })
         .collect()
 }
@@ -194,7 +199,10 @@ pub fn encode_delta(first_step: u64, last_step: u64, deltas: &[PieceDelta]) -> V
 
 /// Decodes a delta blob: `(first_step, last_step, deltas)`.
 pub fn decode_delta(bytes: &[u8]) -> Result<(u64, u64, Vec<PieceDelta>)> {
-    let mut r = Reader { b: bytes, kind: "delta" };
+    let mut r = Reader {
+        b: bytes,
+        kind: "delta",
+    };
     r.header(DELTA_MAGIC)?;
     let first = r.u64()?;
     let last = r.u64()?;
@@ -230,7 +238,12 @@ pub fn apply(adapters: &mut Adapters, deltas: &[PieceDelta]) -> Result<()> {
         if v.len() != d.xor.len() {
             return Err(TunerError::Blob {
                 kind: "delta",
-                reason: format!("piece {} has {} values, the delta {}", d.piece, v.len(), d.xor.len()),
+                reason: format!(
+                    "piece {} has {} values, the delta {}",
+                    d.piece,
+                    v.len(),
+                    d.xor.len()
+                ),
             });
         }
         for (x, w) in v.iter_mut().zip(&d.xor) {

@@ -16,10 +16,10 @@ use provenance::admission::{admit, check_memorisation, Admission, AdmissionConte
 use provenance::event::composite_root;
 use provenance::Canonical;
 use provenance::{
-    AdmitDecision, AuthorityId, BaseModel, BlockMeasure, Campaign, CampaignClose, ChainLink, CompositeEvent, Digest,
-    EffectiveRevocation, EntryBody, EventGranularity, ExampleRecord, ExampleRef, KeyRing, Measurement,
-    MemorisationSignals, PolicyArtifact, Purpose, Refusal, RefusalAggregate, RefusalCount, RefusalReason, SketchSpec,
-    SourceCount, StepEvent, Timestamp,
+    AdmitDecision, AuthorityId, BaseModel, BlockMeasure, Campaign, CampaignClose, ChainLink, CompositeEvent,
+    Digest, EffectiveRevocation, EntryBody, EventGranularity, ExampleRecord, ExampleRef, KeyRing,
+    Measurement, MemorisationSignals, PolicyArtifact, Purpose, Refusal, RefusalAggregate, RefusalCount,
+    RefusalReason, SketchSpec, SourceCount, StepEvent, Timestamp,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -81,12 +81,9 @@ pub fn build_campaign(
 ) -> Result<Campaign> {
     let layout = settings.layout()?;
     let dim = Projection::dim_for(&layout, settings.sketch_side);
-    let checkpoint_steps = if settings.checkpoint_every == 0 {
-        Vec::new()
-    } else {
-        (1..=settings.max_steps / settings.checkpoint_every)
-            .map(|k| k * settings.checkpoint_every)
-            .collect()
+    let checkpoint_steps = match settings.max_steps.checked_div(settings.checkpoint_every) {
+        None => Vec::new(),
+        Some(n) => (1..=n).map(|k| k * settings.checkpoint_every).collect(),
     };
     Ok(Campaign {
         version: 1,
@@ -327,13 +324,21 @@ fn granularity_batch(spec: &CampaignSpec) -> usize {
 
 impl Session {
     /// Prepares the campaign and submits its [`Campaign`] entry.
-    pub fn open(spec: CampaignSpec, clock: Box<dyn Clock>, sink: &mut dyn EventSink) -> Result<(Self, Verdict)> {
+    pub fn open(
+        spec: CampaignSpec,
+        clock: Box<dyn Clock>,
+        sink: &mut dyn EventSink,
+    ) -> Result<(Self, Verdict)> {
         let s = &spec.settings;
         if s.batch_size == 0 || spec.probe.len() < 2 {
-            return Err(TunerError::Config("batch_size must be positive and the probe set hold at least 2 windows".into()));
+            return Err(TunerError::Config(
+                "batch_size must be positive and the probe set hold at least 2 windows".into(),
+            ));
         }
         if spec.base.config != s.model {
-            return Err(TunerError::ModelMismatch("base weights are for another architecture".into()));
+            return Err(TunerError::ModelMismatch(
+                "base weights are for another architecture".into(),
+            ));
         }
         let layout = Arc::new(s.layout()?);
         if spec.campaign.architecture != s.model.architecture_digest()
@@ -348,7 +353,9 @@ impl Session {
         }
         let window = s.model.window();
         if spec.probe.iter().any(|p| p.len() != window) {
-            return Err(TunerError::Config(format!("probe windows must be {window} bytes")));
+            return Err(TunerError::Config(format!(
+                "probe windows must be {window} bytes"
+            )));
         }
         let sources = spec
             .sources
@@ -550,7 +557,9 @@ impl Session {
                 time: self.clock.now(),
             };
             if let Verdict::Refused { reason } = sink.submit(&EntryBody::CampaignClose(c.clone()))? {
-                return Err(TunerError::Sink(format!("the campaign close was refused: {reason}")));
+                return Err(TunerError::Sink(format!(
+                    "the campaign close was refused: {reason}"
+                )));
             }
             close = Some(c);
         }
@@ -573,11 +582,15 @@ impl Session {
         })
     }
 
+    #[allow(clippy::type_complexity)]
     fn admit_batch(
         &self,
         batch: &[ExampleId],
         time: Timestamp,
-    ) -> (Vec<(ExampleId, AdmitDecision)>, Vec<(ExampleId, RefusalReason, String)>) {
+    ) -> (
+        Vec<(ExampleId, AdmitDecision)>,
+        Vec<(ExampleId, RefusalReason, String)>,
+    ) {
         let ctx = AdmissionContext {
             keyring: &self.spec.keyring,
             policy: &self.spec.policy,
@@ -645,7 +658,12 @@ impl Session {
         Ok(r)
     }
 
-    fn step_on(&mut self, sink: &mut dyn EventSink, batch: &[ExampleId], epoch_end: bool) -> Result<Option<Stop>> {
+    fn step_on(
+        &mut self,
+        sink: &mut dyn EventSink,
+        batch: &[ExampleId],
+        epoch_end: bool,
+    ) -> Result<Option<Stop>> {
         let time = self.clock.now();
         let (admitted, refused) = self.admit_batch(batch, time);
         self.st.attempts += 1;
@@ -693,7 +711,10 @@ impl Session {
         let rng_before = self.st.rng.clone();
         let cfg = self.spec.settings.model;
         let masks = self.dropout_masks(admitted.len(), cfg.context)?;
-        let windows: Vec<&[u8]> = admitted.iter().map(|(e, _)| self.sources[e.source].window(e.index)).collect();
+        let windows: Vec<&[u8]> = admitted
+            .iter()
+            .map(|(e, _)| self.sources[e.source].window(e.index))
+            .collect();
         let dev = Device::Cpu;
         let (inp, tgt) = batch_tensors(&windows, &dev)?;
         let (b, t) = inp.dims2()?;
@@ -703,7 +724,10 @@ impl Session {
         let grads = losses_t.sum_all()?.backward()?;
         let losses = losses_t.to_vec1::<f32>()?;
         if losses.iter().any(|l| !l.is_finite()) {
-            return Err(TunerError::NonFinite { step: k, what: "loss" });
+            return Err(TunerError::NonFinite {
+                step: k,
+                what: "loss",
+            });
         }
         let site = SiteTensors::collect(&f, &grads)?;
         drop(f);
@@ -750,7 +774,10 @@ impl Session {
             .collect();
         let applied = weighted_sum(&self.layout, &site, &weights)?;
         if applied.iter().flatten().flatten().any(|g| !g.is_finite()) {
-            return Err(TunerError::NonFinite { step: k, what: "gradient" });
+            return Err(TunerError::NonFinite {
+                step: k,
+                what: "gradient",
+            });
         }
         let sketches = self.proj.sketches(&self.layout, &site, &routed)?;
         drop(site);
@@ -847,7 +874,9 @@ impl Session {
         span.signals.loss_drop_z = span.signals.loss_drop_z.max(signals.loss_drop_z);
         span.signals.extraction = span.signals.extraction.max(signals.extraction);
         span.signals.canary_exposure = span.signals.canary_exposure.max(signals.canary_exposure);
-        if self.spec.settings.checkpoint_every > 0 && self.st.step % self.spec.settings.checkpoint_every == 0 {
+        if self.spec.settings.checkpoint_every > 0
+            && self.st.step.is_multiple_of(self.spec.settings.checkpoint_every)
+        {
             let snap = self.st.adapters.snapshot_bytes()?;
             let d = blob_digest(&snap);
             sink.put_blob(&d, &snap)?;
@@ -953,7 +982,11 @@ impl Session {
         };
         let counts: Vec<RefusalCount> = std::mem::take(&mut self.agg)
             .into_iter()
-            .map(|((source, reason), count)| RefusalCount { source, reason, count })
+            .map(|((source, reason), count)| RefusalCount {
+                source,
+                reason,
+                count,
+            })
             .collect();
         let body = EntryBody::RefusalAggregate(RefusalAggregate {
             version: 1,
@@ -976,10 +1009,17 @@ impl Session {
 
 /// Per parameter block: the digest of its pieces' XOR deltas and the L2
 /// norm of its change, for blocks that changed.
-pub fn block_measures(layout: &AdapterLayout, deltas: &[PieceDelta], before: &Adapters, after: &Adapters) -> Vec<BlockMeasure> {
+pub fn block_measures(
+    layout: &AdapterLayout,
+    deltas: &[PieceDelta],
+    before: &Adapters,
+    after: &Adapters,
+) -> Vec<BlockMeasure> {
     let mut by: BTreeMap<u32, Vec<&PieceDelta>> = BTreeMap::new();
     for d in deltas {
-        by.entry(layout.pieces[d.piece as usize].block()).or_default().push(d);
+        by.entry(layout.pieces[d.piece as usize].block())
+            .or_default()
+            .push(d);
     }
     by.into_iter()
         .map(|(block, ds)| {

@@ -54,13 +54,15 @@ impl PreparedSource {
             Segmentation::Window { length, .. } if length as usize == window => {}
             _ => return Err(err(format!("segmentation must be windows of {window} bytes"))),
         }
-        let examples =
-            SourceExamples::build(&signed.text, &m.segmentation, &signed.salt).map_err(|e| err(e.to_string()))?;
+        let examples = SourceExamples::build(&signed.text, &m.segmentation, &signed.salt)
+            .map_err(|e| err(e.to_string()))?;
         if examples.root() != m.example_root
             || examples.len() != m.example_count
             || signed.text.len() as u64 != m.content_bytes
         {
-            return Err(err("text and salt do not match the manifest's root, count or length".into()));
+            return Err(err(
+                "text and salt do not match the manifest's root, count or length".into(),
+            ));
         }
         let id = m.source_id();
         Ok(Self { signed, examples, id })
@@ -116,7 +118,8 @@ impl Schedule {
     }
 
     fn shuffle(&mut self) {
-        let mut rng = ChaCha20Rng::seed_from_u64(self.seed.wrapping_add(self.epoch.wrapping_mul(0x9E37_79B9)));
+        let mut rng =
+            ChaCha20Rng::seed_from_u64(self.seed.wrapping_add(self.epoch.wrapping_mul(0x9E37_79B9)));
         self.order = self.all.clone();
         self.order.shuffle(&mut rng);
     }
@@ -175,8 +178,12 @@ impl DemoConsortium {
     /// Deals the local testnet from `seed`.
     pub fn deal(seed: u64, created: Timestamp) -> Result<Self> {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let dealt = deal(&ConsortiumDescription::local_testnet(7100, 8100), created, &mut rng)
-            .map_err(|e| TunerError::Config(format!("dealing the demo consortium: {e}")))?;
+        let dealt = deal(
+            &ConsortiumDescription::local_testnet(7100, 8100),
+            created,
+            &mut rng,
+        )
+        .map_err(|e| TunerError::Config(format!("dealing the demo consortium: {e}")))?;
         let signers = dealt.signers().map_err(TunerError::Config)?;
         Ok(Self {
             keyring: dealt.keyring,

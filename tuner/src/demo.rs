@@ -123,7 +123,13 @@ fn salt(seed: u64, i: usize) -> [u8; 32] {
     .0
 }
 
-fn sign_all(c: &DemoConsortium, entries: &[SourceEntry], window: usize, seed: u64, plant: Option<&CanaryPlant>) -> Result<Vec<SignedSource>> {
+fn sign_all(
+    c: &DemoConsortium,
+    entries: &[SourceEntry],
+    window: usize,
+    seed: u64,
+    plant: Option<&CanaryPlant>,
+) -> Result<Vec<SignedSource>> {
     entries
         .iter()
         .enumerate()
@@ -150,7 +156,11 @@ fn sign_all(c: &DemoConsortium, entries: &[SourceEntry], window: usize, seed: u6
 
 /// Builds the world; pretrains the base model (its own campaign, into
 /// `base_sink`) unless cached weights exist.
-pub fn build(cfg: &DemoConfig, base_sink: &mut dyn EventSink, progress: &mut dyn FnMut(u64, f32)) -> Result<World> {
+pub fn build(
+    cfg: &DemoConfig,
+    base_sink: &mut dyn EventSink,
+    progress: &mut dyn FnMut(u64, f32),
+) -> Result<World> {
     let err = |e: String| TunerError::Config(e);
     let start = Timestamp(cfg.start_ms);
     let consortium = DemoConsortium::deal(cfg.consortium_seed, start)?;
@@ -164,7 +174,13 @@ pub fn build(cfg: &DemoConfig, base_sink: &mut dyn EventSink, progress: &mut dyn
     let (base, base_campaign) = match cached {
         Some(p) => (Weights::load(cfg.settings.model, p)?, None),
         None => {
-            let sources = sign_all(&consortium, &cfg.base_sources, window, cfg.consortium_seed ^ 1, None)?;
+            let sources = sign_all(
+                &consortium,
+                &cfg.base_sources,
+                window,
+                cfg.consortium_seed ^ 1,
+                None,
+            )?;
             let template = Campaign {
                 version: 1,
                 operator: operator.clone(),
@@ -201,7 +217,13 @@ pub fn build(cfg: &DemoConfig, base_sink: &mut dyn EventSink, progress: &mut dyn
             (out.weights, Some(out.campaign))
         }
     };
-    let sources = sign_all(&consortium, &cfg.sources, window, cfg.consortium_seed, cfg.canary.as_ref())?;
+    let sources = sign_all(
+        &consortium,
+        &cfg.sources,
+        window,
+        cfg.consortium_seed,
+        cfg.canary.as_ref(),
+    )?;
     let probe_text = std::fs::read(&cfg.probe).map_err(|e| TunerError::io(&cfg.probe, e))?;
     let probe: Vec<Vec<u8>> = probe_text
         .chunks_exact(window)

@@ -127,9 +127,7 @@ impl PieceSpec {
         match granularity {
             RoutingGranularity::Block => self.block(),
             RoutingGranularity::Layer => self.layer as u32,
-            RoutingGranularity::Head => {
-                (self.layer * (heads + 1) + self.head.unwrap_or(heads)) as u32
-            }
+            RoutingGranularity::Head => (self.layer * (heads + 1) + self.head.unwrap_or(heads)) as u32,
         }
     }
 
@@ -179,20 +177,32 @@ impl AdapterLayout {
                 "lora: rank must be positive, dropout in [0, 1), alpha finite".into(),
             ));
         }
-        let (d, h, dh, f, r) = (model.d_model, model.heads, model.head_dim(), model.hidden(), lora.rank);
+        let (d, h, dh, f, r) = (
+            model.d_model,
+            model.heads,
+            model.head_dim(),
+            model.hidden(),
+            lora.rank,
+        );
         let mut pieces = Vec::new();
         let mut sites = Vec::new();
         for l in 0..model.layers {
             for p in Proj::ALL {
                 // (kind, in, out, [(rows, cols, head, out_range, in_range)]) for A then B.
                 type P = (usize, usize, Option<usize>, Range<usize>, Range<usize>);
-                let (a, b): ((SiteKind, usize, usize, Vec<P>), (SiteKind, usize, usize, Vec<P>)) = match p {
+                #[allow(clippy::type_complexity)]
+                let (a, b): (
+                    (SiteKind, usize, usize, Vec<P>),
+                    (SiteKind, usize, usize, Vec<P>),
+                ) = match p {
                     Proj::Q | Proj::K | Proj::V => (
                         (
                             SiteKind::RowSplit,
                             d,
                             h * r,
-                            (0..h).map(|j| (r, d, Some(j), j * r..(j + 1) * r, 0..d)).collect(),
+                            (0..h)
+                                .map(|j| (r, d, Some(j), j * r..(j + 1) * r, 0..d))
+                                .collect(),
                         ),
                         (
                             SiteKind::BlockDiag,
@@ -216,7 +226,9 @@ impl AdapterLayout {
                             SiteKind::ColSplit,
                             h * r,
                             d,
-                            (0..h).map(|j| (d, r, Some(j), 0..d, j * r..(j + 1) * r)).collect(),
+                            (0..h)
+                                .map(|j| (d, r, Some(j), 0..d, j * r..(j + 1) * r))
+                                .collect(),
                         ),
                     ),
                     Proj::Up => (
@@ -447,13 +459,22 @@ impl LoraForward {
 
     /// Evaluation: fixed adapters, no probes, no dropout.
     pub fn plain(adapters: &Adapters, dev: &Device) -> Result<Self> {
-        Self::build(adapters.layout.clone(), PieceSource::Fixed(adapters.tensors(dev)?))
+        Self::build(
+            adapters.layout.clone(),
+            PieceSource::Fixed(adapters.tensors(dev)?),
+        )
     }
 
     /// The governed pass: fixed adapters, a zero probe on every site output
     /// for a batch of `b` sequences of `t` tokens, optional dropout masks
     /// (two per layer, `[B, T, d]`, attention then MLP input).
-    pub fn probing(adapters: &Adapters, b: usize, t: usize, masks: Option<Vec<Tensor>>, dev: &Device) -> Result<Self> {
+    pub fn probing(
+        adapters: &Adapters,
+        b: usize,
+        t: usize,
+        masks: Option<Vec<Tensor>>,
+        dev: &Device,
+    ) -> Result<Self> {
         let mut f = Self::plain(adapters, dev)?;
         let probes = f
             .layout
@@ -495,9 +516,10 @@ impl LoraForward {
         let w = &self.site_w[idx];
         let (b, t, i) = x.dims3()?;
         let y = match spec.kind {
-            SiteKind::Dense | SiteKind::RowSplit | SiteKind::ColSplit => {
-                x.reshape((b * t, i))?.matmul(&w.t()?)?.reshape((b, t, spec.out_dim))?
-            }
+            SiteKind::Dense | SiteKind::RowSplit | SiteKind::ColSplit => x
+                .reshape((b * t, i))?
+                .matmul(&w.t()?)?
+                .reshape((b, t, spec.out_dim))?,
             SiteKind::BlockDiag => {
                 let n = spec.pieces.len();
                 let (po, pi) = (spec.out_dim / n, spec.in_dim / n);

@@ -81,7 +81,12 @@ pub fn evaluate(
 }
 
 /// `(mean(step drops) − mean(probe drops)) / std(probe drops)`.
-pub fn loss_drop_z(step_before: &[f32], step_after: &[f32], probe_before: &[f32], probe_after: &[f32]) -> f32 {
+pub fn loss_drop_z(
+    step_before: &[f32],
+    step_after: &[f32],
+    probe_before: &[f32],
+    probe_after: &[f32],
+) -> f32 {
     let mean = |v: &[f32]| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len().max(1) as f64;
     let drops = |b: &[f32], a: &[f32]| b.iter().zip(a).map(|(x, y)| x - y).collect::<Vec<f32>>();
     let sd = drops(step_before, step_after);
@@ -96,7 +101,11 @@ pub fn loss_drop_z(step_before: &[f32], step_after: &[f32], probe_before: &[f32]
 pub fn candidates(canary: &Canary, seed: u64) -> Vec<Vec<u8>> {
     let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x6361_6e61_7279);
     (0..canary.candidates)
-        .map(|_| (0..canary.secret.len()).map(|_| b'0' + rng.gen_range(0..10u8)).collect())
+        .map(|_| {
+            (0..canary.secret.len())
+                .map(|_| b'0' + rng.gen_range(0..10u8))
+                .collect()
+        })
         .collect()
 }
 
@@ -109,7 +118,9 @@ pub fn exposure(
     cands: &[Vec<u8>],
 ) -> Result<f32> {
     if cands.len() < 2 {
-        return Err(TunerError::Config("canary exposure needs at least 2 candidates".into()));
+        return Err(TunerError::Config(
+            "canary exposure needs at least 2 candidates".into(),
+        ));
     }
     let dev = Device::Cpu;
     let prefix = canary.prefix.as_bytes();
@@ -158,7 +169,8 @@ fn erfc(x: f64) -> f64 {
                     + t * (0.096_784_18
                         + t * (-0.186_288_06
                             + t * (0.278_868_07
-                                + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
             .exp();
     if x >= 0.0 {
         r

@@ -45,10 +45,11 @@ impl ModelConfig {
     /// Checks the shape is buildable.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(TunerError::Config(format!("model: {m}")));
-        if self.context < 4 || self.d_model == 0 || self.layers == 0 || self.heads == 0 || self.mlp_mult == 0 {
+        if self.context < 4 || self.d_model == 0 || self.layers == 0 || self.heads == 0 || self.mlp_mult == 0
+        {
             return bad("context >= 4 and positive width, layers, heads, mlp_mult required");
         }
-        if self.d_model % self.heads != 0 {
+        if !self.d_model.is_multiple_of(self.heads) {
             return bad("d_model must be a multiple of heads");
         }
         if self.layers > 255 || self.heads > 255 {
@@ -126,7 +127,10 @@ impl ModelConfig {
 
     /// Number of parameters.
     pub fn param_count(&self) -> usize {
-        self.weight_shapes().values().map(|s| s.iter().product::<usize>()).sum()
+        self.weight_shapes()
+            .values()
+            .map(|s| s.iter().product::<usize>())
+            .sum()
     }
 }
 
@@ -172,7 +176,10 @@ impl Weights {
     /// The weights digest: SHA3 over every tensor's name, shape and
     /// little-endian `f32` bytes, in name order.
     pub fn digest(&self) -> Digest {
-        let mut parts: Vec<Vec<u8>> = vec![b"weights/v1".to_vec(), self.config.architecture_digest().0.to_vec()];
+        let mut parts: Vec<Vec<u8>> = vec![
+            b"weights/v1".to_vec(),
+            self.config.architecture_digest().0.to_vec(),
+        ];
         for (name, (shape, values)) in &self.tensors {
             parts.push(tensor_header(name, shape));
             parts.push(f32_bytes(values));
@@ -191,7 +198,8 @@ impl Weights {
 
     /// Writes the weights as safetensors (f32).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let t: std::collections::HashMap<String, Tensor> = self.to_tensors(&Device::Cpu)?.into_iter().collect();
+        let t: std::collections::HashMap<String, Tensor> =
+            self.to_tensors(&Device::Cpu)?.into_iter().collect();
         candle_core::safetensors::save(&t, path).map_err(TunerError::from)
     }
 
@@ -325,7 +333,8 @@ pub fn forward(
             k = (k + lo.adapter(l, crate::lora::Proj::K, &hd)?)?;
             v = (v + lo.adapter(l, crate::lora::Proj::V, &hd)?)?;
         }
-        let split = |z: Tensor| -> Result<Tensor> { Ok(z.reshape((b, t, h, dh))?.transpose(1, 2)?.contiguous()?) };
+        let split =
+            |z: Tensor| -> Result<Tensor> { Ok(z.reshape((b, t, h, dh))?.transpose(1, 2)?.contiguous()?) };
         let (q, k, v) = (split(q)?, split(k)?, split(v)?);
         let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
         let att = candle_nn::ops::softmax(&att, D::Minus1)?;
@@ -372,12 +381,17 @@ pub fn batch_tensors(windows: &[&[u8]], dev: &Device) -> Result<(Tensor, Tensor)
     let mut tgt = Vec::with_capacity(b * t);
     for w in windows {
         if w.len() != t + 1 {
-            return Err(TunerError::Config("windows of different lengths in one batch".into()));
+            return Err(TunerError::Config(
+                "windows of different lengths in one batch".into(),
+            ));
         }
         inp.extend(w[..t].iter().map(|&c| u32::from(c)));
         tgt.extend(w[1..].iter().map(|&c| u32::from(c)));
     }
-    Ok((Tensor::from_vec(inp, (b, t), dev)?, Tensor::from_vec(tgt, (b, t), dev)?))
+    Ok((
+        Tensor::from_vec(inp, (b, t), dev)?,
+        Tensor::from_vec(tgt, (b, t), dev)?,
+    ))
 }
 
 /// Greedy decoding of `n` bytes after `prompt` (the prompt is cut to the

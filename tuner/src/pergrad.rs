@@ -98,7 +98,11 @@ pub fn sq_norms(layout: &AdapterLayout, st: &SiteTensors) -> Result<Vec<Vec<f32>
 
 /// The applied gradient of each piece, `Σ_i w[piece][i] · G_iᵀ X_i`;
 /// `None` where every weight is zero (the piece is not updated at all).
-pub fn weighted_sum(layout: &AdapterLayout, st: &SiteTensors, w: &[Vec<f32>]) -> Result<Vec<Option<Vec<f32>>>> {
+pub fn weighted_sum(
+    layout: &AdapterLayout,
+    st: &SiteTensors,
+    w: &[Vec<f32>],
+) -> Result<Vec<Option<Vec<f32>>>> {
     let mut flat = Vec::new();
     let mut active = Vec::with_capacity(layout.pieces.len());
     for (pi, p) in layout.pieces.iter().enumerate() {
@@ -158,7 +162,12 @@ impl Projection {
             let mk = |what: &[u8], n: usize| -> Result<Tensor> {
                 let d = tagged_hash_parts(
                     ObjectKind::Blob,
-                    &[b"sketch-projection/v1", &seed.to_be_bytes(), p.name.as_bytes(), what],
+                    &[
+                        b"sketch-projection/v1",
+                        &seed.to_be_bytes(),
+                        p.name.as_bytes(),
+                        what,
+                    ],
                 );
                 let mut rng = ChaCha20Rng::from_seed(d.0);
                 let v: Vec<f32> = (0..side * n)
@@ -189,14 +198,22 @@ impl Projection {
 
     /// Per-example sketches `[example][dim]`, zero on pieces an example is
     /// not routed to (`routed[piece][example]`), from one batched pass.
-    pub fn sketches(&self, layout: &AdapterLayout, st: &SiteTensors, routed: &[Vec<bool>]) -> Result<Vec<Vec<f32>>> {
+    pub fn sketches(
+        &self,
+        layout: &AdapterLayout,
+        st: &SiteTensors,
+        routed: &[Vec<bool>],
+    ) -> Result<Vec<Vec<f32>>> {
         let s = self.side;
         let mut cols = Vec::with_capacity(layout.pieces.len());
         for (pi, p) in layout.pieces.iter().enumerate() {
             let (x, g) = st.slices(p)?;
             let (b, t, _) = x.dims3()?;
             let (po, pin) = &self.mats[pi];
-            let xs = x.reshape((b * t, p.cols))?.matmul(&pin.t()?)?.reshape((b, t, s))?;
+            let xs = x
+                .reshape((b * t, p.cols))?
+                .matmul(&pin.t()?)?
+                .reshape((b, t, s))?;
             let gs = g.reshape((b * t, p.rows))?.matmul(&po.t()?)?.reshape((b, t, s))?;
             let sk = gs.t()?.matmul(&xs)?.reshape((b, s * s))?;
             let m: Vec<f32> = routed[pi].iter().map(|&r| if r { 1.0 } else { 0.0 }).collect();

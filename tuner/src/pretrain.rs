@@ -17,8 +17,9 @@ use candle_core::{Device, Var};
 use provenance::admission::{admit, Admission, AdmissionContext};
 use provenance::event::composite_root;
 use provenance::{
-    BaseModel, BlockMeasure, Campaign, CampaignClose, Canonical, ChainLink, CompositeEvent, Digest, EntryBody,
-    ExampleRecord, KeyRing, Measurement, MemorisationSignals, PolicyArtifact, SketchSpec, SourceCount, Timestamp,
+    BaseModel, BlockMeasure, Campaign, CampaignClose, Canonical, ChainLink, CompositeEvent, Digest,
+    EntryBody, ExampleRecord, KeyRing, Measurement, MemorisationSignals, PolicyArtifact, SketchSpec,
+    SourceCount, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -155,7 +156,10 @@ pub fn pretrain(
                 .iter()
                 .map(|(n, (s, v))| Ok((n.clone(), Var::from_slice(v, s.as_slice(), &dev)?)))
                 .collect::<Result<_>>()?;
-            let tensors = vars.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
+            let tensors = vars
+                .iter()
+                .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+                .collect();
             let loss = per_example_loss(&forward(&cfg, &tensors, &inp, None)?, &tgt)?.mean_all()?;
             let l = loss.to_scalar::<f32>()?;
             if !l.is_finite() {
@@ -188,14 +192,18 @@ pub fn pretrain(
                 .enumerate()
                 .filter_map(|(i, ((_, a), (_, b)))| {
                     let xor: Vec<u32> = a.iter().zip(b).map(|(x, y)| x.to_bits() ^ y.to_bits()).collect();
-                    xor.iter().any(|&x| x != 0).then_some(PieceDelta { piece: i as u32, xor })
+                    xor.iter()
+                        .any(|&x| x != 0)
+                        .then_some(PieceDelta { piece: i as u32, xor })
                 })
                 .collect();
             let mut by: BTreeMap<u32, (Vec<u8>, f64)> = BTreeMap::new();
             let before: Vec<&Vec<f32>> = span_start.tensors.values().map(|(_, v)| v).collect();
             let after: Vec<&Vec<f32>> = w.tensors.values().map(|(_, v)| v).collect();
             for d in &deltas {
-                let e = by.entry(block_of(&names[d.piece as usize], cfg.layers)).or_default();
+                let e = by
+                    .entry(block_of(&names[d.piece as usize], cfg.layers))
+                    .or_default();
                 e.0.extend_from_slice(&d.piece.to_be_bytes());
                 for x in &d.xor {
                     e.0.extend_from_slice(&x.to_le_bytes());
@@ -214,7 +222,11 @@ pub fn pretrain(
             sink.put_blob(&sd, &sketch)?;
             let body = EntryBody::Composite(CompositeEvent {
                 version: 1,
-                link: ChainLink { campaign: cd, seq, prev },
+                link: ChainLink {
+                    campaign: cd,
+                    seq,
+                    prev,
+                },
                 first_step: span_first,
                 last_step: step,
                 policy: campaign.policy,

@@ -48,7 +48,12 @@ pub fn delta_of(e: &EntryBody, campaign: &Campaign) -> Option<Digest> {
 }
 
 /// Base + initial adapters + every delta blob, in order.
-pub fn rebuild(layout: Arc<AdapterLayout>, campaign: &Campaign, base: &Weights, deltas: &[Vec<u8>]) -> Result<Adapters> {
+pub fn rebuild(
+    layout: Arc<AdapterLayout>,
+    campaign: &Campaign,
+    base: &Weights,
+    deltas: &[Vec<u8>],
+) -> Result<Adapters> {
     if base.digest() != campaign.base_model.state {
         return Err(TunerError::DigestMismatch {
             what: "base weights".into(),

@@ -99,7 +99,10 @@ pub fn read_events(path: &Path) -> Result<Vec<EntryBody>> {
     for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
         let line = line.map_err(|e| TunerError::io(path, e))?;
         let bad = |reason: String| TunerError::Sink(format!("{}:{}: {reason}", path.display(), n + 1));
-        let hexpart = line.split_once(' ').map(|(_, h)| h).ok_or_else(|| bad("no payload".into()))?;
+        let hexpart = line
+            .split_once(' ')
+            .map(|(_, h)| h)
+            .ok_or_else(|| bad("no payload".into()))?;
         let bytes = hex::decode(hexpart).map_err(|e| bad(e.to_string()))?;
         let (body, read): (EntryBody, usize) =
             provenance::codec::decode_raw("EntryBody", &bytes).map_err(|e| bad(e.to_string()))?;

@@ -36,7 +36,16 @@ fn campaign(exposure_threshold: f32) -> (CampaignOutcome, MemorySink, Vec<u8>, D
     let canary_source = w.spec.sources[0].manifest.source_id();
     let base = w.spec.base.clone();
     let mut sink = MemorySink::default();
-    let out = run(w.spec.clone(), Box::new(SimClock { next: T0 + 100_000, step_ms: 10 }), &mut sink, &mut ()).unwrap();
+    let out = run(
+        w.spec.clone(),
+        Box::new(SimClock {
+            next: T0 + 100_000,
+            step_ms: 10,
+        }),
+        &mut sink,
+        &mut (),
+    )
+    .unwrap();
     assert_eq!(out.stop, Stop::Finished);
     // Rebuild the final adapters from the delta blobs and decode greedily.
     let layout = std::sync::Arc::new(cfg.settings.layout().unwrap());
@@ -49,7 +58,14 @@ fn campaign(exposure_threshold: f32) -> (CampaignOutcome, MemorySink, Vec<u8>, D
     }
     assert_eq!(a.state_digest(&base.digest()), out.final_state);
     let bt = base.to_tensors(&candle_core::Device::Cpu).unwrap();
-    let text = tuner::model::greedy(&cfg.settings.model, &bt, Some(&a), PREFIX.as_bytes(), SECRET.len()).unwrap();
+    let text = tuner::model::greedy(
+        &cfg.settings.model,
+        &bt,
+        Some(&a),
+        PREFIX.as_bytes(),
+        SECRET.len(),
+    )
+    .unwrap();
     (out, sink, text, canary_source)
 }
 
@@ -64,7 +80,10 @@ fn steps(sink: &MemorySink, canary_source: &Digest, threshold: f32) -> Vec<(bool
             }
             EntryBody::Refusal(r) => {
                 assert_eq!(r.reason, RefusalReason::Memorisation);
-                let m = r.measurement.as_ref().expect("a rolled-back step carries its measurement");
+                let m = r
+                    .measurement
+                    .as_ref()
+                    .expect("a rolled-back step carries its measurement");
                 assert!(m.signals.canary_exposure > threshold, "{}", r.detail);
                 assert!(r.detail.contains("canary exposure"));
                 out.push((r.examples.iter().any(|x| &x.source == canary_source), false));
@@ -79,20 +98,39 @@ fn steps(sink: &MemorySink, canary_source: &Digest, threshold: f32) -> Vec<(bool
 fn a_strict_exposure_threshold_rolls_back_canary_steps_and_a_lax_one_memorises() {
     let (lax, lax_sink, lax_text, src) = campaign(1e6);
     assert_eq!(lax.rolled_back, 0);
-    assert_eq!(lax_text, SECRET.as_bytes(), "a lax threshold lets the model memorise the canary");
+    assert_eq!(
+        lax_text,
+        SECRET.as_bytes(),
+        "a lax threshold lets the model memorise the canary"
+    );
     let lax_steps = steps(&lax_sink, &src, 1e6);
     assert!(lax_steps.iter().all(|&(_, c)| c));
 
     let (strict, strict_sink, strict_text, src) = campaign(4.0);
     assert!(strict.rolled_back > 0);
-    assert!(!strict_text.starts_with(&SECRET.as_bytes()[..3]), "greedy decoding does not reproduce it: {:?}", String::from_utf8_lossy(&strict_text));
+    assert!(
+        !strict_text.starts_with(&SECRET.as_bytes()[..3]),
+        "greedy decoding does not reproduce it: {:?}",
+        String::from_utf8_lossy(&strict_text)
+    );
     let st = steps(&strict_sink, &src, 4.0);
     assert_eq!(st.len() as u64, strict.attempts);
     let clean: Vec<bool> = st.iter().filter(|(c, _)| !c).map(|&(_, ok)| ok).collect();
-    assert!(clean.len() >= 10, "enough steps without the canary to judge ({})", clean.len());
+    assert!(
+        clean.len() >= 10,
+        "enough steps without the canary to judge ({})",
+        clean.len()
+    );
     let kept = clean.iter().filter(|&&ok| ok).count();
-    assert!(kept * 10 >= clean.len() * 9, "{kept} of {} canary-free steps committed", clean.len());
-    assert!(st.iter().filter(|(c, _)| *c).any(|&(_, ok)| !ok), "canary steps were refused");
+    assert!(
+        kept * 10 >= clean.len() * 9,
+        "{kept} of {} canary-free steps committed",
+        clean.len()
+    );
+    assert!(
+        st.iter().filter(|(c, _)| *c).any(|&(_, ok)| !ok),
+        "canary steps were refused"
+    );
     // Rolled-back steps changed nothing: the refused examples are counted, the state chain is closed.
     let close = strict.close.expect("closed");
     let refused: u64 = close.per_source.iter().map(|c| c.refused).sum();

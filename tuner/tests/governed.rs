@@ -19,7 +19,12 @@ fn clock() -> Box<SimClock> {
 
 #[test]
 fn same_seed_gives_the_same_model_bit_for_bit() {
-    let mut cfg = config(4, 6000, 0, policy(RoutingGranularity::Head, EventGranularity::Batch));
+    let mut cfg = config(
+        4,
+        6000,
+        0,
+        policy(RoutingGranularity::Head, EventGranularity::Batch),
+    );
     cfg.settings.lora.dropout = 0.1;
     cfg.settings.max_steps = 6;
     let mut digests = Vec::new();
@@ -36,17 +41,29 @@ fn same_seed_gives_the_same_model_bit_for_bit() {
 
 #[test]
 fn batched_per_example_quantities_match_the_batch_size_one_reference() {
-    let cfg = config(2, 4000, 0, policy(RoutingGranularity::Head, EventGranularity::Batch));
+    let cfg = config(
+        2,
+        4000,
+        0,
+        policy(RoutingGranularity::Head, EventGranularity::Batch),
+    );
     let w = build(&cfg, &mut MemorySink::default(), &mut |_, _| {}).unwrap();
     let mut sink = MemorySink::default();
     let (mut s, _) = Session::open(w.spec.clone(), clock(), &mut sink).unwrap();
     // Train a few steps so B matrices are non-zero (all pieces have gradients).
     for _ in 0..3 {
-        let batch: Vec<_> = (0..4u64).map(|i| tuner::data::ExampleId { source: 0, index: i }).collect();
+        let batch: Vec<_> = (0..4u64)
+            .map(|i| tuner::data::ExampleId { source: 0, index: i })
+            .collect();
         assert!(s.train_on(&mut sink, &batch).unwrap().is_none());
     }
     let model = cfg.settings.model;
-    let srcs: Vec<_> = w.spec.sources.iter().map(|x| tuner::data::PreparedSource::new(x.clone(), model.window()).unwrap()).collect();
+    let srcs: Vec<_> = w
+        .spec
+        .sources
+        .iter()
+        .map(|x| tuner::data::PreparedSource::new(x.clone(), model.window()).unwrap())
+        .collect();
     // 12-token sequences: some pieces take the Gram (ghost) path, some the materialised one.
     let windows: Vec<&[u8]> = (0..5u64).map(|i| &srcs[1].window(i)[..13]).collect();
     let adapters = s.adapters().clone();
@@ -56,12 +73,19 @@ fn batched_per_example_quantities_match_the_batch_size_one_reference() {
     let (inp, tgt) = batch_tensors(&windows, &dev).unwrap();
     let mut f = tuner::lora::LoraForward::probing(&adapters, 5, 12, None, &dev).unwrap();
     let logits = tuner::model::forward(&model, base, &inp, Some(&mut f)).unwrap();
-    let g = tuner::model::per_example_loss(&logits, &tgt).unwrap().sum_all().unwrap().backward().unwrap();
+    let g = tuner::model::per_example_loss(&logits, &tgt)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
     let st = tuner::pergrad::SiteTensors::collect(&f, &g).unwrap();
     let norms = tuner::pergrad::sq_norms(&layout, &st).unwrap();
     let routed = vec![vec![true; 5]; layout.pieces.len()];
     let sk = s.projection().sketches(&layout, &st, &routed).unwrap();
-    let w8: Vec<Vec<f32>> = (0..layout.pieces.len()).map(|_| vec![0.5, 0.25, 1.0, 0.0, 0.125]).collect();
+    let w8: Vec<Vec<f32>> = (0..layout.pieces.len())
+        .map(|_| vec![0.5, 0.25, 1.0, 0.0, 0.125])
+        .collect();
     let sum = tuner::pergrad::weighted_sum(&layout, &st, &w8).unwrap();
     let r = tuner::pergrad::reference(&model, base, &adapters, &windows, Some(s.projection())).unwrap();
     let close = |a: f32, b: f32| (a - b).abs() <= 1e-4 * (1.0 + a.abs().max(b.abs()));
@@ -71,7 +95,13 @@ fn batched_per_example_quantities_match_the_batch_size_one_reference() {
             ghost += 1;
         }
         for i in 0..5 {
-            assert!(close(norms[pi][i], r.sq_norms[pi][i]), "piece {} ex {i}: {} vs {}", p.name, norms[pi][i], r.sq_norms[pi][i]);
+            assert!(
+                close(norms[pi][i], r.sq_norms[pi][i]),
+                "piece {} ex {i}: {} vs {}",
+                p.name,
+                norms[pi][i],
+                r.sq_norms[pi][i]
+            );
         }
         let expect: Vec<f32> = (0..p.len())
             .map(|j| (0..5).map(|i| w8[pi][i] * r.grads[i][pi][j]).sum())
@@ -94,7 +124,12 @@ fn batched_per_example_quantities_match_the_batch_size_one_reference() {
 
 #[test]
 fn a_co_signer_refusal_stops_at_the_last_committed_step_and_resumes() {
-    let cfg = config(3, 6000, 0, policy(RoutingGranularity::Block, EventGranularity::Batch));
+    let cfg = config(
+        3,
+        6000,
+        0,
+        policy(RoutingGranularity::Block, EventGranularity::Batch),
+    );
     let w = build(&cfg, &mut MemorySink::default(), &mut |_, _| {}).unwrap();
     // Reference run without refusal.
     let mut full = MemorySink::default();
@@ -124,10 +159,19 @@ fn a_co_signer_refusal_stops_at_the_last_committed_step_and_resumes() {
     assert_eq!(stop, Stop::Finished);
     let out = s.close(&mut sink, stop).unwrap();
     assert_eq!(out.steps, out_full.steps);
-    assert_eq!(out.final_state, out_full.final_state, "resuming reproduces the uninterrupted run");
+    assert_eq!(
+        out.final_state, out_full.final_state,
+        "resuming reproduces the uninterrupted run"
+    );
     // The chain has no gap: seq runs 0.. and each prev is the previous digest.
     let mut prev = Digest::ZERO;
-    for (i, e) in sink.entries.iter().skip(1).filter(|e| !matches!(e, EntryBody::CampaignClose(_))).enumerate() {
+    for (i, e) in sink
+        .entries
+        .iter()
+        .skip(1)
+        .filter(|e| !matches!(e, EntryBody::CampaignClose(_)))
+        .enumerate()
+    {
         let link = match e {
             EntryBody::Step(x) => x.link,
             EntryBody::Refusal(x) => x.link,
@@ -144,11 +188,18 @@ fn a_co_signer_refusal_stops_at_the_last_committed_step_and_resumes() {
 
 #[test]
 fn probe_gradients_equal_autograd_gradients_of_the_adapters() {
-    let cfg = config(1, 4000, 0, policy(RoutingGranularity::Head, EventGranularity::Batch));
+    let cfg = config(
+        1,
+        4000,
+        0,
+        policy(RoutingGranularity::Head, EventGranularity::Batch),
+    );
     let w = build(&cfg, &mut MemorySink::default(), &mut |_, _| {}).unwrap();
     let mut sink = MemorySink::default();
     let (mut s, _) = Session::open(w.spec.clone(), clock(), &mut sink).unwrap();
-    let batch: Vec<_> = (0..4u64).map(|i| tuner::data::ExampleId { source: 0, index: i }).collect();
+    let batch: Vec<_> = (0..4u64)
+        .map(|i| tuner::data::ExampleId { source: 0, index: i })
+        .collect();
     assert!(s.train_on(&mut sink, &batch).unwrap().is_none());
     let model = cfg.settings.model;
     let src = tuner::data::PreparedSource::new(w.spec.sources[0].clone(), model.window()).unwrap();
@@ -166,20 +217,40 @@ fn probe_gradients_equal_autograd_gradients_of_the_adapters() {
         .collect();
     let mut fv = tuner::lora::LoraForward::with_vars(layout.clone(), vars.clone(), None).unwrap();
     let logits = tuner::model::forward(&model, s.base_tensors(), &inp, Some(&mut fv)).unwrap();
-    let g = tuner::model::per_example_loss(&logits, &tgt).unwrap().sum_all().unwrap().backward().unwrap();
+    let g = tuner::model::per_example_loss(&logits, &tgt)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
     // Probe path.
     let mut f = tuner::lora::LoraForward::probing(&adapters, 4, model.context, None, &dev).unwrap();
     let logits = tuner::model::forward(&model, s.base_tensors(), &inp, Some(&mut f)).unwrap();
-    let gp = tuner::model::per_example_loss(&logits, &tgt).unwrap().sum_all().unwrap().backward().unwrap();
+    let gp = tuner::model::per_example_loss(&logits, &tgt)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
     let st = tuner::pergrad::SiteTensors::collect(&f, &gp).unwrap();
     let ones = vec![vec![1.0f32; 4]; layout.pieces.len()];
     let sum = tuner::pergrad::weighted_sum(&layout, &st, &ones).unwrap();
     for (pi, p) in layout.pieces.iter().enumerate() {
-        let auto = g.get(vars[pi].as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let auto = g
+            .get(vars[pi].as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let got = sum[pi].as_ref().unwrap();
         let scale = auto.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
         for (a, b) in auto.iter().zip(got) {
-            assert!((a - b).abs() <= 1e-3 * scale, "piece {}: autograd {a} vs probe {b}", p.name);
+            assert!(
+                (a - b).abs() <= 1e-3 * scale,
+                "piece {}: autograd {a} vs probe {b}",
+                p.name
+            );
         }
     }
 }

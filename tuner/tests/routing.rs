@@ -19,7 +19,15 @@ fn routed_out_is_bit_identical(granularity: RoutingGranularity, resolution: Dept
     cfg.settings.optim.weight_decay = 0.1;
     let w = build(&cfg, &mut MemorySink::default(), &mut |_, _| {}).unwrap();
     let mut sink = MemorySink::default();
-    let (mut s, _) = Session::open(w.spec.clone(), Box::new(SimClock { next: T0 + 100_000, step_ms: 10 }), &mut sink).unwrap();
+    let (mut s, _) = Session::open(
+        w.spec.clone(),
+        Box::new(SimClock {
+            next: T0 + 100_000,
+            step_ms: 10,
+        }),
+        &mut sink,
+    )
+    .unwrap();
     let deep: Vec<ExampleId> = (0..4).map(|i| ExampleId { source: 1, index: i }).collect();
     let shallow: Vec<ExampleId> = (0..4).map(|i| ExampleId { source: 0, index: i }).collect();
     // Steps 0..k: the deep source routes every unit in.
@@ -27,7 +35,11 @@ fn routed_out_is_bit_identical(granularity: RoutingGranularity, resolution: Dept
         let before = s.adapters().clone();
         assert!(s.train_on(&mut sink, &deep).unwrap().is_none());
         for (i, (a, b)) in before.values.iter().zip(&s.adapters().values).enumerate() {
-            assert_ne!(a, b, "piece {} is routed in at step k and changes", before.layout.pieces[i].name);
+            assert_ne!(
+                a, b,
+                "piece {} is routed in at step k and changes",
+                before.layout.pieces[i].name
+            );
         }
     }
     let before = s.adapters().clone();
@@ -52,14 +64,25 @@ fn routed_out_is_bit_identical(granularity: RoutingGranularity, resolution: Dept
             assert_ne!(a, b, "routed-in piece {} moves", piece.name);
         } else {
             out += 1;
-            assert!(opt.m[i].iter().any(|&m| m != 0.0), "moments of {} are non-zero", piece.name);
-            assert!(a.iter().any(|&x| x != 0.0), "{} is non-zero, so weight decay would move it", piece.name);
+            assert!(
+                opt.m[i].iter().any(|&m| m != 0.0),
+                "moments of {} are non-zero",
+                piece.name
+            );
+            assert!(
+                a.iter().any(|&x| x != 0.0),
+                "{} is non-zero, so weight decay would move it",
+                piece.name
+            );
             let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
             assert!(same, "routed-out piece {} is bit-identical", piece.name);
             assert_eq!(opt.m[i], s.optimizer().m[i], "its moments are untouched too");
         }
     }
-    assert!(out > 0 && inn > 0, "both routed-in ({inn}) and routed-out ({out}) pieces exist");
+    assert!(
+        out > 0 && inn > 0,
+        "both routed-in ({inn}) and routed-out ({out}) pieces exist"
+    );
 }
 
 #[test]

@@ -96,11 +96,12 @@ fn main() -> ExitCode {
 fn real_main() -> tuner::Result<ExitCode> {
     match Cli::parse().cmd {
         Cmd::Campaign {
-            cmd: CampaignCmd::Run {
-                config,
-                events_out,
-                wall_clock,
-            },
+            cmd:
+                CampaignCmd::Run {
+                    config,
+                    events_out,
+                    wall_clock,
+                },
         } => {
             let cfg = DemoConfig::load(&config)?;
             let mut sink = FileSink::create(&events_out)?;

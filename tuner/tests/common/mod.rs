@@ -17,7 +17,9 @@ use tuner::pretrain::PretrainSettings;
 pub const T0: u64 = 1_800_000_000_000;
 
 pub fn data(p: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/plays").join(p)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../data/plays")
+        .join(p)
 }
 
 pub fn tiny_model() -> ModelConfig {
@@ -98,7 +100,11 @@ pub fn config(n: usize, bytes: usize, shallow: usize, policy: PolicyArtifact) ->
         path: data(&format!("sources/{p}.txt")),
         max_bytes: bytes,
         terms: terms(
-            if i % 2 == 0 { "globe-press" } else { "folio-society" },
+            if i % 2 == 0 {
+                "globe-press"
+            } else {
+                "folio-society"
+            },
             p,
             if i < shallow { "shallow" } else { "literary" },
         ),
@@ -151,7 +157,12 @@ pub fn config(n: usize, bytes: usize, shallow: usize, policy: PolicyArtifact) ->
                 terms: terms("globe-press", p, "literary"),
             })
             .collect(),
-        sources: SOURCES.iter().take(n).enumerate().map(|(i, p)| src(i, p)).collect(),
+        sources: SOURCES
+            .iter()
+            .take(n)
+            .enumerate()
+            .map(|(i, p)| src(i, p))
+            .collect(),
         probe: data("probe/sonnets.txt"),
         probe_windows: 8,
         policy,
