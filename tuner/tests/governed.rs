@@ -1,5 +1,6 @@
 //! The governed step: determinism, the batched per-example path against
 //! the batch-size-1 reference, and co-signer refusal with resume.
+#![allow(clippy::needless_range_loop)]
 
 mod common;
 

@@ -100,7 +100,7 @@ pub fn config(n: usize, bytes: usize, shallow: usize, policy: PolicyArtifact) ->
         path: data(&format!("sources/{p}.txt")),
         max_bytes: bytes,
         terms: terms(
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 "globe-press"
             } else {
                 "folio-society"
