@@ -83,6 +83,7 @@ pub mod optim;
 pub mod pergrad;
 pub mod pretrain;
 pub mod rebuild;
+pub mod score;
 pub mod sink;
 pub mod trace;
 

@@ -80,3 +80,26 @@ pub fn load_snapshot(
     }
     Ok(a)
 }
+
+/// The query's projected gradients on each given model state
+/// (`(committed steps, adapters)`, e.g. the step-0 adapters, every checkpoint
+/// snapshot and the final model), in the order given: the input of
+/// [`crate::score::score`].
+pub fn query_gradients(
+    cfg: &ModelConfig,
+    base: &BTreeMap<String, Tensor>,
+    states: &[(u64, &Adapters)],
+    proj: &Projection,
+    prompt: &[u8],
+    output: &[u8],
+) -> Result<Vec<crate::score::QueryGradient>> {
+    states
+        .iter()
+        .map(|(step, a)| {
+            Ok(crate::score::QueryGradient {
+                step: *step,
+                values: project_text_gradient(cfg, base, a, proj, prompt, output)?,
+            })
+        })
+        .collect()
+}
