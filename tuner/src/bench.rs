@@ -1,0 +1,213 @@
+//! Governed against ungoverned fine-tuning: same model, data, steps, seed.
+//!
+//! The ungoverned loop is plain LoRA training: the adapters are candle
+//! variables, one forward pass, the mean loss, one backward pass, AdamW on
+//! every adapter. The governed loop is [`crate::campaign`] with its whole
+//! pipeline (admission, probes, per-example norms and clipping, routing,
+//! sketches, measurement, memorisation signals, blobs, entries).
+
+use std::time::Instant;
+
+use candle_core::{Device, Var};
+use provenance::{EventGranularity, Timestamp};
+
+use crate::campaign::{run, CampaignSpec, SimClock};
+use crate::data::{PreparedSource, Schedule};
+use crate::error::Result;
+use crate::lora::{adapter_init_seed, Adapters, LoraForward};
+use crate::model::{batch_tensors, forward, per_example_loss};
+use crate::optim::AdamW;
+use crate::pergrad::{reference, sq_norms, SiteTensors};
+use crate::sink::MemorySink;
+
+/// One row of the benchmark.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Event granularity.
+    pub granularity: &'static str,
+    /// Examples per step.
+    pub batch: usize,
+    /// Steps.
+    pub steps: u64,
+    /// Ungoverned seconds.
+    pub ungoverned_s: f64,
+    /// Governed seconds.
+    pub governed_s: f64,
+    /// Admitted examples.
+    pub admitted: u64,
+    /// Sketch bytes per admitted example.
+    pub sketch_per_example: f64,
+    /// Entry (log) bytes per admitted example.
+    pub log_per_example: f64,
+    /// Delta blob bytes per admitted example.
+    pub delta_per_example: f64,
+}
+
+/// Times `steps` ungoverned LoRA steps.
+pub fn ungoverned(spec: &CampaignSpec, batch: usize, steps: u64) -> Result<f64> {
+    let s = &spec.settings;
+    let layout = std::sync::Arc::new(s.layout()?);
+    let dev = Device::Cpu;
+    let base = spec.base.to_tensors(&dev)?;
+    let sources = spec
+        .sources
+        .iter()
+        .cloned()
+        .map(|x| PreparedSource::new(x, s.model.window()))
+        .collect::<Result<Vec<_>>>()?;
+    let mut sched = Schedule::new(&sources, s.seed);
+    let mut a = Adapters::init(layout.clone(), adapter_init_seed(s.sketch_seed));
+    let mut opt = AdamW::new(s.optim, layout.pieces.iter().map(|p| p.len()));
+    let t0 = Instant::now();
+    for _ in 0..steps {
+        let (ids, _) = sched.next_batch(batch);
+        let windows: Vec<&[u8]> = ids.iter().map(|e| sources[e.source].window(e.index)).collect();
+        let (inp, tgt) = batch_tensors(&windows, &dev)?;
+        let vars = a
+            .tensors(&dev)?
+            .iter()
+            .map(Var::from_tensor)
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let mut f = LoraForward::with_vars(layout.clone(), vars.clone(), None)?;
+        let loss = per_example_loss(&forward(&s.model, &base, &inp, Some(&mut f))?, &tgt)?.mean_all()?;
+        let g = loss.backward()?;
+        let grads = vars
+            .iter()
+            .map(|v| {
+                g.get(v.as_tensor())
+                    .map(|t| t.flatten_all().and_then(|t| t.to_vec1::<f32>()))
+                    .transpose()
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        opt.apply(&mut a.values, &grads);
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// Times a governed campaign of `steps` steps at `granularity`.
+pub fn governed(
+    spec: &CampaignSpec,
+    granularity: EventGranularity,
+    batch: usize,
+    steps: u64,
+) -> Result<(f64, MemorySink, crate::campaign::CampaignOutcome)> {
+    let mut spec = spec.clone();
+    spec.policy.event_granularity = granularity;
+    spec.settings.batch_size = batch;
+    spec.settings.max_steps = steps;
+    spec.settings.checkpoint_every = 0;
+    spec.campaign.policy = provenance::Canonical::digest(&spec.policy);
+    spec.campaign.checkpoint_steps.clear();
+    let mut sink = MemorySink {
+        discard_blobs: true,
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let clock = SimClock {
+        next: spec.campaign.created.0 + 1000,
+        step_ms: 10,
+    };
+    let out = run(spec, Box::new(clock), &mut sink, &mut ())?;
+    Ok((t0.elapsed().as_secs_f64(), sink, out))
+}
+
+/// A governed-vs-ungoverned row.
+pub fn row(spec: &CampaignSpec, granularity: EventGranularity, batch: usize, steps: u64) -> Result<Row> {
+    // Interleave to share machine noise: ungoverned, governed, ungoverned.
+    let u1 = ungoverned(spec, batch, steps)?;
+    let (g, sink, out) = governed(spec, granularity, batch, steps)?;
+    let u2 = ungoverned(spec, batch, steps)?;
+    let n = out.admitted.max(1) as f64;
+    Ok(Row {
+        granularity: match granularity {
+            EventGranularity::Example => "example",
+            EventGranularity::Batch => "batch",
+            EventGranularity::Epoch => "epoch",
+        },
+        batch,
+        steps,
+        ungoverned_s: (u1 + u2) / 2.0,
+        governed_s: g,
+        admitted: out.admitted,
+        sketch_per_example: out.sketch_bytes as f64 / n,
+        log_per_example: sink.entry_bytes as f64 / n,
+        delta_per_example: out.delta_bytes as f64 / n,
+    })
+}
+
+/// Batched per-example norms against the batch-size-1 reference loop:
+/// `(batched seconds, reference seconds)` over `reps` batches of `batch`.
+pub fn per_example_paths(spec: &CampaignSpec, batch: usize, reps: usize) -> Result<(f64, f64)> {
+    let s = &spec.settings;
+    let layout = std::sync::Arc::new(s.layout()?);
+    let dev = Device::Cpu;
+    let base = spec.base.to_tensors(&dev)?;
+    let src = PreparedSource::new(spec.sources[0].clone(), s.model.window())?;
+    let a = Adapters::init(layout.clone(), adapter_init_seed(s.sketch_seed));
+    let proj = crate::pergrad::Projection::new(&layout, s.sketch_seed, s.sketch_side)?;
+    let windows: Vec<&[u8]> = (0..batch as u64).map(|i| src.window(i)).collect();
+    let routed = vec![vec![true; batch]; layout.pieces.len()];
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        let (inp, tgt) = batch_tensors(&windows, &dev)?;
+        let mut f = LoraForward::probing(&a, batch, s.model.context, None, &dev)?;
+        let l = per_example_loss(&forward(&s.model, &base, &inp, Some(&mut f))?, &tgt)?.sum_all()?;
+        let g = l.backward()?;
+        let st = SiteTensors::collect(&f, &g)?;
+        sq_norms(&layout, &st)?;
+        proj.sketches(&layout, &st, &routed)?;
+    }
+    let batched = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    for _ in 0..reps {
+        reference(&s.model, &base, &a, &windows, Some(&proj))?;
+    }
+    Ok((batched, t1.elapsed().as_secs_f64()))
+}
+
+/// The benchmark table as Markdown.
+pub fn table(spec: &CampaignSpec, batch: usize, steps: u64, example_steps: u64) -> Result<String> {
+    let rows = [
+        row(spec, EventGranularity::Batch, batch, steps)?,
+        row(spec, EventGranularity::Example, 1, example_steps)?,
+    ];
+    let (b, r) = per_example_paths(spec, batch, 3)?;
+    let m = &spec.settings.model;
+    let mut out = format!(
+        "Model: {} layers, d={}, {} heads, context {}, {} base parameters, {} adapter parameters; sketch dim {}.\n\n",
+        m.layers,
+        m.d_model,
+        m.heads,
+        m.context,
+        m.param_count(),
+        s_layout_params(spec)?,
+        spec.campaign.sketch.dim
+    );
+    out.push_str("| granularity | batch | steps | ungoverned s | governed s | ratio | sketch B/example | log B/example | delta B/example |\n|---|---|---|---|---|---|---|---|---|\n");
+    for r in &rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |\n",
+            r.granularity,
+            r.batch,
+            r.steps,
+            r.ungoverned_s,
+            r.governed_s,
+            r.governed_s / r.ungoverned_s,
+            r.sketch_per_example,
+            r.log_per_example,
+            r.delta_per_example
+        ));
+    }
+    out.push_str(&format!(
+        "\nPer-example norms + sketches for a batch of {batch}: batched pass {:.3} s, batch-size-1 reference loop {:.3} s (×{:.1}).\n",
+        b / 3.0,
+        r / 3.0,
+        r / b
+    ));
+    let _ = Timestamp(0);
+    Ok(out)
+}
+
+fn s_layout_params(spec: &CampaignSpec) -> Result<usize> {
+    Ok(spec.settings.layout()?.param_count())
+}

@@ -1,0 +1,105 @@
+//! What tracing (issue 7) needs from the tuner: the projected gradient of
+//! an arbitrary (prompt, output) text on a given model, with the same
+//! projection as the campaign's sketches, and model-state snapshots.
+
+use std::collections::BTreeMap;
+
+use candle_core::{Device, Tensor};
+
+use crate::error::{Result, TunerError};
+use crate::lora::{Adapters, LoraForward};
+use crate::model::{forward, ModelConfig};
+use crate::pergrad::{Projection, SiteTensors};
+
+/// The projected gradient (sketch coordinates, all pieces routed) of the
+/// summed next-token loss of `output` given `prompt`, on the model made of
+/// `base` and `adapters`. Only the output's tokens contribute to the loss; the text
+/// is cut to the last `context + 1` bytes.
+pub fn project_text_gradient(
+    cfg: &ModelConfig,
+    base: &BTreeMap<String, Tensor>,
+    adapters: &Adapters,
+    proj: &Projection,
+    prompt: &[u8],
+    output: &[u8],
+) -> Result<Vec<f32>> {
+    if output.is_empty() {
+        return Err(TunerError::Config("the output to trace is empty".into()));
+    }
+    let text = [prompt, output].concat();
+    let start = text.len().saturating_sub(cfg.context + 1);
+    let text = &text[start..];
+    if text.len() < 2 {
+        return Err(TunerError::Config(
+            "the text to trace is shorter than 2 bytes".into(),
+        ));
+    }
+    let dev = Device::Cpu;
+    let t = text.len() - 1;
+    let inp = Tensor::from_vec(
+        text[..t].iter().map(|&c| u32::from(c)).collect::<Vec<_>>(),
+        (1, t),
+        &dev,
+    )?;
+    let tgt = Tensor::from_vec(
+        text[1..].iter().map(|&c| u32::from(c)).collect::<Vec<_>>(),
+        (t, 1),
+        &dev,
+    )?;
+    let out_from = t.saturating_sub(output.len());
+    let weights: Vec<f32> = (0..t).map(|i| if i >= out_from { 1.0 } else { 0.0 }).collect();
+    let mut f = LoraForward::probing(adapters, 1, t, None, &dev)?;
+    let logits = forward(cfg, base, &inp, Some(&mut f))?;
+    let lsm =
+        candle_nn::ops::log_softmax(&logits.reshape((t, crate::model::VOCAB))?, candle_core::D::Minus1)?;
+    let nll = (lsm.gather(&tgt, 1)?.reshape(t)? * -1.0)?;
+    let loss = (nll * Tensor::from_vec(weights, t, &dev)?)?.sum_all()?;
+    let g = loss.backward()?;
+    let st = SiteTensors::collect(&f, &g)?;
+    let routed = vec![vec![true]; adapters.layout.pieces.len()];
+    let mut sk = proj.sketches(&adapters.layout, &st, &routed)?;
+    Ok(sk.pop().unwrap_or_default())
+}
+
+/// Loads a model-state snapshot blob and checks it against the recorded
+/// model-state digest.
+pub fn load_snapshot(
+    layout: std::sync::Arc<crate::lora::AdapterLayout>,
+    base_digest: &provenance::Digest,
+    bytes: &[u8],
+    expected: &provenance::Digest,
+) -> Result<Adapters> {
+    let a = Adapters::from_snapshot(layout, bytes)?;
+    let found = a.state_digest(base_digest);
+    if &found != expected {
+        return Err(TunerError::DigestMismatch {
+            what: "model-state snapshot".into(),
+            expected: *expected,
+            found,
+        });
+    }
+    Ok(a)
+}
+
+/// The query's projected gradients on each given model state
+/// (`(committed steps, adapters)`, e.g. the step-0 adapters, every checkpoint
+/// snapshot and the final model), in the order given: the input of
+/// [`crate::score::score`].
+pub fn query_gradients(
+    cfg: &ModelConfig,
+    base: &BTreeMap<String, Tensor>,
+    states: &[(u64, &Adapters)],
+    proj: &Projection,
+    prompt: &[u8],
+    output: &[u8],
+) -> Result<Vec<crate::score::QueryGradient>> {
+    states
+        .iter()
+        .map(|(step, a)| {
+            Ok(crate::score::QueryGradient {
+                step: *step,
+                values: project_text_gradient(cfg, base, a, proj, prompt, output)?,
+            })
+        })
+        .collect()
+}
