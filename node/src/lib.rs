@@ -32,6 +32,7 @@
 //! established, before any protocol substream).
 
 pub mod api;
+pub mod bench;
 pub mod config;
 pub mod cosign;
 pub mod ledger;

@@ -35,10 +35,32 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// A local multi-node testnet on loopback.
     Testnet {
         #[command(subcommand)]
         command: TestnetCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// A 4-node loopback testnet under load: committed events/s and
+    /// examples/s, submit-to-finality latency, and the signature floor.
+    Network {
+        /// Events per run.
+        #[arg(long, default_value_t = 1000)]
+        events: usize,
+        /// Concurrent submitting clients.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Examples per composite event in the composite run.
+        #[arg(long, default_value_t = 16)]
+        examples: usize,
     },
 }
 
@@ -233,6 +255,40 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Node { config } => run_node(config),
         Command::Testnet { command } => run_testnet(command),
+        Command::Bench {
+            command:
+                BenchCommand::Network {
+                    events,
+                    clients,
+                    examples,
+                },
+        } => {
+            let binary = std::env::current_exe().map_err(|e| e.to_string())?;
+            println!("| events | examples/event | clients | events/s | examples/s | p50 ms | p99 ms | signature floor events/s | ratio to floor |");
+            println!("|---|---|---|---|---|---|---|---|---|");
+            for (k, composite) in [(2usize, false), (examples, true)] {
+                let f = node::bench::run_network(
+                    &binary,
+                    node::bench::NetworkBench {
+                        events,
+                        examples: k,
+                        composite,
+                        clients,
+                    },
+                )?;
+                println!(
+                    "| {} | {k} | {clients} | {:.1} | {:.1} | {:.0} | {:.0} | {:.1} | {:.2} |",
+                    if composite { "composite" } else { "step" },
+                    f.events_per_sec,
+                    f.examples_per_sec,
+                    f.p50_ms,
+                    f.p99_ms,
+                    f.floor_events_per_sec,
+                    f.events_per_sec / f.floor_events_per_sec
+                );
+            }
+            Ok(())
+        }
         Command::Genesis { command } => match command {
             GenesisCommand::New { consortium, out } => {
                 let desc = match consortium {
