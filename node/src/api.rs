@@ -501,6 +501,35 @@ fn proof_json(p: &[Digest]) -> Value {
 
 async fn entry_status(State(s): State<ApiState>, Path(d): Path<String>) -> ApiResult {
     let d = parse_digest(&d)?;
+    if let Some(v) = committed_status(&s, &d)? {
+        return Ok(Json(v).into_response());
+    }
+    let (reply, rx) = oneshot::channel();
+    s.core
+        .send(ApiCommand::Status { digest: d, reply })
+        .await
+        .map_err(ApiError::internal)?;
+    match rx.await.map_err(ApiError::internal)? {
+        Some(st) => {
+            let mut v = json!({ "digest": d });
+            merge(&mut v, serde_json::to_value(&st).map_err(ApiError::internal)?);
+            let code = match st {
+                EntryStatus::Refused { .. } => StatusCode::OK,
+                EntryStatus::Pending { .. } => StatusCode::ACCEPTED,
+            };
+            Ok((code, Json(v)).into_response())
+        }
+        // Committed between the two looks: the core forgot it because the
+        // store has it now.
+        None => match committed_status(&s, &d)? {
+            Some(v) => Ok(Json(v).into_response()),
+            None => Err(ApiError::not_found(format!("entry {d} is unknown to this node"))),
+        },
+    }
+}
+
+fn committed_status(s: &ApiState, d: &Digest) -> Result<Option<Value>, ApiError> {
+    let d = *d;
     let committed = {
         let st = s.store();
         match st.index_of(&d).map_err(ApiError::internal)? {
@@ -528,32 +557,13 @@ async fn entry_status(State(s): State<ApiState>, Path(d): Path<String>) -> ApiRe
                     "size": size,
                     "leaf": hex::encode(leaf),
                     "proof": proof_json(&proof),
-                    "checkpoint": cp.map(|c| checkpoint_json(&s, &c)),
+                    "checkpoint": cp.map(|c| checkpoint_json(s, &c)),
                 }))
             }
             None => None,
         }
     };
-    if let Some(v) = committed {
-        return Ok(Json(v).into_response());
-    }
-    let (reply, rx) = oneshot::channel();
-    s.core
-        .send(ApiCommand::Status { digest: d, reply })
-        .await
-        .map_err(ApiError::internal)?;
-    match rx.await.map_err(ApiError::internal)? {
-        Some(st) => {
-            let mut v = json!({ "digest": d });
-            merge(&mut v, serde_json::to_value(&st).map_err(ApiError::internal)?);
-            let code = match st {
-                EntryStatus::Refused { .. } => StatusCode::OK,
-                EntryStatus::Pending { .. } => StatusCode::ACCEPTED,
-            };
-            Ok((code, Json(v)).into_response())
-        }
-        None => Err(ApiError::not_found(format!("entry {d} is unknown to this node"))),
-    }
+    Ok(committed)
 }
 
 #[derive(Deserialize)]

@@ -33,6 +33,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod campaign;
 pub mod config;
 pub mod cosign;
 pub mod ledger;

@@ -35,6 +35,11 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Governed fine-tuning campaigns (the operator's tuner).
+    Campaign {
+        #[command(subcommand)]
+        command: CampaignCommand,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -44,6 +49,25 @@ enum Command {
     Testnet {
         #[command(subcommand)]
         command: TestnetCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CampaignCommand {
+    /// Run a campaign: against the operator node of a local testnet (which
+    /// also registers the file's policy and sources through their
+    /// authorities' nodes), or with no node, writing entries to a file.
+    Run {
+        /// The campaign file (see data/campaign.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// A testnet folder (`govtune testnet up --dir`).
+        #[arg(long, conflicts_with = "events_out")]
+        testnet: Option<PathBuf>,
+        /// No node: write entries here (blobs beside it) under the file's
+        /// own demo consortium keys.
+        #[arg(long)]
+        events_out: Option<PathBuf>,
     },
 }
 
@@ -255,6 +279,54 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Node { config } => run_node(config),
         Command::Testnet { command } => run_testnet(command),
+        Command::Campaign {
+            command:
+                CampaignCommand::Run {
+                    config,
+                    testnet,
+                    events_out,
+                },
+        } => {
+            let out = match (testnet, events_out) {
+                (Some(dir), None) => node::campaign::run_on_testnet(
+                    &config,
+                    &dir,
+                    &mut node::campaign::LineProgress::default(),
+                )?,
+                (None, Some(file)) => {
+                    let cfg = tuner::demo::DemoConfig::load(&config).map_err(|e| e.to_string())?;
+                    let mut sink = tuner::sink::FileSink::create(&file).map_err(|e| e.to_string())?;
+                    let w = tuner::demo::build(&cfg, &mut sink, &mut |_, _| {}).map_err(|e| e.to_string())?;
+                    let clock = tuner::campaign::SimClock {
+                        next: cfg.start_ms + 1_000_000,
+                        step_ms: cfg.step_ms,
+                    };
+                    let out = tuner::campaign::run(
+                        w.spec,
+                        Box::new(clock),
+                        &mut sink,
+                        &mut node::campaign::LineProgress::default(),
+                    )
+                    .map_err(|e| e.to_string())?;
+                    sink.flush().map_err(|e| e.to_string())?;
+                    out
+                }
+                _ => return Err("give --testnet DIR or --events-out FILE".into()),
+            };
+            println!("campaign {}", out.campaign);
+            println!("stop: {:?}", out.stop);
+            println!(
+                "steps {} (attempts {}), examples admitted {}, refused {}, steps rolled back {}, entries {}",
+                out.steps, out.attempts, out.admitted, out.refused, out.rolled_back, out.entries
+            );
+            println!("final model state {}", out.final_state);
+            match out.stop {
+                tuner::campaign::Stop::Finished => Ok(()),
+                tuner::campaign::Stop::CoSignerRefused { kind, reason } => Err(format!(
+                    "stopped at the last committed step: a co-signer refused a {kind}: {reason}"
+                )),
+            }
+        }
         Command::Bench {
             command:
                 BenchCommand::Network {
