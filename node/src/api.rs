@@ -265,7 +265,10 @@ fn parse_digest(s: &str) -> Result<Digest, ApiError> {
 async fn submit(s: &ApiState, body: EntryBody) -> ApiResult {
     let (reply, rx) = oneshot::channel();
     s.core
-        .send(ApiCommand::Submit { body, reply })
+        .send(ApiCommand::Submit {
+            body: Box::new(body),
+            reply,
+        })
         .await
         .map_err(ApiError::internal)?;
     match rx.await.map_err(ApiError::internal)? {

@@ -123,7 +123,6 @@ pub fn run_network(binary: &Path, b: NetworkBench) -> Result<NetworkFigures, Str
     let mut threads = Vec::new();
     for _ in 0..b.clients.max(1) {
         let (queue, submitted, admin) = (queue.clone(), submitted.clone(), admin.clone());
-        let b = b;
         threads.push(std::thread::spawn(move || -> Result<(), String> {
             loop {
                 let body: EntryBody = {

@@ -103,7 +103,7 @@ pub enum ApiCommand {
     /// Sign and offer an entry body submitted by this authority's tools.
     Submit {
         /// The body.
-        body: EntryBody,
+        body: Box<EntryBody>,
         /// Digest and status, or why not.
         reply: oneshot::Sender<Result<(Digest, Option<EntryStatus>), Refused>>,
     },
@@ -670,11 +670,7 @@ impl Core {
                     validator,
                     share,
                 },
-            ) => {
-                if validator == from {
-                    self.add_share(checkpoint, validator, share);
-                }
-            }
+            ) if validator == from => self.add_share(checkpoint, validator, share),
             (Topic::Events, Gossip::Checkpoint(signed)) => self.store_checkpoint(&signed),
             _ => {}
         }
@@ -725,7 +721,7 @@ impl Core {
         match cmd {
             ApiCommand::Submit { body, reply } => {
                 let r = self
-                    .offer(body, Vec::new(), true)
+                    .offer(*body, Vec::new(), true)
                     .map(|d| (d, self.pending.get(&d).map(Pending::status)));
                 let _ = reply.send(r);
             }
