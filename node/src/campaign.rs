@@ -108,22 +108,43 @@ impl EventSink for HttpSink {
     }
 }
 
-/// Prints a progress line every few steps.
-#[derive(Debug, Default)]
-pub struct LineProgress {
-    last: f64,
+/// A live progress bar: step, loss, admitted, refused, rolled back,
+/// committed entries and their rate. Without a terminal (CI, logs) it
+/// prints a line every few seconds instead.
+#[derive(Debug)]
+pub struct BarProgress {
+    bar: Option<indicatif::ProgressBar>,
+    last_line: f64,
 }
 
-impl Progress for LineProgress {
-    fn update(&mut self, i: &ProgressInfo) {
-        if i.elapsed - self.last < 2.0 {
-            return;
+impl BarProgress {
+    /// A bar over `steps` attempted steps.
+    pub fn new(steps: u64) -> Self {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(steps);
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        Self { bar, last_line: 0.0 }
+    }
+
+    /// Finishes the bar.
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish();
         }
-        self.last = i.elapsed;
-        println!(
-            "step {:>5} (attempt {:>5})  loss {:.3}  admitted {:>6}  refused {:>5}  rolled back {:>3}  events {:>5}  {:.1} events/s",
+    }
+}
+
+impl Progress for BarProgress {
+    fn update(&mut self, i: &ProgressInfo) {
+        let msg = format!(
+            "step {} loss {:.3} admitted {} refused {} rolled back {} committed {} ({:.1} events/s)",
             i.step,
-            i.attempts,
             i.loss,
             i.admitted,
             i.refused,
@@ -131,6 +152,17 @@ impl Progress for LineProgress {
             i.events,
             i.events as f64 / i.elapsed.max(1e-9)
         );
+        match &self.bar {
+            Some(b) => {
+                b.set_position(i.attempts);
+                b.set_message(msg);
+            }
+            None if i.elapsed - self.last_line >= 5.0 => {
+                self.last_line = i.elapsed;
+                println!("{msg}");
+            }
+            None => {}
+        }
     }
 }
 

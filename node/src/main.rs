@@ -301,13 +301,10 @@ fn run(cli: Cli) -> Result<(), String> {
                         next: cfg.start_ms + 1_000_000,
                         step_ms: cfg.step_ms,
                     };
-                    let out = tuner::campaign::run(
-                        w.spec,
-                        Box::new(clock),
-                        &mut sink,
-                        &mut node::campaign::LineProgress::default(),
-                    )
-                    .map_err(|e| e.to_string())?;
+                    let mut bar = node::campaign::BarProgress::new(cfg.settings.max_steps);
+                    let out = tuner::campaign::run(w.spec, Box::new(clock), &mut sink, &mut bar);
+                    bar.finish();
+                    let out = out.map_err(|e| e.to_string())?;
                     sink.flush().map_err(|e| e.to_string())?;
                     out
                 }
