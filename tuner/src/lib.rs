@@ -76,6 +76,7 @@ pub mod campaign;
 pub mod data;
 pub mod demo;
 pub mod error;
+pub mod eval;
 pub mod lora;
 pub mod memo;
 pub mod model;

@@ -103,3 +103,45 @@ pub fn query_gradients(
         })
         .collect()
 }
+
+/// The summed next-token loss (nats) of `output` given `prompt` on the
+/// model made of `base` and `adapters`, over the same tokens as
+/// [`project_text_gradient`] (forward pass only).
+pub fn text_loss(
+    cfg: &ModelConfig,
+    base: &BTreeMap<String, Tensor>,
+    adapters: &Adapters,
+    prompt: &[u8],
+    output: &[u8],
+) -> Result<f32> {
+    if output.is_empty() {
+        return Err(TunerError::Config("the output to score is empty".into()));
+    }
+    let text = [prompt, output].concat();
+    let start = text.len().saturating_sub(cfg.context + 1);
+    let text = &text[start..];
+    if text.len() < 2 {
+        return Err(TunerError::Config(
+            "the text to score is shorter than 2 bytes".into(),
+        ));
+    }
+    let dev = Device::Cpu;
+    let t = text.len() - 1;
+    let inp = Tensor::from_vec(
+        text[..t].iter().map(|&c| u32::from(c)).collect::<Vec<_>>(),
+        (1, t),
+        &dev,
+    )?;
+    let tgt = Tensor::from_vec(
+        text[1..].iter().map(|&c| u32::from(c)).collect::<Vec<_>>(),
+        (t, 1),
+        &dev,
+    )?;
+    let out_from = t.saturating_sub(output.len());
+    let mut f = LoraForward::plain(adapters, &dev)?;
+    let logits = forward(cfg, base, &inp, Some(&mut f))?;
+    let lsm =
+        candle_nn::ops::log_softmax(&logits.reshape((t, crate::model::VOCAB))?, candle_core::D::Minus1)?;
+    let nll = lsm.gather(&tgt, 1)?.reshape(t)?.to_vec1::<f32>()?;
+    Ok(-nll[out_from..].iter().sum::<f32>())
+}

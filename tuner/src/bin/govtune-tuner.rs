@@ -35,6 +35,11 @@ enum Cmd {
         #[arg(long)]
         events: PathBuf,
     },
+    /// Evaluations.
+    Eval {
+        #[command(subcommand)]
+        cmd: EvalCmd,
+    },
     /// Governed against ungoverned fine-tuning.
     Bench {
         /// Campaign config (TOML).
@@ -46,6 +51,44 @@ enum Cmd {
         /// Steps at example granularity.
         #[arg(long, default_value_t = 40)]
         example_steps: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvalCmd {
+    /// Tracing: canary recall, source LDS against retraining, precision per
+    /// event granularity.
+    Trace {
+        /// Campaign config (TOML): base model, policy, sources, model settings.
+        #[arg(long, default_value = "data/campaign.toml")]
+        config: PathBuf,
+        /// The CI-sized run (a few minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Override the number of retrained half-subsets.
+        #[arg(long)]
+        subsets: Option<usize>,
+        /// Override the sketch side.
+        #[arg(long)]
+        sketch_side: Option<usize>,
+        /// Override the copies per canary.
+        #[arg(long)]
+        copies: Option<usize>,
+        /// Override the number of checkpoints.
+        #[arg(long)]
+        checkpoints: Option<u64>,
+        /// Override the epochs.
+        #[arg(long)]
+        epochs: Option<u64>,
+        /// Override the letters per canary secret.
+        #[arg(long)]
+        secret_len: Option<usize>,
+        /// Override the LoRA rank.
+        #[arg(long)]
+        rank: Option<usize>,
+        /// Skip the example and epoch granularity runs.
+        #[arg(long)]
+        no_granularities: bool,
     },
 }
 
@@ -165,6 +208,50 @@ fn real_main() -> tuner::Result<ExitCode> {
                 println!("MISMATCH: the close records {}", close.final_state);
                 Ok(ExitCode::FAILURE)
             }
+        }
+        Cmd::Eval {
+            cmd:
+                EvalCmd::Trace {
+                    config,
+                    quick,
+                    subsets,
+                    sketch_side,
+                    copies,
+                    checkpoints,
+                    epochs,
+                    secret_len,
+                    rank,
+                    no_granularities,
+                },
+        } => {
+            let mut s = if quick {
+                tuner::eval::EvalSettings::quick()
+            } else {
+                tuner::eval::EvalSettings::full()
+            };
+            if let Some(v) = subsets {
+                s.subsets = v;
+            }
+            if let Some(v) = sketch_side {
+                s.sketch_side = v;
+            }
+            if let Some(v) = copies {
+                s.canary_copies = v;
+            }
+            if let Some(v) = checkpoints {
+                s.checkpoints = v;
+            }
+            if let Some(v) = epochs {
+                s.epochs = v;
+            }
+            if let Some(v) = secret_len {
+                s.secret_len = v;
+            }
+            s.rank = rank.or(s.rank);
+            s.granularities &= !no_granularities;
+            let r = tuner::eval::run_eval(&config, &s)?;
+            println!("{}", r.table());
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench {
             config,
