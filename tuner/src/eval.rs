@@ -72,6 +72,8 @@ pub struct EvalSettings {
     pub subsets: usize,
     /// Bootstrap resamples of the LDS interval.
     pub bootstrap: usize,
+    /// Also retrain with each source left out.
+    pub leave_one_out: bool,
     /// Also run example and epoch granularity.
     pub granularities: bool,
     /// Seed of canaries, subsets and bootstrap.
@@ -80,26 +82,30 @@ pub struct EvalSettings {
     pub secret_len: usize,
     /// LoRA rank (None: the config's).
     pub rank: Option<usize>,
+    /// Byte offset of canaries in their windows (None: random).
+    pub canary_offset: Option<usize>,
 }
 
 impl EvalSettings {
     /// The full evaluation (about 25 minutes on 2 cores, release).
     pub fn full() -> Self {
         Self {
-            train_windows: 192,
+            train_windows: 96,
             heldout_windows: 4,
             canaries: 20,
             canary_copies: 4,
-            epochs: 2,
+            epochs: 1,
             batch: 16,
             sketch_side: 4,
             checkpoints: 4,
             subsets: 32,
             bootstrap: 1000,
+            leave_one_out: true,
             granularities: true,
             seed: 2026,
-            secret_len: 12,
+            secret_len: 30,
             rank: None,
+            canary_offset: None,
         }
     }
 
@@ -116,10 +122,12 @@ impl EvalSettings {
             checkpoints: 2,
             subsets: 8,
             bootstrap: 200,
+            leave_one_out: false,
             granularities: true,
             seed: 2026,
-            secret_len: 12,
+            secret_len: 30,
             rank: None,
+            canary_offset: None,
         }
     }
 }
@@ -154,6 +162,10 @@ pub struct MethodRow {
     pub lds: f64,
     /// 95% bootstrap interval of the LDS.
     pub lds_ci: (f64, f64),
+    /// Mean over held-out queries of the Spearman correlation across
+    /// sources between a source's score and the query-loss increase when
+    /// it is left out (None when not run).
+    pub loo: Option<f64>,
 }
 
 /// One event granularity's figures.
@@ -217,15 +229,16 @@ impl EvalReport {
             self.sources, self.examples, s.canaries, s.canary_copies, s.epochs, s.batch, s.sketch_side,
             self.sketch_dim, s.checkpoints, s.subsets, self.queries, self.rolled_back, self.seconds
         );
-        o.push_str("| method | canary top-1 / top-3 source recall (sum) | canary top-1 / top-3 source recall (salient) | source LDS (95% CI) |\n|---|---|---|---|\n");
+        o.push_str("| method | canary top-1 / top-3 source recall (sum) | canary top-1 / top-3 source recall (salient) | source LDS (95% CI) | leave-one-source-out Spearman |\n|---|---|---|---|---|\n");
         for m in &self.methods {
             let sal = match (m.top1_salient, m.top3_salient) {
                 (Some(a), Some(b)) => format!("{a:.2} / {b:.2}"),
                 _ => "n/a".into(),
             };
+            let loo = m.loo.map_or("n/a".to_string(), |x| format!("{x:.2}"));
             o.push_str(&format!(
-                "| {} | {:.2} / {:.2} | {} | {:.2} [{:.2}, {:.2}] |\n",
-                m.method, m.top1, m.top3, sal, m.lds, m.lds_ci.0, m.lds_ci.1
+                "| {} | {:.2} / {:.2} | {} | {:.2} [{:.2}, {:.2}] | {} |\n",
+                m.method, m.top1, m.top3, sal, m.lds, m.lds_ci.0, m.lds_ci.1, loo
             ));
         }
         if !self.granularities.is_empty() {
@@ -266,6 +279,7 @@ pub fn plant(
     n: usize,
     copies: usize,
     secret_len: usize,
+    offset: Option<usize>,
     seed: u64,
 ) -> Result<Vec<PlantedCanary>> {
     let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x6361_6e61);
@@ -288,7 +302,8 @@ pub fn plant(
         while ws.len() < copies {
             let w = rng.gen_range(0..windows);
             if used.insert((source, w)) {
-                let off = rng.gen_range(0..=window - c.len());
+                let r = rng.gen_range(0..=window - c.len());
+                let off = offset.unwrap_or(r).min(window - c.len());
                 let s = w as usize * window + off;
                 texts[source][s..s + c.len()].copy_from_slice(&c);
                 ws.push(w);
@@ -440,7 +455,7 @@ fn world(cfg: &DemoConfig, s: &EvalSettings) -> Result<EvalWorld> {
         }
         texts.push(t[..n].to_vec());
     }
-    let canaries = plant(&mut texts, window, s.canaries, s.canary_copies, s.secret_len, s.seed)?;
+    let canaries = plant(&mut texts, window, s.canaries, s.canary_copies, s.secret_len, s.canary_offset, s.seed)?;
     let mut spec = w.spec;
     spec.sources = sign(&w.consortium, cfg, &texts, window)?;
     spec.settings.sketch_side = s.sketch_side;
@@ -572,6 +587,7 @@ fn logged(sink: &MemorySink) -> Result<Vec<LoggedExample>> {
 
 struct Scored {
     tracin: Vec<TraceReport>,
+    tracin_adam: Vec<TraceReport>,
     trak: Vec<TraceReport>,
 }
 
@@ -587,94 +603,30 @@ fn score_queries(
     let proj = crate::pergrad::Projection::new(&layout, spec.settings.sketch_seed, spec.settings.sketch_side)?;
     let base: BTreeMap<String, Tensor> = spec.base.to_tensors(&candle_core::Device::Cpu)?;
     let lr = LrSchedule::Constant(spec.settings.optim.lr);
-    let lam: f64 = std::env::var("GT_LAMBDA").ok().and_then(|x| x.parse().ok()).unwrap_or(crate::score::DEFAULT_TRAK_LAMBDA);
-    let unit = std::env::var("GT_RAW").is_err();
     let pre = if with_trak {
-        Some(Preconditioner::fit(&coords, examples, lam, unit)?)
+        Some(Preconditioner::fit(&coords, examples, crate::score::DEFAULT_TRAK_LAMBDA, true)?)
     } else {
         None
     };
+    let adam = Preconditioner::fit_adam(&coords, examples)?;
     let states: Vec<(u64, &Adapters)> = t.states.iter().map(|(s, a)| (*s, a)).collect();
     let mut out = Scored {
         tracin: Vec::new(),
+        tracin_adam: Vec::new(),
         trak: Vec::new(),
     };
     for (p, o) in queries {
         let g = query_gradients(&spec.settings.model, &base, &states, &proj, p, o)?;
         out.tracin
             .push(score(&coords, &g, examples, &lr, Method::tracin(), None)?);
+        out.tracin_adam
+            .push(score(&coords, &g, examples, &lr, Method::tracin_adam(), Some(&adam))?);
         if let Some(pre) = &pre {
             out.trak
-                .push(score(&coords, &g, examples, &lr, Method::Trak { lambda: lam, unit }, Some(pre))?);
+                .push(score(&coords, &g, examples, &lr, Method::trak(), Some(pre))?);
         }
     }
     Ok(out)
-}
-
-fn diag(
-    spec: &CampaignSpec,
-    t: &Trained,
-    ex: &[LoggedExample],
-    queries: &[(Vec<u8>, Vec<u8>)],
-    copies: &BTreeSet<(Digest, u64, usize)>,
-) -> Result<()> {
-    let mut abs: Vec<f32> = ex.iter().flat_map(|e| e.values.iter().map(|v| v.abs())).filter(|v| *v > 0.0).collect();
-    abs.sort_by(f32::total_cmp);
-    let zeros = ex.iter().flat_map(|e| e.values.iter()).filter(|v| **v == 0.0).count();
-    eprintln!("sketch |v|: p1 {:e} p50 {:e} p99 {:e}; zeros {zeros} of {}", abs[abs.len() / 100], abs[abs.len() / 2], abs[abs.len() * 99 / 100], ex.len() * ex[0].values.len());
-    let layout = spec.settings.layout()?;
-    let proj = crate::pergrad::Projection::new(&layout, spec.settings.sketch_seed, spec.settings.sketch_side)?;
-    let base: BTreeMap<String, Tensor> = spec.base.to_tensors(&candle_core::Device::Cpu)?;
-    let d = ex[0].values.len();
-    let mut mean = vec![0f64; d];
-    for e in ex {
-        for (m, v) in mean.iter_mut().zip(&e.values) {
-            *m += f64::from(*v) / ex.len() as f64;
-        }
-    }
-    for (j, (p, o)) in queries.iter().enumerate().take(6) {
-        for (si, (step, a)) in t.states.iter().enumerate() {
-            let g = crate::trace::project_text_gradient(&spec.settings.model, &base, a, &proj, p, o)?;
-            let mut rms = vec![0f64; d];
-            for e in ex {
-                for (m, v) in rms.iter_mut().zip(&e.values) {
-                    *m += f64::from(*v).powi(2) / ex.len() as f64;
-                }
-            }
-            let rms: Vec<f64> = rms.iter().map(|x| x.sqrt() + 1e-12).collect();
-            let variants: [(&str, Box<dyn Fn(&LoggedExample) -> f64>); 5] = [
-                ("adamcos", Box::new(|e: &LoggedExample| {
-                    let z: Vec<f64> = e.values.iter().zip(&rms).map(|(a, r)| f64::from(*a) / r).collect();
-                    let dt: f64 = z.iter().zip(&g).map(|(a, b)| a * f64::from(*b)).sum();
-                    let n: f64 = z.iter().map(|a| a * a).sum::<f64>().sqrt();
-                    dt / n.max(1e-30)
-                })),
-                ("adam2cos", Box::new(|e: &LoggedExample| {
-                    let z: Vec<f64> = e.values.iter().zip(&rms).map(|(a, r)| f64::from(*a) / r).collect();
-                    let qq: Vec<f64> = g.iter().zip(&rms).map(|(a, r)| f64::from(*a) / r).collect();
-                    let dt: f64 = z.iter().zip(&qq).map(|(a, b)| a * b).sum();
-                    let n: f64 = z.iter().map(|a| a * a).sum::<f64>().sqrt();
-                    dt / n.max(1e-30)
-                })),
-                ("dot", Box::new(|e: &LoggedExample| e.values.iter().zip(&g).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum())),
-                ("cos", Box::new(|e: &LoggedExample| {
-                    let dt: f64 = e.values.iter().zip(&g).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
-                    let n: f64 = e.values.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
-                    dt / n.max(1e-30)
-                })),
-                ("centred", Box::new(|e: &LoggedExample| e.values.iter().zip(&g).zip(&mean).map(|((a, b), m)| (f64::from(*a) - m) * f64::from(*b)).sum())),
-            ];
-            let mut line = format!("q{j} state {si} (step {step}):");
-            for (name, f) in &variants {
-                let mut sc: Vec<(f64, bool)> = ex.iter().map(|e| (f(e), copies.contains(&(e.source, e.index, j)))).collect();
-                sc.sort_by(|a, b| b.0.total_cmp(&a.0));
-                let ranks: Vec<usize> = sc.iter().enumerate().filter(|(_, x)| x.1).map(|(i, _)| i).collect();
-                line.push_str(&format!(" {name} {ranks:?}"));
-            }
-            eprintln!("{line}");
-        }
-    }
-    Ok(())
 }
 
 fn recall(reports: &[TraceReport], truth: &[Digest], k: usize) -> f64 {
@@ -754,7 +706,7 @@ pub fn run_eval(config: &Path, s: &EvalSettings) -> Result<EvalReport> {
         grans.extend([EventGranularity::Example, EventGranularity::Epoch]);
     }
     let mut granularities = Vec::new();
-    let mut main: Option<(Scored, Scored, u64, u64, usize)> = None;
+    let mut main: Option<(Scored, Scored, u64, u64, Adapters)> = None;
     for g in grans {
         let spec = spec_for(&w, &all, g, s.checkpoints)?;
         let name = match g {
@@ -768,53 +720,6 @@ pub fn run_eval(config: &Path, s: &EvalSettings) -> Result<EvalReport> {
         let is_main = g == EventGranularity::Batch;
         say(&format!("scoring {} canary queries against {} sketches", canary_q.len(), ex.len()));
         let sc = score_queries(&spec, &t, &ex, &canary_q, is_main)?;
-        if std::env::var("GT_SELF").is_ok() {
-            let win = spec.settings.model.window();
-            let picks: Vec<(usize, u64)> = (0..6).map(|i| (i % n, (7 * i + 3) as u64)).collect();
-            let qs: Vec<(Vec<u8>, Vec<u8>)> = picks
-                .iter()
-                .map(|&(si, wi)| {
-                    let t = &w.texts[si][wi as usize * win..(wi as usize + 1) * win];
-                    (t[..1].to_vec(), t[1..].to_vec())
-                })
-                .collect();
-            let r = score_queries(&spec, &t, &ex, &qs, true)?;
-            for (k, &(si, wi)) in picks.iter().enumerate() {
-                for (name, rep) in [("tracin", &r.tracin[k]), ("trak", &r.trak[k])] {
-                    let mut by: Vec<&crate::score::ExampleScore> = rep.examples.iter().collect();
-                    by.sort_by(|a, b| b.score.total_cmp(&a.score));
-                    let pos = by.iter().position(|e| e.source == ids[si] && e.index == wi);
-                    let srank = rep.sources.iter().position(|x| x.source == ids[si]);
-                    eprintln!("self {name} src {si} win {wi}: example rank {pos:?} source rank {srank:?}");
-                }
-            }
-        }
-        if std::env::var("GT_DIAG2").is_ok() {
-            diag(&spec, &t, &ex, &canary_q, &copies)?;
-        }
-        if std::env::var("GT_DIAG").is_ok() {
-            for (name, reps) in [("tracin", &sc.tracin), ("trak", &sc.trak)] {
-                for (j, r) in reps.iter().enumerate().take(8) {
-                    let mut by: Vec<&crate::score::ExampleScore> = r.examples.iter().collect();
-                    by.sort_by(|a, b| b.score.total_cmp(&a.score));
-                    let tags: String = by
-                        .iter()
-                        .take(30)
-                        .map(|e| {
-                            if copies.contains(&(e.source, e.index, j)) {
-                                'X'
-                            } else if copies.iter().any(|c| c.0 == e.source && c.1 == e.index) {
-                                'c'
-                            } else {
-                                '.'
-                            }
-                        })
-                        .collect();
-                    let rank = r.sources.iter().position(|x| x.source == truth[j]).unwrap_or(99);
-                    eprintln!("{name} q{j} src-rank {rank} top30 {tags}");
-                }
-            }
-        }
         // Precision of the top event and of the top examples.
         let mut hit = 0.0;
         let mut prec = 0.0;
@@ -869,10 +774,10 @@ pub fn run_eval(config: &Path, s: &EvalSettings) -> Result<EvalReport> {
         if is_main {
             say(&format!("scoring {} held-out queries", held_q.len()));
             let held = score_queries(&spec, &t, &ex, &held_q, true)?;
-            main = Some((sc, held, t.rolled_back, t.admitted, ex.len()));
+            main = Some((sc, held, t.rolled_back, t.admitted, t.adapters.clone()));
         }
     }
-    let Some((canary_sc, held_sc, rolled_back, admitted, _)) = main else {
+    let Some((canary_sc, held_sc, rolled_back, admitted, full_adapters)) = main else {
         return Err(TunerError::Config("the batch-granularity run did not happen".into()));
     };
     // LDS: retrain random half-subsets.
@@ -880,6 +785,7 @@ pub fn run_eval(config: &Path, s: &EvalSettings) -> Result<EvalReport> {
     let mut actual: Vec<Vec<f64>> = vec![Vec::new(); held_q.len()];
     let mut pred_t: Vec<Vec<f64>> = vec![Vec::new(); held_q.len()];
     let mut pred_k = pred_t.clone();
+    let mut pred_a = pred_t.clone();
     let mut pred_n = pred_t.clone();
     let base = w.spec.base.to_tensors(&candle_core::Device::Cpu)?;
     for k in 0..s.subsets {
@@ -895,22 +801,62 @@ pub fn run_eval(config: &Path, s: &EvalSettings) -> Result<EvalReport> {
             actual[q].push(-f64::from(l));
             pred_t[q].push(sub.iter().map(|&i| held_sc.tracin[q].source_score(&ids[i])).sum());
             pred_k[q].push(sub.iter().map(|&i| held_sc.trak[q].source_score(&ids[i])).sum());
+            pred_a[q].push(sub.iter().map(|&i| held_sc.tracin_adam[q].source_score(&ids[i])).sum());
             pred_n[q].push(sub.iter().map(|&i| held_ng[q][i]).sum());
         }
     }
     let (lt, ct) = lds_with_ci(&pred_t, &actual, s.bootstrap, s.seed);
     let (lk, ck) = lds_with_ci(&pred_k, &actual, s.bootstrap, s.seed);
+    let (la, ca) = lds_with_ci(&pred_a, &actual, s.bootstrap, s.seed);
     let (ln, cn) = lds_with_ci(&pred_n, &actual, s.bootstrap, s.seed);
+    // Leave-one-out: loss increase of each held-out query without source s.
+    let mut loo: Option<[f64; 4]> = None;
+    if s.leave_one_out {
+        let full: Vec<f64> = held_q
+            .iter()
+            .map(|(p, o)| text_loss(&w.spec.settings.model, &base, &full_adapters, p, o).map(f64::from))
+            .collect::<Result<_>>()?;
+        let mut delta = vec![vec![0f64; n]; held_q.len()];
+        for left in 0..n {
+            let sub: Vec<usize> = all.iter().copied().filter(|&i| i != left).collect();
+            say(&format!("retraining without source {left}"));
+            let t = train(spec_for(&w, &sub, EventGranularity::Batch, 0)?, false)?;
+            for (q, (p, o)) in held_q.iter().enumerate() {
+                delta[q][left] = f64::from(text_loss(&w.spec.settings.model, &base, &t.adapters, p, o)?) - full[q];
+            }
+        }
+        let mean = |f: &dyn Fn(usize) -> Vec<f64>| -> f64 {
+            (0..held_q.len()).map(|q| spearman(&f(q), &delta[q])).sum::<f64>() / held_q.len().max(1) as f64
+        };
+        let by = |r: &[TraceReport], q: usize| -> Vec<f64> { ids.iter().map(|id| r[q].source_score(id)).collect() };
+        loo = Some([
+            mean(&|q| by(&held_sc.tracin, q)),
+            mean(&|q| by(&held_sc.tracin_adam, q)),
+            mean(&|q| by(&held_sc.trak, q)),
+            mean(&|q| held_ng[q].clone()),
+        ]);
+    }
     let truth_pos: Vec<usize> = w.canaries.iter().map(|c| c.source).collect();
     let methods = vec![
         MethodRow {
-            method: "TracIn (sketches, checkpoints)".into(),
+            method: "TracIn (cosine, nearest checkpoint)".into(),
             top1: recall(&canary_sc.tracin, &truth, 1),
             top3: recall(&canary_sc.tracin, &truth, 3),
             top1_salient: Some(salient_recall(&canary_sc.tracin, &truth, 1)),
             top3_salient: Some(salient_recall(&canary_sc.tracin, &truth, 3)),
             lds: lt,
             lds_ci: ct,
+            loo: loo.map(|l| l[0]),
+        },
+        MethodRow {
+            method: "TracIn, Adam-normalised sketches".into(),
+            top1: recall(&canary_sc.tracin_adam, &truth, 1),
+            top3: recall(&canary_sc.tracin_adam, &truth, 3),
+            top1_salient: Some(salient_recall(&canary_sc.tracin_adam, &truth, 1)),
+            top3_salient: Some(salient_recall(&canary_sc.tracin_adam, &truth, 3)),
+            lds: la,
+            lds_ci: ca,
+            loo: loo.map(|l| l[1]),
         },
         MethodRow {
             method: "TRAK-style (final model, λ = 0.1)".into(),
@@ -920,6 +866,7 @@ pub fn run_eval(config: &Path, s: &EvalSettings) -> Result<EvalReport> {
             top3_salient: Some(salient_recall(&canary_sc.trak, &truth, 3)),
             lds: lk,
             lds_ci: ck,
+            loo: loo.map(|l| l[2]),
         },
         MethodRow {
             method: "8-gram overlap baseline".into(),
@@ -929,6 +876,7 @@ pub fn run_eval(config: &Path, s: &EvalSettings) -> Result<EvalReport> {
             top3_salient: None,
             lds: ln,
             lds_ci: cn,
+            loo: loo.map(|l| l[3]),
         },
     ];
     Ok(EvalReport {
@@ -960,7 +908,7 @@ mod tests {
     #[test]
     fn planting_is_distinct_and_in_place() {
         let mut texts = vec![vec![b'.'; 65 * 40]; 3];
-        let c = plant(&mut texts, 65, 6, 3, 12, 1).unwrap();
+        let c = plant(&mut texts, 65, 6, 3, 12, None, 1).unwrap();
         let all: BTreeSet<Vec<u8>> = c.iter().map(|c| [c.prefix.clone(), c.secret.clone()].concat()).collect();
         assert_eq!(all.len(), 6);
         for p in &c {

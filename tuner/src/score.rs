@@ -77,6 +77,11 @@ pub enum Method {
         /// Unit-normalise each example's routed sketch and each query
         /// gradient (cosine similarity).
         unit: bool,
+        /// Divide each example sketch coordinate by its root mean square
+        /// over the logged examples (routed ones), as Adam divides the
+        /// update by `√v`: the score then follows the applied update, not
+        /// the raw gradient. Needs [`Preconditioner::fit_adam`].
+        adam: bool,
     },
     /// Final-model query gradient preconditioned by the damped inverse
     /// Gram matrix of the logged sketches (block-diagonal).
@@ -91,9 +96,15 @@ pub enum Method {
 }
 
 impl Method {
-    /// TracIn with unit-normalised gradients (the default).
+    /// TracIn with unit-normalised gradients (cosine; the default).
     pub fn tracin() -> Self {
-        Method::TracIn { unit: true }
+        Method::TracIn { unit: true, adam: false }
+    }
+
+    /// TracIn with Adam-normalised, unit-normalised example sketches
+    /// (needs [`Preconditioner::fit_adam`]).
+    pub fn tracin_adam() -> Self {
+        Method::TracIn { unit: true, adam: true }
     }
 
     /// TRAK with [`DEFAULT_TRAK_LAMBDA`] and unit-normalised gradients
@@ -108,8 +119,10 @@ impl Method {
     /// Short name (`tracin`, `tracin-raw`, `trak`, `trak-raw`).
     pub fn name(&self) -> &'static str {
         match self {
-            Method::TracIn { unit: true } => "tracin",
-            Method::TracIn { unit: false } => "tracin-raw",
+            Method::TracIn { unit: true, adam: true } => "tracin",
+            Method::TracIn { unit: true, adam: false } => "tracin-cos",
+            Method::TracIn { unit: false, adam: true } => "tracin-adam-dot",
+            Method::TracIn { unit: false, adam: false } => "tracin-raw",
             Method::Trak { unit: true, .. } => "trak",
             Method::Trak { unit: false, .. } => "trak-raw",
         }
@@ -117,8 +130,12 @@ impl Method {
 
     fn unit(&self) -> bool {
         match self {
-            Method::TracIn { unit } | Method::Trak { unit, .. } => *unit,
+            Method::TracIn { unit, .. } | Method::Trak { unit, .. } => *unit,
         }
+    }
+
+    fn adam(&self) -> bool {
+        matches!(self, Method::TracIn { adam: true, .. })
     }
 }
 
@@ -431,8 +448,11 @@ pub struct Preconditioner {
     pub lambda: f64,
     /// Whether the rows were unit-normalised.
     pub unit: bool,
-    /// Per block: dimension and lower Cholesky factor (row-major).
+    /// Per block: dimension and lower Cholesky factor (row-major); empty
+    /// for an Adam preconditioner.
     factors: Vec<(usize, Vec<f64>)>,
+    /// Per coordinate `1 / rms` (Adam preconditioner), empty for TRAK.
+    diag: Vec<f64>,
 }
 
 impl Preconditioner {
@@ -479,7 +499,54 @@ impl Preconditioner {
             }
             factors.push((d, cholesky(h, d)?));
         }
-        Ok(Self { lambda, unit, factors })
+        Ok(Self {
+            lambda,
+            unit,
+            factors,
+            diag: Vec::new(),
+        })
+    }
+
+    /// The Adam-style diagonal for [`Method::TracIn`] with `adam`: per
+    /// coordinate `1 / √(mean of v²)` over the examples routed to its
+    /// piece (0 where every such value is 0).
+    pub fn fit_adam(coords: &BlockCoords, examples: &[LoggedExample]) -> Result<Self> {
+        check_dims(coords, examples)?;
+        let order = canonical_order(examples);
+        let masks = MaskCache::new(coords, examples);
+        let d = coords.dim();
+        let mut sq = vec![0f64; d];
+        let mut n = vec![0u64; coords.block_of.len()];
+        for &i in &order {
+            let m = masks.get(i);
+            for (p, &on) in m.iter().enumerate() {
+                if on {
+                    n[p] += 1;
+                    for j in coords.piece_range(p) {
+                        sq[j] += f64::from(examples[i].values[j]).powi(2);
+                    }
+                }
+            }
+        }
+        let s2 = coords.side * coords.side;
+        let diag = sq
+            .iter()
+            .enumerate()
+            .map(|(j, &x)| {
+                let k = n[j / s2];
+                if x > 0.0 && k > 0 {
+                    1.0 / (x / k as f64).sqrt()
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        Ok(Self {
+            lambda: 0.0,
+            unit: false,
+            factors: Vec::new(),
+            diag,
+        })
     }
 
     /// `(Φ_bᵀ Φ_b + λ_b I)⁻¹ q_b` for every block, concatenated per block.
@@ -539,14 +606,20 @@ fn solve_cholesky(l: &[f64], d: usize, mut b: Vec<f64>) -> Vec<f64> {
 /// `1 / ‖v‖` over the pieces allowed by `mask` when `unit` (0 for a zero
 /// vector), else 1.
 fn inv_norm(coords: &BlockCoords, v: &[f32], mask: &[bool], unit: bool) -> f64 {
+    inv_norm_scaled(coords, v, mask, unit, None)
+}
+
+/// [`inv_norm`] of `v ⊙ scale`.
+fn inv_norm_scaled(coords: &BlockCoords, v: &[f32], mask: &[bool], unit: bool, scale: Option<&[f64]>) -> f64 {
     if !unit {
         return 1.0;
     }
     let mut sq = 0f64;
     for (p, &m) in mask.iter().enumerate() {
         if m {
-            for &x in &v[coords.piece_range(p)] {
-                sq += f64::from(x) * f64::from(x);
+            for j in coords.piece_range(p) {
+                let x = f64::from(v[j]) * scale.map_or(1.0, |s| s[j]);
+                sq += x * x;
             }
         }
     }
@@ -653,6 +726,17 @@ pub fn score(
         let s = inv_norm(coords, &q.values, &all, unit);
         q.values.iter().map(|&x| (f64::from(x) * s) as f32).collect()
     };
+    let adam: Option<&[f64]> = if method.adam() {
+        let pre = pre.ok_or_else(|| TunerError::Config("Adam TracIn needs a fitted preconditioner".into()))?;
+        if pre.diag.len() != dim {
+            return Err(TunerError::Config(
+                "the preconditioner is not an Adam preconditioner of this layout".into(),
+            ));
+        }
+        Some(&pre.diag)
+    } else {
+        None
+    };
     let qblocks: Vec<Vec<Vec<f64>>> = match method {
         Method::TracIn { .. } => qs
             .iter()
@@ -688,7 +772,7 @@ pub fn score(
             Method::TracIn { .. } => (nearest(&qs, e.step), f64::from(lr.at(e.step)?)),
             Method::Trak { .. } => (0, 1.0),
         };
-        let factor = factor * inv_norm(coords, &e.values, mask, unit);
+        let factor = factor * inv_norm_scaled(coords, &e.values, mask, unit, adam);
         let qb = &qblocks[qi];
         let mut total = 0f64;
         for (b, slot) in eb.iter_mut().enumerate() {
@@ -699,8 +783,18 @@ pub fn score(
                 }
                 let ev = &e.values[p * s2..(p + 1) * s2];
                 let qv = &qb[b][j * s2..(j + 1) * s2];
-                for (x, y) in ev.iter().zip(qv) {
-                    acc += f64::from(*x) * y;
+                match adam {
+                    None => {
+                        for (x, y) in ev.iter().zip(qv) {
+                            acc += f64::from(*x) * y;
+                        }
+                    }
+                    Some(d) => {
+                        let dv = &d[p * s2..(p + 1) * s2];
+                        for ((x, y), z) in ev.iter().zip(qv).zip(dv) {
+                            acc += f64::from(*x) * z * y;
+                        }
+                    }
                 }
             }
             *slot = factor * acc;
@@ -858,13 +952,15 @@ mod tests {
         let (ex, q) = world(&c);
         let query = [QueryGradient { step: 10, values: q }];
         let lr = LrSchedule::Constant(0.01);
-        let t = score(&c, &query, &ex, &lr, Method::TracIn { unit: false }, None).unwrap();
+        let t = score(&c, &query, &ex, &lr, Method::TracIn { unit: false, adam: false }, None).unwrap();
         let pre = Preconditioner::fit(&c, &ex, 1.0, false).unwrap();
         let k = score(&c, &query, &ex, &lr, Method::Trak { lambda: 1.0, unit: false }, Some(&pre)).unwrap();
+        let pa = Preconditioner::fit_adam(&c, &ex).unwrap();
         let tu = score(&c, &query, &ex, &lr, Method::tracin(), None).unwrap();
+        let ta = score(&c, &query, &ex, &lr, Method::tracin_adam(), Some(&pa)).unwrap();
         let pu = Preconditioner::fit(&c, &ex, DEFAULT_TRAK_LAMBDA, true).unwrap();
         let ku = score(&c, &query, &ex, &lr, Method::trak(), Some(&pu)).unwrap();
-        for r in [&t, &k, &tu, &ku] {
+        for r in [&t, &k, &tu, &ku, &ta] {
             let top = r
                 .examples
                 .iter()
@@ -912,13 +1008,16 @@ mod tests {
         let q: Vec<f32> = (0..d).map(|j| (0..4).map(|s| w[s] * dirs[s][j]).sum()).collect();
         let query = [QueryGradient { step: 20, values: q }];
         let lr = LrSchedule::Constant(1.0);
-        let t = score(&c, &query, &ex, &lr, Method::TracIn { unit: false }, None).unwrap();
+        let t = score(&c, &query, &ex, &lr, Method::TracIn { unit: false, adam: false }, None).unwrap();
         let pre = Preconditioner::fit(&c, &ex, 0.1, true).unwrap();
         let k = score(&c, &query, &ex, &lr, Method::trak(), Some(&pre)).unwrap();
+        let pa = Preconditioner::fit_adam(&c, &ex).unwrap();
+        let a = score(&c, &query, &ex, &lr, Method::tracin_adam(), Some(&pa)).unwrap();
         let rank = |r: &TraceReport| r.sources.iter().map(|s| s.source).collect::<Vec<_>>();
         let want = vec![src(0), src(2), src(3), src(1)];
         assert_eq!(rank(&t), want);
         assert_eq!(rank(&k), want);
+        assert_eq!(rank(&a), want);
     }
 
     #[test]
@@ -927,7 +1026,7 @@ mod tests {
         let (mut ex, q) = world(&c);
         let query = [QueryGradient { step: 10, values: q }];
         let lr = LrSchedule::Constant(1.0);
-        let before = score(&c, &query, &ex, &lr, Method::TracIn { unit: false }, None).unwrap();
+        let before = score(&c, &query, &ex, &lr, Method::TracIn { unit: false, adam: false }, None).unwrap();
         // Route the planted example to block 0 only (the sketch keeps its
         // values elsewhere: the scorer must ignore them).
         let i = ex
@@ -939,7 +1038,7 @@ mod tests {
             layout.blocks(),
             |u| u == 0,
         ));
-        let after = score(&c, &query, &ex, &lr, Method::TracIn { unit: false }, None).unwrap();
+        let after = score(&c, &query, &ex, &lr, Method::TracIn { unit: false, adam: false }, None).unwrap();
         let blocks_of = |r: &TraceReport| {
             r.sources
                 .iter()
@@ -972,7 +1071,7 @@ mod tests {
             layout.blocks(),
             |_| false,
         ));
-        let none = score(&c, &query, &ex, &lr, Method::TracIn { unit: false }, None).unwrap();
+        let none = score(&c, &query, &ex, &lr, Method::TracIn { unit: false, adam: false }, None).unwrap();
         let s = none
             .examples
             .iter()
@@ -1017,7 +1116,7 @@ mod tests {
             })
             .collect();
         let lr = LrSchedule::PerStep((0..10).map(|i| i as f32).collect());
-        let r = score(&c, &query, &ex, &lr, Method::TracIn { unit: false }, None).unwrap();
+        let r = score(&c, &query, &ex, &lr, Method::TracIn { unit: false, adam: false }, None).unwrap();
         let got: Vec<f64> = r.examples.iter().map(|e| e.score).collect();
         // Step 1 → ckpt 0; 4 → 5; 6 → 5; 9 → 10. Score = lr · q · d.
         let want = [1.0 * 1.0, 4.0 * 2.0, 6.0 * 2.0, 9.0 * 3.0].map(|x| x * d as f64);
@@ -1043,7 +1142,8 @@ mod tests {
         rq.reverse();
         for m in [
             Method::tracin(),
-            Method::TracIn { unit: false },
+            Method::tracin_adam(),
+            Method::TracIn { unit: false, adam: false },
             Method::trak(),
             Method::Trak {
                 lambda: 0.5,
@@ -1052,10 +1152,16 @@ mod tests {
         ] {
             let (lambda, unit) = match m {
                 Method::Trak { lambda, unit } => (lambda, unit),
-                Method::TracIn { unit } => (DEFAULT_TRAK_LAMBDA, unit),
+                Method::TracIn { unit, .. } => (DEFAULT_TRAK_LAMBDA, unit),
             };
-            let p1 = Preconditioner::fit(&c, &ex, lambda, unit).unwrap();
-            let p2 = Preconditioner::fit(&c, &rev, lambda, unit).unwrap();
+            let fit = |x: &[LoggedExample]| {
+                if m.adam() {
+                    Preconditioner::fit_adam(&c, x).unwrap()
+                } else {
+                    Preconditioner::fit(&c, x, lambda, unit).unwrap()
+                }
+            };
+            let (p1, p2) = (fit(&ex), fit(&rev));
             let a = score(&c, &query, &ex, &lr, m, Some(&p1)).unwrap();
             let b = score(&c, &rq, &rev, &lr, m, Some(&p2)).unwrap();
             assert_eq!(a, b);
@@ -1063,7 +1169,7 @@ mod tests {
             // A one-ulp change of one sketch changes the digest.
             let mut ex2 = ex.clone();
             ex2[7].values[0] = f32::from_bits(ex2[7].values[0].to_bits() ^ 1);
-            let p3 = Preconditioner::fit(&c, &ex2, lambda, unit).unwrap();
+            let p3 = fit(&ex2);
             let c2 = score(&c, &query, &ex2, &lr, m, Some(&p3)).unwrap();
             assert_ne!(a.digest(), c2.digest());
         }
@@ -1074,7 +1180,7 @@ mod tests {
         let (_, c) = coords();
         let (mut ex, q) = world(&c);
         let lr = LrSchedule::Constant(1.0);
-        assert!(score(&c, &[], &ex, &lr, Method::TracIn { unit: false }, None).is_err());
+        assert!(score(&c, &[], &ex, &lr, Method::TracIn { unit: false, adam: false }, None).is_err());
         let query = [QueryGradient { step: 1, values: q }];
         assert!(score(&c, &query, &ex, &lr, Method::trak(), None).is_err());
         assert!(Preconditioner::fit(&c, &ex, 0.0, true).is_err());
@@ -1083,6 +1189,6 @@ mod tests {
         let raw = Preconditioner::fit(&c, &ex, DEFAULT_TRAK_LAMBDA, false).unwrap();
         assert!(score(&c, &query, &ex, &lr, Method::trak(), Some(&raw)).is_err());
         ex[0].values.pop();
-        assert!(score(&c, &query, &ex, &lr, Method::TracIn { unit: false }, None).is_err());
+        assert!(score(&c, &query, &ex, &lr, Method::TracIn { unit: false, adam: false }, None).is_err());
     }
 }

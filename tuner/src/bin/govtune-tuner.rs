@@ -83,6 +83,12 @@ enum EvalCmd {
         /// Override the letters per canary secret.
         #[arg(long)]
         secret_len: Option<usize>,
+        /// Plant canaries at this byte offset of their windows (default random).
+        #[arg(long)]
+        canary_offset: Option<usize>,
+        /// Override the training windows per source.
+        #[arg(long)]
+        train_windows: Option<usize>,
         /// Override the LoRA rank.
         #[arg(long)]
         rank: Option<usize>,
@@ -221,6 +227,8 @@ fn real_main() -> tuner::Result<ExitCode> {
                     epochs,
                     secret_len,
                     rank,
+                    canary_offset,
+                    train_windows,
                     no_granularities,
                 },
         } => {
@@ -248,6 +256,10 @@ fn real_main() -> tuner::Result<ExitCode> {
                 s.secret_len = v;
             }
             s.rank = rank.or(s.rank);
+            s.canary_offset = canary_offset.or(s.canary_offset);
+            if let Some(v) = train_windows {
+                s.train_windows = v;
+            }
             s.granularities &= !no_granularities;
             let r = tuner::eval::run_eval(&config, &s)?;
             println!("{}", r.table());
