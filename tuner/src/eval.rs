@@ -455,7 +455,15 @@ fn world(cfg: &DemoConfig, s: &EvalSettings) -> Result<EvalWorld> {
         }
         texts.push(t[..n].to_vec());
     }
-    let canaries = plant(&mut texts, window, s.canaries, s.canary_copies, s.secret_len, s.canary_offset, s.seed)?;
+    let canaries = plant(
+        &mut texts,
+        window,
+        s.canaries,
+        s.canary_copies,
+        s.secret_len,
+        s.canary_offset,
+        s.seed,
+    )?;
     let mut spec = w.spec;
     spec.sources = sign(&w.consortium, cfg, &texts, window)?;
     spec.settings.sketch_side = s.sketch_side;
@@ -552,7 +560,10 @@ fn train(spec: CampaignSpec, keep: bool) -> Result<Trained> {
                 .blobs
                 .get(&s.blob)
                 .ok_or_else(|| TunerError::Sink("snapshot blob missing".into()))?;
-            states.push((s.step, load_snapshot(layout.clone(), &base_digest, bytes, &s.state)?));
+            states.push((
+                s.step,
+                load_snapshot(layout.clone(), &base_digest, bytes, &s.state)?,
+            ));
         }
     }
     Ok(Trained {
@@ -600,11 +611,17 @@ fn score_queries(
 ) -> Result<Scored> {
     let layout = spec.settings.layout()?;
     let coords = BlockCoords::new(&layout, spec.settings.sketch_side);
-    let proj = crate::pergrad::Projection::new(&layout, spec.settings.sketch_seed, spec.settings.sketch_side)?;
+    let proj =
+        crate::pergrad::Projection::new(&layout, spec.settings.sketch_seed, spec.settings.sketch_side)?;
     let base: BTreeMap<String, Tensor> = spec.base.to_tensors(&candle_core::Device::Cpu)?;
     let lr = LrSchedule::Constant(spec.settings.optim.lr);
     let pre = if with_trak {
-        Some(Preconditioner::fit(&coords, examples, crate::score::DEFAULT_TRAK_LAMBDA, true)?)
+        Some(Preconditioner::fit(
+            &coords,
+            examples,
+            crate::score::DEFAULT_TRAK_LAMBDA,
+            true,
+        )?)
     } else {
         None
     };
@@ -619,8 +636,14 @@ fn score_queries(
         let g = query_gradients(&spec.settings.model, &base, &states, &proj, p, o)?;
         out.tracin
             .push(score(&coords, &g, examples, &lr, Method::tracin(), None)?);
-        out.tracin_adam
-            .push(score(&coords, &g, examples, &lr, Method::tracin_adam(), Some(&adam))?);
+        out.tracin_adam.push(score(
+            &coords,
+            &g,
+            examples,
+            &lr,
+            Method::tracin_adam(),
+            Some(&adam),
+        )?);
         if let Some(pre) = &pre {
             out.trak
                 .push(score(&coords, &g, examples, &lr, Method::trak(), Some(pre))?);
@@ -714,11 +737,18 @@ pub fn run_eval(config: &Path, s: &EvalSettings) -> Result<EvalReport> {
             EventGranularity::Batch => "batch",
             EventGranularity::Epoch => "epoch",
         };
-        say(&format!("training at {name} granularity ({} steps)", spec.settings.max_steps));
+        say(&format!(
+            "training at {name} granularity ({} steps)",
+            spec.settings.max_steps
+        ));
         let t = train(spec.clone(), true)?;
         let ex = logged(&t.sink)?;
         let is_main = g == EventGranularity::Batch;
-        say(&format!("scoring {} canary queries against {} sketches", canary_q.len(), ex.len()));
+        say(&format!(
+            "scoring {} canary queries against {} sketches",
+            canary_q.len(),
+            ex.len()
+        ));
         let sc = score_queries(&spec, &t, &ex, &canary_q, is_main)?;
         // Precision of the top event and of the top examples.
         let mut hit = 0.0;
@@ -759,7 +789,11 @@ pub fn run_eval(config: &Path, s: &EvalSettings) -> Result<EvalReport> {
         let adm = t.admitted.max(1) as f64;
         granularities.push(GranularityRow {
             granularity: name,
-            batch: if g == EventGranularity::Example { 1 } else { s.batch },
+            batch: if g == EventGranularity::Example {
+                1
+            } else {
+                s.batch
+            },
             steps: t.steps,
             events,
             log_per_example: t.sink.entry_bytes as f64 / adm,
@@ -778,10 +812,12 @@ pub fn run_eval(config: &Path, s: &EvalSettings) -> Result<EvalReport> {
         }
     }
     let Some((canary_sc, held_sc, rolled_back, admitted, full_adapters)) = main else {
-        return Err(TunerError::Config("the batch-granularity run did not happen".into()));
+        return Err(TunerError::Config(
+            "the batch-granularity run did not happen".into(),
+        ));
     };
     // LDS: retrain random half-subsets.
-    let mut rng = ChaCha20Rng::seed_from_u64(s.seed ^ 0x6c64_73);
+    let mut rng = ChaCha20Rng::seed_from_u64(s.seed ^ 0x006c_6473);
     let mut actual: Vec<Vec<f64>> = vec![Vec::new(); held_q.len()];
     let mut pred_t: Vec<Vec<f64>> = vec![Vec::new(); held_q.len()];
     let mut pred_k = pred_t.clone();
@@ -801,7 +837,11 @@ pub fn run_eval(config: &Path, s: &EvalSettings) -> Result<EvalReport> {
             actual[q].push(-f64::from(l));
             pred_t[q].push(sub.iter().map(|&i| held_sc.tracin[q].source_score(&ids[i])).sum());
             pred_k[q].push(sub.iter().map(|&i| held_sc.trak[q].source_score(&ids[i])).sum());
-            pred_a[q].push(sub.iter().map(|&i| held_sc.tracin_adam[q].source_score(&ids[i])).sum());
+            pred_a[q].push(
+                sub.iter()
+                    .map(|&i| held_sc.tracin_adam[q].source_score(&ids[i]))
+                    .sum(),
+            );
             pred_n[q].push(sub.iter().map(|&i| held_ng[q][i]).sum());
         }
     }
@@ -817,18 +857,22 @@ pub fn run_eval(config: &Path, s: &EvalSettings) -> Result<EvalReport> {
             .map(|(p, o)| text_loss(&w.spec.settings.model, &base, &full_adapters, p, o).map(f64::from))
             .collect::<Result<_>>()?;
         let mut delta = vec![vec![0f64; n]; held_q.len()];
+        #[allow(clippy::needless_range_loop)]
         for left in 0..n {
             let sub: Vec<usize> = all.iter().copied().filter(|&i| i != left).collect();
             say(&format!("retraining without source {left}"));
             let t = train(spec_for(&w, &sub, EventGranularity::Batch, 0)?, false)?;
             for (q, (p, o)) in held_q.iter().enumerate() {
-                delta[q][left] = f64::from(text_loss(&w.spec.settings.model, &base, &t.adapters, p, o)?) - full[q];
+                delta[q][left] =
+                    f64::from(text_loss(&w.spec.settings.model, &base, &t.adapters, p, o)?) - full[q];
             }
         }
         let mean = |f: &dyn Fn(usize) -> Vec<f64>| -> f64 {
             (0..held_q.len()).map(|q| spearman(&f(q), &delta[q])).sum::<f64>() / held_q.len().max(1) as f64
         };
-        let by = |r: &[TraceReport], q: usize| -> Vec<f64> { ids.iter().map(|id| r[q].source_score(id)).collect() };
+        let by = |r: &[TraceReport], q: usize| -> Vec<f64> {
+            ids.iter().map(|id| r[q].source_score(id)).collect()
+        };
         loo = Some([
             mean(&|q| by(&held_sc.tracin, q)),
             mean(&|q| by(&held_sc.tracin_adam, q)),
@@ -909,7 +953,10 @@ mod tests {
     fn planting_is_distinct_and_in_place() {
         let mut texts = vec![vec![b'.'; 65 * 40]; 3];
         let c = plant(&mut texts, 65, 6, 3, 12, None, 1).unwrap();
-        let all: BTreeSet<Vec<u8>> = c.iter().map(|c| [c.prefix.clone(), c.secret.clone()].concat()).collect();
+        let all: BTreeSet<Vec<u8>> = c
+            .iter()
+            .map(|c| [c.prefix.clone(), c.secret.clone()].concat())
+            .collect();
         assert_eq!(all.len(), 6);
         for p in &c {
             let full = [p.prefix.as_slice(), &p.secret].concat();
@@ -922,9 +969,15 @@ mod tests {
 
     #[test]
     fn bootstrap_interval_brackets_the_point() {
-        let pred: Vec<Vec<f64>> = (0..5).map(|q| (0..10).map(|s| (s * (q + 1)) as f64).collect()).collect();
+        let pred: Vec<Vec<f64>> = (0..5)
+            .map(|q| (0..10).map(|s| (s * (q + 1)) as f64).collect())
+            .collect();
         let actual: Vec<Vec<f64>> = (0..5)
-            .map(|q| (0..10).map(|s| s as f64 + if s % 3 == q % 3 { 4.0 } else { 0.0 }).collect())
+            .map(|q| {
+                (0..10)
+                    .map(|s| s as f64 + if s % 3 == q % 3 { 4.0 } else { 0.0 })
+                    .collect()
+            })
             .collect();
         let (p, (lo, hi)) = lds_with_ci(&pred, &actual, 200, 3);
         assert!(lo <= p && p <= hi && p > 0.5 && p < 1.0, "{lo} {p} {hi}");

@@ -98,13 +98,19 @@ pub enum Method {
 impl Method {
     /// TracIn with unit-normalised gradients (cosine; the default).
     pub fn tracin() -> Self {
-        Method::TracIn { unit: true, adam: false }
+        Method::TracIn {
+            unit: true,
+            adam: false,
+        }
     }
 
     /// TracIn with Adam-normalised, unit-normalised example sketches
     /// (needs [`Preconditioner::fit_adam`]).
     pub fn tracin_adam() -> Self {
-        Method::TracIn { unit: true, adam: true }
+        Method::TracIn {
+            unit: true,
+            adam: true,
+        }
     }
 
     /// TRAK with [`DEFAULT_TRAK_LAMBDA`] and unit-normalised gradients
@@ -116,13 +122,26 @@ impl Method {
         }
     }
 
-    /// Short name (`tracin`, `tracin-raw`, `trak`, `trak-raw`).
+    /// Short name (`tracin`, `tracin-adam`, `tracin-adam-dot`, `tracin-raw`,
+    /// `trak`, `trak-raw`).
     pub fn name(&self) -> &'static str {
         match self {
-            Method::TracIn { unit: true, adam: true } => "tracin",
-            Method::TracIn { unit: true, adam: false } => "tracin-cos",
-            Method::TracIn { unit: false, adam: true } => "tracin-adam-dot",
-            Method::TracIn { unit: false, adam: false } => "tracin-raw",
+            Method::TracIn {
+                unit: true,
+                adam: false,
+            } => "tracin",
+            Method::TracIn {
+                unit: true,
+                adam: true,
+            } => "tracin-adam",
+            Method::TracIn {
+                unit: false,
+                adam: true,
+            } => "tracin-adam-dot",
+            Method::TracIn {
+                unit: false,
+                adam: false,
+            } => "tracin-raw",
             Method::Trak { unit: true, .. } => "trak",
             Method::Trak { unit: false, .. } => "trak-raw",
         }
@@ -727,7 +746,8 @@ pub fn score(
         q.values.iter().map(|&x| (f64::from(x) * s) as f32).collect()
     };
     let adam: Option<&[f64]> = if method.adam() {
-        let pre = pre.ok_or_else(|| TunerError::Config("Adam TracIn needs a fitted preconditioner".into()))?;
+        let pre =
+            pre.ok_or_else(|| TunerError::Config("Adam TracIn needs a fitted preconditioner".into()))?;
         if pre.diag.len() != dim {
             return Err(TunerError::Config(
                 "the preconditioner is not an Adam preconditioner of this layout".into(),
@@ -952,9 +972,31 @@ mod tests {
         let (ex, q) = world(&c);
         let query = [QueryGradient { step: 10, values: q }];
         let lr = LrSchedule::Constant(0.01);
-        let t = score(&c, &query, &ex, &lr, Method::TracIn { unit: false, adam: false }, None).unwrap();
+        let t = score(
+            &c,
+            &query,
+            &ex,
+            &lr,
+            Method::TracIn {
+                unit: false,
+                adam: false,
+            },
+            None,
+        )
+        .unwrap();
         let pre = Preconditioner::fit(&c, &ex, 1.0, false).unwrap();
-        let k = score(&c, &query, &ex, &lr, Method::Trak { lambda: 1.0, unit: false }, Some(&pre)).unwrap();
+        let k = score(
+            &c,
+            &query,
+            &ex,
+            &lr,
+            Method::Trak {
+                lambda: 1.0,
+                unit: false,
+            },
+            Some(&pre),
+        )
+        .unwrap();
         let pa = Preconditioner::fit_adam(&c, &ex).unwrap();
         let tu = score(&c, &query, &ex, &lr, Method::tracin(), None).unwrap();
         let ta = score(&c, &query, &ex, &lr, Method::tracin_adam(), Some(&pa)).unwrap();
@@ -1008,7 +1050,18 @@ mod tests {
         let q: Vec<f32> = (0..d).map(|j| (0..4).map(|s| w[s] * dirs[s][j]).sum()).collect();
         let query = [QueryGradient { step: 20, values: q }];
         let lr = LrSchedule::Constant(1.0);
-        let t = score(&c, &query, &ex, &lr, Method::TracIn { unit: false, adam: false }, None).unwrap();
+        let t = score(
+            &c,
+            &query,
+            &ex,
+            &lr,
+            Method::TracIn {
+                unit: false,
+                adam: false,
+            },
+            None,
+        )
+        .unwrap();
         let pre = Preconditioner::fit(&c, &ex, 0.1, true).unwrap();
         let k = score(&c, &query, &ex, &lr, Method::trak(), Some(&pre)).unwrap();
         let pa = Preconditioner::fit_adam(&c, &ex).unwrap();
@@ -1026,7 +1079,18 @@ mod tests {
         let (mut ex, q) = world(&c);
         let query = [QueryGradient { step: 10, values: q }];
         let lr = LrSchedule::Constant(1.0);
-        let before = score(&c, &query, &ex, &lr, Method::TracIn { unit: false, adam: false }, None).unwrap();
+        let before = score(
+            &c,
+            &query,
+            &ex,
+            &lr,
+            Method::TracIn {
+                unit: false,
+                adam: false,
+            },
+            None,
+        )
+        .unwrap();
         // Route the planted example to block 0 only (the sketch keeps its
         // values elsewhere: the scorer must ignore them).
         let i = ex
@@ -1038,7 +1102,18 @@ mod tests {
             layout.blocks(),
             |u| u == 0,
         ));
-        let after = score(&c, &query, &ex, &lr, Method::TracIn { unit: false, adam: false }, None).unwrap();
+        let after = score(
+            &c,
+            &query,
+            &ex,
+            &lr,
+            Method::TracIn {
+                unit: false,
+                adam: false,
+            },
+            None,
+        )
+        .unwrap();
         let blocks_of = |r: &TraceReport| {
             r.sources
                 .iter()
@@ -1071,7 +1146,18 @@ mod tests {
             layout.blocks(),
             |_| false,
         ));
-        let none = score(&c, &query, &ex, &lr, Method::TracIn { unit: false, adam: false }, None).unwrap();
+        let none = score(
+            &c,
+            &query,
+            &ex,
+            &lr,
+            Method::TracIn {
+                unit: false,
+                adam: false,
+            },
+            None,
+        )
+        .unwrap();
         let s = none
             .examples
             .iter()
@@ -1116,7 +1202,18 @@ mod tests {
             })
             .collect();
         let lr = LrSchedule::PerStep((0..10).map(|i| i as f32).collect());
-        let r = score(&c, &query, &ex, &lr, Method::TracIn { unit: false, adam: false }, None).unwrap();
+        let r = score(
+            &c,
+            &query,
+            &ex,
+            &lr,
+            Method::TracIn {
+                unit: false,
+                adam: false,
+            },
+            None,
+        )
+        .unwrap();
         let got: Vec<f64> = r.examples.iter().map(|e| e.score).collect();
         // Step 1 → ckpt 0; 4 → 5; 6 → 5; 9 → 10. Score = lr · q · d.
         let want = [1.0 * 1.0, 4.0 * 2.0, 6.0 * 2.0, 9.0 * 3.0].map(|x| x * d as f64);
@@ -1143,7 +1240,10 @@ mod tests {
         for m in [
             Method::tracin(),
             Method::tracin_adam(),
-            Method::TracIn { unit: false, adam: false },
+            Method::TracIn {
+                unit: false,
+                adam: false,
+            },
             Method::trak(),
             Method::Trak {
                 lambda: 0.5,
@@ -1180,7 +1280,18 @@ mod tests {
         let (_, c) = coords();
         let (mut ex, q) = world(&c);
         let lr = LrSchedule::Constant(1.0);
-        assert!(score(&c, &[], &ex, &lr, Method::TracIn { unit: false, adam: false }, None).is_err());
+        assert!(score(
+            &c,
+            &[],
+            &ex,
+            &lr,
+            Method::TracIn {
+                unit: false,
+                adam: false
+            },
+            None
+        )
+        .is_err());
         let query = [QueryGradient { step: 1, values: q }];
         assert!(score(&c, &query, &ex, &lr, Method::trak(), None).is_err());
         assert!(Preconditioner::fit(&c, &ex, 0.0, true).is_err());
@@ -1189,6 +1300,17 @@ mod tests {
         let raw = Preconditioner::fit(&c, &ex, DEFAULT_TRAK_LAMBDA, false).unwrap();
         assert!(score(&c, &query, &ex, &lr, Method::trak(), Some(&raw)).is_err());
         ex[0].values.pop();
-        assert!(score(&c, &query, &ex, &lr, Method::TracIn { unit: false, adam: false }, None).is_err());
+        assert!(score(
+            &c,
+            &query,
+            &ex,
+            &lr,
+            Method::TracIn {
+                unit: false,
+                adam: false
+            },
+            None
+        )
+        .is_err());
     }
 }

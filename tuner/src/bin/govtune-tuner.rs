@@ -40,10 +40,14 @@ enum Cmd {
         #[command(subcommand)]
         cmd: EvalCmd,
     },
-    /// Governed against ungoverned fine-tuning.
+    /// Governed against ungoverned fine-tuning (`bench trace`: trace
+    /// latency).
+    #[command(args_conflicts_with_subcommands = true)]
     Bench {
+        #[command(subcommand)]
+        cmd: Option<BenchCmd>,
         /// Campaign config (TOML).
-        #[arg(long)]
+        #[arg(long, default_value = "data/campaign.toml")]
         config: PathBuf,
         /// Steps at batch granularity.
         #[arg(long, default_value_t = 20)]
@@ -51,6 +55,22 @@ enum Cmd {
         /// Steps at example granularity.
         #[arg(long, default_value_t = 40)]
         example_steps: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Scoring one query against many logged example sketches.
+    Trace {
+        /// Campaign config (TOML).
+        #[arg(long, default_value = "data/campaign.toml")]
+        config: PathBuf,
+        /// Synthetic logged sketches.
+        #[arg(long, default_value_t = 100_000)]
+        examples: usize,
+        /// Query checkpoints (plus the final model).
+        #[arg(long, default_value_t = 4)]
+        checkpoints: usize,
     },
 }
 
@@ -266,6 +286,22 @@ fn real_main() -> tuner::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench {
+            cmd:
+                Some(BenchCmd::Trace {
+                    config,
+                    examples,
+                    checkpoints,
+                }),
+            ..
+        } => {
+            let cfg = DemoConfig::load(&config)?;
+            let w = build(&cfg, &mut MemorySink::default(), &mut |_, _| {})?;
+            let t = tuner::bench::trace_latency(&w.spec, examples, checkpoints)?;
+            println!("{}", t.table());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench {
+            cmd: None,
             config,
             steps,
             example_steps,
