@@ -260,3 +260,42 @@ pub fn apply(adapters: &mut Adapters, deltas: &[PieceDelta]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sketch_blobs_keep_tiny_gradients_and_read_version_1() {
+        let rec = SketchRecord {
+            source: Digest([3; 32]),
+            index: 7,
+            step: 9,
+            values: vec![1e-7, -3.5e-9, 0.25, 0.0],
+        };
+        let blob = encode_sketches(4, std::slice::from_ref(&rec));
+        assert_eq!(&blob[4..6], &2u16.to_be_bytes());
+        let (dim, got) = decode_sketches(&blob).unwrap();
+        assert_eq!(dim, 4);
+        for (a, b) in rec.values.iter().zip(&got[0].values) {
+            // bf16: 8 significant bits, f32's range (f16 would flush 1e-7
+            // and -3.5e-9).
+            assert!((a - b).abs() <= a.abs() / 128.0, "{a} {b}");
+        }
+        assert_ne!(got[0].values[1], 0.0);
+        // A version-1 blob (f16 values) still decodes.
+        let mut v1 = blob[..14].to_vec();
+        v1[4..6].copy_from_slice(&1u16.to_be_bytes());
+        v1.extend_from_slice(&blob[14..14 + 48]);
+        for v in [0.5f32, -2.0, 0.0, 1.0] {
+            v1.extend_from_slice(&f16::from_f32(v).to_le_bytes());
+        }
+        let (_, old) = decode_sketches(&v1).unwrap();
+        assert_eq!(old[0].values, vec![0.5, -2.0, 0.0, 1.0]);
+        assert_eq!((old[0].index, old[0].step), (7, 9));
+        // Version 3 is refused.
+        let mut v3 = blob.clone();
+        v3[4..6].copy_from_slice(&3u16.to_be_bytes());
+        assert!(decode_sketches(&v3).is_err());
+    }
+}
