@@ -31,7 +31,8 @@
 //! 5. **Measurement**: per parameter block the digest of its XOR delta and
 //!    the L2 norm of its change, the optimizer-state digest, the
 //!    model-state digest, the loss.
-//! 6. **Memorisation signals** ([`memo`]): loss-drop z-score against a
+//! 6. **Memorisation signals** ([`memo`]), from one post-step forward pass
+//!    over the batch and the probe set: loss-drop z-score against a
 //!    held-out probe set, exact greedy extraction of a held-back
 //!    continuation, canary exposure. If one exceeds its policy threshold,
 //!    parameters, optimizer moments, step counter **and the RNG** are
@@ -68,6 +69,15 @@
 //!
 //! The node's CLI calls [`campaign::run`] (or [`campaign::Session`]) with
 //! its own [`sink::EventSink`]; `govtune-tuner` uses [`sink::FileSink`].
+//!
+//! # Tracing
+//!
+//! [`score`] scores a query against the logged sketches (TracIn over
+//! recorded checkpoints, a TRAK-style preconditioned score; routing-
+//! restricted; per example, source, event, step and parameter block;
+//! bit-deterministic) and [`trace::TraceContext`] is the entry point of the
+//! node's trace endpoint and of a verifier's recomputation. [`eval`]
+//! measures it (canaries, retraining ground truth; `docs/tracing.md`).
 #![deny(missing_docs)]
 
 pub mod bench;
