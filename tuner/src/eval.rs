@@ -13,8 +13,9 @@
 //!    steps; sketches, routing masks and snapshots come from the sink
 //!    exactly as a node would serve them.
 //! 3. **Canary recall.** Query: prompt = canary prefix, output = secret.
-//!    Top-1 / top-3 source recall of TracIn, TRAK and an 8-gram overlap
-//!    baseline.
+//!    Top-1 / top-3 source recall by per-source sum and by salient score
+//!    ([`crate::score::SourceScore::salient`]) of TracIn (cosine), TracIn
+//!    with Adam-normalised sketches, TRAK, and an 8-gram overlap baseline.
 //! 4. **Linear datamodeling score** (source level). `subsets` random
 //!    half-subsets of the sources are retrained from scratch with the same
 //!    governed recipe; for each held-out query (prompt = first half of a
@@ -22,7 +23,9 @@
 //!    subset is the sum of its sources' scores from the full run, the
 //!    actual effect minus the query loss of the retrained model; LDS is the
 //!    Spearman correlation across subsets, averaged over queries, with a
-//!    95% bootstrap interval (resampling subsets and queries).
+//!    95% bootstrap interval (resampling subsets and queries). The full run
+//!    also retrains with each source left out (Spearman across sources
+//!    between score and loss increase).
 //! 5. **Event granularity.** The same fine-tune at example, batch and
 //!    epoch granularity: log bytes per example against the precision of
 //!    the top-ranked event for each canary (fraction of its examples that
@@ -87,7 +90,7 @@ pub struct EvalSettings {
 }
 
 impl EvalSettings {
-    /// The full evaluation (about 25 minutes on 2 cores, release).
+    /// The full evaluation (about 10 minutes on 2 cores, release).
     pub fn full() -> Self {
         Self {
             train_windows: 96,

@@ -8,7 +8,7 @@
 //!   model at each recorded checkpoint (`Campaign::checkpoint_steps`, the
 //!   snapshot blobs), optionally at step 0 (the initial adapters, which
 //!   anyone can recompute from the sketch seed), and on the final model
-//!   ([`crate::trace::project_text_gradient`], [`query_gradients`]).
+//!   ([`crate::trace::project_text_gradient`], [`crate::trace::query_gradients`]).
 //! * The **logged examples** ([`LoggedExample`]): each admitted example's
 //!   sketch from the sketch blobs (source, example index, step), the event
 //!   it was logged in and its routing mask from the event's record
