@@ -787,15 +787,9 @@ impl Session {
         self.st.opt.apply(&mut self.st.adapters.values, &applied);
         let deltas = diff(&before, &self.st.adapters);
         // Measurement and memorisation signals.
-        // One forward pass over the step's windows and the probe windows
-        // (same length): after-step losses and exact greedy extraction of
-        // the batch, after-step losses of the probe set.
-        let mut eval_windows = windows.clone();
-        eval_windows.extend(self.spec.probe.iter().map(|p| p.as_slice()));
-        let (mut after, mut extraction) =
-            memo::evaluate(&cfg, &self.base_t, &self.st.adapters, &eval_windows)?;
-        let probe_after = after.split_off(b);
-        extraction.truncate(b);
+        let (after, extraction) = memo::evaluate(&cfg, &self.base_t, &self.st.adapters, &windows)?;
+        let probe_refs: Vec<&[u8]> = self.spec.probe.iter().map(|p| p.as_slice()).collect();
+        let (probe_after, _) = memo::evaluate(&cfg, &self.base_t, &self.st.adapters, &probe_refs)?;
         let canary_exposure = match &self.spec.canary {
             Some(c) if windows.iter().any(|w| c.in_window(w)) => {
                 memo::exposure(&cfg, &self.base_t, &self.st.adapters, c, &self.candidates)?
