@@ -31,8 +31,7 @@
 //! 5. **Measurement**: per parameter block the digest of its XOR delta and
 //!    the L2 norm of its change, the optimizer-state digest, the
 //!    model-state digest, the loss.
-//! 6. **Memorisation signals** ([`memo`]), from one post-step forward pass
-//!    over the batch and the probe set: loss-drop z-score against a
+//! 6. **Memorisation signals** ([`memo`]): loss-drop z-score against a
 //!    held-out probe set, exact greedy extraction of a held-back
 //!    continuation, canary exposure. If one exceeds its policy threshold,
 //!    parameters, optimizer moments, step counter **and the RNG** are
