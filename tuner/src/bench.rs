@@ -211,3 +211,151 @@ pub fn table(spec: &CampaignSpec, batch: usize, steps: u64, example_steps: u64) 
 fn s_layout_params(spec: &CampaignSpec) -> Result<usize> {
     Ok(spec.settings.layout()?.param_count())
 }
+
+/// Trace latency: one query against many logged example sketches.
+#[derive(Debug, Clone)]
+pub struct TraceLatency {
+    /// Logged example sketches.
+    pub examples: usize,
+    /// Sketch dimension.
+    pub dim: usize,
+    /// Query model states (checkpoints + final).
+    pub states: usize,
+    /// Seconds to decode the sketch blob(s) of all examples.
+    pub decode_s: f64,
+    /// Seconds for the query's projected gradients on every state.
+    pub query_grad_s: f64,
+    /// Seconds per query, TracIn (cosine).
+    pub tracin_s: f64,
+    /// Seconds to fit the Adam diagonal (once per campaign).
+    pub adam_fit_s: f64,
+    /// Seconds per query, Adam-normalised TracIn.
+    pub tracin_adam_s: f64,
+    /// Seconds to fit the TRAK preconditioner (once per campaign).
+    pub trak_fit_s: f64,
+    /// Seconds per query, TRAK-style.
+    pub trak_s: f64,
+}
+
+/// Times scoring one query against `n` synthetic logged sketches (random
+/// values; one example in eight routed to the last layer only) with the
+/// campaign's layout and sketch side, and the query's gradients on
+/// `checkpoints + 1` model states of the real base model.
+pub fn trace_latency(spec: &CampaignSpec, n: usize, checkpoints: usize) -> Result<TraceLatency> {
+    use crate::blobs::{decode_sketches, encode_sketches, SketchRecord};
+    use crate::score::{score, BlockCoords, LoggedExample, LrSchedule, Method, Preconditioner};
+    use rand::{Rng, SeedableRng};
+    let s = &spec.settings;
+    let layout = std::sync::Arc::new(s.layout()?);
+    let coords = BlockCoords::new(&layout, s.sketch_side);
+    let dim = coords.dim();
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(99);
+    let sources: Vec<provenance::Digest> = (0..8u8).map(|i| provenance::Digest([i; 32])).collect();
+    let records: Vec<SketchRecord> = (0..n)
+        .map(|i| SketchRecord {
+            source: sources[i % 8],
+            index: (i / 8) as u64,
+            step: (i / 16) as u64,
+            values: (0..dim).map(|_| rng.gen::<f32>() - 0.5).collect(),
+        })
+        .collect();
+    let blob = encode_sketches(dim, &records);
+    drop(records);
+    let t0 = Instant::now();
+    let (_, decoded) = decode_sketches(&blob)?;
+    let decode_s = t0.elapsed().as_secs_f64();
+    drop(blob);
+    let heads = s.model.heads;
+    let units = (s.model.layers * (heads + 1)) as u32;
+    let last = s.model.layers - 1;
+    let shallow = provenance::RoutingMask::from_fn(provenance::RoutingGranularity::Head, units, |u| {
+        u as usize / (heads + 1) == last
+    });
+    let examples: Vec<LoggedExample> = decoded
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| LoggedExample {
+            source: r.source,
+            index: r.index,
+            step: r.step,
+            event: r.step,
+            routing: (i % 8 == 7).then(|| shallow.clone()),
+            values: r.values,
+        })
+        .collect();
+    // Query gradients on `checkpoints + 1` states of the real model.
+    let dev = Device::Cpu;
+    let base = spec.base.to_tensors(&dev)?;
+    let proj = crate::pergrad::Projection::new(&layout, s.sketch_seed, s.sketch_side)?;
+    let a = Adapters::init(layout.clone(), adapter_init_seed(s.sketch_seed));
+    let steps = (n / 16) as u64;
+    let states: Vec<(u64, &Adapters)> = (0..=checkpoints as u64)
+        .map(|k| (k * steps / checkpoints.max(1) as u64, &a))
+        .collect();
+    let t1 = Instant::now();
+    let q = crate::trace::query_gradients(
+        &s.model,
+        &base,
+        &states,
+        &proj,
+        b"What light through yonder window ",
+        b"breaks? It is the east",
+    )?;
+    let query_grad_s = t1.elapsed().as_secs_f64();
+    let lr = LrSchedule::Constant(s.optim.lr);
+    let t2 = Instant::now();
+    score(&coords, &q, &examples, &lr, Method::tracin(), None)?;
+    let tracin_s = t2.elapsed().as_secs_f64();
+    let t3 = Instant::now();
+    let adam = Preconditioner::fit_adam(&coords, &examples)?;
+    let adam_fit_s = t3.elapsed().as_secs_f64();
+    let t4 = Instant::now();
+    score(&coords, &q, &examples, &lr, Method::tracin_adam(), Some(&adam))?;
+    let tracin_adam_s = t4.elapsed().as_secs_f64();
+    let t5 = Instant::now();
+    let pre = Preconditioner::fit(&coords, &examples, crate::score::DEFAULT_TRAK_LAMBDA, true)?;
+    let trak_fit_s = t5.elapsed().as_secs_f64();
+    let t6 = Instant::now();
+    score(&coords, &q, &examples, &lr, Method::trak(), Some(&pre))?;
+    let trak_s = t6.elapsed().as_secs_f64();
+    Ok(TraceLatency {
+        examples: n,
+        dim,
+        states: states.len(),
+        decode_s,
+        query_grad_s,
+        tracin_s,
+        adam_fit_s,
+        tracin_adam_s,
+        trak_fit_s,
+        trak_s,
+    })
+}
+
+impl TraceLatency {
+    /// The figures as a Markdown table.
+    pub fn table(&self) -> String {
+        format!(
+            "Trace latency: one query against {} logged sketches (dim {}), query gradients on {} model states.\n\n\
+             | step | seconds |\n|---|---|\n\
+             | decode the sketch blob | {:.3} |\n\
+             | query gradients ({} states) | {:.3} |\n\
+             | TracIn (cosine), per query | {:.3} |\n\
+             | Adam diagonal fit (once per campaign) | {:.3} |\n\
+             | TracIn (Adam-normalised), per query | {:.3} |\n\
+             | TRAK preconditioner fit (once per campaign) | {:.3} |\n\
+             | TRAK-style, per query | {:.3} |\n",
+            self.examples,
+            self.dim,
+            self.states,
+            self.decode_s,
+            self.states,
+            self.query_grad_s,
+            self.tracin_s,
+            self.adam_fit_s,
+            self.tracin_adam_s,
+            self.trak_fit_s,
+            self.trak_s
+        )
+    }
+}

@@ -4,9 +4,10 @@
 //! `digest = SHA3-256(len(tag) ‖ "govtune/v1/blob" ‖ bytes)` ([`blob_digest`]).
 //! Integers are big-endian; tensor payloads little-endian.
 //!
-//! **Sketch blob** (`GTSK`, version 1): `magic[4] ‖ version u16 ‖ dim u32 ‖
+//! **Sketch blob** (`GTSK`, version 2): `magic[4] ‖ version u16 ‖ dim u32 ‖
 //! count u32`, then per admitted example `source[32] ‖ index u64 ‖ step u64
-//! ‖ dim × f16`. Coordinates follow the adapter layout's piece order, `s²`
+//! ‖ dim × bf16` (version 1, still decoded, stored IEEE f16, whose range
+//! flushed the small LoRA `A`-piece gradients to zero). Coordinates follow the adapter layout's piece order, `s²`
 //! per piece (row-major `[s, s]` block `P_out G_iᵀ X_i P_inᵀ`), zero on
 //! pieces the example was not routed to.
 //!
@@ -17,7 +18,7 @@
 //! delta blob of a campaign in order to its starting adapters rebuilds the
 //! final model bit for bit.
 
-use half::f16;
+use half::{bf16, f16};
 use provenance::digest::{tagged_hash, ObjectKind};
 use provenance::Digest;
 
@@ -32,6 +33,7 @@ pub fn blob_digest(bytes: &[u8]) -> Digest {
 const SKETCH_MAGIC: &[u8; 4] = b"GTSK";
 const DELTA_MAGIC: &[u8; 4] = b"GTDL";
 const BLOB_VERSION: u16 = 1;
+const SKETCH_VERSION: u16 = 2;
 
 /// One example's sketch.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +44,7 @@ pub struct SketchRecord {
     pub index: u64,
     /// Training step.
     pub step: u64,
-    /// Coordinates (stored as f16).
+    /// Coordinates (stored as bf16).
     pub values: Vec<f32>,
 }
 
@@ -50,7 +52,7 @@ pub struct SketchRecord {
 pub fn encode_sketches(dim: usize, records: &[SketchRecord]) -> Vec<u8> {
     let mut out = Vec::with_capacity(14 + records.len() * (48 + 2 * dim));
     out.extend_from_slice(SKETCH_MAGIC);
-    out.extend_from_slice(&BLOB_VERSION.to_be_bytes());
+    out.extend_from_slice(&SKETCH_VERSION.to_be_bytes());
     out.extend_from_slice(&(dim as u32).to_be_bytes());
     out.extend_from_slice(&(records.len() as u32).to_be_bytes());
     for r in records {
@@ -58,7 +60,7 @@ pub fn encode_sketches(dim: usize, records: &[SketchRecord]) -> Vec<u8> {
         out.extend_from_slice(&r.index.to_be_bytes());
         out.extend_from_slice(&r.step.to_be_bytes());
         for v in &r.values {
-            out.extend_from_slice(&f16::from_f32(*v).to_le_bytes());
+            out.extend_from_slice(&bf16::from_f32(*v).to_le_bytes());
         }
     }
     out
@@ -90,7 +92,7 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_be_bytes(self.take(8)?.try_into().unwrap_or_default()))
     }
-    fn header(&mut self, magic: &[u8; 4]) -> Result<()> {
+    fn header(&mut self, magic: &[u8; 4], versions: &[u16]) -> Result<u16> {
         if self.take(4)? != magic {
             return Err(TunerError::Blob {
                 kind: self.kind,
@@ -98,13 +100,13 @@ impl<'a> Reader<'a> {
             });
         }
         let v = self.u16()?;
-        if v != BLOB_VERSION {
+        if !versions.contains(&v) {
             return Err(TunerError::Blob {
                 kind: self.kind,
                 reason: format!("version {v} is not supported"),
             });
         }
-        Ok(())
+        Ok(v)
     }
     fn end(&self) -> Result<()> {
         if self.b.is_empty() {
@@ -124,7 +126,7 @@ pub fn decode_sketches(bytes: &[u8]) -> Result<(usize, Vec<SketchRecord>)> {
         b: bytes,
         kind: "sketch",
     };
-    r.header(SKETCH_MAGIC)?;
+    let version = r.header(SKETCH_MAGIC, &[1, SKETCH_VERSION])?;
     let dim = r.u32()? as usize;
     let count = r.u32()? as usize;
     if count.saturating_mul(48 + 2 * dim) > r.b.len() {
@@ -141,7 +143,13 @@ pub fn decode_sketches(bytes: &[u8]) -> Result<(usize, Vec<SketchRecord>)> {
         let raw = r.take(2 * dim)?;
         let values = raw
             .chunks_exact(2)
-            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .map(|c| {
+                if version == 1 {
+                    f16::from_le_bytes([c[0], c[1]]).to_f32()
+                } else {
+                    bf16::from_le_bytes([c[0], c[1]]).to_f32()
+                }
+            })
             .collect();
         out.push(SketchRecord {
             source,
@@ -203,7 +211,7 @@ pub fn decode_delta(bytes: &[u8]) -> Result<(u64, u64, Vec<PieceDelta>)> {
         b: bytes,
         kind: "delta",
     };
-    r.header(DELTA_MAGIC)?;
+    r.header(DELTA_MAGIC, &[BLOB_VERSION])?;
     let first = r.u64()?;
     let last = r.u64()?;
     let count = r.u32()? as usize;
@@ -251,4 +259,43 @@ pub fn apply(adapters: &mut Adapters, deltas: &[PieceDelta]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sketch_blobs_keep_tiny_gradients_and_read_version_1() {
+        let rec = SketchRecord {
+            source: Digest([3; 32]),
+            index: 7,
+            step: 9,
+            values: vec![1e-7, -3.5e-9, 0.25, 0.0],
+        };
+        let blob = encode_sketches(4, std::slice::from_ref(&rec));
+        assert_eq!(&blob[4..6], &2u16.to_be_bytes());
+        let (dim, got) = decode_sketches(&blob).unwrap();
+        assert_eq!(dim, 4);
+        for (a, b) in rec.values.iter().zip(&got[0].values) {
+            // bf16: 8 significant bits, f32's range (f16 would flush 1e-7
+            // and -3.5e-9).
+            assert!((a - b).abs() <= a.abs() / 128.0, "{a} {b}");
+        }
+        assert_ne!(got[0].values[1], 0.0);
+        // A version-1 blob (f16 values) still decodes.
+        let mut v1 = blob[..14].to_vec();
+        v1[4..6].copy_from_slice(&1u16.to_be_bytes());
+        v1.extend_from_slice(&blob[14..14 + 48]);
+        for v in [0.5f32, -2.0, 0.0, 1.0] {
+            v1.extend_from_slice(&f16::from_f32(v).to_le_bytes());
+        }
+        let (_, old) = decode_sketches(&v1).unwrap();
+        assert_eq!(old[0].values, vec![0.5, -2.0, 0.0, 1.0]);
+        assert_eq!((old[0].index, old[0].step), (7, 9));
+        // Version 3 is refused.
+        let mut v3 = blob.clone();
+        v3[4..6].copy_from_slice(&3u16.to_be_bytes());
+        assert!(decode_sketches(&v3).is_err());
+    }
 }

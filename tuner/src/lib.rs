@@ -68,6 +68,15 @@
 //!
 //! The node's CLI calls [`campaign::run`] (or [`campaign::Session`]) with
 //! its own [`sink::EventSink`]; `govtune-tuner` uses [`sink::FileSink`].
+//!
+//! # Tracing
+//!
+//! [`score`] scores a query against the logged sketches (TracIn over
+//! recorded checkpoints, a TRAK-style preconditioned score; routing-
+//! restricted; per example, source, event, step and parameter block;
+//! bit-deterministic) and [`trace::TraceContext`] is the entry point of the
+//! node's trace endpoint and of a verifier's recomputation. [`eval`]
+//! measures it (canaries, retraining ground truth; `docs/tracing.md`).
 #![deny(missing_docs)]
 
 pub mod bench;
@@ -76,6 +85,7 @@ pub mod campaign;
 pub mod data;
 pub mod demo;
 pub mod error;
+pub mod eval;
 pub mod lora;
 pub mod memo;
 pub mod model;

@@ -147,6 +147,7 @@ pub struct Projection {
     /// Campaign sketch seed.
     pub seed: u64,
     mats: Vec<(Tensor, Tensor)>,
+    layout: std::sync::Arc<AdapterLayout>,
 }
 
 impl Projection {
@@ -177,7 +178,17 @@ impl Projection {
             };
             mats.push((mk(b"out", p.rows)?, mk(b"in", p.cols)?));
         }
-        Ok(Self { side, seed, mats })
+        Ok(Self {
+            side,
+            seed,
+            mats,
+            layout: std::sync::Arc::new(layout.clone()),
+        })
+    }
+
+    /// The adapter layout the projection was built for.
+    pub fn layout(&self) -> &AdapterLayout {
+        &self.layout
     }
 
     /// Sketch dimension.

@@ -8,7 +8,7 @@
 //!   model at each recorded checkpoint (`Campaign::checkpoint_steps`, the
 //!   snapshot blobs), optionally at step 0 (the initial adapters, which
 //!   anyone can recompute from the sketch seed), and on the final model
-//!   ([`crate::trace::project_text_gradient`], [`query_gradients`]).
+//!   ([`crate::trace::project_text_gradient`], [`crate::trace::query_gradients`]).
 //! * The **logged examples** ([`LoggedExample`]): each admitted example's
 //!   sketch from the sketch blobs (source, example index, step), the event
 //!   it was logged in and its routing mask from the event's record
@@ -61,6 +61,10 @@ use crate::blobs::SketchRecord;
 use crate::error::{Result, TunerError};
 use crate::lora::AdapterLayout;
 
+/// Share of the highest-scoring examples whose excess makes a source's
+/// salient score ([`SourceScore::salient`]).
+pub const SALIENT_FRACTION: f64 = 0.01;
+
 /// Default relative damping of the TRAK-style score.
 pub const DEFAULT_TRAK_LAMBDA: f64 = 0.1;
 
@@ -69,30 +73,88 @@ pub const DEFAULT_TRAK_LAMBDA: f64 = 0.1;
 pub enum Method {
     /// Learning-rate-weighted gradient dot products at the nearest
     /// recorded checkpoint.
-    TracIn,
+    TracIn {
+        /// Unit-normalise each example's routed sketch and each query
+        /// gradient (cosine similarity).
+        unit: bool,
+        /// Divide each example sketch coordinate by its root mean square
+        /// over the logged examples (routed ones), as Adam divides the
+        /// update by `√v`: the score then follows the applied update, not
+        /// the raw gradient. Needs [`Preconditioner::fit_adam`].
+        adam: bool,
+    },
     /// Final-model query gradient preconditioned by the damped inverse
     /// Gram matrix of the logged sketches (block-diagonal).
     Trak {
         /// Damping relative to the mean eigenvalue of each block's Gram
         /// matrix (must be positive).
         lambda: f64,
+        /// Unit-normalise each example's routed sketch (in the Gram
+        /// matrix and in the score) and the query gradient.
+        unit: bool,
     },
 }
 
 impl Method {
-    /// TRAK with [`DEFAULT_TRAK_LAMBDA`].
-    pub fn trak() -> Self {
-        Method::Trak {
-            lambda: DEFAULT_TRAK_LAMBDA,
+    /// TracIn with unit-normalised gradients (cosine; the default).
+    pub fn tracin() -> Self {
+        Method::TracIn {
+            unit: true,
+            adam: false,
         }
     }
 
-    /// Short name (`tracin`, `trak`).
+    /// TracIn with Adam-normalised, unit-normalised example sketches
+    /// (needs [`Preconditioner::fit_adam`]).
+    pub fn tracin_adam() -> Self {
+        Method::TracIn {
+            unit: true,
+            adam: true,
+        }
+    }
+
+    /// TRAK with [`DEFAULT_TRAK_LAMBDA`] and unit-normalised gradients
+    /// (the default).
+    pub fn trak() -> Self {
+        Method::Trak {
+            lambda: DEFAULT_TRAK_LAMBDA,
+            unit: true,
+        }
+    }
+
+    /// Short name (`tracin`, `tracin-adam`, `tracin-adam-dot`, `tracin-raw`,
+    /// `trak`, `trak-raw`).
     pub fn name(&self) -> &'static str {
         match self {
-            Method::TracIn => "tracin",
-            Method::Trak { .. } => "trak",
+            Method::TracIn {
+                unit: true,
+                adam: false,
+            } => "tracin",
+            Method::TracIn {
+                unit: true,
+                adam: true,
+            } => "tracin-adam",
+            Method::TracIn {
+                unit: false,
+                adam: true,
+            } => "tracin-adam-dot",
+            Method::TracIn {
+                unit: false,
+                adam: false,
+            } => "tracin-raw",
+            Method::Trak { unit: true, .. } => "trak",
+            Method::Trak { unit: false, .. } => "trak-raw",
         }
+    }
+
+    fn unit(&self) -> bool {
+        match self {
+            Method::TracIn { unit, .. } | Method::Trak { unit, .. } => *unit,
+        }
+    }
+
+    fn adam(&self) -> bool {
+        matches!(self, Method::TracIn { adam: true, .. })
     }
 }
 
@@ -208,6 +270,11 @@ pub struct SourceScore {
     pub source: Digest,
     /// Sum of its examples' scores.
     pub score: f64,
+    /// Sum of its examples' excess over the query's salient threshold
+    /// (the score at rank `⌈SALIENT_FRACTION · n⌉` among all `n`
+    /// examples): the part of the source that stands out for this query,
+    /// not its diffuse share of every query.
+    pub salient: f64,
     /// Examples scored.
     pub examples: u64,
     /// Score per parameter block (index = block).
@@ -245,6 +312,8 @@ pub struct TraceReport {
     pub examples: Vec<ExampleScore>,
     /// Per source, highest score first.
     pub sources: Vec<SourceScore>,
+    /// The salient threshold (see [`SourceScore::salient`]).
+    pub salient_threshold: f64,
     /// Per event, highest score first.
     pub events: Vec<KeyScore>,
     /// Per step, in step order.
@@ -259,7 +328,7 @@ impl TraceReport {
     pub fn digest(&self) -> Digest {
         let mut b = Vec::new();
         b.extend_from_slice(self.method.name().as_bytes());
-        if let Method::Trak { lambda } = self.method {
+        if let Method::Trak { lambda, .. } = self.method {
             b.extend_from_slice(&lambda.to_bits().to_be_bytes());
         }
         for e in &self.examples {
@@ -271,6 +340,7 @@ impl TraceReport {
         for s in &self.sources {
             b.extend_from_slice(&s.source.0);
             b.extend_from_slice(&s.score.to_bits().to_be_bytes());
+            b.extend_from_slice(&s.salient.to_bits().to_be_bytes());
             b.extend_from_slice(&s.examples.to_be_bytes());
             for x in &s.blocks {
                 b.extend_from_slice(&x.to_bits().to_be_bytes());
@@ -286,7 +356,15 @@ impl TraceReport {
             b.extend_from_slice(&x.score.to_bits().to_be_bytes());
             b.extend_from_slice(&x.share.to_bits().to_be_bytes());
         }
+        b.extend_from_slice(&self.salient_threshold.to_bits().to_be_bytes());
         tagged_hash_parts(ObjectKind::Blob, &[b"trace-report/v1", &b])
+    }
+
+    /// Sources by salient score, highest first (ties by source id).
+    pub fn sources_by_salient(&self) -> Vec<&SourceScore> {
+        let mut v: Vec<&SourceScore> = self.sources.iter().collect();
+        v.sort_by(|a, b| b.salient.total_cmp(&a.salient).then(a.source.cmp(&b.source)));
+        v
     }
 
     /// The score of `source` (0 if it has no scored example).
@@ -387,27 +465,41 @@ impl BlockCoords {
 pub struct Preconditioner {
     /// Relative damping.
     pub lambda: f64,
-    /// Per block: dimension and lower Cholesky factor (row-major).
+    /// Whether the rows were unit-normalised.
+    pub unit: bool,
+    /// Per block: dimension and lower Cholesky factor (row-major); empty
+    /// for an Adam preconditioner.
     factors: Vec<(usize, Vec<f64>)>,
+    /// Per coordinate `1 / rms` (Adam preconditioner), empty for TRAK.
+    diag: Vec<f64>,
 }
 
 impl Preconditioner {
     /// Fits `Φ_bᵀ Φ_b + λ_b I` for every block over `examples` (routed
-    /// pieces only) and factors it.
-    pub fn fit(coords: &BlockCoords, examples: &[LoggedExample], lambda: f64) -> Result<Self> {
+    /// pieces only, each row divided by the example's routed norm when
+    /// `unit`) and factors it.
+    pub fn fit(coords: &BlockCoords, examples: &[LoggedExample], lambda: f64, unit: bool) -> Result<Self> {
         if !(lambda > 0.0 && lambda.is_finite()) {
             return Err(TunerError::Config("the TRAK damping must be positive".into()));
         }
         check_dims(coords, examples)?;
         let order = canonical_order(examples);
         let masks = MaskCache::new(coords, examples);
+        let inv: Vec<f64> = examples
+            .iter()
+            .enumerate()
+            .map(|(i, e)| inv_norm(coords, &e.values, masks.get(i), unit))
+            .collect();
         let mut factors = Vec::with_capacity(coords.blocks());
         for b in 0..coords.blocks() {
             let d = coords.pieces[b].len() * coords.side * coords.side;
             let mut h = vec![0f64; d * d];
             for &i in &order {
                 let e = &examples[i];
-                let x = coords.block_vec(b, &e.values, masks.get(i));
+                let mut x = coords.block_vec(b, &e.values, masks.get(i));
+                if unit {
+                    x.iter_mut().for_each(|v| *v *= inv[i]);
+                }
                 for r in 0..d {
                     let xr = x[r];
                     if xr == 0.0 {
@@ -426,7 +518,54 @@ impl Preconditioner {
             }
             factors.push((d, cholesky(h, d)?));
         }
-        Ok(Self { lambda, factors })
+        Ok(Self {
+            lambda,
+            unit,
+            factors,
+            diag: Vec::new(),
+        })
+    }
+
+    /// The Adam-style diagonal for [`Method::TracIn`] with `adam`: per
+    /// coordinate `1 / √(mean of v²)` over the examples routed to its
+    /// piece (0 where every such value is 0).
+    pub fn fit_adam(coords: &BlockCoords, examples: &[LoggedExample]) -> Result<Self> {
+        check_dims(coords, examples)?;
+        let order = canonical_order(examples);
+        let masks = MaskCache::new(coords, examples);
+        let d = coords.dim();
+        let mut sq = vec![0f64; d];
+        let mut n = vec![0u64; coords.block_of.len()];
+        for &i in &order {
+            let m = masks.get(i);
+            for (p, &on) in m.iter().enumerate() {
+                if on {
+                    n[p] += 1;
+                    for j in coords.piece_range(p) {
+                        sq[j] += f64::from(examples[i].values[j]).powi(2);
+                    }
+                }
+            }
+        }
+        let s2 = coords.side * coords.side;
+        let diag = sq
+            .iter()
+            .enumerate()
+            .map(|(j, &x)| {
+                let k = n[j / s2];
+                if x > 0.0 && k > 0 {
+                    1.0 / (x / k as f64).sqrt()
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        Ok(Self {
+            lambda: 0.0,
+            unit: false,
+            factors: Vec::new(),
+            diag,
+        })
     }
 
     /// `(Φ_bᵀ Φ_b + λ_b I)⁻¹ q_b` for every block, concatenated per block.
@@ -481,6 +620,33 @@ fn solve_cholesky(l: &[f64], d: usize, mut b: Vec<f64>) -> Vec<f64> {
         b[i] = s / l[i * d + i];
     }
     b
+}
+
+/// `1 / ‖v‖` over the pieces allowed by `mask` when `unit` (0 for a zero
+/// vector), else 1.
+fn inv_norm(coords: &BlockCoords, v: &[f32], mask: &[bool], unit: bool) -> f64 {
+    inv_norm_scaled(coords, v, mask, unit, None)
+}
+
+/// [`inv_norm`] of `v ⊙ scale`.
+fn inv_norm_scaled(coords: &BlockCoords, v: &[f32], mask: &[bool], unit: bool, scale: Option<&[f64]>) -> f64 {
+    if !unit {
+        return 1.0;
+    }
+    let mut sq = 0f64;
+    for (p, &m) in mask.iter().enumerate() {
+        if m {
+            for j in coords.piece_range(p) {
+                let x = f64::from(v[j]) * scale.map_or(1.0, |s| s[j]);
+                sq += x * x;
+            }
+        }
+    }
+    if sq > 0.0 {
+        1.0 / sq.sqrt()
+    } else {
+        0.0
+    }
 }
 
 fn check_dims(coords: &BlockCoords, examples: &[LoggedExample]) -> Result<()> {
@@ -573,22 +739,41 @@ pub fn score(
     }
     let nb = coords.blocks();
     // Per query checkpoint (TracIn) or once (TRAK): the per-block query.
-    let qblocks: Vec<Vec<Vec<f64>>> = match method {
-        Method::TracIn => {
-            let all = vec![true; coords.block_of.len()];
-            qs.iter()
-                .map(|q| (0..nb).map(|b| coords.block_vec(b, &q.values, &all)).collect())
-                .collect()
+    let unit = method.unit();
+    let all = vec![true; coords.block_of.len()];
+    let unit_query = |q: &QueryGradient| -> Vec<f32> {
+        let s = inv_norm(coords, &q.values, &all, unit);
+        q.values.iter().map(|&x| (f64::from(x) * s) as f32).collect()
+    };
+    let adam: Option<&[f64]> = if method.adam() {
+        let pre =
+            pre.ok_or_else(|| TunerError::Config("Adam TracIn needs a fitted preconditioner".into()))?;
+        if pre.diag.len() != dim {
+            return Err(TunerError::Config(
+                "the preconditioner is not an Adam preconditioner of this layout".into(),
+            ));
         }
-        Method::Trak { lambda } => {
+        Some(&pre.diag)
+    } else {
+        None
+    };
+    let qblocks: Vec<Vec<Vec<f64>>> = match method {
+        Method::TracIn { .. } => qs
+            .iter()
+            .map(|q| {
+                let v = unit_query(q);
+                (0..nb).map(|b| coords.block_vec(b, &v, &all)).collect()
+            })
+            .collect(),
+        Method::Trak { lambda, .. } => {
             let pre = pre.ok_or_else(|| TunerError::Config("TRAK needs a fitted preconditioner".into()))?;
-            if pre.lambda.to_bits() != lambda.to_bits() || pre.factors.len() != nb {
+            if pre.lambda.to_bits() != lambda.to_bits() || pre.unit != unit || pre.factors.len() != nb {
                 return Err(TunerError::Config(
-                    "the preconditioner was fitted with another damping or layout".into(),
+                    "the preconditioner was fitted with another damping, normalisation or layout".into(),
                 ));
             }
             let last = qs[qs.len() - 1];
-            vec![pre.apply(coords, &last.values)]
+            vec![pre.apply(coords, &unit_query(last))]
         }
     };
     let order = canonical_order(examples);
@@ -604,9 +789,10 @@ pub fn score(
         let e = &examples[i];
         let mask = masks.get(i);
         let (qi, factor) = match method {
-            Method::TracIn => (nearest(&qs, e.step), f64::from(lr.at(e.step)?)),
+            Method::TracIn { .. } => (nearest(&qs, e.step), f64::from(lr.at(e.step)?)),
             Method::Trak { .. } => (0, 1.0),
         };
+        let factor = factor * inv_norm_scaled(coords, &e.values, mask, unit, adam);
         let qb = &qblocks[qi];
         let mut total = 0f64;
         for (b, slot) in eb.iter_mut().enumerate() {
@@ -617,8 +803,18 @@ pub fn score(
                 }
                 let ev = &e.values[p * s2..(p + 1) * s2];
                 let qv = &qb[b][j * s2..(j + 1) * s2];
-                for (x, y) in ev.iter().zip(qv) {
-                    acc += f64::from(*x) * y;
+                match adam {
+                    None => {
+                        for (x, y) in ev.iter().zip(qv) {
+                            acc += f64::from(*x) * y;
+                        }
+                    }
+                    Some(d) => {
+                        let dv = &d[p * s2..(p + 1) * s2];
+                        for ((x, y), z) in ev.iter().zip(qv).zip(dv) {
+                            acc += f64::from(*x) * z * y;
+                        }
+                    }
                 }
             }
             *slot = factor * acc;
@@ -630,6 +826,7 @@ pub fn score(
         let s = sources.entry(e.source).or_insert_with(|| SourceScore {
             source: e.source,
             score: 0.0,
+            salient: 0.0,
             examples: 0,
             blocks: vec![0.0; nb],
         });
@@ -655,6 +852,17 @@ pub fn score(
             score: total,
         });
     }
+    let mut sorted: Vec<f64> = out_examples.iter().map(|e| e.score).collect();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let k = ((SALIENT_FRACTION * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
+    let salient_threshold = sorted.get(k - 1).copied().unwrap_or(0.0);
+    for e in &out_examples {
+        if e.score > salient_threshold {
+            if let Some(s) = sources.get_mut(&e.source) {
+                s.salient += e.score - salient_threshold;
+            }
+        }
+    }
     let mut sources: Vec<SourceScore> = sources.into_values().collect();
     sources.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.source.cmp(&b.source)));
     let mut events: Vec<KeyScore> = events.into_values().collect();
@@ -674,6 +882,7 @@ pub fn score(
         method,
         examples: out_examples,
         sources,
+        salient_threshold,
         events,
         steps: steps.into_values().collect(),
         blocks,
@@ -763,10 +972,37 @@ mod tests {
         let (ex, q) = world(&c);
         let query = [QueryGradient { step: 10, values: q }];
         let lr = LrSchedule::Constant(0.01);
-        let t = score(&c, &query, &ex, &lr, Method::TracIn, None).unwrap();
-        let pre = Preconditioner::fit(&c, &ex, 1.0).unwrap();
-        let k = score(&c, &query, &ex, &lr, Method::Trak { lambda: 1.0 }, Some(&pre)).unwrap();
-        for r in [&t, &k] {
+        let t = score(
+            &c,
+            &query,
+            &ex,
+            &lr,
+            Method::TracIn {
+                unit: false,
+                adam: false,
+            },
+            None,
+        )
+        .unwrap();
+        let pre = Preconditioner::fit(&c, &ex, 1.0, false).unwrap();
+        let k = score(
+            &c,
+            &query,
+            &ex,
+            &lr,
+            Method::Trak {
+                lambda: 1.0,
+                unit: false,
+            },
+            Some(&pre),
+        )
+        .unwrap();
+        let pa = Preconditioner::fit_adam(&c, &ex).unwrap();
+        let tu = score(&c, &query, &ex, &lr, Method::tracin(), None).unwrap();
+        let ta = score(&c, &query, &ex, &lr, Method::tracin_adam(), Some(&pa)).unwrap();
+        let pu = Preconditioner::fit(&c, &ex, DEFAULT_TRAK_LAMBDA, true).unwrap();
+        let ku = score(&c, &query, &ex, &lr, Method::trak(), Some(&pu)).unwrap();
+        for r in [&t, &k, &tu, &ku, &ta] {
             let top = r
                 .examples
                 .iter()
@@ -814,13 +1050,27 @@ mod tests {
         let q: Vec<f32> = (0..d).map(|j| (0..4).map(|s| w[s] * dirs[s][j]).sum()).collect();
         let query = [QueryGradient { step: 20, values: q }];
         let lr = LrSchedule::Constant(1.0);
-        let t = score(&c, &query, &ex, &lr, Method::TracIn, None).unwrap();
-        let pre = Preconditioner::fit(&c, &ex, 0.1).unwrap();
+        let t = score(
+            &c,
+            &query,
+            &ex,
+            &lr,
+            Method::TracIn {
+                unit: false,
+                adam: false,
+            },
+            None,
+        )
+        .unwrap();
+        let pre = Preconditioner::fit(&c, &ex, 0.1, true).unwrap();
         let k = score(&c, &query, &ex, &lr, Method::trak(), Some(&pre)).unwrap();
+        let pa = Preconditioner::fit_adam(&c, &ex).unwrap();
+        let a = score(&c, &query, &ex, &lr, Method::tracin_adam(), Some(&pa)).unwrap();
         let rank = |r: &TraceReport| r.sources.iter().map(|s| s.source).collect::<Vec<_>>();
         let want = vec![src(0), src(2), src(3), src(1)];
         assert_eq!(rank(&t), want);
         assert_eq!(rank(&k), want);
+        assert_eq!(rank(&a), want);
     }
 
     #[test]
@@ -829,7 +1079,18 @@ mod tests {
         let (mut ex, q) = world(&c);
         let query = [QueryGradient { step: 10, values: q }];
         let lr = LrSchedule::Constant(1.0);
-        let before = score(&c, &query, &ex, &lr, Method::TracIn, None).unwrap();
+        let before = score(
+            &c,
+            &query,
+            &ex,
+            &lr,
+            Method::TracIn {
+                unit: false,
+                adam: false,
+            },
+            None,
+        )
+        .unwrap();
         // Route the planted example to block 0 only (the sketch keeps its
         // values elsewhere: the scorer must ignore them).
         let i = ex
@@ -841,7 +1102,18 @@ mod tests {
             layout.blocks(),
             |u| u == 0,
         ));
-        let after = score(&c, &query, &ex, &lr, Method::TracIn, None).unwrap();
+        let after = score(
+            &c,
+            &query,
+            &ex,
+            &lr,
+            Method::TracIn {
+                unit: false,
+                adam: false,
+            },
+            None,
+        )
+        .unwrap();
         let blocks_of = |r: &TraceReport| {
             r.sources
                 .iter()
@@ -874,7 +1146,18 @@ mod tests {
             layout.blocks(),
             |_| false,
         ));
-        let none = score(&c, &query, &ex, &lr, Method::TracIn, None).unwrap();
+        let none = score(
+            &c,
+            &query,
+            &ex,
+            &lr,
+            Method::TracIn {
+                unit: false,
+                adam: false,
+            },
+            None,
+        )
+        .unwrap();
         let s = none
             .examples
             .iter()
@@ -919,7 +1202,18 @@ mod tests {
             })
             .collect();
         let lr = LrSchedule::PerStep((0..10).map(|i| i as f32).collect());
-        let r = score(&c, &query, &ex, &lr, Method::TracIn, None).unwrap();
+        let r = score(
+            &c,
+            &query,
+            &ex,
+            &lr,
+            Method::TracIn {
+                unit: false,
+                adam: false,
+            },
+            None,
+        )
+        .unwrap();
         let got: Vec<f64> = r.examples.iter().map(|e| e.score).collect();
         // Step 1 → ckpt 0; 4 → 5; 6 → 5; 9 → 10. Score = lr · q · d.
         let want = [1.0 * 1.0, 4.0 * 2.0, 6.0 * 2.0, 9.0 * 3.0].map(|x| x * d as f64);
@@ -943,9 +1237,31 @@ mod tests {
         rev.reverse();
         let mut rq = query.to_vec();
         rq.reverse();
-        for m in [Method::TracIn, Method::trak()] {
-            let p1 = Preconditioner::fit(&c, &ex, DEFAULT_TRAK_LAMBDA).unwrap();
-            let p2 = Preconditioner::fit(&c, &rev, DEFAULT_TRAK_LAMBDA).unwrap();
+        for m in [
+            Method::tracin(),
+            Method::tracin_adam(),
+            Method::TracIn {
+                unit: false,
+                adam: false,
+            },
+            Method::trak(),
+            Method::Trak {
+                lambda: 0.5,
+                unit: false,
+            },
+        ] {
+            let (lambda, unit) = match m {
+                Method::Trak { lambda, unit } => (lambda, unit),
+                Method::TracIn { unit, .. } => (DEFAULT_TRAK_LAMBDA, unit),
+            };
+            let fit = |x: &[LoggedExample]| {
+                if m.adam() {
+                    Preconditioner::fit_adam(&c, x).unwrap()
+                } else {
+                    Preconditioner::fit(&c, x, lambda, unit).unwrap()
+                }
+            };
+            let (p1, p2) = (fit(&ex), fit(&rev));
             let a = score(&c, &query, &ex, &lr, m, Some(&p1)).unwrap();
             let b = score(&c, &rq, &rev, &lr, m, Some(&p2)).unwrap();
             assert_eq!(a, b);
@@ -953,7 +1269,7 @@ mod tests {
             // A one-ulp change of one sketch changes the digest.
             let mut ex2 = ex.clone();
             ex2[7].values[0] = f32::from_bits(ex2[7].values[0].to_bits() ^ 1);
-            let p3 = Preconditioner::fit(&c, &ex2, DEFAULT_TRAK_LAMBDA).unwrap();
+            let p3 = fit(&ex2);
             let c2 = score(&c, &query, &ex2, &lr, m, Some(&p3)).unwrap();
             assert_ne!(a.digest(), c2.digest());
         }
@@ -964,11 +1280,37 @@ mod tests {
         let (_, c) = coords();
         let (mut ex, q) = world(&c);
         let lr = LrSchedule::Constant(1.0);
-        assert!(score(&c, &[], &ex, &lr, Method::TracIn, None).is_err());
+        assert!(score(
+            &c,
+            &[],
+            &ex,
+            &lr,
+            Method::TracIn {
+                unit: false,
+                adam: false
+            },
+            None
+        )
+        .is_err());
         let query = [QueryGradient { step: 1, values: q }];
         assert!(score(&c, &query, &ex, &lr, Method::trak(), None).is_err());
-        assert!(Preconditioner::fit(&c, &ex, 0.0).is_err());
+        assert!(Preconditioner::fit(&c, &ex, 0.0, true).is_err());
+        // A preconditioner fitted without normalisation cannot serve the
+        // normalised method.
+        let raw = Preconditioner::fit(&c, &ex, DEFAULT_TRAK_LAMBDA, false).unwrap();
+        assert!(score(&c, &query, &ex, &lr, Method::trak(), Some(&raw)).is_err());
         ex[0].values.pop();
-        assert!(score(&c, &query, &ex, &lr, Method::TracIn, None).is_err());
+        assert!(score(
+            &c,
+            &query,
+            &ex,
+            &lr,
+            Method::TracIn {
+                unit: false,
+                adam: false
+            },
+            None
+        )
+        .is_err());
     }
 }

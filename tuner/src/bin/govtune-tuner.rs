@@ -35,10 +35,19 @@ enum Cmd {
         #[arg(long)]
         events: PathBuf,
     },
-    /// Governed against ungoverned fine-tuning.
+    /// Evaluations.
+    Eval {
+        #[command(subcommand)]
+        cmd: EvalCmd,
+    },
+    /// Governed against ungoverned fine-tuning (`bench trace`: trace
+    /// latency).
+    #[command(args_conflicts_with_subcommands = true)]
     Bench {
+        #[command(subcommand)]
+        cmd: Option<BenchCmd>,
         /// Campaign config (TOML).
-        #[arg(long)]
+        #[arg(long, default_value = "data/campaign.toml")]
         config: PathBuf,
         /// Steps at batch granularity.
         #[arg(long, default_value_t = 20)]
@@ -46,6 +55,66 @@ enum Cmd {
         /// Steps at example granularity.
         #[arg(long, default_value_t = 40)]
         example_steps: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Scoring one query against many logged example sketches.
+    Trace {
+        /// Campaign config (TOML).
+        #[arg(long, default_value = "data/campaign.toml")]
+        config: PathBuf,
+        /// Synthetic logged sketches.
+        #[arg(long, default_value_t = 100_000)]
+        examples: usize,
+        /// Query checkpoints (plus the final model).
+        #[arg(long, default_value_t = 4)]
+        checkpoints: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvalCmd {
+    /// Tracing: canary recall, source LDS against retraining, precision per
+    /// event granularity.
+    Trace {
+        /// Campaign config (TOML): base model, policy, sources, model settings.
+        #[arg(long, default_value = "data/campaign.toml")]
+        config: PathBuf,
+        /// The CI-sized run (a few minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Override the number of retrained half-subsets.
+        #[arg(long)]
+        subsets: Option<usize>,
+        /// Override the sketch side.
+        #[arg(long)]
+        sketch_side: Option<usize>,
+        /// Override the copies per canary.
+        #[arg(long)]
+        copies: Option<usize>,
+        /// Override the number of checkpoints.
+        #[arg(long)]
+        checkpoints: Option<u64>,
+        /// Override the epochs.
+        #[arg(long)]
+        epochs: Option<u64>,
+        /// Override the letters per canary secret.
+        #[arg(long)]
+        secret_len: Option<usize>,
+        /// Plant canaries at this byte offset of their windows (default random).
+        #[arg(long)]
+        canary_offset: Option<usize>,
+        /// Override the training windows per source.
+        #[arg(long)]
+        train_windows: Option<usize>,
+        /// Override the LoRA rank.
+        #[arg(long)]
+        rank: Option<usize>,
+        /// Skip the example and epoch granularity runs.
+        #[arg(long)]
+        no_granularities: bool,
     },
 }
 
@@ -166,7 +235,73 @@ fn real_main() -> tuner::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         }
+        Cmd::Eval {
+            cmd:
+                EvalCmd::Trace {
+                    config,
+                    quick,
+                    subsets,
+                    sketch_side,
+                    copies,
+                    checkpoints,
+                    epochs,
+                    secret_len,
+                    rank,
+                    canary_offset,
+                    train_windows,
+                    no_granularities,
+                },
+        } => {
+            let mut s = if quick {
+                tuner::eval::EvalSettings::quick()
+            } else {
+                tuner::eval::EvalSettings::full()
+            };
+            if let Some(v) = subsets {
+                s.subsets = v;
+            }
+            if let Some(v) = sketch_side {
+                s.sketch_side = v;
+            }
+            if let Some(v) = copies {
+                s.canary_copies = v;
+            }
+            if let Some(v) = checkpoints {
+                s.checkpoints = v;
+            }
+            if let Some(v) = epochs {
+                s.epochs = v;
+            }
+            if let Some(v) = secret_len {
+                s.secret_len = v;
+            }
+            s.rank = rank.or(s.rank);
+            s.canary_offset = canary_offset.or(s.canary_offset);
+            if let Some(v) = train_windows {
+                s.train_windows = v;
+            }
+            s.granularities &= !no_granularities;
+            let r = tuner::eval::run_eval(&config, &s)?;
+            println!("{}", r.table());
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Bench {
+            cmd:
+                Some(BenchCmd::Trace {
+                    config,
+                    examples,
+                    checkpoints,
+                }),
+            ..
+        } => {
+            let cfg = DemoConfig::load(&config)?;
+            let w = build(&cfg, &mut MemorySink::default(), &mut |_, _| {})?;
+            let t = tuner::bench::trace_latency(&w.spec, examples, checkpoints)?;
+            println!("{}", t.table());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench {
+            cmd: None,
             config,
             steps,
             example_steps,
