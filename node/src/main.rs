@@ -288,11 +288,16 @@ fn run(cli: Cli) -> Result<(), String> {
                 },
         } => {
             let out = match (testnet, events_out) {
-                (Some(dir), None) => node::campaign::run_on_testnet(
-                    &config,
-                    &dir,
-                    &mut node::campaign::LineProgress::default(),
-                )?,
+                (Some(dir), None) => {
+                    let steps = tuner::demo::DemoConfig::load(&config)
+                        .map_err(|e| e.to_string())?
+                        .settings
+                        .max_steps;
+                    let mut bar = node::campaign::BarProgress::new(steps);
+                    let out = node::campaign::run_on_testnet(&config, &dir, &mut bar);
+                    bar.finish();
+                    out?
+                }
                 (None, Some(file)) => {
                     let cfg = tuner::demo::DemoConfig::load(&config).map_err(|e| e.to_string())?;
                     let mut sink = tuner::sink::FileSink::create(&file).map_err(|e| e.to_string())?;
