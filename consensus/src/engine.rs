@@ -26,6 +26,12 @@ pub trait Application {
     /// on top of its parent. The engine votes for nothing the application
     /// refuses.
     fn verify(&mut self, proposal: &Proposal<Self::Payload>) -> bool;
+    /// The engine learned a block (a proposal, or a notarised block it
+    /// fetched) that it may later ask to build on. An application that
+    /// judges blocks against the state after their parent keeps it, so it
+    /// can judge a child of a block it never voted on (after a restart, or
+    /// when it learned the block late). Default: nothing.
+    fn observe(&mut self, _proposal: &Proposal<Self::Payload>) {}
 }
 
 /// Consensus-critical parameters: every validator must use the same.
@@ -527,6 +533,7 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
             None => {}
         }
         self.proposal_in_view.insert(view, d);
+        app.observe(&proposal);
         self.blocks.insert(d, proposal);
         if view == self.view {
             self.try_notarize(app);
@@ -707,6 +714,7 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
         if !wanted || self.blocks.contains_key(&d) {
             return;
         }
+        app.observe(&p);
         self.blocks.insert(d, p);
         self.try_notarize(app);
         if self.cfg.leader(self.view) == self.cfg.me {

@@ -280,6 +280,10 @@ async fn submit(s: &ApiState, body: EntryBody) -> ApiResult {
                     Json(json!({ "digest": digest, "status": "committed", "index": i })),
                 )
                     .into_response()),
+                (None, Some(EntryStatus::Refused { by, reason })) => Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("entry {digest} was refused by {by}: {reason}"),
+                )),
                 (None, st) => {
                     let mut v = json!({ "digest": digest });
                     if let Some(st) = st {
@@ -369,6 +373,18 @@ async fn post_event(
                 "/v1/events takes Step, Composite, Refusal, RefusalAggregate or CampaignClose",
             ))
         }
+    }
+    let campaign = match &body {
+        EntryBody::Step(e) => e.link.campaign,
+        EntryBody::Composite(e) => e.link.campaign,
+        EntryBody::Refusal(e) => e.link.campaign,
+        EntryBody::RefusalAggregate(e) => e.link.campaign,
+        EntryBody::CampaignClose(e) => e.campaign,
+        _ => Digest::ZERO,
+    };
+    let operator = provenance::LedgerView::campaign(s.store().state(), &campaign).map(|c| c.operator.clone());
+    if let Some(op) = operator {
+        own_authority(&s, &op)?;
     }
     submit(&s, body).await
 }

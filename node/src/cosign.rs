@@ -65,9 +65,20 @@ fn campaign<'a>(ctx: &'a CheckContext<'_>, id: &Digest) -> Result<&'a Campaign, 
         .ok_or_else(|| format!("campaign {} is not registered", id.short()))
 }
 
+/// How close to [`crate::ledger::MAX_EVENT_AGE_MS`] a step time may be
+/// when signed: an event signed later could no longer enter a block.
+const SIGNING_MARGIN_MS: u64 = 30_000;
+
 fn check_time(ctx: &CheckContext<'_>, t: Timestamp) -> Result<(), String> {
     if t.0 > ctx.now.0.saturating_add(ctx.max_skew) {
         return Err(format!("step time {t} is ahead of this node's clock {}", ctx.now));
+    }
+    let oldest = crate::ledger::MAX_EVENT_AGE_MS - SIGNING_MARGIN_MS;
+    if ctx.now.0 > t.0.saturating_add(oldest) {
+        return Err(format!(
+            "step time {t} is more than {oldest} ms behind this node's clock {}: too late to commit",
+            ctx.now
+        ));
     }
     Ok(())
 }

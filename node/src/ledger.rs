@@ -123,6 +123,9 @@ pub struct Ledger {
     mempool: HashMap<Digest, MempoolEntry>,
     arrivals: u64,
     tentative: HashMap<Digest, Tentative>,
+    /// Blocks the engine told us of (not yet final), so a child of one we
+    /// never judged can still be judged.
+    observed: HashMap<Digest, Proposal<BlockPayload>>,
     finalized_tip: Digest,
     last_block_ms: u64,
     now_ms: u64,
@@ -161,6 +164,7 @@ impl Ledger {
             mempool: HashMap::new(),
             arrivals: 0,
             tentative: HashMap::new(),
+            observed: HashMap::new(),
             finalized_tip,
             last_block_ms: 0,
             now_ms: 0,
@@ -235,6 +239,27 @@ impl Ledger {
             chain.push(p);
         }
         Ok((chain, tip))
+    }
+
+    /// Judges the observed, unjudged ancestors of `parent` (oldest first),
+    /// so that [`Self::state_at`] can answer for it.
+    fn judge_ancestors(&mut self, parent: &Digest) {
+        let mut chain = Vec::new();
+        let mut d = *parent;
+        while d != self.finalized_tip && !self.tentative.contains_key(&d) {
+            match self.observed.get(&d) {
+                Some(p) if chain.len() < 1024 => {
+                    chain.push(p.clone());
+                    d = p.parent;
+                }
+                _ => return,
+            }
+        }
+        for p in chain.into_iter().rev() {
+            if !self.judge(&p) {
+                return;
+            }
+        }
     }
 
     /// The state after block `parent` and the entries of the non-final
@@ -352,6 +377,7 @@ impl Ledger {
         }
         self.finalized_tip = block;
         self.tentative.retain(|_, t| t.height > height);
+        self.observed.retain(|_, p| p.height.0 > height);
         self.last_block_ms = self.last_block_ms.max(proposal.stamp);
         Ok(Committed {
             height,
@@ -369,6 +395,7 @@ impl Application for Ledger {
     type Payload = BlockPayload;
 
     fn propose(&mut self, parent: &Digest, height: Height, _view: View) -> Option<BlockPayload> {
+        self.judge_ancestors(parent);
         let (mut state, included) = self.state_at(parent)?;
         let stamp = self.now_ms;
         let mut candidates: Vec<(&Digest, &MempoolEntry)> = self
@@ -419,6 +446,22 @@ impl Application for Ledger {
     }
 
     fn verify(&mut self, p: &Proposal<BlockPayload>) -> bool {
+        self.judge_ancestors(&p.parent);
+        self.judge(p)
+    }
+
+    fn observe(&mut self, p: &Proposal<BlockPayload>) {
+        // Bounded: blocks above the final tip only, and not too many.
+        if self.observed.len() < 4096 {
+            self.observed.insert(p.digest(), p.clone());
+        }
+    }
+}
+
+impl Ledger {
+    /// Whether block `p` is a valid extension of its (judged) parent; on
+    /// success its state is kept for its children.
+    fn judge(&mut self, p: &Proposal<BlockPayload>) -> bool {
         let block = p.digest();
         if self.tentative.contains_key(&block) {
             return true;

@@ -412,12 +412,15 @@ impl Core {
         })
     }
 
-    /// Takes an entry body from the API (own) or a peer's offer.
+    /// Takes an entry body from the API (own) or a peer's offer. An own
+    /// entry is on disk before this node signs or offers it; a refusal
+    /// restored from disk is in place before anything is signed.
     fn offer(
         &mut self,
         body: EntryBody,
         sigs: Vec<AuthoritySignature>,
         own: bool,
+        restored_refusal: Option<(AuthorityId, String)>,
     ) -> Result<Digest, Refused> {
         check_body(&body).map_err(|e| Refused {
             status: 400,
@@ -427,7 +430,8 @@ impl Core {
         if read(&self.store).index_of(&digest).ok().flatten().is_some() {
             return Ok(digest);
         }
-        if !self.pending.contains_key(&digest) {
+        let inserted = !self.pending.contains_key(&digest);
+        if inserted {
             let plan = self.plan(&body)?;
             let scheme = plan.scheme.unwrap_or(SignatureScheme::Bls12381);
             self.pending.insert(
@@ -437,16 +441,34 @@ impl Core {
                     plan,
                     scheme,
                     sigs: BTreeMap::new(),
-                    refused: None,
+                    refused: restored_refusal,
                     own,
                     complete: false,
                     first_seen: Instant::now(),
                 },
             );
         }
-        let newly_own = own && self.pending.get(&digest).is_some_and(|p| !p.own);
-        if let Some(p) = self.pending.get_mut(&digest) {
-            p.own |= own;
+        let newly_own = own && self.pending.get(&digest).is_some_and(|p| !p.own || inserted);
+        if newly_own {
+            let rec = match self.pending.get_mut(&digest) {
+                Some(p) => {
+                    p.own = true;
+                    encode(&p.record())
+                }
+                None => Vec::new(),
+            };
+            if let Err(e) = read(&self.store).put_pending(&digest, &rec) {
+                tracing::error!("persisting a pending entry: {e}");
+                if inserted {
+                    self.pending.remove(&digest);
+                } else if let Some(p) = self.pending.get_mut(&digest) {
+                    p.own = false;
+                }
+                return Err(Refused {
+                    status: 503,
+                    reason: "the node could not store the entry".into(),
+                });
+            }
         }
         let offer_had_mine = own || sigs.iter().any(|s| s.authority == self.authority);
         for sig in sigs {
@@ -454,17 +476,9 @@ impl Core {
         }
         self.maybe_sign(&digest, offer_had_mine);
         self.maybe_complete(&digest);
-        if own || newly_own {
-            if let Some(p) = self.pending.get(&digest) {
-                if let Err(e) = read(&self.store).put_pending(&digest, &encode(&p.record())) {
-                    tracing::error!("persisting a pending entry: {e}");
-                    return Err(Refused {
-                        status: 503,
-                        reason: "the node could not store the entry".into(),
-                    });
-                }
-                self.publish_offer(&digest);
-            }
+        let refused = self.pending.get(&digest).is_some_and(|p| p.refused.is_some());
+        if newly_own && !refused {
+            self.publish_offer(&digest);
         }
         Ok(digest)
     }
@@ -519,7 +533,18 @@ impl Core {
             }
             return;
         }
-        if p.refused.is_some() {
+        if let Some((by, reason)) = &p.refused {
+            // A peer offers it again: our refusal may have been lost.
+            if by == &self.authority && !offer_had_mine && !p.own {
+                self.publish(
+                    Topic::Events,
+                    &Gossip::Refusal {
+                        entry: *digest,
+                        authority: by.clone(),
+                        reason: reason.clone(),
+                    },
+                );
+            }
             return;
         }
         let registration = matches!(
@@ -644,7 +669,7 @@ impl Core {
                 self.process(actions, None)?;
             }
             (Topic::Events, Gossip::Offer { body, signatures }) => {
-                let _ = self.offer(body, signatures, false);
+                let _ = self.offer(body, signatures, false, None);
             }
             (Topic::Events, Gossip::Signature { entry, signature }) => {
                 self.add_signature(&entry, signature);
@@ -721,7 +746,7 @@ impl Core {
         match cmd {
             ApiCommand::Submit { body, reply } => {
                 let r = self
-                    .offer(*body, Vec::new(), true)
+                    .offer(*body, Vec::new(), true, None)
                     .map(|d| (d, self.pending.get(&d).map(Pending::status)));
                 let _ = reply.send(r);
             }
@@ -764,13 +789,15 @@ impl Core {
     /// Every second: re-offer own entries not yet committed (a co-signer
     /// that was away signs now), and ask for checkpoints this node lacks.
     fn housekeeping(&mut self) {
-        let own: Vec<Digest> = self
+        // The oldest first, at most 256 a second.
+        let mut own: Vec<(Instant, Digest)> = self
             .pending
             .iter()
             .filter(|(_, p)| p.own && p.refused.is_none())
-            .map(|(d, _)| *d)
+            .map(|(d, p)| (p.first_seen, *d))
             .collect();
-        for d in own.iter().take(256) {
+        own.sort();
+        for (_, d) in own.iter().take(256) {
             self.publish_offer(d);
         }
         let m = &self.metrics;
@@ -973,11 +1000,8 @@ pub async fn run(
     for (d, bytes) in saved {
         match decode_raw::<PendingRecord>("pending record", &bytes) {
             Ok((rec, _)) => {
-                let refused = rec.refused.clone();
-                if core.offer(rec.body, rec.signatures, true).is_ok() {
-                    if let Some((by, reason)) = refused {
-                        core.refuse(&d, by, reason);
-                    }
+                if let Err(e) = core.offer(rec.body, rec.signatures, true, rec.refused) {
+                    tracing::error!("pending entry {}: {}", d.short(), e.reason);
                 }
             }
             Err(e) => tracing::error!("pending record {}: {e}", d.short()),

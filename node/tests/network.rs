@@ -375,3 +375,48 @@ fn metric(c: &Client, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0.0)
 }
+
+#[test]
+fn the_whole_consortium_restarts_mid_run_and_keeps_committing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut t = up(dir.path());
+    let mut w = workload(&t);
+    let op = t.admin(t.by_role("operator").expect("op")).expect("admin");
+    let base = log_size(&op);
+    let mut acknowledged = Vec::new();
+    for _ in 0..60 {
+        let e = w.next_event(2, false).expect("event");
+        acknowledged.push(submit(&op, &e).expect("accepted"));
+    }
+    // Every node at once, blocks possibly notarised but not final: after
+    // the restart nobody has judged the tip in memory any more.
+    for i in 0..4 {
+        t.kill(i).expect("kill");
+    }
+    t.start_all().expect("restart");
+    for i in 0..4 {
+        t.wait_healthy(i, Duration::from_secs(60)).expect("healthy");
+    }
+    for _ in 0..60 {
+        let e = w.next_event(2, false).expect("event");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match submit(&op, &e) {
+                Ok(d) => {
+                    acknowledged.push(d);
+                    break;
+                }
+                Err(err) => {
+                    assert!(Instant::now() < deadline, "never acknowledged: {err}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+    op.wait_committed(&acknowledged, Duration::from_secs(180))
+        .expect("all commit after the restart");
+    let (size, _) = t
+        .wait_converged(base + acknowledged.len() as u64, Duration::from_secs(60))
+        .expect("roots agree");
+    assert_eq!(size, base + 120);
+}
