@@ -460,8 +460,7 @@ impl Store {
     /// it certifies this log's root at its size.
     pub fn put_checkpoint(&mut self, cp: &SignedCheckpoint, keyring: &KeyRing) -> Result<()> {
         let c = &cp.checkpoint;
-        cp.verify(keyring)
-            .map_err(|e| StoreError::Checkpoint(e.to_string()))?;
+        // Cheap checks first: the pairing check comes last.
         if c.origin != self.origin {
             return Err(StoreError::Checkpoint(format!(
                 "origin {:?} is not this log's {:?}",
@@ -481,6 +480,8 @@ impl Store {
                 c.root, c.size
             )));
         }
+        cp.verify(keyring)
+            .map_err(|e| StoreError::Checkpoint(e.to_string()))?;
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_CHECKPOINTS)?, u64_key(c.height), cp.encode());
         let newer = self
