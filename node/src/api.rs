@@ -51,6 +51,7 @@ pub struct ApiState {
     max_body: usize,
     max_blob: usize,
     limiter: Arc<Mutex<RateLimiter>>,
+    traces: Arc<crate::trace::TraceCache>,
 }
 
 impl ApiState {
@@ -79,7 +80,24 @@ impl ApiState {
             max_body: cfg.max_body_bytes,
             max_blob: cfg.max_blob_bytes,
             limiter: Arc::new(Mutex::new(RateLimiter::new(cfg.rate_per_sec, cfg.rate_burst))),
+            traces: Default::default(),
         }
+    }
+
+    pub(crate) fn traces(&self) -> &crate::trace::TraceCache {
+        &self.traces
+    }
+
+    pub(crate) fn core(&self) -> &mpsc::Sender<ApiCommand> {
+        &self.core
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub(crate) fn checkpoint_json(&self, c: &SignedCheckpoint) -> Value {
+        checkpoint_json(self, c)
     }
 
     fn store(&self) -> std::sync::RwLockReadGuard<'_, Store> {
@@ -95,19 +113,22 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, reason: impl Into<String>) -> Self {
         Self {
             status,
             reason: reason.into(),
         }
     }
-    fn bad(reason: impl Into<String>) -> Self {
+    pub(crate) fn bad(reason: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, reason)
     }
-    fn not_found(reason: impl Into<String>) -> Self {
+    pub(crate) fn not_found(reason: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, reason)
     }
-    fn internal(e: impl std::fmt::Display) -> Self {
+    pub(crate) fn conflict(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, reason)
+    }
+    pub(crate) fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!("API: {e}");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "")
     }
@@ -208,6 +229,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/campaigns", post(post_campaign))
         .route("/v1/events", post(post_event))
         .route("/v1/revocations", post(post_revocation))
+        .route("/v1/trace", post(crate::trace::post_trace))
         .layer(DefaultBodyLimit::max(max_body));
     let blobs = Router::new()
         .route("/v1/blobs/{digest}", put(put_blob).get(get_blob))
@@ -224,6 +246,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/proof/consistency", get(consistency))
         .route("/v1/sources/{id}", get(source))
         .route("/v1/campaigns/{id}", get(campaign))
+        .route("/v1/campaigns/{id}/entries", get(crate::trace::campaign_entries))
+        .route("/v1/sources/{id}/entries", get(crate::trace::source_entries))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), limit))
@@ -258,7 +282,7 @@ fn authorize(s: &ApiState, headers: &HeaderMap, role: Role, what: &str) -> Resul
     Ok(())
 }
 
-fn parse_digest(s: &str) -> Result<Digest, ApiError> {
+pub(crate) fn parse_digest(s: &str) -> Result<Digest, ApiError> {
     Digest::from_hex(s).map_err(|_| ApiError::bad(format!("{s:?} is not a 32-byte hex digest")))
 }
 

@@ -25,6 +25,7 @@ use tuner::campaign::{build_campaign, CampaignOutcome, CampaignSpec, Clock, Prog
 use tuner::data::{manifest_for, plant_canary, SignedSource};
 use tuner::demo::DemoConfig;
 use tuner::model::Weights;
+use tuner::recipe::Recipe;
 use tuner::sink::{EventSink, Verdict};
 
 use crate::runtime::now_ms;
@@ -274,7 +275,17 @@ pub fn run_on_testnet(
         .base_weights
         .clone()
         .ok_or("the campaign file names no base_weights")?;
-    let base = Weights::load(cfg.settings.model, &base_path).map_err(|e| e.to_string())?;
+    let base_bytes = std::fs::read(&base_path).map_err(|e| format!("{}: {e}", base_path.display()))?;
+    let base = Weights::from_safetensors(cfg.settings.model, &base_bytes).map_err(|e| e.to_string())?;
+    // The recipe and the base weights go to the operator's node as blobs:
+    // whoever traces or rebuilds the campaign fetches them by the digest the
+    // campaign record carries.
+    let recipe = Recipe::new(cfg.settings.clone(), &base_bytes);
+    let mut sink = HttpSink::new(t.admin(op).map_err(|e| e.to_string())?);
+    sink.put_blob(&recipe.base_weights, &base_bytes)
+        .map_err(|e| e.to_string())?;
+    sink.put_blob(&recipe.digest(), &recipe.to_bytes())
+        .map_err(|e| e.to_string())?;
     let probe_text = std::fs::read(&cfg.probe).map_err(|e| format!("{}: {e}", cfg.probe.display()))?;
     let probe: Vec<Vec<u8>> = probe_text
         .chunks_exact(window)
@@ -283,7 +294,7 @@ pub fn run_on_testnet(
         .collect();
     let operator = AuthorityId::new(cfg.operator.clone()).map_err(|e| e.to_string())?;
     let purpose = Purpose::new(cfg.purpose.clone()).map_err(|e| e.to_string())?;
-    let campaign = build_campaign(
+    let mut campaign = build_campaign(
         &cfg.settings,
         &cfg.policy,
         operator,
@@ -294,6 +305,7 @@ pub fn run_on_testnet(
         Timestamp(now),
     )
     .map_err(|e| e.to_string())?;
+    campaign.recipe = recipe.digest();
     println!("campaign {} opens", campaign.digest().short());
     let spec = CampaignSpec {
         settings: cfg.settings.clone(),
@@ -306,6 +318,5 @@ pub fn run_on_testnet(
         probe,
         canary: cfg.canary.as_ref().map(|c| c.canary.clone()),
     };
-    let mut sink = HttpSink::new(t.admin(op).map_err(|e| e.to_string())?);
     tuner::campaign::run(spec, Box::new(WallClock), &mut sink, progress).map_err(|e| e.to_string())
 }

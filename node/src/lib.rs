@@ -40,6 +40,8 @@ pub mod ledger;
 pub mod metrics;
 pub mod p2p;
 pub mod runtime;
+pub mod tools;
+pub mod trace;
 pub mod wire;
 
 pub use config::NodeConfig;

@@ -50,6 +50,208 @@ enum Command {
         #[command(subcommand)]
         command: TestnetCommand,
     },
+    /// Trace a model output back to the sources, events and policy that
+    /// shaped it (`POST /v1/trace` on any node), and verify the answer.
+    Trace {
+        /// A node's API address.
+        #[arg(long)]
+        node: String,
+        /// The (closed) campaign whose model produced the output.
+        #[arg(long)]
+        campaign: String,
+        /// The prompt.
+        #[arg(long, default_value = "")]
+        prompt: String,
+        /// The output to trace.
+        #[arg(long)]
+        output: String,
+        /// Scoring method: tracin (default), tracin-adam or trak.
+        #[arg(long)]
+        method: Option<String>,
+        /// Also write the answer (JSON) here, for `govtune verify trace`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Verify the answer with this genesis file as a light client.
+        #[arg(long)]
+        genesis: Option<PathBuf>,
+    },
+    /// A light client: holds only the genesis file, trusts no node, and
+    /// checks what a node serves. Exit status 0: pass, 1: fail, 2: error.
+    Verify {
+        /// The genesis file.
+        #[arg(long)]
+        genesis: PathBuf,
+        /// A node's API address.
+        #[arg(long)]
+        node: String,
+        /// Print the verdict as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: VerifyCommand,
+    },
+    /// Audits.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum VerifyCommand {
+    /// The node's latest checkpoint: consortium signature under genesis.
+    Checkpoint,
+    /// The log at checkpoint height SECOND extends the one at FIRST.
+    Consistency {
+        /// Earlier checkpoint height.
+        #[arg(long)]
+        first: u64,
+        /// Later checkpoint height (default: latest).
+        #[arg(long)]
+        second: Option<u64>,
+    },
+    /// A trace answer (from `govtune trace --out`): every cited entry's
+    /// proof and signatures, and the citations' consistency.
+    Trace {
+        /// The answer file.
+        #[arg(long)]
+        answer: PathBuf,
+        /// Also recompute the scores from the model and sketch blobs.
+        #[arg(long)]
+        recompute: bool,
+    },
+    /// Regulator: every step ran under the approved policy or a successor
+    /// governance signed.
+    Policy {
+        /// The campaign.
+        #[arg(long)]
+        campaign: String,
+        /// The approved policy's digest.
+        #[arg(long)]
+        approved: String,
+    },
+    /// Rights-holder: every use of the source was within its window and
+    /// purposes, every refusal is listed, nothing admitted after its
+    /// revocation.
+    Source {
+        /// The source id.
+        #[arg(long)]
+        id: String,
+        /// Download the whole log (checked against the checkpoint's root)
+        /// so that no campaign can be left out of the node's listing.
+        #[arg(long)]
+        scan: bool,
+    },
+    /// Operator: the weights file (adapter snapshot) is exactly the base
+    /// plus the recorded deltas.
+    Model {
+        /// The campaign.
+        #[arg(long)]
+        campaign: String,
+        /// The weights file.
+        #[arg(long)]
+        weights: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// The steps admitted under a (since-revoked) source's signature and
+    /// the share of each campaign's update they carry.
+    Revocation {
+        /// The genesis file.
+        #[arg(long)]
+        genesis: PathBuf,
+        /// A node's API address.
+        #[arg(long)]
+        node: String,
+        /// The source id.
+        #[arg(long)]
+        source: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What a verify command concluded.
+enum Outcome {
+    Pass,
+    Fail,
+}
+
+fn run_verify(genesis: PathBuf, node: String, json: bool, command: VerifyCommand) -> Result<Outcome, String> {
+    use node::tools::{digest_arg, report, verifier};
+    let mut v = verifier(&genesis, &node)?;
+    let e = |e: testnet::VerifyError| e.to_string();
+    let pass = match command {
+        VerifyCommand::Checkpoint => {
+            let cp = v.light().latest_checkpoint(v.node()).map_err(e)?;
+            println!(
+                "PASS checkpoint: height {} log size {} root {} signed by the consortium of this genesis",
+                cp.checkpoint.height, cp.checkpoint.size, cp.checkpoint.root
+            );
+            true
+        }
+        VerifyCommand::Consistency { first, second } => {
+            let a = v.light().checkpoint_at(v.node(), first).map_err(e)?;
+            let b = match second {
+                Some(h) => v.light().checkpoint_at(v.node(), h).map_err(e)?,
+                None => v.light().latest_checkpoint(v.node()).map_err(e)?,
+            };
+            v.light().verify_extends(v.node(), &a, &b).map_err(e)?;
+            println!(
+                "PASS consistency: the log of size {} at height {} extends the log of size {} at height {}",
+                b.checkpoint.size, b.checkpoint.height, a.checkpoint.size, a.checkpoint.height
+            );
+            true
+        }
+        VerifyCommand::Trace { answer, recompute } => {
+            let text = std::fs::read_to_string(&answer).map_err(|e| format!("{}: {e}", answer.display()))?;
+            let a: testnet::answer::TraceAnswer =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", answer.display()))?;
+            match v.trace(&a, recompute) {
+                Ok(verdict) => report(&verdict, json),
+                Err(err) => {
+                    println!("FAIL trace: {err}");
+                    false
+                }
+            }
+        }
+        VerifyCommand::Policy { campaign, approved } => {
+            let c = digest_arg(&campaign)?;
+            let p = digest_arg(&approved)?;
+            match v.policy(&c, &p) {
+                Ok(verdict) => report(&verdict, json),
+                Err(err) => {
+                    println!("FAIL policy: {err}");
+                    false
+                }
+            }
+        }
+        VerifyCommand::Source { id, scan } => {
+            let s = digest_arg(&id)?;
+            match v.source(&s, scan) {
+                Ok(verdict) => report(&verdict, json),
+                Err(err) => {
+                    println!("FAIL source: {err}");
+                    false
+                }
+            }
+        }
+        VerifyCommand::Model { campaign, weights } => {
+            let c = digest_arg(&campaign)?;
+            let bytes = std::fs::read(&weights).map_err(|e| format!("{}: {e}", weights.display()))?;
+            match v.model(&c, &bytes) {
+                Ok(verdict) => report(&verdict, json),
+                Err(err) => {
+                    println!("FAIL model: {err}");
+                    false
+                }
+            }
+        }
+    };
+    Ok(if pass { Outcome::Pass } else { Outcome::Fail })
 }
 
 #[derive(Subcommand)]
@@ -68,6 +270,10 @@ enum CampaignCommand {
         /// own demo consortium keys.
         #[arg(long)]
         events_out: Option<PathBuf>,
+        /// Write the fine-tuned model (adapter snapshot, safetensors) here
+        /// (default with --testnet: DIR/model.safetensors).
+        #[arg(long)]
+        model_out: Option<PathBuf>,
     },
 }
 
@@ -277,6 +483,54 @@ fn now() -> Timestamp {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
+        Command::Verify { .. } => unreachable!("handled in main"),
+        Command::Trace {
+            node,
+            campaign,
+            prompt,
+            output,
+            method,
+            out,
+            genesis,
+        } => {
+            let c = node::tools::digest_arg(&campaign)?;
+            let client = testnet::Client::new(&node);
+            let a = node::tools::ask_trace(&client, &c, &prompt, &output, method.as_deref())?;
+            print!("{}", node::tools::render_trace(&a));
+            if let Some(path) = out {
+                let text = serde_json::to_string_pretty(&a).map_err(|e| e.to_string())?;
+                std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+                println!("answer written to {}", path.display());
+            }
+            if let Some(g) = genesis {
+                let mut v = node::tools::verifier(&g, &node)?;
+                let verdict = v.trace(&a, false).map_err(|e| format!("the answer does not verify: {e}"))?;
+                print!("{}", verdict.render());
+                if !verdict.pass {
+                    return Err("the trace answer does not verify".into());
+                }
+            }
+            Ok(())
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Revocation {
+                    genesis,
+                    node,
+                    source,
+                    json,
+                },
+        } => {
+            let s = node::tools::digest_arg(&source)?;
+            let mut v = node::tools::verifier(&genesis, &node)?;
+            let a = v.revocation_audit(&s).map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&a).map_err(|e| e.to_string())?);
+            } else {
+                print!("{}", a.render());
+            }
+            Ok(())
+        }
         Command::Node { config } => run_node(config),
         Command::Testnet { command } => run_testnet(command),
         Command::Campaign {
@@ -285,8 +539,23 @@ fn run(cli: Cli) -> Result<(), String> {
                     config,
                     testnet,
                     events_out,
+                    model_out,
                 },
         } => {
+            let model_out = model_out.or_else(|| testnet.as_ref().map(|d| d.join("model.safetensors")));
+            let events_file = events_out.clone();
+            let op_client = match &testnet {
+                Some(dir) => {
+                    let t = testnet::Testnet::load(dir).map_err(|e| e.to_string())?;
+                    let op = t
+                        .nodes
+                        .iter()
+                        .position(|n| n.role == "operator")
+                        .ok_or("the testnet has no operator node")?;
+                    Some(t.client(op))
+                }
+                None => None,
+            };
             let out = match (testnet, events_out) {
                 (Some(dir), None) => {
                     let steps = tuner::demo::DemoConfig::load(&config)
@@ -322,6 +591,21 @@ fn run(cli: Cli) -> Result<(), String> {
                 out.steps, out.attempts, out.admitted, out.refused, out.rolled_back, out.entries
             );
             println!("final model state {}", out.final_state);
+            if let (Some(path), Some(snap)) = (&model_out, out.snapshots.last()) {
+                let bytes = match &op_client {
+                    Some(c) => c
+                        .get_bytes(&format!("/v1/blobs/{}", snap.blob.to_hex()))
+                        .map_err(|e| e.to_string())?,
+                    None => match &events_file {
+                        Some(f) => tuner::sink::read_blob(f, &snap.blob).map_err(|e| e.to_string())?,
+                        None => Vec::new(),
+                    },
+                };
+                if !bytes.is_empty() && out.stop == tuner::campaign::Stop::Finished {
+                    std::fs::write(path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+                    println!("fine-tuned model written to {}", path.display());
+                }
+            }
             match out.stop {
                 tuner::campaign::Stop::Finished => Ok(()),
                 tuner::campaign::Stop::CoSignerRefused { kind, reason } => Err(format!(
@@ -416,7 +700,24 @@ fn run(cli: Cli) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Command::Verify {
+        genesis,
+        node,
+        json,
+        command,
+    } = cli.command
+    {
+        return match run_verify(genesis, node, json, command) {
+            Ok(Outcome::Pass) => ExitCode::SUCCESS,
+            Ok(Outcome::Fail) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub view: AtomicU64,
     /// Requests refused by the API (4xx).
     pub api_refused: AtomicU64,
+    /// Traces answered.
+    pub traces: AtomicU64,
     /// Submit-to-finality latency of entries submitted here.
     pub finality: Mutex<Histogram>,
 }
@@ -71,7 +73,8 @@ impl Metrics {
     /// The exposition text.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let gauges: [(&str, &str, &str, &AtomicU64); 12] = [
+        let gauges: [(&str, &str, &str, &AtomicU64); 13] = [
+            ("govtune_traces_total", "counter", "Traces answered.", &self.traces),
             ("govtune_height", "gauge", "Finalised block height.", &self.height),
             ("govtune_log_size", "gauge", "Entries in the log.", &self.log_size),
             (

@@ -52,6 +52,10 @@ pub struct Campaign {
     pub base_model: BaseModel,
     /// Digest of the model architecture description.
     pub architecture: Digest,
+    /// Blob digest of the training recipe (the tuner's settings: model,
+    /// adapters, optimiser, sketch side, and the base weights' blob), what
+    /// a trace or a rebuild needs besides the ledger's entries.
+    pub recipe: Digest,
     /// Model shape.
     pub shape: ModelShape,
     /// Gradient sketch parameters.
@@ -64,7 +68,8 @@ pub struct Campaign {
 
 impl Canonical for Campaign {
     const KIND: ObjectKind = ObjectKind::Campaign;
-    const VERSION: u16 = 1;
+    /// 2: `recipe` added.
+    const VERSION: u16 = 2;
     fn declared_version(&self) -> u16 {
         self.version
     }

@@ -173,7 +173,7 @@ impl Workload {
             signature_scheme: SignatureScheme::Bls12381,
         };
         let campaign = Campaign {
-            version: 1,
+            version: 2,
             operator: label("tuning-lab"),
             name: format!("synthetic-{seed}"),
             purpose: label("research"),
@@ -183,6 +183,7 @@ impl Workload {
                 state: digest(&mut rng),
             },
             architecture: digest(&mut rng),
+            recipe: digest(&mut rng),
             shape: ModelShape { layers: 4, heads: 4 },
             sketch: SketchSpec { seed, dim: 128 },
             checkpoint_steps: vec![],

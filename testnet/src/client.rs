@@ -40,6 +40,7 @@ pub struct Client {
     base: String,
     token: Option<String>,
     agent: ureq::Agent,
+    fetched: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// An answer: status and JSON body.
@@ -63,7 +64,25 @@ impl Client {
             base,
             token: None,
             agent: ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build(),
+            fetched: Default::default(),
         }
+    }
+
+    /// The same client with another request timeout (a trace may take
+    /// longer than the default 30 s on a slow machine).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.agent = ureq::AgentBuilder::new().timeout(timeout).build();
+        self
+    }
+
+    /// Response body bytes this client (and its clones) have read.
+    pub fn bytes_fetched(&self) -> u64 {
+        self.fetched.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self, n: usize) {
+        self.fetched
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The same client, authenticated with an admin token for writes.
@@ -78,6 +97,13 @@ impl Client {
     }
 
     fn finish(url: String, r: Result<ureq::Response, ureq::Error>) -> Result<Answer, ClientError> {
+        Self::finish_counted(url, r).map(|(a, _)| a)
+    }
+
+    fn finish_counted(
+        url: String,
+        r: Result<ureq::Response, ureq::Error>,
+    ) -> Result<(Answer, usize), ClientError> {
         match r {
             Ok(resp) => {
                 let status = resp.status();
@@ -88,9 +114,9 @@ impl Client {
                 let body = if text.is_empty() {
                     Value::Null
                 } else {
-                    serde_json::from_str(&text).unwrap_or(Value::String(text))
+                    serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.clone()))
                 };
-                Ok(Answer { status, body })
+                Ok((Answer { status, body }, text.len()))
             }
             Err(ureq::Error::Status(status, resp)) => Err(ClientError::Status {
                 url,
@@ -115,7 +141,9 @@ impl Client {
     pub fn get(&self, path: &str) -> Result<Answer, ClientError> {
         let url = format!("{}{path}", self.base);
         let r = self.agent.get(&url).call();
-        Self::finish(url, r)
+        let (a, n) = Self::finish_counted(url, r)?;
+        self.count(n);
+        Ok(a)
     }
 
     /// GET raw text or bytes.
@@ -130,6 +158,7 @@ impl Client {
                         reason: e.to_string(),
                     }
                 })?;
+                self.count(out.len());
                 Ok(out)
             }
             Err(e) => Self::finish(url, Err(e)).map(|_| Vec::new()),

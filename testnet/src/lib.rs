@@ -3,9 +3,11 @@
 //! light client that holds only the genesis file, and a ledger workload
 //! for tests and benchmarks.
 
+pub mod answer;
 pub mod client;
 pub mod light;
 pub mod runner;
+pub mod verify;
 pub mod workload;
 
 pub use client::{Client, ClientError};

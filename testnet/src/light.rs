@@ -27,6 +27,16 @@ pub enum VerifyError {
     /// A proof does not verify.
     #[error("proof rejected: {0}")]
     BadProof(String),
+    /// An entry's authority signatures do not verify.
+    #[error("signature rejected: {0}")]
+    BadSignature(String),
+    /// A campaign's record is not complete (a record is missing, out of
+    /// order, or the close does not name the chain's head).
+    #[error("incomplete record: {0}")]
+    Incomplete(String),
+    /// A blob is missing or does not match what the ledger recorded.
+    #[error("blob rejected: {0}")]
+    BadBlob(String),
 }
 
 /// A verifier holding only a genesis.
@@ -78,6 +88,11 @@ impl LightClient {
             keyring,
             origin: g.consortium_name,
         })
+    }
+
+    /// The genesis keys.
+    pub fn keyring(&self) -> &KeyRing {
+        &self.keyring
     }
 
     /// Parses a checkpoint answer (JSON of `/v1/checkpoint`) and checks its

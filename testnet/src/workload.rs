@@ -111,7 +111,7 @@ impl Workload {
                 SourceExamples::build(text, &seg, &SALT).map_err(|e| WorkloadError::Other(e.to_string()))?;
             sources.push(Source {
                 manifest: DataSourceManifest {
-                    version: 1,
+                    version: 2,
                     authority: label(&testnet.nodes[node].authority),
                     title: (*title).to_string(),
                     segmentation: seg.clone(),
@@ -166,6 +166,7 @@ impl Workload {
                 state: Digest::ZERO,
             },
             architecture: Digest::ZERO,
+            recipe: Digest::ZERO,
             shape: ModelShape { layers: 4, heads: 4 },
             sketch: SketchSpec { seed: 1, dim: 64 },
             checkpoint_steps: vec![],

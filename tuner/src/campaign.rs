@@ -96,6 +96,9 @@ pub fn build_campaign(
             state: base_state,
         },
         architecture: settings.model.architecture_digest(),
+        // Set by a caller that publishes the recipe blob
+        // (`crate::recipe::Recipe`); zero: none published.
+        recipe: Digest::ZERO,
         shape: settings.model.shape(),
         sketch: SketchSpec {
             seed: settings.sketch_seed,

@@ -182,7 +182,7 @@ pub fn build(
                 None,
             )?;
             let template = Campaign {
-                version: 1,
+                version: 2,
                 operator: operator.clone(),
                 name: format!("{}-base", cfg.name),
                 purpose: purpose.clone(),
@@ -192,6 +192,7 @@ pub fn build(
                     state: provenance::Digest::ZERO,
                 },
                 architecture: provenance::Digest::ZERO,
+                recipe: provenance::Digest::ZERO,
                 shape: cfg.settings.model.shape(),
                 sketch: provenance::SketchSpec { seed: 0, dim: 0 },
                 checkpoint_steps: Vec::new(),

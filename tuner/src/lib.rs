@@ -93,6 +93,8 @@ pub mod optim;
 pub mod pergrad;
 pub mod pretrain;
 pub mod rebuild;
+pub mod recipe;
+pub mod record;
 pub mod score;
 pub mod sink;
 pub mod trace;

@@ -95,6 +95,7 @@ pub fn pretrain(
             state: w.digest(),
         },
         architecture: cfg.architecture_digest(),
+        recipe: Digest::ZERO,
         shape: cfg.shape(),
         sketch: SketchSpec { seed: 0, dim: 0 },
         policy: policy.digest(),

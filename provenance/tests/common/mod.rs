@@ -119,7 +119,7 @@ pub fn policy() -> PolicyArtifact {
 
 pub fn campaign(policy: &PolicyArtifact) -> Campaign {
     Campaign {
-        version: 1,
+        version: 2,
         operator: id("tuning-lab"),
         name: "macbeth-lora".into(),
         purpose: Purpose::new("research").expect("p"),
@@ -129,6 +129,7 @@ pub fn campaign(policy: &PolicyArtifact) -> Campaign {
             state: Digest([4; 32]),
         },
         architecture: Digest([5; 32]),
+        recipe: Digest([6; 32]),
         shape: ModelShape { layers: 4, heads: 4 },
         sketch: SketchSpec { seed: 42, dim: 256 },
         checkpoint_steps: vec![10, 20],

@@ -1,0 +1,388 @@
+//! `POST /v1/trace` and the listings a verifier walks
+//! (`GET /v1/campaigns/{id}/entries`, `GET /v1/sources/{id}/entries`).
+//!
+//! Any node answers a trace, not only the operator's: it reads the closed
+//! campaign's record from its own store, fetches the blobs it lacks (the
+//! recipe, base weights, deltas and sketches the record names) from its
+//! peers, rebuilds the trace inputs with `tuner::record::PreparedTrace`
+//! (every delta checked against the recorded model-state digests; cached
+//! per campaign), scores the query, and answers with its claim *and* every
+//! ledger fact the claim cites as a leaf with its inclusion proof under its
+//! latest certified checkpoint ([`testnet::answer::TraceAnswer`]). The
+//! scores are the node's claim; `govtune verify trace` checks the facts and,
+//! with `--recompute`, the scores.
+//!
+//! One trace runs at a time per node (CPU-bound; the consensus task keeps
+//! its own threads).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use provenance::{Canonical, Digest, EntryBody, LedgerEntry, SignedCheckpoint};
+use serde::Deserialize;
+use serde_json::json;
+use storage::{IndexPrefix, Store};
+use testnet::answer::{
+    BaseLineage, CitedEntry, TraceAnswer, TracedBlock, TracedEvent, TracedExample, TracedSource,
+};
+use tokio::sync::oneshot;
+use tuner::record::{CampaignRecord, PreparedTrace};
+use tuner::score::Method;
+
+use crate::api::{ApiError, ApiState, JsonBody};
+use crate::runtime::ApiCommand;
+
+/// Longest prompt or output a trace accepts (bytes).
+pub const MAX_TRACE_TEXT: usize = 4096;
+
+/// Prepared campaigns and the one-at-a-time gate.
+#[derive(Default)]
+pub struct TraceCache {
+    prepared: Mutex<HashMap<Digest, Arc<PreparedTrace>>>,
+    gate: tokio::sync::Mutex<()>,
+}
+
+/// The scoring methods a trace accepts, by name.
+pub fn methods() -> Vec<Method> {
+    vec![Method::tracin(), Method::tracin_adam(), Method::trak()]
+}
+
+/// A method by name (`tracin` when none is given).
+pub fn parse_method(name: Option<&str>) -> Result<Method, String> {
+    let all = methods();
+    let name = name.unwrap_or(all[0].name());
+    all.iter().copied().find(|m| m.name() == name).ok_or_else(|| {
+        format!(
+            "unknown method {name:?}; one of {}",
+            all.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
+/// A trace request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceRequest {
+    /// The campaign (closed).
+    pub campaign: Digest,
+    /// Prompt text.
+    #[serde(default)]
+    pub prompt: String,
+    /// Output text to trace.
+    pub output: String,
+    /// Method name (see [`methods`]).
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Sources' examples listed (default 3).
+    #[serde(default)]
+    pub top_examples: Option<usize>,
+    /// Events listed by score (default 5).
+    #[serde(default)]
+    pub top_events: Option<usize>,
+}
+
+fn cite(st: &Store, index: u64, size: u64) -> Result<CitedEntry, ApiError> {
+    let leaf = st
+        .entry_bytes(index)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::internal(format!("leaf {index} missing")))?;
+    let e: LedgerEntry = provenance::decode(&leaf).map_err(ApiError::internal)?;
+    let proof = st
+        .inclusion_proof(index, size)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::internal(format!("no inclusion proof of {index} in {size}")))?;
+    Ok(CitedEntry {
+        index,
+        digest: e.body.digest(),
+        leaf: hex::encode(leaf),
+        proof,
+    })
+}
+
+fn cite_digest(st: &Store, d: &Digest, size: u64) -> Result<CitedEntry, ApiError> {
+    let index = st
+        .index_of(d)
+        .map_err(ApiError::internal)?
+        .filter(|i| *i < size)
+        .ok_or_else(|| ApiError::conflict(format!("entry {d} is not under the latest checkpoint")))?;
+    cite(st, index, size)
+}
+
+fn latest(st: &Store) -> Result<SignedCheckpoint, ApiError> {
+    st.latest_checkpoint()
+        .cloned()
+        .ok_or_else(|| ApiError::conflict("no certified checkpoint yet"))
+}
+
+/// Every entry under the latest checkpoint whose index the prefix lists,
+/// with proofs, and how many listed entries are not certified yet.
+fn cited_listing(s: &ApiState, prefix: &IndexPrefix) -> Result<Response, ApiError> {
+    let st = s.store();
+    let cp = latest(&st)?;
+    let size = cp.checkpoint.size;
+    let indexes = st.query(prefix).map_err(ApiError::internal)?;
+    let uncertified = indexes.iter().filter(|i| **i >= size).count();
+    let entries = indexes
+        .into_iter()
+        .filter(|i| *i < size)
+        .map(|i| cite(&st, i, size))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!({
+        "checkpoint": s.checkpoint_json(&cp),
+        "entries": entries,
+        "uncertified": uncertified,
+    }))
+    .into_response())
+}
+
+/// `GET /v1/campaigns/{id}/entries`: the campaign's opening, chain records
+/// and close, with proofs under the latest checkpoint.
+pub async fn campaign_entries(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = crate::api::parse_digest(&id)?;
+    if s.store().state().campaign_state(&id).is_none() {
+        return Err(ApiError::not_found(format!("campaign {id} is not registered")));
+    }
+    cited_listing(&s, &IndexPrefix::campaign(&id))
+}
+
+/// `GET /v1/sources/{id}/entries`: the source's manifest and every entry
+/// that names it (events, refusals, closes, its revocation), with proofs.
+pub async fn source_entries(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = crate::api::parse_digest(&id)?;
+    if s.store().state().source_state(&id).is_none() {
+        return Err(ApiError::not_found(format!("source {id} is not registered")));
+    }
+    cited_listing(&s, &IndexPrefix::source(&id))
+}
+
+/// The closed campaign's record with each chain entry's log index.
+fn campaign_record(st: &Store, id: &Digest) -> Result<(CampaignRecord, Vec<u64>, u64, u64), ApiError> {
+    let cs = st
+        .state()
+        .campaign_state(id)
+        .ok_or_else(|| ApiError::not_found(format!("campaign {id} is not registered")))?;
+    if cs.closed.is_none() {
+        return Err(ApiError::conflict(format!(
+            "campaign {id} is not closed: only a closed campaign's record is complete"
+        )));
+    }
+    let mut campaign = None;
+    let mut close = None;
+    let mut chain: BTreeMap<u64, (u64, EntryBody)> = BTreeMap::new();
+    for i in st.query(&IndexPrefix::campaign(id)).map_err(ApiError::internal)? {
+        let e = st
+            .entry(i)
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::internal(format!("entry {i} missing")))?;
+        match e.body {
+            EntryBody::Campaign(c) => campaign = Some((i, c)),
+            EntryBody::CampaignClose(c) => close = Some((i, c)),
+            b => {
+                if let Some(l) = tuner::record::link_of(&b) {
+                    chain.insert(l.seq, (i, b));
+                }
+            }
+        }
+    }
+    let (ci, campaign) = campaign.ok_or_else(|| ApiError::internal("campaign entry missing"))?;
+    let (xi, close) = close.ok_or_else(|| ApiError::internal("close entry missing"))?;
+    let indexes: Vec<u64> = chain.values().map(|(i, _)| *i).collect();
+    let bodies: Vec<EntryBody> = chain.into_values().map(|(_, b)| b).collect();
+    let record = CampaignRecord::new(campaign, bodies, close).map_err(ApiError::internal)?;
+    Ok((record, indexes, ci, xi))
+}
+
+async fn fetch_blob(s: &ApiState, d: Digest) -> Result<Vec<u8>, String> {
+    if let Some(b) = s.store().blob(&d).map_err(|e| e.to_string())? {
+        return Ok(b);
+    }
+    let (reply, rx) = oneshot::channel();
+    s.core()
+        .send(ApiCommand::FetchBlob { digest: d, reply })
+        .await
+        .map_err(|e| e.to_string())?;
+    rx.await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no node has blob {d}"))
+}
+
+async fn prepared(s: &ApiState, record: CampaignRecord) -> Result<Arc<PreparedTrace>, ApiError> {
+    let id = record.campaign.digest();
+    if let Some(p) = s.traces().prepared.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+        return Ok(p.clone());
+    }
+    let s2 = s.clone();
+    let handle = tokio::runtime::Handle::current();
+    let p = tokio::task::spawn_blocking(move || {
+        let mut fetch = |d: &Digest| -> tuner::Result<Vec<u8>> {
+            handle
+                .block_on(fetch_blob(&s2, *d))
+                .map_err(tuner::TunerError::Sink)
+        };
+        PreparedTrace::build(&record, &mut fetch)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| ApiError::conflict(format!("the campaign cannot be traced: {e}")))?;
+    let p = Arc::new(p);
+    s.traces()
+        .prepared
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, p.clone());
+    Ok(p)
+}
+
+/// `POST /v1/trace`.
+pub async fn post_trace(State(s): State<ApiState>, JsonBody(req): JsonBody<TraceRequest>) -> Result<Response, ApiError> {
+    let t0 = Instant::now();
+    if req.output.is_empty() {
+        return Err(ApiError::bad("the output to trace is empty"));
+    }
+    if req.prompt.len() > MAX_TRACE_TEXT || req.output.len() > MAX_TRACE_TEXT {
+        return Err(ApiError::bad(format!(
+            "prompt and output are limited to {MAX_TRACE_TEXT} bytes each"
+        )));
+    }
+    let method = parse_method(req.method.as_deref()).map_err(ApiError::bad)?;
+    let top_examples = req.top_examples.unwrap_or(3).min(64);
+    let top_events = req.top_events.unwrap_or(5).min(64);
+    let (record, chain_index, campaign_index, close_index) = campaign_record(&s.store(), &req.campaign)?;
+    let _gate = s.traces().gate.lock().await;
+    let prep = prepared(&s, record.clone()).await?;
+    let (prompt, output) = (req.prompt.clone(), req.output.clone());
+    let p2 = prep.clone();
+    let report = tokio::task::spawn_blocking(move || p2.trace(prompt.as_bytes(), output.as_bytes(), method))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::bad(format!("cannot trace this text: {e}")))?;
+    // Cite everything under one checkpoint.
+    let st = s.store();
+    let cp = latest(&st)?;
+    let size = cp.checkpoint.size;
+    if close_index >= size {
+        return Err(ApiError::conflict("the campaign's close is not certified yet; retry shortly"));
+    }
+    let mut sources = Vec::new();
+    let mut event_seqs: BTreeSet<u64> = report.events.iter().take(top_events).map(|e| e.key).collect();
+    for (rank, sc) in report.sources_by_salient().into_iter().enumerate() {
+        let manifest = cite_digest(&st, &sc.source, size)?;
+        let (title, authority) = match st.state().source_state(&sc.source) {
+            Some(x) => (x.manifest.title.clone(), x.manifest.authority.to_string()),
+            None => (String::new(), String::new()),
+        };
+        let mut ex: Vec<_> = report.examples.iter().filter(|e| e.source == sc.source).collect();
+        ex.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
+        let top: Vec<TracedExample> = ex
+            .into_iter()
+            .take(top_examples)
+            .map(|e| TracedExample {
+                index: e.index,
+                step: e.step,
+                event_seq: e.event,
+                score: e.score,
+            })
+            .collect();
+        event_seqs.extend(top.iter().map(|e| e.event_seq));
+        sources.push(TracedSource {
+            source: sc.source,
+            title,
+            rank: rank + 1,
+            score: sc.score,
+            salient: sc.salient,
+            examples: sc.examples,
+            authority,
+            manifest,
+            top_examples: top,
+        });
+    }
+    let by_key: HashMap<u64, &tuner::score::KeyScore> = report.events.iter().map(|e| (e.key, e)).collect();
+    let mut events = Vec::new();
+    let mut policies: BTreeSet<Digest> = BTreeSet::from([record.campaign.policy]);
+    for seq in event_seqs {
+        let body = record
+            .chain
+            .get(seq as usize)
+            .ok_or_else(|| ApiError::internal(format!("no record {seq}")))?;
+        match body {
+            EntryBody::Step(e) => policies.insert(e.policy),
+            EntryBody::Composite(e) => policies.insert(e.policy),
+            _ => false,
+        };
+        let index = chain_index[seq as usize];
+        let k = by_key.get(&seq);
+        events.push(TracedEvent {
+            seq,
+            score: k.map(|k| k.score).unwrap_or(0.0),
+            examples: k.map(|k| k.examples).unwrap_or(0),
+            entry: cite(&st, index, size)?,
+        });
+    }
+    events.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.seq.cmp(&b.seq)));
+    let policies = policies
+        .iter()
+        .map(|d| cite_digest(&st, d, size))
+        .collect::<Result<Vec<_>, _>>()?;
+    let base = match record.campaign.base_model.campaign {
+        None => None,
+        Some(b) => Some(base_lineage(&st, &b, size)?),
+    };
+    let answer = TraceAnswer {
+        campaign: req.campaign,
+        method: method.name().into(),
+        prompt: req.prompt,
+        output: req.output,
+        report_digest: report.digest(),
+        checkpoint: s.checkpoint_json(&cp),
+        campaign_entry: cite(&st, campaign_index, size)?,
+        close_entry: cite(&st, close_index, size)?,
+        sources,
+        events,
+        policies,
+        blocks: report
+            .blocks
+            .iter()
+            .map(|b| TracedBlock {
+                block: b.block,
+                score: b.score,
+                share: b.share,
+            })
+            .collect(),
+        base,
+        examples_scored: report.examples.len() as u64,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    drop(st);
+    s.metrics().traces.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok((StatusCode::OK, Json(answer)).into_response())
+}
+
+fn base_lineage(st: &Store, base: &Digest, size: u64) -> Result<BaseLineage, ApiError> {
+    let cs = st
+        .state()
+        .campaign_state(base)
+        .ok_or_else(|| ApiError::internal(format!("base campaign {base} unknown")))?;
+    let close_digest = cs
+        .closed
+        .ok_or_else(|| ApiError::conflict(format!("base campaign {base} is not closed")))?;
+    let close = cite_digest(st, &close_digest, size)?;
+    let sources = match close.entry().map_err(ApiError::internal)?.body {
+        EntryBody::CampaignClose(c) => c
+            .per_source
+            .iter()
+            .map(|p| cite_digest(st, &p.source, size))
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => return Err(ApiError::internal("base close is not a close")),
+    };
+    Ok(BaseLineage {
+        campaign: cite_digest(st, base, size)?,
+        close,
+        policy: cite_digest(st, &cs.campaign.policy, size)?,
+        sources,
+    })
+}
