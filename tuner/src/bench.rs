@@ -304,7 +304,7 @@ pub fn trace_latency(spec: &CampaignSpec, n: usize, checkpoints: usize) -> Resul
     let query_grad_s = t1.elapsed().as_secs_f64();
     let lr = LrSchedule::Constant(s.optim.lr);
     let t2 = Instant::now();
-    score(&coords, &q, &examples, &lr, Method::tracin(), None)?;
+    score(&coords, &q, &examples, &lr, Method::tracin_cosine(), None)?;
     let tracin_s = t2.elapsed().as_secs_f64();
     let t3 = Instant::now();
     let adam = Preconditioner::fit_adam(&coords, &examples)?;

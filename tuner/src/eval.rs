@@ -601,8 +601,20 @@ fn logged(sink: &MemorySink) -> Result<Vec<LoggedExample>> {
 
 struct Scored {
     tracin: Vec<TraceReport>,
+    tracin_routed: Vec<TraceReport>,
+    tracin_cosine: Vec<TraceReport>,
     tracin_adam: Vec<TraceReport>,
     trak: Vec<TraceReport>,
+}
+
+/// TracIn with routed normalisation only (no common directions).
+fn tracin_routed() -> Method {
+    Method::TracIn {
+        unit: true,
+        adam: false,
+        routed: true,
+        common: 0,
+    }
 }
 
 fn score_queries(
@@ -629,16 +641,29 @@ fn score_queries(
         None
     };
     let adam = Preconditioner::fit_adam(&coords, examples)?;
+    let common = Preconditioner::fit_common(&coords, examples, crate::score::DEFAULT_COMMON_DIRECTIONS)?;
     let states: Vec<(u64, &Adapters)> = t.states.iter().map(|(s, a)| (*s, a)).collect();
     let mut out = Scored {
         tracin: Vec::new(),
+        tracin_routed: Vec::new(),
+        tracin_cosine: Vec::new(),
         tracin_adam: Vec::new(),
         trak: Vec::new(),
     };
     for (p, o) in queries {
         let g = query_gradients(&spec.settings.model, &base, &states, &proj, p, o)?;
-        out.tracin
-            .push(score(&coords, &g, examples, &lr, Method::tracin(), None)?);
+        out.tracin.push(score(
+            &coords,
+            &g,
+            examples,
+            &lr,
+            Method::tracin(),
+            Some(&common),
+        )?);
+        out.tracin_routed
+            .push(score(&coords, &g, examples, &lr, tracin_routed(), None)?);
+        out.tracin_cosine
+            .push(score(&coords, &g, examples, &lr, Method::tracin_cosine(), None)?);
         out.tracin_adam.push(score(
             &coords,
             &g,
@@ -823,6 +848,8 @@ pub fn run_eval(config: &Path, s: &EvalSettings) -> Result<EvalReport> {
     let mut rng = ChaCha20Rng::seed_from_u64(s.seed ^ 0x006c_6473);
     let mut actual: Vec<Vec<f64>> = vec![Vec::new(); held_q.len()];
     let mut pred_t: Vec<Vec<f64>> = vec![Vec::new(); held_q.len()];
+    let mut pred_r = pred_t.clone();
+    let mut pred_c = pred_t.clone();
     let mut pred_k = pred_t.clone();
     let mut pred_a = pred_t.clone();
     let mut pred_n = pred_t.clone();
@@ -839,6 +866,16 @@ pub fn run_eval(config: &Path, s: &EvalSettings) -> Result<EvalReport> {
             let l = text_loss(&w.spec.settings.model, &base, &t.adapters, p, o)?;
             actual[q].push(-f64::from(l));
             pred_t[q].push(sub.iter().map(|&i| held_sc.tracin[q].source_score(&ids[i])).sum());
+            pred_r[q].push(
+                sub.iter()
+                    .map(|&i| held_sc.tracin_routed[q].source_score(&ids[i]))
+                    .sum(),
+            );
+            pred_c[q].push(
+                sub.iter()
+                    .map(|&i| held_sc.tracin_cosine[q].source_score(&ids[i]))
+                    .sum(),
+            );
             pred_k[q].push(sub.iter().map(|&i| held_sc.trak[q].source_score(&ids[i])).sum());
             pred_a[q].push(
                 sub.iter()
@@ -849,11 +886,13 @@ pub fn run_eval(config: &Path, s: &EvalSettings) -> Result<EvalReport> {
         }
     }
     let (lt, ct) = lds_with_ci(&pred_t, &actual, s.bootstrap, s.seed);
+    let (lr_, cr) = lds_with_ci(&pred_r, &actual, s.bootstrap, s.seed);
+    let (lc, cc) = lds_with_ci(&pred_c, &actual, s.bootstrap, s.seed);
     let (lk, ck) = lds_with_ci(&pred_k, &actual, s.bootstrap, s.seed);
     let (la, ca) = lds_with_ci(&pred_a, &actual, s.bootstrap, s.seed);
     let (ln, cn) = lds_with_ci(&pred_n, &actual, s.bootstrap, s.seed);
     // Leave-one-out: loss increase of each held-out query without source s.
-    let mut loo: Option<[f64; 4]> = None;
+    let mut loo: Option<[f64; 6]> = None;
     if s.leave_one_out {
         let full: Vec<f64> = held_q
             .iter()
@@ -881,12 +920,17 @@ pub fn run_eval(config: &Path, s: &EvalSettings) -> Result<EvalReport> {
             mean(&|q| by(&held_sc.tracin_adam, q)),
             mean(&|q| by(&held_sc.trak, q)),
             mean(&|q| held_ng[q].clone()),
+            mean(&|q| by(&held_sc.tracin_routed, q)),
+            mean(&|q| by(&held_sc.tracin_cosine, q)),
         ]);
     }
     let truth_pos: Vec<usize> = w.canaries.iter().map(|c| c.source).collect();
     let methods = vec![
         MethodRow {
-            method: "TracIn (cosine, nearest checkpoint)".into(),
+            method: format!(
+                "TracIn (default: routed cosine, {} common directions out, nearest checkpoint)",
+                crate::score::DEFAULT_COMMON_DIRECTIONS
+            ),
             top1: recall(&canary_sc.tracin, &truth, 1),
             top3: recall(&canary_sc.tracin, &truth, 3),
             top1_salient: Some(salient_recall(&canary_sc.tracin, &truth, 1)),
@@ -894,6 +938,26 @@ pub fn run_eval(config: &Path, s: &EvalSettings) -> Result<EvalReport> {
             lds: lt,
             lds_ci: ct,
             loo: loo.map(|l| l[0]),
+        },
+        MethodRow {
+            method: "TracIn, routed cosine (no common directions out)".into(),
+            top1: recall(&canary_sc.tracin_routed, &truth, 1),
+            top3: recall(&canary_sc.tracin_routed, &truth, 3),
+            top1_salient: Some(salient_recall(&canary_sc.tracin_routed, &truth, 1)),
+            top3_salient: Some(salient_recall(&canary_sc.tracin_routed, &truth, 3)),
+            lds: lr_,
+            lds_ci: cr,
+            loo: loo.map(|l| l[4]),
+        },
+        MethodRow {
+            method: "TracIn, cosine over all pieces (the earlier default)".into(),
+            top1: recall(&canary_sc.tracin_cosine, &truth, 1),
+            top3: recall(&canary_sc.tracin_cosine, &truth, 3),
+            top1_salient: Some(salient_recall(&canary_sc.tracin_cosine, &truth, 1)),
+            top3_salient: Some(salient_recall(&canary_sc.tracin_cosine, &truth, 3)),
+            lds: lc,
+            lds_ci: cc,
+            loo: loo.map(|l| l[5]),
         },
         MethodRow {
             method: "TracIn, Adam-normalised sketches".into(),

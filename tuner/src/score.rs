@@ -32,7 +32,11 @@
 //!   steps `z` trained in; the approximation is `g_q(θ_t) ≈ g_q(θ_c)`,
 //!   exact when a checkpoint is kept at every step. The clip factor and
 //!   AdamW's preconditioning of the applied update are not modelled (the
-//!   sketch is the unclipped gradient); `η_t` is the configured rate.
+//!   sketch is the unclipped gradient); `η_t` is the configured rate. The
+//!   default ([`Method::tracin`]) is a cosine within each example's routed
+//!   pieces with the dominant directions of the logged sketches projected
+//!   out ([`Preconditioner::fit_common`]); [`Method::tracin_cosine`] is the
+//!   plain cosine.
 //! * [`Method::Trak`]: `g_qᵀ (Φ_bᵀ Φ_b + λ_b I)⁻¹ g_z` summed over blocks
 //!   `b`, with `g_q` the query gradient at the **last** (final-model) query
 //!   checkpoint, `Φ_b` the matrix of every logged example's routed block-`b`
@@ -65,6 +69,10 @@ use crate::lora::AdapterLayout;
 /// salient score ([`SourceScore::salient`]).
 pub const SALIENT_FRACTION: f64 = 0.01;
 
+/// Dominant directions of the logged sketches that the default TracIn
+/// projects out ([`Method::TracIn`] `common`).
+pub const DEFAULT_COMMON_DIRECTIONS: usize = 2;
+
 /// Default relative damping of the TRAK-style score.
 pub const DEFAULT_TRAK_LAMBDA: f64 = 0.1;
 
@@ -82,6 +90,19 @@ pub enum Method {
         /// update by `√v`: the score then follows the applied update, not
         /// the raw gradient. Needs [`Preconditioner::fit_adam`].
         adam: bool,
+        /// With `unit`: normalise the query over the pieces each example
+        /// was routed to (the cosine within the subspace the example could
+        /// reach), not over all pieces. Without it an example routed to
+        /// few pieces scores at most `‖q_routed‖ / ‖q‖`, so restricted
+        /// sources rank low whatever their content.
+        routed: bool,
+        /// With `unit`: project the `common` dominant directions of the
+        /// logged examples' unit sketches out of the query and of every
+        /// example before the cosine (needs [`Preconditioner::fit_common`]).
+        /// Directions shared by most examples (generic next-token
+        /// gradients, the shared format of similar texts) say little about
+        /// which example a query comes from; 0: none.
+        common: usize,
     },
     /// Final-model query gradient preconditioned by the damped inverse
     /// Gram matrix of the logged sketches (block-diagonal).
@@ -96,11 +117,26 @@ pub enum Method {
 }
 
 impl Method {
-    /// TracIn with unit-normalised gradients (cosine; the default).
+    /// The default TracIn: cosine within each example's routed pieces,
+    /// with the [`DEFAULT_COMMON_DIRECTIONS`] dominant directions of the
+    /// logged sketches projected out (needs [`Preconditioner::fit_common`]).
     pub fn tracin() -> Self {
         Method::TracIn {
             unit: true,
             adam: false,
+            routed: true,
+            common: DEFAULT_COMMON_DIRECTIONS,
+        }
+    }
+
+    /// TracIn with unit-normalised gradients over all pieces (plain cosine,
+    /// the default before the routed and common-direction corrections).
+    pub fn tracin_cosine() -> Self {
+        Method::TracIn {
+            unit: true,
+            adam: false,
+            routed: false,
+            common: 0,
         }
     }
 
@@ -110,6 +146,8 @@ impl Method {
         Method::TracIn {
             unit: true,
             adam: true,
+            routed: false,
+            common: 0,
         }
     }
 
@@ -122,26 +160,32 @@ impl Method {
         }
     }
 
-    /// Short name (`tracin`, `tracin-adam`, `tracin-adam-dot`, `tracin-raw`,
-    /// `trak`, `trak-raw`).
+    /// Short name (`tracin`, `tracin-adam`, `tracin-routed-common`, ...,
+    /// `tracin-adam-dot`, `tracin-raw`, `trak`, `trak-raw`).
     pub fn name(&self) -> &'static str {
-        match self {
-            Method::TracIn {
-                unit: true,
-                adam: false,
-            } => "tracin",
-            Method::TracIn {
-                unit: true,
-                adam: true,
-            } => "tracin-adam",
+        match *self {
             Method::TracIn {
                 unit: false,
                 adam: true,
+                ..
             } => "tracin-adam-dot",
             Method::TracIn {
                 unit: false,
                 adam: false,
+                ..
             } => "tracin-raw",
+            Method::TracIn {
+                adam, routed, common, ..
+            } => match (adam, routed, common > 0) {
+                (false, false, false) => "tracin",
+                (true, false, false) => "tracin-adam",
+                (false, true, false) => "tracin-routed",
+                (true, true, false) => "tracin-adam-routed",
+                (false, false, true) => "tracin-common",
+                (true, false, true) => "tracin-adam-common",
+                (false, true, true) => "tracin-routed-common",
+                (true, true, true) => "tracin-adam-routed-common",
+            },
             Method::Trak { unit: true, .. } => "trak",
             Method::Trak { unit: false, .. } => "trak-raw",
         }
@@ -155,6 +199,26 @@ impl Method {
 
     fn adam(&self) -> bool {
         matches!(self, Method::TracIn { adam: true, .. })
+    }
+
+    fn common(&self) -> usize {
+        match self {
+            Method::TracIn {
+                unit: true, common, ..
+            } => *common,
+            _ => 0,
+        }
+    }
+
+    fn routed(&self) -> bool {
+        matches!(
+            self,
+            Method::TracIn {
+                unit: true,
+                routed: true,
+                ..
+            }
+        )
     }
 }
 
@@ -331,6 +395,9 @@ impl TraceReport {
         if let Method::Trak { lambda, .. } = self.method {
             b.extend_from_slice(&lambda.to_bits().to_be_bytes());
         }
+        if self.method.common() > 0 {
+            b.extend_from_slice(&(self.method.common() as u64).to_be_bytes());
+        }
         for e in &self.examples {
             b.extend_from_slice(&e.source.0);
             for v in [e.index, e.step, e.event, e.score.to_bits()] {
@@ -472,6 +539,9 @@ pub struct Preconditioner {
     factors: Vec<(usize, Vec<f64>)>,
     /// Per coordinate `1 / rms` (Adam preconditioner), empty for TRAK.
     diag: Vec<f64>,
+    /// Orthonormal dominant directions of the unit example sketches
+    /// (common-direction preconditioner), empty otherwise.
+    common: Vec<Vec<f64>>,
 }
 
 impl Preconditioner {
@@ -523,6 +593,7 @@ impl Preconditioner {
             unit,
             factors,
             diag: Vec::new(),
+            common: Vec::new(),
         })
     }
 
@@ -565,6 +636,65 @@ impl Preconditioner {
             unit: false,
             factors: Vec::new(),
             diag,
+            common: Vec::new(),
+        })
+    }
+
+    /// The `m` dominant directions (top right singular vectors) of the
+    /// matrix whose rows are the logged examples' sketches, each restricted
+    /// to its routed pieces and unit-normalised: the subspace shared by
+    /// most examples, which [`Method::TracIn`] with `common = m` projects
+    /// out. Subspace iteration from a fixed start (sequential `f64` in
+    /// canonical example order, so deterministic to the bit); only the
+    /// subspace matters, not the individual vectors.
+    pub fn fit_common(coords: &BlockCoords, examples: &[LoggedExample], m: usize) -> Result<Self> {
+        check_dims(coords, examples)?;
+        let d = coords.dim();
+        if m == 0 || m >= d {
+            return Err(TunerError::Config(format!(
+                "common directions must be in 1..{d}, not {m}"
+            )));
+        }
+        let order = canonical_order(examples);
+        let masks = MaskCache::new(coords, examples);
+        let rows: Vec<Vec<f64>> = order
+            .iter()
+            .map(|&i| unit_routed(coords, &examples[i].values, masks.get(i)))
+            .collect();
+        // Fixed start: a deterministic pseudo-random basis (xorshift).
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut v: Vec<Vec<f64>> = (0..m)
+            .map(|_| {
+                (0..d)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+                    })
+                    .collect()
+            })
+            .collect();
+        orthonormalise(&mut v);
+        for _ in 0..COMMON_ITERATIONS {
+            let mut w = vec![vec![0f64; d]; m];
+            for x in &rows {
+                for (wk, vk) in w.iter_mut().zip(&v) {
+                    let c: f64 = x.iter().zip(vk).map(|(a, b)| a * b).sum();
+                    if c != 0.0 {
+                        wk.iter_mut().zip(x).for_each(|(a, b)| *a += c * b);
+                    }
+                }
+            }
+            v = w;
+            orthonormalise(&mut v);
+        }
+        Ok(Self {
+            lambda: 0.0,
+            unit: true,
+            factors: Vec::new(),
+            diag: Vec::new(),
+            common: v,
         })
     }
 
@@ -576,6 +706,49 @@ impl Preconditioner {
             .enumerate()
             .map(|(b, (d, l))| solve_cholesky(l, *d, coords.block_vec(b, q, &all)))
             .collect()
+    }
+}
+
+/// Subspace iterations of [`Preconditioner::fit_common`].
+const COMMON_ITERATIONS: usize = 100;
+
+/// `v` restricted to the pieces allowed by `mask` (zeros elsewhere) and
+/// unit-normalised (all zeros if it is zero there).
+fn unit_routed(coords: &BlockCoords, v: &[f32], mask: &[bool]) -> Vec<f64> {
+    let s2 = coords.side * coords.side;
+    let mut x: Vec<f64> = v
+        .iter()
+        .enumerate()
+        .map(|(j, &y)| if mask[j / s2] { f64::from(y) } else { 0.0 })
+        .collect();
+    let n = x.iter().map(|y| y * y).sum::<f64>().sqrt();
+    if n > 0.0 {
+        x.iter_mut().for_each(|y| *y /= n);
+    }
+    x
+}
+
+/// Modified Gram–Schmidt, in place (a vector that vanishes stays zero).
+fn orthonormalise(v: &mut [Vec<f64>]) {
+    for k in 0..v.len() {
+        let (done, rest) = v.split_at_mut(k);
+        let x = &mut rest[0];
+        for u in done.iter() {
+            let c: f64 = x.iter().zip(u).map(|(a, b)| a * b).sum();
+            x.iter_mut().zip(u).for_each(|(a, b)| *a -= c * b);
+        }
+        let n = x.iter().map(|y| y * y).sum::<f64>().sqrt();
+        if n > 0.0 {
+            x.iter_mut().for_each(|y| *y /= n);
+        }
+    }
+}
+
+/// `x` minus its projection on the orthonormal directions `dirs`.
+fn project_out(x: &mut [f64], dirs: &[Vec<f64>]) {
+    for u in dirs {
+        let c: f64 = x.iter().zip(u).map(|(a, b)| a * b).sum();
+        x.iter_mut().zip(u).for_each(|(a, b)| *a -= c * b);
     }
 }
 
@@ -757,7 +930,46 @@ pub fn score(
     } else {
         None
     };
+    let common: &[Vec<f64>] = if method.common() > 0 {
+        let pre = pre.ok_or_else(|| {
+            TunerError::Config("common-direction TracIn needs a fitted preconditioner".into())
+        })?;
+        if pre.common.len() != method.common() || pre.common.iter().any(|u| u.len() != dim) {
+            return Err(TunerError::Config(
+                "the preconditioner is not a common-direction preconditioner of this method and layout"
+                    .into(),
+            ));
+        }
+        if adam.is_some() {
+            return Err(TunerError::Config(
+                "Adam normalisation and common directions do not combine".into(),
+            ));
+        }
+        &pre.common
+    } else {
+        &[]
+    };
     let qblocks: Vec<Vec<Vec<f64>>> = match method {
+        Method::TracIn { .. } if !common.is_empty() => qs
+            .iter()
+            .map(|q| {
+                let mut v: Vec<f64> = q.values.iter().map(|&x| f64::from(x)).collect();
+                project_out(&mut v, common);
+                let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+                if n > 0.0 {
+                    v.iter_mut().for_each(|x| *x /= n);
+                }
+                (0..nb)
+                    .map(|b| {
+                        let mut out = Vec::with_capacity(coords.pieces[b].len() * coords.side * coords.side);
+                        for &p in &coords.pieces[b] {
+                            out.extend_from_slice(&v[coords.piece_range(p)]);
+                        }
+                        out
+                    })
+                    .collect()
+            })
+            .collect(),
         Method::TracIn { .. } => qs
             .iter()
             .map(|q| {
@@ -779,6 +991,37 @@ pub fn score(
     let order = canonical_order(examples);
     let masks = MaskCache::new(coords, examples);
     let s2 = coords.side * coords.side;
+    // Routed normalisation: per query checkpoint and distinct mask,
+    // `1 / ‖q‖` over the mask's pieces (the query is already unit over
+    // all pieces).
+    let routed_norm: Vec<Vec<f64>> = if method.routed() {
+        qblocks
+            .iter()
+            .map(|qb| {
+                masks
+                    .masks
+                    .iter()
+                    .map(|m| {
+                        let mut sq = 0f64;
+                        for (b, pieces) in coords.pieces.iter().enumerate() {
+                            for (j, &p) in pieces.iter().enumerate() {
+                                if m[p] {
+                                    sq += qb[b][j * s2..(j + 1) * s2].iter().map(|x| x * x).sum::<f64>();
+                                }
+                            }
+                        }
+                        if sq > 0.0 {
+                            1.0 / sq.sqrt()
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut out_examples = Vec::with_capacity(examples.len());
     let mut per_block_total = vec![0f64; nb];
     let mut sources: BTreeMap<Digest, SourceScore> = BTreeMap::new();
@@ -792,7 +1035,31 @@ pub fn score(
             Method::TracIn { .. } => (nearest(&qs, e.step), f64::from(lr.at(e.step)?)),
             Method::Trak { .. } => (0, 1.0),
         };
-        let factor = factor * inv_norm_scaled(coords, &e.values, mask, unit, adam);
+        // Common directions: the example's unit routed sketch with them
+        // projected out, restricted to its routed pieces again.
+        let projected: Option<Vec<f64>> = if common.is_empty() {
+            None
+        } else {
+            let mut z = unit_routed(coords, &e.values, mask);
+            project_out(&mut z, common);
+            for (p, &on) in mask.iter().enumerate() {
+                if !on {
+                    z[coords.piece_range(p)].iter_mut().for_each(|x| *x = 0.0);
+                }
+            }
+            let n = z.iter().map(|x| x * x).sum::<f64>().sqrt();
+            if n > 0.0 {
+                z.iter_mut().for_each(|x| *x /= n);
+            }
+            Some(z)
+        };
+        let mut factor = match projected {
+            Some(_) => factor,
+            None => factor * inv_norm_scaled(coords, &e.values, mask, unit, adam),
+        };
+        if let Some(r) = routed_norm.get(qi) {
+            factor *= r[masks.of[i]];
+        }
         let qb = &qblocks[qi];
         let mut total = 0f64;
         for (b, slot) in eb.iter_mut().enumerate() {
@@ -803,6 +1070,12 @@ pub fn score(
                 }
                 let ev = &e.values[p * s2..(p + 1) * s2];
                 let qv = &qb[b][j * s2..(j + 1) * s2];
+                if let Some(z) = &projected {
+                    for (x, y) in z[p * s2..(p + 1) * s2].iter().zip(qv) {
+                        acc += x * y;
+                    }
+                    continue;
+                }
                 match adam {
                     None => {
                         for (x, y) in ev.iter().zip(qv) {
@@ -980,6 +1253,8 @@ mod tests {
             Method::TracIn {
                 unit: false,
                 adam: false,
+                routed: false,
+                common: 0,
             },
             None,
         )
@@ -998,11 +1273,13 @@ mod tests {
         )
         .unwrap();
         let pa = Preconditioner::fit_adam(&c, &ex).unwrap();
-        let tu = score(&c, &query, &ex, &lr, Method::tracin(), None).unwrap();
+        let tu = score(&c, &query, &ex, &lr, Method::tracin_cosine(), None).unwrap();
+        let pc = Preconditioner::fit_common(&c, &ex, DEFAULT_COMMON_DIRECTIONS).unwrap();
+        let tc = score(&c, &query, &ex, &lr, Method::tracin(), Some(&pc)).unwrap();
         let ta = score(&c, &query, &ex, &lr, Method::tracin_adam(), Some(&pa)).unwrap();
         let pu = Preconditioner::fit(&c, &ex, DEFAULT_TRAK_LAMBDA, true).unwrap();
         let ku = score(&c, &query, &ex, &lr, Method::trak(), Some(&pu)).unwrap();
-        for r in [&t, &k, &tu, &ku, &ta] {
+        for r in [&t, &k, &tu, &ku, &ta, &tc] {
             let top = r
                 .examples
                 .iter()
@@ -1058,6 +1335,8 @@ mod tests {
             Method::TracIn {
                 unit: false,
                 adam: false,
+                routed: false,
+                common: 0,
             },
             None,
         )
@@ -1087,6 +1366,8 @@ mod tests {
             Method::TracIn {
                 unit: false,
                 adam: false,
+                routed: false,
+                common: 0,
             },
             None,
         )
@@ -1110,6 +1391,8 @@ mod tests {
             Method::TracIn {
                 unit: false,
                 adam: false,
+                routed: false,
+                common: 0,
             },
             None,
         )
@@ -1154,6 +1437,8 @@ mod tests {
             Method::TracIn {
                 unit: false,
                 adam: false,
+                routed: false,
+                common: 0,
             },
             None,
         )
@@ -1175,6 +1460,57 @@ mod tests {
         for (p, spec) in layout.pieces.iter().enumerate() {
             assert_eq!(mask[p], spec.layer == 0 && spec.head == Some(1), "{}", spec.name);
         }
+    }
+
+    #[test]
+    fn routed_cosine_and_common_directions_respect_the_mask() {
+        let (layout, c) = coords();
+        let (mut ex, q) = world(&c);
+        // The planted example is routed to block 0 only and equals the
+        // query there: its routed cosine is exactly 1 (its plain cosine
+        // only ‖q_block0‖ / ‖q‖).
+        let i = ex
+            .iter()
+            .position(|e| e.source == src(2) && e.index == 3)
+            .unwrap();
+        ex[i].routing = Some(RoutingMask::from_fn(
+            RoutingGranularity::Block,
+            layout.blocks(),
+            |u| u == 0,
+        ));
+        ex[i].values = q.clone();
+        let query = [QueryGradient { step: 10, values: q }];
+        let lr = LrSchedule::Constant(1.0);
+        let routed = Method::TracIn {
+            unit: true,
+            adam: false,
+            routed: true,
+            common: 0,
+        };
+        let own = |r: &TraceReport| {
+            r.examples
+                .iter()
+                .find(|x| x.source == src(2) && x.index == 3)
+                .unwrap()
+                .score
+        };
+        let r = score(&c, &query, &ex, &lr, routed, None).unwrap();
+        assert!((own(&r) - 1.0).abs() < 1e-6, "{}", own(&r));
+        let plain = score(&c, &query, &ex, &lr, Method::tracin_cosine(), None).unwrap();
+        assert!(own(&plain) < 0.9 * own(&r));
+        // Common directions out: still nothing outside block 0.
+        let pc = Preconditioner::fit_common(&c, &ex, DEFAULT_COMMON_DIRECTIONS).unwrap();
+        let t = score(&c, &query, &ex, &lr, Method::tracin(), Some(&pc)).unwrap();
+        assert!(own(&t) > 0.0);
+        let only: Vec<LoggedExample> = ex.iter().filter(|e| e.routing.is_some()).cloned().collect();
+        let t1 = score(&c, &query, &only, &lr, Method::tracin(), Some(&pc)).unwrap();
+        for (b, x) in t1.sources[0].blocks.iter().enumerate().skip(1) {
+            assert_eq!(*x, 0.0, "block {b}");
+        }
+        // A wrong preconditioner is a typed error.
+        assert!(score(&c, &query, &ex, &lr, Method::tracin(), None).is_err());
+        let pa = Preconditioner::fit_adam(&c, &ex).unwrap();
+        assert!(score(&c, &query, &ex, &lr, Method::tracin(), Some(&pa)).is_err());
     }
 
     #[test]
@@ -1210,6 +1546,8 @@ mod tests {
             Method::TracIn {
                 unit: false,
                 adam: false,
+                routed: false,
+                common: 0,
             },
             None,
         )
@@ -1239,10 +1577,13 @@ mod tests {
         rq.reverse();
         for m in [
             Method::tracin(),
+            Method::tracin_cosine(),
             Method::tracin_adam(),
             Method::TracIn {
                 unit: false,
                 adam: false,
+                routed: false,
+                common: 0,
             },
             Method::trak(),
             Method::Trak {
@@ -1257,6 +1598,8 @@ mod tests {
             let fit = |x: &[LoggedExample]| {
                 if m.adam() {
                     Preconditioner::fit_adam(&c, x).unwrap()
+                } else if m.common() > 0 {
+                    Preconditioner::fit_common(&c, x, m.common()).unwrap()
                 } else {
                     Preconditioner::fit(&c, x, lambda, unit).unwrap()
                 }
@@ -1287,7 +1630,9 @@ mod tests {
             &lr,
             Method::TracIn {
                 unit: false,
-                adam: false
+                adam: false,
+                routed: false,
+                common: 0,
             },
             None
         )
@@ -1307,7 +1652,9 @@ mod tests {
             &lr,
             Method::TracIn {
                 unit: false,
-                adam: false
+                adam: false,
+                routed: false,
+                common: 0,
             },
             None
         )

@@ -166,7 +166,8 @@ pub struct TraceContext<'a> {
 }
 
 impl TraceContext<'_> {
-    /// The preconditioner `method` needs (None for plain TracIn). It does
+    /// The preconditioner `method` needs (None for TracIn without Adam
+    /// normalisation or common directions). It does
     /// not depend on the query: fit once, pass it to every
     /// [`TraceContext::trace`].
     pub fn preconditioner(
@@ -176,6 +177,9 @@ impl TraceContext<'_> {
         use crate::score::{BlockCoords, Method, Preconditioner};
         let coords = BlockCoords::new(self.proj.layout(), self.proj.side);
         Ok(match method {
+            Method::TracIn {
+                unit: true, common, ..
+            } if common > 0 => Some(Preconditioner::fit_common(&coords, self.examples, common)?),
             Method::TracIn { adam: false, .. } => None,
             Method::TracIn { adam: true, .. } => Some(Preconditioner::fit_adam(&coords, self.examples)?),
             Method::Trak { lambda, unit } => Some(Preconditioner::fit(&coords, self.examples, lambda, unit)?),

@@ -118,7 +118,12 @@ fn traces_find_own_text_respect_routing_and_recompute_bit_for_bit() {
                 .unwrap()
         })
         .collect();
-    let methods = [Method::tracin(), Method::tracin_adam(), Method::trak()];
+    let methods = [
+        Method::tracin(),
+        Method::tracin_cosine(),
+        Method::tracin_adam(),
+        Method::trak(),
+    ];
     let pres: Vec<_> = methods.iter().map(|m| ctx.preconditioner(*m).unwrap()).collect();
     let mut reports: Vec<TraceReport> = Vec::new();
     for e in &trained {
@@ -221,6 +226,9 @@ fn traces_find_own_text_respect_routing_and_recompute_bit_for_bit() {
         examples: &tampered,
         ..v
     };
-    let a = v2.trace(&text[..1], &text[1..], Method::tracin(), None).unwrap();
+    let p2 = v2.preconditioner(Method::tracin()).unwrap();
+    let a = v2
+        .trace(&text[..1], &text[1..], Method::tracin(), p2.as_ref())
+        .unwrap();
     assert_ne!(a.digest(), reports[0].digest());
 }
