@@ -100,7 +100,7 @@ impl ApiState {
         checkpoint_json(self, c)
     }
 
-    fn store(&self) -> std::sync::RwLockReadGuard<'_, Store> {
+    pub(crate) fn store(&self) -> std::sync::RwLockReadGuard<'_, Store> {
         self.store.read().unwrap_or_else(|p| p.into_inner())
     }
 }

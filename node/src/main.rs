@@ -65,7 +65,8 @@ enum Command {
         /// The output to trace.
         #[arg(long)]
         output: String,
-        /// Scoring method: tracin (default), tracin-adam or trak.
+        /// Scoring method: tracin-routed-common (default), tracin (plain
+        /// cosine), tracin-adam or trak (docs/tracing.md).
         #[arg(long)]
         method: Option<String>,
         /// Also write the answer (JSON) here, for `govtune verify trace`.

@@ -47,16 +47,11 @@ pub struct TraceCache {
     gate: tokio::sync::Mutex<()>,
 }
 
-/// The scoring methods a trace accepts, by name.
-pub fn methods() -> Vec<Method> {
-    vec![Method::tracin(), Method::tracin_adam(), Method::trak()]
-}
-
-/// A method by name (`tracin` when none is given).
+/// A method by name (the default TracIn when none is given).
 pub fn parse_method(name: Option<&str>) -> Result<Method, String> {
-    let all = methods();
+    let all = Method::selectable();
     let name = name.unwrap_or(all[0].name());
-    all.iter().copied().find(|m| m.name() == name).ok_or_else(|| {
+    Method::by_name(name).ok_or_else(|| {
         format!(
             "unknown method {name:?}; one of {}",
             all.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
@@ -75,7 +70,7 @@ pub struct TraceRequest {
     pub prompt: String,
     /// Output text to trace.
     pub output: String,
-    /// Method name (see [`methods`]).
+    /// Method name (see `tuner::score::Method::selectable`).
     #[serde(default)]
     pub method: Option<String>,
     /// Sources' examples listed (default 3).

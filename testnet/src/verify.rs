@@ -982,10 +982,7 @@ fn note_completeness(v: &mut Verdict, vc: &VerifiedCampaign) {
 
 /// The scoring method named `name`.
 pub fn method_named(name: &str) -> Option<tuner::score::Method> {
-    use tuner::score::Method;
-    [Method::tracin(), Method::tracin_adam(), Method::trak()]
-        .into_iter()
-        .find(|m| m.name() == name)
+    tuner::score::Method::by_name(name)
 }
 
 fn policy_of(b: &EntryBody) -> Option<Digest> {

@@ -157,6 +157,9 @@ pub struct PreparedTrace {
     pub event_norms: BTreeMap<u64, f64>,
     /// Blob bytes fetched.
     pub blob_bytes: u64,
+    /// Preconditioners fitted so far, by method name (they do not depend
+    /// on the query).
+    fitted: std::sync::Mutex<BTreeMap<&'static str, Arc<Option<Preconditioner>>>>,
 }
 
 impl std::fmt::Debug for PreparedTrace {
@@ -266,6 +269,7 @@ impl PreparedTrace {
             examples,
             event_norms,
             blob_bytes,
+            fitted: Default::default(),
         })
     }
 
@@ -294,7 +298,23 @@ impl PreparedTrace {
     /// Traces `output` after `prompt` with `method`.
     pub fn trace(&self, prompt: &[u8], output: &[u8], method: Method) -> Result<TraceReport> {
         let ctx = self.context();
-        let pre: Option<Preconditioner> = ctx.preconditioner(method)?;
-        ctx.trace(prompt, output, method, pre.as_ref())
+        let cached = self
+            .fitted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(method.name())
+            .cloned();
+        let pre = match cached {
+            Some(p) => p,
+            None => {
+                let p = Arc::new(ctx.preconditioner(method)?);
+                self.fitted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(method.name(), p.clone());
+                p
+            }
+        };
+        ctx.trace(prompt, output, method, pre.as_ref().as_ref())
     }
 }

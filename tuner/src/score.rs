@@ -160,6 +160,21 @@ impl Method {
         }
     }
 
+    /// The methods a trace can be asked for by name, the default first.
+    pub fn selectable() -> [Method; 4] {
+        [
+            Method::tracin(),
+            Method::tracin_cosine(),
+            Method::tracin_adam(),
+            Method::trak(),
+        ]
+    }
+
+    /// A selectable method by its [`Method::name`].
+    pub fn by_name(name: &str) -> Option<Method> {
+        Method::selectable().into_iter().find(|m| m.name() == name)
+    }
+
     /// Short name (`tracin`, `tracin-adam`, `tracin-routed-common`, ...,
     /// `tracin-adam-dot`, `tracin-raw`, `trak`, `trak-raw`).
     pub fn name(&self) -> &'static str {
@@ -335,7 +350,7 @@ pub struct SourceScore {
     /// Sum of its examples' scores.
     pub score: f64,
     /// Sum of its examples' excess over the query's salient threshold
-    /// (the score at rank `⌈SALIENT_FRACTION · n⌉` among all `n`
+    /// (the score at rank `max(2, ⌈SALIENT_FRACTION · n⌉)` among all `n`
     /// examples): the part of the source that stands out for this query,
     /// not its diffuse share of every query.
     pub salient: f64,
@@ -427,10 +442,16 @@ impl TraceReport {
         tagged_hash_parts(ObjectKind::Blob, &[b"trace-report/v1", &b])
     }
 
-    /// Sources by salient score, highest first (ties by source id).
+    /// Sources by salient score, highest first (ties by plain score, then
+    /// source id: most sources have salient score 0).
     pub fn sources_by_salient(&self) -> Vec<&SourceScore> {
         let mut v: Vec<&SourceScore> = self.sources.iter().collect();
-        v.sort_by(|a, b| b.salient.total_cmp(&a.salient).then(a.source.cmp(&b.source)));
+        v.sort_by(|a, b| {
+            b.salient
+                .total_cmp(&a.salient)
+                .then(b.score.total_cmp(&a.score))
+                .then(a.source.cmp(&b.source))
+        });
         v
     }
 
@@ -1127,7 +1148,10 @@ pub fn score(
     }
     let mut sorted: Vec<f64> = out_examples.iter().map(|e| e.score).collect();
     sorted.sort_by(|a, b| b.total_cmp(a));
-    let k = ((SALIENT_FRACTION * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
+    // At least 2, so that in a small campaign (n < 100) the top example's
+    // excess over the next one still counts.
+    let n = sorted.len();
+    let k = ((SALIENT_FRACTION * n as f64).ceil() as usize).clamp(2.min(n).max(1), n.max(1));
     let salient_threshold = sorted.get(k - 1).copied().unwrap_or(0.0);
     for e in &out_examples {
         if e.score > salient_threshold {
