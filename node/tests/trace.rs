@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use provenance::{Canonical, Digest, EntryBody, Timestamp};
+use provenance::{Digest, EntryBody, Timestamp};
 use testnet::answer::TraceAnswer;
 use testnet::verify::Verifier;
 use testnet::workload::{now_ms, submit, Workload};

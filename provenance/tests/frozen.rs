@@ -28,7 +28,7 @@ fn sample_object_digests_are_frozen() {
         ),
         (
             "campaign",
-            "1c1e178ccba9ac56c23c78c80e4122c68d01101a11e495a54138be24a8b43fb0",
+            "b48491452325edb0b0cd086bd2d55b1c04b19c9ca6d0340d0c57c2e0cbc98771",
         ),
         (
             "step-event",
