@@ -111,7 +111,7 @@ impl Workload {
                 SourceExamples::build(text, &seg, &SALT).map_err(|e| WorkloadError::Other(e.to_string()))?;
             sources.push(Source {
                 manifest: DataSourceManifest {
-                    version: 2,
+                    version: 1,
                     authority: label(&testnet.nodes[node].authority),
                     title: (*title).to_string(),
                     segmentation: seg.clone(),
@@ -156,7 +156,7 @@ impl Workload {
             signature_scheme: SignatureScheme::Bls12381,
         };
         let campaign = Campaign {
-            version: 1,
+            version: 2,
             operator: label::<AuthorityId>(&testnet.nodes[op].authority),
             name: format!("network-workload-{now}"),
             purpose: label::<Purpose>("research"),

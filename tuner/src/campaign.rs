@@ -86,7 +86,7 @@ pub fn build_campaign(
         Some(n) => (1..=n).map(|k| k * settings.checkpoint_every).collect(),
     };
     Ok(Campaign {
-        version: 1,
+        version: 2,
         operator,
         name: name.into(),
         purpose,
