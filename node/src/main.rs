@@ -505,7 +505,9 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             if let Some(g) = genesis {
                 let mut v = node::tools::verifier(&g, &node)?;
-                let verdict = v.trace(&a, false).map_err(|e| format!("the answer does not verify: {e}"))?;
+                let verdict = v
+                    .trace(&a, false)
+                    .map_err(|e| format!("the answer does not verify: {e}"))?;
                 print!("{}", verdict.render());
                 if !verdict.pass {
                     return Err("the trace answer does not verify".into());

@@ -74,7 +74,12 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut s = String::new();
         let gauges: [(&str, &str, &str, &AtomicU64); 13] = [
-            ("govtune_traces_total", "counter", "Traces answered.", &self.traces),
+            (
+                "govtune_traces_total",
+                "counter",
+                "Traces answered.",
+                &self.traces,
+            ),
             ("govtune_height", "gauge", "Finalised block height.", &self.height),
             ("govtune_log_size", "gauge", "Entries in the log.", &self.log_size),
             (

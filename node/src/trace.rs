@@ -137,7 +137,10 @@ fn cited_listing(s: &ApiState, prefix: &IndexPrefix) -> Result<Response, ApiErro
 
 /// `GET /v1/campaigns/{id}/entries`: the campaign's opening, chain records
 /// and close, with proofs under the latest checkpoint.
-pub async fn campaign_entries(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn campaign_entries(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = crate::api::parse_digest(&id)?;
     if s.store().state().campaign_state(&id).is_none() {
         return Err(ApiError::not_found(format!("campaign {id} is not registered")));
@@ -208,7 +211,13 @@ async fn fetch_blob(s: &ApiState, d: Digest) -> Result<Vec<u8>, String> {
 
 async fn prepared(s: &ApiState, record: CampaignRecord) -> Result<Arc<PreparedTrace>, ApiError> {
     let id = record.campaign.digest();
-    if let Some(p) = s.traces().prepared.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+    if let Some(p) = s
+        .traces()
+        .prepared
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&id)
+    {
         return Ok(p.clone());
     }
     let s2 = s.clone();
@@ -234,7 +243,10 @@ async fn prepared(s: &ApiState, record: CampaignRecord) -> Result<Arc<PreparedTr
 }
 
 /// `POST /v1/trace`.
-pub async fn post_trace(State(s): State<ApiState>, JsonBody(req): JsonBody<TraceRequest>) -> Result<Response, ApiError> {
+pub async fn post_trace(
+    State(s): State<ApiState>,
+    JsonBody(req): JsonBody<TraceRequest>,
+) -> Result<Response, ApiError> {
     let t0 = Instant::now();
     if req.output.is_empty() {
         return Err(ApiError::bad("the output to trace is empty"));
@@ -261,7 +273,9 @@ pub async fn post_trace(State(s): State<ApiState>, JsonBody(req): JsonBody<Trace
     let cp = latest(&st)?;
     let size = cp.checkpoint.size;
     if close_index >= size {
-        return Err(ApiError::conflict("the campaign's close is not certified yet; retry shortly"));
+        return Err(ApiError::conflict(
+            "the campaign's close is not certified yet; retry shortly",
+        ));
     }
     let mut sources = Vec::new();
     let mut event_seqs: BTreeSet<u64> = report.events.iter().take(top_events).map(|e| e.key).collect();
@@ -353,7 +367,9 @@ pub async fn post_trace(State(s): State<ApiState>, JsonBody(req): JsonBody<Trace
         seconds: t0.elapsed().as_secs_f64(),
     };
     drop(st);
-    s.metrics().traces.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    s.metrics()
+        .traces
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok((StatusCode::OK, Json(answer)).into_response())
 }
 

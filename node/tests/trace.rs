@@ -40,9 +40,15 @@ fn campaign_file(dir: &Path, steps: u64) -> PathBuf {
         .replace("max_steps = 200", &format!("max_steps = {steps}"))
         .replace("checkpoint_every = 50", "checkpoint_every = 3")
         .replace("path = \"", &format!("path = \"{}/", data.display()))
-        .replace("base_weights = \"", &format!("base_weights = \"{}/", data.display()))
+        .replace(
+            "base_weights = \"",
+            &format!("base_weights = \"{}/", data.display()),
+        )
         .replace("probe = \"", &format!("probe = \"{}/", data.display()));
-    assert!(text.contains(&format!("max_steps = {steps}")), "the campaign file changed shape");
+    assert!(
+        text.contains(&format!("max_steps = {steps}")),
+        "the campaign file changed shape"
+    );
     let config = dir.join("campaign.toml");
     std::fs::write(&config, text).expect("write");
     config
@@ -129,7 +135,11 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
         .output()
         .expect("runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let campaign = stdout
         .lines()
         .find_map(|l| l.strip_prefix("campaign ").filter(|d| d.len() == 64))
@@ -178,7 +188,8 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     assert_eq!(a.sources.len(), 8);
     assert!(a.sources[0].top_examples.iter().all(|x| x.score.is_finite()));
     assert_eq!(
-        a.sources[0].source, src,
+        a.sources[0].source,
+        src,
         "a trained window traces to its own source first: {}",
         node::tools::render_trace(&a)
     );
@@ -221,7 +232,10 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     let mut bad = a.clone();
     bad.report_digest = Digest([1; 32]);
     let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");
-    assert!(!v.trace(&bad, true).expect("checks").pass, "changed scores fail --recompute");
+    assert!(
+        !v.trace(&bad, true).expect("checks").pass,
+        "changed scores fail --recompute"
+    );
 
     // --- Policy: passes for the approved policy; a successor governance
     // publishes later is not what this campaign ran under.
@@ -235,9 +249,15 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     };
     p2.supersedes = Some(policy);
     p2.policy_version += 1;
-    let a2 = t.admin(gov).expect("admin").post("/v1/policies", &p2).expect("policy 2");
+    let a2 = t
+        .admin(gov)
+        .expect("admin")
+        .post("/v1/policies", &p2)
+        .expect("policy 2");
     let p2d = testnet::client::digest_field(&a2.body, "digest").expect("digest");
-    reader.wait_committed(&[p2d], Duration::from_secs(60)).expect("committed");
+    reader
+        .wait_committed(&[p2d], Duration::from_secs(60))
+        .expect("committed");
     std::thread::sleep(Duration::from_secs(2));
     let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");
     let bad = v.policy(&campaign, &p2d).expect("policy verdict");
@@ -273,7 +293,8 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     // --- A use after revocation: a second, signed workload whose event was
     // co-signed by the data-source node before the revocation and by
     // governance (paused meanwhile) after it, so it commits after.
-    let mut w = Workload::new(&t, &[("macbeth", MACBETH), ("twelfth-night", TWELFTH_NIGHT)]).expect("workload");
+    let mut w =
+        Workload::new(&t, &[("macbeth", MACBETH), ("twelfth-night", TWELFTH_NIGHT)]).expect("workload");
     w.register(&t).expect("register");
     let op = t.admin(t.by_role("operator").expect("op")).expect("admin");
     let e1 = submit(&op, &w.next_event(2, false).expect("event")).expect("submit");
@@ -295,11 +316,19 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
         .post("/v1/revocations", &rev)
         .expect("revocation");
     let rd = testnet::client::digest_field(&ra.body, "digest").expect("digest");
-    reader.wait_committed(&[rd], Duration::from_secs(60)).expect("revocation committed");
+    reader
+        .wait_committed(&[rd], Duration::from_secs(60))
+        .expect("revocation committed");
     t.resume(gov).expect("resume");
-    reader.wait_committed(&[e2], Duration::from_secs(90)).expect("e2 commits after the revocation");
-    let ri = reader.status(&rd).expect("status").body["index"].as_u64().expect("index");
-    let e2i = reader.status(&e2).expect("status").body["index"].as_u64().expect("index");
+    reader
+        .wait_committed(&[e2], Duration::from_secs(90))
+        .expect("e2 commits after the revocation");
+    let ri = reader.status(&rd).expect("status").body["index"]
+        .as_u64()
+        .expect("index");
+    let e2i = reader.status(&e2).expect("status").body["index"]
+        .as_u64()
+        .expect("index");
     assert!(e2i > ri, "the event committed after the revocation");
     for _ in 0..200 {
         let cp = reader.get("/v1/checkpoint").expect("checkpoint").body;
@@ -353,7 +382,9 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
         )
         .expect("revocation");
     let rd = testnet::client::digest_field(&ra.body, "digest").expect("digest");
-    reader.wait_committed(&[rd], Duration::from_secs(60)).expect("committed");
+    reader
+        .wait_committed(&[rd], Duration::from_secs(60))
+        .expect("committed");
     std::thread::sleep(Duration::from_secs(2));
     let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");
     let audit = v.revocation_audit(&src).expect("audit");
@@ -385,7 +416,17 @@ fn manifest_authority(v: &mut Verifier, src: &Digest) -> String {
 
 fn ds_of(t: &Testnet, v: &Verifier, src: &Digest) -> usize {
     let _ = v;
-    let body = t.client(0).get(&format!("/v1/sources/{}", src.to_hex())).expect("source").body;
-    let authority = body["manifest"]["authority"].as_str().expect("authority").to_string();
-    t.nodes.iter().position(|n| n.authority == authority).expect("node")
+    let body = t
+        .client(0)
+        .get(&format!("/v1/sources/{}", src.to_hex()))
+        .expect("source")
+        .body;
+    let authority = body["manifest"]["authority"]
+        .as_str()
+        .expect("authority")
+        .to_string();
+    t.nodes
+        .iter()
+        .position(|n| n.authority == authority)
+        .expect("node")
 }

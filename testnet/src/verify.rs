@@ -174,7 +174,12 @@ impl Verifier {
     /// Checks an entry's authority signatures under the view verified so
     /// far (fetching the manifests, policies and campaign it refers to),
     /// and adds it to the view.
-    pub fn check_signatures(&mut self, cp: &SignedCheckpoint, index: u64, e: &LedgerEntry) -> Result<(), VerifyError> {
+    pub fn check_signatures(
+        &mut self,
+        cp: &SignedCheckpoint,
+        index: u64,
+        e: &LedgerEntry,
+    ) -> Result<(), VerifyError> {
         for d in references(&e.body) {
             self.ensure(cp, &d)?;
         }
@@ -214,7 +219,10 @@ impl Verifier {
             .as_u64()
             .ok_or_else(|| malformed(format!("entry {d} is not committed at this node")))?;
         if index >= cp.checkpoint.size {
-            return Err(malformed(format!("entry {d} is not under checkpoint {}", cp.checkpoint.height)));
+            return Err(malformed(format!(
+                "entry {d} is not under checkpoint {}",
+                cp.checkpoint.height
+            )));
         }
         let e = self.fetch_at(cp, index)?;
         if e.body.digest() != *d {
@@ -279,8 +287,8 @@ impl Verifier {
                 }
             }
         }
-        let (campaign_index, campaign) =
-            campaign.ok_or_else(|| VerifyError::Incomplete(format!("the node did not list campaign {id} itself")))?;
+        let (campaign_index, campaign) = campaign
+            .ok_or_else(|| VerifyError::Incomplete(format!("the node did not list campaign {id} itself")))?;
         let indexes: Vec<u64> = chain.values().map(|(i, _)| *i).collect();
         let bodies: Vec<EntryBody> = chain.into_values().map(|(_, e)| e.body).collect();
         let (record, close_index) = match close {
@@ -347,7 +355,11 @@ impl Verifier {
                 v.notes.push(format!(
                     "{n} records under policy {}{}",
                     p.short(),
-                    if p == approved { " (the approved one)" } else { " (a governance-signed successor)" }
+                    if p == approved {
+                        " (the approved one)"
+                    } else {
+                        " (a governance-signed successor)"
+                    }
                 ));
             } else {
                 v.violation(format!(
@@ -437,7 +449,10 @@ impl Verifier {
                     }
                 }
             }
-            v.notes.push(format!("scanned all {} log entries against the checkpoint's root", all.len()));
+            v.notes.push(format!(
+                "scanned all {} log entries against the checkpoint's root",
+                all.len()
+            ));
         }
         if let Some((ri, r)) = &revoked_at {
             v.notes.push(format!(
@@ -548,7 +563,10 @@ impl Verifier {
         let mut start = 0u64;
         while start < size {
             let end = (start + 256).min(size);
-            let a = self.node.get(&format!("/v1/log/leaves?start={start}&end={end}"))?.body;
+            let a = self
+                .node
+                .get(&format!("/v1/log/leaves?start={start}&end={end}"))?
+                .body;
             let arr = a["leaves"].as_array().ok_or_else(|| malformed("leaves"))?;
             if arr.len() as u64 != end - start {
                 return Err(malformed("short leaves answer"));
@@ -564,7 +582,9 @@ impl Verifier {
             t.push_leaf(l);
         }
         if t.root() != cp.checkpoint.root {
-            return Err(VerifyError::BadProof("the log's leaves do not hash to the checkpoint's root".into()));
+            return Err(VerifyError::BadProof(
+                "the log's leaves do not hash to the checkpoint's root".into(),
+            ));
         }
         leaves
             .iter()
@@ -591,15 +611,17 @@ impl Verifier {
             node.get_bytes(&format!("/v1/blobs/{}", d.to_hex()))
                 .map_err(|e| tuner::TunerError::Sink(e.to_string()))
         };
-        let rebuilt = PreparedTrace::rebuild_model(rec, &mut fetch)
-            .map_err(|e| VerifyError::BadBlob(e.to_string()))?;
+        let rebuilt =
+            PreparedTrace::rebuild_model(rec, &mut fetch).map_err(|e| VerifyError::BadBlob(e.to_string()))?;
         v.notes.push(format!(
             "rebuilt the final model from the base and {} delta blobs; every event's model-state digest and the close's final state ({}) match",
             rec.events().count(),
             rec.close.final_state.short()
         ));
         match tuner::lora::Adapters::from_snapshot(rebuilt.layout.clone(), weights) {
-            Err(e) => v.violation(format!("the weights file is not an adapter snapshot of this campaign: {e}")),
+            Err(e) => v.violation(format!(
+                "the weights file is not an adapter snapshot of this campaign: {e}"
+            )),
             Ok(a) => {
                 let found = a.state_digest(&rebuilt.base_digest);
                 if found != rec.close.final_state {
@@ -643,7 +665,10 @@ impl Verifier {
             match &e.body {
                 EntryBody::Manifest(m) if s.manifest.digest == s.source => {
                     if m.title != s.title || m.authority.to_string() != s.authority {
-                        v.violation(format!("source {} is cited with another title or authority", s.source.short()));
+                        v.violation(format!(
+                            "source {} is cited with another title or authority",
+                            s.source.short()
+                        ));
                     }
                 }
                 _ => v.violation(format!("source {} is cited with another entry", s.source.short())),
@@ -667,11 +692,18 @@ impl Verifier {
             let e = check(self, &ev.entry)?;
             match tuner::record::link_of(&e.body) {
                 Some(l) if l.campaign == a.campaign && l.seq == ev.seq => {}
-                _ => v.violation(format!("cited event {} is not record {} of the campaign", ev.entry.index, ev.seq)),
+                _ => v.violation(format!(
+                    "cited event {} is not record {} of the campaign",
+                    ev.entry.index, ev.seq
+                )),
             }
             if let Some(p) = policy_of(&e.body) {
                 if !policies.contains(&p) {
-                    v.violation(format!("event {} ran under policy {}, which is not cited", ev.seq, p.short()));
+                    v.violation(format!(
+                        "event {} ran under policy {}, which is not cited",
+                        ev.seq,
+                        p.short()
+                    ));
                 }
             }
             events.insert(ev.seq, e.body);
@@ -690,7 +722,10 @@ impl Verifier {
                             ));
                         }
                     }
-                    None => v.violation(format!("example {} cites event {}, which is not cited", x.index, x.event_seq)),
+                    None => v.violation(format!(
+                        "example {} cites event {}, which is not cited",
+                        x.index, x.event_seq
+                    )),
                 }
             }
         }
@@ -703,7 +738,11 @@ impl Verifier {
             let x = check(self, &b.close)?;
             match x.body {
                 EntryBody::CampaignClose(c) if c.campaign == bc => {
-                    v.notes.push(format!("base model from campaign {} ({} steps)", bc.short(), c.steps));
+                    v.notes.push(format!(
+                        "base model from campaign {} ({} steps)",
+                        bc.short(),
+                        c.steps
+                    ));
                 }
                 _ => v.violation("the cited base close is not the base campaign's".into()),
             }
@@ -725,7 +764,8 @@ impl Verifier {
             a.policies.len()
         ));
         if recompute {
-            let method = method_named(&a.method).ok_or_else(|| malformed(format!("unknown method {}", a.method)))?;
+            let method =
+                method_named(&a.method).ok_or_else(|| malformed(format!("unknown method {}", a.method)))?;
             let vc = self.campaign(&a.campaign)?;
             let rec = vc
                 .record
@@ -735,7 +775,8 @@ impl Verifier {
                 node.get_bytes(&format!("/v1/blobs/{}", d.to_hex()))
                     .map_err(|e| tuner::TunerError::Sink(e.to_string()))
             };
-            let prep = PreparedTrace::build(&rec, &mut fetch).map_err(|e| VerifyError::BadBlob(e.to_string()))?;
+            let prep =
+                PreparedTrace::build(&rec, &mut fetch).map_err(|e| VerifyError::BadBlob(e.to_string()))?;
             let report = prep
                 .trace(a.prompt.as_bytes(), a.output.as_bytes(), method)
                 .map_err(|e| VerifyError::BadBlob(e.to_string()))?;
@@ -899,7 +940,12 @@ impl Verifier {
                     EntryBody::Composite(e) => &e.measurement,
                     _ => continue,
                 };
-                let norm = m.blocks.iter().map(|x| f64::from(x.norm).powi(2)).sum::<f64>().sqrt();
+                let norm = m
+                    .blocks
+                    .iter()
+                    .map(|x| f64::from(x.norm).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
                 n_events += 1;
                 total += norm;
                 let mine = records.iter().filter(|r| r.source == *id).count() as u64;

@@ -65,7 +65,10 @@ impl Recipe {
     /// Parses a recipe blob. The bytes must re-encode to themselves, so a
     /// recipe has exactly one blob and one digest.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let bad = |reason: String| TunerError::Blob { kind: "recipe", reason };
+        let bad = |reason: String| TunerError::Blob {
+            kind: "recipe",
+            reason,
+        };
         if bytes.len() > MAX_RECIPE_BYTES {
             return Err(bad(format!("{} bytes, at most {MAX_RECIPE_BYTES}", bytes.len())));
         }
@@ -92,10 +95,14 @@ impl Recipe {
             });
         }
         if s.model.shape() != campaign.shape {
-            return Err(TunerError::Config("the recipe's model shape is not the campaign's".into()));
+            return Err(TunerError::Config(
+                "the recipe's model shape is not the campaign's".into(),
+            ));
         }
         if s.sketch_seed != campaign.sketch.seed {
-            return Err(TunerError::Config("the recipe's sketch seed is not the campaign's".into()));
+            return Err(TunerError::Config(
+                "the recipe's sketch seed is not the campaign's".into(),
+            ));
         }
         let dim = Projection::dim_for(&s.layout()?, s.sketch_side);
         if dim as u64 != u64::from(campaign.sketch.dim) {

@@ -65,13 +65,19 @@ impl CampaignRecord {
         for (i, b) in chain.iter().enumerate() {
             let l = link_of(b).ok_or_else(|| bad(format!("entry {i} is not a chain record")))?;
             if l.campaign != cd {
-                return Err(bad(format!("entry {i} belongs to campaign {}", l.campaign.short())));
+                return Err(bad(format!(
+                    "entry {i} belongs to campaign {}",
+                    l.campaign.short()
+                )));
             }
             if l.seq != i as u64 {
                 return Err(bad(format!("record {} where record {i} belongs", l.seq)));
             }
             if l.prev != prev {
-                return Err(bad(format!("record {i} does not follow record {}", i.saturating_sub(1))));
+                return Err(bad(format!(
+                    "record {i} does not follow record {}",
+                    i.saturating_sub(1)
+                )));
             }
             prev = b.digest();
         }
@@ -231,7 +237,12 @@ impl PreparedTrace {
             if c.checkpoint_steps.binary_search(&committed).is_ok() {
                 states.push((committed, adapters.clone()));
             }
-            let norm: f64 = m.blocks.iter().map(|b| f64::from(b.norm).powi(2)).sum::<f64>().sqrt();
+            let norm: f64 = m
+                .blocks
+                .iter()
+                .map(|b| f64::from(b.norm).powi(2))
+                .sum::<f64>()
+                .sqrt();
             event_norms.insert(seq, norm);
             if !sketches {
                 continue;
