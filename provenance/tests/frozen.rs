@@ -32,7 +32,7 @@ fn sample_object_digests_are_frozen() {
         ),
         (
             "step-event",
-            "6e561eb9f2da007e271ce9974885b6ebc1c9ddab56f4b17c87b2b13c603a707f",
+            "c11ba056864fa5e450a59cc9da26974b81b7f403c6c2c8dd0fd110e80a8ae398",
         ),
     ];
     for ((name, g), (_, w)) in got.iter().zip(want.iter()) {
