@@ -30,7 +30,10 @@ pub trait Application {
     /// fetched) that it may later ask to build on. An application that
     /// judges blocks against the state after their parent keeps it, so it
     /// can judge a child of a block it never voted on (after a restart, or
-    /// when it learned the block late). Default: nothing.
+    /// when it learned the block late). An application that keeps blocks
+    /// across restarts (see [`Engine::restore_blocks`]) must have them
+    /// durable when this returns: the engine may vote for the block next.
+    /// Default: nothing.
     fn observe(&mut self, _proposal: &Proposal<Self::Payload>) {}
 }
 
@@ -142,7 +145,10 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
         let mut notarized = BTreeMap::new();
         let mut nullified = BTreeMap::new();
         let mut certified = HashSet::new();
-        if let Some(c) = &safety.entered_by {
+        for c in safety.entered_by.iter().chain(&safety.earlier) {
+            if c.subject.view < finalized_view {
+                continue;
+            }
             certified.insert(c.subject);
             match c.subject.kind {
                 VoteKind::Notarize => {
@@ -173,6 +179,24 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
             last_finalization: None,
             pending_finalization: None,
             actions: Vec::new(),
+        }
+    }
+
+    /// Hands a restarted validator the blocks it kept but had not seen
+    /// final (each one it was told of through [`Application::observe`]).
+    /// Votes and certificates only name blocks by digest: when the whole
+    /// consortium restarts with a notarised, unfinalised tip, the next
+    /// leader must extend that tip, and only these kept copies can say what
+    /// it holds. Blocks at or below the finalised view are ignored.
+    pub fn restore_blocks(&mut self, app: &mut A, blocks: Vec<Proposal<A::Payload>>) {
+        for p in blocks {
+            if p.view <= self.finalized_view {
+                continue;
+            }
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.blocks.entry(p.digest()) {
+                app.observe(&p);
+                slot.insert(p);
+            }
         }
     }
 
@@ -366,7 +390,18 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
             return;
         }
         self.view = view;
+        let opened = opened_by.as_ref().map(|c| c.subject);
+        let floor = View(view.0.saturating_sub(MAX_VIEWS_AHEAD)).max(self.finalized_view);
+        let mut earlier: Vec<Cert<S>> = self
+            .notarized
+            .range(floor..view)
+            .map(|(_, (_, c))| c.clone())
+            .chain(self.nullified.range(floor..view).map(|(_, c)| c.clone()))
+            .filter(|c| Some(c.subject) != opened)
+            .collect();
+        earlier.sort_by_key(|c| c.subject.view);
         self.safety = SafetyState::entering(view, opened_by);
+        self.safety.earlier = earlier;
         self.actions.push(Action::Persist(self.safety.clone()));
         self.deadline = self.now + self.cfg.view_timeout;
         if self.cfg.leader(view) == self.cfg.me {
@@ -426,6 +461,7 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
         let d = proposal.digest();
         self.safety.proposed = Some(d);
         self.actions.push(Action::Persist(self.safety.clone()));
+        app.observe(&proposal);
         self.blocks.insert(d, proposal.clone());
         self.proposal_in_view.insert(view, d);
         self.send(

@@ -45,6 +45,17 @@
 //! two blocks in one view, never votes both finalize and nullify in one
 //! view, and never proposes twice in one view.
 //!
+//! **Restarting as a whole.** Votes and certificates name blocks by digest
+//! only. If every validator stops at once with a notarised block that no
+//! one saw final, the next leader must extend that block, so it must still
+//! be known: the application keeps every block it is told of
+//! ([`Application::observe`], durable before the engine may vote for it)
+//! and hands them back with [`Engine::restore_blocks`]; the safety state
+//! carries the certificates since the last finalisation
+//! ([`SafetyState::earlier`]) to justify that proposal. The simulator's
+//! whole-consortium crash test stalls without either (16 and 2 of 200
+//! seeds).
+//!
 //! # Safety argument
 //!
 //! Any two sets of q validators share at least 2q − n ≥ f + 1 members, so at

@@ -155,10 +155,13 @@ pub enum Message<P, S, C> {
     },
 }
 
-/// The votes a validator has cast in its current view, and the certificate
-/// that opened the view: what must be on disk before any of its votes
-/// leaves the node. After a restart the certificate lets the validator help
-/// peers still stuck in the previous view.
+/// The votes a validator has cast in its current view, the certificate
+/// that opened the view and the certificates of the views since the last
+/// finalisation: what must be on disk before any of its votes leaves the
+/// node. After a restart the certificate lets the validator help peers
+/// still stuck in the previous view; the earlier ones let a consortium that
+/// restarted as a whole still justify, and judge, a proposal extending a
+/// notarised block that never became final.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SafetyState<C> {
     /// The view these flags are for (the highest view entered).
@@ -173,6 +176,10 @@ pub struct SafetyState<C> {
     pub nullified: bool,
     /// Voted finalize in `view`.
     pub finalized: bool,
+    /// Notarisations and nullifications of the views from the last
+    /// finalised one (at most `MAX_VIEWS_AHEAD` back) up to `view - 2`,
+    /// as known on entering `view`.
+    pub earlier: Vec<Certificate<C>>,
 }
 
 impl<C> SafetyState<C> {
@@ -190,6 +197,7 @@ impl<C> SafetyState<C> {
             notarized: None,
             nullified: false,
             finalized: false,
+            earlier: Vec::new(),
         }
     }
 }

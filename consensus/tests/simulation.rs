@@ -143,6 +143,24 @@ fn a_partition_without_quorum_stalls_and_liveness_returns_after_it_heals() {
 }
 
 #[test]
+fn the_whole_consortium_crashes_at_once_and_extends_its_notarised_tip() {
+    // Everyone down at the same instant, votes in flight lost: a notarised
+    // block nobody saw final survives only in the validators' kept blocks.
+    for seed in 0..200 {
+        let mut s = Scenario::random(4, seed);
+        s.byzantine.clear();
+        s.partitions.clear();
+        let at = s.crashes[0].at;
+        let restart = s.crashes[0].restart;
+        s.crashes = (0..s.n)
+            .map(|node| consensus::sim::Crash { node, at, restart })
+            .collect();
+        let r = mock(&s);
+        check(&r, &s);
+    }
+}
+
+#[test]
 fn real_threshold_bls_runs_the_same_scenarios() {
     let seeds: u64 = std::env::var("GOVTUNE_SIM_BLS_SEEDS")
         .ok()

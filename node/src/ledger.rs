@@ -126,6 +126,9 @@ pub struct Ledger {
     /// Blocks the engine told us of (not yet final), so a child of one we
     /// never judged can still be judged.
     observed: HashMap<Digest, Proposal<BlockPayload>>,
+    /// Blocks kept on disk until final (digest → height), so a consortium
+    /// restarted as a whole can still extend its notarised tip.
+    kept: HashMap<Digest, u64>,
     finalized_tip: Digest,
     last_block_ms: u64,
     now_ms: u64,
@@ -165,6 +168,7 @@ impl Ledger {
             arrivals: 0,
             tentative: HashMap::new(),
             observed: HashMap::new(),
+            kept: HashMap::new(),
             finalized_tip,
             last_block_ms: 0,
             now_ms: 0,
@@ -239,6 +243,29 @@ impl Ledger {
             chain.push(p);
         }
         Ok((chain, tip))
+    }
+
+    /// The blocks kept on disk that are above the store's head, for
+    /// [`consensus::Engine::restore_blocks`]; stale copies are dropped.
+    pub fn kept_blocks(store: &Store) -> Result<Vec<Proposal<BlockPayload>>, LedgerError> {
+        let head = store.head().height;
+        let mut out = Vec::new();
+        let mut stale = Vec::new();
+        for (d, bytes) in store.unfinalized_blocks()? {
+            match provenance::codec::decode_raw::<Proposal<BlockPayload>>("kept block", &bytes) {
+                Ok((p, _)) if p.height.0 > head && p.digest() == d => out.push(p),
+                Ok(_) => stale.push(d),
+                Err(e) => {
+                    tracing::warn!("kept block {}: {e}", d.short());
+                    stale.push(d);
+                }
+            }
+        }
+        if !stale.is_empty() {
+            store.remove_unfinalized_blocks(&stale)?;
+        }
+        out.sort_by_key(|p| (p.height.0, p.view.0));
+        Ok(out)
     }
 
     /// Judges the observed, unjudged ancestors of `parent` (oldest first),
@@ -376,6 +403,19 @@ impl Ledger {
             }
         }
         self.finalized_tip = block;
+        let done: Vec<Digest> = self
+            .kept
+            .iter()
+            .filter(|(_, h)| **h <= height)
+            .map(|(d, _)| *d)
+            .collect();
+        if !done.is_empty() {
+            // A failure leaves stale copies, ignored on the next start.
+            if let Err(e) = read(&self.store).remove_unfinalized_blocks(&done) {
+                tracing::warn!("forgetting kept blocks: {e}");
+            }
+            self.kept.retain(|_, h| *h > height);
+        }
         self.tentative.retain(|_, t| t.height > height);
         self.observed.retain(|_, p| p.height.0 > height);
         self.last_block_ms = self.last_block_ms.max(proposal.stamp);
@@ -453,7 +493,17 @@ impl Application for Ledger {
     fn observe(&mut self, p: &Proposal<BlockPayload>) {
         // Bounded: blocks above the final tip only, and not too many.
         if self.observed.len() < 4096 {
-            self.observed.insert(p.digest(), p.clone());
+            let d = p.digest();
+            if self.kept.len() < 4096 && !self.kept.contains_key(&d) {
+                // Durable before the engine may vote for it.
+                match read(&self.store).put_unfinalized_block(&d, &encode(p)) {
+                    Ok(()) => {
+                        self.kept.insert(d, p.height.0);
+                    }
+                    Err(e) => tracing::error!("keeping block {}: {e}", d.short()),
+                }
+            }
+            self.observed.insert(d, p.clone());
         }
     }
 }

@@ -140,6 +140,9 @@ struct Pending {
     own: bool,
     complete: bool,
     first_seen: Instant,
+    /// When housekeeping may re-offer it next, and how many times it has.
+    next_reoffer: Instant,
+    reoffers: u32,
 }
 
 impl Pending {
@@ -185,6 +188,32 @@ enum Internal {
 }
 
 type Act = Action<crate::wire::BlockPayload, Bytes, Bytes>;
+
+/// A one-line account of a consensus message, for debug logs.
+fn describe(m: &ConsensusMessage) -> String {
+    match m {
+        Message::Propose {
+            proposal,
+            nullifications,
+            ..
+        } => format!(
+            "propose view {} height {} ({} entries, {} nullifications)",
+            proposal.view.0,
+            proposal.height.0,
+            proposal.payload.entries.len(),
+            nullifications.len()
+        ),
+        Message::Vote(v) => format!(
+            "vote {:?} view {} by {}",
+            v.subject.kind, v.subject.view.0, v.signer
+        ),
+        Message::Certificate(c) => format!("certificate {:?} view {}", c.subject.kind, c.subject.view.0),
+        Message::SyncRequest { from } => format!("sync request from height {}", from.0),
+        Message::SyncResponse { blocks, .. } => format!("sync response of {} blocks", blocks.len()),
+        Message::BlockRequest { block } => format!("block request {}", block.short()),
+        Message::Block { proposal } => format!("block view {} height {}", proposal.view.0, proposal.height.0),
+    }
+}
 
 struct Core {
     genesis: Arc<Genesis>,
@@ -260,6 +289,9 @@ impl Core {
         mut reply: Option<(u16, &mut Vec<ConsensusMessage>)>,
     ) -> Result<(), NodeError> {
         for a in actions {
+            if let Action::Send { to, message } = &a {
+                tracing::debug!("send to {to:?}: {}", describe(message));
+            }
             match a {
                 Action::Persist(s) => read(&self.store).put_safety_state(&encode(&s))?,
                 Action::Send { to: None, message } => match message {
@@ -281,6 +313,7 @@ impl Core {
                     finalization,
                 } => {
                     let c = self.ledger.finalize(&proposal, finalization)?;
+                    tracing::debug!("finalised height {} ({} entries)", c.height, c.digests.len());
                     let m = &self.metrics;
                     m.height.store(c.height, Relaxed);
                     m.log_size.store(c.log_size, Relaxed);
@@ -445,6 +478,8 @@ impl Core {
                     own,
                     complete: false,
                     first_seen: Instant::now(),
+                    next_reoffer: Instant::now() + Duration::from_secs(1),
+                    reoffers: 0,
                 },
             );
         }
@@ -664,6 +699,7 @@ impl Core {
         };
         match (topic, g) {
             (Topic::Consensus, Gossip::Consensus(m)) => {
+                tracing::debug!("gossip from {from}: {}", describe(&m));
                 self.ledger.set_now(now_ms());
                 let actions = self.engine.handle(&mut self.ledger, from, m);
                 self.process(actions, None)?;
@@ -713,6 +749,7 @@ impl Core {
         };
         let response = match from_bytes::<Request>("request", data) {
             Ok(Request::Consensus(m)) => {
+                tracing::debug!("request from {from}: {}", describe(&m));
                 self.ledger.set_now(now_ms());
                 let actions = self.engine.handle(&mut self.ledger, from, m);
                 let mut out = Vec::new();
@@ -789,16 +826,23 @@ impl Core {
     /// Every second: re-offer own entries not yet committed (a co-signer
     /// that was away signs now), and ask for checkpoints this node lacks.
     fn housekeeping(&mut self) {
-        // The oldest first, at most 256 a second.
+        // The oldest first, at most 256 a second, each entry backing off
+        // (1, 2, 4 .. 16 s): while consensus is stalled, re-offers must
+        // not fill the gossip queues its own messages need.
+        let now = Instant::now();
         let mut own: Vec<(Instant, Digest)> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.own && p.refused.is_none())
+            .filter(|(_, p)| p.own && p.refused.is_none() && p.next_reoffer <= now)
             .map(|(d, p)| (p.first_seen, *d))
             .collect();
         own.sort();
         for (_, d) in own.iter().take(256) {
             self.publish_offer(d);
+            if let Some(p) = self.pending.get_mut(d) {
+                p.reoffers = p.reoffers.saturating_add(1);
+                p.next_reoffer = now + Duration::from_secs(1 << p.reoffers.min(4));
+            }
         }
         let m = &self.metrics;
         m.mempool.store(self.ledger.mempool_len() as u64, Relaxed);
@@ -866,6 +910,7 @@ pub async fn run(
     let store = Store::open(&cfg.data_dir, &genesis.consortium_name, &keyring)?;
 
     let (chain, tip) = Ledger::restore_chain(&store)?;
+    let kept = Ledger::kept_blocks(&store)?;
     let safety = match store.safety_state()? {
         Some(b) => {
             decode_raw::<SafetyState<Bytes>>("safety state", &b)
@@ -892,6 +937,10 @@ pub async fn run(
     );
     let height = chain.len();
     let mut engine = Engine::restore(ccfg, scheme, safety, chain);
+    if !kept.is_empty() {
+        tracing::info!("{} kept unfinalised blocks restored", kept.len());
+    }
+    engine.restore_blocks(&mut ledger, kept);
 
     // Network.
     let mut secret = signers.node_secret;
@@ -1034,6 +1083,7 @@ pub async fn run(
                 Internal::Replies { from, messages } => {
                     let mut r = Ok(());
                     for m in messages {
+                        tracing::debug!("reply from {from}: {}", describe(&m));
                         core.ledger.set_now(now_ms());
                         let actions = core.engine.handle(&mut core.ledger, from, m);
                         r = core.process(actions, None);

@@ -43,6 +43,8 @@ pub const ALL_CFS: [&str; 10] = [
 pub const META_HEAD: &[u8] = b"head";
 /// Meta key of the consensus safety state.
 pub const META_SAFETY: &[u8] = b"safety";
+/// Prefix of consensus blocks learned but not final yet (`prefix ‖ digest`).
+pub const META_UNFINALIZED: &[u8] = b"unfinalized/";
 /// Meta key of the latest checkpoint's height.
 pub const META_LATEST_CHECKPOINT: &[u8] = b"latest-checkpoint";
 

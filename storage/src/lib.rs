@@ -524,6 +524,40 @@ impl Store {
         Ok(self.db.get_cf(self.cf(CF_META)?, META_SAFETY)?)
     }
 
+    /// Durably keeps a consensus block this node learned that is not final
+    /// yet (the bytes are the caller's encoding). A validator votes only
+    /// for blocks it kept, so a consortium restarted as a whole still has
+    /// the notarised tip it must extend.
+    pub fn put_unfinalized_block(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META)?, unfinalized_key(digest), bytes);
+        self.write_synced(batch)
+    }
+
+    /// Forgets kept unfinalised blocks (final or abandoned now).
+    pub fn remove_unfinalized_blocks(&self, digests: &[Digest]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for d in digests {
+            batch.delete_cf(self.cf(CF_META)?, unfinalized_key(d));
+        }
+        self.write_synced(batch)
+    }
+
+    /// The kept unfinalised blocks.
+    pub fn unfinalized_blocks(&self) -> Result<Vec<(Digest, Vec<u8>)>> {
+        let cf = self.cf(CF_META)?;
+        let mut out = Vec::new();
+        let mode = IteratorMode::From(META_UNFINALIZED, Direction::Forward);
+        for item in self.db.iterator_cf(cf, mode) {
+            let (k, v) = item?;
+            let Some(d) = k.strip_prefix(META_UNFINALIZED) else {
+                break;
+            };
+            out.push((digest_from("unfinalized block key", d)?, v.to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Durably records an entry accepted for co-signing but not yet
     /// committed (the bytes are the caller's record of it). The block that
     /// commits an entry with this body digest removes it in the same batch.
@@ -698,4 +732,10 @@ pub fn replay_state(store: &Store) -> Result<LedgerState> {
         state.apply_block(&entries, b.header.stamp)?;
     }
     Ok(state)
+}
+
+fn unfinalized_key(d: &Digest) -> Vec<u8> {
+    let mut k = META_UNFINALIZED.to_vec();
+    k.extend_from_slice(&d.0);
+    k
 }

@@ -441,6 +441,9 @@ impl Drop for Testnet {
     /// Processes this runner started itself (tests) are stopped with it;
     /// a CLI `testnet up` hands them over through `testnet.json` instead.
     fn drop(&mut self) {
+        if std::thread::panicking() && !self.children.iter().all(Option::is_none) {
+            self.dump_log_tails(60);
+        }
         for c in self.children.iter_mut().flatten() {
             let pid = c.id() as i32;
             // SAFETY: signals to our own children.
@@ -454,6 +457,32 @@ impl Drop for Testnet {
 }
 
 impl Testnet {
+    /// Prints the last `lines` lines of every node's log to stderr: a
+    /// failing test shows what the nodes said (their directory is deleted
+    /// with the test's).
+    /// With `GOVTUNE_KEEP_LOGS=DIR` set, the whole logs are also copied
+    /// to DIR.
+    pub fn dump_log_tails(&self, lines: usize) {
+        let keep = std::env::var_os("GOVTUNE_KEEP_LOGS").map(PathBuf::from);
+        for n in &self.nodes {
+            if let Some(k) = &keep {
+                let _ = fs::create_dir_all(k);
+                let _ = fs::copy(&n.log, k.join(format!("{}.log", n.name)));
+            }
+            let text = fs::read_to_string(&n.log).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            eprintln!(
+                "---- {} ({}), last {} lines ----",
+                n.name,
+                n.log.display(),
+                lines.min(all.len())
+            );
+            for l in &all[all.len().saturating_sub(lines)..] {
+                eprintln!("{l}");
+            }
+        }
+    }
+
     /// Forgets the child handles so dropping the runner leaves the nodes
     /// running (for the CLI's `testnet up`).
     pub fn detach(&mut self) {

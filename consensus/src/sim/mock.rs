@@ -71,15 +71,19 @@ impl CertificateScheme for MockScheme {
 
 /// A toy application: payloads are numbers; a payload of `u64::MAX` is
 /// "an incomplete event", which every validator refuses.
+/// Blocks it is told of are "kept on disk": they survive a crash and are
+/// handed back through [`crate::Engine::restore_blocks`], as a node does.
 #[derive(Debug, Clone)]
 pub struct MockApp {
     me: ValidatorIndex,
+    /// Blocks observed (the simulated disk).
+    pub kept: Vec<Proposal<u64>>,
 }
 
 impl MockApp {
     /// The application of validator `me`.
     pub fn new(me: ValidatorIndex) -> Self {
-        Self { me }
+        Self { me, kept: Vec::new() }
     }
 }
 
@@ -96,5 +100,10 @@ impl Application for MockApp {
     }
     fn verify(&mut self, proposal: &Proposal<u64>) -> bool {
         proposal.payload != u64::MAX
+    }
+    fn observe(&mut self, proposal: &Proposal<u64>) {
+        if !self.kept.contains(proposal) {
+            self.kept.push(proposal.clone());
+        }
     }
 }

@@ -490,10 +490,11 @@ where
         if now >= heal && nodes.iter().all(|n| n.heal_view.is_none()) {
             // Progress after the heal is counted from the highest view any
             // live validator had reached: a validator that was cut off jumps
-            // over views the others already went through.
+            // over views the others already went through. A validator
+            // restarting now counts with the view it persisted.
             let top = nodes
                 .iter()
-                .filter_map(|n| n.engine.as_ref().map(|e| e.view().0))
+                .map(|n| n.engine.as_ref().map_or(n.disk_safety.view.0, |e| e.view().0))
                 .max()
                 .unwrap_or(0);
             for n in nodes.iter_mut() {
@@ -537,6 +538,11 @@ where
                     node.disk_safety.clone(),
                     node.disk_chain.clone(),
                 );
+                // Kept blocks at or below the finalised tip are dropped.
+                let top = node.disk_chain.last().map(|p| p.height).unwrap_or_default();
+                node.app.kept.retain(|p| p.height > top);
+                let kept = node.app.kept.clone();
+                e.restore_blocks(&mut node.app, kept);
                 let acts = e.start(&mut node.app, now + node.clock_offset);
                 node.engine = Some(e);
                 pending.push((i, acts));
