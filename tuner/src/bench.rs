@@ -225,8 +225,13 @@ pub struct TraceLatency {
     pub decode_s: f64,
     /// Seconds for the query's projected gradients on every state.
     pub query_grad_s: f64,
-    /// Seconds per query, TracIn (cosine).
+    /// Seconds per query, TracIn (plain cosine).
     pub tracin_s: f64,
+    /// Seconds to fit the common sketch directions (once per campaign).
+    pub common_fit_s: f64,
+    /// Seconds per query, the default TracIn (routed cosine, common
+    /// directions projected out).
+    pub tracin_default_s: f64,
     /// Seconds to fit the Adam diagonal (once per campaign).
     pub adam_fit_s: f64,
     /// Seconds per query, Adam-normalised TracIn.
@@ -306,6 +311,12 @@ pub fn trace_latency(spec: &CampaignSpec, n: usize, checkpoints: usize) -> Resul
     let t2 = Instant::now();
     score(&coords, &q, &examples, &lr, Method::tracin_cosine(), None)?;
     let tracin_s = t2.elapsed().as_secs_f64();
+    let tc = Instant::now();
+    let common = Preconditioner::fit_common(&coords, &examples, crate::score::DEFAULT_COMMON_DIRECTIONS)?;
+    let common_fit_s = tc.elapsed().as_secs_f64();
+    let td = Instant::now();
+    score(&coords, &q, &examples, &lr, Method::tracin(), Some(&common))?;
+    let tracin_default_s = td.elapsed().as_secs_f64();
     let t3 = Instant::now();
     let adam = Preconditioner::fit_adam(&coords, &examples)?;
     let adam_fit_s = t3.elapsed().as_secs_f64();
@@ -325,6 +336,8 @@ pub fn trace_latency(spec: &CampaignSpec, n: usize, checkpoints: usize) -> Resul
         decode_s,
         query_grad_s,
         tracin_s,
+        common_fit_s,
+        tracin_default_s,
         adam_fit_s,
         tracin_adam_s,
         trak_fit_s,
@@ -340,7 +353,9 @@ impl TraceLatency {
              | step | seconds |\n|---|---|\n\
              | decode the sketch blob | {:.3} |\n\
              | query gradients ({} states) | {:.3} |\n\
-             | TracIn (cosine), per query | {:.3} |\n\
+             | TracIn (plain cosine), per query | {:.3} |\n\
+             | common-direction fit (once per campaign) | {:.3} |\n\
+             | TracIn default (routed, common directions out), per query | {:.3} |\n\
              | Adam diagonal fit (once per campaign) | {:.3} |\n\
              | TracIn (Adam-normalised), per query | {:.3} |\n\
              | TRAK preconditioner fit (once per campaign) | {:.3} |\n\
@@ -352,6 +367,8 @@ impl TraceLatency {
             self.states,
             self.query_grad_s,
             self.tracin_s,
+            self.common_fit_s,
+            self.tracin_default_s,
             self.adam_fit_s,
             self.tracin_adam_s,
             self.trak_fit_s,
