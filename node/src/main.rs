@@ -24,6 +24,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The main job end to end: a 4-node testnet on loopback, sources with
+    /// varied terms, a base campaign and a governed fine-tune (one node
+    /// killed and restarted midway), three traces verified as a light
+    /// client, every predicate, a revocation audit and an HTML report.
+    Demo {
+        /// The demo's folder (must not hold a testnet yet).
+        #[arg(long, default_value = "govtune-demo")]
+        dir: PathBuf,
+        /// The campaign file.
+        #[arg(long, default_value = "data/demo.toml")]
+        config: PathBuf,
+        /// The short profile of the campaign file's [demo.short] (CI).
+        #[arg(long)]
+        short: bool,
+        /// Leave the testnet running (stop it with `testnet down`).
+        #[arg(long)]
+        keep_running: bool,
+    },
     /// Consortium definition and key ceremony.
     Genesis {
         #[command(subcommand)]
@@ -535,6 +553,22 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Node { config } => run_node(config),
+        Command::Demo {
+            dir,
+            config,
+            short,
+            keep_running,
+        } => {
+            let binary = std::env::current_exe().map_err(|e| e.to_string())?;
+            node::demo::run(&node::demo::DemoOptions {
+                dir,
+                config,
+                short,
+                keep_running,
+                binary,
+            })
+            .map(|_| ())
+        }
         Command::Testnet { command } => run_testnet(command),
         Command::Campaign {
             command:

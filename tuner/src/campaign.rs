@@ -128,8 +128,9 @@ pub struct CampaignSpec {
     pub sources: Vec<SignedSource>,
     /// Held-out probe windows (`context + 1` bytes each).
     pub probe: Vec<Vec<u8>>,
-    /// A planted canary to measure exposure of.
-    pub canary: Option<Canary>,
+    /// Planted canaries to measure exposure of (a step's exposure is the
+    /// largest among the canaries its examples contain).
+    pub canaries: Vec<Canary>,
 }
 
 /// The step time source. Time is an input: tests use [`SimClock`].
@@ -300,7 +301,8 @@ pub struct Session {
     base_digest: Digest,
     sources: Vec<PreparedSource>,
     proj: Projection,
-    candidates: Vec<Vec<u8>>,
+    /// Candidate secrets, one list per canary.
+    candidates: Vec<Vec<Vec<u8>>>,
     campaign_digest: Digest,
     st: TrainState,
     committed: TrainState,
@@ -371,10 +373,10 @@ impl Session {
         let base_digest = spec.base.digest();
         let proj = Projection::new(&layout, s.sketch_seed, s.sketch_side)?;
         let candidates = spec
-            .canary
-            .as_ref()
+            .canaries
+            .iter()
             .map(|c| memo::candidates(c, s.sketch_seed))
-            .unwrap_or_default();
+            .collect();
         let adapters = Adapters::init(layout.clone(), adapter_init_seed(s.sketch_seed));
         let opt = AdamW::new(s.optim, layout.pieces.iter().map(|p| p.len()));
         let probe_refs: Vec<&[u8]> = spec.probe.iter().map(|p| p.as_slice()).collect();
@@ -793,12 +795,13 @@ impl Session {
         let (after, extraction) = memo::evaluate(&cfg, &self.base_t, &self.st.adapters, &windows)?;
         let probe_refs: Vec<&[u8]> = self.spec.probe.iter().map(|p| p.as_slice()).collect();
         let (probe_after, _) = memo::evaluate(&cfg, &self.base_t, &self.st.adapters, &probe_refs)?;
-        let canary_exposure = match &self.spec.canary {
-            Some(c) if windows.iter().any(|w| c.in_window(w)) => {
-                memo::exposure(&cfg, &self.base_t, &self.st.adapters, c, &self.candidates)?
+        let mut canary_exposure = 0.0f32;
+        for (c, cands) in self.spec.canaries.iter().zip(&self.candidates) {
+            if windows.iter().any(|w| c.in_window(w)) {
+                let x = memo::exposure(&cfg, &self.base_t, &self.st.adapters, c, cands)?;
+                canary_exposure = canary_exposure.max(x);
             }
-            _ => 0.0,
-        };
+        }
         let signals = MemorisationSignals {
             loss_drop_z: memo::loss_drop_z(&losses, &after, &self.st.probe_before, &probe_after),
             extraction: extraction.iter().copied().fold(0.0, f32::max),

@@ -214,6 +214,10 @@ impl DemoConsortium {
     }
 }
 
+fn public_domain() -> RightsBasis {
+    RightsBasis::PublicDomain
+}
+
 /// What a rights-holder declares about a text.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SourceTerms {
@@ -227,6 +231,9 @@ pub struct SourceTerms {
     pub purposes: Vec<String>,
     /// Data class.
     pub data_class: String,
+    /// On what basis the authority licenses it (default: public domain).
+    #[serde(default = "public_domain")]
+    pub rights_basis: RightsBasis,
     /// Validity start (ms).
     pub not_before: u64,
     /// Validity end (ms).
@@ -255,7 +262,7 @@ pub fn manifest_for(
         example_count: ex.len(),
         content_bytes: text.len() as u64,
         license: License::new(terms.license.clone()).map_err(|e| cfg(e.to_string()))?,
-        rights_basis: RightsBasis::PublicDomain,
+        rights_basis: terms.rights_basis,
         purposes: terms
             .purposes
             .iter()

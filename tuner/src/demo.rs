@@ -72,8 +72,9 @@ pub struct DemoConfig {
     pub probe_windows: usize,
     /// The policy (governance's, registered on the ledger).
     pub policy: PolicyArtifact,
-    /// Optional canary.
-    pub canary: Option<CanaryPlant>,
+    /// Planted canaries (each in one source).
+    #[serde(default)]
+    pub canaries: Vec<CanaryPlant>,
 }
 
 impl DemoConfig {
@@ -128,14 +129,14 @@ fn sign_all(
     entries: &[SourceEntry],
     window: usize,
     seed: u64,
-    plant: Option<&CanaryPlant>,
+    plants: &[CanaryPlant],
 ) -> Result<Vec<SignedSource>> {
     entries
         .iter()
         .enumerate()
         .map(|(i, e)| {
             let mut text = read_text(e)?;
-            if let Some(p) = plant.filter(|p| p.source == i) {
+            for p in plants.iter().filter(|p| p.source == i) {
                 let n = plant_canary(&mut text, window, &p.canary.text(), p.every, p.offset);
                 if n.is_empty() {
                     return Err(TunerError::Config("the canary does not fit the windows".into()));
@@ -179,7 +180,7 @@ pub fn build(
                 &cfg.base_sources,
                 window,
                 cfg.consortium_seed ^ 1,
-                None,
+                &[],
             )?;
             let template = Campaign {
                 version: 2,
@@ -223,7 +224,7 @@ pub fn build(
         &cfg.sources,
         window,
         cfg.consortium_seed,
-        cfg.canary.as_ref(),
+        &cfg.canaries,
     )?;
     let probe_text = std::fs::read(&cfg.probe).map_err(|e| TunerError::io(&cfg.probe, e))?;
     let probe: Vec<Vec<u8>> = probe_text
@@ -250,11 +251,26 @@ pub fn build(
         base,
         sources,
         probe,
-        canary: cfg.canary.as_ref().map(|c| c.canary.clone()),
+        canaries: cfg.canaries.iter().map(|c| c.canary.clone()).collect(),
     };
     Ok(World {
         consortium,
         spec,
         base_campaign,
     })
+}
+
+/// Greedy continuation of `prompt` (`n` bytes) by the base model plus an
+/// adapter snapshot (what a campaign publishes as its model).
+pub fn continue_text(
+    settings: &TrainSettings,
+    base: &Weights,
+    snapshot: &[u8],
+    prompt: &[u8],
+    n: usize,
+) -> Result<Vec<u8>> {
+    let layout = std::sync::Arc::new(settings.layout()?);
+    let adapters = crate::lora::Adapters::from_snapshot(layout, snapshot)?;
+    let bt = base.to_tensors(&candle_core::Device::Cpu)?;
+    crate::model::greedy(&settings.model, &bt, Some(&adapters), prompt, n)
 }

@@ -476,7 +476,7 @@ fn world(cfg: &DemoConfig, s: &EvalSettings) -> Result<EvalWorld> {
         spec.settings.lora.rank = r;
         spec.settings.lora.alpha = 2.0 * r as f32;
     }
-    spec.canary = None;
+    spec.canaries.clear();
     Ok(EvalWorld {
         spec,
         texts,

@@ -22,7 +22,7 @@ fn campaign(exposure_threshold: f32) -> (CampaignOutcome, MemorySink, Vec<u8>, D
     cfg.settings.optim.lr = 5e-3;
     cfg.settings.batch_size = 4;
     cfg.settings.lora.alpha = 16.0;
-    cfg.canary = Some(CanaryPlant {
+    cfg.canaries = vec![CanaryPlant {
         source: 0,
         canary: Canary {
             prefix: PREFIX.into(),
@@ -31,7 +31,7 @@ fn campaign(exposure_threshold: f32) -> (CampaignOutcome, MemorySink, Vec<u8>, D
         },
         every: 1,
         offset: 0,
-    });
+    }];
     let w = build(&cfg, &mut MemorySink::default(), &mut |_, _| {}).unwrap();
     let canary_source = w.spec.sources[0].manifest.source_id();
     let base = w.spec.base.clone();

@@ -39,6 +39,7 @@ pub fn terms(authority: &str, title: &str, class: &str) -> SourceTerms {
         license: "CC0-1.0".into(),
         purposes: vec!["research".into()],
         data_class: class.into(),
+        rights_basis: provenance::RightsBasis::PublicDomain,
         not_before: T0,
         not_after: T0 + 10_000_000_000,
     }
@@ -166,6 +167,6 @@ pub fn config(n: usize, bytes: usize, shallow: usize, policy: PolicyArtifact) ->
         probe: data("probe/sonnets.txt"),
         probe_windows: 8,
         policy,
-        canary: None,
+        canaries: Vec::new(),
     }
 }

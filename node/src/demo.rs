@@ -1,0 +1,829 @@
+//! `govtune demo`: the main job end to end, on loopback.
+//!
+//! 1. A 4-node testnet (two data-source authorities, governance, operator),
+//!    one process each.
+//! 2. Governance publishes the policy; each rights-holder registers its
+//!    plays at its own node (terms from `data/demo.toml`, chosen so that
+//!    every admission rule fires); one source is revoked before the
+//!    campaign; one manifest is offered to the tuner with a signature that
+//!    does not verify (it never reaches the ledger).
+//! 3. The base model is pretrained in its own campaign on the ledger; the
+//!    fine-tuning campaign names it as its base.
+//! 4. The fine-tune runs through the operator's node with a live progress
+//!    bar; halfway through, one data-source node is SIGKILLed and
+//!    restarted, and its catch-up is measured.
+//! 5. Three outputs are traced at a data-source node (a planted canary that
+//!    stayed below the memorisation threshold, a trained window, and the
+//!    fine-tuned model's own continuation of a held-out prompt) and each
+//!    answer is verified as a light client.
+//! 6. Every verifier predicate runs; one source is revoked and audited.
+//! 7. A self-contained HTML report is written (`report.rs`).
+//!
+//! Everything the demo prints about the ledger comes from the light client
+//! ([`testnet::verify::Verifier`]); `demo.json` in the folder lists what it
+//! did for scripts (CI re-checks it through the API and `govtune verify`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use provenance::{Campaign, Canonical, Digest, EffectiveRevocation, EntryBody, RefusalReason, Revocation, Timestamp};
+use serde::{Deserialize, Serialize};
+use testnet::verify::{Verdict, Verifier};
+use testnet::{Client, NodeSettings, Testnet};
+use tuner::campaign::{Progress, ProgressInfo, Stop};
+use tuner::data::SignedSource;
+use tuner::demo::DemoConfig;
+
+use crate::campaign::{
+    fine_tune_spec, node_of, prepare_sources, publish_policy, register_sources, shift_windows, signature_of,
+    signed_source, BarProgress, HttpSink, WallClock,
+};
+use crate::report::{self, ReportData};
+use crate::runtime::now_ms;
+
+/// The `[demo]` table of the campaign file.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DemoPlan {
+    /// Title of the source revoked before the campaign.
+    pub revoke_before: String,
+    /// Title of the source offered with another manifest's signature.
+    pub forged: String,
+    /// Title of the source revoked after the campaign and audited.
+    pub revoke_after: String,
+    /// Authority whose node is SIGKILLed halfway.
+    pub kill: String,
+    /// A held-out prompt whose continuation by the fine-tuned model is traced.
+    pub held_out_prompt: String,
+    /// The short profile (`--short`).
+    pub short: ShortProfile,
+}
+
+/// What `--short` changes.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ShortProfile {
+    /// Fine-tuning steps.
+    pub max_steps: u64,
+    /// Pretraining steps of the base campaign.
+    pub pretrain_steps: u64,
+}
+
+#[derive(Deserialize)]
+struct PlanFile {
+    demo: DemoPlan,
+}
+
+/// How to run the demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// The demo's folder (testnet, answers, model, report).
+    pub dir: PathBuf,
+    /// The campaign file (`data/demo.toml`).
+    pub config: PathBuf,
+    /// The short profile.
+    pub short: bool,
+    /// Leave the testnet running at the end.
+    pub keep_running: bool,
+    /// The `govtune` binary the nodes run.
+    pub binary: PathBuf,
+}
+
+/// One source of the demo, as `demo.json` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DemoSource {
+    /// Title.
+    pub title: String,
+    /// Source id.
+    pub id: Digest,
+    /// Signing authority.
+    pub authority: String,
+    /// Whether its manifest is on the ledger.
+    pub registered: bool,
+    /// What the campaign's admission decided (`admitted` or a reason).
+    pub admission: String,
+    /// Examples of it that trained.
+    pub admitted: u64,
+    /// Examples of it refused (admission or rollback).
+    pub refused: u64,
+}
+
+/// One traced output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DemoTrace {
+    /// What it is.
+    pub label: String,
+    /// Prompt.
+    pub prompt: String,
+    /// Output.
+    pub output: String,
+    /// The answer file.
+    pub answer: PathBuf,
+    /// Title of the top-ranked source.
+    pub top_source: String,
+    /// The light client's verdict.
+    pub verified: bool,
+}
+
+/// The node that was killed and how it came back.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CatchUp {
+    /// Node name.
+    pub node: String,
+    /// Attempted step at which it was killed.
+    pub killed_at_attempt: u64,
+    /// Seconds it was down.
+    pub down_s: f64,
+    /// The operator node's height when it was killed.
+    pub height_at_kill: u64,
+    /// The operator node's height when it came back.
+    pub target_height: u64,
+    /// Seconds from its process start until it reached the target height.
+    pub caught_up_s: f64,
+}
+
+/// What the demo did (`demo.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DemoSummary {
+    /// The genesis file.
+    pub genesis: PathBuf,
+    /// The testnet folder.
+    pub testnet: PathBuf,
+    /// The approved policy.
+    pub policy: Digest,
+    /// The base model's campaign.
+    pub base_campaign: Digest,
+    /// The fine-tuning campaign.
+    pub campaign: Digest,
+    /// The fine-tuned model (adapter snapshot).
+    pub model: PathBuf,
+    /// The sources.
+    pub sources: Vec<DemoSource>,
+    /// Steps committed, attempted, rolled back.
+    pub steps: (u64, u64, u64),
+    /// The node that was killed.
+    pub catch_up: CatchUp,
+    /// The traces.
+    pub traces: Vec<DemoTrace>,
+    /// Every predicate's verdict: (what, pass).
+    pub predicates: Vec<(String, bool)>,
+    /// The source revoked after the campaign.
+    pub revoked: Digest,
+    /// Events the revocation audit lists.
+    pub audit_steps: usize,
+    /// The report.
+    pub report: PathBuf,
+    /// Equal roots on every node at the end: (log size, root).
+    pub roots: Vec<(String, u64, String)>,
+    /// Seconds, start to finish.
+    pub seconds: f64,
+}
+
+/// Samples of the fine-tune for the report's plots.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    /// Seconds since the fine-tune started.
+    pub t: f64,
+    /// Committed steps.
+    pub step: u64,
+    /// Attempts.
+    pub attempts: u64,
+    /// Loss.
+    pub loss: f32,
+    /// Entries committed.
+    pub events: u64,
+    /// Rolled back so far.
+    pub rolled_back: u64,
+}
+
+/// The fine-tune's progress: the bar, the samples, and the chaos.
+struct DemoProgress {
+    bar: BarProgress,
+    samples: Vec<Sample>,
+    kill_at: u64,
+    chaos: Option<Box<dyn FnOnce(u64) + Send>>,
+}
+
+impl Progress for DemoProgress {
+    fn update(&mut self, i: &ProgressInfo) {
+        self.bar.update(i);
+        self.samples.push(Sample {
+            t: i.elapsed,
+            step: i.step,
+            attempts: i.attempts,
+            loss: i.loss,
+            events: i.events,
+            rolled_back: i.rolled_back,
+        });
+        if i.attempts >= self.kill_at {
+            if let Some(f) = self.chaos.take() {
+                f(i.attempts);
+            }
+        }
+    }
+}
+
+fn e2s(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn stage(n: u32, what: &str) {
+    println!("\n== {n}. {what}");
+}
+
+/// Runs the demo.
+pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
+    let started = Instant::now();
+    let text = std::fs::read_to_string(&opts.config).map_err(|e| format!("{}: {e}", opts.config.display()))?;
+    let plan: PlanFile = toml::from_str(&text).map_err(|e| format!("{}: [demo]: {e}", opts.config.display()))?;
+    let plan = plan.demo;
+    let mut cfg = DemoConfig::load(&opts.config).map_err(e2s)?;
+    if opts.short {
+        cfg.settings.max_steps = plan.short.max_steps;
+        cfg.pretrain.steps = plan.short.pretrain_steps;
+    }
+    let title_pos = |title: &str| -> Result<usize, String> {
+        cfg.sources
+            .iter()
+            .position(|s| s.terms.title == title)
+            .ok_or_else(|| format!("[demo] names {title:?}, which is not among the sources"))
+    };
+    let forged_pos = title_pos(&plan.forged)?;
+    let revoke_before_pos = title_pos(&plan.revoke_before)?;
+    let revoke_after_pos = title_pos(&plan.revoke_after)?;
+    std::fs::create_dir_all(&opts.dir).map_err(|e| format!("{}: {e}", opts.dir.display()))?;
+
+    stage(1, "a consortium of 4 nodes on loopback");
+    let net = opts.dir.join("net");
+    let settings = NodeSettings {
+        view_timeout_ms: Some(1500),
+        heartbeat_ms: Some(300),
+        max_block_entries: None,
+    };
+    let mut t = Testnet::create(&net, 4, &opts.binary, &settings).map_err(e2s)?;
+    t.start_all().map_err(e2s)?;
+    t.wait_all_healthy(Duration::from_secs(120)).map_err(e2s)?;
+    for n in &t.nodes {
+        println!("  {:<7} {:<16} {:<12} http://{}", n.name, n.authority, n.role, n.api);
+    }
+    let genesis = t.genesis_path();
+    let (_, keyring) = genesis::load_genesis(&genesis).map_err(e2s)?;
+    let op = node_of(&t, &cfg.operator)?;
+    let reader = t.client(op);
+    let wait = Duration::from_secs(120);
+
+    stage(2, "governance publishes the policy; rights-holders register their plays");
+    let now = now_ms();
+    shift_windows(&mut cfg, now);
+    let policy_id = publish_policy(&t, &cfg.policy)?;
+    let window = cfg.settings.model.window();
+    let base_prepared = prepare_sources(&cfg.base_sources, &[], window, cfg.consortium_seed ^ 1)?;
+    let prepared = prepare_sources(&cfg.sources, &cfg.canaries, window, cfg.consortium_seed)?;
+    let registered: Vec<_> = prepared
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != forged_pos)
+        .map(|(_, p)| p.clone())
+        .collect();
+    let mut ids = register_sources(&t, &base_prepared)?;
+    ids.extend(register_sources(&t, &registered)?);
+    ids.push(policy_id);
+    reader.wait_committed(&ids, wait).map_err(e2s)?;
+    let size = reader.health().map_err(e2s)?["log_size"].as_u64().unwrap_or(0);
+    let early_height = wait_certified(&reader, size)?;
+    println!(
+        "  policy {} (licenses {:?}, purposes {:?}) committed",
+        policy_id.short(),
+        cfg.policy.admissible_licenses,
+        cfg.policy.admissible_purposes
+    );
+    let base_sources = base_prepared
+        .into_iter()
+        .map(|p| signed_source(&reader, p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut sources: Vec<SignedSource> = Vec::new();
+    for (i, p) in prepared.iter().enumerate() {
+        let s = if i == forged_pos {
+            // Another manifest's (valid) signature: it does not verify over
+            // this one, so no node would register it and the tuner refuses it.
+            let other = prepared
+                .iter()
+                .enumerate()
+                .find(|(j, q)| *j != i && q.manifest.authority == p.manifest.authority)
+                .map(|(_, q)| q.manifest.source_id())
+                .ok_or("no other manifest of the forged source's authority")?;
+            let signature = signature_of(&reader, &other)?.ok_or("the borrowed signature is not on the ledger")?;
+            SignedSource {
+                manifest: p.manifest.clone(),
+                signature,
+                text: p.text.clone(),
+                salt: p.salt,
+            }
+        } else {
+            signed_source(&reader, p.clone())?
+        };
+        let m = &s.manifest;
+        println!(
+            "  {:<28} {:<14} {:<30} {:<13} {:<24} {}",
+            m.title,
+            m.authority.as_str(),
+            m.license.as_str(),
+            format!("{:?}", m.rights_basis),
+            m.purposes.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(","),
+            if i == forged_pos { "(not registered: forged signature)" } else { m.data_class.as_str() }
+        );
+        sources.push(s);
+    }
+    // One rights-holder withdraws a source before the campaign opens.
+    let revoked_before = sources[revoke_before_pos].manifest.source_id();
+    let effective = revoke(&t, &reader, &sources[revoke_before_pos], "consent withdrawn before the campaign")?;
+    println!(
+        "  {} revoked by {} (effective {})",
+        sources[revoke_before_pos].manifest.title,
+        sources[revoke_before_pos].manifest.authority,
+        effective.0
+    );
+    let revocations = vec![EffectiveRevocation {
+        source: revoked_before,
+        effective,
+    }];
+
+    stage(3, "the base model's own campaign (full-parameter pretraining on 4 plays)");
+    let mut sink = HttpSink::new(t.admin(op).map_err(e2s)?);
+    let operator = provenance::AuthorityId::new(cfg.operator.clone()).map_err(e2s)?;
+    let purpose = provenance::Purpose::new(cfg.purpose.clone()).map_err(e2s)?;
+    let template = Campaign {
+        version: 2,
+        operator,
+        name: format!("{}-base-{now}", cfg.name),
+        purpose,
+        policy: Digest::ZERO,
+        base_model: provenance::BaseModel {
+            campaign: None,
+            state: Digest::ZERO,
+        },
+        architecture: Digest::ZERO,
+        recipe: Digest::ZERO,
+        shape: cfg.settings.model.shape(),
+        sketch: provenance::SketchSpec { seed: 0, dim: 0 },
+        checkpoint_steps: Vec::new(),
+        created: Timestamp(now_ms()),
+    };
+    let pretrain_started = Instant::now();
+    let base = tuner::pretrain::pretrain(
+        &cfg.pretrain,
+        &keyring,
+        &cfg.policy,
+        template,
+        base_sources,
+        &mut WallClock,
+        &mut sink,
+        &mut |step, loss| {
+            if step % 10 == 0 {
+                println!("  base model: step {step} loss {loss:.3}");
+            }
+        },
+    )
+    .map_err(|e| format!("base campaign: {e}"))?;
+    println!(
+        "  base campaign {} closed: {} steps in {:.0} s, weights {}",
+        base.campaign.short(),
+        cfg.pretrain.steps,
+        pretrain_started.elapsed().as_secs_f64(),
+        base.state.short()
+    );
+    let base_path = opts.dir.join("base.safetensors");
+    base.weights.save(&base_path).map_err(e2s)?;
+    let base_bytes = std::fs::read(&base_path).map_err(|e| format!("{}: {e}", base_path.display()))?;
+
+    stage(4, "the governed fine-tune, co-signed by all four authorities");
+    let spec = fine_tune_spec(
+        &cfg,
+        &mut sink,
+        keyring,
+        &base_bytes,
+        base.weights.clone(),
+        Some(base.campaign),
+        sources.clone(),
+        revocations,
+        now_ms(),
+    )?;
+    let campaign_id = spec.campaign.digest();
+    println!(
+        "  campaign {} opens on base {} (policy {}, {} steps)",
+        campaign_id.short(),
+        base.campaign.short(),
+        policy_id.short(),
+        cfg.settings.max_steps
+    );
+    let stats = sink.stats();
+    let kill_node = node_of(&t, &plan.kill)?;
+    let kill_name = t.nodes[kill_node].name.clone();
+    let t = Arc::new(Mutex::new(t));
+    let catch_up = Arc::new(Mutex::new(CatchUp::default()));
+    let chaos = {
+        let t = t.clone();
+        let catch_up = catch_up.clone();
+        let reader = reader.clone();
+        let name = kill_name.clone();
+        move |attempt: u64| {
+            let height = |c: &Client| c.health().ok().and_then(|h| h["height"].as_u64()).unwrap_or(0);
+            let at_kill = height(&reader);
+            let killed = t.lock().map(|mut t| t.kill(kill_node)).is_ok_and(|r| r.is_ok());
+            if !killed {
+                return;
+            }
+            println!("\n  SIGKILL {name} at attempt {attempt} (height {at_kill})");
+            let killed_at = Instant::now();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(5));
+                let Ok(mut g) = t.lock() else { return };
+                let target = height(&reader);
+                let restarted = Instant::now();
+                if g.restart(kill_node).is_err() {
+                    return;
+                }
+                let client = g.client(kill_node);
+                drop(g);
+                let mut c = CatchUp {
+                    node: name.clone(),
+                    killed_at_attempt: attempt,
+                    down_s: restarted.duration_since(killed_at).as_secs_f64(),
+                    height_at_kill: at_kill,
+                    target_height: target,
+                    caught_up_s: f64::NAN,
+                };
+                while restarted.elapsed() < Duration::from_secs(120) {
+                    if height(&client) >= target {
+                        c.caught_up_s = restarted.elapsed().as_secs_f64();
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                println!(
+                    "\n  {name} restarted after {:.1} s down, while the others finalised {} (heartbeat) blocks; it replayed its store and synced to height {target} {:.2} s after its process started (its authority's co-signatures held the campaign meanwhile)",
+                    c.down_s,
+                    target.saturating_sub(at_kill),
+                    c.caught_up_s
+                );
+                if let Ok(mut g) = catch_up.lock() {
+                    *g = c;
+                }
+            });
+        }
+    };
+    let mut progress = DemoProgress {
+        bar: BarProgress::new(cfg.settings.max_steps).with_stats(stats.clone()),
+        samples: Vec::new(),
+        kill_at: (cfg.settings.max_steps / 2).max(1),
+        chaos: Some(Box::new(chaos)),
+    };
+    let out = tuner::campaign::run(spec, Box::new(WallClock), &mut sink, &mut progress).map_err(e2s);
+    progress.bar.finish();
+    let out = out?;
+    if let Stop::CoSignerRefused { kind, reason } = &out.stop {
+        return Err(format!("a co-signer refused a {kind}: {reason}"));
+    }
+    println!(
+        "  closed: {} steps committed of {} attempted, {} rolled back for memorisation; examples admitted {}, refused {}; {} entries",
+        out.steps, out.attempts, out.rolled_back, out.admitted, out.refused, out.entries
+    );
+    // The node must be back before the rest reads from every node.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while catch_up.lock().map(|c| c.node.is_empty()).unwrap_or(true) {
+        if Instant::now() > deadline {
+            return Err(format!("{kill_name} did not come back"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let catch_up = catch_up.lock().map(|c| c.clone()).map_err(e2s)?;
+    let mut t = match Arc::try_unwrap(t) {
+        Ok(m) => m.into_inner().map_err(e2s)?,
+        Err(_) => return Err("the restart thread still holds the testnet".into()),
+    };
+    let snapshot = out.snapshots.last().ok_or("the campaign kept no model snapshot")?;
+    let model_bytes = reader
+        .get_bytes(&format!("/v1/blobs/{}", snapshot.blob.to_hex()))
+        .map_err(e2s)?;
+    let model_path = opts.dir.join("model.safetensors");
+    std::fs::write(&model_path, &model_bytes).map_err(|e| format!("{}: {e}", model_path.display()))?;
+    let size = reader.health().map_err(e2s)?["log_size"].as_u64().unwrap_or(0);
+    t.wait_converged(size, Duration::from_secs(120)).map_err(e2s)?;
+    wait_certified(&reader, size)?;
+    let roots: Vec<(String, u64, String)> = t
+        .nodes
+        .iter()
+        .zip(t.status())
+        .map(|(n, s)| {
+            let (_, size, root) = s.unwrap_or_default();
+            (n.name.clone(), size, root)
+        })
+        .collect();
+    for (name, size, root) in &roots {
+        println!("  {name:<7} log size {size:>5} root {root}");
+    }
+
+    stage(5, "three outputs traced at a data-source node, each verified as a light client");
+    let ds = t.by_role("data-source").map_err(e2s)?;
+    let tracer = t.client(ds);
+    let traces_dir = opts.dir.join("traces");
+    std::fs::create_dir_all(&traces_dir).map_err(e2s)?;
+    let mut queries: Vec<(String, String, String)> = Vec::new();
+    let below = cfg
+        .canaries
+        .iter()
+        .find(|c| c.every > 4)
+        .or(cfg.canaries.last())
+        .ok_or("the campaign file plants no canary")?;
+    queries.push((
+        format!("canary below the threshold (in {})", cfg.sources[below.source].terms.title),
+        below.canary.prefix.clone(),
+        below.canary.secret.clone(),
+    ));
+    let vc = Verifier::new(&genesis, tracer.clone())
+        .map_err(e2s)?
+        .campaign(&campaign_id)
+        .map_err(e2s)?;
+    let trained = vc
+        .chain
+        .iter()
+        .find_map(|b| match b {
+            EntryBody::Composite(e) => e.records.iter().find(|r| r.source != sources[below.source].manifest.source_id()).map(|r| (r.source, r.index)),
+            EntryBody::Step(e) => e.examples.first().map(|r| (r.source, r.index)),
+            _ => None,
+        })
+        .ok_or("the campaign committed no example")?;
+    let ts = sources
+        .iter()
+        .find(|s| s.manifest.source_id() == trained.0)
+        .ok_or("a trained example of an unknown source")?;
+    let w = ts.text[trained.1 as usize * window..(trained.1 as usize + 1) * window].to_vec();
+    queries.push((
+        format!("a trained window (example {} of {})", trained.1, ts.manifest.title),
+        String::from_utf8_lossy(&w[..window / 2]).into_owned(),
+        String::from_utf8_lossy(&w[window / 2..]).into_owned(),
+    ));
+    let generated = tuner::demo::continue_text(
+        &cfg.settings,
+        &base.weights,
+        &model_bytes,
+        plan.held_out_prompt.as_bytes(),
+        32,
+    )
+    .map_err(e2s)?;
+    queries.push((
+        "the fine-tuned model's continuation of a held-out prompt".into(),
+        plan.held_out_prompt.clone(),
+        String::from_utf8_lossy(&generated).into_owned(),
+    ));
+    let mut traces = Vec::new();
+    let mut answers = Vec::new();
+    for (k, (label, prompt, output)) in queries.into_iter().enumerate() {
+        let a = crate::tools::ask_trace(&tracer, &campaign_id, &prompt, &output, None)?;
+        let file = traces_dir.join(format!("trace-{}.json", k + 1));
+        std::fs::write(&file, serde_json::to_string_pretty(&a).map_err(e2s)?).map_err(e2s)?;
+        let mut v = Verifier::new(&genesis, tracer.clone()).map_err(e2s)?;
+        let verdict = v.trace(&a, k == 0).map_err(e2s)?;
+        let top = a.sources.first().map(|s| s.title.clone()).unwrap_or_default();
+        println!("\n  [{}] {label}: {:?} → {:?}", k + 1, prompt, output);
+        for s in a.sources.iter().take(3) {
+            println!(
+                "      {}. {:<28} signed by {:<14} salient {:.4}",
+                s.rank, s.title, s.authority, s.salient
+            );
+        }
+        println!(
+            "      {} events cited, {} examples scored in {:.1} s; light client: {}{}",
+            a.events.len(),
+            a.examples_scored,
+            a.seconds,
+            if verdict.pass { "PASS" } else { "FAIL" },
+            if k == 0 { " (scores recomputed bit for bit)" } else { "" }
+        );
+        traces.push(DemoTrace {
+            label,
+            prompt,
+            output,
+            answer: file,
+            top_source: top,
+            verified: verdict.pass,
+        });
+        answers.push(a);
+    }
+
+    stage(6, "every verifier predicate, as a light client holding only the genesis file");
+    let mut verdicts: Vec<(String, Verdict)> = Vec::new();
+    let fresh = || Verifier::new(&genesis, tracer.clone()).map_err(e2s);
+    let v = fresh()?;
+    let cp = v.light().latest_checkpoint(v.node()).map_err(e2s)?;
+    let first = v.light().checkpoint_at(v.node(), early_height).map_err(e2s)?;
+    let extends = v.light().verify_extends(v.node(), &first, &cp).is_ok();
+    let mut predicates = vec![
+        (format!("checkpoint at height {} signed by the consortium", cp.checkpoint.height), true),
+        (
+            format!(
+                "consistency: the log of size {} extends the one of size {}",
+                cp.checkpoint.size, first.checkpoint.size
+            ),
+            extends,
+        ),
+    ];
+    verdicts.push((
+        "regulator: the fine-tune ran under the approved policy".into(),
+        fresh()?.policy(&campaign_id, &policy_id).map_err(e2s)?,
+    ));
+    verdicts.push((
+        "regulator: the base campaign ran under it too".into(),
+        fresh()?.policy(&base.campaign, &policy_id).map_err(e2s)?,
+    ));
+    verdicts.push((
+        "operator: model.safetensors is the base plus the recorded deltas".into(),
+        fresh()?.model(&campaign_id, &model_bytes).map_err(e2s)?,
+    ));
+    for s in &sources {
+        let id = s.manifest.source_id();
+        if s.manifest.title == plan.forged {
+            continue;
+        }
+        verdicts.push((
+            format!("rights-holder: {} used only within its terms", s.manifest.title),
+            fresh()?.source(&id, false).map_err(e2s)?,
+        ));
+    }
+    for (what, verdict) in &verdicts {
+        let detail = verdict.render();
+        let detail = detail.lines().next().unwrap_or("");
+        let detail = detail.split_once(": ").map(|x| x.1).unwrap_or(detail);
+        predicates.push((format!("{what} ({detail})"), verdict.pass));
+    }
+    for tr in &traces {
+        predicates.push((format!("trace: {}", tr.label), tr.verified));
+    }
+    for (what, pass) in &predicates {
+        println!("  {} {what}", if *pass { "PASS" } else { "FAIL" });
+    }
+
+    stage(7, "a rights-holder revokes a source; the revocation audit");
+    let revoked = sources[revoke_after_pos].manifest.source_id();
+    revoke(&t, &reader, &sources[revoke_after_pos], "licence ended after the campaign")?;
+    let size = reader.health().map_err(e2s)?["log_size"].as_u64().unwrap_or(0);
+    wait_certified(&reader, size)?;
+    let mut v = Verifier::new(&genesis, tracer.clone()).map_err(e2s)?;
+    let audit = v.revocation_audit(&revoked).map_err(e2s)?;
+    print!("{}", indent(&audit.render()));
+    std::fs::write(
+        opts.dir.join("revocation-audit.json"),
+        serde_json::to_string_pretty(&audit).map_err(e2s)?,
+    )
+    .map_err(e2s)?;
+
+    stage(8, "the report");
+    let mut counts: BTreeMap<(String, RefusalReason), u64> = BTreeMap::new();
+    let title_of = |d: &Digest| -> String {
+        sources
+            .iter()
+            .find(|s| &s.manifest.source_id() == d)
+            .map(|s| s.manifest.title.clone())
+            .unwrap_or_else(|| d.short())
+    };
+    for b in &vc.chain {
+        match b {
+            EntryBody::Refusal(r) => {
+                for e in &r.examples {
+                    *counts.entry((title_of(&e.source), r.reason)).or_default() += 1;
+                }
+            }
+            EntryBody::RefusalAggregate(a) => {
+                for c in &a.counts {
+                    *counts.entry((title_of(&c.source), c.reason)).or_default() += c.count;
+                }
+            }
+            _ => {}
+        }
+    }
+    let demo_sources: Vec<DemoSource> = sources
+        .iter()
+        .map(|s| {
+            let id = s.manifest.source_id();
+            let reasons: Vec<String> = counts
+                .iter()
+                .filter(|((title, r), _)| title == &s.manifest.title && *r != RefusalReason::Memorisation)
+                .map(|((_, r), _)| r.to_string())
+                .collect();
+            let (admitted, refused) = out
+                .close
+                .iter()
+                .flat_map(|c| c.per_source.iter())
+                .find(|p| p.source == id)
+                .map(|p| (p.admitted, p.refused))
+                .unwrap_or((0, 0));
+            DemoSource {
+                title: s.manifest.title.clone(),
+                id,
+                authority: s.manifest.authority.to_string(),
+                registered: s.manifest.title != plan.forged,
+                admission: if reasons.is_empty() { "admitted".into() } else { reasons.join(", ") },
+                admitted,
+                refused,
+            }
+        })
+        .collect();
+    let report_path = opts.dir.join("report.html");
+    let data = ReportData {
+        campaign: campaign_id,
+        base_campaign: base.campaign,
+        policy: policy_id,
+        policy_authority: cfg.policy.authority.to_string(),
+        operator: cfg.operator.clone(),
+        nodes: roots.clone(),
+        sources: demo_sources.clone(),
+        refusals: counts.iter().map(|((t, r), n)| (t.clone(), r.to_string(), *n)).collect(),
+        samples: progress.samples.clone(),
+        latencies: stats.lock().map(|s| s.latencies.clone()).unwrap_or_default(),
+        traces: traces.iter().zip(&answers).map(|(t, a)| (t.label.clone(), a.clone())).collect(),
+        predicates: predicates.clone(),
+        catch_up: catch_up.clone(),
+        audit: audit.render(),
+        steps: (out.steps, out.attempts, out.rolled_back),
+    };
+    std::fs::write(&report_path, report::render(&data)).map_err(|e| format!("{}: {e}", report_path.display()))?;
+    let summary = DemoSummary {
+        genesis,
+        testnet: net,
+        policy: policy_id,
+        base_campaign: base.campaign,
+        campaign: campaign_id,
+        model: model_path,
+        sources: demo_sources,
+        steps: (out.steps, out.attempts, out.rolled_back),
+        catch_up,
+        traces,
+        predicates,
+        revoked,
+        audit_steps: audit.steps.len(),
+        report: report_path.clone(),
+        roots,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    std::fs::write(
+        opts.dir.join("demo.json"),
+        serde_json::to_string_pretty(&summary).map_err(e2s)?,
+    )
+    .map_err(e2s)?;
+    println!("  {}", report_path.display());
+    if opts.keep_running {
+        t.detach();
+        println!(
+            "\nthe testnet keeps running: `govtune testnet status|down --dir {}`",
+            summary.testnet.display()
+        );
+    } else {
+        t.down().map_err(e2s)?;
+    }
+    println!("done in {:.0} s", summary.seconds);
+    Ok(summary)
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// Revokes `s` through its rights-holder's node; returns when the
+/// revocation took effect (its block's stamp).
+fn revoke(t: &Testnet, reader: &Client, s: &SignedSource, reason: &str) -> Result<Timestamp, String> {
+    let id = s.manifest.source_id();
+    let node = node_of(t, s.manifest.authority.as_str())?;
+    let r = Revocation {
+        version: 1,
+        authority: s.manifest.authority.clone(),
+        source: id,
+        reason: reason.into(),
+        requested: Timestamp(now_ms()),
+    };
+    let a = t.admin(node).map_err(e2s)?.post("/v1/revocations", &r).map_err(e2s)?;
+    let d = testnet::client::digest_field(&a.body, "digest").map_err(e2s)?;
+    reader.wait_committed(&[d], Duration::from_secs(120)).map_err(e2s)?;
+    let v = reader.get(&format!("/v1/sources/{}", id.to_hex())).map_err(e2s)?.body;
+    let ms = v["revoked"]
+        .as_u64()
+        .or_else(|| v["revoked"][0].as_u64())
+        .ok_or_else(|| format!("source {} does not show its revocation: {}", id.short(), v["revoked"]))?;
+    Ok(Timestamp(ms))
+}
+
+/// Waits until the latest checkpoint covers `size` entries; returns its
+/// height.
+fn wait_certified(node: &Client, size: u64) -> Result<u64, String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let cp = node.get("/v1/checkpoint").map_err(e2s)?.body;
+        if cp["size"].as_u64() >= Some(size) {
+            return cp["height"].as_u64().ok_or_else(|| "a checkpoint without its height".to_string());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no checkpoint covers {size} entries after 60 s"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
