@@ -396,7 +396,17 @@ pub fn run_on_testnet(
     let base_bytes = std::fs::read(&base_path).map_err(|e| format!("{}: {e}", base_path.display()))?;
     let base = Weights::from_safetensors(cfg.settings.model, &base_bytes).map_err(|e| e.to_string())?;
     let mut sink = HttpSink::new(t.admin(op).map_err(|e| e.to_string())?);
-    let spec = fine_tune_spec(&cfg, &mut sink, keyring, &base_bytes, base, None, sources, Vec::new(), now)?;
+    let spec = fine_tune_spec(
+        &cfg,
+        &mut sink,
+        keyring,
+        &base_bytes,
+        base,
+        None,
+        sources,
+        Vec::new(),
+        now,
+    )?;
     println!("campaign {} opens", spec.campaign.digest().short());
     tuner::campaign::run(spec, Box::new(WallClock), &mut sink, progress).map_err(|e| e.to_string())
 }

@@ -28,7 +28,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use provenance::{Campaign, Canonical, Digest, EffectiveRevocation, EntryBody, RefusalReason, Revocation, Timestamp};
+use provenance::{
+    Campaign, Canonical, Digest, EffectiveRevocation, EntryBody, RefusalReason, Revocation, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 use testnet::verify::{Verdict, Verifier};
 use testnet::{Client, NodeSettings, Testnet};
@@ -177,6 +179,32 @@ pub struct DemoSummary {
     pub roots: Vec<(String, u64, String)>,
     /// Seconds, start to finish.
     pub seconds: f64,
+    /// Timings measured while it ran.
+    pub figures: Figures,
+}
+
+/// Timings of one demo run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Figures {
+    /// Base campaign: seconds per pretraining step (through the ledger).
+    pub pretrain_s_per_step: f64,
+    /// Fine-tune: attempted steps per second (through the ledger).
+    pub fine_tune_attempts_per_s: f64,
+    /// Submit-to-commit latency of the campaign's entries: median, p99 (s).
+    pub finality_p50_s: f64,
+    /// See `finality_p50_s`.
+    pub finality_p99_s: f64,
+    /// Seconds per trace (the node's own figure), per query.
+    pub trace_s: Vec<f64>,
+}
+
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
 /// Samples of the fine-tune for the report's plots.
@@ -234,8 +262,10 @@ fn stage(n: u32, what: &str) {
 /// Runs the demo.
 pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
     let started = Instant::now();
-    let text = std::fs::read_to_string(&opts.config).map_err(|e| format!("{}: {e}", opts.config.display()))?;
-    let plan: PlanFile = toml::from_str(&text).map_err(|e| format!("{}: [demo]: {e}", opts.config.display()))?;
+    let text =
+        std::fs::read_to_string(&opts.config).map_err(|e| format!("{}: {e}", opts.config.display()))?;
+    let plan: PlanFile =
+        toml::from_str(&text).map_err(|e| format!("{}: [demo]: {e}", opts.config.display()))?;
     let plan = plan.demo;
     let mut cfg = DemoConfig::load(&opts.config).map_err(e2s)?;
     if opts.short {
@@ -264,7 +294,10 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
     t.start_all().map_err(e2s)?;
     t.wait_all_healthy(Duration::from_secs(120)).map_err(e2s)?;
     for n in &t.nodes {
-        println!("  {:<7} {:<16} {:<12} http://{}", n.name, n.authority, n.role, n.api);
+        println!(
+            "  {:<7} {:<16} {:<12} http://{}",
+            n.name, n.authority, n.role, n.api
+        );
     }
     let genesis = t.genesis_path();
     let (_, keyring) = genesis::load_genesis(&genesis).map_err(e2s)?;
@@ -272,7 +305,10 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
     let reader = t.client(op);
     let wait = Duration::from_secs(120);
 
-    stage(2, "governance publishes the policy; rights-holders register their plays");
+    stage(
+        2,
+        "governance publishes the policy; rights-holders register their plays",
+    );
     let now = now_ms();
     shift_windows(&mut cfg, now);
     let policy_id = publish_policy(&t, &cfg.policy)?;
@@ -312,7 +348,8 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
                 .find(|(j, q)| *j != i && q.manifest.authority == p.manifest.authority)
                 .map(|(_, q)| q.manifest.source_id())
                 .ok_or("no other manifest of the forged source's authority")?;
-            let signature = signature_of(&reader, &other)?.ok_or("the borrowed signature is not on the ledger")?;
+            let signature =
+                signature_of(&reader, &other)?.ok_or("the borrowed signature is not on the ledger")?;
             SignedSource {
                 manifest: p.manifest.clone(),
                 signature,
@@ -329,26 +366,40 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
             m.authority.as_str(),
             m.license.as_str(),
             format!("{:?}", m.rights_basis),
-            m.purposes.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(","),
-            if i == forged_pos { "(not registered: forged signature)" } else { m.data_class.as_str() }
+            m.purposes
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            if i == forged_pos {
+                "(not registered: forged signature)"
+            } else {
+                m.data_class.as_str()
+            }
         );
         sources.push(s);
     }
     // One rights-holder withdraws a source before the campaign opens.
     let revoked_before = sources[revoke_before_pos].manifest.source_id();
-    let effective = revoke(&t, &reader, &sources[revoke_before_pos], "consent withdrawn before the campaign")?;
+    let effective = revoke(
+        &t,
+        &reader,
+        &sources[revoke_before_pos],
+        "consent withdrawn before the campaign",
+    )?;
     println!(
         "  {} revoked by {} (effective {})",
-        sources[revoke_before_pos].manifest.title,
-        sources[revoke_before_pos].manifest.authority,
-        effective.0
+        sources[revoke_before_pos].manifest.title, sources[revoke_before_pos].manifest.authority, effective.0
     );
     let revocations = vec![EffectiveRevocation {
         source: revoked_before,
         effective,
     }];
 
-    stage(3, "the base model's own campaign (full-parameter pretraining on 4 plays)");
+    stage(
+        3,
+        "the base model's own campaign (full-parameter pretraining on 4 plays)",
+    );
     let mut sink = HttpSink::new(t.admin(op).map_err(e2s)?);
     let operator = provenance::AuthorityId::new(cfg.operator.clone()).map_err(e2s)?;
     let purpose = provenance::Purpose::new(cfg.purpose.clone()).map_err(e2s)?;
@@ -392,6 +443,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         pretrain_started.elapsed().as_secs_f64(),
         base.state.short()
     );
+    let pretrain_s = pretrain_started.elapsed().as_secs_f64();
     let base_path = opts.dir.join("base.safetensors");
     base.weights.save(&base_path).map_err(e2s)?;
     let base_bytes = std::fs::read(&base_path).map_err(|e| format!("{}: {e}", base_path.display()))?;
@@ -478,7 +530,9 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         kill_at: (cfg.settings.max_steps / 2).max(1),
         chaos: Some(Box::new(chaos)),
     };
+    let fine_tune_started = Instant::now();
     let out = tuner::campaign::run(spec, Box::new(WallClock), &mut sink, &mut progress).map_err(e2s);
+    let fine_tune_s = fine_tune_started.elapsed().as_secs_f64();
     progress.bar.finish();
     let out = out?;
     if let Stop::CoSignerRefused { kind, reason } = &out.stop {
@@ -501,7 +555,10 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         Ok(m) => m.into_inner().map_err(e2s)?,
         Err(_) => return Err("the restart thread still holds the testnet".into()),
     };
-    let snapshot = out.snapshots.last().ok_or("the campaign kept no model snapshot")?;
+    let snapshot = out
+        .snapshots
+        .last()
+        .ok_or("the campaign kept no model snapshot")?;
     let model_bytes = reader
         .get_bytes(&format!("/v1/blobs/{}", snapshot.blob.to_hex()))
         .map_err(e2s)?;
@@ -523,7 +580,10 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         println!("  {name:<7} log size {size:>5} root {root}");
     }
 
-    stage(5, "three outputs traced at a data-source node, each verified as a light client");
+    stage(
+        5,
+        "three outputs traced at a data-source node, each verified as a light client",
+    );
     let ds = t.by_role("data-source").map_err(e2s)?;
     let tracer = t.client(ds);
     let traces_dir = opts.dir.join("traces");
@@ -536,7 +596,10 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         .or(cfg.canaries.last())
         .ok_or("the campaign file plants no canary")?;
     queries.push((
-        format!("canary below the threshold (in {})", cfg.sources[below.source].terms.title),
+        format!(
+            "canary below the threshold (in {})",
+            cfg.sources[below.source].terms.title
+        ),
         below.canary.prefix.clone(),
         below.canary.secret.clone(),
     ));
@@ -548,7 +611,11 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         .chain
         .iter()
         .find_map(|b| match b {
-            EntryBody::Composite(e) => e.records.iter().find(|r| r.source != sources[below.source].manifest.source_id()).map(|r| (r.source, r.index)),
+            EntryBody::Composite(e) => e
+                .records
+                .iter()
+                .find(|r| r.source != sources[below.source].manifest.source_id())
+                .map(|r| (r.source, r.index)),
             EntryBody::Step(e) => e.examples.first().map(|r| (r.source, r.index)),
             _ => None,
         })
@@ -559,7 +626,10 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         .ok_or("a trained example of an unknown source")?;
     let w = ts.text[trained.1 as usize * window..(trained.1 as usize + 1) * window].to_vec();
     queries.push((
-        format!("a trained window (example {} of {})", trained.1, ts.manifest.title),
+        format!(
+            "a trained window (example {} of {})",
+            trained.1, ts.manifest.title
+        ),
         String::from_utf8_lossy(&w[..window / 2]).into_owned(),
         String::from_utf8_lossy(&w[window / 2..]).into_owned(),
     ));
@@ -588,7 +658,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         println!("\n  [{}] {label}: {:?} → {:?}", k + 1, prompt, output);
         for s in a.sources.iter().take(3) {
             println!(
-                "      {}. {:<28} signed by {:<14} salient {:.4}",
+                "      {}. {:<28} signed by {:<14} salient {:.2e}",
                 s.rank, s.title, s.authority, s.salient
             );
         }
@@ -598,7 +668,11 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
             a.examples_scored,
             a.seconds,
             if verdict.pass { "PASS" } else { "FAIL" },
-            if k == 0 { " (scores recomputed bit for bit)" } else { "" }
+            if k == 0 {
+                " (scores recomputed bit for bit)"
+            } else {
+                ""
+            }
         );
         traces.push(DemoTrace {
             label,
@@ -611,7 +685,10 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         answers.push(a);
     }
 
-    stage(6, "every verifier predicate, as a light client holding only the genesis file");
+    stage(
+        6,
+        "every verifier predicate, as a light client holding only the genesis file",
+    );
     let mut verdicts: Vec<(String, Verdict)> = Vec::new();
     let fresh = || Verifier::new(&genesis, tracer.clone()).map_err(e2s);
     let v = fresh()?;
@@ -619,7 +696,13 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
     let first = v.light().checkpoint_at(v.node(), early_height).map_err(e2s)?;
     let extends = v.light().verify_extends(v.node(), &first, &cp).is_ok();
     let mut predicates = vec![
-        (format!("checkpoint at height {} signed by the consortium", cp.checkpoint.height), true),
+        (
+            format!(
+                "checkpoint at height {} signed by the consortium",
+                cp.checkpoint.height
+            ),
+            true,
+        ),
         (
             format!(
                 "consistency: the log of size {} extends the one of size {}",
@@ -665,7 +748,12 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
 
     stage(7, "a rights-holder revokes a source; the revocation audit");
     let revoked = sources[revoke_after_pos].manifest.source_id();
-    revoke(&t, &reader, &sources[revoke_after_pos], "licence ended after the campaign")?;
+    revoke(
+        &t,
+        &reader,
+        &sources[revoke_after_pos],
+        "licence ended after the campaign",
+    )?;
     let size = reader.health().map_err(e2s)?["log_size"].as_u64().unwrap_or(0);
     wait_certified(&reader, size)?;
     let mut v = Verifier::new(&genesis, tracer.clone()).map_err(e2s)?;
@@ -722,7 +810,11 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
                 id,
                 authority: s.manifest.authority.to_string(),
                 registered: s.manifest.title != plan.forged,
-                admission: if reasons.is_empty() { "admitted".into() } else { reasons.join(", ") },
+                admission: if reasons.is_empty() {
+                    "admitted".into()
+                } else {
+                    reasons.join(", ")
+                },
                 admitted,
                 refused,
             }
@@ -737,16 +829,24 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         operator: cfg.operator.clone(),
         nodes: roots.clone(),
         sources: demo_sources.clone(),
-        refusals: counts.iter().map(|((t, r), n)| (t.clone(), r.to_string(), *n)).collect(),
+        refusals: counts
+            .iter()
+            .map(|((t, r), n)| (t.clone(), r.to_string(), *n))
+            .collect(),
         samples: progress.samples.clone(),
         latencies: stats.lock().map(|s| s.latencies.clone()).unwrap_or_default(),
-        traces: traces.iter().zip(&answers).map(|(t, a)| (t.label.clone(), a.clone())).collect(),
+        traces: traces
+            .iter()
+            .zip(&answers)
+            .map(|(t, a)| (t.label.clone(), a.clone()))
+            .collect(),
         predicates: predicates.clone(),
         catch_up: catch_up.clone(),
         audit: audit.render(),
         steps: (out.steps, out.attempts, out.rolled_back),
     };
-    std::fs::write(&report_path, report::render(&data)).map_err(|e| format!("{}: {e}", report_path.display()))?;
+    std::fs::write(&report_path, report::render(&data))
+        .map_err(|e| format!("{}: {e}", report_path.display()))?;
     let summary = DemoSummary {
         genesis,
         testnet: net,
@@ -764,6 +864,19 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         report: report_path.clone(),
         roots,
         seconds: started.elapsed().as_secs_f64(),
+        figures: {
+            let lat: Vec<f64> = stats
+                .lock()
+                .map(|s| s.latencies.iter().map(|x| x.1).collect())
+                .unwrap_or_default();
+            Figures {
+                pretrain_s_per_step: pretrain_s / cfg.pretrain.steps.max(1) as f64,
+                fine_tune_attempts_per_s: out.attempts as f64 / fine_tune_s.max(1e-9),
+                finality_p50_s: quantile(&lat, 0.5),
+                finality_p99_s: quantile(&lat, 0.99),
+                trace_s: answers.iter().map(|a| a.seconds).collect(),
+            }
+        },
     };
     std::fs::write(
         opts.dir.join("demo.json"),
@@ -780,6 +893,17 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
     } else {
         t.down().map_err(e2s)?;
     }
+    let f = &summary.figures;
+    println!(
+        "figures: base campaign {:.2} s/step; fine-tune {:.2} attempted steps/s; finality p50 {:.2} s, p99 {:.2} s; traces {:?} s; {} caught up in {:.2} s",
+        f.pretrain_s_per_step,
+        f.fine_tune_attempts_per_s,
+        f.finality_p50_s,
+        f.finality_p99_s,
+        f.trace_s.iter().map(|x| (x * 10.0).round() / 10.0).collect::<Vec<_>>(),
+        summary.catch_up.node,
+        summary.catch_up.caught_up_s
+    );
     println!("done in {:.0} s", summary.seconds);
     Ok(summary)
 }
@@ -800,14 +924,29 @@ fn revoke(t: &Testnet, reader: &Client, s: &SignedSource, reason: &str) -> Resul
         reason: reason.into(),
         requested: Timestamp(now_ms()),
     };
-    let a = t.admin(node).map_err(e2s)?.post("/v1/revocations", &r).map_err(e2s)?;
+    let a = t
+        .admin(node)
+        .map_err(e2s)?
+        .post("/v1/revocations", &r)
+        .map_err(e2s)?;
     let d = testnet::client::digest_field(&a.body, "digest").map_err(e2s)?;
-    reader.wait_committed(&[d], Duration::from_secs(120)).map_err(e2s)?;
-    let v = reader.get(&format!("/v1/sources/{}", id.to_hex())).map_err(e2s)?.body;
+    reader
+        .wait_committed(&[d], Duration::from_secs(120))
+        .map_err(e2s)?;
+    let v = reader
+        .get(&format!("/v1/sources/{}", id.to_hex()))
+        .map_err(e2s)?
+        .body;
     let ms = v["revoked"]
         .as_u64()
         .or_else(|| v["revoked"][0].as_u64())
-        .ok_or_else(|| format!("source {} does not show its revocation: {}", id.short(), v["revoked"]))?;
+        .ok_or_else(|| {
+            format!(
+                "source {} does not show its revocation: {}",
+                id.short(),
+                v["revoked"]
+            )
+        })?;
     Ok(Timestamp(ms))
 }
 
@@ -818,7 +957,9 @@ fn wait_certified(node: &Client, size: u64) -> Result<u64, String> {
     loop {
         let cp = node.get("/v1/checkpoint").map_err(e2s)?.body;
         if cp["size"].as_u64() >= Some(size) {
-            return cp["height"].as_u64().ok_or_else(|| "a checkpoint without its height".to_string());
+            return cp["height"]
+                .as_u64()
+                .ok_or_else(|| "a checkpoint without its height".to_string());
         }
         if Instant::now() > deadline {
             return Err(format!("no checkpoint covers {size} entries after 60 s"));
@@ -826,4 +967,3 @@ fn wait_certified(node: &Client, size: u64) -> Result<u64, String> {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
-

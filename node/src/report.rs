@@ -72,10 +72,17 @@ fn short(s: &str, n: usize) -> String {
     }
 }
 
-/// A line plot of `series` (each (label, colour, points)) as inline SVG.
-fn plot(title: &str, xlabel: &str, ylabel: &str, series: &[(&str, &str, Vec<(f64, f64)>)], dots: bool) -> String {
+/// One plotted series: label, colour, points.
+type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
+/// A line plot of `series` (each (label, colour, points)) as inline SVG;
+/// a colour written `.#rrggbb` draws that series as dots.
+fn plot(title: &str, xlabel: &str, ylabel: &str, series: &[Series<'_>], dots: bool) -> String {
     let (w, h, l, r, t, b) = (560.0, 260.0, 56.0, 16.0, 28.0, 40.0);
-    let pts = series.iter().flat_map(|s| s.2.iter()).filter(|p| p.0.is_finite() && p.1.is_finite());
+    let pts = series
+        .iter()
+        .flat_map(|s| s.2.iter())
+        .filter(|p| p.0.is_finite() && p.1.is_finite());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in pts {
         x0 = x0.min(x);
@@ -132,6 +139,10 @@ fn plot(title: &str, xlabel: &str, ylabel: &str, series: &[(&str, &str, Vec<(f64
             .filter(|p| p.0.is_finite() && p.1.is_finite())
             .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
             .collect();
+        let (colour, dots) = match colour.strip_prefix('.') {
+            Some(c) => (c, true),
+            None => (*colour, dots),
+        };
         if dots {
             for p in &path {
                 let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
@@ -188,7 +199,16 @@ fn lineage(label: &str, a: &TraceAnswer, policy_authority: &str, operator: &str)
     let mut s = format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img"><rect width="{w}" height="{h}" fill="#fff"/>"##
     );
-    for (k, head) in ["output", "sources (ranked)", "events (by score)", "policy", "authorities"].iter().enumerate() {
+    for (k, head) in [
+        "output",
+        "sources (ranked)",
+        "events (by score)",
+        "policy",
+        "authorities",
+    ]
+    .iter()
+    .enumerate()
+    {
         let _ = write!(
             s,
             r##"<text x="{}" y="22" font-size="12" font-weight="bold" fill="#444">{head}</text>"##,
@@ -218,10 +238,22 @@ fn lineage(label: &str, a: &TraceAnswer, policy_authority: &str, operator: &str)
         );
     };
     let oy = y_of(0, 1);
-    node(cols[0], oy, "#ffe9b3", &format!("\u{201c}{}\u{201d}", a.output), label);
+    node(
+        cols[0],
+        oy,
+        "#ffe9b3",
+        &format!("\u{201c}{}\u{201d}", a.output),
+        label,
+    );
     let pol_y = y_of(0, 1);
     let policy_label = a.policies.first().map(|p| p.digest.short()).unwrap_or_default();
-    node(cols[3], pol_y, "#e4d7f5", &format!("policy {policy_label}"), &format!("signed by {policy_authority}"));
+    node(
+        cols[3],
+        pol_y,
+        "#e4d7f5",
+        &format!("policy {policy_label}"),
+        &format!("signed by {policy_authority}"),
+    );
     let auth_y = |name: &str| {
         let i = authorities.iter().position(|x| x == name).unwrap_or(0);
         y_of(i, authorities.len())
@@ -244,9 +276,16 @@ fn lineage(label: &str, a: &TraceAnswer, policy_authority: &str, operator: &str)
             y,
             "#d6e6fb",
             &format!("{}. {}", src.rank, src.title),
-            &format!("salient {:.3} · {}", src.salient, src.source.short()),
+            &format!("salient {:.2e} · {}", src.salient, src.source.short()),
         );
-        edge(&mut edges, cols[0] + bw, oy + bh / 2.0, cols[1], y + bh / 2.0, 1.0 + 5.0 * (src.salient.abs() / max_salient));
+        edge(
+            &mut edges,
+            cols[0] + bw,
+            oy + bh / 2.0,
+            cols[1],
+            y + bh / 2.0,
+            1.0 + 5.0 * (src.salient.abs() / max_salient),
+        );
         let ay = auth_y(&src.authority);
         let _ = write!(
             edges,
@@ -258,7 +297,14 @@ fn lineage(label: &str, a: &TraceAnswer, policy_authority: &str, operator: &str)
         );
         for (j, e) in events.iter().enumerate() {
             if src.top_examples.iter().any(|x| x.event_seq == e.seq) {
-                edge(&mut edges, cols[1] + bw, y + bh / 2.0, cols[2], y_of(j, events.len()) + bh / 2.0, 1.2);
+                edge(
+                    &mut edges,
+                    cols[1] + bw,
+                    y + bh / 2.0,
+                    cols[2],
+                    y_of(j, events.len()) + bh / 2.0,
+                    1.2,
+                );
             }
         }
     }
@@ -271,7 +317,14 @@ fn lineage(label: &str, a: &TraceAnswer, policy_authority: &str, operator: &str)
             &format!("event #{} (log {})", e.seq, e.entry.index),
             &format!("{} examples · score {:.3}", e.examples, e.score),
         );
-        edge(&mut edges, cols[2] + bw, y + bh / 2.0, cols[3], pol_y + bh / 2.0, 1.2);
+        edge(
+            &mut edges,
+            cols[2] + bw,
+            y + bh / 2.0,
+            cols[3],
+            pol_y + bh / 2.0,
+            1.2,
+        );
     }
     edge(
         &mut edges,
@@ -326,7 +379,11 @@ th{{background:#f0f0f0}} code,pre{{font-family:ui-monospace,Menlo,Consolas,monos
             lineage(label, a, &d.policy_authority, &d.operator)
         );
     }
-    let loss: Vec<(f64, f64)> = d.samples.iter().map(|s| (s.attempts as f64, f64::from(s.loss))).collect();
+    let loss: Vec<(f64, f64)> = d
+        .samples
+        .iter()
+        .map(|s| (s.attempts as f64, f64::from(s.loss)))
+        .collect();
     let rolled: Vec<(f64, f64)> = d
         .samples
         .windows(2)
@@ -342,7 +399,7 @@ th{{background:#f0f0f0}} code,pre{{font-family:ui-monospace,Menlo,Consolas,monos
             "training loss per attempted step",
             "attempted step",
             "loss",
-            &[("loss", "#1f77b4", loss), ("rolled back", "#d62728", rolled)],
+            &[("loss", "#1f77b4", loss), ("rolled back", ".#d62728", rolled)],
             false
         ),
         plot(
@@ -376,7 +433,12 @@ th{{background:#f0f0f0}} code,pre{{font-family:ui-monospace,Menlo,Consolas,monos
     let mut rows = d.refusals.clone();
     rows.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
     for (title, reason, n) in &rows {
-        let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{n}</td></tr>", esc(reason), esc(title));
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{n}</td></tr>",
+            esc(reason),
+            esc(title)
+        );
     }
     h.push_str("</table><h2>Sources</h2><table><tr><th>title</th><th>authority</th><th>on the ledger</th><th>admission</th><th>examples trained</th><th>examples refused</th><th>id</th></tr>");
     for s in &d.sources {
@@ -398,7 +460,7 @@ th{{background:#f0f0f0}} code,pre{{font-family:ui-monospace,Menlo,Consolas,monos
             .sources
             .iter()
             .take(3)
-            .map(|s| format!("{}. {} ({:.3})", s.rank, esc(&s.title), s.salient))
+            .map(|s| format!("{}. {} ({:.2e})", s.rank, esc(&s.title), s.salient))
             .collect();
         let _ = write!(
             h,
@@ -423,7 +485,12 @@ th{{background:#f0f0f0}} code,pre{{font-family:ui-monospace,Menlo,Consolas,monos
     let _ = write!(h, "</table><h2>Revocation audit</h2><pre>{}</pre>", esc(&d.audit));
     h.push_str("<h2>Nodes</h2><table><tr><th>node</th><th>log size</th><th>root</th></tr>");
     for (n, size, root) in &d.nodes {
-        let _ = write!(h, "<tr><td>{}</td><td>{size}</td><td><code>{}</code></td></tr>", esc(n), esc(root));
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{size}</td><td><code>{}</code></td></tr>",
+            esc(n),
+            esc(root)
+        );
     }
     h.push_str("</table></body></html>\n");
     h
@@ -438,7 +505,13 @@ mod tests {
         assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
         let s = plot("t", "x", "y", &[("none", "#000", Vec::new())], false);
         assert!(s.starts_with("<svg") && s.ends_with("</svg>"));
-        let s = plot("t", "x", "y", &[("nan", "#000", vec![(f64::NAN, 1.0), (1.0, 2.0)])], true);
+        let s = plot(
+            "t",
+            "x",
+            "y",
+            &[("nan", "#000", vec![(f64::NAN, 1.0), (1.0, 2.0)])],
+            true,
+        );
         assert!(!s.contains("NaN"));
     }
 }

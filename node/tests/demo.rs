@@ -56,7 +56,12 @@ fn screenshot(page: &Path, out: &Path) -> PathBuf {
     let profile = tempfile::tempdir().expect("tmp");
     let chromium = ["chromium", "chromium-browser"]
         .into_iter()
-        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
         .expect("Chromium is installed (.ci/run installs Debian's chromium)");
     let status = Command::new(chromium)
         .args([
@@ -92,7 +97,10 @@ fn ink(png_file: &Path) -> (f64, usize) {
     let mut buf = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut buf).expect("png frame");
     let px = info.color_type.samples();
-    let pixels: Vec<&[u8]> = buf[..info.buffer_size()].chunks(px).map(|p| &p[..3.min(px)]).collect();
+    let pixels: Vec<&[u8]> = buf[..info.buffer_size()]
+        .chunks(px)
+        .map(|p| &p[..3.min(px)])
+        .collect();
     let mut counts: BTreeMap<&[u8], usize> = BTreeMap::new();
     for p in &pixels {
         *counts.entry(p).or_default() += 1;
@@ -124,9 +132,14 @@ fn the_demo_runs_end_to_end_and_its_outcome_verifies_from_outside() {
     let first = status[0].clone().expect("node 0 answers");
     assert!(first.1 > 50, "a campaign's worth of entries: {first:?}");
     for s in &status {
-        assert_eq!(s.as_ref().map(|s| (s.1, &s.2)), Some((first.1, &first.2)), "{status:?}");
+        assert_eq!(
+            s.as_ref().map(|s| (s.1, &s.2)),
+            Some((first.1, &first.2)),
+            "{status:?}"
+        );
     }
-    t.wait_converged(first.1, Duration::from_secs(30)).expect("converged");
+    t.wait_converged(first.1, Duration::from_secs(30))
+        .expect("converged");
 
     // A light client's scan of the whole log.
     let genesis = t.genesis_path();
@@ -151,7 +164,10 @@ fn the_demo_runs_end_to_end_and_its_outcome_verifies_from_outside() {
         }
     }
     assert_eq!(manifests.len(), 4 + 9, "4 base plays and 9 registered sources");
-    assert!(!manifests.contains_key("Measure for Measure"), "the forged manifest never reaches the ledger");
+    assert!(
+        !manifests.contains_key("Measure for Measure"),
+        "the forged manifest never reaches the ledger"
+    );
     let (ci, fine) = campaigns
         .iter()
         .find(|(_, c)| c.base_model.campaign.is_some())
@@ -162,7 +178,10 @@ fn the_demo_runs_end_to_end_and_its_outcome_verifies_from_outside() {
         "the base campaign is on the ledger"
     );
     let campaign = fine.digest();
-    assert!(revoked[&manifests["Cymbeline"]] < *ci, "revoked before the campaign");
+    assert!(
+        revoked[&manifests["Cymbeline"]] < *ci,
+        "revoked before the campaign"
+    );
     assert!(revoked[&manifests["The Winter's Tale"]] > *ci, "revoked after it");
 
     // Every refusal reason in the fine-tune's record.
@@ -226,8 +245,12 @@ fn the_demo_runs_end_to_end_and_its_outcome_verifies_from_outside() {
         &g,
     ]);
     assert!(out.status.success());
-    let a: TraceAnswer = serde_json::from_str(&std::fs::read_to_string(&answer).expect("answer")).expect("json");
-    assert_eq!(a.sources[0].source, manifests["Twelfth Night"], "the canary's own source ranks first");
+    let a: TraceAnswer =
+        serde_json::from_str(&std::fs::read_to_string(&answer).expect("answer")).expect("json");
+    assert_eq!(
+        a.sources[0].source, manifests["Twelfth Night"],
+        "the canary's own source ranks first"
+    );
 
     // Every predicate, as separate light-client runs.
     let verify = |args: &[&str]| {
@@ -249,8 +272,19 @@ fn the_demo_runs_end_to_end_and_its_outcome_verifies_from_outside() {
     verify(&["policy", "--campaign", &c, "--approved", &policy]);
     verify(&["policy", "--campaign", &base_id.to_hex(), "--approved", &policy]);
     let model = dir.join("model.safetensors");
-    verify(&["model", "--campaign", &c, "--weights", model.to_str().expect("utf8")]);
-    for title in ["As You Like It", "The Comedy of Errors", "Twelfth Night", "The Winter's Tale"] {
+    verify(&[
+        "model",
+        "--campaign",
+        &c,
+        "--weights",
+        model.to_str().expect("utf8"),
+    ]);
+    for title in [
+        "As You Like It",
+        "The Comedy of Errors",
+        "Twelfth Night",
+        "The Winter's Tale",
+    ] {
         verify(&["source", "--id", &manifests[title].to_hex()]);
     }
 
