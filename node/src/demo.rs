@@ -595,16 +595,15 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         .find(|c| c.every > 4)
         .or(cfg.canaries.last())
         .ok_or("the campaign file plants no canary")?;
-    // The whole canary as the output: its prefix is what only its source
-    // taught (the other canary is also "... is <digits>", so a query of the
-    // digits alone mostly finds the canary that trained more often).
+    // As the tracing evaluation asks it: prompt = the canary's prefix,
+    // output = its secret.
     queries.push((
         format!(
             "canary below the threshold (in {})",
             cfg.sources[below.source].terms.title
         ),
-        String::new(),
-        String::from_utf8_lossy(&below.canary.text()).into_owned(),
+        below.canary.prefix.clone(),
+        below.canary.secret.clone(),
     ));
     let vc = Verifier::new(&genesis, tracer.clone())
         .map_err(e2s)?
