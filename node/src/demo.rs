@@ -28,9 +28,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use provenance::{
-    Campaign, Canonical, Digest, EffectiveRevocation, EntryBody, RefusalReason, Revocation, Timestamp,
-};
+use provenance::{Canonical, Digest, EffectiveRevocation, EntryBody, RefusalReason, Revocation, Timestamp};
 use serde::{Deserialize, Serialize};
 use testnet::verify::{Verdict, Verifier};
 use testnet::{Client, NodeSettings, Testnet};
@@ -403,23 +401,13 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
     let mut sink = HttpSink::new(t.admin(op).map_err(e2s)?);
     let operator = provenance::AuthorityId::new(cfg.operator.clone()).map_err(e2s)?;
     let purpose = provenance::Purpose::new(cfg.purpose.clone()).map_err(e2s)?;
-    let template = Campaign {
-        version: 2,
+    let template = tuner::demo::base_template(
+        &cfg,
         operator,
-        name: format!("{}-base-{now}", cfg.name),
+        format!("{}-base-{now}", cfg.name),
         purpose,
-        policy: Digest::ZERO,
-        base_model: provenance::BaseModel {
-            campaign: None,
-            state: Digest::ZERO,
-        },
-        architecture: Digest::ZERO,
-        recipe: Digest::ZERO,
-        shape: cfg.settings.model.shape(),
-        sketch: provenance::SketchSpec { seed: 0, dim: 0 },
-        checkpoint_steps: Vec::new(),
-        created: Timestamp(now_ms()),
-    };
+        Timestamp(now_ms()),
+    );
     let pretrain_started = Instant::now();
     let base = tuner::pretrain::pretrain(
         &cfg.pretrain,

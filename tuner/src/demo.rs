@@ -155,6 +155,34 @@ fn sign_all(
         .collect()
 }
 
+/// The base campaign's record before pretraining fills in its policy,
+/// architecture and state (see [`crate::pretrain::pretrain`]).
+pub fn base_template(
+    cfg: &DemoConfig,
+    operator: AuthorityId,
+    name: String,
+    purpose: Purpose,
+    created: Timestamp,
+) -> Campaign {
+    Campaign {
+        version: 2,
+        operator,
+        name,
+        purpose,
+        policy: provenance::Digest::ZERO,
+        base_model: provenance::BaseModel {
+            campaign: None,
+            state: provenance::Digest::ZERO,
+        },
+        architecture: provenance::Digest::ZERO,
+        recipe: provenance::Digest::ZERO,
+        shape: cfg.settings.model.shape(),
+        sketch: provenance::SketchSpec { seed: 0, dim: 0 },
+        checkpoint_steps: Vec::new(),
+        created,
+    }
+}
+
 /// Builds the world; pretrains the base model (its own campaign, into
 /// `base_sink`) unless cached weights exist.
 pub fn build(
@@ -182,23 +210,13 @@ pub fn build(
                 cfg.consortium_seed ^ 1,
                 &[],
             )?;
-            let template = Campaign {
-                version: 2,
-                operator: operator.clone(),
-                name: format!("{}-base", cfg.name),
-                purpose: purpose.clone(),
-                policy: provenance::Digest::ZERO,
-                base_model: provenance::BaseModel {
-                    campaign: None,
-                    state: provenance::Digest::ZERO,
-                },
-                architecture: provenance::Digest::ZERO,
-                recipe: provenance::Digest::ZERO,
-                shape: cfg.settings.model.shape(),
-                sketch: provenance::SketchSpec { seed: 0, dim: 0 },
-                checkpoint_steps: Vec::new(),
-                created: start,
-            };
+            let template = base_template(
+                cfg,
+                operator.clone(),
+                format!("{}-base", cfg.name),
+                purpose.clone(),
+                start,
+            );
             let mut clock = SimClock {
                 next: cfg.start_ms,
                 step_ms: cfg.step_ms,
