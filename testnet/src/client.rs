@@ -182,6 +182,85 @@ impl Client {
         Self::finish(url, r)
     }
 
+    /// POST raw bytes while reading the answer on the same connection, so
+    /// that a node which answers before it has read the whole body (413 for a
+    /// body over its limit, after reading up to the limit) is heard, not seen
+    /// as a broken pipe: a blocking client that writes the whole body first
+    /// loses the answer when the node closes the connection. HTTP/1.1 over
+    /// plain TCP, `Connection: close`.
+    pub fn post_raw_streaming(&self, path: &str, body: &[u8]) -> Result<Answer, ClientError> {
+        use std::io::{Read, Write};
+        let url = format!("{}{path}", self.base);
+        let transport = |reason: String| ClientError::Transport {
+            url: url.clone(),
+            reason,
+        };
+        let host = self
+            .base
+            .strip_prefix("http://")
+            .ok_or_else(|| transport("only http:// URLs are supported here".into()))?;
+        let mut stream = std::net::TcpStream::connect(host).map_err(|e| transport(e.to_string()))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| transport(e.to_string()))?;
+        let mut head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n",
+            body.len()
+        );
+        if let Some(t) = &self.token {
+            head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut writer = stream.try_clone().map_err(|e| transport(e.to_string()))?;
+        let owned = body.to_vec();
+        // The writer may fail once the node has answered and closed: that is
+        // the case this method exists for, so its error is not the answer.
+        let sender = std::thread::spawn(move || {
+            let _ = writer
+                .write_all(head.as_bytes())
+                .and_then(|()| writer.write_all(&owned));
+        });
+        let mut raw = Vec::new();
+        let read = stream.read_to_end(&mut raw);
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        let _ = sender.join();
+        if raw.is_empty() {
+            return Err(transport(match read {
+                Err(e) => e.to_string(),
+                Ok(_) => "the node closed the connection without an answer".into(),
+            }));
+        }
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| transport("an answer without a complete header".into()))?;
+        let header = String::from_utf8_lossy(&raw[..split]).to_string();
+        let status: u16 = header
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| transport(format!("not an HTTP status line: {header}")))?;
+        let mut content = raw[split + 4..].to_vec();
+        if header.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            content = dechunk(&content).ok_or_else(|| transport("a malformed chunked body".into()))?;
+        }
+        let text = String::from_utf8_lossy(&content).to_string();
+        if status >= 400 {
+            return Err(ClientError::Status {
+                url,
+                status,
+                body: text,
+            });
+        }
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Ok(Answer { status, body })
+    }
+
     /// PUT a blob.
     pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest, ClientError> {
         let d = provenance::digest::tagged_hash(provenance::ObjectKind::Blob, bytes);
@@ -248,4 +327,20 @@ pub fn digest_field(v: &Value, field: &str) -> Result<Digest, ClientError> {
         .as_str()
         .and_then(|s| Digest::from_hex(s).ok())
         .ok_or_else(|| ClientError::Decode(format!("answer has no digest {field:?}: {v}")))
+}
+
+/// The payload of an HTTP/1.1 chunked body, or `None` if it is malformed.
+fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&raw[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(raw.get(..size)?);
+        raw = raw.get(size + 2..)?;
+    }
 }
