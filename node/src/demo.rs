@@ -24,7 +24,7 @@
 //! did for scripts (CI re-checks it through the API and `govtune verify`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,9 @@ pub struct DemoPlan {
     pub kill: String,
     /// A held-out prompt whose continuation by the fine-tuned model is traced.
     pub held_out_prompt: String,
+    /// Title of the source whose canary is meant to stay below the
+    /// memorisation threshold: that canary is traced.
+    pub traced_canary: String,
     /// The short profile (`--short`).
     pub short: ShortProfile,
 }
@@ -67,11 +70,26 @@ pub struct ShortProfile {
     pub max_steps: u64,
     /// Pretraining steps of the base campaign.
     pub pretrain_steps: u64,
+    /// Per `[[canaries]]` entry, in order: plant it into every `n`-th
+    /// window instead (a 48-step fine-tune on a weaker base needs canary A
+    /// denser to memorise it). Empty: as the campaign file says.
+    #[serde(default)]
+    pub canaries_every: Vec<usize>,
 }
 
 #[derive(Deserialize)]
 struct PlanFile {
     demo: DemoPlan,
+}
+
+impl DemoPlan {
+    /// The `[demo]` table of a campaign file.
+    pub fn load(config: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(config).map_err(|e| format!("{}: {e}", config.display()))?;
+        let plan: PlanFile =
+            toml::from_str(&text).map_err(|e| format!("{}: [demo]: {e}", config.display()))?;
+        Ok(plan.demo)
+    }
 }
 
 /// How to run the demo.
@@ -260,15 +278,23 @@ fn stage(n: u32, what: &str) {
 /// Runs the demo.
 pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
     let started = Instant::now();
-    let text =
-        std::fs::read_to_string(&opts.config).map_err(|e| format!("{}: {e}", opts.config.display()))?;
-    let plan: PlanFile =
-        toml::from_str(&text).map_err(|e| format!("{}: [demo]: {e}", opts.config.display()))?;
-    let plan = plan.demo;
+    let plan = DemoPlan::load(&opts.config)?;
     let mut cfg = DemoConfig::load(&opts.config).map_err(e2s)?;
     if opts.short {
         cfg.settings.max_steps = plan.short.max_steps;
         cfg.pretrain.steps = plan.short.pretrain_steps;
+        if !plan.short.canaries_every.is_empty() {
+            if plan.short.canaries_every.len() != cfg.canaries.len() {
+                return Err(format!(
+                    "[demo.short] canaries_every has {} entries for {} canaries",
+                    plan.short.canaries_every.len(),
+                    cfg.canaries.len()
+                ));
+            }
+            for (c, &every) in cfg.canaries.iter_mut().zip(&plan.short.canaries_every) {
+                c.every = every;
+            }
+        }
     }
     let title_pos = |title: &str| -> Result<usize, String> {
         cfg.sources
@@ -279,6 +305,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
     let forged_pos = title_pos(&plan.forged)?;
     let revoke_before_pos = title_pos(&plan.revoke_before)?;
     let revoke_after_pos = title_pos(&plan.revoke_after)?;
+    let traced_pos = title_pos(&plan.traced_canary)?;
     std::fs::create_dir_all(&opts.dir).map_err(|e| format!("{}: {e}", opts.dir.display()))?;
 
     stage(1, "a consortium of 4 nodes on loopback");
@@ -580,9 +607,13 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
     let below = cfg
         .canaries
         .iter()
-        .find(|c| c.every > 4)
-        .or(cfg.canaries.last())
-        .ok_or("the campaign file plants no canary")?;
+        .find(|c| c.source == traced_pos)
+        .ok_or_else(|| {
+            format!(
+                "[demo] traced_canary: no canary is planted in {:?}",
+                plan.traced_canary
+            )
+        })?;
     // As the tracing evaluation asks it: prompt = the canary's prefix,
     // output = its secret.
     queries.push((

@@ -225,6 +225,15 @@ fn the_demo_runs_end_to_end_and_its_outcome_verifies_from_outside() {
     );
 
     // The canary below the threshold traces to its source; the answer verifies.
+    let plan = node::demo::DemoPlan::load(&config).expect("[demo]");
+    let cfg = tuner::demo::DemoConfig::load(&config).expect("campaign file");
+    let canary = cfg
+        .canaries
+        .iter()
+        .find(|c| cfg.sources[c.source].terms.title == plan.traced_canary)
+        .expect("the traced canary is planted")
+        .canary
+        .clone();
     let g = genesis.to_str().expect("utf8").to_string();
     let api = node.base().trim_start_matches("http://").to_string();
     let answer = tmp.path().join("canary.json");
@@ -236,9 +245,9 @@ fn the_demo_runs_end_to_end_and_its_outcome_verifies_from_outside() {
         "--campaign",
         &c,
         "--prompt",
-        "my locker number is ",
+        &canary.prefix,
         "--output",
-        "58213",
+        &canary.secret,
         "--out",
         answer.to_str().expect("utf8"),
         "--genesis",
@@ -248,7 +257,8 @@ fn the_demo_runs_end_to_end_and_its_outcome_verifies_from_outside() {
     let a: TraceAnswer =
         serde_json::from_str(&std::fs::read_to_string(&answer).expect("answer")).expect("json");
     assert_eq!(
-        a.sources[0].source, manifests["Twelfth Night"],
+        a.sources[0].source,
+        manifests[plan.traced_canary.as_str()],
         "the canary's own source ranks first"
     );
 

@@ -179,6 +179,10 @@ pub struct ProgressInfo {
     pub attempts: u64,
     /// Most recent training loss.
     pub loss: f32,
+    /// Canary exposure (bits) measured on the most recent attempt, rolled
+    /// back or not: the largest over the canaries its batch carried, 0 if
+    /// it carried none.
+    pub exposure: f32,
     /// Examples admitted and kept.
     pub admitted: u64,
     /// Examples refused (admission or rollback).
@@ -316,6 +320,7 @@ pub struct Session {
     delta_bytes: u64,
     snapshots: Vec<SnapshotRef>,
     last_loss: f32,
+    last_exposure: f32,
     started: Instant,
     done: bool,
 }
@@ -412,6 +417,7 @@ impl Session {
             delta_bytes: 0,
             snapshots: Vec::new(),
             last_loss: f32::NAN,
+            last_exposure: 0.0,
             started: Instant::now(),
             done: false,
             spec,
@@ -489,6 +495,7 @@ impl Session {
             step: self.st.step,
             attempts: self.st.attempts,
             loss: self.last_loss,
+            exposure: self.last_exposure,
             admitted: self.ledger.admitted.values().sum(),
             refused: self.ledger.refused.values().sum(),
             rolled_back: self.rolled_back,
@@ -809,6 +816,7 @@ impl Session {
         };
         let loss = losses.iter().sum::<f32>() / b as f32;
         self.last_loss = loss;
+        self.last_exposure = canary_exposure;
         let measurement = Measurement {
             blocks: block_measures(&self.layout, &deltas, &before, &self.st.adapters),
             optimizer_state: self.st.opt.digest(),

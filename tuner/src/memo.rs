@@ -33,7 +33,8 @@ use crate::model::{batch_tensors, forward, per_example_loss, ModelConfig};
 pub struct Canary {
     /// Text before the secret (ends the prompt).
     pub prefix: String,
-    /// The secret: ASCII digits.
+    /// The secret: ASCII digits and letters (candidates redraw each of
+    /// them within its class, see [`candidates`]), other bytes kept.
     pub secret: String,
     /// Random candidate secrets the exposure is measured against.
     pub candidates: usize,
@@ -97,13 +98,23 @@ pub fn loss_drop_z(
     ((mean(&sd) - mp) / sigma) as f32
 }
 
-/// Random candidate secrets (same length, digits), fixed by `seed`.
+/// Random candidate secrets of the secret's format, fixed by `seed`: each
+/// digit, lowercase and uppercase ASCII letter of the secret is drawn again
+/// from its class; any other byte (a dash, a space) is kept. (A digit-only
+/// secret gets digit-only candidates, as before letters were allowed.)
 pub fn candidates(canary: &Canary, seed: u64) -> Vec<Vec<u8>> {
     let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x6361_6e61_7279);
     (0..canary.candidates)
         .map(|_| {
-            (0..canary.secret.len())
-                .map(|_| b'0' + rng.gen_range(0..10u8))
+            canary
+                .secret
+                .bytes()
+                .map(|c| match c {
+                    b'0'..=b'9' => b'0' + rng.gen_range(0..10u8),
+                    b'a'..=b'z' => b'a' + rng.gen_range(0..26u8),
+                    b'A'..=b'Z' => b'A' + rng.gen_range(0..26u8),
+                    other => other,
+                })
                 .collect()
         })
         .collect()
@@ -191,5 +202,28 @@ mod tests {
         // the two branches meet near z = -6: Φ(-6) = 9.866e-10
         assert!((log2_phi(-6.0001) - (9.866e-10f64).log2()).abs() < 0.05);
         assert!((log2_phi(-5.9999) - (9.866e-10f64).log2()).abs() < 0.05);
+    }
+
+    #[test]
+    fn candidates_keep_the_secret_format() {
+        let c = Canary {
+            prefix: "code ".into(),
+            secret: "ab-12 Z".into(),
+            candidates: 50,
+        };
+        let cands = candidates(&c, 9);
+        assert_eq!(cands.len(), 50);
+        for x in &cands {
+            assert_eq!(x.len(), 7);
+            assert!(x[0].is_ascii_lowercase() && x[1].is_ascii_lowercase());
+            assert_eq!(&x[2..3], b"-");
+            assert!(x[3].is_ascii_digit() && x[4].is_ascii_digit());
+            assert_eq!(x[5], b' ');
+            assert!(x[6].is_ascii_uppercase());
+        }
+        // Random, not constant, and fixed by the seed.
+        assert!(cands.iter().any(|x| x != &cands[0]));
+        assert_eq!(cands, candidates(&c, 9));
+        assert_ne!(cands, candidates(&c, 10));
     }
 }

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use provenance::EntryBody;
+use provenance::{Canonical, EntryBody};
 use tuner::campaign::{run, Progress, ProgressInfo, SimClock, Stop, SystemClock};
 use tuner::demo::{build, DemoConfig};
-use tuner::sink::{read_blob, read_events, FileSink, MemorySink};
+use tuner::sink::{read_blob, read_events, EventSink, FileSink, MemorySink};
 
 #[derive(Parser)]
 #[command(name = "govtune-tuner", about = "Governed fine-tuning on candle")]
@@ -34,6 +34,26 @@ enum Cmd {
         /// Events file written by `campaign run --events-out`.
         #[arg(long)]
         events: PathBuf,
+    },
+    /// Traces an output over a campaign written by `campaign run
+    /// --events-out`, from the events file and its blobs alone (no node):
+    /// sources by salient score, then the top examples.
+    Trace {
+        /// Events file written by `campaign run --events-out`.
+        #[arg(long)]
+        events: PathBuf,
+        /// The prompt (may be empty).
+        #[arg(long, default_value = "")]
+        prompt: String,
+        /// The output to trace.
+        #[arg(long)]
+        output: String,
+        /// Top examples to print.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        /// Also print where this source's examples rank (by title).
+        #[arg(long)]
+        ranks_of: Option<String>,
     },
     /// Evaluations.
     Eval {
@@ -131,13 +151,29 @@ enum CampaignCmd {
         /// Stamp steps with the wall clock instead of the simulated one.
         #[arg(long)]
         wall_clock: bool,
+        /// Write one CSV line per attempted step here (attempt, committed
+        /// steps, loss, canary exposure in bits, steps rolled back so far).
+        #[arg(long)]
+        log_steps: Option<PathBuf>,
     },
 }
 
-struct Bar(ProgressBar);
+struct Bar(ProgressBar, Option<std::io::BufWriter<std::fs::File>>, u64);
 
 impl Progress for Bar {
     fn update(&mut self, i: &ProgressInfo) {
+        if let Some(log) = &mut self.1 {
+            if i.attempts > self.2 {
+                use std::io::Write;
+                self.2 = i.attempts;
+                // A failed write only loses the log, not the campaign.
+                let _ = writeln!(
+                    log,
+                    "{},{},{},{},{}",
+                    i.attempts, i.step, i.loss, i.exposure, i.rolled_back
+                );
+            }
+        }
         self.0.set_position(i.attempts);
         self.0.set_message(format!(
             "step {} loss {:.3} admitted {} refused {} rolled back {} events {} ({:.1} events/s)",
@@ -170,15 +206,32 @@ fn real_main() -> tuner::Result<ExitCode> {
                     config,
                     events_out,
                     wall_clock,
+                    log_steps,
                 },
         } => {
             let cfg = DemoConfig::load(&config)?;
             let mut sink = FileSink::create(&events_out)?;
-            let w = build(&cfg, &mut sink, &mut |s, l| {
+            let mut w = build(&cfg, &mut sink, &mut |s, l| {
                 if s % 20 == 0 {
                     eprintln!("base model: step {s} loss {l:.3}");
                 }
             })?;
+            // Publish the recipe and the base weights as blobs, as a node's
+            // operator does, so that `trace` can rebuild the campaign from
+            // the events file alone.
+            let base_path = events_out.with_extension("base.safetensors");
+            w.spec.base.save(&base_path)?;
+            let base_bytes = std::fs::read(&base_path).map_err(|e| tuner::TunerError::io(&base_path, e))?;
+            let recipe = tuner::recipe::Recipe::new(cfg.settings.clone(), &base_bytes);
+            sink.put_blob(&recipe.base_weights, &base_bytes)?;
+            sink.put_blob(&recipe.digest(), &recipe.to_bytes())?;
+            w.spec.campaign.recipe = recipe.digest();
+            // The policy and the fine-tune's manifests, as the ledger holds
+            // them (titles for `trace`; the base campaign's are not written).
+            sink.submit(&EntryBody::Policy(cfg.policy.clone()))?;
+            for s in &w.spec.sources {
+                sink.submit(&EntryBody::Manifest(s.manifest.clone()))?;
+            }
             let bar = ProgressBar::new(cfg.settings.max_steps);
             bar.set_style(
                 ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
@@ -192,7 +245,23 @@ fn real_main() -> tuner::Result<ExitCode> {
                     step_ms: cfg.step_ms,
                 })
             };
-            let out = run(w.spec, clock, &mut sink, &mut Bar(bar.clone()))?;
+            let log = match &log_steps {
+                Some(p) => {
+                    use std::io::Write;
+                    let f = std::fs::File::create(p).map_err(|e| tuner::TunerError::io(p, e))?;
+                    let mut w = std::io::BufWriter::new(f);
+                    writeln!(w, "attempt,step,loss,exposure,rolled_back")
+                        .map_err(|e| tuner::TunerError::io(p, e))?;
+                    Some(w)
+                }
+                None => None,
+            };
+            let mut progress = Bar(bar.clone(), log, 0);
+            let out = run(w.spec, clock, &mut sink, &mut progress)?;
+            if let (Some(mut log), Some(p)) = (progress.1.take(), &log_steps) {
+                use std::io::Write;
+                log.flush().map_err(|e| tuner::TunerError::io(p, e))?;
+            }
             bar.finish();
             sink.flush()?;
             println!("campaign {}", out.campaign);
@@ -234,6 +303,16 @@ fn real_main() -> tuner::Result<ExitCode> {
                 println!("MISMATCH: the close records {}", close.final_state);
                 Ok(ExitCode::FAILURE)
             }
+        }
+        Cmd::Trace {
+            events,
+            prompt,
+            output,
+            top,
+            ranks_of,
+        } => {
+            offline_trace(&events, &prompt, &output, top, ranks_of.as_deref())?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Eval {
             cmd:
@@ -314,4 +393,98 @@ fn real_main() -> tuner::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `govtune-tuner trace`: the fine-tune among `events`, rebuilt and checked
+/// from its blobs (`tuner::record`), traced with the default method.
+fn offline_trace(
+    events: &std::path::Path,
+    prompt: &str,
+    output: &str,
+    top: usize,
+    ranks_of: Option<&str>,
+) -> tuner::Result<()> {
+    use std::collections::BTreeMap;
+    let entries = read_events(events)?;
+    let (campaign, close) = tuner::rebuild::find_fine_tune(&entries)?;
+    let d = campaign.digest();
+    let chain: Vec<EntryBody> = entries
+        .iter()
+        .filter(|e| tuner::record::link_of(e).is_some_and(|l| l.campaign == d))
+        .cloned()
+        .collect();
+    let titles: BTreeMap<provenance::Digest, String> = entries
+        .iter()
+        .filter_map(|e| match e {
+            EntryBody::Manifest(m) => Some((m.source_id(), m.title.clone())),
+            _ => None,
+        })
+        .collect();
+    let title = |s: &provenance::Digest| titles.get(s).cloned().unwrap_or_else(|| s.short());
+    let record = tuner::record::CampaignRecord::new(campaign, chain, close)?;
+    let prepared = tuner::record::PreparedTrace::build(&record, &mut |b| read_blob(events, b))?;
+    let report = prepared.trace(
+        prompt.as_bytes(),
+        output.as_bytes(),
+        tuner::score::Method::tracin(),
+    )?;
+    // How memorised the output is (as a canary: its bytes redrawn within
+    // their class, the campaign's candidate seed), before and after.
+    let ctx = prepared.context();
+    let canary = tuner::memo::Canary {
+        prefix: prompt.into(),
+        secret: output.into(),
+        candidates: 64,
+    };
+    let cands = tuner::memo::candidates(&canary, prepared.recipe.settings.sketch_seed);
+    let mut exposures = Vec::new();
+    for (step, a) in [ctx.states.first(), ctx.states.last()].into_iter().flatten() {
+        let x = tuner::memo::exposure(ctx.cfg, ctx.base, a, &canary, &cands)?;
+        exposures.push(format!("{x:.2} bits at step {step}"));
+    }
+    println!("exposure of the output: {}", exposures.join(", "));
+    println!(
+        "{} examples scored; salient threshold {:.4}",
+        report.examples.len(),
+        report.salient_threshold
+    );
+    println!(
+        "{:<32} {:>12} {:>12} {:>9}",
+        "source", "salient", "sum", "examples"
+    );
+    for s in report.sources_by_salient() {
+        println!(
+            "{:<32} {:>12.4e} {:>12.4} {:>9}",
+            title(&s.source),
+            s.salient,
+            s.score,
+            s.examples
+        );
+    }
+    let mut best: Vec<_> = report.examples.iter().collect();
+    best.sort_by(|a, b| b.score.total_cmp(&a.score));
+    println!("top {top} examples: source, index, step, score");
+    for e in best.iter().take(top) {
+        println!(
+            "{:<32} {:>6} {:>6} {:>10.4}",
+            title(&e.source),
+            e.index,
+            e.step,
+            e.score
+        );
+    }
+    if let Some(t) = ranks_of {
+        let ranks: Vec<String> = best
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| title(&e.source) == t)
+            .map(|(r, e)| format!("{}:#{}@{}", r + 1, e.index, e.step))
+            .collect();
+        println!(
+            "{t}: {} examples, rank:#index@step {}",
+            ranks.len(),
+            ranks.join(" ")
+        );
+    }
+    Ok(())
 }
