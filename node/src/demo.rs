@@ -13,7 +13,8 @@
 //!    bar; halfway through, one data-source node is SIGKILLed and
 //!    restarted, and its catch-up is measured.
 //! 5. Three outputs are traced at a data-source node (a planted canary that
-//!    stayed below the memorisation threshold, a trained window, and the
+//!    stayed below the memorisation threshold, a window of the last training
+//!    event from a full-depth source, and the
 //!    fine-tuned model's own continuation of a held-out prompt) and each
 //!    answer is verified as a light client.
 //! 6. Every verifier predicate runs; one source is revoked and audited.
@@ -23,7 +24,7 @@
 //! ([`testnet::verify::Verifier`]); `demo.json` in the folder lists what it
 //! did for scripts (CI re-checks it through the API and `govtune verify`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -628,16 +629,29 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         .map_err(e2s)?
         .campaign(&campaign_id)
         .map_err(e2s)?;
+    // A window of the campaign's last training event (the latest trained,
+    // scored against the query states nearest to the final model: the first
+    // steps are scored against the step-0 adapters, whose LoRA `B = 0`
+    // makes the query gradient degenerate), from a source admitted at full
+    // depth that carries no canary. A depth-limited source's window trains
+    // the last layers only and is rarely found by its own text (a known
+    // limit, docs/tracing.md); a canary window would repeat query 1.
+    let canary_sources: BTreeSet<Digest> = cfg
+        .canaries
+        .iter()
+        .map(|c| sources[c.source].manifest.source_id())
+        .collect();
+    let full_depth = cfg.settings.model.layers as u16;
+    let pick = |r: &&provenance::event::ExampleRecord| {
+        !canary_sources.contains(&r.source) && r.decision.depth.max_depth >= full_depth
+    };
     let trained = vc
         .chain
         .iter()
+        .rev()
         .find_map(|b| match b {
-            EntryBody::Composite(e) => e
-                .records
-                .iter()
-                .find(|r| r.source != sources[below.source].manifest.source_id())
-                .map(|r| (r.source, r.index)),
-            EntryBody::Step(e) => e.examples.first().map(|r| (r.source, r.index)),
+            EntryBody::Composite(e) => e.records.iter().find(pick).map(|r| (r.source, r.index)),
+            EntryBody::Step(e) => e.examples.iter().find(pick).map(|r| (r.source, r.index)),
             _ => None,
         })
         .ok_or("the campaign committed no example")?;

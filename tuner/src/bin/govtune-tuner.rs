@@ -55,6 +55,26 @@ enum Cmd {
         #[arg(long)]
         ranks_of: Option<String>,
     },
+    /// Greedy continuation of a prompt by a base model plus an adapter
+    /// snapshot (`govtune demo` writes both: base.safetensors,
+    /// model.safetensors).
+    Generate {
+        /// Campaign config (TOML): the model and LoRA settings.
+        #[arg(long)]
+        config: PathBuf,
+        /// Base weights (safetensors).
+        #[arg(long)]
+        base: PathBuf,
+        /// Adapter snapshot (safetensors).
+        #[arg(long)]
+        model: PathBuf,
+        /// The prompt.
+        #[arg(long)]
+        prompt: String,
+        /// Bytes to generate.
+        #[arg(long, default_value_t = 64)]
+        bytes: usize,
+    },
     /// Evaluations.
     Eval {
         #[command(subcommand)]
@@ -312,6 +332,20 @@ fn real_main() -> tuner::Result<ExitCode> {
             ranks_of,
         } => {
             offline_trace(&events, &prompt, &output, top, ranks_of.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Generate {
+            config,
+            base,
+            model,
+            prompt,
+            bytes,
+        } => {
+            let cfg = DemoConfig::load(&config)?;
+            let base = tuner::model::Weights::load(cfg.settings.model, &base)?;
+            let snapshot = std::fs::read(&model).map_err(|e| tuner::TunerError::io(&model, e))?;
+            let out = tuner::demo::continue_text(&cfg.settings, &base, &snapshot, prompt.as_bytes(), bytes)?;
+            println!("{}", String::from_utf8_lossy(&out));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Eval {
