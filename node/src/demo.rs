@@ -634,8 +634,9 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
     // steps are scored against the step-0 adapters, whose LoRA `B = 0`
     // makes the query gradient degenerate), from a source admitted at full
     // depth that carries no canary. A depth-limited source's window trains
-    // the last layers only and is rarely found by its own text (a known
-    // limit, docs/tracing.md); a canary window would repeat query 1.
+    // the last layers only; one traced by its own text did not rank its
+    // source in the top 3 (docs/tracing.md, "Seen in the demo"); a canary
+    // window would repeat query 1.
     let canary_sources: BTreeSet<Digest> = cfg
         .canaries
         .iter()
