@@ -489,57 +489,13 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
     let kill_name = t.nodes[kill_node].name.clone();
     let t = Arc::new(Mutex::new(t));
     let catch_up = Arc::new(Mutex::new(CatchUp::default()));
-    let chaos = {
-        let t = t.clone();
-        let catch_up = catch_up.clone();
-        let reader = reader.clone();
-        let name = kill_name.clone();
-        move |attempt: u64| {
-            let height = |c: &Client| c.health().ok().and_then(|h| h["height"].as_u64()).unwrap_or(0);
-            let at_kill = height(&reader);
-            let killed = t.lock().map(|mut t| t.kill(kill_node)).is_ok_and(|r| r.is_ok());
-            if !killed {
-                return;
-            }
-            println!("\n  SIGKILL {name} at attempt {attempt} (height {at_kill})");
-            let killed_at = Instant::now();
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_secs(5));
-                let Ok(mut g) = t.lock() else { return };
-                let target = height(&reader);
-                let restarted = Instant::now();
-                if g.restart(kill_node).is_err() {
-                    return;
-                }
-                let client = g.client(kill_node);
-                drop(g);
-                let mut c = CatchUp {
-                    node: name.clone(),
-                    killed_at_attempt: attempt,
-                    down_s: restarted.duration_since(killed_at).as_secs_f64(),
-                    height_at_kill: at_kill,
-                    target_height: target,
-                    caught_up_s: f64::NAN,
-                };
-                while restarted.elapsed() < Duration::from_secs(120) {
-                    if height(&client) >= target {
-                        c.caught_up_s = restarted.elapsed().as_secs_f64();
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                println!(
-                    "\n  {name} restarted after {:.1} s down, while the others finalised {} (heartbeat) blocks; it replayed its store and synced to height {target} {:.2} s after its process started (its authority's co-signatures held the campaign meanwhile)",
-                    c.down_s,
-                    target.saturating_sub(at_kill),
-                    c.caught_up_s
-                );
-                if let Ok(mut g) = catch_up.lock() {
-                    *g = c;
-                }
-            });
-        }
-    };
+    let chaos = kill_and_restart(
+        t.clone(),
+        catch_up.clone(),
+        reader.clone(),
+        kill_node,
+        kill_name.clone(),
+    );
     let mut progress = DemoProgress {
         bar: BarProgress::new(cfg.settings.max_steps).with_stats(stats.clone()),
         samples: Vec::new(),
@@ -942,6 +898,63 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
     );
     println!("done in {:.0} s", summary.seconds);
     Ok(summary)
+}
+
+/// The progress hook's chaos: SIGKILLs node `kill_node` (named `name`) when
+/// called, restarts it 5 s later from another thread and records in
+/// `catch_up` how long it took to reach the height the others had then.
+fn kill_and_restart(
+    t: Arc<Mutex<Testnet>>,
+    catch_up: Arc<Mutex<CatchUp>>,
+    reader: Client,
+    kill_node: usize,
+    name: String,
+) -> impl FnOnce(u64) + Send {
+    move |attempt: u64| {
+        let height = |c: &Client| c.health().ok().and_then(|h| h["height"].as_u64()).unwrap_or(0);
+        let at_kill = height(&reader);
+        let killed = t.lock().map(|mut t| t.kill(kill_node)).is_ok_and(|r| r.is_ok());
+        if !killed {
+            return;
+        }
+        println!("\n  SIGKILL {name} at attempt {attempt} (height {at_kill})");
+        let killed_at = Instant::now();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(5));
+            let Ok(mut g) = t.lock() else { return };
+            let target = height(&reader);
+            let restarted = Instant::now();
+            if g.restart(kill_node).is_err() {
+                return;
+            }
+            let client = g.client(kill_node);
+            drop(g);
+            let mut c = CatchUp {
+                node: name.clone(),
+                killed_at_attempt: attempt,
+                down_s: restarted.duration_since(killed_at).as_secs_f64(),
+                height_at_kill: at_kill,
+                target_height: target,
+                caught_up_s: f64::NAN,
+            };
+            while restarted.elapsed() < Duration::from_secs(120) {
+                if height(&client) >= target {
+                    c.caught_up_s = restarted.elapsed().as_secs_f64();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            println!(
+                "\n  {name} restarted after {:.1} s down, while the others finalised {} (heartbeat) blocks; it replayed its store and synced to height {target} {:.2} s after its process started (its authority's co-signatures held the campaign meanwhile)",
+                c.down_s,
+                target.saturating_sub(at_kill),
+                c.caught_up_s
+            );
+            if let Ok(mut g) = catch_up.lock() {
+                *g = c;
+            }
+        });
+    }
 }
 
 fn indent(s: &str) -> String {
