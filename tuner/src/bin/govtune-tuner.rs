@@ -178,14 +178,20 @@ enum CampaignCmd {
     },
 }
 
-struct Bar(ProgressBar, Option<std::io::BufWriter<std::fs::File>>, u64);
+/// The progress bar, and the `--log-steps` CSV with the last attempt it
+/// holds a line for.
+struct Bar {
+    bar: ProgressBar,
+    log: Option<std::io::BufWriter<std::fs::File>>,
+    logged: u64,
+}
 
 impl Progress for Bar {
     fn update(&mut self, i: &ProgressInfo) {
-        if let Some(log) = &mut self.1 {
-            if i.attempts > self.2 {
+        if let Some(log) = &mut self.log {
+            if i.attempts > self.logged {
                 use std::io::Write;
-                self.2 = i.attempts;
+                self.logged = i.attempts;
                 // A failed write only loses the log, not the campaign.
                 let _ = writeln!(
                     log,
@@ -194,8 +200,8 @@ impl Progress for Bar {
                 );
             }
         }
-        self.0.set_position(i.attempts);
-        self.0.set_message(format!(
+        self.bar.set_position(i.attempts);
+        self.bar.set_message(format!(
             "step {} loss {:.3} admitted {} refused {} rolled back {} events {} ({:.1} events/s)",
             i.step,
             i.loss,
@@ -276,9 +282,13 @@ fn real_main() -> tuner::Result<ExitCode> {
                 }
                 None => None,
             };
-            let mut progress = Bar(bar.clone(), log, 0);
+            let mut progress = Bar {
+                bar: bar.clone(),
+                log,
+                logged: 0,
+            };
             let out = run(w.spec, clock, &mut sink, &mut progress)?;
-            if let (Some(mut log), Some(p)) = (progress.1.take(), &log_steps) {
+            if let (Some(mut log), Some(p)) = (progress.log.take(), &log_steps) {
                 use std::io::Write;
                 log.flush().map_err(|e| tuner::TunerError::io(p, e))?;
             }
