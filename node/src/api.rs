@@ -386,25 +386,11 @@ async fn post_event(
     JsonBody(body): JsonBody<EntryBody>,
 ) -> ApiResult {
     authorize(&s, &h, Role::Operator, "campaign records")?;
-    match &body {
-        EntryBody::Step(_)
-        | EntryBody::Composite(_)
-        | EntryBody::Refusal(_)
-        | EntryBody::RefusalAggregate(_)
-        | EntryBody::CampaignClose(_) => {}
-        _ => {
-            return Err(ApiError::bad(
-                "/v1/events takes Step, Composite, Refusal, RefusalAggregate or CampaignClose",
-            ))
-        }
-    }
-    let campaign = match &body {
-        EntryBody::Step(e) => e.link.campaign,
-        EntryBody::Composite(e) => e.link.campaign,
-        EntryBody::Refusal(e) => e.link.campaign,
-        EntryBody::RefusalAggregate(e) => e.link.campaign,
-        EntryBody::CampaignClose(e) => e.campaign,
-        _ => Digest::ZERO,
+    // Campaign records and closes: the bodies that belong to a campaign.
+    let Some(&campaign) = body.campaign_id() else {
+        return Err(ApiError::bad(
+            "/v1/events takes Step, Composite, Refusal, RefusalAggregate or CampaignClose",
+        ));
     };
     let operator = provenance::LedgerView::campaign(s.store().state(), &campaign).map(|c| c.operator.clone());
     if let Some(op) = operator {

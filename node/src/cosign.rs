@@ -52,11 +52,8 @@ pub fn check_section(
 }
 
 fn event_parts(body: &EntryBody) -> Option<(&Digest, &Digest, &[ExampleRecord], Timestamp)> {
-    match body {
-        EntryBody::Step(e) => Some((&e.link.campaign, &e.policy, &e.examples, e.step_time)),
-        EntryBody::Composite(e) => Some((&e.link.campaign, &e.policy, &e.records, e.step_time)),
-        _ => None,
-    }
+    body.event()
+        .map(|e| (&e.link.campaign, e.policy, e.records, e.step_time))
 }
 
 fn campaign<'a>(ctx: &'a CheckContext<'_>, id: &Digest) -> Result<&'a Campaign, String> {
@@ -136,17 +133,10 @@ fn check_sources(me: &AuthorityId, body: &EntryBody, ctx: &CheckContext<'_>) -> 
 
 /// Whether `policy` is `from` or a successor of it (by supersession).
 fn policy_descends(state: &LedgerState, from: &Digest, policy: &Digest) -> bool {
-    let mut d = *from;
-    for _ in 0..1024 {
-        if &d == policy {
-            return true;
-        }
-        match state.policy_state(&d).and_then(|p| p.superseded_by) {
-            Some(next) => d = next,
-            None => return false,
-        }
-    }
-    false
+    let walk = provenance::policy::descends_from(from, policy, &mut Default::default(), |d| {
+        Ok::<_, std::convert::Infallible>(state.policy(d).and_then(|p| p.supersedes))
+    });
+    matches!(walk, Ok(true))
 }
 
 fn admission_of(
@@ -177,13 +167,10 @@ fn admission_of(
 }
 
 fn check_governance(body: &EntryBody, ctx: &CheckContext<'_>) -> Result<(), String> {
-    let (campaign_id, policy) = match body {
-        EntryBody::Step(e) => (&e.link.campaign, &e.policy),
-        EntryBody::Composite(e) => (&e.link.campaign, &e.policy),
-        EntryBody::Refusal(r) => (&r.link.campaign, &r.policy),
-        EntryBody::RefusalAggregate(r) => (&r.link.campaign, &r.policy),
-        _ => return Err("governance co-signs only campaign records".into()),
+    let (Some(link), Some(policy)) = (body.chain_link(), body.record_policy()) else {
+        return Err("governance co-signs only campaign records".into());
     };
+    let campaign_id = &link.campaign;
     let c = campaign(ctx, campaign_id)?;
     if !policy_descends(ctx.state, &c.policy, policy) {
         return Err(format!(

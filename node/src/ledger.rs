@@ -315,21 +315,17 @@ impl Ledger {
             EntryBody::Manifest(_) | EntryBody::Policy(_) => (0, Digest::ZERO, 0, e.arrival),
             EntryBody::Revocation(_) => (1, Digest::ZERO, 0, e.arrival),
             EntryBody::Campaign(_) => (2, Digest::ZERO, 0, e.arrival),
-            EntryBody::Step(s) => (3, s.link.campaign, s.link.seq, e.arrival),
-            EntryBody::Composite(s) => (3, s.link.campaign, s.link.seq, e.arrival),
-            EntryBody::Refusal(s) => (3, s.link.campaign, s.link.seq, e.arrival),
-            EntryBody::RefusalAggregate(s) => (3, s.link.campaign, s.link.seq, e.arrival),
             EntryBody::CampaignClose(_) => (4, Digest::ZERO, 0, e.arrival),
             EntryBody::Checkpoint(_) => (5, Digest::ZERO, 0, e.arrival),
+            b => match b.chain_link() {
+                Some(l) => (3, l.campaign, l.seq, e.arrival),
+                None => (5, Digest::ZERO, 0, e.arrival),
+            },
         }
     }
 
     fn step_time(body: &EntryBody) -> Option<Timestamp> {
-        match body {
-            EntryBody::Step(e) => Some(e.step_time),
-            EntryBody::Composite(e) => Some(e.step_time),
-            _ => None,
-        }
+        body.event().map(|e| e.step_time)
     }
 
     fn time_ok(&self, body: &EntryBody, stamp: u64) -> bool {
@@ -389,17 +385,9 @@ impl Ledger {
             let d = e.body.digest();
             self.mempool.remove(&d);
             digests.push(d);
-            match &e.body {
-                EntryBody::Step(s) => {
-                    events += 1;
-                    examples += s.examples.len() as u64;
-                }
-                EntryBody::Composite(s) => {
-                    events += 1;
-                    examples += s.records.len() as u64;
-                }
-                EntryBody::Refusal(_) | EntryBody::RefusalAggregate(_) => events += 1,
-                _ => {}
+            if e.body.chain_link().is_some() {
+                events += 1;
+                examples += e.body.event().map_or(0, |ev| ev.records.len() as u64);
             }
         }
         self.finalized_tip = block;

@@ -32,19 +32,49 @@
 //! established, before any protocol substream).
 
 pub mod api;
-pub mod bench;
-pub mod campaign;
+pub mod checkpoints;
 pub mod config;
 pub mod cosign;
-pub mod demo;
+pub mod cosigning;
 pub mod ledger;
 pub mod metrics;
 pub mod p2p;
-pub mod report;
 pub mod runtime;
-pub mod tools;
+pub mod start;
 pub mod trace;
 pub mod wire;
 
 pub use config::NodeConfig;
-pub use runtime::{run, EntryStatus, NodeError};
+pub use runtime::{EntryStatus, NodeError};
+pub use start::{run, Started};
+
+/// Runs the node configured in `config` until SIGINT or SIGTERM: logs to
+/// stderr (`RUST_LOG` filters), two worker threads.
+pub fn serve(config: &std::path::Path) -> Result<(), NodeError> {
+    let cfg = NodeConfig::load(config).map_err(|e| NodeError::Setup(e.to_string()))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn")),
+        )
+        .with_ansi(false)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| NodeError::Setup(format!("runtime: {e}")))?;
+    rt.block_on(async move {
+        let shutdown = async {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        run(cfg, shutdown).await
+    })
+}

@@ -8,14 +8,14 @@
 //! (every delta checked against the recorded model-state digests; cached
 //! per campaign), scores the query, and answers with its claim *and* every
 //! ledger fact the claim cites as a leaf with its inclusion proof under its
-//! latest certified checkpoint ([`testnet::answer::TraceAnswer`]). The
+//! latest certified checkpoint ([`provenance::api::TraceAnswer`]). The
 //! scores are the node's claim; `govtune verify trace` checks the facts and,
 //! with `--recompute`, the scores.
 //!
 //! One trace runs at a time per node (CPU-bound; the consensus task keeps
 //! its own threads).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -23,13 +23,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use provenance::api::{
+    BaseLineage, CitedEntry, TraceAnswer, TraceRequest, TracedBlock, TracedEvent, TracedExample, TracedSource,
+};
 use provenance::{Canonical, Digest, EntryBody, LedgerEntry, SignedCheckpoint};
-use serde::Deserialize;
 use serde_json::json;
 use storage::{IndexPrefix, Store};
-use testnet::answer::{
-    BaseLineage, CitedEntry, TraceAnswer, TracedBlock, TracedEvent, TracedExample, TracedSource,
-};
 use tokio::sync::oneshot;
 use tuner::record::{CampaignRecord, PreparedTrace};
 use tuner::score::Method;
@@ -57,28 +56,6 @@ pub fn parse_method(name: Option<&str>) -> Result<Method, String> {
             all.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
         )
     })
-}
-
-/// A trace request.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TraceRequest {
-    /// The campaign (closed).
-    pub campaign: Digest,
-    /// Prompt text.
-    #[serde(default)]
-    pub prompt: String,
-    /// Output text to trace.
-    pub output: String,
-    /// Method name (see `tuner::score::Method::selectable`).
-    #[serde(default)]
-    pub method: Option<String>,
-    /// Sources' examples listed (default 3).
-    #[serde(default)]
-    pub top_examples: Option<usize>,
-    /// Events listed by score (default 5).
-    #[serde(default)]
-    pub top_events: Option<usize>,
 }
 
 fn cite(st: &Store, index: u64, size: u64) -> Result<CitedEntry, ApiError> {
@@ -169,28 +146,22 @@ fn campaign_record(st: &Store, id: &Digest) -> Result<(CampaignRecord, Vec<u64>,
             "campaign {id} is not closed: only a closed campaign's record is complete"
         )));
     }
-    let mut campaign = None;
-    let mut close = None;
-    let mut chain: BTreeMap<u64, (u64, EntryBody)> = BTreeMap::new();
+    let mut listed = Vec::new();
     for i in st.query(&IndexPrefix::campaign(id)).map_err(ApiError::internal)? {
         let e = st
             .entry(i)
             .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::internal(format!("entry {i} missing")))?;
-        match e.body {
-            EntryBody::Campaign(c) => campaign = Some((i, c)),
-            EntryBody::CampaignClose(c) => close = Some((i, c)),
-            b => {
-                if let Some(l) = tuner::record::link_of(&b) {
-                    chain.insert(l.seq, (i, b));
-                }
-            }
-        }
+        listed.push((i, e.body));
     }
-    let (ci, campaign) = campaign.ok_or_else(|| ApiError::internal("campaign entry missing"))?;
-    let (xi, close) = close.ok_or_else(|| ApiError::internal("close entry missing"))?;
-    let indexes: Vec<u64> = chain.values().map(|(i, _)| *i).collect();
-    let bodies: Vec<EntryBody> = chain.into_values().map(|(_, b)| b).collect();
+    let parts = provenance::record::collect(id, listed).map_err(ApiError::internal)?;
+    let (ci, campaign) = parts
+        .campaign
+        .ok_or_else(|| ApiError::internal("campaign entry missing"))?;
+    let (xi, close) = parts
+        .close
+        .ok_or_else(|| ApiError::internal("close entry missing"))?;
+    let (indexes, bodies): (Vec<u64>, Vec<EntryBody>) = parts.chain.into_iter().unzip();
     let record = CampaignRecord::new(campaign, bodies, close).map_err(ApiError::internal)?;
     Ok((record, indexes, ci, xi))
 }
@@ -318,11 +289,9 @@ pub async fn post_trace(
             .chain
             .get(seq as usize)
             .ok_or_else(|| ApiError::internal(format!("no record {seq}")))?;
-        match body {
-            EntryBody::Step(e) => policies.insert(e.policy),
-            EntryBody::Composite(e) => policies.insert(e.policy),
-            _ => false,
-        };
+        if let Some(e) = body.event() {
+            policies.insert(*e.policy);
+        }
         let index = chain_index[seq as usize];
         let k = by_key.get(&seq);
         events.push(TracedEvent {

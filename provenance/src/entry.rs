@@ -14,23 +14,21 @@
 //! Each authority signs [`crate::crypto::section_message`]: its own
 //! section's digest bound to the entry body's digest and to its role.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::campaign::{Campaign, CampaignClose};
 use crate::checkpoint::Checkpoint;
-use crate::codec::{encode, nested_version, Canonical, DecodeError};
-use crate::crypto::{
-    section_message, verify_cosignature, CoSignature, KeyRing, SignRequest, SignatureError, SignatureScheme,
-};
-use crate::digest::{tagged_hash, Bytes, Digest, ObjectKind};
-use crate::event::{CompositeEvent, ExampleRecord, StepEvent};
-use crate::ids::{AuthorityId, Role};
+use crate::codec::{nested_version, Canonical, DecodeError};
+use crate::crypto::{verify_cosignature, CoSignature, KeyRing, SignatureError};
+use crate::digest::{Bytes, Digest, ObjectKind};
+use crate::event::{CompositeEvent, StepEvent};
 use crate::manifest::DataSourceManifest;
 use crate::policy::PolicyArtifact;
 use crate::refusal::{Refusal, RefusalAggregate};
 use crate::revocation::Revocation;
+pub use crate::signers::SigningPlan;
 
 /// The object an entry carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,15 +135,20 @@ pub struct MemoryLedgerView {
 impl MemoryLedgerView {
     /// Records the state-changing objects of an entry body.
     pub fn apply(&mut self, body: &EntryBody) {
+        self.apply_with_digest(body, body.digest());
+    }
+
+    /// [`Self::apply`] for a caller that already holds the body's digest.
+    pub fn apply_with_digest(&mut self, body: &EntryBody, digest: Digest) {
         match body {
             EntryBody::Manifest(m) => {
-                self.sources.insert(m.digest(), m.clone());
+                self.sources.insert(digest, m.clone());
             }
             EntryBody::Policy(p) => {
-                self.policies.insert(p.digest(), p.clone());
+                self.policies.insert(digest, p.clone());
             }
             EntryBody::Campaign(c) => {
-                self.campaigns.insert(c.digest(), c.clone());
+                self.campaigns.insert(digest, c.clone());
             }
             _ => {}
         }
@@ -184,28 +187,6 @@ pub enum EntryError {
     Signature(#[from] SignatureError),
 }
 
-/// The signatures an entry body needs, and the scheme they must use (if
-/// the kind fixes one).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SigningPlan {
-    /// The scheme the policy requires, for campaign records.
-    pub scheme: Option<SignatureScheme>,
-    /// One request per required signer.
-    pub requests: Vec<SignRequest>,
-}
-
-#[derive(Serialize)]
-struct SourceSection<'a> {
-    authority: &'a AuthorityId,
-    records: Vec<(&'a Digest, u64, &'a Digest, &'a [Digest])>,
-}
-
-#[derive(Serialize)]
-struct GovernanceSection<'a> {
-    policy: &'a Digest,
-    decisions: Vec<(&'a Digest, u64, &'a crate::event::AdmitDecision)>,
-}
-
 impl EntryBody {
     /// The kind of the object.
     pub fn kind(&self) -> ObjectKind {
@@ -239,211 +220,6 @@ impl EntryBody {
             EntryBody::Checkpoint(o) => o.digest(),
         }
     }
-
-    /// The signatures this body needs under the ledger state `view`.
-    pub fn signing_plan(&self, view: &dyn LedgerView) -> Result<SigningPlan, EntryError> {
-        let digest = self.digest();
-        let whole = |authority: &AuthorityId, role| SignRequest {
-            authority: authority.clone(),
-            role,
-            message: section_message(&digest, role, authority, &digest),
-        };
-        let policy_of = |d: &Digest| view.policy(d).ok_or(EntryError::UnknownPolicy(*d));
-        let campaign_of = |d: &Digest| view.campaign(d).ok_or(EntryError::UnknownCampaign(*d));
-        Ok(match self {
-            EntryBody::Manifest(m) => SigningPlan {
-                scheme: None,
-                requests: vec![whole(&m.authority, Role::DataSource)],
-            },
-            EntryBody::Policy(p) => {
-                if let Some(prev) = &p.supersedes {
-                    let old = policy_of(prev)?;
-                    if old.authority != p.authority {
-                        return Err(EntryError::Invalid(format!(
-                            "policy supersedes one by {}, so {} must sign it, not {}",
-                            old.authority, old.authority, p.authority
-                        )));
-                    }
-                    if p.policy_version <= old.policy_version {
-                        return Err(EntryError::Invalid(format!(
-                            "policy version {} does not follow superseded version {}",
-                            p.policy_version, old.policy_version
-                        )));
-                    }
-                }
-                SigningPlan {
-                    scheme: None,
-                    requests: vec![whole(&p.authority, Role::Governance)],
-                }
-            }
-            EntryBody::Campaign(c) => {
-                let policy = policy_of(&c.policy)?;
-                SigningPlan {
-                    scheme: Some(policy.signature_scheme),
-                    requests: vec![whole(&c.operator, Role::Operator)],
-                }
-            }
-            EntryBody::CampaignClose(close) => {
-                let c = campaign_of(&close.campaign)?;
-                let policy = policy_of(&c.policy)?;
-                SigningPlan {
-                    scheme: Some(policy.signature_scheme),
-                    requests: vec![whole(&c.operator, Role::Operator)],
-                }
-            }
-            EntryBody::Step(e) => {
-                let measurement = encode(&(
-                    e.step,
-                    &e.measurement,
-                    &e.sketch_blob,
-                    &e.delta_blob,
-                    &e.step_time,
-                    &e.link,
-                ));
-                event_plan(
-                    view,
-                    &digest,
-                    &e.link.campaign,
-                    &e.policy,
-                    &e.examples,
-                    &measurement,
-                )?
-            }
-            EntryBody::Composite(e) => {
-                let measurement = encode(&(
-                    e.first_step,
-                    e.last_step,
-                    &e.measurement,
-                    &e.sketch_blob,
-                    &e.delta_blob,
-                    &e.step_time,
-                    &e.link,
-                    &e.records_root,
-                ));
-                event_plan(
-                    view,
-                    &digest,
-                    &e.link.campaign,
-                    &e.policy,
-                    &e.records,
-                    &measurement,
-                )?
-            }
-            EntryBody::Refusal(r) => refusal_plan(view, &digest, &r.link.campaign, &r.policy)?,
-            EntryBody::RefusalAggregate(r) => refusal_plan(view, &digest, &r.link.campaign, &r.policy)?,
-            EntryBody::Revocation(r) => {
-                let source = view
-                    .source(&r.source)
-                    .ok_or(EntryError::UnknownSource(r.source))?;
-                if source.authority != r.authority {
-                    return Err(EntryError::Invalid(format!(
-                        "source {} was signed by {}, only it can revoke it",
-                        r.source.short(),
-                        source.authority
-                    )));
-                }
-                SigningPlan {
-                    scheme: None,
-                    requests: vec![whole(&r.authority, Role::DataSource)],
-                }
-            }
-            EntryBody::Checkpoint(_) => SigningPlan {
-                scheme: None,
-                requests: Vec::new(),
-            },
-        })
-    }
-}
-
-fn refusal_plan(
-    view: &dyn LedgerView,
-    digest: &Digest,
-    campaign: &Digest,
-    policy: &Digest,
-) -> Result<SigningPlan, EntryError> {
-    let c = view
-        .campaign(campaign)
-        .ok_or(EntryError::UnknownCampaign(*campaign))?;
-    let p = view.policy(policy).ok_or(EntryError::UnknownPolicy(*policy))?;
-    Ok(SigningPlan {
-        scheme: Some(p.signature_scheme),
-        requests: vec![
-            SignRequest {
-                authority: p.authority.clone(),
-                role: Role::Governance,
-                message: section_message(digest, Role::Governance, &p.authority, digest),
-            },
-            SignRequest {
-                authority: c.operator.clone(),
-                role: Role::Operator,
-                message: section_message(digest, Role::Operator, &c.operator, digest),
-            },
-        ],
-    })
-}
-
-fn event_plan(
-    view: &dyn LedgerView,
-    digest: &Digest,
-    campaign: &Digest,
-    policy: &Digest,
-    records: &[ExampleRecord],
-    measurement: &[u8],
-) -> Result<SigningPlan, EntryError> {
-    let c = view
-        .campaign(campaign)
-        .ok_or(EntryError::UnknownCampaign(*campaign))?;
-    let p = view.policy(policy).ok_or(EntryError::UnknownPolicy(*policy))?;
-    // Group records by their source's authority (sorted, so every node
-    // derives the same plan).
-    let mut by_authority: BTreeMap<&AuthorityId, Vec<&ExampleRecord>> = BTreeMap::new();
-    let mut sources = BTreeSet::new();
-    for r in records {
-        let m = view
-            .source(&r.source)
-            .ok_or(EntryError::UnknownSource(r.source))?;
-        by_authority.entry(&m.authority).or_default().push(r);
-        sources.insert(r.source);
-    }
-    let mut requests = Vec::with_capacity(by_authority.len() + 2);
-    for (authority, recs) in &by_authority {
-        let section = SourceSection {
-            authority,
-            records: recs
-                .iter()
-                .map(|r| (&r.source, r.index, &r.example_hash, r.proof.as_slice()))
-                .collect(),
-        };
-        let section_digest = tagged_hash(ObjectKind::Section, &encode(&section));
-        requests.push(SignRequest {
-            authority: (*authority).clone(),
-            role: Role::DataSource,
-            message: section_message(digest, Role::DataSource, authority, &section_digest),
-        });
-    }
-    let governance = GovernanceSection {
-        policy,
-        decisions: records
-            .iter()
-            .map(|r| (&r.source, r.index, &r.decision))
-            .collect(),
-    };
-    let gov_digest = tagged_hash(ObjectKind::Section, &encode(&governance));
-    requests.push(SignRequest {
-        authority: p.authority.clone(),
-        role: Role::Governance,
-        message: section_message(digest, Role::Governance, &p.authority, &gov_digest),
-    });
-    let op_digest = tagged_hash(ObjectKind::Section, measurement);
-    requests.push(SignRequest {
-        authority: c.operator.clone(),
-        role: Role::Operator,
-        message: section_message(digest, Role::Operator, &c.operator, &op_digest),
-    });
-    Ok(SigningPlan {
-        scheme: Some(p.signature_scheme),
-        requests,
-    })
 }
 
 impl LedgerEntry {

@@ -21,8 +21,10 @@
 #![deny(missing_docs)]
 
 pub mod admission;
+pub mod api;
 pub mod block;
 pub mod campaign;
+pub mod chain;
 pub mod checkpoint;
 pub mod codec;
 pub mod crypto;
@@ -34,13 +36,16 @@ pub mod ids;
 pub mod manifest;
 pub mod merkle;
 pub mod policy;
+pub mod record;
 pub mod refusal;
 pub mod revocation;
+pub mod signers;
 pub mod state;
 
 pub use admission::{admit, check_memorisation, Admission, AdmissionContext};
 pub use block::BlockHeader;
 pub use campaign::{BaseModel, Campaign, CampaignClose, ModelShape, SketchSpec, SourceCount};
+pub use chain::EventView;
 pub use checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint};
 pub use codec::{decode, Canonical, DecodeError};
 pub use crypto::{
@@ -61,4 +66,5 @@ pub use policy::{
 };
 pub use refusal::{ExampleRef, Refusal, RefusalAggregate, RefusalCount, RefusalReason};
 pub use revocation::{EffectiveRevocation, Revocation};
+pub use signers::{Section, Signer, Signers, SigningPlan};
 pub use state::{LedgerState, StateError, StateKey};

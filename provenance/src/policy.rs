@@ -180,3 +180,111 @@ impl PolicyArtifact {
         self.depth.iter().find(|d| &d.data_class == class)
     }
 }
+
+/// Longest supersession chain [`descends_from`] walks.
+pub const MAX_SUPERSESSION_DEPTH: usize = 1024;
+
+/// Whether `policy` is `ancestor` or a successor of it, walking each
+/// policy's `supersedes` back from `policy`. `supersedes(d)` answers the
+/// policy `d` supersedes (`None`: unknown, not a policy, or the first
+/// version); `memo` keeps every answer on the walked path for later calls.
+/// A cycle or a chain longer than [`MAX_SUPERSESSION_DEPTH`] does not
+/// descend.
+pub fn descends_from<E>(
+    ancestor: &Digest,
+    policy: &Digest,
+    memo: &mut std::collections::BTreeMap<Digest, bool>,
+    mut supersedes: impl FnMut(&Digest) -> Result<Option<Digest>, E>,
+) -> Result<bool, E> {
+    let mut path = Vec::new();
+    let mut cur = *policy;
+    let ok = loop {
+        if &cur == ancestor {
+            break true;
+        }
+        if let Some(r) = memo.get(&cur) {
+            break *r;
+        }
+        if path.contains(&cur) || path.len() >= MAX_SUPERSESSION_DEPTH {
+            break false;
+        }
+        path.push(cur);
+        match supersedes(&cur)? {
+            Some(prev) => cur = prev,
+            None => break false,
+        }
+    };
+    for d in path {
+        memo.insert(d, ok);
+    }
+    Ok(ok)
+}
+
+#[cfg(test)]
+mod supersession_tests {
+    use std::collections::BTreeMap;
+    use std::convert::Infallible;
+
+    use super::*;
+
+    fn d(i: u8) -> Digest {
+        Digest([i; 32])
+    }
+
+    /// A chain 1 <- 2 <- 3 (3 supersedes 2 supersedes 1), 9 unrelated.
+    fn chain(x: &Digest) -> Result<Option<Digest>, Infallible> {
+        Ok(match x.0[0] {
+            3 => Some(d(2)),
+            2 => Some(d(1)),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn successors_descend_and_others_do_not() {
+        let mut memo = BTreeMap::new();
+        assert_eq!(descends_from(&d(1), &d(1), &mut memo, chain), Ok(true));
+        assert_eq!(descends_from(&d(1), &d(3), &mut memo, chain), Ok(true));
+        assert_eq!(descends_from(&d(1), &d(9), &mut memo, chain), Ok(false));
+        // An ancestor does not descend from its successor.
+        assert_eq!(
+            descends_from(&d(3), &d(1), &mut BTreeMap::new(), chain),
+            Ok(false)
+        );
+        assert_eq!(memo.get(&d(2)), Some(&true));
+    }
+
+    #[test]
+    fn cycles_and_endless_chains_stop() {
+        let cycle = |x: &Digest| Ok::<_, Infallible>(Some(d(if x.0[0] == 5 { 6 } else { 5 })));
+        assert_eq!(
+            descends_from(&d(1), &d(5), &mut BTreeMap::new(), cycle),
+            Ok(false)
+        );
+        let endless = |x: &Digest| {
+            let n = u32::from_be_bytes([x.0[0], x.0[1], x.0[2], x.0[3]]) + 1;
+            let mut y = [0u8; 32];
+            y[..4].copy_from_slice(&n.to_be_bytes());
+            Ok::<_, Infallible>(Some(Digest(y)))
+        };
+        let mut calls = 0;
+        let counted = |x: &Digest| {
+            calls += 1;
+            endless(x)
+        };
+        assert_eq!(
+            descends_from(&d(0xff), &Digest::ZERO, &mut BTreeMap::new(), counted),
+            Ok(false)
+        );
+        assert_eq!(calls, MAX_SUPERSESSION_DEPTH);
+    }
+
+    #[test]
+    fn a_lookup_error_is_the_callers() {
+        let failing = |_: &Digest| Err::<Option<Digest>, &str>("unreachable node");
+        assert_eq!(
+            descends_from(&d(1), &d(3), &mut BTreeMap::new(), failing),
+            Err("unreachable node")
+        );
+    }
+}

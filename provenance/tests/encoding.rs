@@ -399,3 +399,73 @@ fn an_object_over_the_size_limit_encodes_but_never_decodes() {
         Err(DecodeError::TooLarge { .. })
     ));
 }
+
+/// A view that records every lookup.
+struct Recording<'a> {
+    inner: &'a dyn LedgerView,
+    asked: std::cell::RefCell<std::collections::BTreeSet<Digest>>,
+}
+
+impl LedgerView for Recording<'_> {
+    fn source(&self, id: &Digest) -> Option<&DataSourceManifest> {
+        self.asked.borrow_mut().insert(*id);
+        self.inner.source(id)
+    }
+    fn policy(&self, id: &Digest) -> Option<&PolicyArtifact> {
+        self.asked.borrow_mut().insert(*id);
+        self.inner.policy(id)
+    }
+    fn campaign(&self, id: &Digest) -> Option<&Campaign> {
+        self.asked.borrow_mut().insert(*id);
+        self.inner.campaign(id)
+    }
+}
+
+#[test]
+fn references_list_every_object_the_signing_rule_reads() {
+    let w = samples();
+    let bodies = vec![
+        EntryBody::Manifest(w.globe.clone()),
+        EntryBody::Policy(w.policy.clone()),
+        EntryBody::Campaign(w.campaign.clone()),
+        EntryBody::CampaignClose(close(&w)),
+        EntryBody::Step(w.step_event()),
+        EntryBody::Composite(composite(&w)),
+        EntryBody::Refusal(refusal(&w)),
+        EntryBody::RefusalAggregate(aggregate(&w)),
+        EntryBody::Revocation(revocation(&w)),
+    ];
+    for body in bodies {
+        let r = Recording {
+            inner: &w.view,
+            asked: Default::default(),
+        };
+        let named: Vec<_> = body
+            .required_signers(&r)
+            .expect("signers")
+            .signers
+            .iter()
+            .map(|s| (s.authority.clone(), s.role))
+            .collect();
+        let listed: std::collections::BTreeSet<Digest> = body.references().into_iter().collect();
+        // A referenced campaign brings its own policy (proved with it).
+        let implied: std::collections::BTreeSet<Digest> = listed
+            .iter()
+            .filter_map(|d| w.view.campaign(d).map(|c| c.policy))
+            .collect();
+        let asked = r.asked.into_inner();
+        assert!(
+            asked.iter().all(|d| listed.contains(d) || implied.contains(d)),
+            "{:?}: the rule read {asked:?}, references list {listed:?}",
+            body.kind()
+        );
+        // The plan signs exactly the required signers, in order.
+        let plan = body.signing_plan(&w.view).expect("plan");
+        let who: Vec<_> = plan
+            .requests
+            .iter()
+            .map(|q| (q.authority.clone(), q.role))
+            .collect();
+        assert_eq!(who, named);
+    }
+}

@@ -16,57 +16,27 @@ pub fn index_prefixes(entry: &LedgerEntry, digest: &Digest, view: &dyn LedgerVie
         EntryBody::Manifest(_) => {
             out.insert(IndexPrefix::source(digest));
         }
-        EntryBody::Policy(_) | EntryBody::Checkpoint(_) => {}
         EntryBody::Campaign(_) => {
             out.insert(IndexPrefix::campaign(digest));
         }
-        EntryBody::CampaignClose(c) => {
-            out.insert(IndexPrefix::campaign(&c.campaign));
-            for s in &c.per_source {
-                out.insert(IndexPrefix::source(&s.source));
+        b => {
+            if let Some(c) = b.campaign_id() {
+                out.insert(IndexPrefix::campaign(c));
             }
         }
-        EntryBody::Step(e) => {
-            out.insert(IndexPrefix::campaign(&e.link.campaign));
-            for r in &e.examples {
-                out.insert(IndexPrefix::source(&r.source));
-                out.insert(IndexPrefix::example(&r.source, r.index));
-            }
-            for b in &e.measurement.blocks {
-                out.insert(IndexPrefix::parameter_block(b.block));
-            }
-        }
-        EntryBody::Composite(e) => {
-            out.insert(IndexPrefix::campaign(&e.link.campaign));
-            for r in &e.records {
-                out.insert(IndexPrefix::source(&r.source));
-                out.insert(IndexPrefix::example(&r.source, r.index));
-            }
-            for b in &e.measurement.blocks {
-                out.insert(IndexPrefix::parameter_block(b.block));
-            }
-        }
-        EntryBody::Refusal(r) => {
-            out.insert(IndexPrefix::campaign(&r.link.campaign));
-            for x in &r.examples {
-                out.insert(IndexPrefix::source(&x.source));
-                out.insert(IndexPrefix::example(&x.source, x.index));
-            }
-            if let Some(m) = &r.measurement {
-                for b in &m.blocks {
-                    out.insert(IndexPrefix::parameter_block(b.block));
-                }
-            }
-        }
-        EntryBody::RefusalAggregate(r) => {
-            out.insert(IndexPrefix::campaign(&r.link.campaign));
-            for c in &r.counts {
-                out.insert(IndexPrefix::source(&c.source));
-            }
-        }
-        EntryBody::Revocation(r) => {
-            out.insert(IndexPrefix::source(&r.source));
-        }
+    }
+    for s in body.sources_named() {
+        out.insert(IndexPrefix::source(&s));
+    }
+    for (s, i) in body.examples_named() {
+        out.insert(IndexPrefix::example(&s, i));
+    }
+    let measurement = match body {
+        EntryBody::Refusal(r) => r.measurement.as_ref(),
+        b => b.event().map(|e| e.measurement),
+    };
+    for b in measurement.iter().flat_map(|m| &m.blocks) {
+        out.insert(IndexPrefix::parameter_block(b.block));
     }
     for a in signers(body, view) {
         out.insert(IndexPrefix::authority(a.as_str()));
@@ -74,54 +44,10 @@ pub fn index_prefixes(entry: &LedgerEntry, digest: &Digest, view: &dyn LedgerVie
     out
 }
 
-/// The authorities that must sign `body` (the authority side of
-/// `EntryBody::signing_plan`, without building the signed messages, which
-/// costs a hash of every section; the tests check both agree).
+/// The authorities that must sign `body`: the signing rule's signers
+/// (without hashing the sections it would sign).
 fn signers<'a>(body: &'a EntryBody, view: &'a dyn LedgerView) -> BTreeSet<&'a AuthorityId> {
-    let mut out = BTreeSet::new();
-    let policy_author = |d| view.policy(d).map(|p| &p.authority);
-    let operator = |d| view.campaign(d).map(|c| &c.operator);
-    match body {
-        EntryBody::Manifest(m) => {
-            out.insert(&m.authority);
-        }
-        EntryBody::Policy(p) => {
-            out.insert(&p.authority);
-        }
-        EntryBody::Campaign(c) => {
-            out.insert(&c.operator);
-        }
-        EntryBody::CampaignClose(c) => out.extend(operator(&c.campaign)),
-        EntryBody::Step(e) => {
-            out.extend(
-                e.examples
-                    .iter()
-                    .filter_map(|r| view.source(&r.source).map(|m| &m.authority)),
-            );
-            out.extend(policy_author(&e.policy));
-            out.extend(operator(&e.link.campaign));
-        }
-        EntryBody::Composite(e) => {
-            out.extend(
-                e.records
-                    .iter()
-                    .filter_map(|r| view.source(&r.source).map(|m| &m.authority)),
-            );
-            out.extend(policy_author(&e.policy));
-            out.extend(operator(&e.link.campaign));
-        }
-        EntryBody::Refusal(r) => {
-            out.extend(policy_author(&r.policy));
-            out.extend(operator(&r.link.campaign));
-        }
-        EntryBody::RefusalAggregate(r) => {
-            out.extend(policy_author(&r.policy));
-            out.extend(operator(&r.link.campaign));
-        }
-        EntryBody::Revocation(r) => {
-            out.insert(&r.authority);
-        }
-        EntryBody::Checkpoint(_) => {}
-    }
-    out
+    body.required_signers(view)
+        .map(|s| s.signers.into_iter().map(|x| x.authority).collect())
+        .unwrap_or_default()
 }

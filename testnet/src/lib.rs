@@ -1,15 +1,14 @@
-//! Run a local multi-node consortium, drive it and check it from outside:
-//! the testnet runner (`govtune testnet ...`), a blocking API client, a
-//! light client that holds only the genesis file, and a ledger workload
-//! for tests and benchmarks.
+//! Run a local multi-node consortium and drive it: the testnet runner
+//! (`govtune testnet ...`), a ledger workload for tests and benchmarks, the
+//! operator's campaign on a local testnet, the main job end to end
+//! (`govtune demo`) with its HTML report, and the network benchmark.
 
-pub mod answer;
-pub mod client;
-pub mod light;
+pub mod bench;
+pub mod campaign;
+pub mod demo;
+pub mod report;
 pub mod runner;
-pub mod verify;
 pub mod workload;
 
-pub use client::{Client, ClientError};
-pub use light::{LightClient, VerifyError};
+pub use lightclient::{Client, ClientError, LightClient, VerifyError};
 pub use runner::{NodeSettings, Testnet, TestnetError};

@@ -16,7 +16,7 @@ use provenance::genesis::ConsortiumDescription;
 use provenance::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::client::Client;
+use lightclient::Client;
 
 /// Why a testnet operation failed.
 #[derive(Debug, thiserror::Error)]

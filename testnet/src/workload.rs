@@ -24,16 +24,10 @@ use provenance::{
     Timestamp,
 };
 
-use crate::client::{digest_field, Client, ClientError};
 use crate::runner::Testnet;
+use lightclient::client::{digest_field, Client, ClientError};
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use roles::now_ms;
 
 fn label<T: std::str::FromStr>(s: &str) -> T
 where
@@ -301,17 +295,13 @@ impl Workload {
         let time = Timestamp(now_ms());
         let records = self.records(examples.max(2), time)?;
         let body = if composite {
-            let mut t = provenance::merkle::MemoryTree::<provenance::merkle::Sha3Hasher>::new();
-            for r in &records {
-                t.push_leaf(&provenance::codec::encode(r));
-            }
             EntryBody::Composite(CompositeEvent {
                 version: 1,
                 link: self.next,
                 first_step: self.step,
                 last_step: self.step,
                 policy: self.policy.digest(),
-                records_root: t.root(),
+                records_root: provenance::event::composite_root(&records),
                 records,
                 measurement: self.measurement(),
                 sketch_blob: Digest::ZERO,

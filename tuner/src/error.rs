@@ -60,6 +60,9 @@ pub enum TunerError {
         /// What was non-finite.
         what: &'static str,
     },
+    /// Entries are not a campaign's whole record.
+    #[error(transparent)]
+    Record(#[from] provenance::record::RecordError),
     /// A feature the caller asked for is not built.
     #[error("not implemented: {0}")]
     NotImplemented(String),

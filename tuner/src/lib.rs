@@ -76,15 +76,18 @@
 //! restricted; per example, source, event, step and parameter block;
 //! bit-deterministic) and [`trace::TraceContext`] is the entry point of the
 //! node's trace endpoint and of a verifier's recomputation. [`eval`]
-//! measures it (canaries, retraining ground truth; `docs/tracing.md`).
+//! measures it (canaries, retraining ground truth; `docs/tracing.md`;
+//! feature `eval`, on by default, off in the node's daemon).
 #![deny(missing_docs)]
 
+#[cfg(feature = "eval")]
 pub mod bench;
 pub mod blobs;
 pub mod campaign;
 pub mod data;
 pub mod demo;
 pub mod error;
+#[cfg(feature = "eval")]
 pub mod eval;
 pub mod lora;
 pub mod memo;

@@ -40,11 +40,9 @@ pub fn find_fine_tune(entries: &[EntryBody]) -> Result<(Campaign, CampaignClose)
 /// The delta blob an entry of `campaign` names, if it is a training event.
 pub fn delta_of(e: &EntryBody, campaign: &Campaign) -> Option<Digest> {
     let d = campaign.digest();
-    match e {
-        EntryBody::Step(s) if s.link.campaign == d => Some(s.delta_blob),
-        EntryBody::Composite(s) if s.link.campaign == d => Some(s.delta_blob),
-        _ => None,
-    }
+    e.event()
+        .filter(|ev| ev.link.campaign == d)
+        .map(|ev| *ev.delta_blob)
 }
 
 /// Base + initial adapters + every delta blob, in order.

@@ -1,11 +1,7 @@
 //! A closed campaign's record, as the ledger holds it, and the trace inputs
 //! rebuilt from it and its blobs alone.
 //!
-//! [`CampaignRecord::new`] checks the chain: records numbered `0..n` in
-//! order, each naming its predecessor's body digest, the close naming the
-//! last one and the count, every record of this campaign. So a record
-//! missing one entry is refused: that is where a verifier's completeness
-//! comes from.
+//! [`CampaignRecord::new`] (in `provenance::record`) checks the chain.
 //!
 //! [`PreparedTrace::build`] fetches the recipe, base weights, delta and
 //! sketch blobs through a caller's function (a node reads its store, a
@@ -19,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
-use provenance::{Campaign, CampaignClose, Canonical, Digest, EntryBody};
+use provenance::{Canonical, Digest, EntryBody};
 
 use crate::blobs::{apply, blob_digest, decode_delta, decode_sketches};
 use crate::error::{Result, TunerError};
@@ -30,83 +26,7 @@ use crate::recipe::Recipe;
 use crate::score::{logged_examples, LoggedExample, LrSchedule, Method, Preconditioner, TraceReport};
 use crate::trace::TraceContext;
 
-/// A campaign's entries in chain order, checked complete.
-#[derive(Debug, Clone)]
-pub struct CampaignRecord {
-    /// The campaign.
-    pub campaign: Campaign,
-    /// Its chain records (steps, composites, refusals, aggregates), `seq`
-    /// `0..n` in order.
-    pub chain: Vec<EntryBody>,
-    /// Its close.
-    pub close: CampaignClose,
-}
-
-/// The chain link of a campaign record, if the body is one.
-pub fn link_of(b: &EntryBody) -> Option<&provenance::event::ChainLink> {
-    match b {
-        EntryBody::Step(e) => Some(&e.link),
-        EntryBody::Composite(e) => Some(&e.link),
-        EntryBody::Refusal(e) => Some(&e.link),
-        EntryBody::RefusalAggregate(e) => Some(&e.link),
-        _ => None,
-    }
-}
-
-impl CampaignRecord {
-    /// Checks that `chain` is the whole chain `close` names.
-    pub fn new(campaign: Campaign, chain: Vec<EntryBody>, close: CampaignClose) -> Result<Self> {
-        let cd = campaign.digest();
-        let bad = |m: String| TunerError::Config(format!("campaign record incomplete or out of order: {m}"));
-        if close.campaign != cd {
-            return Err(bad("the close names another campaign".into()));
-        }
-        let mut prev = Digest::ZERO;
-        for (i, b) in chain.iter().enumerate() {
-            let l = link_of(b).ok_or_else(|| bad(format!("entry {i} is not a chain record")))?;
-            if l.campaign != cd {
-                return Err(bad(format!(
-                    "entry {i} belongs to campaign {}",
-                    l.campaign.short()
-                )));
-            }
-            if l.seq != i as u64 {
-                return Err(bad(format!("record {} where record {i} belongs", l.seq)));
-            }
-            if l.prev != prev {
-                return Err(bad(format!(
-                    "record {i} does not follow record {}",
-                    i.saturating_sub(1)
-                )));
-            }
-            prev = b.digest();
-        }
-        if close.entries != chain.len() as u64 || close.head != prev {
-            return Err(bad(format!(
-                "the close names {} records ending in {}, {} were given ending in {}",
-                close.entries,
-                close.head.short(),
-                chain.len(),
-                prev.short()
-            )));
-        }
-        Ok(Self {
-            campaign,
-            chain,
-            close,
-        })
-    }
-
-    /// The training events (steps and composites) with their chain
-    /// position.
-    pub fn events(&self) -> impl Iterator<Item = (u64, &EntryBody)> {
-        self.chain
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| matches!(b, EntryBody::Step(_) | EntryBody::Composite(_)))
-            .map(|(i, b)| (i as u64, b))
-    }
-}
+pub use provenance::record::CampaignRecord;
 
 /// Sketch blob, delta blob, records and recorded model state of an event.
 fn event_parts(
@@ -117,11 +37,8 @@ fn event_parts(
     &[provenance::event::ExampleRecord],
     &provenance::event::Measurement,
 )> {
-    match b {
-        EntryBody::Step(e) => Some((&e.sketch_blob, &e.delta_blob, &e.examples, &e.measurement)),
-        EntryBody::Composite(e) => Some((&e.sketch_blob, &e.delta_blob, &e.records, &e.measurement)),
-        _ => None,
-    }
+    b.event()
+        .map(|e| (e.sketch_blob, e.delta_blob, e.records, e.measurement))
 }
 
 /// Fetches a blob by digest; the caller's function need not check the

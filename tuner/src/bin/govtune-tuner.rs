@@ -454,7 +454,7 @@ fn offline_trace(
     let d = campaign.digest();
     let chain: Vec<EntryBody> = entries
         .iter()
-        .filter(|e| tuner::record::link_of(e).is_some_and(|l| l.campaign == d))
+        .filter(|e| e.chain_link().is_some_and(|l| l.campaign == d))
         .cloned()
         .collect();
     let titles: BTreeMap<provenance::Digest, String> = entries

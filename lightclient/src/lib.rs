@@ -1,0 +1,18 @@
+//! A light client of a govtune consortium: it holds only the genesis file,
+//! trusts no node, and checks what nodes serve. The HTTP client
+//! ([`client`]), the proofs a light client checks ([`light`]), the
+//! verifier predicates of a regulator, a rights-holder and an operator
+//! ([`verify`]), the checks that need the tuner ([`recompute`], feature
+//! `recompute`), and the commands `govtune-verify` and `govtune` share
+//! ([`cli`]).
+#![deny(missing_docs)]
+
+pub mod cli;
+pub mod client;
+pub mod light;
+pub mod recompute;
+pub mod verify;
+
+pub use client::{Client, ClientError};
+pub use light::{LightClient, VerifyError};
+pub use verify::{Verdict, Verifier};

@@ -1,0 +1,351 @@
+//! `govtune verify`: typed predicates a regulator, a rights-holder or an
+//! operator checks against any node, trusting none, with the genesis file
+//! alone.
+//!
+//! Every predicate works the same way:
+//!
+//! 1. fetch one listing (`/v1/campaigns/{id}/entries` or
+//!    `/v1/sources/{id}/entries`): entries with inclusion proofs under one
+//!    checkpoint, whose consortium signature is checked against genesis;
+//! 2. check every entry's proof and every entry's authority signatures
+//!    (the manifests, policies and campaigns they refer to are fetched the
+//!    same way first, so the signing plan is the ledger's);
+//! 3. rebuild each campaign's record from its chain: records numbered
+//!    `0..n`, each naming its predecessor, the close naming the last and
+//!    the count (`provenance::record::CampaignRecord`). A node that leaves out
+//!    one record of a closed campaign breaks the chain and is caught;
+//! 4. decide the predicate on the verified record, and report the bytes
+//!    fetched next to the log's size.
+//!
+//! What a light client cannot see this way: a node that omits a whole
+//! campaign from a source's listing (every event of it, and its close).
+//! `verify source --scan` closes that gap by downloading the whole log
+//! and checking it against the checkpoint's root.
+
+use std::collections::BTreeMap;
+
+use provenance::api::{CitedEntry, TraceAnswer};
+use provenance::entry::MemoryLedgerView;
+use provenance::record::{CampaignRecord, RecordError};
+use provenance::{Campaign, Canonical, Digest, EntryBody, LedgerEntry, SignedCheckpoint};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::client::Client;
+use crate::light::{LightClient, VerifyError};
+
+mod audit;
+mod predicates;
+mod trace;
+
+pub use audit::{AuditedCampaign, AuditedStep, RevocationAudit};
+
+/// A predicate's verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    /// The predicate (`policy`, `source`, `model`, `trace`).
+    pub predicate: String,
+    /// Whether it holds.
+    pub pass: bool,
+    /// Why not (empty when it holds).
+    pub violations: Vec<String>,
+    /// What was checked, in words.
+    pub notes: Vec<String>,
+    /// Entries verified (proof and signatures).
+    pub entries_checked: u64,
+    /// Response bytes fetched from the node.
+    pub bytes_fetched: u64,
+    /// The log size of the checkpoint used.
+    pub log_size: u64,
+    /// The checkpoint height used.
+    pub checkpoint_height: u64,
+}
+
+impl Verdict {
+    fn new(predicate: &str, cp: &SignedCheckpoint) -> Self {
+        Self {
+            predicate: predicate.into(),
+            pass: true,
+            violations: Vec::new(),
+            notes: Vec::new(),
+            entries_checked: 0,
+            bytes_fetched: 0,
+            log_size: cp.checkpoint.size,
+            checkpoint_height: cp.checkpoint.height,
+        }
+    }
+
+    pub(crate) fn violation(&mut self, v: String) {
+        self.pass = false;
+        self.violations.push(v);
+    }
+
+    /// One line per violation or note, and the verdict.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "{} {}: {} entries verified under checkpoint {} (log size {}), {} bytes fetched\n",
+            if self.pass { "PASS" } else { "FAIL" },
+            self.predicate,
+            self.entries_checked,
+            self.checkpoint_height,
+            self.log_size,
+            self.bytes_fetched
+        );
+        for n in &self.notes {
+            s.push_str(&format!("  - {n}\n"));
+        }
+        for v in &self.violations {
+            s.push_str(&format!("  ✗ {v}\n"));
+        }
+        s
+    }
+}
+
+/// A verified entry: its log index and the entry.
+pub type Verified = (u64, LedgerEntry);
+
+/// A light client bound to one node, with the ledger view it has verified
+/// so far.
+#[derive(Debug)]
+pub struct Verifier {
+    light: LightClient,
+    node: Client,
+    view: MemoryLedgerView,
+    known: BTreeMap<Digest, Verified>,
+    checked: u64,
+    pinned: Option<SignedCheckpoint>,
+}
+
+fn malformed(m: impl Into<String>) -> VerifyError {
+    VerifyError::Malformed(m.into())
+}
+
+impl Verifier {
+    /// A verifier of `node` holding the genesis file at `genesis`.
+    pub fn new(genesis: &std::path::Path, node: Client) -> Result<Self, VerifyError> {
+        Ok(Self {
+            light: LightClient::from_genesis_file(genesis).map_err(VerifyError::Malformed)?,
+            node,
+            view: MemoryLedgerView::default(),
+            known: BTreeMap::new(),
+            checked: 0,
+            pinned: None,
+        })
+    }
+
+    /// The light client.
+    pub fn light(&self) -> &LightClient {
+        &self.light
+    }
+
+    /// The node's client.
+    pub fn node(&self) -> &Client {
+        &self.node
+    }
+
+    /// Every checkpoint this verifier uses must extend the ones it used
+    /// before (a consistency proof from the node), so entries verified
+    /// under an earlier one stay valid.
+    fn pin(&mut self, cp: &SignedCheckpoint) -> Result<(), VerifyError> {
+        match &self.pinned {
+            Some(p) if p.checkpoint.size == cp.checkpoint.size => {
+                if p.checkpoint.root != cp.checkpoint.root {
+                    return Err(VerifyError::BadProof(
+                        "two checkpoints of the same size with different roots".into(),
+                    ));
+                }
+            }
+            Some(p) if p.checkpoint.size < cp.checkpoint.size => {
+                self.light.verify_extends(&self.node, p, cp)?;
+                self.pinned = Some(cp.clone());
+            }
+            Some(p) => self.light.verify_extends(&self.node, cp, p)?,
+            None => self.pinned = Some(cp.clone()),
+        }
+        Ok(())
+    }
+
+    /// Checks a cited entry under `cp`: proof, decoding, digest.
+    pub fn check_cited(&self, cp: &SignedCheckpoint, c: &CitedEntry) -> Result<LedgerEntry, VerifyError> {
+        let leaf = c
+            .leaf_bytes()
+            .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        self.light.verify_leaf(cp, c.index, &leaf, &c.proof)?;
+        let e: LedgerEntry = provenance::decode(&leaf).map_err(|e| malformed(e.to_string()))?;
+        if e.body.digest() != c.digest {
+            return Err(malformed(format!("entry {} is not {}", c.index, c.digest)));
+        }
+        Ok(e)
+    }
+
+    /// Checks an entry's authority signatures under the view verified so
+    /// far (fetching the manifests, policies and campaign it refers to),
+    /// and adds it to the view.
+    pub fn check_signatures(
+        &mut self,
+        cp: &SignedCheckpoint,
+        index: u64,
+        e: &LedgerEntry,
+    ) -> Result<(), VerifyError> {
+        for d in e.body.references() {
+            self.ensure(cp, &d)?;
+        }
+        e.verify(self.light.keyring(), &self.view)
+            .map_err(|err| VerifyError::BadSignature(format!("entry {index}: {err}")))?;
+        self.learn(index, e);
+        self.checked += 1;
+        Ok(())
+    }
+
+    fn learn(&mut self, index: u64, e: &LedgerEntry) {
+        let d = e.body.digest();
+        self.known.insert(d, (index, e.clone()));
+        self.view.apply_with_digest(&e.body, d);
+    }
+
+    /// Fetches, proves and signature-checks the entry with body digest `d`
+    /// (a manifest, policy or campaign) unless already verified.
+    pub fn ensure(&mut self, cp: &SignedCheckpoint, d: &Digest) -> Result<Verified, VerifyError> {
+        // Verified under an earlier checkpoint of the same log: still in it.
+        if let Some(v) = self.known.get(d) {
+            return Ok(v.clone());
+        }
+        let a = self.node.get(&format!("/v1/entries/{}", d.to_hex()))?.body;
+        let index = a["index"]
+            .as_u64()
+            .ok_or_else(|| malformed(format!("entry {d} is not committed at this node")))?;
+        if index >= cp.checkpoint.size {
+            return Err(malformed(format!(
+                "entry {d} is not under checkpoint {}",
+                cp.checkpoint.height
+            )));
+        }
+        let e = self.fetch_at(cp, index)?;
+        if e.body.digest() != *d {
+            return Err(malformed(format!("entry {index} is not {d}")));
+        }
+        self.check_signatures(cp, index, &e)?;
+        Ok((index, e))
+    }
+
+    fn fetch_at(&self, cp: &SignedCheckpoint, index: u64) -> Result<LedgerEntry, VerifyError> {
+        self.light.fetch_entry(&self.node, cp, index)
+    }
+
+    /// Fetches a listing (`/v1/campaigns/{id}/entries` or
+    /// `/v1/sources/{id}/entries`): its checkpoint and every entry, proved.
+    pub fn listing(&mut self, path: &str) -> Result<(SignedCheckpoint, Vec<Verified>), VerifyError> {
+        let v = self.node.get(path)?.body;
+        let cp = self.light.checkpoint_from_json(&v["checkpoint"])?;
+        self.pin(&cp)?;
+        let cited: Vec<CitedEntry> =
+            serde_json::from_value(v["entries"].clone()).map_err(|e| malformed(format!("{path}: {e}")))?;
+        let mut out = Vec::new();
+        for c in &cited {
+            let e = self.check_cited(&cp, c)?;
+            out.push((c.index, e));
+        }
+        out.sort_by_key(|(i, _)| *i);
+        Ok((cp, out))
+    }
+
+    /// The campaign's verified, complete record (if closed) or its
+    /// verified chain prefix (if open): every record proved and
+    /// signature-checked, the chain checked.
+    pub fn campaign(&mut self, id: &Digest) -> Result<VerifiedCampaign, VerifyError> {
+        let (cp, entries) = self.listing(&format!("/v1/campaigns/{}/entries", id.to_hex()))?;
+        self.campaign_from(cp, entries, id)
+    }
+
+    fn campaign_from(
+        &mut self,
+        cp: SignedCheckpoint,
+        entries: Vec<Verified>,
+        id: &Digest,
+    ) -> Result<VerifiedCampaign, VerifyError> {
+        for (i, e) in &entries {
+            self.check_signatures(&cp, *i, e)?;
+        }
+        let parts =
+            provenance::record::collect(id, entries.into_iter().map(|(i, e)| (i, e.body))).map_err(|e| {
+                match e {
+                    RecordError::Foreign { .. } => malformed(e.to_string()),
+                    RecordError::Incomplete(m) => VerifyError::Incomplete(m),
+                }
+            })?;
+        let (campaign_index, campaign) = parts
+            .campaign
+            .ok_or_else(|| VerifyError::Incomplete(format!("the node did not list campaign {id} itself")))?;
+        let (indexes, bodies): (Vec<u64>, Vec<EntryBody>) = parts.chain.into_iter().unzip();
+        let incomplete = |e: RecordError| VerifyError::Incomplete(e.to_string());
+        let (record, close_index) = match parts.close {
+            Some((ci, c)) => (
+                Some(CampaignRecord::new(campaign.clone(), bodies.clone(), c).map_err(incomplete)?),
+                Some(ci),
+            ),
+            None => {
+                // Open: the prefix must still be a chain from record 0.
+                provenance::record::check_chain(id, &bodies).map_err(incomplete)?;
+                (None, None)
+            }
+        };
+        Ok(VerifiedCampaign {
+            checkpoint: cp,
+            campaign,
+            campaign_index,
+            chain: bodies,
+            chain_index: indexes,
+            record,
+            close_index,
+        })
+    }
+
+    fn finish(&self, mut v: Verdict) -> Verdict {
+        v.entries_checked = self.checked;
+        v.bytes_fetched = self.node.bytes_fetched();
+        v
+    }
+}
+
+/// A campaign as verified from a node.
+#[derive(Debug, Clone)]
+pub struct VerifiedCampaign {
+    /// The checkpoint the entries are proved under.
+    pub checkpoint: SignedCheckpoint,
+    /// The campaign.
+    pub campaign: Campaign,
+    /// Its opening's log index.
+    pub campaign_index: u64,
+    /// Its chain records, in order.
+    pub chain: Vec<EntryBody>,
+    /// Their log indexes.
+    pub chain_index: Vec<u64>,
+    /// The complete record, if closed.
+    pub record: Option<CampaignRecord>,
+    /// The close's log index, if closed.
+    pub close_index: Option<u64>,
+}
+
+fn note_completeness(v: &mut Verdict, vc: &VerifiedCampaign) {
+    match &vc.record {
+        Some(r) => v.notes.push(format!(
+            "campaign {}: all {} records present and chained to its close",
+            vc.campaign.digest().short(),
+            r.chain.len()
+        )),
+        None => v.violation(format!(
+            "campaign {} is not closed: its record cannot be shown complete",
+            vc.campaign.digest().short()
+        )),
+    }
+}
+
+fn records_of(b: &EntryBody) -> (&[provenance::event::ExampleRecord], provenance::Timestamp) {
+    b.event()
+        .map_or((&[][..], provenance::Timestamp(0)), |e| (e.records, e.step_time))
+}
+
+/// Parses a trace answer from JSON.
+pub fn parse_answer(v: &Value) -> Result<TraceAnswer, VerifyError> {
+    serde_json::from_value(v.clone()).map_err(|e| malformed(format!("trace answer: {e}")))
+}

@@ -1,0 +1,278 @@
+//! The regulator's, the rights-holder's and the operator's predicates:
+//! a campaign ran under an approved policy, a source was used only as its
+//! terms allow, a weights file is the campaign's model.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use provenance::merkle::{MemoryTree, Sha3Hasher};
+use provenance::{Digest, EntryBody, LedgerEntry, SignedCheckpoint};
+
+use super::{malformed, note_completeness, records_of, Verdict, Verified, Verifier};
+use crate::light::VerifyError;
+
+impl Verifier {
+    /// Regulator: every step of campaign `id` ran under `approved` or a
+    /// successor of it that governance signed (`supersedes` chain).
+    pub fn policy(&mut self, id: &Digest, approved: &Digest) -> Result<Verdict, VerifyError> {
+        let vc = self.campaign(id)?;
+        let cp = vc.checkpoint.clone();
+        let mut v = Verdict::new("policy", &cp);
+        let (_, ap) = self.ensure(&cp, approved)?;
+        if !matches!(ap.body, EntryBody::Policy(_)) {
+            return Err(malformed(format!("{approved} is not a policy")));
+        }
+        let mut allowed: BTreeMap<Digest, bool> = BTreeMap::new();
+        let mut used: BTreeMap<Digest, u64> = BTreeMap::new();
+        *used.entry(vc.campaign.policy).or_default() += 0;
+        for b in &vc.chain {
+            if let Some(p) = b.record_policy().copied() {
+                *used.entry(p).or_default() += 1;
+            }
+        }
+        for (p, n) in &used {
+            let ok = self.descends_from(&cp, approved, p, &mut allowed)?;
+            if ok {
+                v.notes.push(format!(
+                    "{n} records under policy {}{}",
+                    p.short(),
+                    if p == approved {
+                        " (the approved one)"
+                    } else {
+                        " (a governance-signed successor)"
+                    }
+                ));
+            } else {
+                v.violation(format!(
+                    "{n} records{} ran under policy {}, which is neither {} nor a successor of it",
+                    if *n == 0 { " (the campaign's opening)" } else { "" },
+                    p.short(),
+                    approved.short()
+                ));
+            }
+        }
+        note_completeness(&mut v, &vc);
+        Ok(self.finish(v))
+    }
+
+    fn descends_from(
+        &mut self,
+        cp: &SignedCheckpoint,
+        approved: &Digest,
+        p: &Digest,
+        memo: &mut BTreeMap<Digest, bool>,
+    ) -> Result<bool, VerifyError> {
+        // Each policy on the way is proved and signed: a successor's
+        // signing plan requires governance (and the superseded policy's
+        // authority).
+        provenance::policy::descends_from(approved, p, memo, |d| {
+            let (_, e) = self.ensure(cp, d)?;
+            Ok(match &e.body {
+                EntryBody::Policy(pol) => pol.supersedes,
+                _ => None,
+            })
+        })
+    }
+
+    /// Rights-holder: every use of source `id` was inside its validity
+    /// window and declared purposes, every refusal of it is listed, nothing
+    /// of it was admitted after its revocation, and each campaign's counts
+    /// of it match its close. With `scan`, the whole log is downloaded and
+    /// checked against the checkpoint, so no campaign can be left out.
+    pub fn source(&mut self, id: &Digest, scan: bool) -> Result<Verdict, VerifyError> {
+        let (cp, listed) = self.listing(&format!("/v1/sources/{}/entries", id.to_hex()))?;
+        let mut v = Verdict::new("source", &cp);
+        let (_, me) = self.ensure(&cp, id)?;
+        let EntryBody::Manifest(m) = &me.body else {
+            return Err(malformed(format!("{id} is not a source")));
+        };
+        let m = m.clone();
+        let mut revoked_at = None;
+        let mut campaigns = BTreeSet::new();
+        for (i, e) in &listed {
+            self.check_signatures(&cp, *i, e)?;
+            match &e.body {
+                EntryBody::Revocation(r) if r.source == *id => revoked_at = Some((*i, r.clone())),
+                EntryBody::CampaignClose(c) => {
+                    campaigns.insert(c.campaign);
+                }
+                b => {
+                    if let Some(l) = b.chain_link() {
+                        campaigns.insert(l.campaign);
+                    }
+                }
+            }
+        }
+        let listed_idx: BTreeSet<u64> = listed.iter().map(|(i, _)| *i).collect();
+        if scan {
+            let all = self.scan(&cp)?;
+            for (i, e) in &all {
+                if e.body.sources_named().contains(id) {
+                    if !listed_idx.contains(i) {
+                        v.violation(format!("the node's listing of the source omits entry {i}"));
+                    }
+                    if let Some(c) = e.body.campaign_id().copied() {
+                        campaigns.insert(c);
+                    }
+                }
+            }
+            v.notes.push(format!(
+                "scanned all {} log entries against the checkpoint's root",
+                all.len()
+            ));
+        }
+        if let Some((ri, r)) = &revoked_at {
+            v.notes.push(format!(
+                "revoked by {} at log index {ri} ({}): {}",
+                r.authority, r.requested, r.reason
+            ));
+        }
+        for c in &campaigns {
+            let vc = self.campaign(c)?;
+            let purpose_ok = m.purposes.contains(&vc.campaign.purpose);
+            let (mut admitted, mut refused) = (0u64, 0u64);
+            for (k, b) in vc.chain.iter().enumerate() {
+                let li = vc.chain_index[k];
+                if !listed_idx.contains(&li) && b.sources_named().contains(id) {
+                    v.violation(format!("the node's listing of the source omits entry {li}"));
+                }
+                match b {
+                    EntryBody::Step(_) | EntryBody::Composite(_) => {
+                        let (records, time) = records_of(b);
+                        let n = records.iter().filter(|r| r.source == *id).count() as u64;
+                        if n == 0 {
+                            continue;
+                        }
+                        admitted += n;
+                        if !m.valid_at(time) {
+                            v.violation(format!(
+                                "entry {li} (campaign {} record {k}) used {n} examples at {time}, outside the validity window {}..{}",
+                                c.short(),
+                                m.not_before,
+                                m.not_after
+                            ));
+                        }
+                        if !purpose_ok {
+                            v.violation(format!(
+                                "entry {li} used {n} examples for purpose {}, not among the source's purposes",
+                                vc.campaign.purpose
+                            ));
+                        }
+                        if let Some((ri, _)) = &revoked_at {
+                            if li > *ri {
+                                v.violation(format!(
+                                    "entry {li} (campaign {} record {k}) admitted {n} examples after the revocation at index {ri}",
+                                    c.short()
+                                ));
+                            }
+                        }
+                    }
+                    EntryBody::Refusal(r) => {
+                        let n = r.examples.iter().filter(|x| x.source == *id).count() as u64;
+                        if n > 0 {
+                            refused += n;
+                            v.notes.push(format!(
+                                "refusal at entry {li} (campaign {}, step {}): {n} examples, {:?}: {}",
+                                c.short(),
+                                r.step,
+                                r.reason,
+                                r.detail
+                            ));
+                        }
+                    }
+                    EntryBody::RefusalAggregate(r) => {
+                        for rc in r.counts.iter().filter(|x| x.source == *id) {
+                            refused += rc.count;
+                            v.notes.push(format!(
+                                "refusals at entry {li} (campaign {}, steps {}..={}): {} examples, {:?}",
+                                c.short(),
+                                r.first_step,
+                                r.last_step,
+                                rc.count,
+                                rc.reason
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            match &vc.record {
+                Some(rec) => {
+                    let want = rec.close.per_source.iter().find(|p| p.source == *id);
+                    let (wa, wr) = want.map(|p| (p.admitted, p.refused)).unwrap_or((0, 0));
+                    if (wa, wr) != (admitted, refused) {
+                        v.violation(format!(
+                            "campaign {} closed with {wa} admitted and {wr} refused examples of the source; its record holds {admitted} and {refused}",
+                            c.short()
+                        ));
+                    } else {
+                        v.notes.push(format!(
+                            "campaign {} (closed, {} records): {admitted} examples admitted, {refused} refused, as its close says",
+                            c.short(),
+                            rec.chain.len()
+                        ));
+                    }
+                }
+                None => v.notes.push(format!(
+                    "campaign {} is open: {admitted} admitted, {refused} refused so far (no close to check completeness against)",
+                    c.short()
+                )),
+            }
+        }
+        Ok(self.finish(v))
+    }
+
+    /// Downloads the whole log under `cp` and checks it against the
+    /// checkpoint's root.
+    pub fn scan(&mut self, cp: &SignedCheckpoint) -> Result<Vec<Verified>, VerifyError> {
+        let size = cp.checkpoint.size;
+        let mut leaves: Vec<Vec<u8>> = Vec::with_capacity(size as usize);
+        let mut start = 0u64;
+        while start < size {
+            let end = (start + 256).min(size);
+            let a = self
+                .node
+                .get(&format!("/v1/log/leaves?start={start}&end={end}"))?
+                .body;
+            let arr = a["leaves"].as_array().ok_or_else(|| malformed("leaves"))?;
+            if arr.len() as u64 != end - start {
+                return Err(malformed("short leaves answer"));
+            }
+            for l in arr {
+                let hexs = l["leaf"].as_str().ok_or_else(|| malformed("leaf"))?;
+                leaves.push(hex::decode(hexs).map_err(|e| malformed(e.to_string()))?);
+            }
+            start = end;
+        }
+        let mut t = MemoryTree::<Sha3Hasher>::new();
+        for l in &leaves {
+            t.push_leaf(l);
+        }
+        if t.root() != cp.checkpoint.root {
+            return Err(VerifyError::BadProof(
+                "the log's leaves do not hash to the checkpoint's root".into(),
+            ));
+        }
+        leaves
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                provenance::decode::<LedgerEntry>(l)
+                    .map(|e| (i as u64, e))
+                    .map_err(|e| malformed(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// Operator: the weights file (an adapter snapshot, safetensors) is
+    /// exactly the campaign's base plus its recorded deltas.
+    pub fn model(&mut self, id: &Digest, weights: &[u8]) -> Result<Verdict, VerifyError> {
+        let vc = self.campaign(id)?;
+        let mut v = Verdict::new("model", &vc.checkpoint);
+        let rec = vc
+            .record
+            .as_ref()
+            .ok_or_else(|| VerifyError::Incomplete(format!("campaign {id} is not closed")))?;
+        crate::recompute::check_model(&self.node, rec, weights, &mut v)?;
+        Ok(self.finish(v))
+    }
+}

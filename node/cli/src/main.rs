@@ -1,0 +1,475 @@
+//! `govtune`: the consortium node binary and its command-line tools: the
+//! key ceremony (`genesis new|verify`), the node (`node --config`), the
+//! operator's campaign, the local testnet runner
+//! (`testnet up|status|down|kill|restart|pause|resume`), the demo, the
+//! network benchmark, and the light client's `trace`, `verify` and `audit`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use genesis::{ceremony, load_genesis, parse_description, write_ceremony, ConsortiumDescription};
+use provenance::{Canonical, Timestamp};
+
+#[derive(Parser)]
+#[command(
+    name = "govtune",
+    version,
+    about = "Governed fine-tuning with verifiable provenance"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The main job end to end: a 4-node testnet on loopback, sources with
+    /// varied terms, a base campaign and a governed fine-tune (one node
+    /// killed and restarted midway), three traces verified as a light
+    /// client, every predicate, a revocation audit and an HTML report.
+    Demo {
+        /// The demo's folder (must not hold a testnet yet).
+        #[arg(long, default_value = "govtune-demo")]
+        dir: PathBuf,
+        /// The campaign file.
+        #[arg(long, default_value = "data/demo.toml")]
+        config: PathBuf,
+        /// The short profile of the campaign file's [demo.short] (CI).
+        #[arg(long)]
+        short: bool,
+        /// Leave the testnet running (stop it with `testnet down`).
+        #[arg(long)]
+        keep_running: bool,
+    },
+    /// Consortium definition and key ceremony.
+    Genesis {
+        #[command(subcommand)]
+        command: GenesisCommand,
+    },
+    /// Run a consortium node.
+    Node {
+        /// The node's configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Governed fine-tuning campaigns (the operator's tuner).
+    Campaign {
+        #[command(subcommand)]
+        command: CampaignCommand,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+    /// A local multi-node testnet on loopback.
+    Testnet {
+        #[command(subcommand)]
+        command: TestnetCommand,
+    },
+    /// The light client's commands (`trace`, `verify ...`, `audit ...`),
+    /// the same as `govtune-verify`'s.
+    #[command(flatten)]
+    Light(lightclient::cli::LightCommand),
+}
+
+#[derive(Subcommand)]
+enum CampaignCommand {
+    /// Run a campaign: against the operator node of a local testnet (which
+    /// also registers the file's policy and sources through their
+    /// authorities' nodes), or with no node, writing entries to a file.
+    Run {
+        /// The campaign file (see data/campaign.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// A testnet folder (`govtune testnet up --dir`).
+        #[arg(long, conflicts_with = "events_out")]
+        testnet: Option<PathBuf>,
+        /// No node: write entries here (blobs beside it) under the file's
+        /// own demo consortium keys.
+        #[arg(long)]
+        events_out: Option<PathBuf>,
+        /// Write the fine-tuned model (adapter snapshot, safetensors) here
+        /// (default with --testnet: DIR/model.safetensors).
+        #[arg(long)]
+        model_out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// A 4-node loopback testnet under load: committed events/s and
+    /// examples/s, submit-to-finality latency, and the signature floor.
+    Network {
+        /// Events per run.
+        #[arg(long, default_value_t = 1000)]
+        events: usize,
+        /// Concurrent submitting clients.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Examples per composite event in the composite run.
+        #[arg(long, default_value_t = 16)]
+        examples: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum TestnetCommand {
+    /// Write a genesis for N local nodes, start each as its own process,
+    /// wait until all are healthy and print their API addresses.
+    Up {
+        /// Number of nodes (4: two data-source authorities, governance,
+        /// operator).
+        #[arg(long, default_value_t = 4)]
+        nodes: u16,
+        /// The testnet's folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Height, log size and root of every node.
+    Status {
+        /// The testnet's folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Stop every node.
+    Down {
+        /// The testnet's folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// SIGKILL a node.
+    Kill {
+        /// Node name or number.
+        node: String,
+        /// The testnet's folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Start a node again (killing it first if it runs).
+    Restart {
+        /// Node name or number.
+        node: String,
+        /// The testnet's folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// SIGSTOP a node.
+    Pause {
+        /// Node name or number.
+        node: String,
+        /// The testnet's folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// SIGCONT a node.
+    Resume {
+        /// Node name or number.
+        node: String,
+        /// The testnet's folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+fn run_node(config: PathBuf) -> Result<(), String> {
+    node::serve(&config).map_err(|e| e.to_string())
+}
+
+fn run_testnet(command: TestnetCommand) -> Result<(), String> {
+    use std::time::Duration;
+    use testnet::Testnet;
+    let e = |e: testnet::TestnetError| e.to_string();
+    match command {
+        TestnetCommand::Up { nodes, dir } => {
+            let binary = std::env::current_exe().map_err(|e| e.to_string())?;
+            let mut t = Testnet::create(&dir, nodes, &binary, &Default::default()).map_err(e)?;
+            t.start_all().map_err(e)?;
+            t.wait_all_healthy(Duration::from_secs(120)).map_err(e)?;
+            t.detach();
+            println!("testnet of {} nodes is up in {}", t.nodes.len(), dir.display());
+            println!("genesis: {}", t.genesis_path().display());
+            for n in &t.nodes {
+                println!(
+                    "  {:<8} {:<16} {:<12} http://{}  (admin token: {})",
+                    n.name,
+                    n.authority,
+                    n.role,
+                    n.api,
+                    n.token.display()
+                );
+            }
+            Ok(())
+        }
+        TestnetCommand::Status { dir } => {
+            let t = Testnet::load(&dir).map_err(e)?;
+            for (n, s) in t.nodes.iter().zip(t.status()) {
+                match s {
+                    Some((h, size, root)) => {
+                        println!("{:<8} height {h:>6}  log size {size:>7}  root {root}", n.name)
+                    }
+                    None => println!("{:<8} not answering", n.name),
+                }
+            }
+            Ok(())
+        }
+        TestnetCommand::Down { dir } => {
+            let mut t = Testnet::load(&dir).map_err(e)?;
+            t.down().map_err(e)?;
+            println!("stopped");
+            Ok(())
+        }
+        TestnetCommand::Kill { node, dir } => {
+            let mut t = Testnet::load(&dir).map_err(e)?;
+            let i = t.find(&node).map_err(e)?;
+            t.kill(i).map_err(e)
+        }
+        TestnetCommand::Restart { node, dir } => {
+            let mut t = Testnet::load(&dir).map_err(e)?;
+            let i = t.find(&node).map_err(e)?;
+            t.restart(i).map_err(e)?;
+            t.wait_healthy(i, Duration::from_secs(60)).map_err(e)?;
+            t.detach();
+            Ok(())
+        }
+        TestnetCommand::Pause { node, dir } => {
+            let mut t = Testnet::load(&dir).map_err(e)?;
+            let i = t.find(&node).map_err(e)?;
+            t.pause(i).map_err(e)
+        }
+        TestnetCommand::Resume { node, dir } => {
+            let mut t = Testnet::load(&dir).map_err(e)?;
+            let i = t.find(&node).map_err(e)?;
+            t.resume(i).map_err(e)
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum GenesisCommand {
+    /// Run the trusted-dealer key ceremony: write genesis.json and one
+    /// 0600 key file and admin token per node.
+    New {
+        /// Consortium description (TOML). Omit to use the default 4-node
+        /// local testnet.
+        #[arg(long)]
+        consortium: Option<PathBuf>,
+        /// Output directory (files in it are never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check a genesis file: digest, keys, proofs of possession, n/f/q and
+    /// the per-authority validator bound.
+    Verify {
+        /// The genesis file.
+        #[arg(long)]
+        genesis: PathBuf,
+    },
+}
+
+fn now() -> Timestamp {
+    Timestamp(roles::now_ms())
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Light(_) => unreachable!("handled in main"),
+        Command::Node { config } => run_node(config),
+        Command::Demo {
+            dir,
+            config,
+            short,
+            keep_running,
+        } => {
+            let binary = std::env::current_exe().map_err(|e| e.to_string())?;
+            testnet::demo::run(&testnet::demo::DemoOptions {
+                dir,
+                config,
+                short,
+                keep_running,
+                binary,
+            })
+            .map(|_| ())
+        }
+        Command::Testnet { command } => run_testnet(command),
+        Command::Campaign {
+            command:
+                CampaignCommand::Run {
+                    config,
+                    testnet,
+                    events_out,
+                    model_out,
+                },
+        } => {
+            let model_out = model_out.or_else(|| testnet.as_ref().map(|d| d.join("model.safetensors")));
+            let events_file = events_out.clone();
+            let op_client = match &testnet {
+                Some(dir) => {
+                    let t = testnet::Testnet::load(dir).map_err(|e| e.to_string())?;
+                    let op = t
+                        .nodes
+                        .iter()
+                        .position(|n| n.role == "operator")
+                        .ok_or("the testnet has no operator node")?;
+                    Some(t.client(op))
+                }
+                None => None,
+            };
+            let out = match (testnet, events_out) {
+                (Some(dir), None) => {
+                    let steps = tuner::demo::DemoConfig::load(&config)
+                        .map_err(|e| e.to_string())?
+                        .settings
+                        .max_steps;
+                    let mut bar = roles::progress::BarProgress::new(steps);
+                    let out = testnet::campaign::run_on_testnet(&config, &dir, &mut bar);
+                    bar.finish();
+                    out?
+                }
+                (None, Some(file)) => {
+                    let cfg = tuner::demo::DemoConfig::load(&config).map_err(|e| e.to_string())?;
+                    let mut sink = tuner::sink::FileSink::create(&file).map_err(|e| e.to_string())?;
+                    let w = tuner::demo::build(&cfg, &mut sink, &mut |_, _| {}).map_err(|e| e.to_string())?;
+                    let clock = tuner::campaign::SimClock {
+                        next: cfg.start_ms + 1_000_000,
+                        step_ms: cfg.step_ms,
+                    };
+                    let mut bar = roles::progress::BarProgress::new(cfg.settings.max_steps);
+                    let out = tuner::campaign::run(w.spec, Box::new(clock), &mut sink, &mut bar);
+                    bar.finish();
+                    let out = out.map_err(|e| e.to_string())?;
+                    sink.flush().map_err(|e| e.to_string())?;
+                    out
+                }
+                _ => return Err("give --testnet DIR or --events-out FILE".into()),
+            };
+            println!("campaign {}", out.campaign);
+            println!("stop: {:?}", out.stop);
+            println!(
+                "steps {} (attempts {}), examples admitted {}, refused {}, steps rolled back {}, entries {}",
+                out.steps, out.attempts, out.admitted, out.refused, out.rolled_back, out.entries
+            );
+            println!("final model state {}", out.final_state);
+            if let (Some(path), Some(snap)) = (&model_out, out.snapshots.last()) {
+                let bytes = match &op_client {
+                    Some(c) => c
+                        .get_bytes(&format!("/v1/blobs/{}", snap.blob.to_hex()))
+                        .map_err(|e| e.to_string())?,
+                    None => match &events_file {
+                        Some(f) => tuner::sink::read_blob(f, &snap.blob).map_err(|e| e.to_string())?,
+                        None => Vec::new(),
+                    },
+                };
+                if !bytes.is_empty() && out.stop == tuner::campaign::Stop::Finished {
+                    std::fs::write(path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+                    println!("fine-tuned model written to {}", path.display());
+                }
+            }
+            match out.stop {
+                tuner::campaign::Stop::Finished => Ok(()),
+                tuner::campaign::Stop::CoSignerRefused { kind, reason } => Err(format!(
+                    "stopped at the last committed step: a co-signer refused a {kind}: {reason}"
+                )),
+            }
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Network {
+                    events,
+                    clients,
+                    examples,
+                },
+        } => {
+            let binary = std::env::current_exe().map_err(|e| e.to_string())?;
+            println!("| events | examples/event | clients | events/s | examples/s | p50 ms | p99 ms | signature floor events/s | ratio to floor |");
+            println!("|---|---|---|---|---|---|---|---|---|");
+            for (k, composite) in [(2usize, false), (examples, true)] {
+                let f = testnet::bench::run_network(
+                    &binary,
+                    testnet::bench::NetworkBench {
+                        events,
+                        examples: k,
+                        composite,
+                        clients,
+                    },
+                )?;
+                println!(
+                    "| {} | {k} | {clients} | {:.1} | {:.1} | {:.0} | {:.0} | {:.1} | {:.2} |",
+                    if composite { "composite" } else { "step" },
+                    f.events_per_sec,
+                    f.examples_per_sec,
+                    f.p50_ms,
+                    f.p99_ms,
+                    f.floor_events_per_sec,
+                    f.events_per_sec / f.floor_events_per_sec
+                );
+            }
+            Ok(())
+        }
+        Command::Genesis { command } => match command {
+            GenesisCommand::New { consortium, out } => {
+                let desc = match consortium {
+                    Some(path) => {
+                        let text =
+                            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                        parse_description(&text).map_err(|e| format!("{}: {e}", path.display()))?
+                    }
+                    None => ConsortiumDescription::local_testnet(7100, 8100),
+                };
+                let c = ceremony(&desc, now(), &mut rand::rngs::OsRng).map_err(|e| e.to_string())?;
+                write_ceremony(&out, &c).map_err(|e| e.to_string())?;
+                let g = &c.dealt.genesis;
+                println!("wrote {}", out.join("genesis.json").display());
+                println!("genesis digest {}", g.digest());
+                println!(
+                    "n = {}, f = {}, q = {}",
+                    g.consortium.n, g.consortium.f, g.consortium.q
+                );
+                for node in &g.nodes {
+                    println!(
+                        "  validator {} {:<12} {:<18} {}  keys: {}",
+                        node.validator,
+                        node.name,
+                        node.authority,
+                        node.peer_id,
+                        out.join("nodes").join(&node.name).join("node.key").display()
+                    );
+                }
+                Ok(())
+            }
+            GenesisCommand::Verify { genesis } => {
+                let (g, keyring) = load_genesis(&genesis).map_err(|e| e.to_string())?;
+                println!("genesis {} is valid", g.digest());
+                println!(
+                    "consortium {:?}: n = {}, f = {}, q = {}",
+                    g.consortium_name, g.consortium.n, g.consortium.f, g.consortium.q
+                );
+                for a in keyring.authorities() {
+                    println!(
+                        "  {:<18} {:<12} BLS threshold {}",
+                        a.id,
+                        a.role,
+                        a.bls_threshold()
+                    );
+                }
+                Ok(())
+            }
+        },
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Light(command) = cli.command {
+        return lightclient::cli::run(command);
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! Issue 7's must-shows against a 4-process testnet: a governed campaign
+//! runs through the operator's node, then
+//!
+//! * a trace asked of a node that is *not* the operator's verifies with the
+//!   genesis file alone (and its scores recompute bit for bit), while an
+//!   answer with a changed event, proof, checkpoint or citation fails;
+//! * each predicate passes on the honest record and fails on a real
+//!   violation: a policy that is not the approved one, a weights file with
+//!   one flipped bit, a source's data committed after its revocation (a
+//!   data-source node co-signed before the revocation, governance was
+//!   paused until after it), and a node that hides one campaign record;
+//! * the revocation audit lists exactly the events that used the revoked
+//!   source (checked against a scan of the whole log).
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use lightclient::verify::Verifier;
+use provenance::api::TraceAnswer;
+use provenance::{Digest, EntryBody, Timestamp};
+use testnet::workload::{now_ms, submit, Workload};
+use testnet::{Client, NodeSettings, Testnet};
+
+const MACBETH: &[u8] = include_bytes!("../../../testnet/fixtures/macbeth.txt");
+const TWELFTH_NIGHT: &[u8] = include_bytes!("../../../testnet/fixtures/twelfth_night.txt");
+
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data")
+}
+
+/// The demo campaign cut to `steps` steps, with the repository's data.
+fn campaign_file(dir: &Path, steps: u64) -> PathBuf {
+    let data = data_dir();
+    let text = std::fs::read_to_string(data.join("campaign.toml")).expect("campaign file");
+    let text = text
+        .replace("max_steps = 200", &format!("max_steps = {steps}"))
+        .replace("checkpoint_every = 50", "checkpoint_every = 3")
+        .replace("path = \"", &format!("path = \"{}/", data.display()))
+        .replace(
+            "base_weights = \"",
+            &format!("base_weights = \"{}/", data.display()),
+        )
+        .replace("probe = \"", &format!("probe = \"{}/", data.display()));
+    assert!(
+        text.contains(&format!("max_steps = {steps}")),
+        "the campaign file changed shape"
+    );
+    let config = dir.join("campaign.toml");
+    std::fs::write(&config, text).expect("write");
+    config
+}
+
+/// A node that hides one log entry from campaign listings: a proxy in front
+/// of a real node.
+fn hiding_proxy(upstream: Client, hide: u64) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut r = BufReader::new(conn.try_clone().expect("clone"));
+            let mut line = String::new();
+            if r.read_line(&mut line).is_err() {
+                continue;
+            }
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                    break;
+                }
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let (status, body) = match upstream.get_bytes(&path) {
+                Ok(b) => {
+                    let b = if path.starts_with("/v1/campaigns/") && path.ends_with("/entries") {
+                        let mut v: serde_json::Value = serde_json::from_slice(&b).expect("json");
+                        if let Some(a) = v["entries"].as_array_mut() {
+                            a.retain(|e| e["index"].as_u64() != Some(hide));
+                        }
+                        serde_json::to_vec(&v).expect("json")
+                    } else {
+                        b
+                    };
+                    (200, b)
+                }
+                Err(e) => (404, format!("{{\"error\":{:?}}}", e.to_string()).into_bytes()),
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(&body);
+        }
+    });
+    addr
+}
+
+fn window_text(title: &str, index: u64) -> Vec<u8> {
+    let mut text = std::fs::read(data_dir().join(format!("plays/sources/{title}.txt"))).expect("source text");
+    text.truncate(24576);
+    let i = index as usize * 65;
+    text[i..i + 65].to_vec()
+}
+
+#[test]
+fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bin = Path::new(env!("CARGO_BIN_EXE_govtune"));
+    let settings = NodeSettings {
+        view_timeout_ms: Some(1500),
+        heartbeat_ms: Some(300),
+        max_block_entries: None,
+    };
+    let net = dir.path().join("net");
+    let mut t = Testnet::create(&net, 4, bin, &settings).expect("testnet");
+    t.start_all().expect("start");
+    t.wait_all_healthy(Duration::from_secs(120)).expect("healthy");
+    let genesis = t.genesis_path();
+
+    // A governed campaign of 6 steps through the operator's node.
+    let config = campaign_file(dir.path(), 6);
+    let model = dir.path().join("model.safetensors");
+    let out = Command::new(bin)
+        .args(["campaign", "run", "--config"])
+        .arg(&config)
+        .arg("--testnet")
+        .arg(&net)
+        .arg("--model-out")
+        .arg(&model)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let campaign = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("campaign ").filter(|d| d.len() == 64))
+        .and_then(|d| Digest::from_hex(d).ok())
+        .expect("campaign digest");
+    t.wait_converged(17, Duration::from_secs(60)).expect("converged");
+    // Checkpoints trail the log by a block: wait until the close is certified.
+    let reader = t.client(0);
+    for _ in 0..200 {
+        let cp = reader.get("/v1/checkpoint").expect("checkpoint").body;
+        if cp["size"].as_u64() >= Some(17) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The campaign's record, verified from a data-source node.
+    let ds = t.by_role("data-source").expect("ds");
+    let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");
+    let vc = v.campaign(&campaign).expect("campaign record verifies");
+    let record = vc.record.clone().expect("closed");
+    assert_eq!(record.chain.len(), 6);
+    let policy = vc.campaign.policy;
+
+    // --- Trace on a node that is not the operator's.
+    let (src, idx) = match &record.chain[2] {
+        EntryBody::Composite(e) => (e.records[0].source, e.records[0].index),
+        other => panic!("expected a composite event, got {:?}", other.kind()),
+    };
+    let (_, manifest) = v.ensure(&vc.checkpoint, &src).expect("manifest");
+    let title = match manifest.body {
+        EntryBody::Manifest(m) => m.title,
+        _ => panic!("not a manifest"),
+    };
+    let text = window_text(&title, idx);
+    let (prompt, output) = text.split_at(32);
+    let a = lightclient::cli::ask_trace(
+        &t.client(ds),
+        &campaign,
+        std::str::from_utf8(prompt).expect("utf8"),
+        std::str::from_utf8(output).expect("utf8"),
+        None,
+    )
+    .expect("trace answer");
+    assert_eq!(a.examples_scored, 96);
+    assert_eq!(a.sources.len(), 8);
+    assert!(a.sources[0].top_examples.iter().all(|x| x.score.is_finite()));
+    assert_eq!(
+        a.sources[0].source,
+        src,
+        "a trained window traces to its own source first: {}",
+        lightclient::cli::render_trace(&a)
+    );
+    assert!(
+        a.sources[0].top_examples.iter().any(|x| x.index == idx),
+        "the window itself is among its source's top examples"
+    );
+    let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");
+    let verdict = v.trace(&a, true).expect("verifies");
+    assert!(verdict.pass, "{}", verdict.render());
+    assert!(
+        verdict.notes.iter().any(|n| n.contains("bit-identical")),
+        "{}",
+        verdict.render()
+    );
+
+    // Changed answers fail.
+    let fails = |a: &TraceAnswer| -> bool {
+        let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");
+        match v.trace(a, false) {
+            Ok(verdict) => !verdict.pass,
+            Err(_) => true,
+        }
+    };
+    let mut bad = a.clone();
+    let mut leaf = hex::decode(&bad.events[0].entry.leaf).expect("hex");
+    let n = leaf.len();
+    leaf[n - 9] ^= 1;
+    bad.events[0].entry.leaf = hex::encode(leaf);
+    assert!(fails(&bad), "a changed event must fail");
+    let mut bad = a.clone();
+    bad.events[0].entry.proof[0].0[0] ^= 1;
+    assert!(fails(&bad), "a changed proof must fail");
+    let mut bad = a.clone();
+    bad.checkpoint["root"] = serde_json::json!(Digest([9; 32]));
+    assert!(fails(&bad), "a changed checkpoint must fail");
+    let mut bad = a.clone();
+    bad.sources[0].top_examples[0].index += 1000;
+    assert!(fails(&bad), "an example that is not in its event must fail");
+    let mut bad = a.clone();
+    bad.report_digest = Digest([1; 32]);
+    let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");
+    assert!(
+        !v.trace(&bad, true).expect("checks").pass,
+        "changed scores fail --recompute"
+    );
+
+    // --- Policy: passes for the approved policy; a successor governance
+    // publishes later is not what this campaign ran under.
+    let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");
+    let ok = v.policy(&campaign, &policy).expect("policy verdict");
+    assert!(ok.pass, "{}", ok.render());
+    let gov = t.by_role("governance").expect("gov");
+    let mut p2 = match v.ensure(&vc.checkpoint, &policy).expect("policy").1.body {
+        EntryBody::Policy(p) => p,
+        _ => panic!("not a policy"),
+    };
+    p2.supersedes = Some(policy);
+    p2.policy_version += 1;
+    let a2 = t
+        .admin(gov)
+        .expect("admin")
+        .post("/v1/policies", &p2)
+        .expect("policy 2");
+    let p2d = lightclient::client::digest_field(&a2.body, "digest").expect("digest");
+    reader
+        .wait_committed(&[p2d], Duration::from_secs(60))
+        .expect("committed");
+    std::thread::sleep(Duration::from_secs(2));
+    let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");
+    let bad = v.policy(&campaign, &p2d).expect("policy verdict");
+    assert!(!bad.pass, "steps under an unapproved policy: {}", bad.render());
+    let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");
+    assert!(v.policy(&campaign, &policy).expect("verdict").pass);
+
+    // --- Model: the campaign's own weights pass, one flipped bit fails.
+    let weights = std::fs::read(&model).expect("model file");
+    let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");
+    let ok = v.model(&campaign, &weights).expect("model verdict");
+    assert!(ok.pass, "{}", ok.render());
+    let mut flipped = weights.clone();
+    let k = flipped.len() - 100;
+    flipped[k] ^= 0x04;
+    let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");
+    assert!(!v.model(&campaign, &flipped).expect("model verdict").pass);
+
+    // --- A node that hides one record is caught.
+    let hidden = vc.chain_index[3];
+    let proxy = hiding_proxy(t.client(ds), hidden);
+    let mut v = Verifier::new(&genesis, Client::new(&proxy)).expect("verifier");
+    match v.policy(&campaign, &policy) {
+        Err(testnet::VerifyError::Incomplete(_)) => {}
+        other => panic!("a hidden record must be caught, got {other:?}"),
+    }
+
+    // --- Source: the campaign's sources pass.
+    let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");
+    let ok = v.source(&src, true).expect("source verdict");
+    assert!(ok.pass, "{}", ok.render());
+
+    // --- A use after revocation: a second, signed workload whose event was
+    // co-signed by the data-source node before the revocation and by
+    // governance (paused meanwhile) after it, so it commits after.
+    let mut w =
+        Workload::new(&t, &[("macbeth", MACBETH), ("twelfth-night", TWELFTH_NIGHT)]).expect("workload");
+    w.register(&t).expect("register");
+    let op = t.admin(t.by_role("operator").expect("op")).expect("admin");
+    let e1 = submit(&op, &w.next_event(2, false).expect("event")).expect("submit");
+    reader.wait_committed(&[e1], Duration::from_secs(60)).expect("e1");
+    t.pause(gov).expect("pause governance");
+    let e2 = submit(&op, &w.next_event(2, false).expect("event")).expect("submit");
+    std::thread::sleep(Duration::from_secs(3));
+    let revoked = w.sources[0].manifest.source_id();
+    let rev = provenance::Revocation {
+        version: 1,
+        authority: w.sources[0].manifest.authority.clone(),
+        source: revoked,
+        reason: "the rights-holder withdrew consent".into(),
+        requested: Timestamp(now_ms()),
+    };
+    let ra = t
+        .admin(w.sources[0].node)
+        .expect("admin")
+        .post("/v1/revocations", &rev)
+        .expect("revocation");
+    let rd = lightclient::client::digest_field(&ra.body, "digest").expect("digest");
+    reader
+        .wait_committed(&[rd], Duration::from_secs(60))
+        .expect("revocation committed");
+    t.resume(gov).expect("resume");
+    reader
+        .wait_committed(&[e2], Duration::from_secs(90))
+        .expect("e2 commits after the revocation");
+    let ri = reader.status(&rd).expect("status").body["index"]
+        .as_u64()
+        .expect("index");
+    let e2i = reader.status(&e2).expect("status").body["index"]
+        .as_u64()
+        .expect("index");
+    assert!(e2i > ri, "the event committed after the revocation");
+    for _ in 0..200 {
+        let cp = reader.get("/v1/checkpoint").expect("checkpoint").body;
+        if cp["size"].as_u64() > Some(e2i) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");
+    let bad = v.source(&revoked, false).expect("source verdict");
+    assert!(!bad.pass, "{}", bad.render());
+    assert!(
+        bad.violations.iter().any(|x| x.contains("after the revocation")),
+        "{}",
+        bad.render()
+    );
+
+    // --- The revocation audit lists exactly the events that used it.
+    let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");
+    let audit = v.revocation_audit(&revoked).expect("audit");
+    let cp = v.light().latest_checkpoint(v.node()).expect("checkpoint");
+    let all = v.scan(&cp).expect("scan");
+    let want: BTreeSet<u64> = all
+        .iter()
+        .filter(|(_, e)| match &e.body {
+            EntryBody::Step(s) => s.examples.iter().any(|r| r.source == revoked),
+            EntryBody::Composite(c) => c.records.iter().any(|r| r.source == revoked),
+            _ => false,
+        })
+        .map(|(i, _)| *i)
+        .collect();
+    let got: BTreeSet<u64> = audit.steps.iter().map(|s| s.index).collect();
+    assert_eq!(got, want, "{}", audit.render());
+    assert_eq!(got.len(), 2);
+    assert!(audit.steps.iter().any(|s| s.after_revocation && s.index == e2i));
+    assert!(audit.revoked.is_some());
+
+    // The tuner campaign's source: revoke it and audit.
+    let ra = t
+        .admin(ds_of(&t, &v, &src))
+        .expect("admin")
+        .post(
+            "/v1/revocations",
+            &provenance::Revocation {
+                version: 1,
+                authority: provenance::AuthorityId::new(manifest_authority(&mut v, &src)).expect("id"),
+                source: src,
+                reason: "licence ended".into(),
+                requested: Timestamp(now_ms()),
+            },
+        )
+        .expect("revocation");
+    let rd = lightclient::client::digest_field(&ra.body, "digest").expect("digest");
+    reader
+        .wait_committed(&[rd], Duration::from_secs(60))
+        .expect("committed");
+    std::thread::sleep(Duration::from_secs(2));
+    let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");
+    let audit = v.revocation_audit(&src).expect("audit");
+    let want: BTreeSet<u64> = record
+        .chain
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| match b {
+            EntryBody::Composite(c) => c.records.iter().any(|r| r.source == src),
+            _ => false,
+        })
+        .map(|(k, _)| vc.chain_index[k])
+        .collect();
+    let got: BTreeSet<u64> = audit.steps.iter().map(|s| s.index).collect();
+    assert_eq!(got, want, "{}", audit.render());
+    assert!(audit.steps.iter().all(|s| !s.after_revocation));
+    let share = audit.campaigns[0].share_of_examples;
+    assert!(share > 0.0 && share < 1.0, "{}", audit.render());
+    t.down().expect("down");
+}
+
+fn manifest_authority(v: &mut Verifier, src: &Digest) -> String {
+    let cp = v.light().latest_checkpoint(v.node()).expect("checkpoint");
+    match v.ensure(&cp, src).expect("manifest").1.body {
+        EntryBody::Manifest(m) => m.authority.to_string(),
+        _ => panic!("not a manifest"),
+    }
+}
+
+fn ds_of(t: &Testnet, v: &Verifier, src: &Digest) -> usize {
+    let _ = v;
+    let body = t
+        .client(0)
+        .get(&format!("/v1/sources/{}", src.to_hex()))
+        .expect("source")
+        .body;
+    let authority = body["manifest"]["authority"]
+        .as_str()
+        .expect("authority")
+        .to_string();
+    t.nodes
+        .iter()
+        .position(|n| n.authority == authority)
+        .expect("node")
+}

@@ -1,0 +1,512 @@
+//! The co-signing table: every entry this node has been offered and not
+//! yet seen committed, the signing plan it needs, the signatures gathered
+//! so far (each verified once, on arrival) and a refusal, if any. A
+//! caller-driven state machine: offers, signatures, refusals, commits and
+//! ticks come in; [`CoSignAction`]s (publish, complete) go out. What it
+//! reads of the node (ledger state, keys, the clock, the pending store) it
+//! is handed through [`Env`]; it does no I/O of its own.
+//!
+//! What this node's authority checks before it signs is [`crate::cosign`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use provenance::codec::encode;
+use provenance::crypto::{CoSignature, CoSigner};
+use provenance::{
+    AuthorityId, AuthoritySignature, AuthoritySigner, Digest, EntryBody, KeyRing, LedgerEntry, LedgerState,
+    Role, SignatureScheme, SigningPlan, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::cosign::{check_section, CheckContext};
+use crate::wire::{check_body, Gossip};
+use crate::EntryStatus;
+
+/// Re-offers per housekeeping tick at most.
+pub const REOFFERS_PER_TICK: usize = 256;
+/// Longest wait between two re-offers of one entry.
+pub const MAX_REOFFER_BACKOFF: Duration = Duration::from_secs(16);
+/// How long another authority's stalled entry is remembered (its
+/// submitter re-offers it).
+pub const FORGET_OTHERS_AFTER: Duration = Duration::from_secs(600);
+
+/// Why an entry is not taken, with the HTTP status the API answers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Refused {
+    /// HTTP status.
+    pub status: u16,
+    /// Why.
+    pub reason: String,
+}
+
+/// What an own entry's durable record holds: enough to offer it again
+/// after a restart, its refusal included.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingRecord {
+    /// Format version.
+    pub version: u16,
+    /// The entry body.
+    pub body: EntryBody,
+    /// Signatures gathered.
+    pub signatures: Vec<AuthoritySignature>,
+    /// A co-signer's refusal.
+    pub refused: Option<(AuthorityId, String)>,
+}
+
+/// Makes an own entry's record durable: `(digest, encoded record)`.
+pub type Persist<'a> = dyn Fn(&Digest, &[u8]) -> Result<(), String> + 'a;
+
+/// What the table reads of the node on one call.
+pub struct Env<'a> {
+    /// Genesis keys.
+    pub keyring: &'a KeyRing,
+    /// This node's authority signer.
+    pub signer: &'a AuthoritySigner,
+    /// Committed ledger state.
+    pub state: &'a LedgerState,
+    /// Whether an entry is already in the log.
+    pub committed: &'a dyn Fn(&Digest) -> bool,
+    /// The committed co-signature of a registered manifest.
+    pub manifest_signature: &'a dyn Fn(&Digest) -> Option<CoSignature>,
+    /// Makes an own entry's record durable (before anything of it is
+    /// published).
+    pub persist: &'a Persist<'a>,
+    /// The wall clock (ms since the epoch).
+    pub now_ms: u64,
+    /// Largest tolerated clock difference (ms).
+    pub max_skew: u64,
+    /// The monotonic clock.
+    pub now: Instant,
+}
+
+/// What the caller does next.
+#[derive(Debug, Clone)]
+pub enum CoSignAction {
+    /// Gossip this (an offer, a signature or a refusal).
+    Publish(Box<Gossip>),
+    /// Every required signature is in: the entry goes to the mempool.
+    Complete(Digest, Box<LedgerEntry>),
+    /// A peer sent a signature that does not verify.
+    Misbehaved,
+    /// This node refused to co-sign (for the log).
+    RefusedHere {
+        /// The entry.
+        digest: Digest,
+        /// Why.
+        reason: String,
+    },
+    /// This node must sign but cannot (a key it holds only a share of):
+    /// the entry waits.
+    CannotSign {
+        /// The entry.
+        digest: Digest,
+        /// Why.
+        reason: String,
+    },
+    /// The signatures are all in but do not assemble.
+    AssemblyFailed {
+        /// The entry.
+        digest: Digest,
+        /// Why.
+        reason: String,
+    },
+    /// An own entry's record changed (a refusal): make it durable.
+    Persist {
+        /// The entry.
+        digest: Digest,
+        /// Its [`PendingRecord`], encoded.
+        record: Vec<u8>,
+    },
+}
+
+struct Pending {
+    body: EntryBody,
+    plan: SigningPlan,
+    scheme: SignatureScheme,
+    sigs: BTreeMap<AuthorityId, AuthoritySignature>,
+    refused: Option<(AuthorityId, String)>,
+    own: bool,
+    complete: bool,
+    first_seen: Instant,
+    /// When it may be re-offered next, and how many times it has been.
+    next_reoffer: Instant,
+    reoffers: u32,
+}
+
+impl Pending {
+    fn status(&self) -> EntryStatus {
+        if let Some((by, reason)) = &self.refused {
+            return EntryStatus::Refused {
+                by: by.clone(),
+                reason: reason.clone(),
+            };
+        }
+        let (signed, missing) = self
+            .plan
+            .requests
+            .iter()
+            .map(|r| r.authority.clone())
+            .partition(|a| self.sigs.contains_key(a));
+        EntryStatus::Pending {
+            signed,
+            missing,
+            complete: self.complete,
+        }
+    }
+
+    fn record(&self) -> PendingRecord {
+        PendingRecord {
+            version: 1,
+            body: self.body.clone(),
+            signatures: self.sigs.values().cloned().collect(),
+            refused: self.refused.clone(),
+        }
+    }
+
+    fn offer(&self) -> Gossip {
+        Gossip::Offer {
+            body: self.body.clone(),
+            signatures: self.sigs.values().cloned().collect(),
+        }
+    }
+}
+
+/// The co-signing table of one node.
+pub struct Table {
+    authority: AuthorityId,
+    pending: HashMap<Digest, Pending>,
+}
+
+impl Table {
+    /// An empty table for a node of `authority`.
+    pub fn new(authority: AuthorityId) -> Self {
+        Self {
+            authority,
+            pending: HashMap::new(),
+        }
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// An entry's status, if held.
+    pub fn status(&self, digest: &Digest) -> Option<EntryStatus> {
+        self.pending.get(digest).map(Pending::status)
+    }
+
+    /// Takes an entry body from this authority's tools (`own`), from a
+    /// restart (`own`, with the refusal it had), or from a peer's offer
+    /// with the signatures it carries. An own entry is durable before this
+    /// node signs or offers it.
+    pub fn offer(
+        &mut self,
+        env: &Env<'_>,
+        body: EntryBody,
+        sigs: Vec<AuthoritySignature>,
+        own: bool,
+        restored_refusal: Option<(AuthorityId, String)>,
+    ) -> Result<(Digest, Vec<CoSignAction>), Refused> {
+        check_body(&body).map_err(|e| Refused {
+            status: 400,
+            reason: e.to_string(),
+        })?;
+        let digest = body.digest();
+        if (env.committed)(&digest) {
+            return Ok((digest, Vec::new()));
+        }
+        let inserted = !self.pending.contains_key(&digest);
+        if inserted {
+            let plan = body.signing_plan(env.state).map_err(|e| Refused {
+                status: 409,
+                reason: format!("{e} (is everything it refers to committed yet?)"),
+            })?;
+            let scheme = plan.scheme.unwrap_or(SignatureScheme::Bls12381);
+            self.pending.insert(
+                digest,
+                Pending {
+                    body,
+                    plan,
+                    scheme,
+                    sigs: BTreeMap::new(),
+                    refused: restored_refusal,
+                    own,
+                    complete: false,
+                    first_seen: env.now,
+                    next_reoffer: env.now + Duration::from_secs(1),
+                    reoffers: 0,
+                },
+            );
+        }
+        let newly_own = own && self.pending.get(&digest).is_some_and(|p| !p.own || inserted);
+        if newly_own {
+            let rec = match self.pending.get_mut(&digest) {
+                Some(p) => {
+                    p.own = true;
+                    encode(&p.record())
+                }
+                None => Vec::new(),
+            };
+            if let Err(e) = (env.persist)(&digest, &rec) {
+                if inserted {
+                    self.pending.remove(&digest);
+                } else if let Some(p) = self.pending.get_mut(&digest) {
+                    p.own = false;
+                }
+                return Err(Refused {
+                    status: 503,
+                    reason: format!("the node could not store the entry: {e}"),
+                });
+            }
+        }
+        let mut out = Vec::new();
+        let offer_had_mine = own || sigs.iter().any(|s| s.authority == self.authority);
+        for sig in sigs {
+            self.add_signature(env, &digest, sig, &mut out);
+        }
+        self.maybe_sign(env, &digest, offer_had_mine, &mut out);
+        self.maybe_complete(env, &digest, &mut out);
+        let refused = self.pending.get(&digest).is_some_and(|p| p.refused.is_some());
+        if newly_own && !refused {
+            out.extend(
+                self.pending
+                    .get(&digest)
+                    .map(|p| CoSignAction::Publish(Box::new(p.offer()))),
+            );
+        }
+        Ok((digest, out))
+    }
+
+    /// A peer's signature of an entry.
+    pub fn on_signature(
+        &mut self,
+        env: &Env<'_>,
+        digest: &Digest,
+        sig: AuthoritySignature,
+    ) -> Vec<CoSignAction> {
+        let mut out = Vec::new();
+        self.add_signature(env, digest, sig, &mut out);
+        self.maybe_complete(env, digest, &mut out);
+        out
+    }
+
+    /// A peer's refusal, sent by a node of `by` (the caller checks that).
+    pub fn on_refusal(&mut self, digest: &Digest, by: AuthorityId, reason: String) -> Vec<CoSignAction> {
+        self.refuse(digest, by, reason).into_iter().collect()
+    }
+
+    /// Entries that entered the log: forgotten. Returns how long each own
+    /// one took, from submission to commit.
+    pub fn committed(&mut self, digests: &[Digest], now: Instant) -> Vec<Duration> {
+        digests
+            .iter()
+            .filter_map(|d| self.pending.remove(d))
+            .filter(|p| p.own)
+            .map(|p| now.saturating_duration_since(p.first_seen))
+            .collect()
+    }
+
+    /// Housekeeping: re-offers own entries not yet committed, the oldest
+    /// first, at most [`REOFFERS_PER_TICK`], each backing off (1, 2, 4 ..
+    /// 16 s) so that a stalled consortium's gossip queues do not fill;
+    /// forgets others' entries that stalled.
+    pub fn tick(&mut self, now: Instant) -> Vec<CoSignAction> {
+        let mut own: Vec<(Instant, Digest)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.own && p.refused.is_none() && p.next_reoffer <= now)
+            .map(|(d, p)| (p.first_seen, *d))
+            .collect();
+        own.sort();
+        let mut out = Vec::new();
+        for (_, d) in own.iter().take(REOFFERS_PER_TICK) {
+            if let Some(p) = self.pending.get_mut(d) {
+                out.push(CoSignAction::Publish(Box::new(p.offer())));
+                p.reoffers = p.reoffers.saturating_add(1);
+                let backoff = Duration::from_secs(1 << p.reoffers.min(4)).min(MAX_REOFFER_BACKOFF);
+                p.next_reoffer = now + backoff;
+            }
+        }
+        self.pending
+            .retain(|_, p| p.own || now.saturating_duration_since(p.first_seen) < FORGET_OTHERS_AFTER);
+        out
+    }
+
+    fn add_signature(
+        &mut self,
+        env: &Env<'_>,
+        digest: &Digest,
+        sig: AuthoritySignature,
+        out: &mut Vec<CoSignAction>,
+    ) {
+        let Some(p) = self.pending.get_mut(digest) else {
+            return;
+        };
+        if p.sigs.contains_key(&sig.authority) || sig.scheme != p.scheme {
+            return;
+        }
+        let Some(req) = p.plan.requests.iter().find(|r| r.authority == sig.authority) else {
+            return;
+        };
+        if env.keyring.verify(&sig, &req.message).is_ok() {
+            p.sigs.insert(sig.authority.clone(), sig);
+        } else {
+            out.push(CoSignAction::Misbehaved);
+        }
+    }
+
+    /// Signs this authority's section if it is required and checks out;
+    /// re-sends a signature given before when a peer's offer lacked it.
+    fn maybe_sign(
+        &mut self,
+        env: &Env<'_>,
+        digest: &Digest,
+        offer_had_mine: bool,
+        out: &mut Vec<CoSignAction>,
+    ) {
+        let Some(p) = self.pending.get(digest) else {
+            return;
+        };
+        let Some(req) = p.plan.requests.iter().find(|r| r.authority == self.authority) else {
+            return;
+        };
+        if let Some(sig) = p.sigs.get(&self.authority) {
+            if !offer_had_mine {
+                out.push(CoSignAction::Publish(Box::new(Gossip::Signature {
+                    entry: *digest,
+                    signature: sig.clone(),
+                })));
+            }
+            return;
+        }
+        if let Some((by, reason)) = &p.refused {
+            // A peer offers it again: our refusal may have been lost.
+            if by == &self.authority && !offer_had_mine && !p.own {
+                out.push(CoSignAction::Publish(Box::new(Gossip::Refusal {
+                    entry: *digest,
+                    authority: by.clone(),
+                    reason: reason.clone(),
+                })));
+            }
+            return;
+        }
+        let verdict = self.verdict(env, p, req.role);
+        let message = req.message.clone();
+        let scheme = p.scheme;
+        match verdict {
+            Ok(()) => match env.signer.sign(scheme, &message) {
+                Ok(sig) => {
+                    if let Some(p) = self.pending.get_mut(digest) {
+                        p.sigs.insert(self.authority.clone(), sig.clone());
+                    }
+                    out.push(CoSignAction::Publish(Box::new(Gossip::Signature {
+                        entry: *digest,
+                        signature: sig,
+                    })));
+                }
+                // A key this node cannot sign with alone (a share of a
+                // t-of-m authority key): the entry waits.
+                Err(e) => out.push(CoSignAction::CannotSign {
+                    digest: *digest,
+                    reason: e.to_string(),
+                }),
+            },
+            Err(reason) => {
+                out.extend(self.refuse(digest, self.authority.clone(), reason.clone()));
+                out.push(CoSignAction::RefusedHere {
+                    digest: *digest,
+                    reason: reason.clone(),
+                });
+                out.push(CoSignAction::Publish(Box::new(Gossip::Refusal {
+                    entry: *digest,
+                    authority: self.authority.clone(),
+                    reason,
+                })));
+            }
+        }
+    }
+
+    /// Whether this node's authority, in `role`, vouches for the entry.
+    fn verdict(&self, env: &Env<'_>, p: &Pending, role: Role) -> Result<(), String> {
+        let registration = matches!(
+            p.body,
+            EntryBody::Manifest(_) | EntryBody::Policy(_) | EntryBody::Revocation(_) | EntryBody::Campaign(_)
+        );
+        match role {
+            // The operator vouches for its own measurement, and each
+            // authority registers its own objects, only from its own tools.
+            _ if p.own && (role == Role::Operator || registration) => Ok(()),
+            Role::Operator => Err("an operator signs only the entries its own tools submitted".to_string()),
+            _ if registration => Err("an authority registers only what its own tools submitted".to_string()),
+            role => {
+                let ctx = CheckContext {
+                    keyring: env.keyring,
+                    state: env.state,
+                    manifest_signature: env.manifest_signature,
+                    now: Timestamp(env.now_ms),
+                    max_skew: env.max_skew,
+                };
+                check_section(role, &self.authority, &p.body, &ctx)
+            }
+        }
+    }
+
+    /// Records a refusal by a required signer; an own entry's changed
+    /// record is to be persisted.
+    fn refuse(&mut self, digest: &Digest, by: AuthorityId, reason: String) -> Option<CoSignAction> {
+        let p = self.pending.get_mut(digest)?;
+        if p.refused.is_some() || !p.plan.requests.iter().any(|r| r.authority == by) {
+            return None;
+        }
+        p.refused = Some((by, reason));
+        p.own.then(|| CoSignAction::Persist {
+            digest: *digest,
+            record: encode(&p.record()),
+        })
+    }
+
+    fn maybe_complete(&mut self, env: &Env<'_>, digest: &Digest, out: &mut Vec<CoSignAction>) {
+        let Some(p) = self.pending.get_mut(digest) else {
+            return;
+        };
+        if p.complete || p.refused.is_some() || p.sigs.len() < p.plan.requests.len() {
+            return;
+        }
+        let assembled = (|| {
+            let mut c = CoSigner::new(env.keyring, p.scheme, p.plan.requests.clone())?;
+            for s in p.sigs.values() {
+                // Each was verified once, on arrival (or is ours).
+                c.add_verified(s.clone())?;
+            }
+            c.finish()
+        })();
+        match assembled {
+            Ok(cosig) => {
+                p.complete = true;
+                out.push(CoSignAction::Complete(
+                    *digest,
+                    Box::new(LedgerEntry::signed(p.body.clone(), cosig)),
+                ));
+                if p.own {
+                    out.push(CoSignAction::Publish(Box::new(p.offer())));
+                }
+            }
+            Err(e) => out.push(CoSignAction::AssemblyFailed {
+                digest: *digest,
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "cosigning_tests.rs"]
+mod tests;

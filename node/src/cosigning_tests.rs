@@ -1,0 +1,644 @@
+//! The co-signing table and each role's checks, with real keys and
+//! signatures and no process or socket: honest entries complete, every
+//! refusal each role can give is given, bad signatures are not counted.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use provenance::admission::{admit, AdmissionContext};
+use provenance::crypto::{CoSignature, CoSigner};
+use provenance::event::{BlockMeasure, ChainLink, ExampleRecord, Measurement, MemorisationSignals};
+use provenance::genesis::{deal, ConsortiumDescription, NodeSigners};
+use provenance::policy::{
+    DepthResolution, DepthRule, EventGranularity, LogVolume, MemorisationThresholds, RoutingGranularity,
+};
+use provenance::refusal::ExampleRef;
+use provenance::{
+    Admission, AuthorityId, BaseModel, Campaign, Canonical, DataClass, DataSourceManifest, Digest, EntryBody,
+    KeyRing, LedgerEntry, LedgerState, License, ModelShape, PolicyArtifact, Purpose, Refusal, RefusalReason,
+    Revocation, RightsBasis, Segmentation, SignatureScheme, SketchSpec, SourceExamples, StepEvent, Timestamp,
+};
+use rand::SeedableRng;
+
+use super::*;
+
+const T0: u64 = 1_800_000_000_000;
+const GLOBE: usize = 0;
+const FOLIO: usize = 1;
+const GOV: usize = 2;
+const OP: usize = 3;
+
+fn label<T: std::str::FromStr>(s: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    s.parse().expect("label")
+}
+
+/// A consortium (two data sources, governance, operator) with two sources,
+/// a policy and a campaign committed.
+struct World {
+    keyring: KeyRing,
+    signers: Vec<NodeSigners>,
+    state: LedgerState,
+    manifest_sigs: HashMap<Digest, CoSignature>,
+    sources: Vec<(DataSourceManifest, SourceExamples)>,
+    policy: PolicyArtifact,
+    campaign: Campaign,
+}
+
+fn manifest(
+    authority: &str,
+    title: &str,
+    text: &[u8],
+    license: &str,
+) -> (DataSourceManifest, SourceExamples) {
+    let seg = Segmentation::Window {
+        length: 16,
+        stride: 16,
+    };
+    let examples = SourceExamples::build(text, &seg, &[3u8; 32]).expect("examples");
+    (
+        DataSourceManifest {
+            version: 1,
+            authority: label(authority),
+            title: title.into(),
+            segmentation: seg,
+            example_root: examples.root(),
+            example_count: examples.len(),
+            content_bytes: text.len() as u64,
+            license: label(license),
+            rights_basis: RightsBasis::PublicDomain,
+            purposes: vec![label("research")],
+            data_class: label::<DataClass>("literary"),
+            not_before: Timestamp(T0 - 86_400_000),
+            not_after: Timestamp(T0 + 86_400_000),
+        },
+        examples,
+    )
+}
+
+fn policy(version: u32, supersedes: Option<Digest>) -> PolicyArtifact {
+    PolicyArtifact {
+        version: 1,
+        authority: label("standards-board"),
+        policy_version: version,
+        supersedes,
+        admissible_licenses: vec![label::<License>("CC0-1.0")],
+        admissible_purposes: vec![label::<Purpose>("research")],
+        depth: vec![DepthRule {
+            data_class: label("literary"),
+            max_depth: 2,
+            clip_norm: 1.0,
+        }],
+        memorisation: MemorisationThresholds {
+            loss_drop_z: 4.0,
+            extraction: 0.5,
+            canary_exposure: 10.0,
+        },
+        event_granularity: EventGranularity::Batch,
+        routing_granularity: RoutingGranularity::Layer,
+        depth_resolution: DepthResolution::Layer,
+        log_volume: LogVolume {
+            composite_batching: true,
+            refusal_aggregation: true,
+        },
+        signature_scheme: SignatureScheme::Bls12381,
+    }
+}
+
+fn campaign(policy: &PolicyArtifact, purpose: &str, name: &str) -> Campaign {
+    Campaign {
+        version: 2,
+        operator: label("tuning-lab"),
+        name: name.into(),
+        purpose: label(purpose),
+        policy: policy.digest(),
+        base_model: BaseModel {
+            campaign: None,
+            state: Digest::ZERO,
+        },
+        architecture: Digest::ZERO,
+        recipe: Digest::ZERO,
+        shape: ModelShape { layers: 4, heads: 4 },
+        sketch: SketchSpec { seed: 1, dim: 64 },
+        checkpoint_steps: vec![],
+        created: Timestamp(T0),
+    }
+}
+
+impl World {
+    fn new() -> Self {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(11);
+        let dealt = deal(
+            &ConsortiumDescription::local_testnet(7100, 8100),
+            Timestamp(1),
+            &mut rng,
+        )
+        .expect("deal");
+        let signers = dealt.signers().expect("signers");
+        let mut w = World {
+            keyring: dealt.keyring.clone(),
+            signers,
+            state: LedgerState::new(),
+            manifest_sigs: HashMap::new(),
+            sources: vec![
+                manifest("globe-press", "Globe", &[b'g'; 160], "CC0-1.0"),
+                manifest("folio-society", "Folio", &[b'f'; 160], "CC0-1.0"),
+                // A license the policy does not admit.
+                manifest(
+                    "folio-society",
+                    "Folio (restricted)",
+                    &[b'r'; 160],
+                    "LicenseRef-Restricted",
+                ),
+            ],
+            policy: policy(1, None),
+            campaign: campaign(&policy(1, None), "research", "c1"),
+        };
+        let mut first: Vec<EntryBody> = w
+            .sources
+            .iter()
+            .map(|(m, _)| EntryBody::Manifest(m.clone()))
+            .collect();
+        first.push(EntryBody::Policy(w.policy.clone()));
+        w.commit(first);
+        w.commit(vec![EntryBody::Campaign(w.campaign.clone())]);
+        w
+    }
+
+    fn signer_of(&self, authority: &AuthorityId) -> &NodeSigners {
+        self.signers
+            .iter()
+            .find(|s| s.authority.authority() == authority)
+            .expect("a signer of every authority")
+    }
+
+    /// Every required signer signs `body` under the committed state.
+    fn sign_all(&self, body: &EntryBody) -> LedgerEntry {
+        let plan = body.signing_plan(&self.state).expect("plan");
+        let scheme = plan.scheme.unwrap_or(SignatureScheme::Bls12381);
+        let mut co = CoSigner::new(&self.keyring, scheme, plan.requests.clone()).expect("cosigner");
+        for r in &plan.requests {
+            let sig = self
+                .signer_of(&r.authority)
+                .authority
+                .sign(scheme, &r.message)
+                .expect("sign");
+            co.add(sig).expect("valid");
+        }
+        LedgerEntry::signed(body.clone(), co.finish().expect("complete"))
+    }
+
+    /// Signs and applies one block of entries.
+    fn commit(&mut self, bodies: Vec<EntryBody>) {
+        let entries: Vec<LedgerEntry> = bodies.iter().map(|b| self.sign_all(b)).collect();
+        for e in &entries {
+            if let (EntryBody::Manifest(m), provenance::Attestation::Authorities(c)) =
+                (&e.body, &e.attestation)
+            {
+                self.manifest_sigs.insert(m.source_id(), c.clone());
+            }
+        }
+        self.state.apply_block(&entries, Timestamp(T0)).expect("apply");
+    }
+
+    fn record(&self, source: usize, index: u64, time: u64) -> ExampleRecord {
+        let (m, ex) = &self.sources[source];
+        let ctx = AdmissionContext {
+            keyring: &self.keyring,
+            policy: &self.policy,
+            campaign: &self.campaign,
+            revocations: &[],
+            time: Timestamp(time),
+        };
+        let decision = match admit(&ctx, m, &self.manifest_sigs[&m.source_id()]) {
+            Admission::Admit(d) => d,
+            // A source the policy refuses: any decision (governance must
+            // refuse the record).
+            Admission::Refuse { .. } => match admit(
+                &ctx,
+                &self.sources[GLOBE].0,
+                &self.manifest_sigs[&self.sources[GLOBE].0.source_id()],
+            ) {
+                Admission::Admit(d) => d,
+                Admission::Refuse { reason, detail } => panic!("globe refused: {reason}: {detail}"),
+            },
+        };
+        ExampleRecord {
+            source: m.source_id(),
+            index,
+            example_hash: ex.hash(index).expect("hash"),
+            proof: ex.proof(index).expect("proof").path,
+            decision,
+        }
+    }
+
+    fn link(&self, seq: u64) -> ChainLink {
+        ChainLink {
+            campaign: self.campaign.digest(),
+            seq,
+            prev: Digest::ZERO,
+        }
+    }
+
+    /// A step with one example of each of the first two sources.
+    fn step(&self, time: u64) -> StepEvent {
+        StepEvent {
+            version: 1,
+            link: self.link(0),
+            step: 0,
+            policy: self.policy.digest(),
+            examples: vec![self.record(GLOBE, 0, time), self.record(FOLIO, 1, time)],
+            measurement: Measurement {
+                blocks: vec![BlockMeasure {
+                    block: 0,
+                    delta_digest: Digest([1; 32]),
+                    norm: 0.01,
+                }],
+                optimizer_state: Digest([2; 32]),
+                model_state: Digest([3; 32]),
+                loss: 2.0,
+                signals: MemorisationSignals::default(),
+            },
+            sketch_blob: Digest::ZERO,
+            delta_blob: Digest::ZERO,
+            step_time: Timestamp(time),
+        }
+    }
+
+    fn refusal(&self, reason: RefusalReason, source: usize, measurement: Option<Measurement>) -> Refusal {
+        let (m, ex) = &self.sources[source];
+        Refusal {
+            version: 1,
+            link: self.link(0),
+            step: 0,
+            policy: self.policy.digest(),
+            examples: vec![ExampleRef {
+                source: m.source_id(),
+                index: 0,
+                example_hash: ex.hash(0).expect("hash"),
+            }],
+            reason,
+            detail: String::new(),
+            measurement,
+            time: Timestamp(T0),
+        }
+    }
+}
+
+/// A node's view for one call; `persisted` collects what it made durable.
+struct Node<'w> {
+    w: &'w World,
+    index: usize,
+    now_ms: u64,
+    persisted: RefCell<Vec<Digest>>,
+    fail_persist: bool,
+}
+
+impl<'w> Node<'w> {
+    fn new(w: &'w World, index: usize) -> Self {
+        Node {
+            w,
+            index,
+            now_ms: T0 + 1_000,
+            persisted: RefCell::default(),
+            fail_persist: false,
+        }
+    }
+
+    fn table(&self) -> Table {
+        Table::new(self.w.signers[self.index].authority.authority().clone())
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&Env<'_>) -> R) -> R {
+        let committed = |_: &Digest| false;
+        let sigs = |d: &Digest| self.w.manifest_sigs.get(d).cloned();
+        let persist = |d: &Digest, _: &[u8]| {
+            if self.fail_persist {
+                return Err("disk full".to_string());
+            }
+            self.persisted.borrow_mut().push(*d);
+            Ok(())
+        };
+        let env = Env {
+            keyring: &self.w.keyring,
+            signer: &self.w.signers[self.index].authority,
+            state: &self.w.state,
+            committed: &committed,
+            manifest_signature: &sigs,
+            persist: &persist,
+            now_ms: self.now_ms,
+            max_skew: 2_000,
+            now: Instant::now(),
+        };
+        f(&env)
+    }
+}
+
+fn signatures(actions: &[CoSignAction]) -> Vec<AuthoritySignature> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            CoSignAction::Publish(g) => match g.as_ref() {
+                Gossip::Signature { signature, .. } => Some(signature.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+fn refusal_of(actions: &[CoSignAction]) -> Option<String> {
+    actions.iter().find_map(|a| match a {
+        CoSignAction::RefusedHere { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+/// What node `index` answers to a peer's offer of `body`: its refusal
+/// reason, or `None` if it signed.
+fn verdict_of(w: &World, index: usize, body: EntryBody, now_ms: u64) -> Option<String> {
+    let mut n = Node::new(w, index);
+    n.now_ms = now_ms;
+    let mut t = n.table();
+    let (_, actions) = n
+        .with(|env| t.offer(env, body, Vec::new(), false, None))
+        .expect("offer taken");
+    match refusal_of(&actions) {
+        Some(r) => Some(r),
+        None => {
+            assert_eq!(signatures(&actions).len(), 1, "signed once: {actions:?}");
+            None
+        }
+    }
+}
+
+fn assert_refused(got: Option<String>, wanted: &str) {
+    match got {
+        Some(r) => assert!(r.contains(wanted), "refused for {r:?}, wanted {wanted:?}"),
+        None => panic!("signed, wanted a refusal for {wanted:?}"),
+    }
+}
+
+#[test]
+fn an_honest_step_is_signed_by_every_role_and_completes_on_the_operators_node() {
+    let w = World::new();
+    let body = EntryBody::Step(w.step(T0));
+    let op = Node::new(&w, OP);
+    let mut op_table = op.table();
+    let (digest, actions) = op
+        .with(|env| op_table.offer(env, body.clone(), Vec::new(), true, None))
+        .expect("own step");
+    assert_eq!(
+        op.persisted.borrow().as_slice(),
+        &[digest],
+        "durable before it is offered"
+    );
+    let offered = actions
+        .iter()
+        .any(|a| matches!(a, CoSignAction::Publish(g) if matches!(g.as_ref(), Gossip::Offer { .. })));
+    assert!(offered);
+    let mut sigs = signatures(&actions);
+    for i in [GLOBE, FOLIO, GOV] {
+        let n = Node::new(&w, i);
+        let mut t = n.table();
+        let (_, a) = n
+            .with(|env| t.offer(env, body.clone(), sigs.clone(), false, None))
+            .expect("offer");
+        assert_eq!(refusal_of(&a), None);
+        sigs.extend(signatures(&a));
+    }
+    assert_eq!(sigs.len(), 4);
+    let mut complete = None;
+    for s in sigs {
+        for a in op.with(|env| op_table.on_signature(env, &digest, s)) {
+            if let CoSignAction::Complete(d, e) = a {
+                complete = Some((d, e));
+            }
+        }
+    }
+    let (d, entry) = complete.expect("complete");
+    assert_eq!(d, digest);
+    entry
+        .verify(&w.keyring, &w.state)
+        .expect("the assembled entry verifies");
+    assert_eq!(op_table.committed(&[digest], Instant::now()).len(), 1);
+    assert!(op_table.is_empty());
+}
+
+#[test]
+fn a_data_source_refuses_each_bad_use_of_its_source() {
+    let mut w = World::new();
+    // An example that is not in the source.
+    let mut forged = w.step(T0);
+    forged.examples[0].example_hash = Digest([9; 32]);
+    assert_refused(
+        verdict_of(&w, GLOBE, EntryBody::Step(forged), T0 + 1_000),
+        "is not in source",
+    );
+    // A step time ahead of the clock, and one too old to commit.
+    assert_refused(
+        verdict_of(&w, GLOBE, EntryBody::Step(w.step(T0 + 60_000)), T0),
+        "ahead of this node's clock",
+    );
+    assert_refused(
+        verdict_of(&w, GLOBE, EntryBody::Step(w.step(T0)), T0 + 100_000),
+        "too late to commit",
+    );
+    // Outside the source's validity window.
+    let late = T0 + 2 * 86_400_000;
+    let mut step = w.step(T0);
+    step.step_time = Timestamp(late);
+    assert_refused(
+        verdict_of(&w, GLOBE, EntryBody::Step(step), late),
+        "is not valid at step time",
+    );
+    // A campaign whose purpose the source does not allow.
+    let other = campaign(&w.policy, "commercial", "c2");
+    w.commit(vec![EntryBody::Campaign(other.clone())]);
+    let mut step = w.step(T0);
+    step.link.campaign = other.digest();
+    assert_refused(
+        verdict_of(&w, GLOBE, EntryBody::Step(step), T0 + 1_000),
+        "does not allow purpose",
+    );
+    // A source its authority revoked.
+    let globe = w.sources[GLOBE].0.source_id();
+    w.commit(vec![EntryBody::Revocation(Revocation {
+        version: 1,
+        authority: label("globe-press"),
+        source: globe,
+        reason: "withdrawn".into(),
+        requested: Timestamp(T0),
+    })]);
+    assert_refused(
+        verdict_of(&w, GLOBE, EntryBody::Step(w.step(T0)), T0 + 1_000),
+        "was revoked",
+    );
+    // The other data source still signs its own part.
+    assert_eq!(
+        verdict_of(&w, FOLIO, EntryBody::Step(w.step(T0)), T0 + 1_000),
+        None
+    );
+}
+
+#[test]
+fn governance_refuses_what_the_policy_does_not_allow() {
+    let mut w = World::new();
+    // A policy that is neither the campaign's nor its successor.
+    let stray = policy(2, None);
+    let successor = policy(2, Some(w.policy.digest()));
+    w.commit(vec![EntryBody::Policy(successor.clone())]);
+    let mut step = w.step(T0);
+    step.policy = stray.digest();
+    // (Unregistered: the plan cannot even be made.)
+    let n = Node::new(&w, GOV);
+    let mut t = n.table();
+    let r = n.with(|env| t.offer(env, EntryBody::Step(step), Vec::new(), false, None));
+    assert_eq!(r.map(|_| ()).map_err(|e| e.status), Err(409));
+    // A registered successor is allowed.
+    let mut step = w.step(T0);
+    step.policy = successor.digest();
+    assert_eq!(verdict_of(&w, GOV, EntryBody::Step(step), T0 + 1_000), None);
+    // A recorded decision that is not the policy's.
+    let mut step = w.step(T0);
+    step.examples[0].decision.depth.max_depth += 1;
+    assert_refused(
+        verdict_of(&w, GOV, EntryBody::Step(step), T0 + 1_000),
+        "differs from the policy's",
+    );
+    // An example the policy must refuse, trained on.
+    let mut step = w.step(T0);
+    step.examples[1] = w.record(2, 0, T0);
+    assert_refused(
+        verdict_of(&w, GOV, EntryBody::Step(step), T0 + 1_000),
+        "must be refused",
+    );
+    // A step too old to commit.
+    assert_refused(
+        verdict_of(&w, GOV, EntryBody::Step(w.step(T0)), T0 + 100_000),
+        "too late",
+    );
+    // Refusals: the reason must be the policy's.
+    let license = w.refusal(RefusalReason::License, 2, None);
+    assert_eq!(verdict_of(&w, GOV, EntryBody::Refusal(license), T0 + 1_000), None);
+    let wrong = w.refusal(RefusalReason::Revoked, 2, None);
+    assert_refused(
+        verdict_of(&w, GOV, EntryBody::Refusal(wrong), T0 + 1_000),
+        "not revoked",
+    );
+    let admissible = w.refusal(RefusalReason::License, GLOBE, None);
+    assert_refused(
+        verdict_of(&w, GOV, EntryBody::Refusal(admissible), T0 + 1_000),
+        "is admissible",
+    );
+    // A memorisation refusal needs its measurement and a signal over the
+    // threshold.
+    let bare = w.refusal(RefusalReason::Memorisation, GLOBE, None);
+    assert_refused(
+        verdict_of(&w, GOV, EntryBody::Refusal(bare), T0 + 1_000),
+        "must carry",
+    );
+    let quiet = w.refusal(RefusalReason::Memorisation, GLOBE, Some(w.step(T0).measurement));
+    assert_refused(
+        verdict_of(&w, GOV, EntryBody::Refusal(quiet), T0 + 1_000),
+        "no memorisation signal",
+    );
+    let mut loud = w.step(T0).measurement;
+    loud.signals.canary_exposure = 50.0;
+    let loud = w.refusal(RefusalReason::Memorisation, GLOBE, Some(loud));
+    assert_eq!(verdict_of(&w, GOV, EntryBody::Refusal(loud), T0 + 1_000), None);
+}
+
+#[test]
+fn an_operator_and_a_registrant_sign_only_what_their_own_tools_submitted() {
+    let w = World::new();
+    assert_refused(
+        verdict_of(&w, OP, EntryBody::Step(w.step(T0)), T0 + 1_000),
+        "an operator signs only the entries its own tools submitted",
+    );
+    let (m, _) = manifest("globe-press", "Another", &[b'a'; 64], "CC0-1.0");
+    assert_refused(
+        verdict_of(&w, GLOBE, EntryBody::Manifest(m), T0 + 1_000),
+        "registers only what its own tools submitted",
+    );
+}
+
+#[test]
+fn bad_signatures_are_reported_and_a_refusal_stops_the_entry() {
+    let w = World::new();
+    let body = EntryBody::Step(w.step(T0));
+    let op = Node::new(&w, OP);
+    let mut t = op.table();
+    let (digest, _) = op
+        .with(|env| t.offer(env, body.clone(), Vec::new(), true, None))
+        .expect("own");
+    // Globe's signature over another entry's message.
+    let other = EntryBody::Step(w.step(T0 + 1));
+    let plan = other.signing_plan(&w.state).expect("plan");
+    let wrong = w.signers[GLOBE]
+        .authority
+        .sign(SignatureScheme::Bls12381, &plan.requests[0].message)
+        .expect("sign");
+    let a = op.with(|env| t.on_signature(env, &digest, wrong));
+    assert!(a.iter().any(|a| matches!(a, CoSignAction::Misbehaved)));
+    match t.status(&digest) {
+        Some(EntryStatus::Pending { signed, .. }) => assert_eq!(signed.len(), 1, "only the operator's own"),
+        s => panic!("{s:?}"),
+    }
+    // A refusal by a required signer is kept (and persisted: an own entry).
+    let a = t.on_refusal(&digest, label("globe-press"), "no".into());
+    assert!(a.iter().any(|a| matches!(a, CoSignAction::Persist { .. })));
+    assert!(matches!(t.status(&digest), Some(EntryStatus::Refused { .. })));
+    // One by an authority that is not a signer is ignored.
+    let mut t2 = op.table();
+    let (d2, _) = op
+        .with(|env| t2.offer(env, other, Vec::new(), true, None))
+        .expect("own");
+    assert!(t2.on_refusal(&d2, label("nobody"), "no".into()).is_empty());
+    assert!(matches!(t2.status(&d2), Some(EntryStatus::Pending { .. })));
+}
+
+#[test]
+fn an_entry_that_cannot_be_stored_is_refused_with_503_and_not_held() {
+    let w = World::new();
+    let mut op = Node::new(&w, OP);
+    op.fail_persist = true;
+    let mut t = op.table();
+    let r = op.with(|env| t.offer(env, EntryBody::Step(w.step(T0)), Vec::new(), true, None));
+    assert_eq!(r.map(|_| ()).map_err(|e| e.status), Err(503));
+    assert!(t.is_empty());
+}
+
+#[test]
+fn own_entries_are_reoffered_with_back_off_and_others_forgotten() {
+    let w = World::new();
+    let op = Node::new(&w, OP);
+    let mut t = op.table();
+    op.with(|env| t.offer(env, EntryBody::Step(w.step(T0)), Vec::new(), true, None))
+        .expect("own");
+    let start = Instant::now();
+    let offers = |a: &[CoSignAction]| a.iter().filter(|a| matches!(a, CoSignAction::Publish(_))).count();
+    let mut at = Vec::new();
+    for ms in (0..40_000).step_by(250) {
+        if offers(&t.tick(start + Duration::from_millis(ms))) > 0 {
+            at.push(ms);
+        }
+    }
+    // 1 s, then 2, 4, 8, 16, 16 ... s apart.
+    let gaps: Vec<u64> = at.windows(2).map(|p| p[1] - p[0]).collect();
+    assert_eq!(at[0], 1_000);
+    assert!(gaps.starts_with(&[2_000, 4_000, 8_000, 16_000]), "{at:?}");
+    // Another authority's entry is dropped after a while; an own one stays.
+    let g = Node::new(&w, GLOBE);
+    let mut gt = g.table();
+    g.with(|env| gt.offer(env, EntryBody::Step(w.step(T0)), Vec::new(), false, None))
+        .expect("peer offer");
+    assert_eq!(gt.len(), 1);
+    gt.tick(Instant::now() + FORGET_OTHERS_AFTER + Duration::from_secs(1));
+    assert!(gt.is_empty());
+    t.tick(Instant::now() + FORGET_OTHERS_AFTER + Duration::from_secs(1));
+    assert_eq!(t.len(), 1);
+}

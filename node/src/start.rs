@@ -1,0 +1,254 @@
+//! Starting a node: open the store and restore the chain, the consensus
+//! engine and the pending entries, start the network and the API, then
+//! drive the core with ticks, gossip, requests and API commands until
+//! shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use consensus::{BlsThreshold, Config, Engine, SafetyState};
+use libp2p::{Multiaddr, PeerId};
+use provenance::codec::decode_raw;
+use provenance::{Bytes, Canonical};
+use storage::Store;
+use tokio::sync::mpsc;
+
+use crate::api::{self, ApiState};
+use crate::checkpoints::Collector;
+use crate::config::NodeConfig;
+use crate::cosigning::{PendingRecord, Table};
+use crate::ledger::{BlockLimits, Ledger};
+use crate::metrics::Metrics;
+use crate::p2p::{build_swarm, NetEvent, Network, Topics};
+use crate::runtime::{describe, now_ms, read, Core, Internal, NodeError};
+
+/// A running node's addresses.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// HTTP API address.
+    pub api: SocketAddr,
+}
+
+/// Runs a node until `shutdown` completes.
+pub async fn run(
+    cfg: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
+    let (genesis, keyring) = genesis::load_genesis(&cfg.genesis).map_err(|e| setup(&e))?;
+    let signers = genesis::load_node_keys(&cfg.keys, &genesis, &keyring).map_err(|e| setup(&e))?;
+    let token = genesis::load_admin_token(&cfg.admin_token).map_err(|e| setup(&e))?;
+    let genesis = Arc::new(genesis);
+    let keyring = Arc::new(keyring);
+    let me = signers.validator;
+    let node = genesis
+        .nodes
+        .get(usize::from(me))
+        .cloned()
+        .ok_or_else(|| setup(&"validator not in genesis"))?;
+    let role = keyring.authority(&node.authority).map_err(|e| setup(&e))?.role;
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| setup(&e))?;
+    let store = Store::open(&cfg.data_dir, &genesis.consortium_name, &keyring)?;
+
+    let (chain, tip) = Ledger::restore_chain(&store)?;
+    let kept = Ledger::kept_blocks(&store)?;
+    let safety = match store.safety_state()? {
+        Some(b) => {
+            decode_raw::<SafetyState<Bytes>>("safety state", &b)
+                .map_err(|e| setup(&e))?
+                .0
+        }
+        None => SafetyState::genesis(),
+    };
+    let store = Arc::new(RwLock::new(store));
+    let limits = BlockLimits {
+        max_entries: cfg.max_block_entries,
+        max_bytes: 4 << 20,
+        heartbeat_ms: cfg.heartbeat_ms,
+        max_skew_ms: genesis.max_clock_skew_ms,
+    };
+    let mut ledger = Ledger::new(store.clone(), keyring.clone(), limits, tip);
+    let consortium = Arc::new(signers.consortium);
+    let scheme = BlsThreshold::new(keyring.clone(), consortium.clone());
+    let ccfg = Config::new(
+        me,
+        genesis.consortium.n,
+        cfg.view_timeout_ms,
+        genesis.max_clock_skew_ms,
+    );
+    let height = chain.len();
+    let mut engine = Engine::restore(ccfg, scheme, safety, chain);
+    if !kept.is_empty() {
+        tracing::info!("{} kept unfinalised blocks restored", kept.len());
+    }
+    engine.restore_blocks(&mut ledger, kept);
+
+    // Network.
+    let mut secret = signers.node_secret;
+    let key = libp2p::identity::Keypair::ed25519_from_bytes(&mut secret).map_err(|e| setup(&e))?;
+    let mut peers = Vec::new();
+    let mut peer_index = HashMap::new();
+    let mut dial = Vec::new();
+    for n in &genesis.nodes {
+        let id: PeerId = n
+            .peer_id
+            .parse()
+            .map_err(|e| setup(&format!("peer id {}: {e}", n.peer_id)))?;
+        peers.push(id);
+        peer_index.insert(id, n.validator);
+        if n.validator != me {
+            let addr: Multiaddr = format!("{}/p2p/{}", n.p2p_listen, n.peer_id)
+                .parse()
+                .map_err(|e| setup(&format!("address of {}: {e}", n.name)))?;
+            dial.push((id, addr));
+        }
+    }
+    let swarm = build_swarm(key, &peers)?;
+    let listen: Multiaddr = cfg
+        .p2p_listen
+        .clone()
+        .unwrap_or(node.p2p_listen.clone())
+        .parse()
+        .map_err(|e| setup(&format!("p2p listen address: {e}")))?;
+    let (net_tx, net_rx) = mpsc::channel(4096);
+    let (ev_tx, mut ev_rx) = mpsc::channel(4096);
+    let network = Network::new(
+        swarm,
+        listen,
+        Topics::new(&genesis.digest().to_string()),
+        dial,
+        net_rx,
+        ev_tx,
+    )?;
+    tokio::spawn(network.run());
+
+    // API.
+    let metrics = Arc::new(Metrics::default());
+    {
+        let s = read(&store);
+        metrics.height.store(s.head().height, Relaxed);
+        metrics.log_size.store(s.head().log_size, Relaxed);
+    }
+    let (api_tx, mut api_rx) = mpsc::channel(1024);
+    let api_addr = cfg.api_listen.clone().unwrap_or(node.api_listen.clone());
+    let listener = tokio::net::TcpListener::bind(&api_addr)
+        .await
+        .map_err(|e| setup(&format!("API address {api_addr}: {e}")))?;
+    let state = ApiState::new(
+        store.clone(),
+        api_tx,
+        metrics.clone(),
+        token,
+        node.authority.clone(),
+        role,
+        genesis.clone(),
+        keyring.clone(),
+        &cfg,
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut api_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        let app = api::router(state);
+        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = api_stop.changed().await;
+            })
+            .await;
+    });
+    tracing::info!(
+        "node {} (validator {me}, {} {}) at height {height}; API on {api_addr}",
+        node.name,
+        role,
+        node.authority
+    );
+
+    let (internal_tx, mut internal_rx) = mpsc::channel(1024);
+    ledger.set_now(now_ms());
+    let start = engine.start(&mut ledger, now_ms());
+    let mut core = Core {
+        genesis: genesis.clone(),
+        keyring,
+        me,
+        signer: signers.authority,
+        consortium,
+        store: store.clone(),
+        engine,
+        ledger,
+        table: Table::new(node.authority.clone()),
+        checkpoints: Collector::new(me),
+        peer_index,
+        peers,
+        net: net_tx,
+        internal: internal_tx,
+        metrics: metrics.clone(),
+        max_skew: genesis.max_clock_skew_ms,
+        last_checkpoint_request: Instant::now(),
+    };
+    // Own entries accepted before a restart.
+    let saved = read(&store).pending()?;
+    for (d, bytes) in saved {
+        match decode_raw::<PendingRecord>("pending record", &bytes) {
+            Ok((rec, _)) => {
+                if let Err(e) = core.offer(rec.body, rec.signatures, true, rec.refused) {
+                    tracing::error!("pending entry {}: {}", d.short(), e.reason);
+                }
+            }
+            Err(e) => tracing::error!("pending record {}: {e}", d.short()),
+        }
+    }
+    core.process(start, None)?;
+
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut slow = tokio::time::interval(Duration::from_secs(1));
+    let mut shutdown = Box::pin(shutdown);
+    let result = loop {
+        let step: Result<(), NodeError> = tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            _ = tick.tick() => {
+                let now = now_ms();
+                core.ledger.set_now(now);
+                let actions = core.engine.tick(&mut core.ledger, now);
+                core.process(actions, None)
+            }
+            _ = slow.tick() => { core.housekeeping(); Ok(()) }
+            Some(ev) = ev_rx.recv() => match ev {
+                NetEvent::Gossip { author, topic, data } => core.on_gossip(author, topic, &data),
+                NetEvent::Request { peer, data, channel } => core.on_request(peer, &data, channel),
+                NetEvent::Peers(n) => { metrics.peers.store(n as u64, Relaxed); Ok(()) }
+                NetEvent::Denied => { metrics.denied_peers.fetch_add(1, Relaxed); Ok(()) }
+            },
+            Some(cmd) = api_rx.recv() => { core.on_api(cmd); Ok(()) }
+            Some(i) = internal_rx.recv() => match i {
+                Internal::Replies { from, messages } => {
+                    let mut r = Ok(());
+                    for m in messages {
+                        tracing::debug!("reply from {from}: {}", describe(&m));
+                        core.ledger.set_now(now_ms());
+                        let actions = core.engine.handle(&mut core.ledger, from, m);
+                        r = core.process(actions, None);
+                        if r.is_err() { break; }
+                    }
+                    r
+                }
+                Internal::Checkpoints(cps) => {
+                    for c in cps { core.store_checkpoint(&c); }
+                    Ok(())
+                }
+            },
+        };
+        if let Err(e) = step {
+            break Err(e);
+        }
+    };
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    if let Err(e) = &result {
+        tracing::error!("node stopped: {e}");
+    }
+    result
+}

@@ -1,0 +1,306 @@
+//! The operator's tuner driving a campaign against its node. Entries go to the node's API ([`HttpSink`]), which signs the
+//! operator's section, gathers the other authorities' signatures and
+//! commits them; the tuner waits for each verdict (committed, or refused
+//! by a co-signer with the reason) before the next step, so a refusal
+//! stops the campaign at its last committed step.
+//!
+//! The campaign file is the tuner's (`data/campaign.toml`). The sources
+//! and policy must be committed before the campaign opens: the operator
+//! recomputes each manifest from the text and salt the rights-holder gave
+//! it and takes the signature from the ledger.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lightclient::client::{digest_field, Client, ClientError};
+use provenance::crypto::CoSignature;
+use provenance::{
+    Attestation, AuthorityId, DataSourceManifest, Digest, EffectiveRevocation, EntryBody, KeyRing,
+    PolicyArtifact, Purpose, Timestamp,
+};
+use serde_json::Value;
+use tuner::campaign::{build_campaign, CampaignSpec, Clock};
+use tuner::data::{manifest_for, plant_canary, SignedSource};
+use tuner::demo::{CanaryPlant, DemoConfig, SourceEntry};
+use tuner::model::Weights;
+use tuner::recipe::Recipe;
+use tuner::sink::{EventSink, Verdict};
+
+use crate::{now_ms, RolesError};
+
+/// The wall clock (the node checks step times against its own).
+#[derive(Debug, Default)]
+pub struct WallClock;
+
+impl Clock for WallClock {
+    fn now(&mut self) -> Timestamp {
+        Timestamp(now_ms())
+    }
+}
+
+/// What the sink saw: each committed entry's finality latency.
+#[derive(Debug, Clone, Default)]
+pub struct SinkStats {
+    /// (seconds since the sink was made, submit-to-commit seconds) per
+    /// committed entry.
+    pub latencies: Vec<(f64, f64)>,
+}
+
+impl SinkStats {
+    /// Median of the last `n` latencies (seconds).
+    pub fn recent_median(&self, n: usize) -> Option<f64> {
+        let mut v: Vec<f64> = self.latencies.iter().rev().take(n).map(|x| x.1).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        Some(v[v.len() / 2])
+    }
+}
+
+/// Registers a manifest at `node` (its rights-holder's own node, with that
+/// authority's token); returns the entry's digest (not yet committed).
+pub fn register_source(node: &Client, manifest: &DataSourceManifest) -> Result<Digest, RolesError> {
+    let a = node.post("/v1/sources", manifest)?;
+    Ok(digest_field(&a.body, "digest")?)
+}
+
+/// Publishes a policy at `node` (governance's own node, with its token);
+/// returns the entry's digest (not yet committed).
+pub fn publish_policy(node: &Client, policy: &PolicyArtifact) -> Result<Digest, RolesError> {
+    let a = node.post("/v1/policies", policy)?;
+    Ok(digest_field(&a.body, "digest")?)
+}
+
+/// Entries and blobs through the operator node's API.
+#[derive(Debug)]
+pub struct HttpSink {
+    node: Client,
+    timeout: Duration,
+    started: Instant,
+    stats: Arc<Mutex<SinkStats>>,
+    /// Entries committed through this sink.
+    pub committed: u64,
+}
+
+impl HttpSink {
+    /// A sink writing to `node` (which carries the operator's admin token).
+    pub fn new(node: Client) -> Self {
+        Self {
+            node,
+            timeout: Duration::from_secs(120),
+            started: Instant::now(),
+            stats: Arc::default(),
+            committed: 0,
+        }
+    }
+
+    /// The sink's statistics, shared (a progress bar reads them).
+    pub fn stats(&self) -> Arc<Mutex<SinkStats>> {
+        self.stats.clone()
+    }
+}
+
+fn sink_err(e: impl std::fmt::Display) -> tuner::error::TunerError {
+    tuner::error::TunerError::Sink(e.to_string())
+}
+
+impl EventSink for HttpSink {
+    fn put_blob(&mut self, digest: &Digest, bytes: &[u8]) -> tuner::error::Result<()> {
+        let d = self.node.put_blob(bytes).map_err(sink_err)?;
+        if &d != digest {
+            return Err(sink_err(format!("blob digest {d} is not the tuner's {digest}")));
+        }
+        Ok(())
+    }
+
+    fn submit(&mut self, body: &EntryBody) -> tuner::error::Result<Verdict> {
+        let a = match body {
+            EntryBody::Campaign(c) => self.node.post("/v1/campaigns", c),
+            b => self.node.submit_event(b),
+        }
+        .map_err(sink_err)?;
+        let digest = digest_field(&a.body, "digest").map_err(sink_err)?;
+        let submitted = Instant::now();
+        let deadline = submitted + self.timeout;
+        loop {
+            let s = self.node.status(&digest).map_err(sink_err)?;
+            match s.body["status"].as_str() {
+                Some("committed") => {
+                    self.committed += 1;
+                    if let Ok(mut st) = self.stats.lock() {
+                        st.latencies.push((
+                            self.started.elapsed().as_secs_f64(),
+                            submitted.elapsed().as_secs_f64(),
+                        ));
+                    }
+                    return Ok(Verdict::Committed);
+                }
+                Some("refused") => {
+                    return Ok(Verdict::Refused {
+                        reason: format!(
+                            "{} refused: {}",
+                            s.body["by"].as_str().unwrap_or("?"),
+                            s.body["reason"].as_str().unwrap_or("?")
+                        ),
+                    })
+                }
+                _ => {}
+            }
+            if Instant::now() > deadline {
+                return Err(sink_err(format!(
+                    "entry {digest} neither committed nor refused in time"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn salt(seed: u64, i: usize) -> [u8; 32] {
+    provenance::digest::tagged_hash_parts(
+        provenance::ObjectKind::Blob,
+        &[
+            b"node-campaign-salt",
+            &seed.to_be_bytes(),
+            &(i as u64).to_be_bytes(),
+        ],
+    )
+    .0
+}
+
+/// The ledger's co-signature on a registered manifest (None: not registered).
+pub fn signature_of(node: &Client, id: &Digest) -> Result<Option<CoSignature>, RolesError> {
+    let v: Value = match node.get(&format!("/v1/sources/{}", id.to_hex())) {
+        Ok(a) => a.body,
+        Err(ClientError::Status { status: 404, .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let leaf = v["leaf"]
+        .as_str()
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or_else(|| RolesError::Ledger("source answer without its leaf".into()))?;
+    let e: provenance::LedgerEntry = provenance::decode(&leaf)?;
+    match e.attestation {
+        Attestation::Authorities(c) => Ok(Some(c)),
+        Attestation::Consortium(_) => Err(RolesError::Ledger(
+            "a manifest with a consortium signature".into(),
+        )),
+    }
+}
+
+/// Shifts every validity window of the config so that its clock start
+/// (`start_ms`) is `now`: the file's terms are relative to its start.
+pub fn shift_windows(cfg: &mut DemoConfig, now: u64) {
+    let offset = i128::from(now) - i128::from(cfg.start_ms);
+    let shift = |ms: u64| u64::try_from((i128::from(ms) + offset).max(0)).unwrap_or(u64::MAX);
+    for s in cfg.base_sources.iter_mut().chain(cfg.sources.iter_mut()) {
+        s.terms.not_before = shift(s.terms.not_before);
+        s.terms.not_after = shift(s.terms.not_after);
+    }
+}
+
+/// A source as its rights-holder prepared it, before it is signed.
+#[derive(Debug, Clone)]
+pub struct PreparedManifest {
+    /// The manifest.
+    pub manifest: DataSourceManifest,
+    /// The text (canaries planted).
+    pub text: Vec<u8>,
+    /// The salt of its example hashes.
+    pub salt: [u8; 32],
+}
+
+/// Builds each entry's manifest (planting the canaries aimed at it);
+/// `seed` picks the salts.
+pub fn prepare_sources(
+    entries: &[SourceEntry],
+    canaries: &[CanaryPlant],
+    window: usize,
+    seed: u64,
+) -> Result<Vec<PreparedManifest>, RolesError> {
+    let mut out = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let mut text = std::fs::read(&e.path).map_err(|err| RolesError::io(&e.path, err))?;
+        text.truncate(e.max_bytes);
+        for p in canaries.iter().filter(|p| p.source == i) {
+            if plant_canary(&mut text, window, &p.canary.text(), p.every, p.offset).is_empty() {
+                return Err(RolesError::Config(format!(
+                    "canary {:?} does not fit the windows",
+                    p.canary.prefix
+                )));
+            }
+        }
+        let salt = salt(seed, i);
+        let manifest = manifest_for(&text, window, &salt, &e.terms)?;
+        out.push(PreparedManifest { manifest, text, salt });
+    }
+    Ok(out)
+}
+
+/// A registered source with the signature the ledger holds.
+pub fn signed_source(reader: &Client, p: PreparedManifest) -> Result<SignedSource, RolesError> {
+    let signature = signature_of(reader, &p.manifest.source_id())?
+        .ok_or_else(|| RolesError::Ledger(format!("source {} is not on the ledger", p.manifest.title)))?;
+    Ok(SignedSource {
+        manifest: p.manifest,
+        signature,
+        text: p.text,
+        salt: p.salt,
+    })
+}
+
+/// Held-out probe windows of the config.
+pub fn probe_windows(cfg: &DemoConfig) -> Result<Vec<Vec<u8>>, RolesError> {
+    let window = cfg.settings.model.window();
+    let probe_text = std::fs::read(&cfg.probe).map_err(|e| RolesError::io(&cfg.probe, e))?;
+    Ok(probe_text
+        .chunks_exact(window)
+        .take(cfg.probe_windows)
+        .map(|c| c.to_vec())
+        .collect())
+}
+
+/// The fine-tuning campaign's spec: uploads the recipe and the base
+/// weights as blobs (whoever traces or rebuilds the campaign fetches them by
+/// the digest the campaign record carries) and builds the campaign record.
+#[allow(clippy::too_many_arguments)]
+pub fn fine_tune_spec(
+    cfg: &DemoConfig,
+    sink: &mut HttpSink,
+    keyring: KeyRing,
+    base_bytes: &[u8],
+    base: Weights,
+    base_campaign: Option<Digest>,
+    sources: Vec<SignedSource>,
+    revocations: Vec<EffectiveRevocation>,
+    now: u64,
+) -> Result<CampaignSpec, RolesError> {
+    let recipe = Recipe::new(cfg.settings.clone(), base_bytes);
+    sink.put_blob(&recipe.base_weights, base_bytes)?;
+    sink.put_blob(&recipe.digest(), &recipe.to_bytes())?;
+    let operator = AuthorityId::new(cfg.operator.clone()).map_err(|e| RolesError::Config(e.to_string()))?;
+    let purpose = Purpose::new(cfg.purpose.clone()).map_err(|e| RolesError::Config(e.to_string()))?;
+    let mut campaign = build_campaign(
+        &cfg.settings,
+        &cfg.policy,
+        operator,
+        &format!("{}-{now}", cfg.name),
+        purpose,
+        base_campaign,
+        base.digest(),
+        Timestamp(now),
+    )?;
+    campaign.recipe = recipe.digest();
+    Ok(CampaignSpec {
+        settings: cfg.settings.clone(),
+        keyring,
+        policy: cfg.policy.clone(),
+        campaign,
+        revocations,
+        base,
+        sources,
+        probe: probe_windows(cfg)?,
+        canaries: cfg.canaries.iter().map(|c| c.canary.clone()).collect(),
+    })
+}

@@ -1,0 +1,134 @@
+//! Reading the store: blocks, entries, the digest index and secondary
+//! indexes, roots and proofs at any size, blobs, disk use.
+
+use provenance::merkle::{self, Sha3Hasher};
+use provenance::{decode, Digest, LedgerEntry};
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+
+use crate::keys::*;
+use crate::{blob_digest, read_record, BlockRecord, IndexPrefix, Result, Store, StoreError};
+
+impl Store {
+    /// The stored block at `height`.
+    pub fn block(&self, height: u64) -> Result<Option<BlockRecord>> {
+        match self.db.get_cf(self.cf(CF_BLOCKS)?, u64_key(height))? {
+            Some(b) => Ok(Some(read_record("block record", &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The canonical bytes of log entry `index` (the leaf input).
+    pub fn entry_bytes(&self, index: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(CF_ENTRIES)?, u64_key(index))?)
+    }
+
+    /// Log entry `index`.
+    pub fn entry(&self, index: u64) -> Result<Option<LedgerEntry>> {
+        match self.entry_bytes(index)? {
+            Some(b) => Ok(Some(decode(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The log index of the entry whose body has `digest`.
+    pub fn index_of(&self, digest: &Digest) -> Result<Option<u64>> {
+        match self.db.get_cf(self.cf(CF_BY_DIGEST)?, digest.0)? {
+            Some(b) => Ok(Some(
+                parse_u64(&b).ok_or_else(|| StoreError::Corrupt("digest index".into()))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Log indexes filed under `prefix`, ascending.
+    pub fn query(&self, prefix: &IndexPrefix) -> Result<Vec<u64>> {
+        let cf = self.cf(CF_INDEX)?;
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&prefix.0, Direction::Forward))
+        {
+            let (k, _) = item?;
+            // Every key under a prefix is the prefix and an 8-byte index:
+            // prefixes of different kinds or lengths never nest.
+            if !k.starts_with(&prefix.0) {
+                break;
+            }
+            out.push(parse_u64(&k[prefix.0.len()..]).ok_or_else(|| StoreError::Corrupt("index key".into()))?);
+        }
+        Ok(out)
+    }
+
+    /// The log root at `size`.
+    pub fn root_at(&self, size: u64) -> Result<Digest> {
+        if size > self.head.log_size {
+            return Err(StoreError::Checkpoint(format!(
+                "size {size} is past the log's {}",
+                self.head.log_size
+            )));
+        }
+        merkle::range_hash::<Sha3Hasher, _>(self, 0, size)
+    }
+
+    /// Inclusion proof of entry `index` in the log of `size` entries.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Option<Vec<Digest>>> {
+        merkle::inclusion_proof::<Sha3Hasher, _>(self, index, size)
+    }
+
+    /// Consistency proof between log sizes `first` and `second`.
+    pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Option<Vec<Digest>>> {
+        merkle::consistency_proof::<Sha3Hasher, _>(self, first, second)
+    }
+
+    /// Stores a blob under its content digest (synced); returns the digest.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest> {
+        let d = blob_digest(bytes);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_BLOBS)?, d.0, bytes);
+        self.write_synced(batch)?;
+        Ok(d)
+    }
+
+    /// A blob, verified against its digest on read.
+    pub fn blob(&self, digest: &Digest) -> Result<Option<Vec<u8>>> {
+        match self.db.get_cf(self.cf(CF_BLOBS)?, digest.0)? {
+            Some(b) if blob_digest(&b) == *digest => Ok(Some(b)),
+            Some(_) => Err(StoreError::BlobMismatch(*digest)),
+            None => Ok(None),
+        }
+    }
+
+    /// Bytes RocksDB holds on disk (SST files plus live WAL), as it reports.
+    pub fn disk_bytes(&self) -> Result<u64> {
+        let mut total = 0;
+        for name in ALL_CFS {
+            let cf = self.cf(name)?;
+            total += self
+                .db
+                .property_int_value_cf(cf, "rocksdb.total-sst-files-size")?
+                .unwrap_or(0);
+            total += self
+                .db
+                .property_int_value_cf(cf, "rocksdb.size-all-mem-tables")?
+                .unwrap_or(0);
+        }
+        Ok(total)
+    }
+
+    /// Flushes memtables to SST files (for measurement).
+    pub fn flush(&self) -> Result<()> {
+        for name in ALL_CFS {
+            self.db.flush_cf(self.cf(name)?)?;
+        }
+        Ok(())
+    }
+
+    /// Writes raw bytes under a key, bypassing every check: for tests that
+    /// corrupt a store on purpose.
+    #[doc(hidden)]
+    pub fn corrupt_for_test(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(cf)?, key, value);
+        self.write_synced(batch)
+    }
+}

@@ -1,0 +1,202 @@
+//! `govtune bench network`: a 4-node loopback testnet under load.
+//!
+//! Pre-builds a chain of events (each with examples of both data-source
+//! authorities, so all four authorities sign each one), submits them from
+//! several client threads to the operator's node, and watches the log of
+//! another node to time each event from submission to finality. The floor
+//! is what signatures alone cost on this machine: every event needs four
+//! section signatures made once and each checked by the three other nodes
+//! (4 signs + 12 verifications), plus the governance node's re-run of
+//! admission, which checks each example's manifest signature again.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::workload::{submit, Workload};
+use crate::{NodeSettings, Testnet};
+use provenance::crypto::SignatureScheme;
+use provenance::{Digest, EntryBody};
+
+const MACBETH: &[u8] = include_bytes!("../fixtures/macbeth.txt");
+const TWELFTH_NIGHT: &[u8] = include_bytes!("../fixtures/twelfth_night.txt");
+
+/// What to run.
+#[derive(Debug, Clone, Copy)]
+pub struct NetworkBench {
+    /// Events to commit.
+    pub events: usize,
+    /// Examples per event.
+    pub examples: usize,
+    /// Composite events instead of step events.
+    pub composite: bool,
+    /// Concurrent submitting clients.
+    pub clients: usize,
+}
+
+/// What it measured.
+#[derive(Debug, Clone)]
+pub struct NetworkFigures {
+    /// Committed events per second (first submission to last commit).
+    pub events_per_sec: f64,
+    /// Committed examples per second.
+    pub examples_per_sec: f64,
+    /// Median submit-to-finality latency (ms).
+    pub p50_ms: f64,
+    /// 99th percentile (ms).
+    pub p99_ms: f64,
+    /// Events per second signatures alone would allow on this machine.
+    pub floor_events_per_sec: f64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+/// The signature floor (events/s on `cores` cores) for events of
+/// `examples` examples: measured sign and verify times of one BLS section
+/// signature on this machine.
+pub fn signature_floor(examples: usize, cores: f64) -> Result<f64, String> {
+    let dealt = provenance::genesis::deal(
+        &provenance::genesis::ConsortiumDescription::local_testnet(1, 2),
+        provenance::Timestamp(1),
+        &mut rand::rngs::OsRng,
+    )
+    .map_err(|e| e.to_string())?;
+    let signers = dealt.signers()?;
+    let s = &signers[0].authority;
+    let msg = b"govtune bench: one section of one event";
+    let n = 200;
+    let t = Instant::now();
+    let mut sig = None;
+    for _ in 0..n {
+        sig = Some(
+            s.sign(SignatureScheme::Bls12381, msg)
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let sign = t.elapsed().as_secs_f64() / n as f64;
+    let sig = sig.ok_or("no signature")?;
+    let t = Instant::now();
+    for _ in 0..n {
+        dealt.keyring.verify(&sig, msg).map_err(|e| e.to_string())?;
+    }
+    let verify = t.elapsed().as_secs_f64() / n as f64;
+    // 4 signs, 12 checks of them, and governance re-checks one manifest
+    // signature per example when it re-runs admission.
+    let per_event = 4.0 * sign + 12.0 * verify + examples as f64 * verify;
+    Ok(cores / per_event)
+}
+
+/// Runs the benchmark with the `govtune` binary at `binary`.
+pub fn run_network(binary: &Path, b: NetworkBench) -> Result<NetworkFigures, String> {
+    let dir = std::env::temp_dir().join(format!("govtune-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let settings = NodeSettings {
+        view_timeout_ms: Some(1500),
+        heartbeat_ms: Some(300),
+        max_block_entries: Some(512),
+    };
+    let e = |e: crate::TestnetError| e.to_string();
+    let mut t = Testnet::create(&dir, 4, binary, &settings).map_err(e)?;
+    t.start_all().map_err(e)?;
+    t.wait_all_healthy(Duration::from_secs(120)).map_err(e)?;
+    let mut w = Workload::new(&t, &[("Macbeth", MACBETH), ("Twelfth Night", TWELFTH_NIGHT)])
+        .map_err(|e| e.to_string())?;
+    w.register(&t).map_err(|e| e.to_string())?;
+    let op = t.by_role("operator").map_err(e)?;
+    let admin = t.admin(op).map_err(e)?;
+    let watcher = t.client((op + 1) % 4);
+    let start_size = watcher.health().map_err(|e| e.to_string())?["log_size"]
+        .as_u64()
+        .unwrap_or(0);
+    let submitted: Arc<Mutex<HashMap<Digest, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    // Events are made when a client takes one (their step time is "now"),
+    // in chain order under the lock, and submitted outside it.
+    let queue: Arc<Mutex<(Workload, usize)>> = Arc::new(Mutex::new((w, b.events)));
+    let started = Instant::now();
+    let mut threads = Vec::new();
+    for _ in 0..b.clients.max(1) {
+        let (queue, submitted, admin) = (queue.clone(), submitted.clone(), admin.clone());
+        threads.push(std::thread::spawn(move || -> Result<(), String> {
+            loop {
+                let body: EntryBody = {
+                    let mut q = queue.lock().map_err(|e| e.to_string())?;
+                    if q.1 == 0 {
+                        return Ok(());
+                    }
+                    q.1 -= 1;
+                    let body =
+                        q.0.next_event(b.examples, b.composite)
+                            .map_err(|e| e.to_string())?;
+                    let d = body.digest();
+                    submitted
+                        .lock()
+                        .map_err(|e| e.to_string())?
+                        .insert(d, Instant::now());
+                    body
+                };
+                submit(&admin, &body).map_err(|e| e.to_string())?;
+            }
+        }));
+    }
+    // Watch the log grow and time each event's commit.
+    let mut latencies = Vec::with_capacity(b.events);
+    let mut next = start_size;
+    let target = start_size + b.events as u64;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while next < target {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "only {} of {} events committed",
+                next - start_size,
+                b.events
+            ));
+        }
+        let size = watcher.health().map_err(|e| e.to_string())?["log_size"]
+            .as_u64()
+            .unwrap_or(0);
+        if size <= next {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        let now = Instant::now();
+        let mut start = next;
+        while start < size {
+            let end = (start + 256).min(size);
+            let v = watcher
+                .get(&format!("/v1/log/leaves?start={start}&end={end}"))
+                .map_err(|e| e.to_string())?
+                .body;
+            for l in v["leaves"].as_array().into_iter().flatten() {
+                let d = l["digest"].as_str().and_then(|s| Digest::from_hex(s).ok());
+                if let Some(at) = d.and_then(|d| submitted.lock().ok().and_then(|m| m.get(&d).copied())) {
+                    latencies.push(now.duration_since(at).as_secs_f64() * 1000.0);
+                }
+            }
+            start = end;
+        }
+        next = size;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    for th in threads {
+        th.join().map_err(|_| "a client thread panicked".to_string())??;
+    }
+    t.down().map_err(e)?;
+    drop(t);
+    let _ = std::fs::remove_dir_all(&dir);
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let examples = b.examples.max(2);
+    Ok(NetworkFigures {
+        events_per_sec: b.events as f64 / elapsed,
+        examples_per_sec: (b.events * examples) as f64 / elapsed,
+        p50_ms: percentile(&latencies, 0.5),
+        p99_ms: percentile(&latencies, 0.99),
+        floor_events_per_sec: signature_floor(examples, 2.0)?,
+    })
+}

@@ -1,0 +1,113 @@
+//! `govtune campaign run --testnet DIR`: the operator's campaign on a local
+//! testnet, this command also playing the other authorities' tools: it
+//! registers the policy at the governance node and each source at its
+//! data-source authority's node (their admin tokens are in DIR), shifting
+//! the file's validity windows so that its clock start is "now".
+
+use std::path::Path;
+use std::time::Duration;
+
+use lightclient::client::digest_field;
+use provenance::{Canonical, Digest, PolicyArtifact};
+use roles::campaign::{
+    fine_tune_spec, prepare_sources, shift_windows, signed_source, HttpSink, PreparedManifest, WallClock,
+};
+use roles::now_ms;
+use tuner::campaign::{CampaignOutcome, Progress};
+use tuner::demo::DemoConfig;
+use tuner::model::Weights;
+
+use crate::Testnet;
+
+/// The testnet node run by `authority`.
+pub fn node_of(t: &Testnet, authority: &str) -> Result<usize, String> {
+    t.nodes
+        .iter()
+        .position(|n| n.authority == authority)
+        .ok_or_else(|| format!("no node of authority {authority} in the testnet"))
+}
+
+/// Each rights-holder registers its manifest at its own node; returns the
+/// entries' digests (not yet committed).
+pub fn register_sources(t: &Testnet, prepared: &[PreparedManifest]) -> Result<Vec<Digest>, String> {
+    let mut ids = Vec::new();
+    for p in prepared {
+        let ds = node_of(t, p.manifest.authority.as_str())?;
+        let a = t
+            .admin(ds)
+            .map_err(|e| e.to_string())?
+            .post("/v1/sources", &p.manifest)
+            .map_err(|e| e.to_string())?;
+        ids.push(digest_field(&a.body, "digest").map_err(|e| e.to_string())?);
+    }
+    Ok(ids)
+}
+
+/// Governance publishes `policy` at its node; returns its digest.
+pub fn publish_policy(t: &Testnet, policy: &PolicyArtifact) -> Result<Digest, String> {
+    let gov = node_of(t, policy.authority.as_str())?;
+    let a = t
+        .admin(gov)
+        .map_err(|e| e.to_string())?
+        .post("/v1/policies", policy)
+        .map_err(|e| e.to_string())?;
+    digest_field(&a.body, "digest").map_err(|e| e.to_string())
+}
+
+/// Runs the campaign in `config` against the operator node of the testnet
+/// in `testnet_dir`, registering its policy and sources first.
+pub fn run_on_testnet(
+    config: &Path,
+    testnet_dir: &Path,
+    progress: &mut dyn Progress,
+) -> Result<CampaignOutcome, String> {
+    let mut cfg = DemoConfig::load(config).map_err(|e| e.to_string())?;
+    let t = Testnet::load(testnet_dir).map_err(|e| e.to_string())?;
+    let (_, keyring) = genesis::load_genesis(&t.genesis_path()).map_err(|e| e.to_string())?;
+    let now = now_ms();
+    shift_windows(&mut cfg, now);
+    let op = node_of(&t, &cfg.operator)?;
+    let reader = t.client(op);
+    let wait = Duration::from_secs(120);
+    // Governance publishes the policy; each rights-holder registers its sources.
+    let policy_id = publish_policy(&t, &cfg.policy)?;
+    let window = cfg.settings.model.window();
+    let prepared = prepare_sources(&cfg.sources, &cfg.canaries, window, cfg.consortium_seed).map_err(e2s)?;
+    let mut ids = register_sources(&t, &prepared)?;
+    ids.push(policy_id);
+    reader.wait_committed(&ids, wait).map_err(|e| e.to_string())?;
+    let sources = prepared
+        .into_iter()
+        .map(|p| signed_source(&reader, p).map_err(e2s))
+        .collect::<Result<Vec<_>, _>>()?;
+    println!(
+        "policy {} and {} sources committed",
+        policy_id.short(),
+        sources.len()
+    );
+    let base_path = cfg
+        .base_weights
+        .clone()
+        .ok_or("the campaign file names no base_weights")?;
+    let base_bytes = std::fs::read(&base_path).map_err(|e| format!("{}: {e}", base_path.display()))?;
+    let base = Weights::from_safetensors(cfg.settings.model, &base_bytes).map_err(|e| e.to_string())?;
+    let mut sink = HttpSink::new(t.admin(op).map_err(|e| e.to_string())?);
+    let spec = fine_tune_spec(
+        &cfg,
+        &mut sink,
+        keyring,
+        &base_bytes,
+        base,
+        None,
+        sources,
+        Vec::new(),
+        now,
+    )
+    .map_err(e2s)?;
+    println!("campaign {} opens", spec.campaign.digest().short());
+    tuner::campaign::run(spec, Box::new(WallClock), &mut sink, progress).map_err(|e| e.to_string())
+}
+
+fn e2s(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
