@@ -23,6 +23,12 @@
 //! name = "govtune-testnet"
 //! max_clock_skew_ms = 2000
 //!
+//! [params]                        # optional; the defaults
+//! view_timeout_ms = 2000
+//! heartbeat_ms = 500
+//! max_block_entries = 512
+//! max_block_bytes = 4194304
+//!
 //! [[authority]]
 //! id = "globe-press"
 //! name = "Globe Press"

@@ -174,9 +174,7 @@ pub fn ask_trace(
         top_examples: None,
         top_events: None,
     };
-    let a = node.post("/v1/trace", &req)?;
-    serde_json::from_value(a.body)
-        .map_err(|e| VerifyError::Malformed(format!("the node's trace answer: {e}")))
+    crate::light::answer(node.trace(&req))
 }
 
 /// The answer as a lineage: output → sources → examples → events → policy

@@ -6,7 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use provenance::api::{
+    BlobAnswer, CampaignAnswer, CheckpointAnswer, CheckpointQuery, ConsistencyAnswer, ConsistencyQuery,
+    EntryAnswer, EntryState, EntryStatus, HealthAnswer, InclusionAnswer, InclusionQuery, LeavesAnswer,
+    LeavesQuery, SourceAnswer, SubmitAnswer, TraceAnswer, TraceRequest,
+};
 use provenance::{Digest, EntryBody};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -49,7 +55,9 @@ pub struct Client {
     fetched: Arc<AtomicU64>,
 }
 
-/// An answer: status and JSON body.
+/// An answer as raw JSON: status and body (for answers read by hand, e.g.
+/// tests of malformed input; the API's answers are read with their
+/// `provenance::api` types by [`Client::get_json`] and the typed methods).
 #[derive(Debug, Clone)]
 pub struct Answer {
     /// HTTP status.
@@ -163,11 +171,30 @@ impl Client {
         Ok(Answer { status, body })
     }
 
+    /// Reads a whole answer as `T`; a body that is not a `T` is
+    /// [`ClientError::Decode`].
+    fn typed<T: DeserializeOwned>(
+        &self,
+        url: String,
+        r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, ClientError> {
+        let (_, bytes) = self.read(url.clone(), r)?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(format!("{url}: {e}")))
+    }
+
     /// GET a JSON path.
     pub fn get(&self, path: &str) -> Result<Answer, ClientError> {
         let url = self.url(path);
         let r = self.agent.get(&url).call();
         self.json(url, r)
+    }
+
+    /// GET a JSON path and read the answer as `T` (a `provenance::api`
+    /// answer type).
+    pub fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let r = self.agent.get(&url).call();
+        self.typed(url, r)
     }
 
     /// GET raw text or bytes.
@@ -188,6 +215,21 @@ impl Client {
         self.json(url, r)
     }
 
+    /// POST JSON (with the token, if any) and read the answer as `T`.
+    pub fn post_json<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let mut req = self.agent.post(&url);
+        if let Some(b) = self.bearer() {
+            req = req.header("Authorization", &b);
+        }
+        let r = req.send_json(body);
+        self.typed(url, r)
+    }
+
     /// POST raw bytes as JSON content (for tests of malformed input).
     pub fn post_raw(&self, path: &str, body: &[u8]) -> Result<Answer, ClientError> {
         let url = self.url(path);
@@ -199,7 +241,7 @@ impl Client {
         self.json(url, r)
     }
 
-    /// PUT a blob.
+    /// PUT a blob; returns its digest (checked against the node's answer).
     pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest, ClientError> {
         let d = provenance::digest::tagged_hash(provenance::ObjectKind::Blob, bytes);
         let url = self.url(&format!("/v1/blobs/{}", d.to_hex()));
@@ -211,24 +253,85 @@ impl Client {
             req = req.header("Authorization", &b);
         }
         let r = req.send(bytes);
-        self.read(url, r)?;
+        let a: BlobAnswer = self.typed(url, r)?;
+        if a.digest != d || a.bytes != bytes.len() as u64 {
+            return Err(ClientError::Decode(format!(
+                "the node stored blob {} ({} bytes), not {d} ({} bytes)",
+                a.digest,
+                a.bytes,
+                bytes.len()
+            )));
+        }
         Ok(d)
+    }
+
+    /// Submits an object to a write endpoint (`/v1/sources`, `/v1/policies`,
+    /// `/v1/campaigns`, `/v1/events`, `/v1/revocations`); the answer names
+    /// its digest and status.
+    pub fn submit<B: Serialize + ?Sized>(&self, path: &str, body: &B) -> Result<SubmitAnswer, ClientError> {
+        self.post_json(path, body)
     }
 
     /// Submits a campaign record (step, composite, refusal, aggregate,
     /// close) to `/v1/events`.
-    pub fn submit_event(&self, body: &EntryBody) -> Result<Answer, ClientError> {
-        self.post("/v1/events", body)
+    pub fn submit_event(&self, body: &EntryBody) -> Result<SubmitAnswer, ClientError> {
+        self.submit("/v1/events", body)
     }
 
     /// `/v1/health`.
-    pub fn health(&self) -> Result<Value, ClientError> {
-        Ok(self.get("/v1/health")?.body)
+    pub fn health(&self) -> Result<HealthAnswer, ClientError> {
+        self.get_json("/v1/health")
     }
 
     /// The status of an entry (`/v1/events/{digest}`).
-    pub fn status(&self, digest: &Digest) -> Result<Answer, ClientError> {
-        self.get(&format!("/v1/events/{}", digest.to_hex()))
+    pub fn status(&self, digest: &Digest) -> Result<EntryAnswer, ClientError> {
+        self.get_json(&format!("/v1/events/{}", digest.to_hex()))
+    }
+
+    /// The latest certified checkpoint, or the one of `height`
+    /// (`/v1/checkpoint`; not checked: see [`crate::LightClient`]).
+    pub fn checkpoint(&self, height: Option<u64>) -> Result<CheckpointAnswer, ClientError> {
+        let q = CheckpointQuery { format: None, height }.to_query();
+        self.get_json(&format!(
+            "/v1/checkpoint{}{q}",
+            if q.is_empty() { "" } else { "?" }
+        ))
+    }
+
+    /// Leaves `start..end` of the log (`/v1/log/leaves`, at most 256).
+    pub fn leaves(&self, start: u64, end: u64) -> Result<LeavesAnswer, ClientError> {
+        let q = LeavesQuery { start, end };
+        self.get_json(&format!("/v1/log/leaves?{}", q.to_query()))
+    }
+
+    /// Leaf `index` and its inclusion proof in the log of `size`
+    /// (`/v1/proof/inclusion`).
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<InclusionAnswer, ClientError> {
+        let q = InclusionQuery { index, size };
+        self.get_json(&format!("/v1/proof/inclusion?{}", q.to_query()))
+    }
+
+    /// The proof that the log of `second` extends the log of `first`
+    /// (`/v1/proof/consistency`).
+    pub fn consistency_proof(&self, first: u64, second: u64) -> Result<ConsistencyAnswer, ClientError> {
+        let q = ConsistencyQuery { first, second };
+        self.get_json(&format!("/v1/proof/consistency?{}", q.to_query()))
+    }
+
+    /// A source's ledger state (`/v1/sources/{id}`).
+    pub fn source(&self, id: &Digest) -> Result<SourceAnswer, ClientError> {
+        self.get_json(&format!("/v1/sources/{}", id.to_hex()))
+    }
+
+    /// A campaign's ledger state (`/v1/campaigns/{id}`).
+    pub fn campaign(&self, id: &Digest) -> Result<CampaignAnswer, ClientError> {
+        self.get_json(&format!("/v1/campaigns/{}", id.to_hex()))
+    }
+
+    /// Asks the node to trace an output (`POST /v1/trace`; may take long:
+    /// see [`Client::with_timeout`]).
+    pub fn trace(&self, req: &TraceRequest) -> Result<TraceAnswer, ClientError> {
+        self.post_json("/v1/trace", req)
     }
 
     /// Waits until every digest is committed (or one is refused).
@@ -238,12 +341,14 @@ impl Client {
             loop {
                 let a = self.status(d);
                 if let Ok(a) = &a {
-                    match a.body["status"].as_str() {
-                        Some("committed") => break,
-                        Some("refused") => {
-                            return Err(ClientError::Decode(format!("entry {d} was refused: {}", a.body)))
+                    match &a.state {
+                        EntryState::Committed(_) => break,
+                        EntryState::Uncommitted(EntryStatus::Refused { by, reason }) => {
+                            return Err(ClientError::Decode(format!(
+                                "entry {d} was refused by {by}: {reason}"
+                            )))
                         }
-                        _ => {}
+                        EntryState::Uncommitted(EntryStatus::Pending { .. }) => {}
                     }
                 }
                 if std::time::Instant::now() > deadline {
@@ -261,12 +366,4 @@ impl Client {
     pub fn metrics(&self) -> Result<String, ClientError> {
         Ok(String::from_utf8_lossy(&self.get_bytes("/metrics")?).into_owned())
     }
-}
-
-/// Reads a digest field of a JSON answer.
-pub fn digest_field(v: &Value, field: &str) -> Result<Digest, ClientError> {
-    v[field]
-        .as_str()
-        .and_then(|s| Digest::from_hex(s).ok())
-        .ok_or_else(|| ClientError::Decode(format!("answer has no digest {field:?}: {v}")))
 }

@@ -3,9 +3,9 @@
 //! an entry's inclusion in a certified log, and that a later certified log
 //! extends an earlier one.
 
+use provenance::api::CheckpointAnswer;
 use provenance::merkle::{verify_consistency, verify_inclusion, Sha3Hasher, TreeHasher};
-use provenance::{Checkpoint, Digest, KeyRing, LedgerEntry, SignedCheckpoint};
-use serde_json::Value;
+use provenance::{Digest, KeyRing, LedgerEntry, SignedCheckpoint};
 
 use crate::client::{Client, ClientError};
 
@@ -52,38 +52,13 @@ pub struct LightClient {
     origin: String,
 }
 
-fn hex_field(v: &Value, field: &str) -> Result<Vec<u8>, VerifyError> {
-    v[field]
-        .as_str()
-        .and_then(|s| hex::decode(s).ok())
-        .ok_or_else(|| VerifyError::Malformed(format!("no hex field {field:?}")))
-}
-
-fn digest_field(v: &Value, field: &str) -> Result<Digest, VerifyError> {
-    v[field]
-        .as_str()
-        .and_then(|s| Digest::from_hex(s).ok())
-        .ok_or_else(|| VerifyError::Malformed(format!("no digest field {field:?}")))
-}
-
-fn u64_field(v: &Value, field: &str) -> Result<u64, VerifyError> {
-    v[field]
-        .as_u64()
-        .ok_or_else(|| VerifyError::Malformed(format!("no integer field {field:?}")))
-}
-
-/// The proof hashes of a JSON answer.
-pub fn proof_field(v: &Value) -> Result<Vec<Digest>, VerifyError> {
-    v["proof"]
-        .as_array()
-        .ok_or_else(|| VerifyError::Malformed("no proof".into()))?
-        .iter()
-        .map(|h| {
-            h.as_str()
-                .and_then(|s| Digest::from_hex(s).ok())
-                .ok_or_else(|| VerifyError::Malformed("proof hash".into()))
-        })
-        .collect()
+/// A node's answer that is not what the API documents is malformed (not a
+/// failure to fetch).
+pub(crate) fn answer<T>(r: Result<T, ClientError>) -> Result<T, VerifyError> {
+    r.map_err(|e| match e {
+        ClientError::Decode(m) => VerifyError::Malformed(m),
+        e => VerifyError::Client(e),
+    })
 }
 
 impl LightClient {
@@ -101,22 +76,11 @@ impl LightClient {
         &self.keyring
     }
 
-    /// Parses a checkpoint answer (JSON of `/v1/checkpoint`) and checks its
-    /// signature under genesis.
-    pub fn checkpoint_from_json(&self, v: &Value) -> Result<SignedCheckpoint, VerifyError> {
-        let cp = SignedCheckpoint {
-            checkpoint: Checkpoint {
-                version: <Checkpoint as provenance::Canonical>::VERSION,
-                origin: v["origin"]
-                    .as_str()
-                    .ok_or_else(|| VerifyError::Malformed("origin".into()))?
-                    .to_string(),
-                size: u64_field(v, "size")?,
-                root: digest_field(v, "root")?,
-                height: u64_field(v, "height")?,
-            },
-            signature: provenance::Bytes(hex_field(v, "signature")?),
-        };
+    /// The signed checkpoint of a checkpoint answer (`/v1/checkpoint`, or
+    /// one embedded in another answer), its signature checked under
+    /// genesis.
+    pub fn checkpoint_from_answer(&self, a: &CheckpointAnswer) -> Result<SignedCheckpoint, VerifyError> {
+        let cp = a.to_signed();
         self.verify_checkpoint(&cp)?;
         Ok(cp)
     }
@@ -133,14 +97,12 @@ impl LightClient {
 
     /// Fetches and checks the node's latest checkpoint.
     pub fn latest_checkpoint(&self, node: &Client) -> Result<SignedCheckpoint, VerifyError> {
-        let v = node.get("/v1/checkpoint")?.body;
-        self.checkpoint_from_json(&v)
+        self.checkpoint_from_answer(&answer(node.checkpoint(None))?)
     }
 
     /// Fetches and checks the checkpoint of a height.
     pub fn checkpoint_at(&self, node: &Client, height: u64) -> Result<SignedCheckpoint, VerifyError> {
-        let v = node.get(&format!("/v1/checkpoint?height={height}"))?.body;
-        self.checkpoint_from_json(&v)
+        self.checkpoint_from_answer(&answer(node.checkpoint(Some(height)))?)
     }
 
     /// Checks that `leaf` (canonical entry bytes) is at `index` of the log
@@ -171,16 +133,9 @@ impl LightClient {
         cp: &SignedCheckpoint,
         index: u64,
     ) -> Result<LedgerEntry, VerifyError> {
-        let v = node
-            .get(&format!(
-                "/v1/proof/inclusion?index={index}&size={}",
-                cp.checkpoint.size
-            ))?
-            .body;
-        let leaf = hex_field(&v, "leaf")?;
-        let proof = proof_field(&v)?;
-        self.verify_leaf(cp, index, &leaf, &proof)?;
-        provenance::decode(&leaf).map_err(|e| VerifyError::Malformed(e.to_string()))
+        let a = answer(node.inclusion_proof(index, cp.checkpoint.size))?;
+        self.verify_leaf(cp, index, a.leaf.as_slice(), &a.proof)?;
+        provenance::decode(a.leaf.as_slice()).map_err(|e| VerifyError::Malformed(e.to_string()))
     }
 
     /// Checks that the log certified by `second` extends the one certified
@@ -194,10 +149,7 @@ impl LightClient {
         self.verify_checkpoint(first)?;
         self.verify_checkpoint(second)?;
         let (a, b) = (first.checkpoint.size, second.checkpoint.size);
-        let v = node
-            .get(&format!("/v1/proof/consistency?first={a}&second={b}"))?
-            .body;
-        let proof = proof_field(&v)?;
+        let proof = answer(node.consistency_proof(a, b))?.proof;
         self.verify_consistency_proof(first, second, &proof)
     }
 

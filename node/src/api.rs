@@ -20,19 +20,22 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use provenance::api::{
+    BlobAnswer, CampaignAnswer, CheckpointAnswer, CheckpointQuery, CommittedEntry, ConsistencyAnswer,
+    ConsistencyQuery, EntryAnswer, EntryState, ErrorBody, HealthAnswer, InclusionAnswer, InclusionQuery,
+    LeavesAnswer, LeavesQuery, LogIndex, LogLeaf, SourceAnswer, SubmitAnswer,
+};
 use provenance::{
-    AuthorityId, Campaign, Canonical, DataSourceManifest, Digest, EntryBody, Genesis, KeyRing,
+    AuthorityId, Bytes, Campaign, Canonical, DataSourceManifest, Digest, EntryBody, Genesis, KeyRing,
     PolicyArtifact, Revocation, Role, SignedCheckpoint,
 };
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
-use serde_json::{json, Value};
 use storage::Store;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
-use crate::runtime::{ApiCommand, EntryStatus};
+use crate::runtime::{ApiCommand, EntryStatus, OfferError};
 
 /// Most leaves one `/v1/log/leaves` answer carries.
 pub const MAX_LEAVES: u64 = 256;
@@ -96,8 +99,16 @@ impl ApiState {
         &self.metrics
     }
 
-    pub(crate) fn checkpoint_json(&self, c: &SignedCheckpoint) -> Value {
-        checkpoint_json(self, c)
+    /// The API's form of a checkpoint, with its C2SP note.
+    pub(crate) fn checkpoint_answer(&self, c: &SignedCheckpoint) -> CheckpointAnswer {
+        CheckpointAnswer::new(c, self.c2sp(c))
+    }
+
+    fn c2sp(&self, c: &SignedCheckpoint) -> String {
+        c.to_c2sp(
+            &self.genesis.consortium_name,
+            &self.keyring.consortium_public_key(),
+        )
     }
 
     pub(crate) fn store(&self) -> std::sync::RwLockReadGuard<'_, Store> {
@@ -139,11 +150,11 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             return self.status.into_response();
         }
-        (self.status, Json(json!({ "error": self.reason }))).into_response()
+        (self.status, Json(ErrorBody { error: self.reason })).into_response()
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+type ApiResult<T = Response> = Result<T, ApiError>;
 
 /// A JSON body whose every rejection (size, syntax, schema) is a 4xx with a
 /// JSON reason.
@@ -286,7 +297,7 @@ pub(crate) fn parse_digest(s: &str) -> Result<Digest, ApiError> {
     Digest::from_hex(s).map_err(|_| ApiError::bad(format!("{s:?} is not a 32-byte hex digest")))
 }
 
-async fn submit(s: &ApiState, body: EntryBody) -> ApiResult {
+async fn submit(s: &ApiState, body: EntryBody) -> ApiResult<(StatusCode, Json<SubmitAnswer>)> {
     let (reply, rx) = oneshot::channel();
     s.core
         .send(ApiCommand::Submit {
@@ -299,34 +310,34 @@ async fn submit(s: &ApiState, body: EntryBody) -> ApiResult {
         Ok((digest, status)) => {
             let index = s.store().index_of(&digest).map_err(ApiError::internal)?;
             match (index, status) {
-                (Some(i), _) => Ok((
+                (Some(index), _) => Ok((
                     StatusCode::OK,
-                    Json(json!({ "digest": digest, "status": "committed", "index": i })),
-                )
-                    .into_response()),
+                    Json(SubmitAnswer {
+                        digest,
+                        state: Some(EntryState::Committed(LogIndex { index })),
+                    }),
+                )),
                 (None, Some(EntryStatus::Refused { by, reason })) => Err(ApiError::new(
                     StatusCode::CONFLICT,
                     format!("entry {digest} was refused by {by}: {reason}"),
                 )),
-                (None, st) => {
-                    let mut v = json!({ "digest": digest });
-                    if let Some(st) = st {
-                        merge(&mut v, serde_json::to_value(st).map_err(ApiError::internal)?);
-                    }
-                    Ok((StatusCode::ACCEPTED, Json(v)).into_response())
-                }
+                (None, st) => Ok((
+                    StatusCode::ACCEPTED,
+                    Json(SubmitAnswer {
+                        digest,
+                        state: st.map(EntryState::Uncommitted),
+                    }),
+                )),
             }
         }
-        Err(r) => Err(ApiError::new(
-            StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST),
-            r.reason,
+        Err(e) => Err(ApiError::new(
+            match e {
+                OfferError::Malformed(_) => StatusCode::BAD_REQUEST,
+                OfferError::Unplannable(_) => StatusCode::CONFLICT,
+                OfferError::NotStored(_) => StatusCode::SERVICE_UNAVAILABLE,
+            },
+            e.to_string(),
         )),
-    }
-}
-
-fn merge(into: &mut Value, from: Value) {
-    if let (Value::Object(a), Value::Object(b)) = (into, from) {
-        a.extend(b);
     }
 }
 
@@ -344,7 +355,7 @@ async fn post_source(
     State(s): State<ApiState>,
     h: HeaderMap,
     JsonBody(m): JsonBody<DataSourceManifest>,
-) -> ApiResult {
+) -> ApiResult<(StatusCode, Json<SubmitAnswer>)> {
     authorize(&s, &h, Role::DataSource, "sources")?;
     own_authority(&s, &m.authority)?;
     submit(&s, EntryBody::Manifest(m)).await
@@ -354,7 +365,7 @@ async fn post_policy(
     State(s): State<ApiState>,
     h: HeaderMap,
     JsonBody(p): JsonBody<PolicyArtifact>,
-) -> ApiResult {
+) -> ApiResult<(StatusCode, Json<SubmitAnswer>)> {
     authorize(&s, &h, Role::Governance, "policies")?;
     own_authority(&s, &p.authority)?;
     submit(&s, EntryBody::Policy(p)).await
@@ -364,7 +375,7 @@ async fn post_campaign(
     State(s): State<ApiState>,
     h: HeaderMap,
     JsonBody(c): JsonBody<Campaign>,
-) -> ApiResult {
+) -> ApiResult<(StatusCode, Json<SubmitAnswer>)> {
     authorize(&s, &h, Role::Operator, "campaigns")?;
     own_authority(&s, &c.operator)?;
     submit(&s, EntryBody::Campaign(c)).await
@@ -374,7 +385,7 @@ async fn post_revocation(
     State(s): State<ApiState>,
     h: HeaderMap,
     JsonBody(r): JsonBody<Revocation>,
-) -> ApiResult {
+) -> ApiResult<(StatusCode, Json<SubmitAnswer>)> {
     authorize(&s, &h, Role::DataSource, "revocations")?;
     own_authority(&s, &r.authority)?;
     submit(&s, EntryBody::Revocation(r)).await
@@ -384,7 +395,7 @@ async fn post_event(
     State(s): State<ApiState>,
     h: HeaderMap,
     JsonBody(body): JsonBody<EntryBody>,
-) -> ApiResult {
+) -> ApiResult<(StatusCode, Json<SubmitAnswer>)> {
     authorize(&s, &h, Role::Operator, "campaign records")?;
     // Campaign records and closes: the bodies that belong to a campaign.
     let Some(&campaign) = body.campaign_id() else {
@@ -404,7 +415,7 @@ async fn put_blob(
     h: HeaderMap,
     Path(d): Path<String>,
     body: BodyBytes,
-) -> ApiResult {
+) -> ApiResult<(StatusCode, Json<BlobAnswer>)> {
     authorize(&s, &h, Role::Operator, "blobs")?;
     let want = parse_digest(&d)?;
     let got = storage::blob_digest(&body);
@@ -414,9 +425,11 @@ async fn put_blob(
     s.store().put_blob(&body).map_err(ApiError::internal)?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "digest": got, "bytes": body.len() })),
-    )
-        .into_response())
+        Json(BlobAnswer {
+            digest: got,
+            bytes: body.len() as u64,
+        }),
+    ))
 }
 
 async fn get_blob(State(s): State<ApiState>, Path(d): Path<String>) -> ApiResult {
@@ -438,40 +451,22 @@ async fn get_blob(State(s): State<ApiState>, Path(d): Path<String>) -> ApiResult
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
-fn checkpoint_json(s: &ApiState, c: &SignedCheckpoint) -> Value {
-    json!({
-        "origin": c.checkpoint.origin,
-        "size": c.checkpoint.size,
-        "root": c.checkpoint.root,
-        "height": c.checkpoint.height,
-        "signature": hex::encode(c.signature.as_slice()),
-        "c2sp": c.to_c2sp(&s.genesis.consortium_name, &s.keyring.consortium_public_key()),
-    })
-}
-
-async fn health(State(s): State<ApiState>) -> ApiResult {
+async fn health(State(s): State<ApiState>) -> Json<HealthAnswer> {
     let st = s.store();
     let head = st.head();
-    Ok(Json(json!({
-        "genesis": s.genesis.digest(),
-        "authority": s.authority,
-        "role": s.role,
-        "height": head.height,
-        "log_size": head.log_size,
-        "root": head.root,
-        "checkpoint_height": st.latest_checkpoint().map(|c| c.checkpoint.height),
-        "peers": s.metrics.peers.load(Relaxed),
-        "view": s.metrics.view.load(Relaxed),
-        "mempool": s.metrics.mempool.load(Relaxed),
-        "pending": s.metrics.pending.load(Relaxed),
-    }))
-    .into_response())
-}
-
-#[derive(Deserialize)]
-struct CheckpointQuery {
-    format: Option<String>,
-    height: Option<u64>,
+    Json(HealthAnswer {
+        genesis: s.genesis.digest(),
+        authority: s.authority.clone(),
+        role: s.role,
+        height: head.height,
+        log_size: head.log_size,
+        root: head.root,
+        checkpoint_height: st.latest_checkpoint().map(|c| c.checkpoint.height),
+        peers: s.metrics.peers.load(Relaxed),
+        view: s.metrics.view.load(Relaxed),
+        mempool: s.metrics.mempool.load(Relaxed),
+        pending: s.metrics.pending.load(Relaxed),
+    })
 }
 
 async fn checkpoint(State(s): State<ApiState>, Query(q): Query<CheckpointQuery>) -> ApiResult {
@@ -484,23 +479,15 @@ async fn checkpoint(State(s): State<ApiState>, Query(q): Query<CheckpointQuery>)
     }
     .ok_or_else(|| ApiError::not_found("no certified checkpoint yet"))?;
     match q.format.as_deref() {
-        None | Some("json") => Ok(Json(checkpoint_json(&s, &c)).into_response()),
-        Some("c2sp") => Ok((
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            c.to_c2sp(&s.genesis.consortium_name, &s.keyring.consortium_public_key()),
-        )
-            .into_response()),
+        None | Some("json") => Ok(Json(s.checkpoint_answer(&c)).into_response()),
+        Some("c2sp") => {
+            Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], s.c2sp(&c)).into_response())
+        }
         Some(f) => Err(ApiError::bad(format!("unknown format {f:?}; use json or c2sp"))),
     }
 }
 
-#[derive(Deserialize)]
-struct Range {
-    start: u64,
-    end: u64,
-}
-
-async fn leaves(State(s): State<ApiState>, Query(r): Query<Range>) -> ApiResult {
+async fn leaves(State(s): State<ApiState>, Query(r): Query<LeavesQuery>) -> ApiResult<Json<LeavesAnswer>> {
     let st = s.store();
     let size = st.head().log_size;
     if r.start > r.end || r.end > size {
@@ -519,19 +506,25 @@ async fn leaves(State(s): State<ApiState>, Query(r): Query<Range>) -> ApiResult 
             .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::internal(format!("leaf {i} missing")))?;
         let e: provenance::LedgerEntry = provenance::decode(&bytes).map_err(ApiError::internal)?;
-        out.push(json!({ "index": i, "digest": e.body.digest(), "leaf": hex::encode(&bytes) }));
+        out.push(LogLeaf {
+            index: i,
+            digest: e.body.digest(),
+            leaf: Bytes(bytes),
+        });
     }
-    Ok(Json(json!({ "log_size": size, "leaves": out })).into_response())
+    Ok(Json(LeavesAnswer {
+        log_size: size,
+        leaves: out,
+    }))
 }
 
-fn proof_json(p: &[Digest]) -> Value {
-    Value::Array(p.iter().map(|d| json!(d)).collect())
-}
-
-async fn entry_status(State(s): State<ApiState>, Path(d): Path<String>) -> ApiResult {
+async fn entry_status(
+    State(s): State<ApiState>,
+    Path(d): Path<String>,
+) -> ApiResult<(StatusCode, Json<EntryAnswer>)> {
     let d = parse_digest(&d)?;
-    if let Some(v) = committed_status(&s, &d)? {
-        return Ok(Json(v).into_response());
+    if let Some(a) = committed_status(&s, &d)? {
+        return Ok((StatusCode::OK, Json(a)));
     }
     let (reply, rx) = oneshot::channel();
     s.core
@@ -540,24 +533,28 @@ async fn entry_status(State(s): State<ApiState>, Path(d): Path<String>) -> ApiRe
         .map_err(ApiError::internal)?;
     match rx.await.map_err(ApiError::internal)? {
         Some(st) => {
-            let mut v = json!({ "digest": d });
-            merge(&mut v, serde_json::to_value(&st).map_err(ApiError::internal)?);
             let code = match st {
                 EntryStatus::Refused { .. } => StatusCode::OK,
                 EntryStatus::Pending { .. } => StatusCode::ACCEPTED,
             };
-            Ok((code, Json(v)).into_response())
+            Ok((
+                code,
+                Json(EntryAnswer {
+                    digest: d,
+                    state: EntryState::Uncommitted(st),
+                }),
+            ))
         }
         // Committed between the two looks: the core forgot it because the
         // store has it now.
         None => match committed_status(&s, &d)? {
-            Some(v) => Ok(Json(v).into_response()),
+            Some(a) => Ok((StatusCode::OK, Json(a))),
             None => Err(ApiError::not_found(format!("entry {d} is unknown to this node"))),
         },
     }
 }
 
-fn committed_status(s: &ApiState, d: &Digest) -> Result<Option<Value>, ApiError> {
+fn committed_status(s: &ApiState, d: &Digest) -> Result<Option<EntryAnswer>, ApiError> {
     let d = *d;
     let committed = {
         let st = s.store();
@@ -579,15 +576,16 @@ fn committed_status(s: &ApiState, d: &Digest) -> Result<Option<Value>, ApiError>
                     .entry_bytes(index)
                     .map_err(ApiError::internal)?
                     .ok_or_else(|| ApiError::internal("leaf missing"))?;
-                Some(json!({
-                    "digest": d,
-                    "status": "committed",
-                    "index": index,
-                    "size": size,
-                    "leaf": hex::encode(leaf),
-                    "proof": proof_json(&proof),
-                    "checkpoint": cp.map(|c| checkpoint_json(s, &c)),
-                }))
+                Some(EntryAnswer {
+                    digest: d,
+                    state: EntryState::Committed(CommittedEntry {
+                        index,
+                        size,
+                        leaf: Bytes(leaf),
+                        proof,
+                        checkpoint: cp.map(|c| s.checkpoint_answer(&c)),
+                    }),
+                })
             }
             None => None,
         }
@@ -595,13 +593,10 @@ fn committed_status(s: &ApiState, d: &Digest) -> Result<Option<Value>, ApiError>
     Ok(committed)
 }
 
-#[derive(Deserialize)]
-struct InclusionQuery {
-    index: u64,
-    size: u64,
-}
-
-async fn inclusion(State(s): State<ApiState>, Query(q): Query<InclusionQuery>) -> ApiResult {
+async fn inclusion(
+    State(s): State<ApiState>,
+    Query(q): Query<InclusionQuery>,
+) -> ApiResult<Json<InclusionAnswer>> {
     let st = s.store();
     let size = st.head().log_size;
     if q.index >= q.size || q.size > size {
@@ -618,19 +613,18 @@ async fn inclusion(State(s): State<ApiState>, Query(q): Query<InclusionQuery>) -
         .entry_bytes(q.index)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::internal("leaf missing"))?;
-    Ok(
-        Json(json!({ "index": q.index, "size": q.size, "leaf": hex::encode(leaf), "proof": proof_json(&p) }))
-            .into_response(),
-    )
+    Ok(Json(InclusionAnswer {
+        index: q.index,
+        size: q.size,
+        leaf: Bytes(leaf),
+        proof: p,
+    }))
 }
 
-#[derive(Deserialize)]
-struct ConsistencyQuery {
-    first: u64,
-    second: u64,
-}
-
-async fn consistency(State(s): State<ApiState>, Query(q): Query<ConsistencyQuery>) -> ApiResult {
+async fn consistency(
+    State(s): State<ApiState>,
+    Query(q): Query<ConsistencyQuery>,
+) -> ApiResult<Json<ConsistencyAnswer>> {
     let st = s.store();
     let size = st.head().log_size;
     if q.first > q.second || q.second > size {
@@ -643,10 +637,14 @@ async fn consistency(State(s): State<ApiState>, Query(q): Query<ConsistencyQuery
         .consistency_proof(q.first, q.second)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::bad("no such proof"))?;
-    Ok(Json(json!({ "first": q.first, "second": q.second, "proof": proof_json(&p) })).into_response())
+    Ok(Json(ConsistencyAnswer {
+        first: q.first,
+        second: q.second,
+        proof: p,
+    }))
 }
 
-async fn source(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+async fn source(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<SourceAnswer>> {
     let id = parse_digest(&id)?;
     let st = s.store();
     let src = st
@@ -655,36 +653,34 @@ async fn source(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult 
         .ok_or_else(|| ApiError::not_found(format!("source {id} is not registered")))?;
     let index = st.index_of(&id).map_err(ApiError::internal)?;
     let leaf = match index {
-        Some(i) => st.entry_bytes(i).map_err(ApiError::internal)?.map(hex::encode),
+        Some(i) => st.entry_bytes(i).map_err(ApiError::internal)?.map(Bytes),
         None => None,
     };
-    Ok(Json(json!({
-        "id": id,
-        "manifest": src.manifest,
-        "registered": src.registered,
-        "revoked": src.revoked,
-        "index": index,
-        "leaf": leaf,
+    Ok(Json(SourceAnswer {
+        id,
+        manifest: src.manifest.clone(),
+        registered: src.registered,
+        revoked: src.revoked,
+        index,
+        leaf,
     }))
-    .into_response())
 }
 
-async fn campaign(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+async fn campaign(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<CampaignAnswer>> {
     let id = parse_digest(&id)?;
     let st = s.store();
     let c = st
         .state()
         .campaign_state(&id)
         .ok_or_else(|| ApiError::not_found(format!("campaign {id} is not registered")))?;
-    Ok(Json(json!({
-        "id": id,
-        "campaign": c.campaign,
-        "head": c.head,
-        "entries": c.entries,
-        "closed": c.closed,
-        "index": st.index_of(&id).map_err(ApiError::internal)?,
+    Ok(Json(CampaignAnswer {
+        id,
+        campaign: c.campaign.clone(),
+        head: c.head,
+        entries: c.entries,
+        closed: c.closed,
+        index: st.index_of(&id).map_err(ApiError::internal)?,
     }))
-    .into_response())
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {

@@ -9,6 +9,9 @@
 //! # p2p_listen = "/ip4/0.0.0.0/tcp/7100"
 //! # api_listen = "0.0.0.0:8100"
 //! ```
+//!
+//! Consensus timing and the block budget are consortium-wide: they are in
+//! genesis (`provenance::ConsortiumParams`), not here.
 
 use std::path::{Path, PathBuf};
 
@@ -32,15 +35,6 @@ pub struct NodeConfig {
     /// HTTP listen address (default: genesis's).
     #[serde(default)]
     pub api_listen: Option<String>,
-    /// Consensus view timeout (ms). Every validator should use the same.
-    #[serde(default = "default_view_timeout")]
-    pub view_timeout_ms: u64,
-    /// Longest wait (ms) before a leader proposes an empty block.
-    #[serde(default = "default_heartbeat")]
-    pub heartbeat_ms: u64,
-    /// Most entries per block.
-    #[serde(default = "default_block_entries")]
-    pub max_block_entries: usize,
     /// Largest JSON request body (bytes).
     #[serde(default = "default_body")]
     pub max_body_bytes: usize,
@@ -55,15 +49,6 @@ pub struct NodeConfig {
     pub rate_burst: u32,
 }
 
-fn default_view_timeout() -> u64 {
-    2000
-}
-fn default_heartbeat() -> u64 {
-    500
-}
-fn default_block_entries() -> usize {
-    512
-}
 fn default_body() -> usize {
     4 << 20
 }
@@ -108,9 +93,6 @@ impl NodeConfig {
             data_dir,
             p2p_listen: None,
             api_listen: None,
-            view_timeout_ms: default_view_timeout(),
-            heartbeat_ms: default_heartbeat(),
-            max_block_entries: default_block_entries(),
             max_body_bytes: default_body(),
             max_blob_bytes: default_blob(),
             rate_per_sec: default_rate(),
@@ -134,12 +116,6 @@ impl NodeConfig {
             if f.is_relative() {
                 *f = base.join(&*f);
             }
-        }
-        if c.max_block_entries == 0 || c.view_timeout_ms == 0 || c.heartbeat_ms >= c.view_timeout_ms {
-            return Err(ConfigError::Parse {
-                path: p,
-                reason: "need max_block_entries > 0 and 0 < heartbeat_ms < view_timeout_ms".into(),
-            });
         }
         Ok(c)
     }

@@ -36,6 +36,143 @@ pub struct CheckContext<'a> {
     pub max_skew: u64,
 }
 
+/// Why this node's authority will not sign its section. The text is the
+/// reason gossiped to the consortium and shown on `/v1/events/{digest}`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoSignRefusal {
+    /// An operator is offered an entry its own tools did not submit.
+    #[error("an operator signs only the entries its own tools submitted")]
+    NotOwnMeasurement,
+    /// A registration (manifest, policy, campaign, revocation) its own
+    /// tools did not submit.
+    #[error("an authority registers only what its own tools submitted")]
+    NotOwnRegistration,
+    /// A data-source authority is offered something other than an event.
+    #[error("a data-source authority co-signs only step and composite events")]
+    NotAnEvent,
+    /// Governance is offered something other than a campaign record.
+    #[error("governance co-signs only campaign records")]
+    NotACampaignRecord,
+    /// The step time is ahead of this node's clock.
+    #[error("step time {time} is ahead of this node's clock {now}")]
+    TimeAhead {
+        /// The step time.
+        time: Timestamp,
+        /// This node's clock.
+        now: Timestamp,
+    },
+    /// The step time is too far behind for the entry to commit.
+    #[error("step time {time} is more than {oldest} ms behind this node's clock {now}: too late to commit")]
+    TooLate {
+        /// The step time.
+        time: Timestamp,
+        /// The oldest accepted age (ms).
+        oldest: u64,
+        /// This node's clock.
+        now: Timestamp,
+    },
+    /// The campaign is not registered.
+    #[error("campaign {} is not registered", .0.short())]
+    UnknownCampaign(Digest),
+    /// A source is not registered.
+    #[error("source {} is not registered", .0.short())]
+    UnknownSource(Digest),
+    /// The policy is not registered.
+    #[error("policy {} is not registered", .0.short())]
+    UnknownPolicy(Digest),
+    /// A registered manifest's signature is missing from the log.
+    #[error("the signature of source {} is not in the log", .0.short())]
+    ManifestSignatureMissing(Digest),
+    /// An example is not in the source it claims (its proof fails).
+    #[error("example {index} is not in source {} ({title}): {why}", .source_id.short())]
+    NotInSource {
+        /// Example index.
+        index: u64,
+        /// Source id.
+        source_id: Digest,
+        /// Source title.
+        title: String,
+        /// Why the proof fails.
+        why: String,
+    },
+    /// The source is revoked.
+    #[error("source {} was revoked at {at}", .source_id.short())]
+    Revoked {
+        /// Source id.
+        source_id: Digest,
+        /// When the revocation took effect.
+        at: Timestamp,
+    },
+    /// The source is not valid at the step time.
+    #[error("source {} is not valid at step time {time}", .source_id.short())]
+    OutsideValidity {
+        /// Source id.
+        source_id: Digest,
+        /// The step time.
+        time: Timestamp,
+    },
+    /// The source does not allow the campaign's purpose.
+    #[error("source {} does not allow purpose {purpose}", .source_id.short())]
+    PurposeNotAllowed {
+        /// Source id.
+        source_id: Digest,
+        /// The campaign's purpose.
+        purpose: String,
+    },
+    /// None of the event's examples is of this authority's sources.
+    #[error("no example of this authority's sources is in the event")]
+    NoneOfMine,
+    /// The policy is neither the campaign's nor a successor of it.
+    #[error("policy {} is neither the campaign's policy nor a successor signed by governance", .0.short())]
+    PolicyNotDescended(Digest),
+    /// A recorded admission decision differs from the policy's.
+    #[error("example {index} of source {}: the recorded depth or routing differs from the policy's", .source_id.short())]
+    DecisionDiffers {
+        /// Example index.
+        index: u64,
+        /// Source id.
+        source_id: Digest,
+    },
+    /// An example the policy refuses was trained on.
+    #[error("example {index} of source {} must be refused ({reason}): {detail}", .source_id.short())]
+    MustBeRefused {
+        /// Example index.
+        index: u64,
+        /// Source id.
+        source_id: Digest,
+        /// The policy's reason.
+        reason: RefusalReason,
+        /// Its detail.
+        detail: String,
+    },
+    /// A memorisation refusal without the rolled-back step's measurement.
+    #[error("a memorisation refusal must carry the rolled-back step's measurement")]
+    MemorisationWithoutMeasurement,
+    /// A memorisation refusal whose signals are all under the thresholds.
+    #[error("no memorisation signal exceeds the policy's threshold")]
+    NoMemorisationSignal,
+    /// A refusal names another reason than the policy gives.
+    #[error("source {} is refused for {actual}, not {claimed}", .source_id.short())]
+    WrongReason {
+        /// Source id.
+        source_id: Digest,
+        /// The policy's reason.
+        actual: RefusalReason,
+        /// The refusal's reason.
+        claimed: RefusalReason,
+    },
+    /// A refusal of an admissible source.
+    #[error("source {} is admissible: refusing it for {claimed} is wrong", .source_id.short())]
+    Admissible {
+        /// Source id.
+        source_id: Digest,
+        /// The refusal's reason.
+        claimed: RefusalReason,
+    },
+}
+
+use CoSignRefusal as R;
+
 /// Checks the part of `body` that authority `me` (of `role`) must vouch
 /// for; `Err` carries the refusal reason sent to the consortium.
 pub fn check_section(
@@ -43,11 +180,11 @@ pub fn check_section(
     me: &AuthorityId,
     body: &EntryBody,
     ctx: &CheckContext<'_>,
-) -> Result<(), String> {
+) -> Result<(), CoSignRefusal> {
     match role {
         Role::DataSource => check_sources(me, body, ctx),
         Role::Governance => check_governance(body, ctx),
-        Role::Operator => Err("an operator signs only the entries its own tools submitted".into()),
+        Role::Operator => Err(R::NotOwnMeasurement),
     }
 }
 
@@ -56,33 +193,35 @@ fn event_parts(body: &EntryBody) -> Option<(&Digest, &Digest, &[ExampleRecord], 
         .map(|e| (&e.link.campaign, e.policy, e.records, e.step_time))
 }
 
-fn campaign<'a>(ctx: &'a CheckContext<'_>, id: &Digest) -> Result<&'a Campaign, String> {
-    ctx.state
-        .campaign(id)
-        .ok_or_else(|| format!("campaign {} is not registered", id.short()))
+fn campaign<'a>(ctx: &'a CheckContext<'_>, id: &Digest) -> Result<&'a Campaign, CoSignRefusal> {
+    ctx.state.campaign(id).ok_or(R::UnknownCampaign(*id))
 }
 
 /// How close to [`crate::ledger::MAX_EVENT_AGE_MS`] a step time may be
 /// when signed: an event signed later could no longer enter a block.
 const SIGNING_MARGIN_MS: u64 = 30_000;
 
-fn check_time(ctx: &CheckContext<'_>, t: Timestamp) -> Result<(), String> {
+fn check_time(ctx: &CheckContext<'_>, t: Timestamp) -> Result<(), CoSignRefusal> {
     if t.0 > ctx.now.0.saturating_add(ctx.max_skew) {
-        return Err(format!("step time {t} is ahead of this node's clock {}", ctx.now));
+        return Err(R::TimeAhead {
+            time: t,
+            now: ctx.now,
+        });
     }
     let oldest = crate::ledger::MAX_EVENT_AGE_MS - SIGNING_MARGIN_MS;
     if ctx.now.0 > t.0.saturating_add(oldest) {
-        return Err(format!(
-            "step time {t} is more than {oldest} ms behind this node's clock {}: too late to commit",
-            ctx.now
-        ));
+        return Err(R::TooLate {
+            time: t,
+            oldest,
+            now: ctx.now,
+        });
     }
     Ok(())
 }
 
-fn check_sources(me: &AuthorityId, body: &EntryBody, ctx: &CheckContext<'_>) -> Result<(), String> {
+fn check_sources(me: &AuthorityId, body: &EntryBody, ctx: &CheckContext<'_>) -> Result<(), CoSignRefusal> {
     let Some((campaign_id, _, records, time)) = event_parts(body) else {
-        return Err("a data-source authority co-signs only step and composite events".into());
+        return Err(R::NotAnEvent);
     };
     check_time(ctx, time)?;
     let c = campaign(ctx, campaign_id)?;
@@ -91,42 +230,42 @@ fn check_sources(me: &AuthorityId, body: &EntryBody, ctx: &CheckContext<'_>) -> 
         let s = ctx
             .state
             .source_state(&r.source)
-            .ok_or_else(|| format!("source {} is not registered", r.source.short()))?;
+            .ok_or(R::UnknownSource(r.source))?;
         if &s.manifest.authority != me {
             continue;
         }
         mine += 1;
         s.manifest
             .verify_example(r.index, &r.example_hash, &r.proof)
-            .map_err(|e| {
-                format!(
-                    "example {} is not in source {} ({}): {e}",
-                    r.index,
-                    r.source.short(),
-                    s.manifest.title
-                )
+            .map_err(|e| R::NotInSource {
+                index: r.index,
+                source_id: r.source,
+                title: s.manifest.title.clone(),
+                why: e.to_string(),
             })?;
         if let Some(at) = s.revoked {
             // Whatever the step time claims: nothing more of a revoked
             // source is signed.
-            return Err(format!("source {} was revoked at {at}", r.source.short()));
+            return Err(R::Revoked {
+                source_id: r.source,
+                at,
+            });
         }
         if !s.manifest.valid_at(time) {
-            return Err(format!(
-                "source {} is not valid at step time {time}",
-                r.source.short()
-            ));
+            return Err(R::OutsideValidity {
+                source_id: r.source,
+                time,
+            });
         }
         if !s.manifest.purposes.contains(&c.purpose) {
-            return Err(format!(
-                "source {} does not allow purpose {}",
-                r.source.short(),
-                c.purpose
-            ));
+            return Err(R::PurposeNotAllowed {
+                source_id: r.source,
+                purpose: c.purpose.to_string(),
+            });
         }
     }
     if mine == 0 {
-        return Err("no example of this authority's sources is in the event".into());
+        return Err(R::NoneOfMine);
     }
     Ok(())
 }
@@ -145,16 +284,12 @@ fn admission_of(
     policy: &Digest,
     source: &Digest,
     time: Timestamp,
-) -> Result<Option<Admission>, String> {
-    let p = ctx
-        .state
-        .policy(policy)
-        .ok_or_else(|| format!("policy {} is not registered", policy.short()))?;
+) -> Result<Option<Admission>, CoSignRefusal> {
+    let p = ctx.state.policy(policy).ok_or(R::UnknownPolicy(*policy))?;
     let Some(m) = ctx.state.source(source) else {
         return Ok(None);
     };
-    let sig = (ctx.manifest_signature)(source)
-        .ok_or_else(|| format!("the signature of source {} is not in the log", source.short()))?;
+    let sig = (ctx.manifest_signature)(source).ok_or(R::ManifestSignatureMissing(*source))?;
     let revocations = ctx.state.revocations();
     let a = AdmissionContext {
         keyring: ctx.keyring,
@@ -166,17 +301,14 @@ fn admission_of(
     Ok(Some(admit(&a, m, &sig)))
 }
 
-fn check_governance(body: &EntryBody, ctx: &CheckContext<'_>) -> Result<(), String> {
+fn check_governance(body: &EntryBody, ctx: &CheckContext<'_>) -> Result<(), CoSignRefusal> {
     let (Some(link), Some(policy)) = (body.chain_link(), body.record_policy()) else {
-        return Err("governance co-signs only campaign records".into());
+        return Err(R::NotACampaignRecord);
     };
     let campaign_id = &link.campaign;
     let c = campaign(ctx, campaign_id)?;
     if !policy_descends(ctx.state, &c.policy, policy) {
-        return Err(format!(
-            "policy {} is neither the campaign's policy nor a successor signed by governance",
-            policy.short()
-        ));
+        return Err(R::PolicyNotDescended(*policy));
     }
     if let Some((_, _, records, time)) = event_parts(body) {
         check_time(ctx, time)?;
@@ -184,36 +316,30 @@ fn check_governance(body: &EntryBody, ctx: &CheckContext<'_>) -> Result<(), Stri
             match admission_of(ctx, c, policy, &r.source, time)? {
                 Some(Admission::Admit(d)) if d == r.decision => {}
                 Some(Admission::Admit(_)) => {
-                    return Err(format!(
-                        "example {} of source {}: the recorded depth or routing differs from the policy's",
-                        r.index,
-                        r.source.short()
-                    ))
+                    return Err(R::DecisionDiffers {
+                        index: r.index,
+                        source_id: r.source,
+                    })
                 }
                 Some(Admission::Refuse { reason, detail }) => {
-                    return Err(format!(
-                        "example {} of source {} must be refused ({reason}): {detail}",
-                        r.index,
-                        r.source.short()
-                    ))
+                    return Err(R::MustBeRefused {
+                        index: r.index,
+                        source_id: r.source,
+                        reason,
+                        detail,
+                    })
                 }
-                None => return Err(format!("source {} is not registered", r.source.short())),
+                None => return Err(R::UnknownSource(r.source)),
             }
         }
         return Ok(());
     }
     if let EntryBody::Refusal(r) = body {
         if r.reason == RefusalReason::Memorisation {
-            let p = ctx
-                .state
-                .policy(policy)
-                .ok_or_else(|| format!("policy {} is not registered", policy.short()))?;
-            let m = r
-                .measurement
-                .as_ref()
-                .ok_or("a memorisation refusal must carry the rolled-back step's measurement")?;
+            let p = ctx.state.policy(policy).ok_or(R::UnknownPolicy(*policy))?;
+            let m = r.measurement.as_ref().ok_or(R::MemorisationWithoutMeasurement)?;
             if check_memorisation(p, &m.signals).is_none() {
-                return Err("no memorisation signal exceeds the policy's threshold".into());
+                return Err(R::NoMemorisationSignal);
             }
             return Ok(());
         }
@@ -224,20 +350,19 @@ fn check_governance(body: &EntryBody, ctx: &CheckContext<'_>) -> Result<(), Stri
                 // its signature (its manifest never made it to the log).
                 None if r.reason == RefusalReason::BadSignature => {}
                 Some(Admission::Refuse { reason, .. }) => {
-                    return Err(format!(
-                        "source {} is refused for {reason}, not {}",
-                        e.source.short(),
-                        r.reason
-                    ))
+                    return Err(R::WrongReason {
+                        source_id: e.source,
+                        actual: reason,
+                        claimed: r.reason,
+                    })
                 }
                 Some(Admission::Admit(_)) => {
-                    return Err(format!(
-                        "source {} is admissible: refusing it for {} is wrong",
-                        e.source.short(),
-                        r.reason
-                    ))
+                    return Err(R::Admissible {
+                        source_id: e.source,
+                        claimed: r.reason,
+                    })
                 }
-                None => return Err(format!("source {} is not registered", e.source.short())),
+                None => return Err(R::UnknownSource(e.source)),
             }
         }
     }

@@ -19,7 +19,7 @@ use provenance::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::cosign::{check_section, CheckContext};
+use crate::cosign::{check_section, CheckContext, CoSignRefusal};
 use crate::wire::{check_body, Gossip};
 use crate::EntryStatus;
 
@@ -31,14 +31,20 @@ pub const MAX_REOFFER_BACKOFF: Duration = Duration::from_secs(16);
 /// submitter re-offers it).
 pub const FORGET_OTHERS_AFTER: Duration = Duration::from_secs(600);
 
-/// Why an entry is not taken, with the HTTP status the API answers.
+/// Why an entry is not taken into the table (the API chooses the HTTP
+/// status for each).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{reason}")]
-pub struct Refused {
-    /// HTTP status.
-    pub status: u16,
-    /// Why.
-    pub reason: String,
+pub enum OfferError {
+    /// The body breaks a rule of its format.
+    #[error(transparent)]
+    Malformed(#[from] provenance::DecodeError),
+    /// Its signers cannot be determined from the committed state (it names
+    /// something not committed yet, or breaks the signing rule).
+    #[error("{0} (is everything it refers to committed yet?)")]
+    Unplannable(provenance::EntryError),
+    /// An own entry could not be made durable.
+    #[error("the node could not store the entry: {0}")]
+    NotStored(String),
 }
 
 /// What an own entry's durable record holds: enough to offer it again
@@ -95,7 +101,7 @@ pub enum CoSignAction {
         /// The entry.
         digest: Digest,
         /// Why.
-        reason: String,
+        refusal: CoSignRefusal,
     },
     /// This node must sign but cannot (a key it holds only a share of):
     /// the entry waits.
@@ -214,21 +220,15 @@ impl Table {
         sigs: Vec<AuthoritySignature>,
         own: bool,
         restored_refusal: Option<(AuthorityId, String)>,
-    ) -> Result<(Digest, Vec<CoSignAction>), Refused> {
-        check_body(&body).map_err(|e| Refused {
-            status: 400,
-            reason: e.to_string(),
-        })?;
+    ) -> Result<(Digest, Vec<CoSignAction>), OfferError> {
+        check_body(&body)?;
         let digest = body.digest();
         if (env.committed)(&digest) {
             return Ok((digest, Vec::new()));
         }
         let inserted = !self.pending.contains_key(&digest);
         if inserted {
-            let plan = body.signing_plan(env.state).map_err(|e| Refused {
-                status: 409,
-                reason: format!("{e} (is everything it refers to committed yet?)"),
-            })?;
+            let plan = body.signing_plan(env.state).map_err(OfferError::Unplannable)?;
             let scheme = plan.scheme.unwrap_or(SignatureScheme::Bls12381);
             self.pending.insert(
                 digest,
@@ -261,10 +261,7 @@ impl Table {
                 } else if let Some(p) = self.pending.get_mut(&digest) {
                     p.own = false;
                 }
-                return Err(Refused {
-                    status: 503,
-                    reason: format!("the node could not store the entry: {e}"),
-                });
+                return Err(OfferError::NotStored(e));
             }
         }
         let mut out = Vec::new();
@@ -419,11 +416,12 @@ impl Table {
                     reason: e.to_string(),
                 }),
             },
-            Err(reason) => {
+            Err(refusal) => {
+                let reason = refusal.to_string();
                 out.extend(self.refuse(digest, self.authority.clone(), reason.clone()));
                 out.push(CoSignAction::RefusedHere {
                     digest: *digest,
-                    reason: reason.clone(),
+                    refusal,
                 });
                 out.push(CoSignAction::Publish(Box::new(Gossip::Refusal {
                     entry: *digest,
@@ -435,7 +433,7 @@ impl Table {
     }
 
     /// Whether this node's authority, in `role`, vouches for the entry.
-    fn verdict(&self, env: &Env<'_>, p: &Pending, role: Role) -> Result<(), String> {
+    fn verdict(&self, env: &Env<'_>, p: &Pending, role: Role) -> Result<(), CoSignRefusal> {
         let registration = matches!(
             p.body,
             EntryBody::Manifest(_) | EntryBody::Policy(_) | EntryBody::Revocation(_) | EntryBody::Campaign(_)
@@ -444,8 +442,8 @@ impl Table {
             // The operator vouches for its own measurement, and each
             // authority registers its own objects, only from its own tools.
             _ if p.own && (role == Role::Operator || registration) => Ok(()),
-            Role::Operator => Err("an operator signs only the entries its own tools submitted".to_string()),
-            _ if registration => Err("an authority registers only what its own tools submitted".to_string()),
+            Role::Operator => Err(CoSignRefusal::NotOwnMeasurement),
+            _ if registration => Err(CoSignRefusal::NotOwnRegistration),
             role => {
                 let ctx = CheckContext {
                     keyring: env.keyring,

@@ -22,6 +22,7 @@ use provenance::{
 use rand::SeedableRng;
 
 use super::*;
+use crate::cosign::CoSignRefusal;
 
 const T0: u64 = 1_800_000_000_000;
 const GLOBE: usize = 0;
@@ -350,16 +351,16 @@ fn signatures(actions: &[CoSignAction]) -> Vec<AuthoritySignature> {
         .collect()
 }
 
-fn refusal_of(actions: &[CoSignAction]) -> Option<String> {
+fn refusal_of(actions: &[CoSignAction]) -> Option<CoSignRefusal> {
     actions.iter().find_map(|a| match a {
-        CoSignAction::RefusedHere { reason, .. } => Some(reason.clone()),
+        CoSignAction::RefusedHere { refusal, .. } => Some(refusal.clone()),
         _ => None,
     })
 }
 
-/// What node `index` answers to a peer's offer of `body`: its refusal
-/// reason, or `None` if it signed.
-fn verdict_of(w: &World, index: usize, body: EntryBody, now_ms: u64) -> Option<String> {
+/// What node `index` answers to a peer's offer of `body`: its refusal,
+/// or `None` if it signed. A refusal is also gossiped, with its text.
+fn verdict_of(w: &World, index: usize, body: EntryBody, now_ms: u64) -> Option<CoSignRefusal> {
     let mut n = Node::new(w, index);
     n.now_ms = now_ms;
     let mut t = n.table();
@@ -367,7 +368,17 @@ fn verdict_of(w: &World, index: usize, body: EntryBody, now_ms: u64) -> Option<S
         .with(|env| t.offer(env, body, Vec::new(), false, None))
         .expect("offer taken");
     match refusal_of(&actions) {
-        Some(r) => Some(r),
+        Some(r) => {
+            let text = r.to_string();
+            let gossiped = actions.iter().any(|a| match a {
+                CoSignAction::Publish(g) => {
+                    matches!(g.as_ref(), Gossip::Refusal { reason, .. } if *reason == text)
+                }
+                _ => false,
+            });
+            assert!(gossiped, "the refusal is gossiped with its reason");
+            Some(r)
+        }
         None => {
             assert_eq!(signatures(&actions).len(), 1, "signed once: {actions:?}");
             None
@@ -375,11 +386,17 @@ fn verdict_of(w: &World, index: usize, body: EntryBody, now_ms: u64) -> Option<S
     }
 }
 
-fn assert_refused(got: Option<String>, wanted: &str) {
-    match got {
-        Some(r) => assert!(r.contains(wanted), "refused for {r:?}, wanted {wanted:?}"),
-        None => panic!("signed, wanted a refusal for {wanted:?}"),
-    }
+macro_rules! assert_refused {
+    ($got:expr, $wanted:pat) => {
+        match $got {
+            Some(r) => assert!(
+                matches!(r, $wanted),
+                "refused for {r:?} ({r}), wanted {}",
+                stringify!($wanted)
+            ),
+            None => panic!("signed, wanted a refusal {}", stringify!($wanted)),
+        }
+    };
 }
 
 #[test]
@@ -434,35 +451,35 @@ fn a_data_source_refuses_each_bad_use_of_its_source() {
     // An example that is not in the source.
     let mut forged = w.step(T0);
     forged.examples[0].example_hash = Digest([9; 32]);
-    assert_refused(
+    assert_refused!(
         verdict_of(&w, GLOBE, EntryBody::Step(forged), T0 + 1_000),
-        "is not in source",
+        CoSignRefusal::NotInSource { index: 0, .. }
     );
     // A step time ahead of the clock, and one too old to commit.
-    assert_refused(
+    assert_refused!(
         verdict_of(&w, GLOBE, EntryBody::Step(w.step(T0 + 60_000)), T0),
-        "ahead of this node's clock",
+        CoSignRefusal::TimeAhead { .. }
     );
-    assert_refused(
+    assert_refused!(
         verdict_of(&w, GLOBE, EntryBody::Step(w.step(T0)), T0 + 100_000),
-        "too late to commit",
+        CoSignRefusal::TooLate { .. }
     );
     // Outside the source's validity window.
     let late = T0 + 2 * 86_400_000;
     let mut step = w.step(T0);
     step.step_time = Timestamp(late);
-    assert_refused(
+    assert_refused!(
         verdict_of(&w, GLOBE, EntryBody::Step(step), late),
-        "is not valid at step time",
+        CoSignRefusal::OutsideValidity { .. }
     );
     // A campaign whose purpose the source does not allow.
     let other = campaign(&w.policy, "commercial", "c2");
     w.commit(vec![EntryBody::Campaign(other.clone())]);
     let mut step = w.step(T0);
     step.link.campaign = other.digest();
-    assert_refused(
+    assert_refused!(
         verdict_of(&w, GLOBE, EntryBody::Step(step), T0 + 1_000),
-        "does not allow purpose",
+        CoSignRefusal::PurposeNotAllowed { .. }
     );
     // A source its authority revoked.
     let globe = w.sources[GLOBE].0.source_id();
@@ -473,9 +490,9 @@ fn a_data_source_refuses_each_bad_use_of_its_source() {
         reason: "withdrawn".into(),
         requested: Timestamp(T0),
     })]);
-    assert_refused(
+    assert_refused!(
         verdict_of(&w, GLOBE, EntryBody::Step(w.step(T0)), T0 + 1_000),
-        "was revoked",
+        CoSignRefusal::Revoked { .. }
     );
     // The other data source still signs its own part.
     assert_eq!(
@@ -497,7 +514,10 @@ fn governance_refuses_what_the_policy_does_not_allow() {
     let n = Node::new(&w, GOV);
     let mut t = n.table();
     let r = n.with(|env| t.offer(env, EntryBody::Step(step), Vec::new(), false, None));
-    assert_eq!(r.map(|_| ()).map_err(|e| e.status), Err(409));
+    assert!(matches!(
+        r,
+        Err(OfferError::Unplannable(provenance::EntryError::UnknownPolicy(_)))
+    ));
     // A registered successor is allowed.
     let mut step = w.step(T0);
     step.policy = successor.digest();
@@ -505,46 +525,53 @@ fn governance_refuses_what_the_policy_does_not_allow() {
     // A recorded decision that is not the policy's.
     let mut step = w.step(T0);
     step.examples[0].decision.depth.max_depth += 1;
-    assert_refused(
+    assert_refused!(
         verdict_of(&w, GOV, EntryBody::Step(step), T0 + 1_000),
-        "differs from the policy's",
+        CoSignRefusal::DecisionDiffers { index: 0, .. }
     );
     // An example the policy must refuse, trained on.
     let mut step = w.step(T0);
     step.examples[1] = w.record(2, 0, T0);
-    assert_refused(
+    assert_refused!(
         verdict_of(&w, GOV, EntryBody::Step(step), T0 + 1_000),
-        "must be refused",
+        CoSignRefusal::MustBeRefused {
+            reason: RefusalReason::License,
+            ..
+        }
     );
     // A step too old to commit.
-    assert_refused(
+    assert_refused!(
         verdict_of(&w, GOV, EntryBody::Step(w.step(T0)), T0 + 100_000),
-        "too late",
+        CoSignRefusal::TooLate { .. }
     );
     // Refusals: the reason must be the policy's.
     let license = w.refusal(RefusalReason::License, 2, None);
     assert_eq!(verdict_of(&w, GOV, EntryBody::Refusal(license), T0 + 1_000), None);
     let wrong = w.refusal(RefusalReason::Revoked, 2, None);
-    assert_refused(
+    assert_refused!(
         verdict_of(&w, GOV, EntryBody::Refusal(wrong), T0 + 1_000),
-        "not revoked",
+        CoSignRefusal::WrongReason {
+            actual: RefusalReason::License,
+            claimed: RefusalReason::Revoked,
+            ..
+        }
     );
     let admissible = w.refusal(RefusalReason::License, GLOBE, None);
-    assert_refused(
+    assert_refused!(
         verdict_of(&w, GOV, EntryBody::Refusal(admissible), T0 + 1_000),
-        "is admissible",
+        CoSignRefusal::Admissible { .. }
     );
     // A memorisation refusal needs its measurement and a signal over the
     // threshold.
     let bare = w.refusal(RefusalReason::Memorisation, GLOBE, None);
-    assert_refused(
+    assert_refused!(
         verdict_of(&w, GOV, EntryBody::Refusal(bare), T0 + 1_000),
-        "must carry",
+        CoSignRefusal::MemorisationWithoutMeasurement
     );
     let quiet = w.refusal(RefusalReason::Memorisation, GLOBE, Some(w.step(T0).measurement));
-    assert_refused(
+    assert_refused!(
         verdict_of(&w, GOV, EntryBody::Refusal(quiet), T0 + 1_000),
-        "no memorisation signal",
+        CoSignRefusal::NoMemorisationSignal
     );
     let mut loud = w.step(T0).measurement;
     loud.signals.canary_exposure = 50.0;
@@ -555,14 +582,14 @@ fn governance_refuses_what_the_policy_does_not_allow() {
 #[test]
 fn an_operator_and_a_registrant_sign_only_what_their_own_tools_submitted() {
     let w = World::new();
-    assert_refused(
+    assert_refused!(
         verdict_of(&w, OP, EntryBody::Step(w.step(T0)), T0 + 1_000),
-        "an operator signs only the entries its own tools submitted",
+        CoSignRefusal::NotOwnMeasurement
     );
     let (m, _) = manifest("globe-press", "Another", &[b'a'; 64], "CC0-1.0");
-    assert_refused(
+    assert_refused!(
         verdict_of(&w, GLOBE, EntryBody::Manifest(m), T0 + 1_000),
-        "registers only what its own tools submitted",
+        CoSignRefusal::NotOwnRegistration
     );
 }
 
@@ -602,13 +629,13 @@ fn bad_signatures_are_reported_and_a_refusal_stops_the_entry() {
 }
 
 #[test]
-fn an_entry_that_cannot_be_stored_is_refused_with_503_and_not_held() {
+fn an_entry_that_cannot_be_stored_is_refused_and_not_held() {
     let w = World::new();
     let mut op = Node::new(&w, OP);
     op.fail_persist = true;
     let mut t = op.table();
     let r = op.with(|env| t.offer(env, EntryBody::Step(w.step(T0)), Vec::new(), true, None));
-    assert_eq!(r.map(|_| ()).map_err(|e| e.status), Err(503));
+    assert!(matches!(r, Err(OfferError::NotStored(_))));
     assert!(t.is_empty());
 }
 
@@ -641,4 +668,71 @@ fn own_entries_are_reoffered_with_back_off_and_others_forgotten() {
     assert!(gt.is_empty());
     t.tick(Instant::now() + FORGET_OTHERS_AFTER + Duration::from_secs(1));
     assert_eq!(t.len(), 1);
+}
+
+#[test]
+fn each_role_check_names_what_the_signing_plan_never_routes_to_it() {
+    use crate::cosign::{check_section, CheckContext};
+    let w = World::new();
+    let sigs = |d: &Digest| w.manifest_sigs.get(d).cloned();
+    let ctx = CheckContext {
+        keyring: &w.keyring,
+        state: &w.state,
+        manifest_signature: &sigs,
+        now: Timestamp(T0 + 1_000),
+        max_skew: 2_000,
+    };
+    let globe: AuthorityId = label("globe-press");
+    let gov: AuthorityId = label("standards-board");
+    let ds = |body: EntryBody| check_section(Role::DataSource, &globe, &body, &ctx);
+    let gv = |body: EntryBody| check_section(Role::Governance, &gov, &body, &ctx);
+    let refusal = EntryBody::Refusal(w.refusal(RefusalReason::License, 2, None));
+    assert!(matches!(ds(refusal), Err(CoSignRefusal::NotAnEvent)));
+    let mut step = w.step(T0);
+    step.examples = vec![w.record(FOLIO, 0, T0)];
+    assert!(matches!(
+        ds(EntryBody::Step(step)),
+        Err(CoSignRefusal::NoneOfMine)
+    ));
+    let mut step = w.step(T0);
+    step.link.campaign = Digest([7; 32]);
+    assert!(matches!(
+        ds(EntryBody::Step(step.clone())),
+        Err(CoSignRefusal::UnknownCampaign(_))
+    ));
+    assert!(matches!(
+        gv(EntryBody::Step(step)),
+        Err(CoSignRefusal::UnknownCampaign(_))
+    ));
+    let mut step = w.step(T0);
+    step.examples[0].source = Digest([8; 32]);
+    assert!(matches!(
+        ds(EntryBody::Step(step.clone())),
+        Err(CoSignRefusal::UnknownSource(_))
+    ));
+    assert!(matches!(
+        gv(EntryBody::Step(step)),
+        Err(CoSignRefusal::UnknownSource(_))
+    ));
+    let manifest = EntryBody::Manifest(w.sources[GLOBE].0.clone());
+    assert!(matches!(gv(manifest), Err(CoSignRefusal::NotACampaignRecord)));
+    let mut step = w.step(T0);
+    step.policy = Digest([9; 32]);
+    assert!(matches!(
+        gv(EntryBody::Step(step)),
+        Err(CoSignRefusal::PolicyNotDescended(_))
+    ));
+    // A manifest whose signature is not in the log cannot be re-admitted.
+    let none = |_: &Digest| None;
+    let blind = CheckContext {
+        manifest_signature: &none,
+        ..ctx
+    };
+    assert!(matches!(
+        check_section(Role::Governance, &gov, &EntryBody::Step(w.step(T0)), &blind),
+        Err(CoSignRefusal::ManifestSignatureMissing(_))
+    ));
+    // And the honest step passes both checks directly.
+    assert_eq!(ds(EntryBody::Step(w.step(T0))), Ok(()));
+    assert_eq!(gv(EntryBody::Step(w.step(T0))), Ok(()));
 }

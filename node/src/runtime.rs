@@ -18,17 +18,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use consensus::{Action, BlsThreshold, Engine, Message};
 use libp2p::request_response::ResponseChannel;
 use libp2p::PeerId;
+pub use provenance::api::EntryStatus;
 use provenance::codec::encode;
 use provenance::crypto::{AuthoritySignature, AuthoritySigner, ConsortiumSigner};
 use provenance::{
     AuthorityId, Bytes, Canonical, Checkpoint, Digest, EntryBody, Genesis, KeyRing, SignedCheckpoint,
 };
-use serde::{Deserialize, Serialize};
 use storage::Store;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::checkpoints::{CheckpointAction, Collector};
-pub use crate::cosigning::Refused;
+pub use crate::cosigning::OfferError;
 use crate::cosigning::{CoSignAction, Env, Table};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
@@ -60,28 +60,6 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Where an entry stands on this node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "kebab-case")]
-pub enum EntryStatus {
-    /// Waiting for signatures, or for a block.
-    Pending {
-        /// Authorities that signed.
-        signed: Vec<AuthorityId>,
-        /// Authorities still to sign.
-        missing: Vec<AuthorityId>,
-        /// Every signature is in: waiting for a block.
-        complete: bool,
-    },
-    /// A co-signer refused it; it will not be committed.
-    Refused {
-        /// The refusing authority.
-        by: AuthorityId,
-        /// Its reason.
-        reason: String,
-    },
-}
-
 /// What the API asks of the core.
 #[derive(Debug)]
 pub enum ApiCommand {
@@ -90,7 +68,7 @@ pub enum ApiCommand {
         /// The body.
         body: Box<EntryBody>,
         /// Digest and status, or why not.
-        reply: oneshot::Sender<Result<(Digest, Option<EntryStatus>), Refused>>,
+        reply: oneshot::Sender<Result<(Digest, Option<EntryStatus>), OfferError>>,
     },
     /// The status of an entry not yet in the log.
     Status {
@@ -356,12 +334,10 @@ impl Core {
         sigs: Vec<AuthoritySignature>,
         own: bool,
         restored_refusal: Option<(AuthorityId, String)>,
-    ) -> Result<Digest, Refused> {
+    ) -> Result<Digest, OfferError> {
         let r = self.cosign(|t, env| t.offer(env, body, sigs, own, restored_refusal));
-        if let Err(e) = &r {
-            if e.status >= 500 {
-                tracing::error!("persisting a pending entry: {}", e.reason);
-            }
+        if let Err(e @ OfferError::NotStored(_)) = &r {
+            tracing::error!("{e}");
         }
         let (digest, actions) = r?;
         self.apply_cosign(actions);
@@ -376,8 +352,8 @@ impl Core {
                 CoSignAction::Misbehaved => {
                     self.metrics.misbehaviour.fetch_add(1, Relaxed);
                 }
-                CoSignAction::RefusedHere { digest, reason } => {
-                    tracing::info!("refusing to co-sign {}: {reason}", digest.short());
+                CoSignAction::RefusedHere { digest, refusal } => {
+                    tracing::info!("refusing to co-sign {}: {refusal}", digest.short());
                 }
                 CoSignAction::CannotSign { digest, reason } => {
                     tracing::error!("cannot sign {}: {reason}", digest.short());

@@ -65,10 +65,11 @@ pub async fn run(
         None => SafetyState::genesis(),
     };
     let store = Arc::new(RwLock::new(store));
+    let params = genesis.params;
     let limits = BlockLimits {
-        max_entries: cfg.max_block_entries,
-        max_bytes: 4 << 20,
-        heartbeat_ms: cfg.heartbeat_ms,
+        max_entries: params.max_block_entries as usize,
+        max_bytes: params.max_block_bytes as usize,
+        heartbeat_ms: params.heartbeat_ms,
         max_skew_ms: genesis.max_clock_skew_ms,
     };
     let mut ledger = Ledger::new(store.clone(), keyring.clone(), limits, tip);
@@ -77,7 +78,7 @@ pub async fn run(
     let ccfg = Config::new(
         me,
         genesis.consortium.n,
-        cfg.view_timeout_ms,
+        params.view_timeout_ms,
         genesis.max_clock_skew_ms,
     );
     let height = chain.len();
@@ -194,7 +195,7 @@ pub async fn run(
         match decode_raw::<PendingRecord>("pending record", &bytes) {
             Ok((rec, _)) => {
                 if let Err(e) = core.offer(rec.body, rec.signatures, true, rec.refused) {
-                    tracing::error!("pending entry {}: {}", d.short(), e.reason);
+                    tracing::error!("pending entry {}: {e}", d.short());
                 }
             }
             Err(e) => tracing::error!("pending record {}: {e}", d.short()),

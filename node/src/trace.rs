@@ -20,14 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use provenance::api::{
-    BaseLineage, CitedEntry, TraceAnswer, TraceRequest, TracedBlock, TracedEvent, TracedExample, TracedSource,
+    BaseLineage, CitedEntry, ListingAnswer, TraceAnswer, TraceRequest, TracedBlock, TracedEvent,
+    TracedExample, TracedSource,
 };
 use provenance::{Canonical, Digest, EntryBody, LedgerEntry, SignedCheckpoint};
-use serde_json::json;
 use storage::{IndexPrefix, Store};
 use tokio::sync::oneshot;
 use tuner::record::{CampaignRecord, PreparedTrace};
@@ -93,23 +91,22 @@ fn latest(st: &Store) -> Result<SignedCheckpoint, ApiError> {
 
 /// Every entry under the latest checkpoint whose index the prefix lists,
 /// with proofs, and how many listed entries are not certified yet.
-fn cited_listing(s: &ApiState, prefix: &IndexPrefix) -> Result<Response, ApiError> {
+fn cited_listing(s: &ApiState, prefix: &IndexPrefix) -> Result<Json<ListingAnswer>, ApiError> {
     let st = s.store();
     let cp = latest(&st)?;
     let size = cp.checkpoint.size;
     let indexes = st.query(prefix).map_err(ApiError::internal)?;
-    let uncertified = indexes.iter().filter(|i| **i >= size).count();
+    let uncertified = indexes.iter().filter(|i| **i >= size).count() as u64;
     let entries = indexes
         .into_iter()
         .filter(|i| *i < size)
         .map(|i| cite(&st, i, size))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(json!({
-        "checkpoint": s.checkpoint_json(&cp),
-        "entries": entries,
-        "uncertified": uncertified,
+    Ok(Json(ListingAnswer {
+        checkpoint: s.checkpoint_answer(&cp),
+        entries,
+        uncertified,
     }))
-    .into_response())
 }
 
 /// `GET /v1/campaigns/{id}/entries`: the campaign's opening, chain records
@@ -117,7 +114,7 @@ fn cited_listing(s: &ApiState, prefix: &IndexPrefix) -> Result<Response, ApiErro
 pub async fn campaign_entries(
     State(s): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<ListingAnswer>, ApiError> {
     let id = crate::api::parse_digest(&id)?;
     if s.store().state().campaign_state(&id).is_none() {
         return Err(ApiError::not_found(format!("campaign {id} is not registered")));
@@ -127,7 +124,10 @@ pub async fn campaign_entries(
 
 /// `GET /v1/sources/{id}/entries`: the source's manifest and every entry
 /// that names it (events, refusals, closes, its revocation), with proofs.
-pub async fn source_entries(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn source_entries(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<ListingAnswer>, ApiError> {
     let id = crate::api::parse_digest(&id)?;
     if s.store().state().source_state(&id).is_none() {
         return Err(ApiError::not_found(format!("source {id} is not registered")));
@@ -217,7 +217,7 @@ async fn prepared(s: &ApiState, record: CampaignRecord) -> Result<Arc<PreparedTr
 pub async fn post_trace(
     State(s): State<ApiState>,
     JsonBody(req): JsonBody<TraceRequest>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<TraceAnswer>, ApiError> {
     let t0 = Instant::now();
     if req.output.is_empty() {
         return Err(ApiError::bad("the output to trace is empty"));
@@ -316,7 +316,7 @@ pub async fn post_trace(
         prompt: req.prompt,
         output: req.output,
         report_digest: report.digest(),
-        checkpoint: s.checkpoint_json(&cp),
+        checkpoint: s.checkpoint_answer(&cp),
         campaign_entry: cite(&st, campaign_index, size)?,
         close_entry: cite(&st, close_index, size)?,
         sources,
@@ -339,7 +339,7 @@ pub async fn post_trace(
     s.metrics()
         .traces
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Ok((StatusCode::OK, Json(answer)).into_response())
+    Ok(Json(answer))
 }
 
 fn base_lineage(st: &Store, base: &Digest, size: u64) -> Result<BaseLineage, ApiError> {

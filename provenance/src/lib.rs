@@ -57,7 +57,7 @@ pub use event::{
     AdmitDecision, BlockMeasure, ChainLink, CompositeEvent, DepthProfile, ExampleRecord, Measurement,
     MemorisationSignals, RoutingMask, StepEvent,
 };
-pub use genesis::{Genesis, GenesisError};
+pub use genesis::{ConsortiumParams, Genesis, GenesisError};
 pub use ids::{AuthorityId, DataClass, License, Purpose, Role, Timestamp};
 pub use manifest::{DataSourceManifest, RightsBasis, Segmentation, SourceExamples};
 pub use policy::{

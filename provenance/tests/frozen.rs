@@ -16,6 +16,7 @@ fn sample_object_digests_are_frozen() {
         ("policy", w.policy.digest().to_hex()),
         ("campaign", w.campaign.digest().to_hex()),
         ("step-event", w.step_event().digest().to_hex()),
+        ("genesis", fixture().dealt.genesis.digest().to_hex()),
     ];
     let want = [
         (
@@ -33,6 +34,10 @@ fn sample_object_digests_are_frozen() {
         (
             "step-event",
             "c11ba056864fa5e450a59cc9da26974b81b7f403c6c2c8dd0fd110e80a8ae398",
+        ),
+        (
+            "genesis",
+            "f2dbbb82bb15e31a4cbed3b01ac3b27daba327fb05105852ad0426df3b18a40a",
         ),
     ];
     for ((name, g), (_, w)) in got.iter().zip(want.iter()) {

@@ -317,6 +317,7 @@ fn threshold_consortium() -> provenance::genesis::Dealt {
     let desc = ConsortiumDescription {
         name: "threshold-net".into(),
         max_clock_skew_ms: 2000,
+        params: Default::default(),
         authorities: vec![
             auth(
                 "press",
@@ -490,5 +491,37 @@ fn genesis_refuses_an_authority_with_more_than_f_validators_and_rogue_keys() {
 fn peer_ids_are_libp2p_ed25519_identities() {
     for n in &fixture().dealt.genesis.nodes {
         assert!(n.peer_id.starts_with("12D3KooW"), "{}", n.peer_id);
+    }
+}
+
+#[test]
+fn genesis_refuses_consortium_parameters_no_consortium_could_run() {
+    let g = fixture().dealt.genesis.clone();
+    assert!(g.validate().is_ok());
+    let bad = [
+        ConsortiumParams {
+            heartbeat_ms: 0,
+            ..g.params
+        },
+        ConsortiumParams {
+            view_timeout_ms: g.params.heartbeat_ms,
+            ..g.params
+        },
+        ConsortiumParams {
+            max_block_entries: 0,
+            ..g.params
+        },
+        ConsortiumParams {
+            max_block_bytes: 32 << 20,
+            ..g.params
+        },
+    ];
+    for params in bad {
+        let mut h = g.clone();
+        h.params = params;
+        assert!(
+            matches!(h.validate(), Err(GenesisError::Consortium(_))),
+            "{params:?} was accepted"
+        );
     }
 }

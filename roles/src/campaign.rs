@@ -12,13 +12,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lightclient::client::{digest_field, Client, ClientError};
+use lightclient::client::{Client, ClientError};
+use provenance::api::{EntryState, EntryStatus};
 use provenance::crypto::CoSignature;
 use provenance::{
     Attestation, AuthorityId, DataSourceManifest, Digest, EffectiveRevocation, EntryBody, KeyRing,
     PolicyArtifact, Purpose, Timestamp,
 };
-use serde_json::Value;
 use tuner::campaign::{build_campaign, CampaignSpec, Clock};
 use tuner::data::{manifest_for, plant_canary, SignedSource};
 use tuner::demo::{CanaryPlant, DemoConfig, SourceEntry};
@@ -61,15 +61,13 @@ impl SinkStats {
 /// Registers a manifest at `node` (its rights-holder's own node, with that
 /// authority's token); returns the entry's digest (not yet committed).
 pub fn register_source(node: &Client, manifest: &DataSourceManifest) -> Result<Digest, RolesError> {
-    let a = node.post("/v1/sources", manifest)?;
-    Ok(digest_field(&a.body, "digest")?)
+    Ok(node.submit("/v1/sources", manifest)?.digest)
 }
 
 /// Publishes a policy at `node` (governance's own node, with its token);
 /// returns the entry's digest (not yet committed).
 pub fn publish_policy(node: &Client, policy: &PolicyArtifact) -> Result<Digest, RolesError> {
-    let a = node.post("/v1/policies", policy)?;
-    Ok(digest_field(&a.body, "digest")?)
+    Ok(node.submit("/v1/policies", policy)?.digest)
 }
 
 /// Entries and blobs through the operator node's API.
@@ -115,18 +113,18 @@ impl EventSink for HttpSink {
     }
 
     fn submit(&mut self, body: &EntryBody) -> tuner::error::Result<Verdict> {
-        let a = match body {
-            EntryBody::Campaign(c) => self.node.post("/v1/campaigns", c),
+        let digest = match body {
+            EntryBody::Campaign(c) => self.node.submit("/v1/campaigns", c),
             b => self.node.submit_event(b),
         }
-        .map_err(sink_err)?;
-        let digest = digest_field(&a.body, "digest").map_err(sink_err)?;
+        .map_err(sink_err)?
+        .digest;
         let submitted = Instant::now();
         let deadline = submitted + self.timeout;
         loop {
             let s = self.node.status(&digest).map_err(sink_err)?;
-            match s.body["status"].as_str() {
-                Some("committed") => {
+            match s.state {
+                EntryState::Committed(_) => {
                     self.committed += 1;
                     if let Ok(mut st) = self.stats.lock() {
                         st.latencies.push((
@@ -136,16 +134,12 @@ impl EventSink for HttpSink {
                     }
                     return Ok(Verdict::Committed);
                 }
-                Some("refused") => {
+                EntryState::Uncommitted(EntryStatus::Refused { by, reason }) => {
                     return Ok(Verdict::Refused {
-                        reason: format!(
-                            "{} refused: {}",
-                            s.body["by"].as_str().unwrap_or("?"),
-                            s.body["reason"].as_str().unwrap_or("?")
-                        ),
+                        reason: format!("{by} refused: {reason}"),
                     })
                 }
-                _ => {}
+                EntryState::Uncommitted(EntryStatus::Pending { .. }) => {}
             }
             if Instant::now() > deadline {
                 return Err(sink_err(format!(
@@ -171,16 +165,15 @@ fn salt(seed: u64, i: usize) -> [u8; 32] {
 
 /// The ledger's co-signature on a registered manifest (None: not registered).
 pub fn signature_of(node: &Client, id: &Digest) -> Result<Option<CoSignature>, RolesError> {
-    let v: Value = match node.get(&format!("/v1/sources/{}", id.to_hex())) {
-        Ok(a) => a.body,
+    let a = match node.source(id) {
+        Ok(a) => a,
         Err(ClientError::Status { status: 404, .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let leaf = v["leaf"]
-        .as_str()
-        .and_then(|h| hex::decode(h).ok())
+    let leaf = a
+        .leaf
         .ok_or_else(|| RolesError::Ledger("source answer without its leaf".into()))?;
-    let e: provenance::LedgerEntry = provenance::decode(&leaf)?;
+    let e: provenance::LedgerEntry = provenance::decode(leaf.as_slice())?;
     match e.attestation {
         Attestation::Authorities(c) => Ok(Some(c)),
         Attestation::Consortium(_) => Err(RolesError::Ledger(

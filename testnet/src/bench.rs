@@ -112,9 +112,7 @@ pub fn run_network(binary: &Path, b: NetworkBench) -> Result<NetworkFigures, Str
     let op = t.by_role("operator").map_err(e)?;
     let admin = t.admin(op).map_err(e)?;
     let watcher = t.client((op + 1) % 4);
-    let start_size = watcher.health().map_err(|e| e.to_string())?["log_size"]
-        .as_u64()
-        .unwrap_or(0);
+    let start_size = watcher.health().map_err(|e| e.to_string())?.log_size;
     let submitted: Arc<Mutex<HashMap<Digest, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
     // Events are made when a client takes one (their step time is "now"),
     // in chain order under the lock, and submitted outside it.
@@ -158,9 +156,7 @@ pub fn run_network(binary: &Path, b: NetworkBench) -> Result<NetworkFigures, Str
                 b.events
             ));
         }
-        let size = watcher.health().map_err(|e| e.to_string())?["log_size"]
-            .as_u64()
-            .unwrap_or(0);
+        let size = watcher.health().map_err(|e| e.to_string())?.log_size;
         if size <= next {
             std::thread::sleep(Duration::from_millis(10));
             continue;
@@ -169,13 +165,9 @@ pub fn run_network(binary: &Path, b: NetworkBench) -> Result<NetworkFigures, Str
         let mut start = next;
         while start < size {
             let end = (start + 256).min(size);
-            let v = watcher
-                .get(&format!("/v1/log/leaves?start={start}&end={end}"))
-                .map_err(|e| e.to_string())?
-                .body;
-            for l in v["leaves"].as_array().into_iter().flatten() {
-                let d = l["digest"].as_str().and_then(|s| Digest::from_hex(s).ok());
-                if let Some(at) = d.and_then(|d| submitted.lock().ok().and_then(|m| m.get(&d).copied())) {
+            let a = watcher.leaves(start, end).map_err(|e| e.to_string())?;
+            for l in a.leaves {
+                if let Some(at) = submitted.lock().ok().and_then(|m| m.get(&l.digest).copied()) {
                     latencies.push(now.duration_since(at).as_secs_f64() * 1000.0);
                 }
             }

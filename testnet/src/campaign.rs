@@ -7,7 +7,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use lightclient::client::digest_field;
 use provenance::{Canonical, Digest, PolicyArtifact};
 use roles::campaign::{
     fine_tune_spec, prepare_sources, shift_windows, signed_source, HttpSink, PreparedManifest, WallClock,
@@ -36,9 +35,9 @@ pub fn register_sources(t: &Testnet, prepared: &[PreparedManifest]) -> Result<Ve
         let a = t
             .admin(ds)
             .map_err(|e| e.to_string())?
-            .post("/v1/sources", &p.manifest)
+            .submit("/v1/sources", &p.manifest)
             .map_err(|e| e.to_string())?;
-        ids.push(digest_field(&a.body, "digest").map_err(|e| e.to_string())?);
+        ids.push(a.digest);
     }
     Ok(ids)
 }
@@ -49,9 +48,9 @@ pub fn publish_policy(t: &Testnet, policy: &PolicyArtifact) -> Result<Digest, St
     let a = t
         .admin(gov)
         .map_err(|e| e.to_string())?
-        .post("/v1/policies", policy)
+        .submit("/v1/policies", policy)
         .map_err(|e| e.to_string())?;
-    digest_field(&a.body, "digest").map_err(|e| e.to_string())
+    Ok(a.digest)
 }
 
 /// Runs the campaign in `config` against the operator node of the testnet

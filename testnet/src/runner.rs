@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use genesis::{ceremony, write_ceremony};
+use provenance::api::HealthAnswer;
 use provenance::genesis::ConsortiumDescription;
 use provenance::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -57,15 +58,16 @@ pub struct NodeEntry {
     pub pid: Option<u32>,
 }
 
-/// Extra settings written into every node's configuration.
+/// Consortium parameters a testnet's genesis takes instead of the
+/// defaults (`provenance::ConsortiumParams`).
 #[derive(Debug, Clone, Default)]
 pub struct NodeSettings {
-    /// `view_timeout_ms`.
+    /// View timeout (ms).
     pub view_timeout_ms: Option<u64>,
-    /// `heartbeat_ms`.
+    /// Heartbeat (ms).
     pub heartbeat_ms: Option<u64>,
-    /// `max_block_entries`.
-    pub max_block_entries: Option<usize>,
+    /// Most entries per block.
+    pub max_block_entries: Option<u32>,
 }
 
 /// A local testnet.
@@ -115,11 +117,16 @@ impl Testnet {
         }
         fs::create_dir_all(dir).map_err(io(dir.display()))?;
         let base = free_base(2 * n)?;
-        let desc = if n == 4 {
+        let mut desc = if n == 4 {
             ConsortiumDescription::local_testnet(base, base + n)
         } else {
             ConsortiumDescription::one_node_each("govtune-testnet", n, base, base + n)
         };
+        // Consortium-wide parameters live in genesis.
+        let p = &mut desc.params;
+        p.view_timeout_ms = settings.view_timeout_ms.unwrap_or(p.view_timeout_ms);
+        p.heartbeat_ms = settings.heartbeat_ms.unwrap_or(p.heartbeat_ms);
+        p.max_block_entries = settings.max_block_entries.unwrap_or(p.max_block_entries);
         let now = Timestamp(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -132,19 +139,10 @@ impl Testnet {
         for rec in &c.dealt.genesis.nodes {
             let ndir = dir.join("nodes").join(&rec.name);
             let config = ndir.join("node.toml");
-            let mut text = format!(
+            let text = format!(
                 "genesis = \"../../genesis.json\"\nkeys = \"node.key\"\nadmin_token = \"admin.token\"\ndata_dir = \"../../data/{}\"\n",
                 rec.name
             );
-            if let Some(v) = settings.view_timeout_ms {
-                text.push_str(&format!("view_timeout_ms = {v}\n"));
-            }
-            if let Some(v) = settings.heartbeat_ms {
-                text.push_str(&format!("heartbeat_ms = {v}\n"));
-            }
-            if let Some(v) = settings.max_block_entries {
-                text.push_str(&format!("max_block_entries = {v}\n"));
-            }
             fs::write(&config, text).map_err(io(config.display()))?;
             let role = c
                 .dealt
@@ -360,7 +358,7 @@ impl Testnet {
     }
 
     /// Waits until node `i` answers `/v1/health`.
-    pub fn wait_healthy(&self, i: usize, timeout: Duration) -> Result<serde_json::Value, TestnetError> {
+    pub fn wait_healthy(&self, i: usize, timeout: Duration) -> Result<HealthAnswer, TestnetError> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(h) = self.client(i).health() {
@@ -384,13 +382,13 @@ impl Testnet {
         for i in 0..self.nodes.len() {
             loop {
                 let h = self.wait_healthy(i, deadline.saturating_duration_since(Instant::now()))?;
-                if h["peers"].as_u64().unwrap_or(0) >= want && h["height"].as_u64().unwrap_or(0) >= 1 {
+                if h.peers >= want && h.height >= 1 {
                     break;
                 }
                 if Instant::now() > deadline {
                     return Err(TestnetError::Timeout(format!(
                         "{} sees {} peers at height {}",
-                        self.nodes[i].name, h["peers"], h["height"]
+                        self.nodes[i].name, h.peers, h.height
                     )));
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -404,13 +402,10 @@ impl Testnet {
     pub fn status(&self) -> Vec<Option<(u64, u64, String)>> {
         (0..self.nodes.len())
             .map(|i| {
-                self.client(i).health().ok().map(|h| {
-                    (
-                        h["height"].as_u64().unwrap_or(0),
-                        h["log_size"].as_u64().unwrap_or(0),
-                        h["root"].as_str().unwrap_or("").to_string(),
-                    )
-                })
+                self.client(i)
+                    .health()
+                    .ok()
+                    .map(|h| (h.height, h.log_size, h.root.to_hex()))
             })
             .collect()
     }

@@ -25,7 +25,7 @@ use provenance::{
 };
 
 use crate::runner::Testnet;
-use lightclient::client::{digest_field, Client, ClientError};
+use lightclient::client::{Client, ClientError};
 
 pub use roles::now_ms;
 
@@ -189,30 +189,25 @@ impl Workload {
         let t = Duration::from_secs(60);
         let mut ids = Vec::new();
         for s in &self.sources {
-            let a = testnet.admin(s.node)?.post("/v1/sources", &s.manifest)?;
-            ids.push(digest_field(&a.body, "digest")?);
+            ids.push(testnet.admin(s.node)?.submit("/v1/sources", &s.manifest)?.digest);
         }
         let gov = testnet.by_role("governance")?;
-        let a = testnet.admin(gov)?.post("/v1/policies", &self.policy)?;
-        ids.push(digest_field(&a.body, "digest")?);
-        let reader = testnet.client(0);
-        reader.wait_committed(&ids, t)?;
+        ids.push(testnet.admin(gov)?.submit("/v1/policies", &self.policy)?.digest);
+        // Committed where the campaign goes next: the operator's node plans
+        // the campaign against its own state, which may lag node 0's.
         let op = testnet.by_role("operator")?;
-        let a = testnet.admin(op)?.post("/v1/campaigns", &self.campaign)?;
-        let c = digest_field(&a.body, "digest")?;
+        testnet.client(op).wait_committed(&ids, t)?;
+        let c = testnet.admin(op)?.submit("/v1/campaigns", &self.campaign)?.digest;
         testnet.client(op).wait_committed(&[c], t)?;
         for s in &self.sources {
             let id = s.manifest.source_id();
-            let v = testnet
+            let leaf = testnet
                 .client(op)
-                .get(&format!("/v1/sources/{}", id.to_hex()))?
-                .body;
-            let leaf = v["leaf"]
-                .as_str()
-                .and_then(|h| hex::decode(h).ok())
+                .source(&id)?
+                .leaf
                 .ok_or_else(|| WorkloadError::Other(format!("source {id} has no leaf")))?;
             let e: provenance::LedgerEntry =
-                provenance::decode(&leaf).map_err(|e| WorkloadError::Other(e.to_string()))?;
+                provenance::decode(leaf.as_slice()).map_err(|e| WorkloadError::Other(e.to_string()))?;
             match e.attestation {
                 Attestation::Authorities(c) => {
                     self.signatures.insert(id, c);
@@ -353,12 +348,5 @@ impl Workload {
 
 /// Submits `body` to the operator's node and returns its digest.
 pub fn submit(operator: &Client, body: &EntryBody) -> Result<Digest, WorkloadError> {
-    let a = operator.submit_event(body)?;
-    if a.status != 202 && a.status != 200 {
-        return Err(WorkloadError::Other(format!(
-            "unexpected answer {}: {}",
-            a.status, a.body
-        )));
-    }
-    Ok(digest_field(&a.body, "digest")?)
+    Ok(operator.submit_event(body)?.digest)
 }

@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 
-use provenance::api::{CitedEntry, TraceAnswer};
+use provenance::api::{CitedEntry, ListingAnswer, TraceAnswer};
 use provenance::entry::MemoryLedgerView;
 use provenance::record::{CampaignRecord, RecordError};
 use provenance::{Campaign, Canonical, Digest, EntryBody, LedgerEntry, SignedCheckpoint};
@@ -32,7 +32,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::client::Client;
-use crate::light::{LightClient, VerifyError};
+use crate::light::{answer, LightClient, VerifyError};
 
 mod audit;
 mod predicates;
@@ -210,10 +210,12 @@ impl Verifier {
         if let Some(v) = self.known.get(d) {
             return Ok(v.clone());
         }
-        let a = self.node.get(&format!("/v1/entries/{}", d.to_hex()))?.body;
-        let index = a["index"]
-            .as_u64()
-            .ok_or_else(|| malformed(format!("entry {d} is not committed at this node")))?;
+        let a = answer(self.node.status(d))?;
+        let index = a
+            .state
+            .committed()
+            .ok_or_else(|| malformed(format!("entry {d} is not committed at this node")))?
+            .index;
         if index >= cp.checkpoint.size {
             return Err(malformed(format!(
                 "entry {d} is not under checkpoint {}",
@@ -235,13 +237,11 @@ impl Verifier {
     /// Fetches a listing (`/v1/campaigns/{id}/entries` or
     /// `/v1/sources/{id}/entries`): its checkpoint and every entry, proved.
     pub fn listing(&mut self, path: &str) -> Result<(SignedCheckpoint, Vec<Verified>), VerifyError> {
-        let v = self.node.get(path)?.body;
-        let cp = self.light.checkpoint_from_json(&v["checkpoint"])?;
+        let a: ListingAnswer = answer(self.node.get_json(path))?;
+        let cp = self.light.checkpoint_from_answer(&a.checkpoint)?;
         self.pin(&cp)?;
-        let cited: Vec<CitedEntry> =
-            serde_json::from_value(v["entries"].clone()).map_err(|e| malformed(format!("{path}: {e}")))?;
         let mut out = Vec::new();
-        for c in &cited {
+        for c in &a.entries {
             let e = self.check_cited(&cp, c)?;
             out.push((c.index, e));
         }

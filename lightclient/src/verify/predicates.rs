@@ -8,7 +8,7 @@ use provenance::merkle::{MemoryTree, Sha3Hasher};
 use provenance::{Digest, EntryBody, LedgerEntry, SignedCheckpoint};
 
 use super::{malformed, note_completeness, records_of, Verdict, Verified, Verifier};
-use crate::light::VerifyError;
+use crate::light::{answer, VerifyError};
 
 impl Verifier {
     /// Regulator: every step of campaign `id` ran under `approved` or a
@@ -229,18 +229,11 @@ impl Verifier {
         let mut start = 0u64;
         while start < size {
             let end = (start + 256).min(size);
-            let a = self
-                .node
-                .get(&format!("/v1/log/leaves?start={start}&end={end}"))?
-                .body;
-            let arr = a["leaves"].as_array().ok_or_else(|| malformed("leaves"))?;
-            if arr.len() as u64 != end - start {
+            let a = answer(self.node.leaves(start, end))?;
+            if a.leaves.len() as u64 != end - start {
                 return Err(malformed("short leaves answer"));
             }
-            for l in arr {
-                let hexs = l["leaf"].as_str().ok_or_else(|| malformed("leaf"))?;
-                leaves.push(hex::decode(hexs).map_err(|e| malformed(e.to_string()))?);
-            }
+            leaves.extend(a.leaves.into_iter().map(|l| l.leaf.0));
             start = end;
         }
         let mut t = MemoryTree::<Sha3Hasher>::new();

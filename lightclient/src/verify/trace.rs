@@ -18,7 +18,7 @@ impl Verifier {
     /// `recompute`, the scores are recomputed from the campaign's blobs and
     /// compared bit for bit.
     pub fn trace(&mut self, a: &TraceAnswer, recompute: bool) -> Result<Verdict, VerifyError> {
-        let cp = self.light.checkpoint_from_json(&a.checkpoint)?;
+        let cp = self.light.checkpoint_from_answer(&a.checkpoint)?;
         self.pin(&cp)?;
         let mut v = Verdict::new("trace", &cp);
         let check = |this: &mut Self, c: &CitedEntry| -> Result<LedgerEntry, VerifyError> {

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use provenance::Digest;
 use testnet::{NodeSettings, Testnet};
 
 #[test]
@@ -62,10 +63,9 @@ fn a_governed_campaign_runs_through_the_operator_node_and_closes() {
     assert_eq!(size, 17);
     let c = t
         .client(0)
-        .get(&format!("/v1/campaigns/{campaign}"))
-        .expect("campaign")
-        .body;
-    assert_eq!(c["entries"], 6);
-    assert!(c["closed"].is_string(), "{c}");
+        .campaign(&Digest::from_hex(campaign).expect("hex"))
+        .expect("campaign");
+    assert_eq!(c.entries, 6);
+    assert!(c.closed.is_some(), "{c:?}");
     t.down().expect("down");
 }

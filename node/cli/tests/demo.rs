@@ -271,10 +271,13 @@ fn the_demo_runs_end_to_end_and_its_outcome_verifies_from_outside() {
     };
     verify(&["checkpoint"]);
     // The log certified when the campaign opened is a prefix of today's.
-    let opened = node.status(&campaign).expect("status").body;
-    let first = opened["checkpoint"]["height"]
-        .as_u64()
+    let opened = node.status(&campaign).expect("status");
+    let first = opened
+        .state
+        .committed()
+        .and_then(|c| c.checkpoint.as_ref())
         .expect("the campaign's proof names its checkpoint")
+        .height
         .to_string();
     verify(&["consistency", "--first", &first]);
     verify(&["trace", "--answer", answer.to_str().expect("utf8")]);

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use lightclient::client::Answer;
+use provenance::api::{EntryState, EntryStatus, ErrorBody};
 use provenance::{Canonical, EntryBody, LedgerEntry, MemoryLedgerView};
 use testnet::workload::{submit, Workload};
 use testnet::{Client, ClientError, LightClient, NodeSettings, Testnet};
@@ -35,7 +36,7 @@ fn workload(t: &Testnet) -> Workload {
 }
 
 fn log_size(c: &Client) -> u64 {
-    c.health().expect("health")["log_size"].as_u64().expect("size")
+    c.health().expect("health").log_size
 }
 
 /// Every committed leaf of `node`, in order.
@@ -44,13 +45,8 @@ fn all_leaves(node: &Client, size: u64) -> Vec<Vec<u8>> {
     let mut start = 0;
     while start < size {
         let end = (start + 256).min(size);
-        let v = node
-            .get(&format!("/v1/log/leaves?start={start}&end={end}"))
-            .expect("leaves")
-            .body;
-        for l in v["leaves"].as_array().expect("array") {
-            out.push(hex::decode(l["leaf"].as_str().expect("hex")).expect("hex"));
-        }
+        let a = node.leaves(start, end).expect("leaves");
+        out.extend(a.leaves.into_iter().map(|l| l.leaf.0));
         start = end;
     }
     out
@@ -162,15 +158,8 @@ fn four_processes_commit_1000_events_that_a_light_client_verifies() {
     };
     assert!(light.verify_checkpoint(&forged).is_err());
     // ...and a proof with one hash changed.
-    let v = node
-        .get(&format!(
-            "/v1/proof/inclusion?index=5&size={}",
-            cp.checkpoint.size
-        ))
-        .expect("proof")
-        .body;
-    let leaf = hex::decode(v["leaf"].as_str().expect("leaf")).expect("hex");
-    let mut proof = lightclient::light::proof_field(&v).expect("proof");
+    let a = node.inclusion_proof(5, cp.checkpoint.size).expect("proof");
+    let (leaf, mut proof) = (a.leaf.0, a.proof);
     light
         .verify_leaf(&cp, 5, &leaf, &proof)
         .expect("the honest proof verifies");
@@ -236,14 +225,16 @@ fn refusals_are_typed_and_change_nothing() {
     let ds_i = t.by_role("data-source").expect("ds");
     let op = t.admin(op_i).expect("admin");
     let before = log_size(&op);
-    let status_of = |r: Result<Answer, ClientError>| match r {
-        Err(ClientError::Status { status, body, .. }) => {
-            let v: serde_json::Value = serde_json::from_str(&body).expect("a JSON reason");
-            assert!(v["error"].as_str().is_some_and(|s| !s.is_empty()), "{body}");
-            status
+    fn status_of<T: std::fmt::Debug>(r: Result<T, ClientError>) -> u16 {
+        match r {
+            Err(ClientError::Status { status, body, .. }) => {
+                let e: ErrorBody = serde_json::from_str(&body).expect("a JSON reason");
+                assert!(!e.error.is_empty(), "{body}");
+                status
+            }
+            other => panic!("expected a refusal, got {other:?}"),
         }
-        other => panic!("expected a refusal, got {other:?}"),
-    };
+    }
     let e = w.next_event(2, false).expect("event");
     // Without the token, and with a wrong one.
     assert_eq!(status_of(t.client(op_i).submit_event(&e)), 401);
@@ -272,22 +263,16 @@ fn refusals_are_typed_and_change_nothing() {
     let forged = w.forged_event().expect("forged");
     let d = submit(&op, &forged).expect("accepted for co-signing");
     let deadline = Instant::now() + Duration::from_secs(30);
-    let refusal = loop {
+    let (by, reason) = loop {
         let a = op.status(&d).expect("status");
-        if a.body["status"] == "refused" {
-            break a.body;
+        if let EntryState::Uncommitted(EntryStatus::Refused { by, reason }) = a.state {
+            break (by, reason);
         }
-        assert!(Instant::now() < deadline, "not refused: {}", a.body);
+        assert!(Instant::now() < deadline, "not refused: {a:?}");
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert_eq!(refusal["by"], t.nodes[ds_i].authority.as_str());
-    assert!(
-        refusal["reason"]
-            .as_str()
-            .expect("reason")
-            .contains("is not in source"),
-        "{refusal}"
-    );
+    assert_eq!(by.as_str(), t.nodes[ds_i].authority.as_str());
+    assert!(reason.contains("is not in source"), "{reason}");
     // Nothing changed: the honest event still commits as the next link.
     let d = submit(&op, &e).expect("accepted");
     op.wait_committed(&[d], Duration::from_secs(60))

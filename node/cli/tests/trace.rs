@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use lightclient::verify::Verifier;
-use provenance::api::TraceAnswer;
+use provenance::api::{ListingAnswer, TraceAnswer};
 use provenance::{Digest, EntryBody, Timestamp};
 use testnet::workload::{now_ms, submit, Workload};
 use testnet::{Client, NodeSettings, Testnet};
@@ -77,10 +77,8 @@ fn hiding_proxy(upstream: Client, hide: u64) -> String {
             let (status, body) = match upstream.get_bytes(&path) {
                 Ok(b) => {
                     let b = if path.starts_with("/v1/campaigns/") && path.ends_with("/entries") {
-                        let mut v: serde_json::Value = serde_json::from_slice(&b).expect("json");
-                        if let Some(a) = v["entries"].as_array_mut() {
-                            a.retain(|e| e["index"].as_u64() != Some(hide));
-                        }
+                        let mut v: ListingAnswer = serde_json::from_slice(&b).expect("a listing");
+                        v.entries.retain(|e| e.index != hide);
                         serde_json::to_vec(&v).expect("json")
                     } else {
                         b
@@ -149,8 +147,8 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     // Checkpoints trail the log by a block: wait until the close is certified.
     let reader = t.client(0);
     for _ in 0..200 {
-        let cp = reader.get("/v1/checkpoint").expect("checkpoint").body;
-        if cp["size"].as_u64() >= Some(17) {
+        let cp = reader.checkpoint(None).expect("checkpoint");
+        if cp.size >= 17 {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -224,7 +222,7 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     bad.events[0].entry.proof[0].0[0] ^= 1;
     assert!(fails(&bad), "a changed proof must fail");
     let mut bad = a.clone();
-    bad.checkpoint["root"] = serde_json::json!(Digest([9; 32]));
+    bad.checkpoint.root = Digest([9; 32]);
     assert!(fails(&bad), "a changed checkpoint must fail");
     let mut bad = a.clone();
     bad.sources[0].top_examples[0].index += 1000;
@@ -249,12 +247,12 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     };
     p2.supersedes = Some(policy);
     p2.policy_version += 1;
-    let a2 = t
+    let p2d = t
         .admin(gov)
         .expect("admin")
-        .post("/v1/policies", &p2)
-        .expect("policy 2");
-    let p2d = lightclient::client::digest_field(&a2.body, "digest").expect("digest");
+        .submit("/v1/policies", &p2)
+        .expect("policy 2")
+        .digest;
     reader
         .wait_committed(&[p2d], Duration::from_secs(60))
         .expect("committed");
@@ -313,9 +311,9 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     let ra = t
         .admin(w.sources[0].node)
         .expect("admin")
-        .post("/v1/revocations", &rev)
+        .submit("/v1/revocations", &rev)
         .expect("revocation");
-    let rd = lightclient::client::digest_field(&ra.body, "digest").expect("digest");
+    let rd = ra.digest;
     reader
         .wait_committed(&[rd], Duration::from_secs(60))
         .expect("revocation committed");
@@ -323,16 +321,21 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     reader
         .wait_committed(&[e2], Duration::from_secs(90))
         .expect("e2 commits after the revocation");
-    let ri = reader.status(&rd).expect("status").body["index"]
-        .as_u64()
-        .expect("index");
-    let e2i = reader.status(&e2).expect("status").body["index"]
-        .as_u64()
-        .expect("index");
+    let index_of = |d: &Digest| {
+        reader
+            .status(d)
+            .expect("status")
+            .state
+            .committed()
+            .expect("committed")
+            .index
+    };
+    let ri = index_of(&rd);
+    let e2i = index_of(&e2);
     assert!(e2i > ri, "the event committed after the revocation");
     for _ in 0..200 {
-        let cp = reader.get("/v1/checkpoint").expect("checkpoint").body;
-        if cp["size"].as_u64() > Some(e2i) {
+        let cp = reader.checkpoint(None).expect("checkpoint");
+        if cp.size > e2i {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -370,7 +373,7 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     let ra = t
         .admin(ds_of(&t, &v, &src))
         .expect("admin")
-        .post(
+        .submit(
             "/v1/revocations",
             &provenance::Revocation {
                 version: 1,
@@ -381,7 +384,7 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
             },
         )
         .expect("revocation");
-    let rd = lightclient::client::digest_field(&ra.body, "digest").expect("digest");
+    let rd = ra.digest;
     reader
         .wait_committed(&[rd], Duration::from_secs(60))
         .expect("committed");
@@ -416,17 +419,9 @@ fn manifest_authority(v: &mut Verifier, src: &Digest) -> String {
 
 fn ds_of(t: &Testnet, v: &Verifier, src: &Digest) -> usize {
     let _ = v;
-    let body = t
-        .client(0)
-        .get(&format!("/v1/sources/{}", src.to_hex()))
-        .expect("source")
-        .body;
-    let authority = body["manifest"]["authority"]
-        .as_str()
-        .expect("authority")
-        .to_string();
+    let authority = t.client(0).source(src).expect("source").manifest.authority;
     t.nodes
         .iter()
-        .position(|n| n.authority == authority)
+        .position(|n| n.authority == authority.as_str())
         .expect("node")
 }

@@ -4,9 +4,9 @@
 //! genesis file alone and, optionally, recompute the scores.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use crate::{DecodeError, Digest, LedgerEntry};
+use super::{CheckpointAnswer, CitedEntry};
+use crate::Digest;
 
 /// `POST /v1/trace`'s request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,35 +28,6 @@ pub struct TraceRequest {
     /// Events listed by score (default 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_events: Option<usize>,
-}
-
-/// A log entry cited by an answer: its position, body digest, canonical
-/// leaf bytes (hex) and inclusion proof under the answer's checkpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CitedEntry {
-    /// Log index.
-    pub index: u64,
-    /// Body digest.
-    pub digest: Digest,
-    /// Canonical leaf bytes, hex.
-    pub leaf: String,
-    /// Inclusion proof (audit path) under the answer's checkpoint.
-    pub proof: Vec<Digest>,
-}
-
-impl CitedEntry {
-    /// The leaf bytes.
-    pub fn leaf_bytes(&self) -> Result<Vec<u8>, DecodeError> {
-        hex::decode(&self.leaf).map_err(|e| DecodeError::Malformed {
-            kind: "cited leaf",
-            reason: format!("leaf {} is not hex: {e}", self.index),
-        })
-    }
-
-    /// The decoded entry (no check of proofs or signatures).
-    pub fn entry(&self) -> Result<LedgerEntry, DecodeError> {
-        crate::decode(&self.leaf_bytes()?)
-    }
 }
 
 /// A training example of a traced source.
@@ -146,8 +117,8 @@ pub struct TraceAnswer {
     /// Digest of the full score report (every score's bits): what
     /// `verify trace --recompute` compares.
     pub report_digest: Digest,
-    /// The checkpoint every proof is under (JSON of `/v1/checkpoint`).
-    pub checkpoint: Value,
+    /// The checkpoint every proof is under.
+    pub checkpoint: CheckpointAnswer,
     /// The campaign's opening.
     pub campaign_entry: CitedEntry,
     /// The campaign's close.

@@ -12,8 +12,8 @@ use rand::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    bft_parameters, peer_id_of_ed25519, AuthorityRecord, BlsAuthorityKey, ConsortiumKey, Genesis,
-    GenesisError, NodeRecord,
+    bft_parameters, peer_id_of_ed25519, AuthorityRecord, BlsAuthorityKey, ConsortiumKey, ConsortiumParams,
+    Genesis, GenesisError, NodeRecord,
 };
 use crate::crypto::{
     bls_proof_of_possession, ml_dsa_public_key, AuthoritySigner, ConsortiumSigner, KeyRing, SignatureScheme,
@@ -62,6 +62,9 @@ pub struct ConsortiumDescription {
     /// Clock-skew bound for block stamps, ms.
     #[serde(default = "default_skew")]
     pub max_clock_skew_ms: u64,
+    /// Consensus timing and the block budget (defaults if absent).
+    #[serde(default)]
+    pub params: ConsortiumParams,
     /// Authorities.
     #[serde(rename = "authority")]
     pub authorities: Vec<AuthorityDescription>,
@@ -85,6 +88,7 @@ impl ConsortiumDescription {
         Self {
             name: "govtune-testnet".into(),
             max_clock_skew_ms: default_skew(),
+            params: ConsortiumParams::default(),
             authorities: authorities
                 .iter()
                 .enumerate()
@@ -111,6 +115,7 @@ impl ConsortiumDescription {
         Self {
             name: name.into(),
             max_clock_skew_ms: default_skew(),
+            params: ConsortiumParams::default(),
             authorities: (0..n)
                 .map(|i| AuthorityDescription {
                     id: AuthorityId(format!("authority-{i}")),
@@ -430,6 +435,7 @@ pub fn deal<R: RngCore + CryptoRng>(
         consortium_name: desc.name.clone(),
         created,
         max_clock_skew_ms: desc.max_clock_skew_ms,
+        params: desc.params,
         authorities,
         nodes,
         consortium: ConsortiumKey {

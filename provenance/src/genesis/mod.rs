@@ -74,6 +74,66 @@ pub struct ConsortiumKey {
     pub q: u16,
 }
 
+/// The parameters every validator of a consortium must share: consensus
+/// timing and the block budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsortiumParams {
+    /// Consensus view timeout (ms).
+    pub view_timeout_ms: u64,
+    /// Longest wait (ms) before a leader proposes an empty block.
+    pub heartbeat_ms: u64,
+    /// Most entries per block.
+    pub max_block_entries: u32,
+    /// Most entry bytes per block.
+    pub max_block_bytes: u32,
+}
+
+impl Default for ConsortiumParams {
+    fn default() -> Self {
+        Self {
+            view_timeout_ms: 2_000,
+            heartbeat_ms: 500,
+            max_block_entries: 512,
+            max_block_bytes: 4 << 20,
+        }
+    }
+}
+
+impl ConsortiumParams {
+    /// Checks that the parameters can run a consortium: a view timeout
+    /// above the heartbeat, at least one entry per block, and a block
+    /// budget under the largest object.
+    pub fn check(&self) -> Result<(), String> {
+        if self.heartbeat_ms == 0 || self.heartbeat_ms > 60_000 {
+            return Err(format!(
+                "heartbeat_ms = {} is not in 1..=60000",
+                self.heartbeat_ms
+            ));
+        }
+        if self.view_timeout_ms <= self.heartbeat_ms || self.view_timeout_ms > 600_000 {
+            return Err(format!(
+                "view_timeout_ms = {} must exceed heartbeat_ms = {} and be at most 600000",
+                self.view_timeout_ms, self.heartbeat_ms
+            ));
+        }
+        if self.max_block_entries == 0 || self.max_block_entries > 65_536 {
+            return Err(format!(
+                "max_block_entries = {} is not in 1..=65536",
+                self.max_block_entries
+            ));
+        }
+        let max = crate::codec::MAX_OBJECT_BYTES as u32;
+        if self.max_block_bytes < 64 << 10 || self.max_block_bytes > max {
+            return Err(format!(
+                "max_block_bytes = {} is not in {}..={max}",
+                self.max_block_bytes,
+                64 << 10
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The public genesis of a consortium.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Genesis {
@@ -86,6 +146,8 @@ pub struct Genesis {
     /// Largest clock difference (ms) a validator tolerates between a block's
     /// stamp and its own clock.
     pub max_clock_skew_ms: u64,
+    /// Consensus timing and the block budget every validator shares.
+    pub params: ConsortiumParams,
     /// Authorities, in bitmap order.
     pub authorities: Vec<AuthorityRecord>,
     /// Validator nodes, in validator-index order.
@@ -169,7 +231,7 @@ pub fn peer_id_of_ed25519(public_key: &[u8; 32]) -> String {
 
 impl Canonical for Genesis {
     const KIND: ObjectKind = ObjectKind::Genesis;
-    const VERSION: u16 = 1;
+    const VERSION: u16 = 2;
     fn declared_version(&self) -> u16 {
         self.version
     }
@@ -227,6 +289,7 @@ impl Genesis {
             .into());
         }
         self.check()?;
+        self.params.check().map_err(GenesisError::Consortium)?;
         for a in &self.authorities {
             a.id.validate()?;
         }

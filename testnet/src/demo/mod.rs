@@ -135,7 +135,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
     ids.extend(register_sources(&t, &registered)?);
     ids.push(policy_id);
     reader.wait_committed(&ids, wait).map_err(e2s)?;
-    let size = reader.health().map_err(e2s)?["log_size"].as_u64().unwrap_or(0);
+    let size = reader.health().map_err(e2s)?.log_size;
     let early_height = wait_certified(&reader, size)?;
     println!(
         "  policy {} (licenses {:?}, purposes {:?}) committed",
@@ -323,7 +323,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         .map_err(e2s)?;
     let model_path = opts.dir.join("model.safetensors");
     std::fs::write(&model_path, &model_bytes).map_err(|e| format!("{}: {e}", model_path.display()))?;
-    let size = reader.health().map_err(e2s)?["log_size"].as_u64().unwrap_or(0);
+    let size = reader.health().map_err(e2s)?.log_size;
     t.wait_converged(size, Duration::from_secs(120)).map_err(e2s)?;
     wait_certified(&reader, size)?;
     let roots: Vec<(String, u64, String)> = t
@@ -529,7 +529,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         &sources[revoke_after_pos],
         "licence ended after the campaign",
     )?;
-    let size = reader.health().map_err(e2s)?["log_size"].as_u64().unwrap_or(0);
+    let size = reader.health().map_err(e2s)?.log_size;
     wait_certified(&reader, size)?;
     let mut v = Verifier::new(&genesis, tracer.clone()).map_err(e2s)?;
     let audit = v.revocation_audit(&revoked).map_err(e2s)?;

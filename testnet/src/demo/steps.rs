@@ -28,7 +28,7 @@ pub(super) fn kill_and_restart(
     name: String,
 ) -> impl FnOnce(u64) + Send {
     move |attempt: u64| {
-        let height = |c: &Client| c.health().ok().and_then(|h| h["height"].as_u64()).unwrap_or(0);
+        let height = |c: &Client| c.health().map_or(0, |h| h.height);
         let at_kill = height(&reader);
         let killed = t.lock().map(|mut t| t.kill(kill_node)).is_ok_and(|r| r.is_ok());
         if !killed {
@@ -95,30 +95,20 @@ pub(super) fn revoke(
         reason: reason.into(),
         requested: Timestamp(now_ms()),
     };
-    let a = t
+    let d = t
         .admin(node)
         .map_err(e2s)?
-        .post("/v1/revocations", &r)
-        .map_err(e2s)?;
-    let d = lightclient::client::digest_field(&a.body, "digest").map_err(e2s)?;
+        .submit("/v1/revocations", &r)
+        .map_err(e2s)?
+        .digest;
     reader
         .wait_committed(&[d], Duration::from_secs(120))
         .map_err(e2s)?;
-    let v = reader
-        .get(&format!("/v1/sources/{}", id.to_hex()))
+    reader
+        .source(&id)
         .map_err(e2s)?
-        .body;
-    let ms = v["revoked"]
-        .as_u64()
-        .or_else(|| v["revoked"][0].as_u64())
-        .ok_or_else(|| {
-            format!(
-                "source {} does not show its revocation: {}",
-                id.short(),
-                v["revoked"]
-            )
-        })?;
-    Ok(Timestamp(ms))
+        .revoked
+        .ok_or_else(|| format!("source {} does not show its revocation", id.short()))
 }
 
 /// Waits until the latest checkpoint covers `size` entries; returns its
@@ -126,11 +116,9 @@ pub(super) fn revoke(
 pub(super) fn wait_certified(node: &Client, size: u64) -> Result<u64, String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let cp = node.get("/v1/checkpoint").map_err(e2s)?.body;
-        if cp["size"].as_u64() >= Some(size) {
-            return cp["height"]
-                .as_u64()
-                .ok_or_else(|| "a checkpoint without its height".to_string());
+        let cp = node.checkpoint(None).map_err(e2s)?;
+        if cp.size >= size {
+            return Ok(cp.height);
         }
         if Instant::now() > deadline {
             return Err(format!("no checkpoint covers {size} entries after 60 s"));

@@ -1,0 +1,80 @@
+//! `GET /v1/checkpoint`: a certified checkpoint, as JSON or as C2SP
+//! signed-note text.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Bytes, Canonical, Checkpoint, Digest, SignedCheckpoint};
+
+/// `GET /v1/checkpoint`'s query: `?height=H` for that height's checkpoint
+/// (default: the latest), `&format=c2sp` for the signed note as text
+/// (default `json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointQuery {
+    /// `json` or `c2sp`.
+    pub format: Option<String>,
+    /// Consensus height; the latest checkpoint when absent.
+    pub height: Option<u64>,
+}
+
+impl CheckpointQuery {
+    /// The query string (without `?`; empty when both are absent).
+    pub fn to_query(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(h) = self.height {
+            parts.push(format!("height={h}"));
+        }
+        if let Some(f) = &self.format {
+            parts.push(format!("format={f}"));
+        }
+        parts.join("&")
+    }
+}
+
+/// A signed checkpoint as the API shows it: the checkpoint's fields, the
+/// consortium signature and the same as a C2SP signed note. Embedded in
+/// every answer whose proofs are under a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointAnswer {
+    /// Log origin (the consortium name).
+    pub origin: String,
+    /// Number of leaves.
+    pub size: u64,
+    /// RFC 9162 root of the log at `size`.
+    pub root: Digest,
+    /// Consensus height that produced it.
+    pub height: u64,
+    /// Combined consortium BLS signature (hex in JSON).
+    pub signature: Bytes,
+    /// The C2SP signed-note text of the same checkpoint.
+    pub c2sp: String,
+}
+
+impl CheckpointAnswer {
+    /// The answer for `c`, with its C2SP note text
+    /// ([`SignedCheckpoint::to_c2sp`]).
+    pub fn new(c: &SignedCheckpoint, c2sp: String) -> Self {
+        Self {
+            origin: c.checkpoint.origin.clone(),
+            size: c.checkpoint.size,
+            root: c.checkpoint.root,
+            height: c.checkpoint.height,
+            signature: c.signature.clone(),
+            c2sp,
+        }
+    }
+
+    /// The signed checkpoint it states (current format version; the
+    /// signature is not checked here).
+    pub fn to_signed(&self) -> SignedCheckpoint {
+        SignedCheckpoint {
+            checkpoint: Checkpoint {
+                version: <Checkpoint as Canonical>::VERSION,
+                origin: self.origin.clone(),
+                size: self.size,
+                root: self.root,
+                height: self.height,
+            },
+            signature: self.signature.clone(),
+        }
+    }
+}
