@@ -17,11 +17,13 @@ pub const MAX_VIEWS_AHEAD: u64 = 64;
 pub trait Application {
     /// What a block carries.
     type Payload: Clone + std::fmt::Debug + PartialEq + Eq + serde::Serialize + serde::de::DeserializeOwned;
-    /// A payload for a new block at `height` on top of `parent` (called on
-    /// the leader only), or `None` to wait: the engine asks again at every
-    /// [`Engine::tick`] until the view times out. This lets a node batch
-    /// entries and send empty blocks only as a heartbeat.
-    fn propose(&mut self, parent: &Digest, height: Height, view: View) -> Option<Self::Payload>;
+    /// A payload for a new block at `height` on top of `parent` that will
+    /// carry `stamp` (ms; the engine's clock, never behind the parent's),
+    /// called on the leader only; or `None` to wait: the engine asks again
+    /// at every [`Engine::tick`] until the view times out. This lets a node
+    /// batch entries and send empty blocks only as a heartbeat. The stamp
+    /// is the one clock the application judges the block's entries by.
+    fn propose(&mut self, parent: &Digest, height: Height, view: View, stamp: u64) -> Option<Self::Payload>;
     /// Whether every entry of the proposal's payload is complete and valid
     /// on top of its parent. The engine votes for nothing the application
     /// refuses.
@@ -446,7 +448,8 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
             return;
         };
         let height = Height(height.0 + 1);
-        let Some(payload) = app.propose(&parent, height, view) else {
+        let stamp = self.now.max(parent_stamp);
+        let Some(payload) = app.propose(&parent, height, view, stamp) else {
             return;
         };
         let proposal = Proposal {
@@ -454,7 +457,7 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
             height,
             parent,
             parent_view,
-            stamp: self.now.max(parent_stamp),
+            stamp,
             proposer: self.cfg.me,
             payload,
         };

@@ -131,7 +131,6 @@ pub struct Ledger {
     kept: HashMap<Digest, u64>,
     finalized_tip: Digest,
     last_block_ms: u64,
-    now_ms: u64,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -171,13 +170,7 @@ impl Ledger {
             kept: HashMap::new(),
             finalized_tip,
             last_block_ms: 0,
-            now_ms: 0,
         }
-    }
-
-    /// Sets the clock the next engine call sees.
-    pub fn set_now(&mut self, now_ms: u64) {
-        self.now_ms = now_ms;
     }
 
     /// Entries waiting for a block.
@@ -422,16 +415,15 @@ impl Ledger {
 impl Application for Ledger {
     type Payload = BlockPayload;
 
-    fn propose(&mut self, parent: &Digest, height: Height, _view: View) -> Option<BlockPayload> {
+    fn propose(&mut self, parent: &Digest, height: Height, _view: View, stamp: u64) -> Option<BlockPayload> {
         self.judge_ancestors(parent);
         let (mut state, included) = self.state_at(parent)?;
-        let stamp = self.now_ms;
         let mut candidates: Vec<(&Digest, &MempoolEntry)> = self
             .mempool
             .iter()
             .filter(|(d, _)| !included.contains(*d))
             .collect();
-        if candidates.is_empty() && self.now_ms < self.last_block_ms + self.limits.heartbeat_ms {
+        if candidates.is_empty() && stamp < self.last_block_ms + self.limits.heartbeat_ms {
             return None;
         }
         candidates.sort_by_key(|(_, e)| Self::order_key(e));
@@ -465,10 +457,10 @@ impl Application for Ledger {
         for d in stale {
             self.mempool.remove(&d);
         }
-        if picked.is_empty() && self.now_ms < self.last_block_ms + self.limits.heartbeat_ms {
+        if picked.is_empty() && stamp < self.last_block_ms + self.limits.heartbeat_ms {
             return None;
         }
-        self.last_block_ms = self.now_ms;
+        self.last_block_ms = stamp;
         let _ = height;
         Some(BlockPayload { entries: picked })
     }

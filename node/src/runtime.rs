@@ -381,7 +381,6 @@ impl Core {
         match (topic, g) {
             (Topic::Consensus, Gossip::Consensus(m)) => {
                 tracing::debug!("gossip from {from}: {}", describe(&m));
-                self.ledger.set_now(now_ms());
                 let actions = self.engine.handle(&mut self.ledger, from, m);
                 self.process(actions, None)?;
             }
@@ -432,7 +431,6 @@ impl Core {
         let response = match from_bytes::<Request>("request", data) {
             Ok(Request::Consensus(m)) => {
                 tracing::debug!("request from {from}: {}", describe(&m));
-                self.ledger.set_now(now_ms());
                 let actions = self.engine.handle(&mut self.ledger, from, m);
                 let mut out = Vec::new();
                 self.process(actions, Some((from, &mut out)))?;

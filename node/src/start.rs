@@ -168,7 +168,6 @@ pub async fn run(
     );
 
     let (internal_tx, mut internal_rx) = mpsc::channel(1024);
-    ledger.set_now(now_ms());
     let start = engine.start(&mut ledger, now_ms());
     let mut core = Core {
         genesis: genesis.clone(),
@@ -212,7 +211,6 @@ pub async fn run(
             _ = &mut shutdown => break Ok(()),
             _ = tick.tick() => {
                 let now = now_ms();
-                core.ledger.set_now(now);
                 let actions = core.engine.tick(&mut core.ledger, now);
                 core.process(actions, None)
             }
@@ -229,7 +227,6 @@ pub async fn run(
                     let mut r = Ok(());
                     for m in messages {
                         tracing::debug!("reply from {from}: {}", describe(&m));
-                        core.ledger.set_now(now_ms());
                         let actions = core.engine.handle(&mut core.ledger, from, m);
                         r = core.process(actions, None);
                         if r.is_err() { break; }

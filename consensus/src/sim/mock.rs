@@ -89,7 +89,7 @@ impl MockApp {
 
 impl Application for MockApp {
     type Payload = u64;
-    fn propose(&mut self, parent: &Digest, height: Height, view: View) -> Option<u64> {
+    fn propose(&mut self, parent: &Digest, height: Height, view: View, _stamp: u64) -> Option<u64> {
         let mut h = Sha3_256::new();
         h.update(parent.0);
         h.update(height.0.to_be_bytes());
