@@ -18,6 +18,7 @@ use provenance::{Bytes, Digest, EntryBody, KeyRing, LedgerEntry, LedgerState, Ti
 use serde::{Deserialize, Serialize};
 use storage::Store;
 
+use crate::ledger_store::LedgerStore;
 use crate::wire::BlockPayload;
 
 /// A finalised block as the store keeps it, beside the storage header: what
@@ -115,9 +116,10 @@ pub enum LedgerError {
     },
 }
 
-/// The consensus application of a node.
-pub struct Ledger {
-    store: Arc<RwLock<Store>>,
+/// The consensus application of a node, over its store (RocksDB in a
+/// node, [`crate::ledger_store::MemoryStore`] in tests).
+pub struct Ledger<S: LedgerStore = Store> {
+    store: Arc<RwLock<S>>,
     keyring: Arc<KeyRing>,
     limits: BlockLimits,
     mempool: HashMap<Digest, MempoolEntry>,
@@ -133,7 +135,7 @@ pub struct Ledger {
     last_block_ms: u64,
 }
 
-impl std::fmt::Debug for Ledger {
+impl<S: LedgerStore> std::fmt::Debug for Ledger<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ledger")
             .field("mempool", &self.mempool.len())
@@ -142,19 +144,19 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
-fn read(store: &RwLock<Store>) -> std::sync::RwLockReadGuard<'_, Store> {
+fn read<S>(store: &RwLock<S>) -> std::sync::RwLockReadGuard<'_, S> {
     store.read().unwrap_or_else(|p| p.into_inner())
 }
 
-fn write(store: &RwLock<Store>) -> std::sync::RwLockWriteGuard<'_, Store> {
+fn write<S>(store: &RwLock<S>) -> std::sync::RwLockWriteGuard<'_, S> {
     store.write().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Ledger {
+impl<S: LedgerStore> Ledger<S> {
     /// The ledger over `store`, whose last finalised consensus block is
     /// `finalized_tip` ([`GENESIS`] when empty).
     pub fn new(
-        store: Arc<RwLock<Store>>,
+        store: Arc<RwLock<S>>,
         keyring: Arc<KeyRing>,
         limits: BlockLimits,
         finalized_tip: Digest,
@@ -198,67 +200,6 @@ impl Ledger {
                 arrival: self.arrivals,
             },
         );
-    }
-
-    /// The rebuilt consensus chain of the store (heights 1..), for
-    /// [`consensus::Engine::restore`], and the digest of its tip.
-    pub fn restore_chain(store: &Store) -> Result<(Vec<Proposal<BlockPayload>>, Digest), LedgerError> {
-        let mut chain = Vec::with_capacity(store.head().height as usize);
-        let mut tip = GENESIS;
-        for h in 1..=store.head().height {
-            let bad = |reason: String| LedgerError::BadBlock { height: h, reason };
-            let b = store.block(h)?.ok_or_else(|| bad("missing".into()))?;
-            let (rec, _) =
-                provenance::codec::decode_raw::<FinalityRecord>("finality record", b.certificate.as_slice())
-                    .map_err(|e| bad(e.to_string()))?;
-            let mut entries = Vec::with_capacity(b.header.entry_count as usize);
-            for i in 0..u64::from(b.header.entry_count) {
-                let bytes = store
-                    .entry_bytes(b.first_index + i)?
-                    .ok_or_else(|| bad(format!("entry {} is missing", b.first_index + i)))?;
-                entries.push(Bytes(bytes));
-            }
-            let p = Proposal {
-                view: View(b.header.view),
-                height: Height(h),
-                parent: rec.parent,
-                parent_view: View(rec.parent_view),
-                stamp: b.header.stamp.0,
-                proposer: b.header.proposer,
-                payload: BlockPayload { entries },
-            };
-            if p.digest() != rec.block || rec.parent != tip {
-                return Err(bad(
-                    "the stored block does not rebuild its consensus digest".into()
-                ));
-            }
-            tip = rec.block;
-            chain.push(p);
-        }
-        Ok((chain, tip))
-    }
-
-    /// The blocks kept on disk that are above the store's head, for
-    /// [`consensus::Engine::restore_blocks`]; stale copies are dropped.
-    pub fn kept_blocks(store: &Store) -> Result<Vec<Proposal<BlockPayload>>, LedgerError> {
-        let head = store.head().height;
-        let mut out = Vec::new();
-        let mut stale = Vec::new();
-        for (d, bytes) in store.unfinalized_blocks()? {
-            match provenance::codec::decode_raw::<Proposal<BlockPayload>>("kept block", &bytes) {
-                Ok((p, _)) if p.height.0 > head && p.digest() == d => out.push(p),
-                Ok(_) => stale.push(d),
-                Err(e) => {
-                    tracing::warn!("kept block {}: {e}", d.short());
-                    stale.push(d);
-                }
-            }
-        }
-        if !stale.is_empty() {
-            store.remove_unfinalized_blocks(&stale)?;
-        }
-        out.sort_by_key(|p| (p.height.0, p.view.0));
-        Ok(out)
     }
 
     /// Judges the observed, unjudged ancestors of `parent` (oldest first),
@@ -363,15 +304,13 @@ impl Ledger {
             parent_view: proposal.parent_view.0,
             finalization: finalization.clone(),
         };
-        let mut store = write(&self.store);
-        let header = store.next_header(
-            &entries,
+        let receipt = write(&self.store).append(
             Timestamp(proposal.stamp),
             proposal.view.0,
             proposal.proposer,
-        );
-        let receipt = store.append_block(&header, &entries, &encode(&record))?;
-        drop(store);
+            &entries,
+            &encode(&record),
+        )?;
         let mut digests = Vec::with_capacity(entries.len());
         let (mut events, mut examples) = (0, 0);
         for e in &entries {
@@ -392,7 +331,7 @@ impl Ledger {
             .collect();
         if !done.is_empty() {
             // A failure leaves stale copies, ignored on the next start.
-            if let Err(e) = read(&self.store).remove_unfinalized_blocks(&done) {
+            if let Err(e) = read(&self.store).forget_blocks(&done) {
                 tracing::warn!("forgetting kept blocks: {e}");
             }
             self.kept.retain(|_, h| *h > height);
@@ -412,7 +351,7 @@ impl Ledger {
     }
 }
 
-impl Application for Ledger {
+impl<S: LedgerStore> Application for Ledger<S> {
     type Payload = BlockPayload;
 
     fn propose(&mut self, parent: &Digest, height: Height, _view: View, stamp: u64) -> Option<BlockPayload> {
@@ -432,8 +371,13 @@ impl Application for Ledger {
         let mut bytes = 0usize;
         let mut stale = Vec::new();
         for (d, e) in candidates {
-            if picked.len() >= self.limits.max_entries || bytes + e.bytes.len() > self.limits.max_bytes {
+            if picked.len() >= self.limits.max_entries {
                 break;
+            }
+            // One that does not fit the rest of the budget waits; smaller
+            // ones behind it still go in.
+            if bytes + e.bytes.len() > self.limits.max_bytes {
+                continue;
             }
             if !self.time_ok(&e.entry.body, stamp) {
                 continue;
@@ -448,7 +392,7 @@ impl Application for Ledger {
                 Err(_) => {
                     // Already committed (a duplicate) or superseded: drop
                     // it; an entry waiting for its predecessor stays.
-                    if read(&self.store).index_of(d).ok().flatten().is_some() {
+                    if read(&self.store).committed(d).unwrap_or(false) {
                         stale.push(*d);
                     }
                 }
@@ -476,7 +420,7 @@ impl Application for Ledger {
             let d = p.digest();
             if self.kept.len() < 4096 && !self.kept.contains_key(&d) {
                 // Durable before the engine may vote for it.
-                match read(&self.store).put_unfinalized_block(&d, &encode(p)) {
+                match read(&self.store).keep_block(&d, &encode(p)) {
                     Ok(()) => {
                         self.kept.insert(d, p.height.0);
                     }
@@ -488,7 +432,7 @@ impl Application for Ledger {
     }
 }
 
-impl Ledger {
+impl<S: LedgerStore> Ledger<S> {
     /// Whether block `p` is a valid extension of its (judged) parent; on
     /// success its state is kept for its children.
     fn judge(&mut self, p: &Proposal<BlockPayload>) -> bool {
@@ -516,7 +460,7 @@ impl Ledger {
                 return false;
             };
             let d = e.body.digest();
-            if included.contains(&d) || !seen.insert(d) || store.index_of(&d).ok().flatten().is_some() {
+            if included.contains(&d) || !seen.insert(d) || store.committed(&d).unwrap_or(false) {
                 return false;
             }
             if !self.time_ok(&e.body, p.stamp) {
@@ -547,3 +491,71 @@ impl Ledger {
         true
     }
 }
+
+/// Startup: what the node's RocksDB store holds of the consensus chain.
+impl Ledger {
+    /// The rebuilt consensus chain of the store (heights 1..), for
+    /// [`consensus::Engine::restore`], and the digest of its tip.
+    pub fn restore_chain(store: &Store) -> Result<(Vec<Proposal<BlockPayload>>, Digest), LedgerError> {
+        let mut chain = Vec::with_capacity(store.head().height as usize);
+        let mut tip = GENESIS;
+        for h in 1..=store.head().height {
+            let bad = |reason: String| LedgerError::BadBlock { height: h, reason };
+            let b = store.block(h)?.ok_or_else(|| bad("missing".into()))?;
+            let (rec, _) =
+                provenance::codec::decode_raw::<FinalityRecord>("finality record", b.certificate.as_slice())
+                    .map_err(|e| bad(e.to_string()))?;
+            let mut entries = Vec::with_capacity(b.header.entry_count as usize);
+            for i in 0..u64::from(b.header.entry_count) {
+                let bytes = store
+                    .entry_bytes(b.first_index + i)?
+                    .ok_or_else(|| bad(format!("entry {} is missing", b.first_index + i)))?;
+                entries.push(Bytes(bytes));
+            }
+            let p = Proposal {
+                view: View(b.header.view),
+                height: Height(h),
+                parent: rec.parent,
+                parent_view: View(rec.parent_view),
+                stamp: b.header.stamp.0,
+                proposer: b.header.proposer,
+                payload: BlockPayload { entries },
+            };
+            if p.digest() != rec.block || rec.parent != tip {
+                return Err(bad(
+                    "the stored block does not rebuild its consensus digest".into()
+                ));
+            }
+            tip = rec.block;
+            chain.push(p);
+        }
+        Ok((chain, tip))
+    }
+
+    /// The blocks kept on disk that are above the store's head, for
+    /// [`consensus::Engine::restore_blocks`]; stale copies are dropped.
+    pub fn kept_blocks(store: &Store) -> Result<Vec<Proposal<BlockPayload>>, LedgerError> {
+        let head = store.head().height;
+        let mut out = Vec::new();
+        let mut stale = Vec::new();
+        for (d, bytes) in store.unfinalized_blocks()? {
+            match provenance::codec::decode_raw::<Proposal<BlockPayload>>("kept block", &bytes) {
+                Ok((p, _)) if p.height.0 > head && p.digest() == d => out.push(p),
+                Ok(_) => stale.push(d),
+                Err(e) => {
+                    tracing::warn!("kept block {}: {e}", d.short());
+                    stale.push(d);
+                }
+            }
+        }
+        if !stale.is_empty() {
+            store.remove_unfinalized_blocks(&stale)?;
+        }
+        out.sort_by_key(|p| (p.height.0, p.view.0));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[path = "ledger_tests.rs"]
+mod tests;

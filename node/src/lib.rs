@@ -37,12 +37,16 @@ pub mod config;
 pub mod cosign;
 pub mod cosigning;
 pub mod ledger;
+pub mod ledger_store;
 pub mod metrics;
 pub mod p2p;
 pub mod runtime;
 pub mod start;
 pub mod trace;
 pub mod wire;
+
+#[cfg(test)]
+mod test_world;
 
 pub use config::NodeConfig;
 pub use runtime::{EntryStatus, NodeError};
