@@ -40,6 +40,9 @@ pub enum VerifyError {
     /// An argument or input file is unusable.
     #[error("{0}")]
     Input(String),
+    /// The genesis file is unreadable or invalid.
+    #[error(transparent)]
+    Genesis(#[from] genesis::Error),
     /// The check needs a part this build leaves out (feature `recompute`).
     #[error("{0} needs the tuner: this verifier was built without the `recompute` feature")]
     NotBuilt(&'static str),
@@ -63,8 +66,8 @@ pub(crate) fn answer<T>(r: Result<T, ClientError>) -> Result<T, VerifyError> {
 
 impl LightClient {
     /// A light client of the consortium in `genesis_path`.
-    pub fn from_genesis_file(path: &std::path::Path) -> Result<Self, String> {
-        let (g, keyring) = genesis::load_genesis(path).map_err(|e| e.to_string())?;
+    pub fn from_genesis_file(path: &std::path::Path) -> Result<Self, VerifyError> {
+        let (g, keyring) = genesis::load_genesis(path)?;
         Ok(Self {
             keyring,
             origin: g.consortium_name,

@@ -55,7 +55,7 @@ pub use start::{run, Started};
 /// Runs the node configured in `config` until SIGINT or SIGTERM: logs to
 /// stderr (`RUST_LOG` filters), two worker threads.
 pub fn serve(config: &std::path::Path) -> Result<(), NodeError> {
-    let cfg = NodeConfig::load(config).map_err(|e| NodeError::Setup(e.to_string()))?;
+    let cfg = NodeConfig::load(config)?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -38,7 +38,17 @@ use crate::wire::{from_bytes, to_bytes, ConsensusMessage, Gossip, Request, Respo
 /// Why a node stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    /// Configuration, genesis or key files.
+    /// The configuration file.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The genesis, key or token files.
+    #[error(transparent)]
+    Genesis(#[from] genesis::Error),
+    /// The genesis is not usable for this node.
+    #[error(transparent)]
+    Provenance(#[from] provenance::Error),
+    /// Anything else that stops a node from starting (addresses, data
+    /// directory, runtime).
     #[error("setup: {0}")]
     Setup(String),
     /// The store.

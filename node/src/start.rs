@@ -39,9 +39,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
-    let (genesis, keyring) = genesis::load_genesis(&cfg.genesis).map_err(|e| setup(&e))?;
-    let signers = genesis::load_node_keys(&cfg.keys, &genesis, &keyring).map_err(|e| setup(&e))?;
-    let token = genesis::load_admin_token(&cfg.admin_token).map_err(|e| setup(&e))?;
+    let (genesis, keyring) = genesis::load_genesis(&cfg.genesis)?;
+    let signers = genesis::load_node_keys(&cfg.keys, &genesis, &keyring)?;
+    let token = genesis::load_admin_token(&cfg.admin_token)?;
     let genesis = Arc::new(genesis);
     let keyring = Arc::new(keyring);
     let me = signers.validator;
@@ -50,7 +50,10 @@ pub async fn run(
         .get(usize::from(me))
         .cloned()
         .ok_or_else(|| setup(&"validator not in genesis"))?;
-    let role = keyring.authority(&node.authority).map_err(|e| setup(&e))?.role;
+    let role = keyring
+        .authority(&node.authority)
+        .map_err(provenance::Error::from)?
+        .role;
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| setup(&e))?;
     let store = Store::open(&cfg.data_dir, &genesis.consortium_name, &keyring)?;
 

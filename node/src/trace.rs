@@ -44,15 +44,23 @@ pub struct TraceCache {
     gate: tokio::sync::Mutex<()>,
 }
 
+/// A trace method name this build does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown method {name:?}; one of {known}")]
+pub struct UnknownMethod {
+    /// The name asked for.
+    pub name: String,
+    /// The names known, comma-separated.
+    pub known: String,
+}
+
 /// A method by name (the default TracIn when none is given).
-pub fn parse_method(name: Option<&str>) -> Result<Method, String> {
+pub fn parse_method(name: Option<&str>) -> Result<Method, UnknownMethod> {
     let all = Method::selectable();
     let name = name.unwrap_or(all[0].name());
-    Method::by_name(name).ok_or_else(|| {
-        format!(
-            "unknown method {name:?}; one of {}",
-            all.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
-        )
+    Method::by_name(name).ok_or_else(|| UnknownMethod {
+        name: name.to_string(),
+        known: all.iter().map(|m| m.name()).collect::<Vec<_>>().join(", "),
     })
 }
 
@@ -227,7 +235,7 @@ pub async fn post_trace(
             "prompt and output are limited to {MAX_TRACE_TEXT} bytes each"
         )));
     }
-    let method = parse_method(req.method.as_deref()).map_err(ApiError::bad)?;
+    let method = parse_method(req.method.as_deref()).map_err(|e| ApiError::bad(e.to_string()))?;
     let top_examples = req.top_examples.unwrap_or(3).min(64);
     let top_events = req.top_events.unwrap_or(5).min(64);
     let (record, chain_index, campaign_index, close_index) = campaign_record(&s.store(), &req.campaign)?;

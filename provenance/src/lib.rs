@@ -30,6 +30,7 @@ pub mod codec;
 pub mod crypto;
 pub mod digest;
 pub mod entry;
+pub mod error;
 pub mod event;
 pub mod genesis;
 pub mod ids;
@@ -53,6 +54,7 @@ pub use crypto::{
 };
 pub use digest::{Bytes, Digest, ObjectKind};
 pub use entry::{Attestation, EntryBody, EntryError, LedgerEntry, LedgerView, MemoryLedgerView};
+pub use error::Error;
 pub use event::{
     AdmitDecision, BlockMeasure, ChainLink, CompositeEvent, DepthProfile, ExampleRecord, Measurement,
     MemorisationSignals, RoutingMask, StepEvent,

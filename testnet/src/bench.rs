@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::workload::{submit, Workload};
-use crate::{NodeSettings, Testnet};
+use crate::{NodeSettings, Testnet, TestnetError};
 use provenance::crypto::SignatureScheme;
 use provenance::{Digest, EntryBody};
 
@@ -61,14 +61,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// The signature floor (events/s on `cores` cores) for events of
 /// `examples` examples: measured sign and verify times of one BLS section
 /// signature on this machine.
-pub fn signature_floor(examples: usize, cores: f64) -> Result<f64, String> {
+pub fn signature_floor(examples: usize, cores: f64) -> Result<f64, TestnetError> {
     let dealt = provenance::genesis::deal(
         &provenance::genesis::ConsortiumDescription::local_testnet(1, 2),
         provenance::Timestamp(1),
         &mut rand::rngs::OsRng,
     )
-    .map_err(|e| e.to_string())?;
-    let signers = dealt.signers()?;
+    .map_err(provenance::Error::from)?;
+    let signers = dealt.signers().map_err(provenance::Error::from)?;
     let s = &signers[0].authority;
     let msg = b"govtune bench: one section of one event";
     let n = 200;
@@ -77,14 +77,14 @@ pub fn signature_floor(examples: usize, cores: f64) -> Result<f64, String> {
     for _ in 0..n {
         sig = Some(
             s.sign(SignatureScheme::Bls12381, msg)
-                .map_err(|e| e.to_string())?,
+                .map_err(provenance::Error::from)?,
         );
     }
     let sign = t.elapsed().as_secs_f64() / n as f64;
-    let sig = sig.ok_or("no signature")?;
+    let sig = sig.ok_or_else(|| TestnetError::Run("no signature".into()))?;
     let t = Instant::now();
     for _ in 0..n {
-        dealt.keyring.verify(&sig, msg).map_err(|e| e.to_string())?;
+        dealt.keyring.verify(&sig, msg).map_err(provenance::Error::from)?;
     }
     let verify = t.elapsed().as_secs_f64() / n as f64;
     // 4 signs, 12 checks of them, and governance re-checks one manifest
@@ -94,7 +94,7 @@ pub fn signature_floor(examples: usize, cores: f64) -> Result<f64, String> {
 }
 
 /// Runs the benchmark with the `govtune` binary at `binary`.
-pub fn run_network(binary: &Path, b: NetworkBench) -> Result<NetworkFigures, String> {
+pub fn run_network(binary: &Path, b: NetworkBench) -> Result<NetworkFigures, TestnetError> {
     let dir = std::env::temp_dir().join(format!("govtune-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let settings = NodeSettings {
@@ -102,17 +102,15 @@ pub fn run_network(binary: &Path, b: NetworkBench) -> Result<NetworkFigures, Str
         heartbeat_ms: Some(300),
         max_block_entries: Some(512),
     };
-    let e = |e: crate::TestnetError| e.to_string();
-    let mut t = Testnet::create(&dir, 4, binary, &settings).map_err(e)?;
-    t.start_all().map_err(e)?;
-    t.wait_all_healthy(Duration::from_secs(120)).map_err(e)?;
-    let mut w = Workload::new(&t, &[("Macbeth", MACBETH), ("Twelfth Night", TWELFTH_NIGHT)])
-        .map_err(|e| e.to_string())?;
-    w.register(&t).map_err(|e| e.to_string())?;
-    let op = t.by_role("operator").map_err(e)?;
-    let admin = t.admin(op).map_err(e)?;
+    let mut t = Testnet::create(&dir, 4, binary, &settings)?;
+    t.start_all()?;
+    t.wait_all_healthy(Duration::from_secs(120))?;
+    let mut w = Workload::new(&t, &[("Macbeth", MACBETH), ("Twelfth Night", TWELFTH_NIGHT)])?;
+    w.register(&t)?;
+    let op = t.by_role("operator")?;
+    let admin = t.admin(op)?;
     let watcher = t.client((op + 1) % 4);
-    let start_size = watcher.health().map_err(|e| e.to_string())?.log_size;
+    let start_size = watcher.health()?.log_size;
     let submitted: Arc<Mutex<HashMap<Digest, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
     // Events are made when a client takes one (their step time is "now"),
     // in chain order under the lock, and submitted outside it.
@@ -121,25 +119,25 @@ pub fn run_network(binary: &Path, b: NetworkBench) -> Result<NetworkFigures, Str
     let mut threads = Vec::new();
     for _ in 0..b.clients.max(1) {
         let (queue, submitted, admin) = (queue.clone(), submitted.clone(), admin.clone());
-        threads.push(std::thread::spawn(move || -> Result<(), String> {
+        threads.push(std::thread::spawn(move || -> Result<(), TestnetError> {
             loop {
                 let body: EntryBody = {
-                    let mut q = queue.lock().map_err(|e| e.to_string())?;
+                    let mut q = queue
+                        .lock()
+                        .map_err(|_| TestnetError::Run("a client thread panicked".into()))?;
                     if q.1 == 0 {
                         return Ok(());
                     }
                     q.1 -= 1;
-                    let body =
-                        q.0.next_event(b.examples, b.composite)
-                            .map_err(|e| e.to_string())?;
+                    let body = q.0.next_event(b.examples, b.composite)?;
                     let d = body.digest();
                     submitted
                         .lock()
-                        .map_err(|e| e.to_string())?
+                        .map_err(|_| TestnetError::Run("a client thread panicked".into()))?
                         .insert(d, Instant::now());
                     body
                 };
-                submit(&admin, &body).map_err(|e| e.to_string())?;
+                submit(&admin, &body)?;
             }
         }));
     }
@@ -150,13 +148,13 @@ pub fn run_network(binary: &Path, b: NetworkBench) -> Result<NetworkFigures, Str
     let deadline = Instant::now() + Duration::from_secs(600);
     while next < target {
         if Instant::now() > deadline {
-            return Err(format!(
+            return Err(TestnetError::Run(format!(
                 "only {} of {} events committed",
                 next - start_size,
                 b.events
-            ));
+            )));
         }
-        let size = watcher.health().map_err(|e| e.to_string())?.log_size;
+        let size = watcher.health()?.log_size;
         if size <= next {
             std::thread::sleep(Duration::from_millis(10));
             continue;
@@ -165,7 +163,7 @@ pub fn run_network(binary: &Path, b: NetworkBench) -> Result<NetworkFigures, Str
         let mut start = next;
         while start < size {
             let end = (start + 256).min(size);
-            let a = watcher.leaves(start, end).map_err(|e| e.to_string())?;
+            let a = watcher.leaves(start, end)?;
             for l in a.leaves {
                 if let Some(at) = submitted.lock().ok().and_then(|m| m.get(&l.digest).copied()) {
                     latencies.push(now.duration_since(at).as_secs_f64() * 1000.0);
@@ -177,9 +175,10 @@ pub fn run_network(binary: &Path, b: NetworkBench) -> Result<NetworkFigures, Str
     }
     let elapsed = started.elapsed().as_secs_f64();
     for th in threads {
-        th.join().map_err(|_| "a client thread panicked".to_string())??;
+        th.join()
+            .map_err(|_| TestnetError::Run("a client thread panicked".into()))??;
     }
-    t.down().map_err(e)?;
+    t.down()?;
     drop(t);
     let _ = std::fs::remove_dir_all(&dir);
     latencies.sort_by(|a, b| a.total_cmp(b));

@@ -16,40 +16,32 @@ use tuner::campaign::{CampaignOutcome, Progress};
 use tuner::demo::DemoConfig;
 use tuner::model::Weights;
 
-use crate::Testnet;
+use crate::{Testnet, TestnetError};
 
 /// The testnet node run by `authority`.
-pub fn node_of(t: &Testnet, authority: &str) -> Result<usize, String> {
+pub fn node_of(t: &Testnet, authority: &str) -> Result<usize, TestnetError> {
     t.nodes
         .iter()
         .position(|n| n.authority == authority)
-        .ok_or_else(|| format!("no node of authority {authority} in the testnet"))
+        .ok_or_else(|| TestnetError::Run(format!("no node of authority {authority} in the testnet")))
 }
 
 /// Each rights-holder registers its manifest at its own node; returns the
 /// entries' digests (not yet committed).
-pub fn register_sources(t: &Testnet, prepared: &[PreparedManifest]) -> Result<Vec<Digest>, String> {
+pub fn register_sources(t: &Testnet, prepared: &[PreparedManifest]) -> Result<Vec<Digest>, TestnetError> {
     let mut ids = Vec::new();
     for p in prepared {
         let ds = node_of(t, p.manifest.authority.as_str())?;
-        let a = t
-            .admin(ds)
-            .map_err(|e| e.to_string())?
-            .submit("/v1/sources", &p.manifest)
-            .map_err(|e| e.to_string())?;
+        let a = t.admin(ds)?.submit("/v1/sources", &p.manifest)?;
         ids.push(a.digest);
     }
     Ok(ids)
 }
 
 /// Governance publishes `policy` at its node; returns its digest.
-pub fn publish_policy(t: &Testnet, policy: &PolicyArtifact) -> Result<Digest, String> {
+pub fn publish_policy(t: &Testnet, policy: &PolicyArtifact) -> Result<Digest, TestnetError> {
     let gov = node_of(t, policy.authority.as_str())?;
-    let a = t
-        .admin(gov)
-        .map_err(|e| e.to_string())?
-        .submit("/v1/policies", policy)
-        .map_err(|e| e.to_string())?;
+    let a = t.admin(gov)?.submit("/v1/policies", policy)?;
     Ok(a.digest)
 }
 
@@ -59,10 +51,10 @@ pub fn run_on_testnet(
     config: &Path,
     testnet_dir: &Path,
     progress: &mut dyn Progress,
-) -> Result<CampaignOutcome, String> {
-    let mut cfg = DemoConfig::load(config).map_err(|e| e.to_string())?;
-    let t = Testnet::load(testnet_dir).map_err(|e| e.to_string())?;
-    let (_, keyring) = genesis::load_genesis(&t.genesis_path()).map_err(|e| e.to_string())?;
+) -> Result<CampaignOutcome, TestnetError> {
+    let mut cfg = DemoConfig::load(config)?;
+    let t = Testnet::load(testnet_dir)?;
+    let (_, keyring) = genesis::load_genesis(&t.genesis_path())?;
     let now = now_ms();
     shift_windows(&mut cfg, now);
     let op = node_of(&t, &cfg.operator)?;
@@ -71,13 +63,13 @@ pub fn run_on_testnet(
     // Governance publishes the policy; each rights-holder registers its sources.
     let policy_id = publish_policy(&t, &cfg.policy)?;
     let window = cfg.settings.model.window();
-    let prepared = prepare_sources(&cfg.sources, &cfg.canaries, window, cfg.consortium_seed).map_err(e2s)?;
+    let prepared = prepare_sources(&cfg.sources, &cfg.canaries, window, cfg.consortium_seed)?;
     let mut ids = register_sources(&t, &prepared)?;
     ids.push(policy_id);
-    reader.wait_committed(&ids, wait).map_err(|e| e.to_string())?;
+    reader.wait_committed(&ids, wait)?;
     let sources = prepared
         .into_iter()
-        .map(|p| signed_source(&reader, p).map_err(e2s))
+        .map(|p| signed_source(&reader, p).map_err(TestnetError::from))
         .collect::<Result<Vec<_>, _>>()?;
     println!(
         "policy {} and {} sources committed",
@@ -87,10 +79,11 @@ pub fn run_on_testnet(
     let base_path = cfg
         .base_weights
         .clone()
-        .ok_or("the campaign file names no base_weights")?;
-    let base_bytes = std::fs::read(&base_path).map_err(|e| format!("{}: {e}", base_path.display()))?;
-    let base = Weights::from_safetensors(cfg.settings.model, &base_bytes).map_err(|e| e.to_string())?;
-    let mut sink = HttpSink::new(t.admin(op).map_err(|e| e.to_string())?);
+        .ok_or_else(|| TestnetError::Run("the campaign file names no base_weights".into()))?;
+    let base_bytes =
+        std::fs::read(&base_path).map_err(|e| TestnetError::Io(format!("{}: {e}", base_path.display())))?;
+    let base = Weights::from_safetensors(cfg.settings.model, &base_bytes)?;
+    let mut sink = HttpSink::new(t.admin(op)?);
     let spec = fine_tune_spec(
         &cfg,
         &mut sink,
@@ -101,12 +94,12 @@ pub fn run_on_testnet(
         sources,
         Vec::new(),
         now,
-    )
-    .map_err(e2s)?;
+    )?;
     println!("campaign {} opens", spec.campaign.digest().short());
-    tuner::campaign::run(spec, Box::new(WallClock), &mut sink, progress).map_err(|e| e.to_string())
-}
-
-fn e2s(e: impl std::fmt::Display) -> String {
-    e.to_string()
+    Ok(tuner::campaign::run(
+        spec,
+        Box::new(WallClock),
+        &mut sink,
+        progress,
+    )?)
 }

@@ -25,12 +25,61 @@ pub enum TestnetError {
     /// Files.
     #[error("{0}")]
     Io(String),
+    /// A node's API.
+    #[error(transparent)]
+    Client(#[from] lightclient::ClientError),
+    /// What a node served did not verify.
+    #[error(transparent)]
+    Verify(#[from] lightclient::VerifyError),
+    /// An authority's tool (registering, the campaign driver).
+    #[error(transparent)]
+    Roles(#[from] roles::RolesError),
+    /// Training.
+    #[error(transparent)]
+    Tuner(#[from] tuner::TunerError),
+    /// The genesis or key files.
+    #[error(transparent)]
+    Genesis(#[from] genesis::Error),
+    /// A ledger object.
+    #[error(transparent)]
+    Provenance(#[from] provenance::Error),
+    /// The ledger workload.
+    #[error(transparent)]
+    Workload(Box<crate::workload::WorkloadError>),
+    /// What the demo or benchmark found wrong (a plan that does not fit
+    /// its sources, a check that failed, an outcome it did not expect).
+    #[error("{0}")]
+    Run(String),
     /// A node that does not exist or is not in the expected state.
     #[error("{0}")]
     Node(String),
     /// Waiting ran out.
     #[error("timed out: {0}")]
     Timeout(String),
+}
+
+impl From<std::io::Error> for TestnetError {
+    fn from(e: std::io::Error) -> Self {
+        TestnetError::Io(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for TestnetError {
+    fn from(e: serde_json::Error) -> Self {
+        TestnetError::Run(format!("JSON: {e}"))
+    }
+}
+
+impl<T> From<std::sync::PoisonError<T>> for TestnetError {
+    fn from(_: std::sync::PoisonError<T>) -> Self {
+        TestnetError::Run("a thread panicked while holding shared state".into())
+    }
+}
+
+impl From<crate::workload::WorkloadError> for TestnetError {
+    fn from(e: crate::workload::WorkloadError) -> Self {
+        TestnetError::Workload(Box::new(e))
+    }
 }
 
 fn io(what: impl std::fmt::Display) -> impl Fn(std::io::Error) -> TestnetError {

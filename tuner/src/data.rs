@@ -184,7 +184,7 @@ impl DemoConsortium {
             &mut rng,
         )
         .map_err(|e| TunerError::Config(format!("dealing the demo consortium: {e}")))?;
-        let signers = dealt.signers().map_err(TunerError::Config)?;
+        let signers = dealt.signers().map_err(|e| TunerError::Config(e.to_string()))?;
         Ok(Self {
             keyring: dealt.keyring,
             signers,

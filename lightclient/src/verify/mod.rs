@@ -124,7 +124,7 @@ impl Verifier {
     /// A verifier of `node` holding the genesis file at `genesis`.
     pub fn new(genesis: &std::path::Path, node: Client) -> Result<Self, VerifyError> {
         Ok(Self {
-            light: LightClient::from_genesis_file(genesis).map_err(VerifyError::Malformed)?,
+            light: LightClient::from_genesis_file(genesis)?,
             node,
             view: MemoryLedgerView::default(),
             known: BTreeMap::new(),

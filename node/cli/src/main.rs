@@ -292,6 +292,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 binary,
             })
             .map(|_| ())
+            .map_err(|e| e.to_string())
         }
         Command::Testnet { command } => run_testnet(command),
         Command::Campaign {
@@ -326,7 +327,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     let mut bar = roles::progress::BarProgress::new(steps);
                     let out = testnet::campaign::run_on_testnet(&config, &dir, &mut bar);
                     bar.finish();
-                    out?
+                    out.map_err(|e| e.to_string())?
                 }
                 (None, Some(file)) => {
                     let cfg = tuner::demo::DemoConfig::load(&config).map_err(|e| e.to_string())?;
@@ -394,7 +395,8 @@ fn run(cli: Cli) -> Result<(), String> {
                         composite,
                         clients,
                     },
-                )?;
+                )
+                .map_err(|e| e.to_string())?;
                 println!(
                     "| {} | {k} | {clients} | {:.1} | {:.1} | {:.0} | {:.0} | {:.1} | {:.2} |",
                     if composite { "composite" } else { "step" },

@@ -228,7 +228,15 @@ impl NodeSecrets {
     /// Checks that these secrets are genesis's keys for this node (each
     /// scheme signs a probe that genesis's public keys verify) and builds
     /// the signers. The error says which key does not match.
-    pub fn signers(&self, genesis: &Genesis, keyring: &KeyRing) -> Result<NodeSigners, String> {
+    pub fn signers(&self, genesis: &Genesis, keyring: &KeyRing) -> Result<NodeSigners, GenesisError> {
+        self.checked_signers(genesis, keyring)
+            .map_err(|reason| GenesisError::Node {
+                node: self.node.clone(),
+                reason,
+            })
+    }
+
+    fn checked_signers(&self, genesis: &Genesis, keyring: &KeyRing) -> Result<NodeSigners, String> {
         if self.genesis_digest != genesis.digest() {
             return Err("these keys belong to another genesis".into());
         }
@@ -324,7 +332,7 @@ impl std::fmt::Debug for Dealt {
 impl Dealt {
     /// Every node's signers, in validator order, each checked against
     /// genesis.
-    pub fn signers(&self) -> Result<Vec<NodeSigners>, String> {
+    pub fn signers(&self) -> Result<Vec<NodeSigners>, GenesisError> {
         self.nodes
             .iter()
             .map(|n| n.signers(&self.genesis, &self.keyring))

@@ -103,7 +103,16 @@ impl ConsortiumParams {
     /// Checks that the parameters can run a consortium: a view timeout
     /// above the heartbeat, at least one entry per block, and a block
     /// budget under the largest object.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), GenesisError> {
+        self.problem()
+            .map_or(Ok(()), |p| Err(GenesisError::Consortium(p)))
+    }
+
+    fn problem(&self) -> Option<String> {
+        self.check_text().err()
+    }
+
+    fn check_text(&self) -> Result<(), String> {
         if self.heartbeat_ms == 0 || self.heartbeat_ms > 60_000 {
             return Err(format!(
                 "heartbeat_ms = {} is not in 1..=60000",
@@ -289,7 +298,7 @@ impl Genesis {
             .into());
         }
         self.check()?;
-        self.params.check().map_err(GenesisError::Consortium)?;
+        self.params.check()?;
         for a in &self.authorities {
             a.id.validate()?;
         }

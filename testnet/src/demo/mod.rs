@@ -42,7 +42,7 @@ use roles::progress::BarProgress;
 
 use crate::campaign::{node_of, publish_policy, register_sources};
 use crate::report::{self, ReportData};
-use crate::{NodeSettings, Testnet};
+use crate::{NodeSettings, Testnet, TestnetError};
 
 mod plan;
 mod steps;
@@ -51,46 +51,45 @@ use plan::quantile;
 pub use plan::*;
 use steps::{indent, kill_and_restart, revoke, wait_certified, DemoProgress};
 
-fn e2s(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
-
 fn stage(n: u32, what: &str) {
     println!("\n== {n}. {what}");
 }
 
 /// Runs the demo.
-pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
+pub fn run(opts: &DemoOptions) -> Result<DemoSummary, TestnetError> {
     let started = Instant::now();
     let plan = DemoPlan::load(&opts.config)?;
-    let mut cfg = DemoConfig::load(&opts.config).map_err(e2s)?;
+    let mut cfg = DemoConfig::load(&opts.config)?;
     if opts.short {
         cfg.settings.max_steps = plan.short.max_steps;
         cfg.pretrain.steps = plan.short.pretrain_steps;
         if !plan.short.canaries_every.is_empty() {
             if plan.short.canaries_every.len() != cfg.canaries.len() {
-                return Err(format!(
+                return Err(TestnetError::Run(format!(
                     "[demo.short] canaries_every has {} entries for {} canaries",
                     plan.short.canaries_every.len(),
                     cfg.canaries.len()
-                ));
+                )));
             }
             for (c, &every) in cfg.canaries.iter_mut().zip(&plan.short.canaries_every) {
                 c.every = every;
             }
         }
     }
-    let title_pos = |title: &str| -> Result<usize, String> {
+    let title_pos = |title: &str| -> Result<usize, TestnetError> {
         cfg.sources
             .iter()
             .position(|s| s.terms.title == title)
-            .ok_or_else(|| format!("[demo] names {title:?}, which is not among the sources"))
+            .ok_or_else(|| {
+                TestnetError::Run(format!("[demo] names {title:?}, which is not among the sources"))
+            })
     };
     let forged_pos = title_pos(&plan.forged)?;
     let revoke_before_pos = title_pos(&plan.revoke_before)?;
     let revoke_after_pos = title_pos(&plan.revoke_after)?;
     let traced_pos = title_pos(&plan.traced_canary)?;
-    std::fs::create_dir_all(&opts.dir).map_err(|e| format!("{}: {e}", opts.dir.display()))?;
+    std::fs::create_dir_all(&opts.dir)
+        .map_err(|e| TestnetError::Io(format!("{}: {e}", opts.dir.display())))?;
 
     stage(1, "a consortium of 4 nodes on loopback");
     let net = opts.dir.join("net");
@@ -99,9 +98,9 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         heartbeat_ms: Some(300),
         max_block_entries: None,
     };
-    let mut t = Testnet::create(&net, 4, &opts.binary, &settings).map_err(e2s)?;
-    t.start_all().map_err(e2s)?;
-    t.wait_all_healthy(Duration::from_secs(120)).map_err(e2s)?;
+    let mut t = Testnet::create(&net, 4, &opts.binary, &settings)?;
+    t.start_all()?;
+    t.wait_all_healthy(Duration::from_secs(120))?;
     for n in &t.nodes {
         println!(
             "  {:<7} {:<16} {:<12} http://{}",
@@ -109,7 +108,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         );
     }
     let genesis = t.genesis_path();
-    let (_, keyring) = genesis::load_genesis(&genesis).map_err(e2s)?;
+    let (_, keyring) = genesis::load_genesis(&genesis)?;
     let op = node_of(&t, &cfg.operator)?;
     let reader = t.client(op);
     let wait = Duration::from_secs(120);
@@ -122,9 +121,8 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
     shift_windows(&mut cfg, now);
     let policy_id = publish_policy(&t, &cfg.policy)?;
     let window = cfg.settings.model.window();
-    let base_prepared =
-        prepare_sources(&cfg.base_sources, &[], window, cfg.consortium_seed ^ 1).map_err(e2s)?;
-    let prepared = prepare_sources(&cfg.sources, &cfg.canaries, window, cfg.consortium_seed).map_err(e2s)?;
+    let base_prepared = prepare_sources(&cfg.base_sources, &[], window, cfg.consortium_seed ^ 1)?;
+    let prepared = prepare_sources(&cfg.sources, &cfg.canaries, window, cfg.consortium_seed)?;
     let registered: Vec<_> = prepared
         .iter()
         .enumerate()
@@ -134,8 +132,8 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
     let mut ids = register_sources(&t, &base_prepared)?;
     ids.extend(register_sources(&t, &registered)?);
     ids.push(policy_id);
-    reader.wait_committed(&ids, wait).map_err(e2s)?;
-    let size = reader.health().map_err(e2s)?.log_size;
+    reader.wait_committed(&ids, wait)?;
+    let size = reader.health()?.log_size;
     let early_height = wait_certified(&reader, size)?;
     println!(
         "  policy {} (licenses {:?}, purposes {:?}) committed",
@@ -146,8 +144,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
     let base_sources = base_prepared
         .into_iter()
         .map(|p| signed_source(&reader, p))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(e2s)?;
+        .collect::<Result<Vec<_>, _>>()?;
     let mut sources: Vec<SignedSource> = Vec::new();
     for (i, p) in prepared.iter().enumerate() {
         let s = if i == forged_pos {
@@ -158,10 +155,11 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
                 .enumerate()
                 .find(|(j, q)| *j != i && q.manifest.authority == p.manifest.authority)
                 .map(|(_, q)| q.manifest.source_id())
-                .ok_or("no other manifest of the forged source's authority")?;
-            let signature = signature_of(&reader, &other)
-                .map_err(e2s)?
-                .ok_or("the borrowed signature is not on the ledger")?;
+                .ok_or_else(|| {
+                    TestnetError::Run("no other manifest of the forged source's authority".into())
+                })?;
+            let signature = signature_of(&reader, &other)?
+                .ok_or_else(|| TestnetError::Run("the borrowed signature is not on the ledger".into()))?;
             SignedSource {
                 manifest: p.manifest.clone(),
                 signature,
@@ -169,7 +167,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
                 salt: p.salt,
             }
         } else {
-            signed_source(&reader, p.clone()).map_err(e2s)?
+            signed_source(&reader, p.clone())?
         };
         let m = &s.manifest;
         println!(
@@ -212,9 +210,9 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         3,
         "the base model's own campaign (full-parameter pretraining on 4 plays)",
     );
-    let mut sink = HttpSink::new(t.admin(op).map_err(e2s)?);
-    let operator = provenance::AuthorityId::new(cfg.operator.clone()).map_err(e2s)?;
-    let purpose = provenance::Purpose::new(cfg.purpose.clone()).map_err(e2s)?;
+    let mut sink = HttpSink::new(t.admin(op)?);
+    let operator = provenance::AuthorityId::new(cfg.operator.clone()).map_err(provenance::Error::from)?;
+    let purpose = provenance::Purpose::new(cfg.purpose.clone()).map_err(provenance::Error::from)?;
     let template = tuner::demo::base_template(
         &cfg,
         operator,
@@ -237,7 +235,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
             }
         },
     )
-    .map_err(|e| format!("base campaign: {e}"))?;
+    .map_err(|e| TestnetError::Run(format!("base campaign: {e}")))?;
     println!(
         "  base campaign {} closed: {} steps in {:.0} s, weights {}",
         base.campaign.short(),
@@ -247,8 +245,9 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
     );
     let pretrain_s = pretrain_started.elapsed().as_secs_f64();
     let base_path = opts.dir.join("base.safetensors");
-    base.weights.save(&base_path).map_err(e2s)?;
-    let base_bytes = std::fs::read(&base_path).map_err(|e| format!("{}: {e}", base_path.display()))?;
+    base.weights.save(&base_path)?;
+    let base_bytes =
+        std::fs::read(&base_path).map_err(|e| TestnetError::Io(format!("{}: {e}", base_path.display())))?;
 
     stage(4, "the governed fine-tune, co-signed by all four authorities");
     let spec = fine_tune_spec(
@@ -261,8 +260,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         sources.clone(),
         revocations,
         now_ms(),
-    )
-    .map_err(e2s)?;
+    )?;
     let campaign_id = spec.campaign.digest();
     println!(
         "  campaign {} opens on base {} (policy {}, {} steps)",
@@ -290,12 +288,15 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         chaos: Some(Box::new(chaos)),
     };
     let fine_tune_started = Instant::now();
-    let out = tuner::campaign::run(spec, Box::new(WallClock), &mut sink, &mut progress).map_err(e2s);
+    let out =
+        tuner::campaign::run(spec, Box::new(WallClock), &mut sink, &mut progress).map_err(TestnetError::from);
     let fine_tune_s = fine_tune_started.elapsed().as_secs_f64();
     progress.bar.finish();
     let out = out?;
     if let Stop::CoSignerRefused { kind, reason } = &out.stop {
-        return Err(format!("a co-signer refused a {kind}: {reason}"));
+        return Err(TestnetError::Run(format!(
+            "a co-signer refused a {kind}: {reason}"
+        )));
     }
     println!(
         "  closed: {} steps committed of {} attempted, {} rolled back for memorisation; examples admitted {}, refused {}; {} entries",
@@ -305,26 +306,29 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
     let deadline = Instant::now() + Duration::from_secs(120);
     while catch_up.lock().map(|c| c.node.is_empty()).unwrap_or(true) {
         if Instant::now() > deadline {
-            return Err(format!("{kill_name} did not come back"));
+            return Err(TestnetError::Run(format!("{kill_name} did not come back")));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let catch_up = catch_up.lock().map(|c| c.clone()).map_err(e2s)?;
+    let catch_up = catch_up.lock().map(|c| c.clone())?;
     let mut t = match Arc::try_unwrap(t) {
-        Ok(m) => m.into_inner().map_err(e2s)?,
-        Err(_) => return Err("the restart thread still holds the testnet".into()),
+        Ok(m) => m.into_inner()?,
+        Err(_) => {
+            return Err(TestnetError::Run(
+                "the restart thread still holds the testnet".into(),
+            ))
+        }
     };
     let snapshot = out
         .snapshots
         .last()
-        .ok_or("the campaign kept no model snapshot")?;
-    let model_bytes = reader
-        .get_bytes(&format!("/v1/blobs/{}", snapshot.blob.to_hex()))
-        .map_err(e2s)?;
+        .ok_or_else(|| TestnetError::Run("the campaign kept no model snapshot".into()))?;
+    let model_bytes = reader.get_bytes(&format!("/v1/blobs/{}", snapshot.blob.to_hex()))?;
     let model_path = opts.dir.join("model.safetensors");
-    std::fs::write(&model_path, &model_bytes).map_err(|e| format!("{}: {e}", model_path.display()))?;
-    let size = reader.health().map_err(e2s)?.log_size;
-    t.wait_converged(size, Duration::from_secs(120)).map_err(e2s)?;
+    std::fs::write(&model_path, &model_bytes)
+        .map_err(|e| TestnetError::Io(format!("{}: {e}", model_path.display())))?;
+    let size = reader.health()?.log_size;
+    t.wait_converged(size, Duration::from_secs(120))?;
     wait_certified(&reader, size)?;
     let roots: Vec<(String, u64, String)> = t
         .nodes
@@ -343,20 +347,20 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         5,
         "three outputs traced at a data-source node, each verified as a light client",
     );
-    let ds = t.by_role("data-source").map_err(e2s)?;
+    let ds = t.by_role("data-source")?;
     let tracer = t.client(ds);
     let traces_dir = opts.dir.join("traces");
-    std::fs::create_dir_all(&traces_dir).map_err(e2s)?;
+    std::fs::create_dir_all(&traces_dir)?;
     let mut queries: Vec<(String, String, String)> = Vec::new();
     let below = cfg
         .canaries
         .iter()
         .find(|c| c.source == traced_pos)
         .ok_or_else(|| {
-            format!(
+            TestnetError::Run(format!(
                 "[demo] traced_canary: no canary is planted in {:?}",
                 plan.traced_canary
-            )
+            ))
         })?;
     // As the tracing evaluation asks it: prompt = the canary's prefix,
     // output = its secret.
@@ -368,10 +372,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         below.canary.prefix.clone(),
         below.canary.secret.clone(),
     ));
-    let vc = Verifier::new(&genesis, tracer.clone())
-        .map_err(e2s)?
-        .campaign(&campaign_id)
-        .map_err(e2s)?;
+    let vc = Verifier::new(&genesis, tracer.clone())?.campaign(&campaign_id)?;
     // A window of the campaign's last training event (the latest trained,
     // scored against the query states nearest to the final model: the first
     // steps are scored against the step-0 adapters, whose LoRA `B = 0`
@@ -394,11 +395,11 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         .iter()
         .rev()
         .find_map(|b| b.event()?.records.iter().find(pick).map(|r| (r.source, r.index)))
-        .ok_or("the campaign committed no example")?;
+        .ok_or_else(|| TestnetError::Run("the campaign committed no example".into()))?;
     let ts = sources
         .iter()
         .find(|s| s.manifest.source_id() == trained.0)
-        .ok_or("a trained example of an unknown source")?;
+        .ok_or_else(|| TestnetError::Run("a trained example of an unknown source".into()))?;
     let w = ts.text[trained.1 as usize * window..(trained.1 as usize + 1) * window].to_vec();
     queries.push((
         format!(
@@ -414,8 +415,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         &model_bytes,
         plan.held_out_prompt.as_bytes(),
         32,
-    )
-    .map_err(e2s)?;
+    )?;
     queries.push((
         "the fine-tuned model's continuation of a held-out prompt".into(),
         plan.held_out_prompt.clone(),
@@ -424,11 +424,11 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
     let mut traces = Vec::new();
     let mut answers = Vec::new();
     for (k, (label, prompt, output)) in queries.into_iter().enumerate() {
-        let a = lightclient::cli::ask_trace(&tracer, &campaign_id, &prompt, &output, None).map_err(e2s)?;
+        let a = lightclient::cli::ask_trace(&tracer, &campaign_id, &prompt, &output, None)?;
         let file = traces_dir.join(format!("trace-{}.json", k + 1));
-        std::fs::write(&file, serde_json::to_string_pretty(&a).map_err(e2s)?).map_err(e2s)?;
-        let mut v = Verifier::new(&genesis, tracer.clone()).map_err(e2s)?;
-        let verdict = v.trace(&a, k == 0).map_err(e2s)?;
+        std::fs::write(&file, serde_json::to_string_pretty(&a)?)?;
+        let mut v = Verifier::new(&genesis, tracer.clone())?;
+        let verdict = v.trace(&a, k == 0)?;
         let top = a.sources.first().map(|s| s.title.clone()).unwrap_or_default();
         println!("\n  [{}] {label}: {:?} → {:?}", k + 1, prompt, output);
         for s in a.sources.iter().take(3) {
@@ -465,10 +465,10 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         "every verifier predicate, as a light client holding only the genesis file",
     );
     let mut verdicts: Vec<(String, Verdict)> = Vec::new();
-    let fresh = || Verifier::new(&genesis, tracer.clone()).map_err(e2s);
+    let fresh = || Verifier::new(&genesis, tracer.clone()).map_err(TestnetError::from);
     let v = fresh()?;
-    let cp = v.light().latest_checkpoint(v.node()).map_err(e2s)?;
-    let first = v.light().checkpoint_at(v.node(), early_height).map_err(e2s)?;
+    let cp = v.light().latest_checkpoint(v.node())?;
+    let first = v.light().checkpoint_at(v.node(), early_height)?;
     let extends = v.light().verify_extends(v.node(), &first, &cp).is_ok();
     let mut predicates = vec![
         (
@@ -488,15 +488,15 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
     ];
     verdicts.push((
         "regulator: the fine-tune ran under the approved policy".into(),
-        fresh()?.policy(&campaign_id, &policy_id).map_err(e2s)?,
+        fresh()?.policy(&campaign_id, &policy_id)?,
     ));
     verdicts.push((
         "regulator: the base campaign ran under it too".into(),
-        fresh()?.policy(&base.campaign, &policy_id).map_err(e2s)?,
+        fresh()?.policy(&base.campaign, &policy_id)?,
     ));
     verdicts.push((
         "operator: model.safetensors is the base plus the recorded deltas".into(),
-        fresh()?.model(&campaign_id, &model_bytes).map_err(e2s)?,
+        fresh()?.model(&campaign_id, &model_bytes)?,
     ));
     for s in &sources {
         let id = s.manifest.source_id();
@@ -505,7 +505,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         }
         verdicts.push((
             format!("rights-holder: {} used only within its terms", s.manifest.title),
-            fresh()?.source(&id, false).map_err(e2s)?,
+            fresh()?.source(&id, false)?,
         ));
     }
     for (what, verdict) in &verdicts {
@@ -529,16 +529,15 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         &sources[revoke_after_pos],
         "licence ended after the campaign",
     )?;
-    let size = reader.health().map_err(e2s)?.log_size;
+    let size = reader.health()?.log_size;
     wait_certified(&reader, size)?;
-    let mut v = Verifier::new(&genesis, tracer.clone()).map_err(e2s)?;
-    let audit = v.revocation_audit(&revoked).map_err(e2s)?;
+    let mut v = Verifier::new(&genesis, tracer.clone())?;
+    let audit = v.revocation_audit(&revoked)?;
     print!("{}", indent(&audit.render()));
     std::fs::write(
         opts.dir.join("revocation-audit.json"),
-        serde_json::to_string_pretty(&audit).map_err(e2s)?,
-    )
-    .map_err(e2s)?;
+        serde_json::to_string_pretty(&audit)?,
+    )?;
 
     stage(8, "the report");
     let mut counts: BTreeMap<(String, RefusalReason), u64> = BTreeMap::new();
@@ -621,7 +620,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
         steps: (out.steps, out.attempts, out.rolled_back),
     };
     std::fs::write(&report_path, report::render(&data))
-        .map_err(|e| format!("{}: {e}", report_path.display()))?;
+        .map_err(|e| TestnetError::Io(format!("{}: {e}", report_path.display())))?;
     let summary = DemoSummary {
         genesis,
         testnet: net,
@@ -655,9 +654,8 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
     };
     std::fs::write(
         opts.dir.join("demo.json"),
-        serde_json::to_string_pretty(&summary).map_err(e2s)?,
-    )
-    .map_err(e2s)?;
+        serde_json::to_string_pretty(&summary)?,
+    )?;
     println!("  {}", report_path.display());
     if opts.keep_running {
         t.detach();
@@ -666,7 +664,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, String> {
             summary.testnet.display()
         );
     } else {
-        t.down().map_err(e2s)?;
+        t.down()?;
     }
     let f = &summary.figures;
     println!(

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use provenance::Digest;
 use serde::{Deserialize, Serialize};
 
+use crate::TestnetError;
+
 /// The `[demo]` table of the campaign file.
 #[derive(Debug, Clone, Deserialize)]
 pub struct DemoPlan {
@@ -47,10 +49,11 @@ struct PlanFile {
 
 impl DemoPlan {
     /// The `[demo]` table of a campaign file.
-    pub fn load(config: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(config).map_err(|e| format!("{}: {e}", config.display()))?;
-        let plan: PlanFile =
-            toml::from_str(&text).map_err(|e| format!("{}: [demo]: {e}", config.display()))?;
+    pub fn load(config: &Path) -> Result<Self, TestnetError> {
+        let text = std::fs::read_to_string(config)
+            .map_err(|e| TestnetError::Io(format!("{}: {e}", config.display())))?;
+        let plan: PlanFile = toml::from_str(&text)
+            .map_err(|e| TestnetError::Run(format!("{}: [demo]: {e}", config.display())))?;
         Ok(plan.demo)
     }
 }

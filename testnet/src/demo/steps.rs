@@ -13,9 +13,10 @@ use tuner::data::SignedSource;
 use roles::progress::BarProgress;
 use tuner::campaign::{Progress, ProgressInfo};
 
-use super::{e2s, CatchUp, Sample};
+use super::{CatchUp, Sample};
 use crate::campaign::node_of;
 use crate::Testnet;
+use crate::TestnetError;
 
 /// The progress hook's chaos: SIGKILLs node `kill_node` (named `name`) when
 /// called, restarts it 5 s later from another thread and records in
@@ -85,7 +86,7 @@ pub(super) fn revoke(
     reader: &Client,
     s: &SignedSource,
     reason: &str,
-) -> Result<Timestamp, String> {
+) -> Result<Timestamp, TestnetError> {
     let id = s.manifest.source_id();
     let node = node_of(t, s.manifest.authority.as_str())?;
     let r = Revocation {
@@ -95,33 +96,27 @@ pub(super) fn revoke(
         reason: reason.into(),
         requested: Timestamp(now_ms()),
     };
-    let d = t
-        .admin(node)
-        .map_err(e2s)?
-        .submit("/v1/revocations", &r)
-        .map_err(e2s)?
-        .digest;
+    let d = t.admin(node)?.submit("/v1/revocations", &r)?.digest;
+    reader.wait_committed(&[d], Duration::from_secs(120))?;
     reader
-        .wait_committed(&[d], Duration::from_secs(120))
-        .map_err(e2s)?;
-    reader
-        .source(&id)
-        .map_err(e2s)?
+        .source(&id)?
         .revoked
-        .ok_or_else(|| format!("source {} does not show its revocation", id.short()))
+        .ok_or_else(|| TestnetError::Run(format!("source {} does not show its revocation", id.short())))
 }
 
 /// Waits until the latest checkpoint covers `size` entries; returns its
 /// height.
-pub(super) fn wait_certified(node: &Client, size: u64) -> Result<u64, String> {
+pub(super) fn wait_certified(node: &Client, size: u64) -> Result<u64, TestnetError> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let cp = node.checkpoint(None).map_err(e2s)?;
+        let cp = node.checkpoint(None)?;
         if cp.size >= size {
             return Ok(cp.height);
         }
         if Instant::now() > deadline {
-            return Err(format!("no checkpoint covers {size} entries after 60 s"));
+            return Err(TestnetError::Run(format!(
+                "no checkpoint covers {size} entries after 60 s"
+            )));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
