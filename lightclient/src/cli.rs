@@ -298,7 +298,14 @@ fn run_trace(a: TraceArgs) -> Result<bool, VerifyError> {
     }
     if let Some(g) = &a.genesis {
         let mut v = verifier(g, &a.node)?;
-        let verdict = v.trace(&answer, false)?;
+        let verdict = match v.trace(&answer, false) {
+            Ok(verdict) => verdict,
+            Err(err) if err.is_violation() => {
+                println!("FAIL trace: {err}");
+                return Ok(false);
+            }
+            Err(err) => return Err(err),
+        };
         print!("{}", verdict.render());
         return Ok(verdict.pass);
     }
@@ -332,11 +339,12 @@ fn run_verify(args: VerifyArgs) -> Result<bool, VerifyError> {
     } = args;
     let mut v = verifier(&genesis, &node)?;
     let verdict = |name: &str, r: Result<Verdict, VerifyError>| match r {
-        Ok(verdict) => report(&verdict, json),
-        Err(err) => {
+        Ok(verdict) => Ok(report(&verdict, json)),
+        Err(err) if err.is_violation() => {
             println!("FAIL {name}: {err}");
-            false
+            Ok(false)
         }
+        Err(err) => Err(err),
     };
     Ok(match command {
         VerifyCommand::Checkpoint => {
@@ -364,21 +372,21 @@ fn run_verify(args: VerifyArgs) -> Result<bool, VerifyError> {
             let text = read_file(&answer)?;
             let a: TraceAnswer = serde_json::from_slice(&text)
                 .map_err(|e| VerifyError::Input(format!("{}: {e}", answer.display())))?;
-            verdict("trace", v.trace(&a, recompute))
+            verdict("trace", v.trace(&a, recompute))?
         }
         VerifyCommand::Policy { campaign, approved } => {
             let c = digest_arg(&campaign)?;
             let p = digest_arg(&approved)?;
-            verdict("policy", v.policy(&c, &p))
+            verdict("policy", v.policy(&c, &p))?
         }
         VerifyCommand::Source { id, scan } => {
             let s = digest_arg(&id)?;
-            verdict("source", v.source(&s, scan))
+            verdict("source", v.source(&s, scan))?
         }
         VerifyCommand::Model { campaign, weights } => {
             let c = digest_arg(&campaign)?;
             let bytes = read_file(&weights)?;
-            verdict("model", v.model(&c, &bytes))
+            verdict("model", v.model(&c, &bytes))?
         }
     })
 }

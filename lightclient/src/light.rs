@@ -48,6 +48,23 @@ pub enum VerifyError {
     NotBuilt(&'static str),
 }
 
+impl VerifyError {
+    /// Whether the error shows the claim does not hold (a proof, a
+    /// signature, a record's completeness or a blob failed: exit 1), as
+    /// opposed to a check that could not be made (an unreachable node, a
+    /// checkpoint not signed by this genesis, an answer that is not the
+    /// API's, a bad argument or genesis file, a part not built: exit 2).
+    pub fn is_violation(&self) -> bool {
+        matches!(
+            self,
+            VerifyError::BadProof(_)
+                | VerifyError::BadSignature(_)
+                | VerifyError::Incomplete(_)
+                | VerifyError::BadBlob(_)
+        )
+    }
+}
+
 /// A verifier holding only a genesis.
 #[derive(Debug)]
 pub struct LightClient {
