@@ -14,6 +14,8 @@ use provenance::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+use crate::StoreError;
+
 /// The log origin of the synthetic consortium.
 pub const ORIGIN: &str = "govtune-testnet";
 
@@ -35,7 +37,7 @@ pub fn sign_checkpoint(
     cp: Checkpoint,
     dealt: &Dealt,
     signers: &[NodeSigners],
-) -> Result<SignedCheckpoint, String> {
+) -> Result<SignedCheckpoint, StoreError> {
     let msg = cp.signing_message();
     let shares: Vec<_> = signers
         .iter()
@@ -45,7 +47,7 @@ pub fn sign_checkpoint(
     let signature = dealt
         .keyring
         .combine_consortium_shares(&msg, &shares)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| StoreError::Checkpoint(e.to_string()))?;
     Ok(SignedCheckpoint {
         checkpoint: cp,
         signature,
@@ -57,7 +59,7 @@ pub fn certify(
     store: &mut crate::Store,
     dealt: &Dealt,
     signers: &[NodeSigners],
-) -> Result<SignedCheckpoint, String> {
+) -> Result<SignedCheckpoint, StoreError> {
     let h = store.head().clone();
     let cp = sign_checkpoint(
         Checkpoint {
@@ -70,9 +72,7 @@ pub fn certify(
         dealt,
         signers,
     )?;
-    store
-        .put_checkpoint(&cp, &dealt.keyring)
-        .map_err(|e| e.to_string())?;
+    store.put_checkpoint(&cp, &dealt.keyring)?;
     Ok(cp)
 }
 

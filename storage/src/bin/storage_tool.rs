@@ -35,7 +35,7 @@ fn crash_writer(dir: &Path, seed: u64) -> Result<(), String> {
         let r = store
             .append_block(&header, &entries, b"synthetic-certificate")
             .map_err(|e| e.to_string())?;
-        certify(&mut store, &dealt, &signers)?;
+        certify(&mut store, &dealt, &signers).map_err(|e| e.to_string())?;
         let mut o = out.lock();
         writeln!(o, "acked {} {} {}", r.height, r.log_size, r.root).map_err(|e| e.to_string())?;
         o.flush().map_err(|e| e.to_string())?;
@@ -80,7 +80,7 @@ fn bench(events: u64, dir: &Path) -> Result<(), String> {
         store.append_block(&header, entries, b"bench").map_err(e)?;
     }
     let append = t.elapsed().as_secs_f64();
-    certify(&mut store, &dealt, &signers)?;
+    certify(&mut store, &dealt, &signers).map_err(|e| e.to_string())?;
 
     // The raw primitive: the same entry bytes, one synced RocksDB batch per
     // block, no tree, no indexes, no state.
