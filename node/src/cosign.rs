@@ -1,5 +1,5 @@
 //! What each authority checks before it signs its section of an entry
-//! (DESIGN.md, "Co-signing"). Pure functions of the entry, the committed
+//! (docs/architecture.md, "Co-signing"). Pure functions of the entry, the committed
 //! ledger state and the genesis keys, so every node of a role reaches the
 //! same verdict.
 //!

@@ -9,8 +9,8 @@
 //!    202 with its digest, and gossips an *offer* ([`wire::Gossip::Offer`]).
 //! 2. Every node that must co-sign checks its own part ([`cosign`]) and
 //!    gossips its signature, or a refusal with the reason. The submitter
-//!    re-offers every second until the entry is committed, so a node that
-//!    was down or paused still signs when it returns.
+//!    re-offers it, backing off from 1 to 16 s, until it is committed, so
+//!    a node that was down or paused still signs when it returns.
 //! 3. Once every required authority has signed, each node assembles the
 //!    co-signature itself (every share checked on arrival) and the entry
 //!    enters its mempool ([`ledger`]).

@@ -284,15 +284,31 @@ fn run(cli: Cli) -> Result<(), String> {
             keep_running,
         } => {
             let binary = std::env::current_exe().map_err(|e| e.to_string())?;
-            testnet::demo::run(&testnet::demo::DemoOptions {
+            let summary = testnet::demo::run(&testnet::demo::DemoOptions {
                 dir,
                 config,
                 short,
                 keep_running,
                 binary,
             })
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+            // Every check it printed must hold: a FAIL line fails the run.
+            let failed: Vec<&str> = summary
+                .predicates
+                .iter()
+                .filter(|(_, ok)| !ok)
+                .map(|(what, _)| what.as_str())
+                .collect();
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} of {} checks failed: {}",
+                    failed.len(),
+                    summary.predicates.len(),
+                    failed.join("; ")
+                ))
+            }
         }
         Command::Testnet { command } => run_testnet(command),
         Command::Campaign {

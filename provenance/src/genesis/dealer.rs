@@ -75,7 +75,7 @@ fn default_skew() -> u64 {
 }
 
 impl ConsortiumDescription {
-    /// The four-node testnet of DESIGN.md: two data-source authorities,
+    /// The four-node testnet of the demo: two data-source authorities,
     /// governance and an operator, one node each, on loopback ports
     /// starting at `p2p_base` and `api_base`.
     pub fn local_testnet(p2p_base: u16, api_base: u16) -> Self {

@@ -12,7 +12,7 @@ use tuner::demo::{build, DemoConfig};
 use tuner::sink::{read_blob, read_events, EventSink, FileSink, MemorySink};
 
 #[derive(Parser)]
-#[command(name = "govtune-tuner", about = "Governed fine-tuning on candle")]
+#[command(name = "govtune-tuner", version, about = "Governed fine-tuning on candle")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
