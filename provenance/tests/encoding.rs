@@ -174,20 +174,25 @@ fn every_object_round_trips_and_rejects_truncated_trailing_and_wrong_version() {
     check_all(&fixture().dealt.genesis);
 }
 
-#[test]
-fn every_ledger_entry_variant_round_trips_and_checks_nested_versions() {
-    let w = samples();
-    let bodies = vec![
+/// One body of every kind an authority signs, under the sample world.
+fn signed_bodies(w: &World) -> Vec<EntryBody> {
+    vec![
         EntryBody::Manifest(w.globe.clone()),
         EntryBody::Policy(w.policy.clone()),
         EntryBody::Campaign(w.campaign.clone()),
-        EntryBody::CampaignClose(close(&w)),
+        EntryBody::CampaignClose(close(w)),
         EntryBody::Step(w.step_event()),
-        EntryBody::Composite(composite(&w)),
-        EntryBody::Refusal(refusal(&w)),
-        EntryBody::RefusalAggregate(aggregate(&w)),
-        EntryBody::Revocation(revocation(&w)),
-    ];
+        EntryBody::Composite(composite(w)),
+        EntryBody::Refusal(refusal(w)),
+        EntryBody::RefusalAggregate(aggregate(w)),
+        EntryBody::Revocation(revocation(w)),
+    ]
+}
+
+#[test]
+fn every_ledger_entry_variant_round_trips_and_checks_nested_versions() {
+    let w = samples();
+    let bodies = signed_bodies(&w);
     for body in bodies {
         let entry = sign_all(&body, &w.view, SignatureScheme::Bls12381);
         check_all(&entry);
@@ -424,17 +429,7 @@ impl LedgerView for Recording<'_> {
 #[test]
 fn references_list_every_object_the_signing_rule_reads() {
     let w = samples();
-    let bodies = vec![
-        EntryBody::Manifest(w.globe.clone()),
-        EntryBody::Policy(w.policy.clone()),
-        EntryBody::Campaign(w.campaign.clone()),
-        EntryBody::CampaignClose(close(&w)),
-        EntryBody::Step(w.step_event()),
-        EntryBody::Composite(composite(&w)),
-        EntryBody::Refusal(refusal(&w)),
-        EntryBody::RefusalAggregate(aggregate(&w)),
-        EntryBody::Revocation(revocation(&w)),
-    ];
+    let bodies = signed_bodies(&w);
     for body in bodies {
         let r = Recording {
             inner: &w.view,

@@ -24,12 +24,11 @@
 
 use std::collections::BTreeMap;
 
-use provenance::api::{CitedEntry, ListingAnswer, TraceAnswer};
+use provenance::api::{CitedEntry, ListingAnswer};
 use provenance::entry::MemoryLedgerView;
 use provenance::record::{CampaignRecord, RecordError};
 use provenance::{Campaign, Canonical, Digest, EntryBody, LedgerEntry, SignedCheckpoint};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::client::Client;
 use crate::light::{answer, LightClient, VerifyError};
@@ -343,9 +342,4 @@ fn note_completeness(v: &mut Verdict, vc: &VerifiedCampaign) {
 fn records_of(b: &EntryBody) -> (&[provenance::event::ExampleRecord], provenance::Timestamp) {
     b.event()
         .map_or((&[][..], provenance::Timestamp(0)), |e| (e.records, e.step_time))
-}
-
-/// Parses a trace answer from JSON.
-pub fn parse_answer(v: &Value) -> Result<TraceAnswer, VerifyError> {
-    serde_json::from_value(v.clone()).map_err(|e| malformed(format!("trace answer: {e}")))
 }
