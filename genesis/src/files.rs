@@ -109,13 +109,11 @@ pub fn load_genesis(path: &Path) -> Result<(Genesis, KeyRing)> {
     }
     let digest = file.genesis.digest();
     if digest != file.digest {
-        return Err(format_err(
-            path,
-            format!(
-                "digest mismatch: the file says {}, its content hashes to {digest}",
-                file.digest
-            ),
-        ));
+        return Err(Error::DigestMismatch {
+            path: path.display().to_string(),
+            stated: file.digest.to_string(),
+            actual: digest.to_string(),
+        });
     }
     let keyring = file.genesis.validate()?;
     Ok((file.genesis, keyring))

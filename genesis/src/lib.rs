@@ -82,6 +82,25 @@ pub enum Error {
         /// Its mode.
         mode: u32,
     },
+    /// A genesis file's content does not hash to the digest it states.
+    #[error("{path}: digest mismatch: the file says {stated}, its content hashes to {actual}")]
+    DigestMismatch {
+        /// The file.
+        path: String,
+        /// The digest the file states.
+        stated: String,
+        /// What its content hashes to.
+        actual: String,
+    },
+}
+
+impl Error {
+    /// Whether the error shows a genesis that was read is not valid (its
+    /// digest or a genesis rule fails: `genesis verify` exits 1), as opposed
+    /// to one that could not be read or parsed (exit 2).
+    pub fn is_violation(&self) -> bool {
+        matches!(self, Error::Genesis(_) | Error::DigestMismatch { .. })
+    }
 }
 
 /// Result with this crate's [`Error`].

@@ -61,17 +61,18 @@ pub struct TraceArgs {
     pub genesis: Option<PathBuf>,
 }
 
-/// `verify`'s arguments.
+/// `verify`'s arguments. `--genesis`, `--node` and `--json` are global:
+/// they may come before or after the predicate's name.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The genesis file.
-    #[arg(long)]
-    pub genesis: PathBuf,
-    /// A node's API address.
-    #[arg(long)]
-    pub node: String,
-    /// Print the verdict as JSON.
-    #[arg(long)]
+    /// The genesis file (required).
+    #[arg(long, global = true)]
+    pub genesis: Option<PathBuf>,
+    /// A node's API address (required).
+    #[arg(long, global = true)]
+    pub node: Option<String>,
+    /// Print the outcome as JSON, failures included.
+    #[arg(long, global = true)]
     pub json: bool,
     /// What to verify.
     #[command(subcommand)]
@@ -246,6 +247,26 @@ pub fn report(v: &Verdict, json: bool) -> bool {
     v.pass
 }
 
+/// What a check that did not pass prints: `FAIL` with the evidence (exit 1)
+/// or an error saying why it could not be checked (exit 2), as text or as
+/// one JSON object `{predicate, pass: false, checked, reason}`.
+fn report_failure(predicate: &str, err: &VerifyError, json: bool) {
+    let checked = err.is_violation();
+    if json {
+        let v = serde_json::json!({
+            "predicate": predicate,
+            "pass": false,
+            "checked": checked,
+            "reason": err.to_string(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else if checked {
+        println!("FAIL {predicate}: {err}");
+    } else {
+        eprintln!("error: {predicate} could not be checked: {err}");
+    }
+}
+
 /// A verifier of `node` from the genesis file.
 pub fn verifier(genesis: &Path, node: &str) -> Result<Verifier, VerifyError> {
     Verifier::new(genesis, Client::new(node))
@@ -256,11 +277,18 @@ pub fn digest_arg(s: &str) -> Result<Digest, VerifyError> {
     Digest::from_hex(s.trim()).map_err(|e| VerifyError::Input(format!("{s:?} is not a digest: {e}")))
 }
 
-/// Runs a light-client command and maps its outcome to the exit status.
+/// Runs a light-client command and maps its outcome to the exit status:
+/// 0 the claim holds, 1 it does not (the evidence is printed), 2 it could
+/// not be checked (an unreachable node, a checkpoint not signed by this
+/// consortium, an unusable argument or file).
 pub fn run(command: LightCommand) -> ExitCode {
-    let outcome = match command {
-        LightCommand::Trace(a) => run_trace(a),
-        LightCommand::Verify(a) => run_verify(a),
+    let (predicate, json, outcome) = match command {
+        LightCommand::Trace(a) => ("trace", false, run_trace(a)),
+        LightCommand::Verify(a) => {
+            let json = a.json;
+            let name = a.command.name();
+            (name, json, run_verify(a))
+        }
         LightCommand::Audit {
             command:
                 AuditCommand::Revocation {
@@ -269,14 +297,32 @@ pub fn run(command: LightCommand) -> ExitCode {
                     source,
                     json,
                 },
-        } => run_audit(&genesis, &node, &source, json),
+        } => (
+            "revocation audit",
+            json,
+            run_audit(&genesis, &node, &source, json),
+        ),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
+            report_failure(predicate, &e, json);
+            ExitCode::from(if e.is_violation() { 1 } else { 2 })
+        }
+    }
+}
+
+impl VerifyCommand {
+    /// The predicate's name, as verdicts name it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            VerifyCommand::Checkpoint => "checkpoint",
+            VerifyCommand::Consistency { .. } => "consistency",
+            VerifyCommand::Trace { .. } => "trace",
+            VerifyCommand::Policy { .. } => "policy",
+            VerifyCommand::Source { .. } => "source",
+            VerifyCommand::Model { .. } => "model",
         }
     }
 }
@@ -298,25 +344,20 @@ fn run_trace(a: TraceArgs) -> Result<bool, VerifyError> {
     }
     if let Some(g) = &a.genesis {
         let mut v = verifier(g, &a.node)?;
-        let verdict = match v.trace(&answer, false) {
-            Ok(verdict) => verdict,
-            Err(err) if err.is_violation() => {
-                println!("FAIL trace: {err}");
-                return Ok(false);
-            }
-            Err(err) => return Err(err),
-        };
+        let verdict = v.trace(&answer, false)?;
         print!("{}", verdict.render());
         return Ok(verdict.pass);
     }
     Ok(true)
 }
 
-/// `audit revocation`.
+/// `audit revocation`: lists every event that admitted the source's
+/// examples; it fails (exit 1) when one committed after the revocation.
 fn run_audit(genesis: &Path, node: &str, source: &str, json: bool) -> Result<bool, VerifyError> {
     let s = digest_arg(source)?;
     let mut v = verifier(genesis, node)?;
     let a = v.revocation_audit(&s)?;
+    let late = a.steps.iter().filter(|x| x.after_revocation).count();
     if json {
         println!(
             "{}",
@@ -324,12 +365,15 @@ fn run_audit(genesis: &Path, node: &str, source: &str, json: bool) -> Result<boo
         );
     } else {
         print!("{}", a.render());
+        if late > 0 {
+            println!("FAIL revocation audit: {late} events admitted the source after its revocation");
+        }
     }
-    Ok(true)
+    Ok(late == 0)
 }
 
-/// `verify ...`: a predicate's own failure is a verdict (exit 1); a
-/// failure to set up (genesis, node, arguments) is an error (exit 2).
+/// `verify ...`: a predicate's verdict is printed (exit 0 or 1); a check
+/// that fails with evidence or could not be made comes back as the error.
 fn run_verify(args: VerifyArgs) -> Result<bool, VerifyError> {
     let VerifyArgs {
         genesis,
@@ -337,23 +381,31 @@ fn run_verify(args: VerifyArgs) -> Result<bool, VerifyError> {
         json,
         command,
     } = args;
+    let genesis = genesis.ok_or_else(|| VerifyError::Input("verify needs --genesis FILE".into()))?;
+    let node = node.ok_or_else(|| VerifyError::Input("verify needs --node ADDRESS".into()))?;
     let mut v = verifier(&genesis, &node)?;
-    let verdict = |name: &str, r: Result<Verdict, VerifyError>| match r {
-        Ok(verdict) => Ok(report(&verdict, json)),
-        Err(err) if err.is_violation() => {
-            println!("FAIL {name}: {err}");
-            Ok(false)
+    let plain = |verdict: serde_json::Value, text: String| {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&verdict).unwrap_or_default());
+        } else {
+            println!("{text}");
         }
-        Err(err) => Err(err),
+        true
     };
     Ok(match command {
         VerifyCommand::Checkpoint => {
             let cp = v.light().latest_checkpoint(v.node())?;
-            println!(
-                "PASS checkpoint: height {} log size {} root {} signed by the consortium of this genesis",
-                cp.checkpoint.height, cp.checkpoint.size, cp.checkpoint.root
-            );
-            true
+            let c = &cp.checkpoint;
+            plain(
+                serde_json::json!({
+                    "predicate": "checkpoint", "pass": true,
+                    "height": c.height, "log_size": c.size, "root": c.root.to_string(),
+                }),
+                format!(
+                    "PASS checkpoint: height {} log size {} root {} signed by the consortium of this genesis",
+                    c.height, c.size, c.root
+                ),
+            )
         }
         VerifyCommand::Consistency { first, second } => {
             let a = v.light().checkpoint_at(v.node(), first)?;
@@ -362,31 +414,38 @@ fn run_verify(args: VerifyArgs) -> Result<bool, VerifyError> {
                 None => v.light().latest_checkpoint(v.node())?,
             };
             v.light().verify_extends(v.node(), &a, &b)?;
-            println!(
-                "PASS consistency: the log of size {} at height {} extends the log of size {} at height {}",
-                b.checkpoint.size, b.checkpoint.height, a.checkpoint.size, a.checkpoint.height
-            );
-            true
+            let (a, b) = (&a.checkpoint, &b.checkpoint);
+            plain(
+                serde_json::json!({
+                    "predicate": "consistency", "pass": true,
+                    "first": {"height": a.height, "log_size": a.size, "root": a.root.to_string()},
+                    "second": {"height": b.height, "log_size": b.size, "root": b.root.to_string()},
+                }),
+                format!(
+                    "PASS consistency: the log of size {} at height {} extends the log of size {} at height {}",
+                    b.size, b.height, a.size, a.height
+                ),
+            )
         }
         VerifyCommand::Trace { answer, recompute } => {
             let text = read_file(&answer)?;
             let a: TraceAnswer = serde_json::from_slice(&text)
                 .map_err(|e| VerifyError::Input(format!("{}: {e}", answer.display())))?;
-            verdict("trace", v.trace(&a, recompute))?
+            report(&v.trace(&a, recompute)?, json)
         }
         VerifyCommand::Policy { campaign, approved } => {
             let c = digest_arg(&campaign)?;
             let p = digest_arg(&approved)?;
-            verdict("policy", v.policy(&c, &p))?
+            report(&v.policy(&c, &p)?, json)
         }
         VerifyCommand::Source { id, scan } => {
             let s = digest_arg(&id)?;
-            verdict("source", v.source(&s, scan))?
+            report(&v.source(&s, scan)?, json)
         }
         VerifyCommand::Model { campaign, weights } => {
             let c = digest_arg(&campaign)?;
             let bytes = read_file(&weights)?;
-            verdict("model", v.model(&c, &bytes))?
+            report(&v.model(&c, &bytes)?, json)
         }
     })
 }

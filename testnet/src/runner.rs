@@ -165,6 +165,8 @@ impl Testnet {
             )));
         }
         fs::create_dir_all(dir).map_err(io(dir.display()))?;
+        // Absolute, so that testnet.json holds from any directory.
+        let dir = &fs::canonicalize(dir).map_err(io(dir.display()))?;
         let base = free_base(2 * n)?;
         let mut desc = if n == 4 {
             ConsortiumDescription::local_testnet(base, base + n)
@@ -328,8 +330,25 @@ impl Testnet {
         }
         match self.nodes[i].pid {
             // Signal 0 checks existence; a zombie of ours was reaped above.
-            Some(pid) => unsafe { libc::kill(pid as i32, 0) == 0 },
+            // A pid read back from testnet.json counts only while it still
+            // runs this node's configuration (pids are reused).
+            Some(pid) => (unsafe { libc::kill(pid as i32, 0) == 0 }) && self.runs_node(pid, i),
             None => false,
+        }
+    }
+
+    /// Whether process `pid` is node `i` (its command line names the node's
+    /// configuration); true where `/proc` cannot tell.
+    fn runs_node(&self, pid: u32, i: usize) -> bool {
+        if self.children[i].is_some() {
+            return true;
+        }
+        match fs::read(format!("/proc/{pid}/cmdline")) {
+            Ok(cmd) => {
+                let want = self.nodes[i].config.as_os_str().as_encoded_bytes();
+                cmd.split(|b| *b == 0).any(|arg| arg == want)
+            }
+            Err(_) => !Path::new("/proc/self").exists(),
         }
     }
 
@@ -383,6 +402,25 @@ impl Testnet {
             self.kill(i)?;
         }
         self.start(i)
+    }
+
+    /// Stops whatever nodes of the testnet in `dir` still run and deletes
+    /// the folder; true if there was one. A folder without `testnet.json`
+    /// is left alone (and refused): it is not a testnet's.
+    pub fn remove(dir: &Path) -> Result<bool, TestnetError> {
+        if !dir.exists() {
+            return Ok(false);
+        }
+        if !dir.join("testnet.json").exists() {
+            return Err(TestnetError::Io(format!(
+                "{} exists and holds no testnet: not removing it",
+                dir.display()
+            )));
+        }
+        let mut t = Self::load(dir)?;
+        t.down()?;
+        fs::remove_dir_all(dir).map_err(io(dir.display()))?;
+        Ok(true)
     }
 
     /// Stops every node (SIGTERM, then SIGKILL after 5 s).

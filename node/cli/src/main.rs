@@ -30,12 +30,14 @@ enum Command {
     /// killed and restarted midway), three traces verified as a light
     /// client, every predicate, a revocation audit and an HTML report.
     Demo {
-        /// The demo's folder (must not hold a testnet yet).
+        /// The demo's folder (a testnet an earlier run left in it is
+        /// stopped and replaced).
         #[arg(long, default_value = "govtune-demo")]
         dir: PathBuf,
-        /// The campaign file.
-        #[arg(long, default_value = "data/demo.toml")]
-        config: PathBuf,
+        /// The campaign file (default: the built-in copy of the repository's
+        /// data/demo.toml and its plays, written into DIR/data).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// The short profile of the campaign file's [demo.short] (CI).
         #[arg(long)]
         short: bool,
@@ -273,17 +275,48 @@ fn now() -> Timestamp {
     Timestamp(roles::now_ms())
 }
 
-fn run(cli: Cli) -> Result<(), String> {
+/// Why a command did not succeed, and its exit status. Commands that check
+/// something (`demo`, `genesis verify` and the light client's) exit 1 when
+/// the claim does not hold and 2 when it could not be checked; every other
+/// command exits 1 on any error.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn violated(message: String) -> Self {
+        Self { code: 1, message }
+    }
+
+    fn unchecked(message: String) -> Self {
+        Self { code: 2, message }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self { code: 1, message }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        Self::from(message.to_string())
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Light(_) => unreachable!("handled in main"),
-        Command::Node { config } => run_node(config),
+        Command::Node { config } => Ok(run_node(config)?),
         Command::Demo {
             dir,
             config,
             short,
             keep_running,
         } => {
-            let binary = std::env::current_exe().map_err(|e| e.to_string())?;
+            let binary = std::env::current_exe().map_err(|e| Failure::unchecked(e.to_string()))?;
             let summary = testnet::demo::run(&testnet::demo::DemoOptions {
                 dir,
                 config,
@@ -291,7 +324,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 keep_running,
                 binary,
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Failure::unchecked(format!("the demo could not run its checks: {e}")))?;
             // Every check it printed must hold: a FAIL line fails the run.
             let failed: Vec<&str> = summary
                 .predicates
@@ -302,15 +335,15 @@ fn run(cli: Cli) -> Result<(), String> {
             if failed.is_empty() {
                 Ok(())
             } else {
-                Err(format!(
+                Err(Failure::violated(format!(
                     "{} of {} checks failed: {}",
                     failed.len(),
                     summary.predicates.len(),
                     failed.join("; ")
-                ))
+                )))
             }
         }
-        Command::Testnet { command } => run_testnet(command),
+        Command::Testnet { command } => Ok(run_testnet(command)?),
         Command::Campaign {
             command:
                 CampaignCommand::Run {
@@ -388,7 +421,8 @@ fn run(cli: Cli) -> Result<(), String> {
                 tuner::campaign::Stop::Finished => Ok(()),
                 tuner::campaign::Stop::CoSignerRefused { kind, reason } => Err(format!(
                     "stopped at the last committed step: a co-signer refused a {kind}: {reason}"
-                )),
+                )
+                .into()),
             }
         }
         Command::Bench {
@@ -458,7 +492,13 @@ fn run(cli: Cli) -> Result<(), String> {
                 Ok(())
             }
             GenesisCommand::Verify { genesis } => {
-                let (g, keyring) = load_genesis(&genesis).map_err(|e| e.to_string())?;
+                let (g, keyring) = load_genesis(&genesis).map_err(|e| {
+                    if e.is_violation() {
+                        Failure::violated(format!("FAIL genesis: {e}"))
+                    } else {
+                        Failure::unchecked(format!("genesis could not be checked: {e}"))
+                    }
+                })?;
                 println!("genesis {} is valid", g.digest());
                 println!(
                     "consortium {:?}: n = {}, f = {}, q = {}",
@@ -486,8 +526,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+            eprintln!("error: {}", e.message);
+            ExitCode::from(e.code)
         }
     }
 }

@@ -3,6 +3,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
+use provenance::Canonical;
+
 fn govtune() -> Command {
     Command::new(env!("CARGO_BIN_EXE_govtune"))
 }
@@ -75,4 +77,55 @@ fn a_consortium_breaking_the_fault_bound_is_refused_with_a_reason() {
         !dir.path().join("out/genesis.json").exists(),
         "nothing written on refusal"
     );
+}
+
+/// `genesis verify`'s exit status: 0 valid, 1 read but invalid (its digest
+/// or a genesis rule fails), 2 could not be read.
+#[test]
+fn genesis_verify_exits_0_valid_1_invalid_2_unreadable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = dir.path().join("net");
+    let o = govtune()
+        .args(["genesis", "new", "--out"])
+        .arg(&net)
+        .output()
+        .expect("runs");
+    assert!(o.status.success());
+    let good = net.join("genesis.json");
+    let verify = |path: &std::path::Path| {
+        let o = govtune()
+            .args(["genesis", "verify", "--genesis"])
+            .arg(path)
+            .output()
+            .expect("runs");
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).to_string())
+    };
+    assert_eq!(verify(&good).0, Some(0));
+    let file: genesis::GenesisFile =
+        serde_json::from_str(&std::fs::read_to_string(&good).expect("read")).expect("json");
+
+    // The content changed, the stated digest did not.
+    let mut renamed = file.clone();
+    renamed.genesis.consortium_name = "another consortium".into();
+    let path = dir.path().join("renamed.json");
+    std::fs::write(&path, serde_json::to_string(&renamed).expect("json")).expect("write");
+    let (code, err) = verify(&path);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("digest mismatch"), "{err}");
+
+    // Its digest holds, a rule does not: f raised beyond (n - 1) / 3.
+    let mut lax = file.clone();
+    lax.genesis.consortium.f = 2;
+    lax.digest = lax.genesis.digest();
+    let path = dir.path().join("lax.json");
+    std::fs::write(&path, serde_json::to_string(&lax).expect("json")).expect("write");
+    let (code, err) = verify(&path);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("FAIL genesis"), "{err}");
+
+    // Nothing to check.
+    assert_eq!(verify(&dir.path().join("missing.json")).0, Some(2));
+    let path = dir.path().join("truncated.json");
+    std::fs::write(&path, "{\"format\":").expect("write");
+    assert_eq!(verify(&path).0, Some(2));
 }

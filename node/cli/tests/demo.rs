@@ -113,18 +113,34 @@ fn ink(png_file: &Path) -> (f64, usize) {
 fn the_demo_runs_end_to_end_and_its_outcome_verifies_from_outside() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().join("demo");
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/demo.toml");
-    let out = govtune(&[
-        "demo",
-        "--dir",
-        dir.to_str().expect("utf8"),
-        "--config",
-        config.to_str().expect("utf8"),
-        "--short",
-        "--keep-running",
-    ]);
+    // A testnet an earlier run left running in the folder: the demo stops
+    // and replaces it.
+    let old = govtune(&["testnet", "up", "--dir", dir.join("net").to_str().expect("utf8")]);
+    assert!(old.status.success(), "testnet up");
+    let old_apis: Vec<String> = Testnet::load(&dir.join("net"))
+        .expect("the old testnet")
+        .nodes
+        .iter()
+        .map(|n| n.api.clone())
+        .collect();
+    // From a folder that is not the checkout, with the built-in data.
+    let out = Command::new(bin())
+        .current_dir(tmp.path())
+        .args(["demo", "--dir", "demo", "--short", "--keep-running"])
+        .output()
+        .expect("govtune runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("$ govtune demo\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let config = dir.join("data/demo.toml");
     let t = Running(Testnet::load(&dir.join("net")).expect("the demo left its testnet"));
     assert!(out.status.success(), "the demo failed");
+    assert!(stdout.contains("replaced the testnet an earlier run left"));
+    for api in &old_apis {
+        assert!(
+            !t.0.nodes.iter().any(|n| &n.api == api) && std::net::TcpStream::connect(api).is_err(),
+            "the old testnet's node at {api} was stopped"
+        );
+    }
     let t = &t.0;
 
     // Every node holds the same log.
@@ -330,5 +346,32 @@ fn the_demo_runs_end_to_end_and_its_outcome_verifies_from_outside() {
         share > 0.05 && colours > 20,
         "the rendered report is not blank: {:.1}% ink, {colours} colours",
         100.0 * share
+    );
+
+    // Every command the demo printed for its live testnet, run as printed
+    // (the last stops the testnet).
+    let summary: testnet::demo::DemoSummary =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("demo.json")).expect("demo.json"))
+            .expect("json");
+    assert!(summary.commands.len() >= 9, "{:?}", summary.commands);
+    for c in &summary.commands {
+        assert!(stdout.contains(c.as_str()), "printed: {c}");
+        let out = Command::new("sh")
+            .current_dir(tmp.path())
+            .args(["-c", c])
+            .output()
+            .expect("sh runs");
+        eprintln!(
+            "$ {c}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(0), "{c}");
+    }
+    assert!(
+        t.nodes
+            .iter()
+            .all(|n| std::net::TcpStream::connect(&n.api).is_err()),
+        "the last command stopped the testnet"
     );
 }

@@ -13,14 +13,14 @@
 //!   source (checked against a scan of the whole log).
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use lightclient::verify::Verifier;
-use provenance::api::{ListingAnswer, TraceAnswer};
+use provenance::api::{ListingAnswer, TraceAnswer, TraceRequest};
 use provenance::{Digest, EntryBody, Timestamp};
 use testnet::workload::{now_ms, submit, Workload};
 use testnet::{Client, NodeSettings, Testnet};
@@ -57,8 +57,57 @@ fn campaign_file(dir: &Path, steps: u64) -> PathBuf {
 /// A node that hides one log entry from campaign listings: a proxy in front
 /// of a real node.
 fn hiding_proxy(upstream: Client, hide: u64) -> String {
+    proxy(upstream, move |path, b| {
+        if path.starts_with("/v1/campaigns/") && path.ends_with("/entries") {
+            let mut v: ListingAnswer = serde_json::from_slice(&b).expect("a listing");
+            v.entries.retain(|e| e.index != hide);
+            serde_json::to_vec(&v).expect("json")
+        } else {
+            b
+        }
+    })
+}
+
+/// A node that forges its checkpoints: every checkpoint it serves (alone, in
+/// a listing, a status or a trace answer) names another root under the
+/// consortium's signature.
+fn forging_proxy(upstream: Client) -> String {
+    fn forge(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if m.contains_key("signature") {
+                    if let Some(root) = m.get_mut("root") {
+                        *root = serde_json::Value::String(Digest([7; 32]).to_hex());
+                    }
+                }
+                if let Some(serde_json::Value::Object(c)) = m.get_mut("checkpoint") {
+                    if let Some(root) = c.get_mut("root") {
+                        *root = serde_json::Value::String(Digest([7; 32]).to_hex());
+                    }
+                }
+                m.values_mut().for_each(forge);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(forge),
+            _ => {}
+        }
+    }
+    proxy(upstream, |_, b| {
+        match serde_json::from_slice::<serde_json::Value>(&b) {
+            Ok(mut v) => {
+                forge(&mut v);
+                serde_json::to_vec(&v).expect("json")
+            }
+            Err(_) => b,
+        }
+    })
+}
+
+/// A proxy in front of a real node that passes GETs and `POST /v1/trace`
+/// through `rewrite(path, body)`.
+fn proxy(upstream: Client, rewrite: impl Fn(&str, Vec<u8>) -> Vec<u8> + Send + 'static) -> String {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr").to_string();
+    let upstream = upstream.with_timeout(Duration::from_secs(600));
     std::thread::spawn(move || {
         for conn in l.incoming() {
             let Ok(mut conn) = conn else { continue };
@@ -67,25 +116,38 @@ fn hiding_proxy(upstream: Client, hide: u64) -> String {
             if r.read_line(&mut line).is_err() {
                 continue;
             }
+            let mut length = 0usize;
             loop {
                 let mut h = String::new();
                 if r.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
                     break;
                 }
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
             }
             let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let (status, body) = match upstream.get_bytes(&path) {
-                Ok(b) => {
-                    let b = if path.starts_with("/v1/campaigns/") && path.ends_with("/entries") {
-                        let mut v: ListingAnswer = serde_json::from_slice(&b).expect("a listing");
-                        v.entries.retain(|e| e.index != hide);
-                        serde_json::to_vec(&v).expect("json")
-                    } else {
-                        b
-                    };
-                    (200, b)
+            let answer = if line.starts_with("POST") {
+                let mut body = vec![0; length];
+                if r.read_exact(&mut body).is_err() {
+                    continue;
                 }
-                Err(e) => (404, format!("{{\"error\":{:?}}}", e.to_string()).into_bytes()),
+                serde_json::from_slice::<TraceRequest>(&body)
+                    .map_err(|e| e.to_string())
+                    .and_then(|req| {
+                        upstream
+                            .post_json::<_, TraceAnswer>(&path, &req)
+                            .map_err(|e| e.to_string())
+                    })
+                    .map(|a| serde_json::to_vec(&a).expect("json"))
+            } else {
+                upstream.get_bytes(&path).map_err(|e| e.to_string())
+            };
+            let (status, body) = match answer {
+                Ok(b) => (200, rewrite(&path, b)),
+                Err(e) => (404, format!("{{\"error\":{e:?}}}").into_bytes()),
             };
             let _ = write!(
                 conn,
@@ -96,6 +158,43 @@ fn hiding_proxy(upstream: Client, hide: u64) -> String {
         }
     });
     addr
+}
+
+/// Runs `govtune ARGS` and, for the light client's commands, the
+/// light-client binary `govtune-verify ARGS` too (the same code: its exit
+/// status is shown for both); both must exit `code`.
+/// Returns govtune's standard output.
+fn exits(code: i32, args: &[&str]) -> String {
+    let govtune = Path::new(env!("CARGO_BIN_EXE_govtune"));
+    let mut bins = vec![govtune.to_path_buf()];
+    // `verify model` needs the tuner, which `govtune-verify` leaves out
+    // unless built with the `recompute` feature: govtune alone checks it.
+    if matches!(args.first(), Some(&"verify" | &"trace" | &"audit")) && !args.contains(&"model") {
+        let light = govtune.with_file_name("govtune-verify");
+        assert!(
+            light.is_file(),
+            "{} is built with the workspace (cargo nextest run --workspace)",
+            light.display()
+        );
+        bins.push(light);
+    }
+    let mut stdout = String::new();
+    for (k, bin) in bins.iter().enumerate() {
+        let out = Command::new(bin).args(args).output().expect("runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{} {}\n{text}{}",
+            bin.display(),
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if k == 0 {
+            stdout = text;
+        }
+    }
+    stdout
 }
 
 fn window_text(title: &str, index: u64) -> Vec<u8> {
@@ -204,6 +303,174 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
         verdict.render()
     );
 
+    // --- The exit-code contract through the binaries: 0 holds, 1 violated,
+    // 2 could not check (a forged checkpoint, an unreachable node).
+    let g = genesis.to_str().expect("utf8").to_string();
+    let api = t.nodes[ds].api.clone();
+    let c = campaign.to_hex();
+    let policy_hex = vc.campaign.policy.to_hex();
+    let src_hex = src.to_hex();
+    let (p_text, o_text) = (
+        std::str::from_utf8(prompt).expect("utf8"),
+        std::str::from_utf8(output).expect("utf8"),
+    );
+    // Shared flags go before or after the predicate.
+    exits(0, &["verify", "checkpoint", "--genesis", &g, "--node", &api]);
+    exits(
+        0,
+        &[
+            "verify",
+            "--genesis",
+            &g,
+            "policy",
+            "--campaign",
+            &c,
+            "--approved",
+            &policy_hex,
+            "--node",
+            &api,
+        ],
+    );
+    let answer_file = dir.path().join("answer.json");
+    let af = answer_file.to_str().expect("utf8").to_string();
+    exits(
+        0,
+        &[
+            "trace",
+            "--node",
+            &api,
+            "--campaign",
+            &c,
+            "--prompt",
+            p_text,
+            "--output",
+            o_text,
+            "--genesis",
+            &g,
+            "--out",
+            &af,
+        ],
+    );
+    exits(
+        0,
+        &[
+            "verify",
+            "--genesis",
+            &g,
+            "--node",
+            &api,
+            "trace",
+            "--answer",
+            &af,
+        ],
+    );
+    let mut changed: TraceAnswer =
+        serde_json::from_str(&std::fs::read_to_string(&answer_file).expect("answer")).expect("json");
+    let mut leaf = hex::decode(&changed.events[0].entry.leaf).expect("hex");
+    let n = leaf.len();
+    leaf[n - 9] ^= 1;
+    changed.events[0].entry.leaf = hex::encode(leaf);
+    let changed_file = dir.path().join("changed.json");
+    std::fs::write(&changed_file, serde_json::to_string(&changed).expect("json")).expect("write");
+    let out = exits(
+        1,
+        &[
+            "verify",
+            "--genesis",
+            &g,
+            "--node",
+            &api,
+            "trace",
+            "--answer",
+            changed_file.to_str().expect("utf8"),
+        ],
+    );
+    assert!(out.contains("FAIL"), "the evidence is printed: {out}");
+    let forger = forging_proxy(t.client(ds));
+    for args in [
+        vec!["verify", "--genesis", &g, "--node", &forger, "checkpoint"],
+        vec![
+            "verify",
+            "--genesis",
+            &g,
+            "--node",
+            &forger,
+            "policy",
+            "--campaign",
+            &c,
+            "--approved",
+            &policy_hex,
+        ],
+        vec![
+            "verify",
+            "--genesis",
+            &g,
+            "--node",
+            &forger,
+            "source",
+            "--id",
+            &src_hex,
+        ],
+        vec![
+            "trace",
+            "--node",
+            &forger,
+            "--campaign",
+            &c,
+            "--prompt",
+            p_text,
+            "--output",
+            o_text,
+            "--genesis",
+            &g,
+        ],
+        vec![
+            "audit",
+            "revocation",
+            "--genesis",
+            &g,
+            "--node",
+            &forger,
+            "--source",
+            &src_hex,
+        ],
+    ] {
+        exits(2, &args);
+    }
+    let out = exits(
+        2,
+        &[
+            "verify",
+            "--json",
+            "--genesis",
+            &g,
+            "--node",
+            &forger,
+            "checkpoint",
+        ],
+    );
+    let failure: serde_json::Value = serde_json::from_str(&out).expect("--json on a failure prints JSON");
+    assert_eq!(
+        (failure["pass"].as_bool(), failure["checked"].as_bool()),
+        (Some(false), Some(false)),
+        "{out}"
+    );
+    exits(
+        2,
+        &[
+            "verify",
+            "--genesis",
+            &g,
+            "--node",
+            "127.0.0.1:1",
+            "policy",
+            "--campaign",
+            &c,
+            "--approved",
+            &policy_hex,
+        ],
+    );
+
     // Changed answers fail.
     let fails = |a: &TraceAnswer| -> bool {
         let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");
@@ -262,6 +529,40 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     assert!(!bad.pass, "steps under an unapproved policy: {}", bad.render());
     let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");
     assert!(v.policy(&campaign, &policy).expect("verdict").pass);
+    let p2_hex = p2d.to_hex();
+    let out = exits(
+        1,
+        &[
+            "verify",
+            "--genesis",
+            &g,
+            "--node",
+            &api,
+            "--json",
+            "policy",
+            "--campaign",
+            &c,
+            "--approved",
+            &p2_hex,
+        ],
+    );
+    let verdict: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(verdict["pass"].as_bool(), Some(false), "{out}");
+    exits(
+        0,
+        &[
+            "verify",
+            "--genesis",
+            &g,
+            "--node",
+            &api,
+            "policy",
+            "--campaign",
+            &c,
+            "--approved",
+            &policy_hex,
+        ],
+    );
 
     // --- Model: the campaign's own weights pass, one flipped bit fails.
     let weights = std::fs::read(&model).expect("model file");
@@ -273,6 +574,39 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     flipped[k] ^= 0x04;
     let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");
     assert!(!v.model(&campaign, &flipped).expect("model verdict").pass);
+    let flipped_file = dir.path().join("flipped.safetensors");
+    std::fs::write(&flipped_file, &flipped).expect("write");
+    let m = model.to_str().expect("utf8");
+    exits(
+        0,
+        &[
+            "verify",
+            "--genesis",
+            &g,
+            "--node",
+            &api,
+            "model",
+            "--campaign",
+            &c,
+            "--weights",
+            m,
+        ],
+    );
+    exits(
+        1,
+        &[
+            "verify",
+            "--genesis",
+            &g,
+            "--node",
+            &api,
+            "model",
+            "--campaign",
+            &c,
+            "--weights",
+            flipped_file.to_str().expect("utf8"),
+        ],
+    );
 
     // --- A node that hides one record is caught.
     let hidden = vc.chain_index[3];
@@ -348,6 +682,46 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
         "{}",
         bad.render()
     );
+    let revoked_hex = revoked.to_hex();
+    exits(
+        1,
+        &[
+            "verify",
+            "--genesis",
+            &g,
+            "--node",
+            &api,
+            "source",
+            "--id",
+            &revoked_hex,
+        ],
+    );
+    exits(
+        1,
+        &[
+            "audit",
+            "revocation",
+            "--genesis",
+            &g,
+            "--node",
+            &api,
+            "--source",
+            &revoked_hex,
+        ],
+    );
+    exits(
+        0,
+        &[
+            "verify",
+            "--genesis",
+            &g,
+            "--node",
+            &api,
+            "source",
+            "--id",
+            &src_hex,
+        ],
+    );
 
     // --- The revocation audit lists exactly the events that used it.
     let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");
@@ -404,6 +778,19 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     let got: BTreeSet<u64> = audit.steps.iter().map(|s| s.index).collect();
     assert_eq!(got, want, "{}", audit.render());
     assert!(audit.steps.iter().all(|s| !s.after_revocation));
+    exits(
+        0,
+        &[
+            "audit",
+            "revocation",
+            "--genesis",
+            &g,
+            "--node",
+            &api,
+            "--source",
+            &src_hex,
+        ],
+    );
     let share = audit.campaigns[0].share_of_examples;
     assert!(share > 0.0 && share < 1.0, "{}", audit.render());
     t.down().expect("down");

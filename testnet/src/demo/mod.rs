@@ -40,6 +40,7 @@ use crate::campaign::node_of;
 use crate::report::{self, ReportData};
 use crate::TestnetError;
 
+mod data;
 mod plan;
 mod stages;
 mod steps;
@@ -55,8 +56,18 @@ fn stage(n: u32, what: &str) {
 /// Runs the demo.
 pub fn run(opts: &DemoOptions) -> Result<DemoSummary, TestnetError> {
     let started = Instant::now();
-    let plan = DemoPlan::load(&opts.config)?;
-    let mut cfg = DemoConfig::load(&opts.config)?;
+    // Every path the demo writes down (demo.json, the commands it prints)
+    // is absolute, so that it holds from any directory.
+    std::fs::create_dir_all(&opts.dir)
+        .map_err(|e| TestnetError::Io(format!("{}: {e}", opts.dir.display())))?;
+    let dir = std::fs::canonicalize(&opts.dir)
+        .map_err(|e| TestnetError::Io(format!("{}: {e}", opts.dir.display())))?;
+    let config = match &opts.config {
+        Some(c) => c.clone(),
+        None => data::extract(&dir.join("data"))?,
+    };
+    let plan = DemoPlan::load(&config)?;
+    let mut cfg = DemoConfig::load(&config)?;
     if opts.short {
         stages::short_profile(&plan, &mut cfg)?;
     }
@@ -72,11 +83,16 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, TestnetError> {
     let revoke_before_pos = title_pos(&plan.revoke_before)?;
     let revoke_after_pos = title_pos(&plan.revoke_after)?;
     let traced_pos = title_pos(&plan.traced_canary)?;
-    std::fs::create_dir_all(&opts.dir)
-        .map_err(|e| TestnetError::Io(format!("{}: {e}", opts.dir.display())))?;
 
     stage(1, "a consortium of 4 nodes on loopback");
-    let net = opts.dir.join("net");
+    let net = dir.join("net");
+    // A fresh run replaces the testnet an earlier one left behind.
+    if crate::Testnet::remove(&net)? {
+        println!(
+            "  (replaced the testnet an earlier run left in {})",
+            net.display()
+        );
+    }
     let t = stages::start_testnet(&net, &opts.binary)?;
     let genesis = t.genesis_path();
     let (_, keyring) = genesis::load_genesis(&genesis)?;
@@ -142,7 +158,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, TestnetError> {
         base.state.short()
     );
     let pretrain_s = pretrain_started.elapsed().as_secs_f64();
-    let base_path = opts.dir.join("base.safetensors");
+    let base_path = dir.join("base.safetensors");
     base.weights.save(&base_path)?;
     let base_bytes =
         std::fs::read(&base_path).map_err(|e| TestnetError::Io(format!("{}: {e}", base_path.display())))?;
@@ -222,7 +238,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, TestnetError> {
         .last()
         .ok_or_else(|| TestnetError::Run("the campaign kept no model snapshot".into()))?;
     let model_bytes = reader.get_bytes(&format!("/v1/blobs/{}", snapshot.blob.to_hex()))?;
-    let model_path = opts.dir.join("model.safetensors");
+    let model_path = dir.join("model.safetensors");
     std::fs::write(&model_path, &model_bytes)
         .map_err(|e| TestnetError::Io(format!("{}: {e}", model_path.display())))?;
     let size = reader.health()?.log_size;
@@ -249,7 +265,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, TestnetError> {
     let tracer = t.client(ds);
     let stages::Traced { vc, traces, answers } = stages::trace_outputs(&stages::TraceInputs {
         node: &tracer,
-        dir: &opts.dir,
+        dir: &dir,
         cfg: &cfg,
         plan: &plan,
         traced_pos,
@@ -291,14 +307,14 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, TestnetError> {
     let audit = v.revocation_audit(&revoked)?;
     print!("{}", indent(&audit.render()));
     std::fs::write(
-        opts.dir.join("revocation-audit.json"),
+        dir.join("revocation-audit.json"),
         serde_json::to_string_pretty(&audit)?,
     )?;
 
     stage(8, "the report");
     let counts = stages::refusal_counts(&vc.chain, &sources);
     let demo_sources = stages::demo_sources(&sources, &counts, out.close.as_ref(), &plan.forged);
-    let report_path = opts.dir.join("report.html");
+    let report_path = dir.join("report.html");
     let data = ReportData {
         campaign: campaign_id,
         base_campaign: base.campaign,
@@ -325,7 +341,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, TestnetError> {
     };
     std::fs::write(&report_path, report::render(&data))
         .map_err(|e| TestnetError::Io(format!("{}: {e}", report_path.display())))?;
-    let summary = DemoSummary {
+    let mut summary = DemoSummary {
         genesis,
         testnet: net,
         policy: policy_id,
@@ -342,6 +358,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, TestnetError> {
         report: report_path.clone(),
         roots,
         seconds: started.elapsed().as_secs_f64(),
+        commands: Vec::new(),
         figures: {
             let lat: Vec<f64> = stats
                 .lock()
@@ -356,17 +373,36 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, TestnetError> {
             }
         },
     };
-    std::fs::write(
-        opts.dir.join("demo.json"),
-        serde_json::to_string_pretty(&summary)?,
-    )?;
+    if opts.keep_running {
+        let api = t.nodes[ds].api.clone();
+        summary.commands = stages::follow_up_commands(&stages::FollowUp {
+            binary: &opts.binary,
+            dir: &dir,
+            net: &summary.testnet,
+            genesis: &summary.genesis,
+            node: &api,
+            first: early_height,
+            campaign: &campaign_id,
+            policy: &policy_id,
+            model: &summary.model,
+            source: &sources[traced_pos].manifest.source_id(),
+            revoked: &revoked,
+            trace: summary
+                .traces
+                .first()
+                .ok_or_else(|| TestnetError::Run("the demo traced nothing".into()))?,
+        });
+    }
+    std::fs::write(dir.join("demo.json"), serde_json::to_string_pretty(&summary)?)?;
     println!("  {}", report_path.display());
     if opts.keep_running {
         t.detach();
         println!(
-            "\nthe testnet keeps running: `govtune testnet status|down --dir {}`",
-            summary.testnet.display()
+            "\nthe testnet keeps running; check the outcome yourself (each exits 0; the last stops it):"
         );
+        for c in &summary.commands {
+            println!("  {c}");
+        }
     } else {
         t.down()?;
     }

@@ -63,8 +63,8 @@ impl DemoPlan {
 pub struct DemoOptions {
     /// The demo's folder (testnet, answers, model, report).
     pub dir: PathBuf,
-    /// The campaign file (`data/demo.toml`).
-    pub config: PathBuf,
+    /// The campaign file; `None`: the built-in `data/demo.toml`.
+    pub config: Option<PathBuf>,
     /// The short profile.
     pub short: bool,
     /// Leave the testnet running at the end.
@@ -163,6 +163,10 @@ pub struct DemoSummary {
     pub seconds: f64,
     /// Timings measured while it ran.
     pub figures: Figures,
+    /// With `--keep-running`: commands that check the outcome against the
+    /// live testnet, each exiting 0, the last stopping it.
+    #[serde(default)]
+    pub commands: Vec<String>,
 }
 
 /// Timings of one demo run.
