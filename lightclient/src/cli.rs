@@ -158,6 +158,18 @@ pub enum AuditCommand {
     },
 }
 
+/// The question `trace` asks.
+pub fn trace_request(campaign: &Digest, prompt: &str, output: &str, method: Option<&str>) -> TraceRequest {
+    TraceRequest {
+        campaign: *campaign,
+        prompt: prompt.to_string(),
+        output: output.to_string(),
+        method: method.map(str::to_string),
+        top_examples: None,
+        top_events: None,
+    }
+}
+
 /// Asks `node` to trace `output` after `prompt` in `campaign`.
 pub fn ask_trace(
     node: &Client,
@@ -167,15 +179,7 @@ pub fn ask_trace(
     method: Option<&str>,
 ) -> Result<TraceAnswer, VerifyError> {
     let node = node.clone().with_timeout(Duration::from_secs(600));
-    let req = TraceRequest {
-        campaign: *campaign,
-        prompt: prompt.to_string(),
-        output: output.to_string(),
-        method: method.map(str::to_string),
-        top_examples: None,
-        top_events: None,
-    };
-    crate::light::answer(node.trace(&req))
+    crate::light::answer(node.trace(&trace_request(campaign, prompt, output, method)))
 }
 
 /// The answer as a lineage: output → sources → examples → events → policy
@@ -344,7 +348,11 @@ fn run_trace(a: TraceArgs) -> Result<bool, VerifyError> {
     }
     if let Some(g) = &a.genesis {
         let mut v = verifier(g, &a.node)?;
-        let verdict = v.trace(&answer, false)?;
+        let mut verdict = v.trace(&answer, false)?;
+        let asked = trace_request(&c, &a.prompt, &a.output, a.method.as_deref());
+        for m in crate::verify::unasked(&answer, &asked) {
+            verdict.violation(m);
+        }
         print!("{}", verdict.render());
         return Ok(verdict.pass);
     }

@@ -14,6 +14,7 @@ use crate::verify::Verdict;
 mod built {
     use provenance::Digest;
     use tuner::record::PreparedTrace;
+    use tuner::score::TraceReport;
 
     use super::*;
 
@@ -73,30 +74,125 @@ mod built {
         let report = prep
             .trace(a.prompt.as_bytes(), a.output.as_bytes(), method)
             .map_err(|e| VerifyError::BadBlob(e.to_string()))?;
+        let differences = differences(&report, a);
         if report.digest() != a.report_digest {
             v.violation(format!(
                 "recomputed scores differ: report digest {} against the node's {}",
                 report.digest().short(),
                 a.report_digest.short()
             ));
-        } else {
+        } else if differences.is_empty() {
             v.notes.push(format!(
-                "scores recomputed from {} blob bytes: bit-identical (report {})",
+                "scores recomputed from {} blob bytes: bit-identical (report {}), every field the answer shows matches",
                 prep.blob_bytes,
                 report.digest().short()
             ));
         }
-        let mine: Vec<Digest> = report.sources_by_salient().iter().map(|s| s.source).collect();
-        let theirs: Vec<Digest> = a.sources.iter().map(|s| s.source).collect();
-        if mine != theirs {
-            v.violation("the node's source ranking is not the recomputed one".into());
+        for d in differences {
+            v.violation(d);
         }
         Ok(())
+    }
+
+    /// Every field of the answer that differs from the recomputed report's
+    /// view ([`TraceReport::ranked`]), named: sources (id, rank, score,
+    /// salient, examples, top examples), events (which, score, examples),
+    /// parameter blocks and the number of examples scored. The view's sizes
+    /// are the answer's own (the longest top-example list; the number of
+    /// top events that yields the cited events).
+    pub fn differences(report: &TraceReport, a: &TraceAnswer) -> Vec<String> {
+        let mut out = Vec::new();
+        let top_examples = a.sources.iter().map(|s| s.top_examples.len()).max().unwrap_or(0);
+        let cited: Vec<u64> = a.events.iter().map(|e| e.seq).collect();
+        let view = (0..=report.events.len().min(64))
+            .map(|k| report.ranked(top_examples, k))
+            .find(|v| v.events.iter().map(|e| e.key).collect::<Vec<_>>() == cited);
+        let view = match view {
+            Some(v) => v,
+            None => {
+                out.push(format!(
+                    "the cited events {cited:?} are not the highest-scoring ones and those of the listed examples"
+                ));
+                report.ranked(top_examples, 0)
+            }
+        };
+        let bits = |x: f64| x.to_bits();
+        if a.examples_scored != view.examples_scored {
+            out.push(format!(
+                "examples_scored is {} in the answer, {} recomputed",
+                a.examples_scored, view.examples_scored
+            ));
+        }
+        if a.sources.len() != view.sources.len() {
+            out.push(format!(
+                "the answer ranks {} sources, the recomputed report {}",
+                a.sources.len(),
+                view.sources.len()
+            ));
+        }
+        for (s, r) in a.sources.iter().zip(&view.sources) {
+            let name = format!("source at position {} ({})", r.rank, s.title);
+            if s.source != r.score.source {
+                out.push(format!(
+                    "{name} is source {} in the answer, {} recomputed",
+                    s.source.short(),
+                    r.score.source.short()
+                ));
+                continue;
+            }
+            if s.rank != r.rank {
+                out.push(format!(
+                    "{name}: rank {} in the answer, {} recomputed",
+                    s.rank, r.rank
+                ));
+            }
+            if bits(s.score) != bits(r.score.score) {
+                out.push(format!(
+                    "{name}: score {} in the answer, {} recomputed",
+                    s.score, r.score.score
+                ));
+            }
+            if bits(s.salient) != bits(r.score.salient) {
+                out.push(format!(
+                    "{name}: salient {} in the answer, {} recomputed",
+                    s.salient, r.score.salient
+                ));
+            }
+            if s.examples != r.score.examples {
+                out.push(format!(
+                    "{name}: {} examples in the answer, {} recomputed",
+                    s.examples, r.score.examples
+                ));
+            }
+            let same_top = s.top_examples.len() == r.top.len()
+                && s.top_examples.iter().zip(&r.top).all(|(x, y)| {
+                    (x.index, x.step, x.event_seq, bits(x.score)) == (y.index, y.step, y.event, bits(y.score))
+                });
+            if !same_top {
+                out.push(format!("{name}: its top examples are not the recomputed ones"));
+            }
+        }
+        for (e, k) in a.events.iter().zip(&view.events) {
+            if bits(e.score) != bits(k.score) || e.examples != k.examples {
+                out.push(format!(
+                    "event {}: score {} over {} examples in the answer, {} over {} recomputed",
+                    e.seq, e.score, e.examples, k.score, k.examples
+                ));
+            }
+        }
+        let same_blocks = a.blocks.len() == view.blocks.len()
+            && a.blocks.iter().zip(&view.blocks).all(|(x, y)| {
+                (x.block, bits(x.score), bits(x.share)) == (y.block, bits(y.score), bits(y.share))
+            });
+        if !same_blocks {
+            out.push("the parameter blocks' scores or shares are not the recomputed ones".into());
+        }
+        out
     }
 }
 
 #[cfg(feature = "recompute")]
-pub use built::{check_model, check_trace};
+pub use built::{check_model, check_trace, differences};
 
 /// Without the tuner: the model cannot be rebuilt here.
 #[cfg(not(feature = "recompute"))]

@@ -256,43 +256,41 @@ pub async fn post_trace(
             "the campaign's close is not certified yet; retry shortly",
         ));
     }
+    // The view a verifier recomputes with `--recompute`.
+    let view = report.ranked(top_examples, top_events);
     let mut sources = Vec::new();
-    let mut event_seqs: BTreeSet<u64> = report.events.iter().take(top_events).map(|e| e.key).collect();
-    for (rank, sc) in report.sources_by_salient().into_iter().enumerate() {
+    for r in &view.sources {
+        let sc = &r.score;
         let manifest = cite_digest(&st, &sc.source, size)?;
         let (title, authority) = match st.state().source_state(&sc.source) {
             Some(x) => (x.manifest.title.clone(), x.manifest.authority.to_string()),
             None => (String::new(), String::new()),
         };
-        let mut ex: Vec<_> = report.examples.iter().filter(|e| e.source == sc.source).collect();
-        ex.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
-        let top: Vec<TracedExample> = ex
-            .into_iter()
-            .take(top_examples)
-            .map(|e| TracedExample {
-                index: e.index,
-                step: e.step,
-                event_seq: e.event,
-                score: e.score,
-            })
-            .collect();
-        event_seqs.extend(top.iter().map(|e| e.event_seq));
         sources.push(TracedSource {
             source: sc.source,
             title,
-            rank: rank + 1,
+            rank: r.rank,
             score: sc.score,
             salient: sc.salient,
             examples: sc.examples,
             authority,
             manifest,
-            top_examples: top,
+            top_examples: r
+                .top
+                .iter()
+                .map(|e| TracedExample {
+                    index: e.index,
+                    step: e.step,
+                    event_seq: e.event,
+                    score: e.score,
+                })
+                .collect(),
         });
     }
-    let by_key: HashMap<u64, &tuner::score::KeyScore> = report.events.iter().map(|e| (e.key, e)).collect();
     let mut events = Vec::new();
     let mut policies: BTreeSet<Digest> = BTreeSet::from([record.campaign.policy]);
-    for seq in event_seqs {
+    for k in &view.events {
+        let seq = k.key;
         let body = record
             .chain
             .get(seq as usize)
@@ -301,15 +299,13 @@ pub async fn post_trace(
             policies.insert(*e.policy);
         }
         let index = chain_index[seq as usize];
-        let k = by_key.get(&seq);
         events.push(TracedEvent {
             seq,
-            score: k.map(|k| k.score).unwrap_or(0.0),
-            examples: k.map(|k| k.examples).unwrap_or(0),
+            score: k.score,
+            examples: k.examples,
             entry: cite(&st, index, size)?,
         });
     }
-    events.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.seq.cmp(&b.seq)));
     let policies = policies
         .iter()
         .map(|d| cite_digest(&st, d, size))
@@ -330,7 +326,7 @@ pub async fn post_trace(
         sources,
         events,
         policies,
-        blocks: report
+        blocks: view
             .blocks
             .iter()
             .map(|b| TracedBlock {
@@ -340,7 +336,7 @@ pub async fn post_trace(
             })
             .collect(),
         base,
-        examples_scored: report.examples.len() as u64,
+        examples_scored: view.examples_scored,
         seconds: t0.elapsed().as_secs_f64(),
     };
     drop(st);

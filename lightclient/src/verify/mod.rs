@@ -38,6 +38,7 @@ mod predicates;
 mod trace;
 
 pub use audit::{AuditedCampaign, AuditedStep, RevocationAudit};
+pub use trace::unasked;
 
 /// A predicate's verdict.
 #[derive(Debug, Clone, Serialize)]

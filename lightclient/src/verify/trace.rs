@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use provenance::api::CitedEntry;
-use provenance::api::TraceAnswer;
+use provenance::api::{TraceAnswer, TraceRequest};
 use provenance::{Campaign, Canonical, EntryBody, LedgerEntry};
 
 use super::{malformed, records_of, Verdict, Verifier};
@@ -147,4 +147,39 @@ impl Verifier {
         }
         Ok(self.finish(v))
     }
+}
+
+/// What in an answer is not what was asked: another campaign, prompt or
+/// output, or (when one was asked for) another method. A node that answers
+/// another question with valid proofs is caught here, not by the proofs.
+pub fn unasked(a: &TraceAnswer, q: &TraceRequest) -> Vec<String> {
+    let mut out = Vec::new();
+    if a.campaign != q.campaign {
+        out.push(format!(
+            "the answer is for campaign {}, the question for {}",
+            a.campaign.short(),
+            q.campaign.short()
+        ));
+    }
+    if a.prompt != q.prompt {
+        out.push(format!(
+            "the answer is for prompt {:?}, the question for {:?}",
+            a.prompt, q.prompt
+        ));
+    }
+    if a.output != q.output {
+        out.push(format!(
+            "the answer is for output {:?}, the question for {:?}",
+            a.output, q.output
+        ));
+    }
+    if let Some(m) = &q.method {
+        if &a.method != m {
+            out.push(format!(
+                "the answer is by method {}, the question asked for {m}",
+                a.method
+            ));
+        }
+    }
+    out
 }

@@ -105,6 +105,20 @@ fn forging_proxy(upstream: Client) -> String {
 /// A proxy in front of a real node that passes GETs and `POST /v1/trace`
 /// through `rewrite(path, body)`.
 fn proxy(upstream: Client, rewrite: impl Fn(&str, Vec<u8>) -> Vec<u8> + Send + 'static) -> String {
+    serve_proxy(upstream, |q| q, rewrite)
+}
+
+/// A proxy that asks the node `ask(question)` instead of the question it
+/// was sent, and passes the answer on unchanged.
+fn proxy_asking(upstream: Client, ask: impl Fn(TraceRequest) -> TraceRequest + Send + 'static) -> String {
+    serve_proxy(upstream, ask, |_, b| b)
+}
+
+fn serve_proxy(
+    upstream: Client,
+    ask: impl Fn(TraceRequest) -> TraceRequest + Send + 'static,
+    rewrite: impl Fn(&str, Vec<u8>) -> Vec<u8> + Send + 'static,
+) -> String {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr").to_string();
     let upstream = upstream.with_timeout(Duration::from_secs(600));
@@ -138,7 +152,7 @@ fn proxy(upstream: Client, rewrite: impl Fn(&str, Vec<u8>) -> Vec<u8> + Send + '
                     .map_err(|e| e.to_string())
                     .and_then(|req| {
                         upstream
-                            .post_json::<_, TraceAnswer>(&path, &req)
+                            .post_json::<_, TraceAnswer>(&path, &ask(req))
                             .map_err(|e| e.to_string())
                     })
                     .map(|a| serde_json::to_vec(&a).expect("json"))
@@ -167,9 +181,12 @@ fn proxy(upstream: Client, rewrite: impl Fn(&str, Vec<u8>) -> Vec<u8> + Send + '
 fn exits(code: i32, args: &[&str]) -> String {
     let govtune = Path::new(env!("CARGO_BIN_EXE_govtune"));
     let mut bins = vec![govtune.to_path_buf()];
-    // `verify model` needs the tuner, which `govtune-verify` leaves out
+    // `verify model` and `--recompute` need the tuner, which `govtune-verify` leaves out
     // unless built with the `recompute` feature: govtune alone checks it.
-    if matches!(args.first(), Some(&"verify" | &"trace" | &"audit")) && !args.contains(&"model") {
+    if matches!(args.first(), Some(&"verify" | &"trace" | &"audit"))
+        && !args.contains(&"model")
+        && !args.contains(&"--recompute")
+    {
         let light = govtune.with_file_name("govtune-verify");
         assert!(
             light.is_file(),
@@ -501,6 +518,94 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
         !v.trace(&bad, true).expect("checks").pass,
         "changed scores fail --recompute"
     );
+
+    // --- `--recompute` checks every field the answer shows: the scores are
+    // recomputed once here, each rewrite of an honest answer (its proofs all
+    // still valid) is named.
+    let report = {
+        let node = t.client(ds);
+        let mut fetch = |d: &Digest| -> tuner::Result<Vec<u8>> {
+            node.get_bytes(&format!("/v1/blobs/{}", d.to_hex()))
+                .map_err(|e| tuner::TunerError::Sink(e.to_string()))
+        };
+        let prep = tuner::record::PreparedTrace::build(&record, &mut fetch).expect("prepared");
+        let method = tuner::score::Method::by_name(&a.method).expect("method");
+        prep.trace(prompt, output, method).expect("report")
+    };
+    assert_eq!(report.digest(), a.report_digest);
+    assert!(lightclient::recompute::differences(&report, &a).is_empty());
+    type Rewrite = Box<dyn Fn(&mut TraceAnswer)>;
+    let rewrites: Vec<(&str, Rewrite)> = vec![
+        ("score", Box::new(|a| a.sources[0].score += 1.0)),
+        ("salient", Box::new(|a| a.sources[0].salient += 0.25)),
+        ("rank", Box::new(|a| a.sources[1].rank = 1)),
+        (
+            "top examples",
+            Box::new(|a| a.sources[0].top_examples[0].score += 0.5),
+        ),
+        ("top examples", Box::new(|a| a.sources[0].top_examples.reverse())),
+        ("event", Box::new(|a| a.events[0].score += 1.0)),
+        ("event", Box::new(|a| a.events[0].examples += 1)),
+        ("parameter blocks", Box::new(|a| a.blocks[0].share = 0.99)),
+        ("examples_scored", Box::new(|a| a.examples_scored += 10)),
+        ("is source", Box::new(|a| a.sources.swap(0, 1))),
+    ];
+    for (field, rewrite) in &rewrites {
+        let mut changed = a.clone();
+        rewrite(&mut changed);
+        let found = lightclient::recompute::differences(&report, &changed);
+        assert!(
+            found.iter().any(|d| d.contains(field)),
+            "a rewritten {field} must be named: {found:?}"
+        );
+    }
+    // And through the binary, once.
+    let mut changed = a.clone();
+    changed.sources[0].salient += 0.25;
+    let changed_file = dir.path().join("salient.json");
+    std::fs::write(&changed_file, serde_json::to_string(&changed).expect("json")).expect("write");
+    let out = exits(
+        1,
+        &[
+            "verify",
+            "--genesis",
+            &g,
+            "--node",
+            &api,
+            "trace",
+            "--recompute",
+            "--answer",
+            changed_file.to_str().expect("utf8"),
+        ],
+    );
+    assert!(out.contains("salient"), "{out}");
+
+    // An answer for another output than the one asked: the proxy asks the
+    // node about another output and passes its honest, proved answer on.
+    let other = std::str::from_utf8(&window_text(&title, idx + 1)[32..])
+        .expect("utf8")
+        .to_string();
+    let swapper = proxy_asking(t.client(ds), move |mut q| {
+        q.output = other.clone();
+        q
+    });
+    let out = exits(
+        1,
+        &[
+            "trace",
+            "--node",
+            &swapper,
+            "--campaign",
+            &c,
+            "--prompt",
+            p_text,
+            "--output",
+            o_text,
+            "--genesis",
+            &g,
+        ],
+    );
+    assert!(out.contains("the answer is for output"), "{out}");
 
     // --- Policy: passes for the approved policy; a successor governance
     // publishes later is not what this campaign ran under.

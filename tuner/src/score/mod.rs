@@ -70,5 +70,7 @@ pub use coords::BlockCoords;
 pub use inputs::{logged_examples, LoggedExample, LrSchedule, QueryGradient};
 pub use method::{Method, DEFAULT_COMMON_DIRECTIONS, DEFAULT_TRAK_LAMBDA};
 pub use precondition::Preconditioner;
-pub use report::{BlockScore, ExampleScore, KeyScore, SourceScore, TraceReport, SALIENT_FRACTION};
+pub use report::{
+    BlockScore, ExampleScore, KeyScore, Ranked, RankedSource, SourceScore, TraceReport, SALIENT_FRACTION,
+};
 pub use scoring::score;

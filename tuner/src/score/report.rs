@@ -64,6 +64,33 @@ pub struct BlockScore {
     pub share: f64,
 }
 
+/// A source in a [`Ranked`] view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankedSource {
+    /// 1 = most influential (by salient score, then score, then id).
+    pub rank: usize,
+    /// Its scores.
+    pub score: SourceScore,
+    /// Its highest-scoring examples (ties by index).
+    pub top: Vec<ExampleScore>,
+}
+
+/// What a trace answer shows of a report: every source ranked with its top
+/// examples, the highest-scoring events plus every event a listed example
+/// came from, the parameter blocks. The node builds its answer from this
+/// view and a verifier recomputes it, so the two agree field by field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranked {
+    /// Sources by rank.
+    pub sources: Vec<RankedSource>,
+    /// Events, highest score first (ties by key).
+    pub events: Vec<KeyScore>,
+    /// Parameter blocks, largest share first.
+    pub blocks: Vec<BlockScore>,
+    /// Examples scored.
+    pub examples_scored: u64,
+}
+
 /// The scores of one query.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TraceReport {
@@ -143,5 +170,50 @@ impl TraceReport {
             .iter()
             .find(|s| &s.source == source)
             .map_or(0.0, |s| s.score)
+    }
+
+    /// The view a trace answer shows, with `top_examples` examples per
+    /// source and the `top_events` highest-scoring events.
+    pub fn ranked(&self, top_examples: usize, top_events: usize) -> Ranked {
+        let mut cited: std::collections::BTreeSet<u64> =
+            self.events.iter().take(top_events).map(|e| e.key).collect();
+        let sources: Vec<RankedSource> = self
+            .sources_by_salient()
+            .into_iter()
+            .enumerate()
+            .map(|(i, sc)| {
+                let mut ex: Vec<&ExampleScore> =
+                    self.examples.iter().filter(|e| e.source == sc.source).collect();
+                ex.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
+                let top: Vec<ExampleScore> = ex.into_iter().take(top_examples).cloned().collect();
+                cited.extend(top.iter().map(|e| e.event));
+                RankedSource {
+                    rank: i + 1,
+                    score: sc.clone(),
+                    top,
+                }
+            })
+            .collect();
+        let mut events: Vec<KeyScore> = cited
+            .into_iter()
+            .map(|key| {
+                self.events
+                    .iter()
+                    .find(|e| e.key == key)
+                    .cloned()
+                    .unwrap_or(KeyScore {
+                        key,
+                        score: 0.0,
+                        examples: 0,
+                    })
+            })
+            .collect();
+        events.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.key.cmp(&b.key)));
+        Ranked {
+            sources,
+            events,
+            blocks: self.blocks.clone(),
+            examples_scored: self.examples.len() as u64,
+        }
     }
 }

@@ -484,3 +484,52 @@ fn malformed_inputs_are_typed_errors() {
     )
     .is_err());
 }
+
+/// The view a trace answer shows: sources by salient score with their top
+/// examples (ties by index), the top events plus every event a listed
+/// example came from, highest score first.
+#[test]
+fn the_ranked_view_lists_what_an_answer_shows() {
+    let (a, b) = (Digest([1; 32]), Digest([2; 32]));
+    let ex = |source, index, event, score| ExampleScore {
+        source,
+        index,
+        step: event,
+        event,
+        score,
+    };
+    let src = |source, score, salient, examples| SourceScore {
+        source,
+        score,
+        salient,
+        examples,
+        blocks: vec![],
+    };
+    let key = |key, score, examples| KeyScore { key, score, examples };
+    let report = TraceReport {
+        method: Method::tracin(),
+        examples: vec![
+            ex(a, 0, 0, 0.5),
+            ex(a, 1, 1, 0.5),
+            ex(a, 2, 2, 0.1),
+            ex(b, 0, 3, 2.0),
+        ],
+        // b has the higher score, a the salient part: a ranks first.
+        sources: vec![src(b, 2.0, 0.0, 1), src(a, 1.1, 0.4, 3)],
+        salient_threshold: 0.1,
+        events: vec![key(3, 2.0, 1), key(0, 0.5, 1), key(1, 0.5, 1), key(2, 0.1, 1)],
+        steps: vec![],
+        blocks: vec![],
+    };
+    let v = report.ranked(2, 1);
+    assert_eq!(v.examples_scored, 4);
+    let order: Vec<(usize, Digest)> = v.sources.iter().map(|s| (s.rank, s.score.source)).collect();
+    assert_eq!(order, vec![(1, a), (2, b)]);
+    let top: Vec<u64> = v.sources[0].top.iter().map(|e| e.index).collect();
+    assert_eq!(top, vec![0, 1], "ties by index, two per source");
+    // Event 3 is the top event; 0 and 1 hold a's listed examples, 3 b's.
+    let events: Vec<u64> = v.events.iter().map(|e| e.key).collect();
+    assert_eq!(events, vec![3, 0, 1]);
+    assert_eq!(report.ranked(0, 0).events, vec![]);
+    assert_eq!(report.ranked(1, 4).events.len(), 4);
+}
