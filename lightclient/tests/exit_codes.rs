@@ -114,3 +114,71 @@ fn the_binary_says_its_version() {
     assert_eq!(code, Some(0));
     assert!(out.starts_with("govtune-verify "), "{out}");
 }
+
+/// A node that answers every request with a body that never ends: one
+/// with a `Content-Length` of a terabyte, one without any (`Connection:
+/// close`, streamed until the client hangs up). Returns its address.
+fn endless_node(length_header: bool) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(conn.try_clone().expect("clone"));
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                        break;
+                    }
+                }
+                let head = if length_header {
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n"
+                } else {
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+                };
+                if conn.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let chunk = vec![b' '; 1 << 16];
+                while conn.write_all(&chunk).is_ok() {}
+            });
+        }
+    });
+    addr
+}
+
+/// A node cannot exhaust the verifier's memory or time: an endless answer
+/// is cut at the client's bound and the check ends with 2 (could not
+/// check) within 30 s, the verifier's resident memory under 200 MB.
+#[test]
+fn an_endless_answer_is_cut_short() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let g = genesis_file(dir.path());
+    let g = g.to_str().expect("path");
+    for length_header in [true, false] {
+        let node = endless_node(length_header);
+        let started = std::time::Instant::now();
+        let (code, out) = verify(&["verify", "--genesis", g, "--node", &node, "checkpoint"]);
+        let took = started.elapsed();
+        assert_eq!(code, Some(2), "{out}");
+        assert!(took.as_secs() < 30, "{took:?}: {out}");
+        eprintln!("endless answer (Content-Length: {length_header}): exit 2 after {took:?}");
+    }
+    // SAFETY: getrusage fills the struct it is given; nothing else is touched.
+    let max_rss_kb = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut u);
+        u.ru_maxrss
+    };
+    eprintln!(
+        "peak resident memory of the verifier runs: {} MB",
+        max_rss_kb / 1024
+    );
+    assert!(
+        max_rss_kb < 200 * 1024,
+        "the verifier's peak resident memory was {} MB",
+        max_rss_kb / 1024
+    );
+}
