@@ -54,5 +54,7 @@ apt_install() {
 need_nextest() {
   command -v cargo-nextest >/dev/null 2>&1 && return 0
   say "installing cargo-nextest from crates.io"
-  cargo install cargo-nextest --locked
+  # A test runner spends its time waiting for tests: the debug build runs
+  # them as well and compiles in a fraction of a release build's time.
+  cargo install cargo-nextest --locked --debug
 }

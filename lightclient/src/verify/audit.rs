@@ -55,6 +55,15 @@ pub struct RevocationAudit {
     pub title: String,
     /// The revocation's log index and reason, if revoked.
     pub revoked: Option<(u64, String)>,
+    /// Whether the revocation status and the campaigns come from a scan of
+    /// the whole log (else from the node's listing).
+    pub proven: bool,
+    /// Entries naming the source that the node's listing left out (found
+    /// by the scan).
+    pub omitted: Vec<u64>,
+    /// Campaigns that named the source and are not closed: their records
+    /// cannot be shown complete.
+    pub open: Vec<Digest>,
     /// Every event that admitted examples of it.
     pub steps: Vec<AuditedStep>,
     /// Per campaign.
@@ -66,12 +75,43 @@ pub struct RevocationAudit {
 }
 
 impl RevocationAudit {
+    /// What shows the audit's claim false: events that admitted the source
+    /// after its revocation, entries the listing left out, open campaigns.
+    pub fn violations(&self) -> Vec<String> {
+        let late = self.steps.iter().filter(|x| x.after_revocation).count();
+        let mut out = Vec::new();
+        if late > 0 {
+            out.push(format!("{late} events admitted the source after its revocation"));
+        }
+        if !self.omitted.is_empty() {
+            out.push(format!("the node's listing omits entries {:?}", self.omitted));
+        }
+        for c in &self.open {
+            out.push(format!("campaign {} is not closed", c.short()));
+        }
+        out
+    }
+
     /// A human-readable table.
     pub fn render(&self) -> String {
         let mut s = format!("source {} ({})\n", self.source.short(), self.title);
         match &self.revoked {
             Some((i, r)) => s.push_str(&format!("revoked at log index {i}: {r}\n")),
             None => s.push_str("not revoked\n"),
+        }
+        s.push_str(if self.proven {
+            "(revocation status and campaigns proven by a scan of the whole log)\n"
+        } else {
+            "(revocation status and campaigns as the node's listing shows them; --scan proves them)\n"
+        });
+        for i in &self.omitted {
+            s.push_str(&format!("the node's listing of the source omits entry {i}\n"));
+        }
+        for c in &self.open {
+            s.push_str(&format!(
+                "campaign {} is not closed: its record cannot be shown complete\n",
+                c.short()
+            ));
         }
         s.push_str(&format!(
             "{} events admitted examples of it under its signature:\n",
@@ -113,8 +153,16 @@ impl RevocationAudit {
 impl Verifier {
     /// The revocation audit of source `id`: every event that admitted its
     /// examples (each campaign's record verified complete), and the share
-    /// of each campaign's update they carry.
+    /// of each campaign's update they carry. With `scan`, the whole log is
+    /// downloaded and checked against the checkpoint: the revocation and
+    /// the campaigns that named the source come from it, not from the
+    /// node's listing.
     pub fn revocation_audit(&mut self, id: &Digest) -> Result<RevocationAudit, VerifyError> {
+        self.audit_revocation(id, false)
+    }
+
+    /// [`Self::revocation_audit`], optionally proven by a scan.
+    pub fn audit_revocation(&mut self, id: &Digest, scan: bool) -> Result<RevocationAudit, VerifyError> {
         let (cp, listed) = self.listing(&format!("/v1/sources/{}/entries", id.to_hex()))?;
         let (_, me) = self.ensure(&cp, id)?;
         let title = match &me.body {
@@ -134,10 +182,40 @@ impl Verifier {
                 }
             }
         }
+        let mut omitted = Vec::new();
+        if scan {
+            let listed_idx: BTreeSet<u64> = listed.iter().map(|(i, _)| *i).collect();
+            revoked = None;
+            for (i, e) in &self.scan(&cp)? {
+                if !e.body.sources_named().contains(id) {
+                    continue;
+                }
+                if !listed_idx.contains(i) {
+                    omitted.push(*i);
+                }
+                match &e.body {
+                    EntryBody::Revocation(r) if r.source == *id => {
+                        if revoked.is_none() {
+                            self.check_signatures(&cp, *i, e)?;
+                            revoked = Some((*i, r.reason.clone()));
+                        }
+                    }
+                    b => {
+                        if let Some(c) = b.campaign_id().copied() {
+                            campaigns.insert(c);
+                        }
+                    }
+                }
+            }
+        }
         let mut steps = Vec::new();
         let mut per = Vec::new();
+        let mut open = Vec::new();
         for c in &campaigns {
             let vc = self.campaign(c)?;
+            if vc.record.is_none() {
+                open.push(*c);
+            }
             let (mut total, mut with, mut weighted, mut n_events, mut n_with) = (0.0, 0.0, 0.0, 0u64, 0u64);
             for (k, b) in vc.chain.iter().enumerate() {
                 let Some(ev) = b.event() else { continue };
@@ -183,6 +261,9 @@ impl Verifier {
             source: *id,
             title,
             revoked,
+            proven: scan,
+            omitted,
+            open,
             steps,
             campaigns: per,
             entries_checked: self.checked,

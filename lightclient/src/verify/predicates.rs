@@ -105,6 +105,8 @@ impl Verifier {
         let listed_idx: BTreeSet<u64> = listed.iter().map(|(i, _)| *i).collect();
         if scan {
             let all = self.scan(&cp)?;
+            // The revocation status is the scan's, not the listing's.
+            revoked_at = None;
             for (i, e) in &all {
                 if e.body.sources_named().contains(id) {
                     if !listed_idx.contains(i) {
@@ -113,12 +115,23 @@ impl Verifier {
                     if let Some(c) = e.body.campaign_id().copied() {
                         campaigns.insert(c);
                     }
+                    if let EntryBody::Revocation(r) = &e.body {
+                        if r.source == *id && revoked_at.is_none() {
+                            self.check_signatures(&cp, *i, e)?;
+                            revoked_at = Some((*i, r.clone()));
+                        }
+                    }
                 }
             }
             v.notes.push(format!(
-                "scanned all {} log entries against the checkpoint's root",
+                "scanned all {} log entries against the checkpoint's root: the revocation status is proven",
                 all.len()
             ));
+        } else {
+            v.notes.push(
+                "revocation status as the node's listing shows it (--scan proves it from the whole log)"
+                    .into(),
+            );
         }
         if let Some((ri, r)) = &revoked_at {
             v.notes.push(format!(
@@ -212,8 +225,8 @@ impl Verifier {
                         ));
                     }
                 }
-                None => v.notes.push(format!(
-                    "campaign {} is open: {admitted} admitted, {refused} refused so far (no close to check completeness against)",
+                None => v.violation(format!(
+                    "campaign {} is not closed: its record cannot be shown complete ({admitted} admitted, {refused} refused so far)",
                     c.short()
                 )),
             }

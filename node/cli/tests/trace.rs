@@ -57,7 +57,7 @@ fn campaign_file(dir: &Path, steps: u64) -> PathBuf {
 /// A node that hides one log entry from campaign listings: a proxy in front
 /// of a real node.
 fn hiding_proxy(upstream: Client, hide: u64) -> String {
-    proxy(upstream, move |path, b| {
+    rewriting_proxy(upstream, move |path, b| {
         if path.starts_with("/v1/campaigns/") && path.ends_with("/entries") {
             let mut v: ListingAnswer = serde_json::from_slice(&b).expect("a listing");
             v.entries.retain(|e| e.index != hide);
@@ -91,7 +91,7 @@ fn forging_proxy(upstream: Client) -> String {
             _ => {}
         }
     }
-    proxy(upstream, |_, b| {
+    rewriting_proxy(upstream, |_, b| {
         match serde_json::from_slice::<serde_json::Value>(&b) {
             Ok(mut v) => {
                 forge(&mut v);
@@ -104,7 +104,7 @@ fn forging_proxy(upstream: Client) -> String {
 
 /// A proxy in front of a real node that passes GETs and `POST /v1/trace`
 /// through `rewrite(path, body)`.
-fn proxy(upstream: Client, rewrite: impl Fn(&str, Vec<u8>) -> Vec<u8> + Send + 'static) -> String {
+fn rewriting_proxy(upstream: Client, rewrite: impl Fn(&str, Vec<u8>) -> Vec<u8> + Send + 'static) -> String {
     serve_proxy(upstream, |q| q, rewrite)
 }
 
@@ -827,6 +827,44 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
             &src_hex,
         ],
     );
+
+    // A node that leaves the revocation out of the source's listing: with
+    // --scan the revocation is proven from the whole log, the omission and
+    // the use after it are named.
+    let omitter = rewriting_proxy(t.client(ds), move |path, b| {
+        if path.starts_with("/v1/sources/") && path.ends_with("/entries") {
+            let mut l: ListingAnswer = serde_json::from_slice(&b).expect("a listing");
+            l.entries.retain(|e| e.index != ri);
+            serde_json::to_vec(&l).expect("json")
+        } else {
+            b
+        }
+    });
+    let audit_scan = format!("audit revocation --scan --genesis {g} --node {omitter} --source {revoked_hex}");
+    let out = exits(1, &audit_scan.split(' ').collect::<Vec<_>>());
+    assert!(out.contains(&format!("omits entry {ri}")), "{out}");
+    assert!(out.contains(&format!("revoked at log index {ri}")), "{out}");
+    assert!(out.contains("after its revocation"), "{out}");
+    let source_scan = format!("verify --genesis {g} --node {omitter} source --scan --id {revoked_hex}");
+    let out = exits(1, &source_scan.split(' ').collect::<Vec<_>>());
+    assert!(
+        out.contains(&format!("omits entry {ri}")) && out.contains("after the revocation"),
+        "{out}"
+    );
+    // A node that truncates a campaign's listing before its close: the
+    // campaign cannot be shown complete.
+    let truncator = rewriting_proxy(t.client(ds), |path, b| {
+        if path.starts_with("/v1/campaigns/") && path.ends_with("/entries") {
+            let mut l: ListingAnswer = serde_json::from_slice(&b).expect("a listing");
+            l.entries.pop();
+            serde_json::to_vec(&l).expect("json")
+        } else {
+            b
+        }
+    });
+    let source = format!("verify --genesis {g} --node {truncator} source --id {src_hex}");
+    let out = exits(1, &source.split(' ').collect::<Vec<_>>());
+    assert!(out.contains("is not closed"), "{out}");
 
     // --- The revocation audit lists exactly the events that used it.
     let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");
