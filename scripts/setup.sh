@@ -56,5 +56,7 @@ need_nextest() {
   say "installing cargo-nextest from crates.io"
   # A test runner spends its time waiting for tests: the debug build runs
   # them as well and compiles in a fraction of a release build's time.
-  cargo install cargo-nextest --locked --debug
+  # Its own build directory: the workspace's may be locked by a build
+  # running beside it (.ci/run).
+  env -u CARGO_TARGET_DIR cargo install cargo-nextest --locked --debug
 }
