@@ -174,6 +174,11 @@ fn serve_proxy(
     addr
 }
 
+/// [`exits`] for a command line whose arguments hold no spaces.
+fn exits_line(code: i32, line: &str) -> String {
+    exits(code, &line.split(' ').collect::<Vec<_>>())
+}
+
 /// Runs `govtune ARGS` and, for the light client's commands, the
 /// light-client binary `govtune-verify ARGS` too (the same code: its exit
 /// status is shown for both); both must exit `code`.
@@ -333,20 +338,9 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     );
     // Shared flags go before or after the predicate.
     exits(0, &["verify", "checkpoint", "--genesis", &g, "--node", &api]);
-    exits(
+    exits_line(
         0,
-        &[
-            "verify",
-            "--genesis",
-            &g,
-            "policy",
-            "--campaign",
-            &c,
-            "--approved",
-            &policy_hex,
-            "--node",
-            &api,
-        ],
+        &format!("verify --genesis {g} policy --campaign {c} --approved {policy_hex} --node {api}"),
     );
     let answer_file = dir.path().join("answer.json");
     let af = answer_file.to_str().expect("utf8").to_string();
@@ -368,18 +362,9 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
             &af,
         ],
     );
-    exits(
+    exits_line(
         0,
-        &[
-            "verify",
-            "--genesis",
-            &g,
-            "--node",
-            &api,
-            "trace",
-            "--answer",
-            &af,
-        ],
+        &format!("verify --genesis {g} --node {api} trace --answer {af}"),
     );
     let mut changed: TraceAnswer =
         serde_json::from_str(&std::fs::read_to_string(&answer_file).expect("answer")).expect("json");
@@ -389,46 +374,24 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     changed.events[0].entry.leaf = hex::encode(leaf);
     let changed_file = dir.path().join("changed.json");
     std::fs::write(&changed_file, serde_json::to_string(&changed).expect("json")).expect("write");
-    let out = exits(
+    let cf = changed_file.to_str().expect("utf8");
+    let out = exits_line(
         1,
-        &[
-            "verify",
-            "--genesis",
-            &g,
-            "--node",
-            &api,
-            "trace",
-            "--answer",
-            changed_file.to_str().expect("utf8"),
-        ],
+        &format!("verify --genesis {g} --node {api} trace --answer {cf}"),
     );
     assert!(out.contains("FAIL"), "the evidence is printed: {out}");
     let forger = forging_proxy(t.client(ds));
-    for args in [
-        vec!["verify", "--genesis", &g, "--node", &forger, "checkpoint"],
-        vec![
-            "verify",
-            "--genesis",
-            &g,
-            "--node",
-            &forger,
-            "policy",
-            "--campaign",
-            &c,
-            "--approved",
-            &policy_hex,
-        ],
-        vec![
-            "verify",
-            "--genesis",
-            &g,
-            "--node",
-            &forger,
-            "source",
-            "--id",
-            &src_hex,
-        ],
-        vec![
+    for line in [
+        format!("verify --genesis {g} --node {forger} checkpoint"),
+        format!("verify --genesis {g} --node {forger} policy --campaign {c} --approved {policy_hex}"),
+        format!("verify --genesis {g} --node {forger} source --id {src_hex}"),
+        format!("audit revocation --genesis {g} --node {forger} --source {src_hex}"),
+    ] {
+        exits_line(2, &line);
+    }
+    exits(
+        2,
+        &[
             "trace",
             "--node",
             &forger,
@@ -441,30 +404,10 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
             "--genesis",
             &g,
         ],
-        vec![
-            "audit",
-            "revocation",
-            "--genesis",
-            &g,
-            "--node",
-            &forger,
-            "--source",
-            &src_hex,
-        ],
-    ] {
-        exits(2, &args);
-    }
-    let out = exits(
+    );
+    let out = exits_line(
         2,
-        &[
-            "verify",
-            "--json",
-            "--genesis",
-            &g,
-            "--node",
-            &forger,
-            "checkpoint",
-        ],
+        &format!("verify --json --genesis {g} --node {forger} checkpoint"),
     );
     let failure: serde_json::Value = serde_json::from_str(&out).expect("--json on a failure prints JSON");
     assert_eq!(
@@ -472,20 +415,9 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
         (Some(false), Some(false)),
         "{out}"
     );
-    exits(
+    exits_line(
         2,
-        &[
-            "verify",
-            "--genesis",
-            &g,
-            "--node",
-            "127.0.0.1:1",
-            "policy",
-            "--campaign",
-            &c,
-            "--approved",
-            &policy_hex,
-        ],
+        &format!("verify --genesis {g} --node 127.0.0.1:1 policy --campaign {c} --approved {policy_hex}"),
     );
 
     // Changed answers fail.
@@ -564,19 +496,12 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     changed.sources[0].salient += 0.25;
     let changed_file = dir.path().join("salient.json");
     std::fs::write(&changed_file, serde_json::to_string(&changed).expect("json")).expect("write");
-    let out = exits(
+    let out = exits_line(
         1,
-        &[
-            "verify",
-            "--genesis",
-            &g,
-            "--node",
-            &api,
-            "trace",
-            "--recompute",
-            "--answer",
-            changed_file.to_str().expect("utf8"),
-        ],
+        &format!(
+            "verify --genesis {g} --node {api} trace --recompute --answer {}",
+            changed_file.display()
+        ),
     );
     assert!(out.contains("salient"), "{out}");
 
@@ -635,38 +560,15 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");
     assert!(v.policy(&campaign, &policy).expect("verdict").pass);
     let p2_hex = p2d.to_hex();
-    let out = exits(
+    let out = exits_line(
         1,
-        &[
-            "verify",
-            "--genesis",
-            &g,
-            "--node",
-            &api,
-            "--json",
-            "policy",
-            "--campaign",
-            &c,
-            "--approved",
-            &p2_hex,
-        ],
+        &format!("verify --genesis {g} --node {api} --json policy --campaign {c} --approved {p2_hex}"),
     );
     let verdict: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(verdict["pass"].as_bool(), Some(false), "{out}");
-    exits(
+    exits_line(
         0,
-        &[
-            "verify",
-            "--genesis",
-            &g,
-            "--node",
-            &api,
-            "policy",
-            "--campaign",
-            &c,
-            "--approved",
-            &policy_hex,
-        ],
+        &format!("verify --genesis {g} --node {api} policy --campaign {c} --approved {policy_hex}"),
     );
 
     // --- Model: the campaign's own weights pass, one flipped bit fails.
@@ -682,35 +584,16 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     let flipped_file = dir.path().join("flipped.safetensors");
     std::fs::write(&flipped_file, &flipped).expect("write");
     let m = model.to_str().expect("utf8");
-    exits(
+    exits_line(
         0,
-        &[
-            "verify",
-            "--genesis",
-            &g,
-            "--node",
-            &api,
-            "model",
-            "--campaign",
-            &c,
-            "--weights",
-            m,
-        ],
+        &format!("verify --genesis {g} --node {api} model --campaign {c} --weights {m}"),
     );
-    exits(
+    exits_line(
         1,
-        &[
-            "verify",
-            "--genesis",
-            &g,
-            "--node",
-            &api,
-            "model",
-            "--campaign",
-            &c,
-            "--weights",
-            flipped_file.to_str().expect("utf8"),
-        ],
+        &format!(
+            "verify --genesis {g} --node {api} model --campaign {c} --weights {}",
+            flipped_file.display()
+        ),
     );
 
     // --- A node that hides one record is caught.
@@ -788,44 +671,17 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
         bad.render()
     );
     let revoked_hex = revoked.to_hex();
-    exits(
+    exits_line(
         1,
-        &[
-            "verify",
-            "--genesis",
-            &g,
-            "--node",
-            &api,
-            "source",
-            "--id",
-            &revoked_hex,
-        ],
+        &format!("verify --genesis {g} --node {api} source --id {revoked_hex}"),
     );
-    exits(
+    exits_line(
         1,
-        &[
-            "audit",
-            "revocation",
-            "--genesis",
-            &g,
-            "--node",
-            &api,
-            "--source",
-            &revoked_hex,
-        ],
+        &format!("audit revocation --genesis {g} --node {api} --source {revoked_hex}"),
     );
-    exits(
+    exits_line(
         0,
-        &[
-            "verify",
-            "--genesis",
-            &g,
-            "--node",
-            &api,
-            "source",
-            "--id",
-            &src_hex,
-        ],
+        &format!("verify --genesis {g} --node {api} source --id {src_hex}"),
     );
 
     // A node that leaves the revocation out of the source's listing: with
@@ -841,12 +697,12 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
         }
     });
     let audit_scan = format!("audit revocation --scan --genesis {g} --node {omitter} --source {revoked_hex}");
-    let out = exits(1, &audit_scan.split(' ').collect::<Vec<_>>());
+    let out = exits_line(1, &audit_scan);
     assert!(out.contains(&format!("omits entry {ri}")), "{out}");
     assert!(out.contains(&format!("revoked at log index {ri}")), "{out}");
     assert!(out.contains("after its revocation"), "{out}");
     let source_scan = format!("verify --genesis {g} --node {omitter} source --scan --id {revoked_hex}");
-    let out = exits(1, &source_scan.split(' ').collect::<Vec<_>>());
+    let out = exits_line(1, &source_scan);
     assert!(
         out.contains(&format!("omits entry {ri}")) && out.contains("after the revocation"),
         "{out}"
@@ -863,7 +719,7 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
         }
     });
     let source = format!("verify --genesis {g} --node {truncator} source --id {src_hex}");
-    let out = exits(1, &source.split(' ').collect::<Vec<_>>());
+    let out = exits_line(1, &source);
     assert!(out.contains("is not closed"), "{out}");
 
     // --- The revocation audit lists exactly the events that used it.
@@ -921,18 +777,9 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     let got: BTreeSet<u64> = audit.steps.iter().map(|s| s.index).collect();
     assert_eq!(got, want, "{}", audit.render());
     assert!(audit.steps.iter().all(|s| !s.after_revocation));
-    exits(
+    exits_line(
         0,
-        &[
-            "audit",
-            "revocation",
-            "--genesis",
-            &g,
-            "--node",
-            &api,
-            "--source",
-            &src_hex,
-        ],
+        &format!("audit revocation --genesis {g} --node {api} --source {src_hex}"),
     );
     let share = audit.campaigns[0].share_of_examples;
     assert!(share > 0.0 && share < 1.0, "{}", audit.render());
