@@ -15,6 +15,7 @@ use provenance::Digest;
 
 use crate::client::Client;
 use crate::light::VerifyError;
+use crate::state::TrustState;
 use crate::verify::{Verdict, Verifier};
 
 /// The light client's commands.
@@ -74,6 +75,11 @@ pub struct VerifyArgs {
     /// Print the outcome as JSON, failures included.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Remember the newest checkpoint accepted, per consortium, in this
+    /// folder: every later run with it must be consistent with that
+    /// checkpoint and may not fall back to an older one.
+    #[arg(long, global = true)]
+    pub state: Option<PathBuf>,
     /// What to verify.
     #[command(subcommand)]
     pub command: VerifyCommand,
@@ -394,11 +400,33 @@ fn run_verify(args: VerifyArgs) -> Result<bool, VerifyError> {
         genesis,
         node,
         json,
+        state,
         command,
     } = args;
     let genesis = genesis.ok_or_else(|| VerifyError::Input("verify needs --genesis FILE".into()))?;
     let node = node.ok_or_else(|| VerifyError::Input("verify needs --node ADDRESS".into()))?;
     let mut v = verifier(&genesis, &node)?;
+    let mut state = match &state {
+        Some(dir) => {
+            let digest = provenance::Canonical::digest(&genesis::load_genesis(&genesis)?.0);
+            let s = TrustState::open(dir, digest, v.light())?;
+            if let Some(held) = s.held() {
+                v.hold(held.clone());
+            }
+            Some(s)
+        }
+        None => None,
+    };
+    let outcome = verify_command(&mut v, command, json);
+    // Whatever the verdict, a newer checkpoint this run accepted (checked
+    // to extend the held one) is held from now on.
+    if let (Some(s), Some(newest)) = (state.as_mut(), v.newest()) {
+        s.advance(newest)?;
+    }
+    outcome
+}
+
+fn verify_command(v: &mut Verifier, command: VerifyCommand, json: bool) -> Result<bool, VerifyError> {
     let plain = |verdict: serde_json::Value, text: String| {
         if json {
             println!("{}", serde_json::to_string_pretty(&verdict).unwrap_or_default());
@@ -409,7 +437,7 @@ fn run_verify(args: VerifyArgs) -> Result<bool, VerifyError> {
     };
     Ok(match command {
         VerifyCommand::Checkpoint => {
-            let cp = v.light().latest_checkpoint(v.node())?;
+            let cp = v.latest()?;
             let c = &cp.checkpoint;
             plain(
                 serde_json::json!({
@@ -426,9 +454,10 @@ fn run_verify(args: VerifyArgs) -> Result<bool, VerifyError> {
             let a = v.light().checkpoint_at(v.node(), first)?;
             let b = match second {
                 Some(h) => v.light().checkpoint_at(v.node(), h)?,
-                None => v.light().latest_checkpoint(v.node())?,
+                None => v.latest()?,
             };
             v.light().verify_extends(v.node(), &a, &b)?;
+            v.accept(&b)?;
             let (a, b) = (&a.checkpoint, &b.checkpoint);
             plain(
                 serde_json::json!({

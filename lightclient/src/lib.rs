@@ -3,14 +3,15 @@
 //! ([`client`]), the proofs a light client checks ([`light`]), the
 //! verifier predicates of a regulator, a rights-holder and an operator
 //! ([`verify`]), the checks that need the tuner ([`recompute`], feature
-//! `recompute`), and the commands `govtune-verify` and `govtune` share
-//! ([`cli`]).
+//! `recompute`), what a verifier remembers between runs ([`state`]), and
+//! the commands `govtune-verify` and `govtune` share ([`cli`]).
 #![deny(missing_docs)]
 
 pub mod cli;
 pub mod client;
 pub mod light;
 pub mod recompute;
+pub mod state;
 pub mod verify;
 
 pub use client::{Client, ClientError};

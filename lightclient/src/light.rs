@@ -27,6 +27,32 @@ pub enum VerifyError {
     /// A proof does not verify.
     #[error("proof rejected: {0}")]
     BadProof(String),
+    /// Two checkpoints the consortium signed certify different logs of one
+    /// size: evidence of a split view (or of more than f colluding).
+    #[error("split view: two checkpoints signed by the consortium certify different logs of size {size}: {first} and {second}")]
+    SplitView {
+        /// The log size.
+        size: u64,
+        /// One checkpoint (height, root, signature).
+        first: String,
+        /// The other.
+        second: String,
+    },
+    /// The node serves a checkpoint older than one this verifier already
+    /// accepted (`--state`): nothing inconsistent, but not current.
+    #[error("the node's checkpoint (height {height}, log size {size}) is older than the one held: height {held_height}, log size {held_size}, root {held_root}")]
+    Stale {
+        /// The node's checkpoint height.
+        height: u64,
+        /// Its log size.
+        size: u64,
+        /// The held checkpoint's height.
+        held_height: u64,
+        /// Its log size.
+        held_size: u64,
+        /// Its root.
+        held_root: Digest,
+    },
     /// An entry's authority signatures do not verify.
     #[error("signature rejected: {0}")]
     BadSignature(String),
@@ -58,6 +84,7 @@ impl VerifyError {
         matches!(
             self,
             VerifyError::BadProof(_)
+                | VerifyError::SplitView { .. }
                 | VerifyError::BadSignature(_)
                 | VerifyError::Incomplete(_)
                 | VerifyError::BadBlob(_)

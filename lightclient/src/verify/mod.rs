@@ -114,6 +114,7 @@ pub struct Verifier {
     known: BTreeMap<Digest, Verified>,
     checked: u64,
     pinned: Option<SignedCheckpoint>,
+    floor: u64,
 }
 
 fn malformed(m: impl Into<String>) -> VerifyError {
@@ -130,6 +131,7 @@ impl Verifier {
             known: BTreeMap::new(),
             checked: 0,
             pinned: None,
+            floor: 0,
         })
     }
 
@@ -143,21 +145,62 @@ impl Verifier {
         &self.node
     }
 
+    /// Holds `cp` (a checkpoint accepted in an earlier run, `--state`):
+    /// every checkpoint of this run must extend it, and none may be older.
+    pub fn hold(&mut self, cp: SignedCheckpoint) {
+        self.floor = cp.checkpoint.size;
+        self.pinned = Some(cp);
+    }
+
+    /// The newest checkpoint this verifier has accepted.
+    pub fn newest(&self) -> Option<&SignedCheckpoint> {
+        self.pinned.as_ref()
+    }
+
+    /// The node's latest checkpoint, checked under genesis and against
+    /// every checkpoint this verifier accepted before.
+    pub fn latest(&mut self) -> Result<SignedCheckpoint, VerifyError> {
+        let cp = self.light.latest_checkpoint(&self.node)?;
+        self.accept(&cp)?;
+        Ok(cp)
+    }
+
     /// Every checkpoint this verifier uses must extend the ones it used
     /// before (a consistency proof from the node), so entries verified
-    /// under an earlier one stay valid.
-    fn pin(&mut self, cp: &SignedCheckpoint) -> Result<(), VerifyError> {
+    /// under an earlier one stay valid; one of the same size must have the
+    /// same root (else the two are evidence of a split view); one older
+    /// than the held checkpoint is refused.
+    pub fn accept(&mut self, cp: &SignedCheckpoint) -> Result<(), VerifyError> {
+        let describe = |c: &SignedCheckpoint| {
+            format!(
+                "height {} root {} signature {}",
+                c.checkpoint.height,
+                c.checkpoint.root,
+                hex::encode(&c.signature.0)
+            )
+        };
         match &self.pinned {
             Some(p) if p.checkpoint.size == cp.checkpoint.size => {
                 if p.checkpoint.root != cp.checkpoint.root {
-                    return Err(VerifyError::BadProof(
-                        "two checkpoints of the same size with different roots".into(),
-                    ));
+                    return Err(VerifyError::SplitView {
+                        size: cp.checkpoint.size,
+                        first: describe(p),
+                        second: describe(cp),
+                    });
                 }
             }
             Some(p) if p.checkpoint.size < cp.checkpoint.size => {
                 self.light.verify_extends(&self.node, p, cp)?;
                 self.pinned = Some(cp.clone());
+            }
+            Some(p) if cp.checkpoint.size < self.floor => {
+                return Err(VerifyError::Stale {
+                    height: cp.checkpoint.height,
+                    size: cp.checkpoint.size,
+                    held_height: p.checkpoint.height,
+                    held_size: p.checkpoint.size,
+                    held_root: p.checkpoint.root,
+                })
             }
             Some(p) => self.light.verify_extends(&self.node, cp, p)?,
             None => self.pinned = Some(cp.clone()),
@@ -239,7 +282,7 @@ impl Verifier {
     pub fn listing(&mut self, path: &str) -> Result<(SignedCheckpoint, Vec<Verified>), VerifyError> {
         let a: ListingAnswer = answer(self.node.get_json(path))?;
         let cp = self.light.checkpoint_from_answer(&a.checkpoint)?;
-        self.pin(&cp)?;
+        self.accept(&cp)?;
         let mut out = Vec::new();
         for c in &a.entries {
             let e = self.check_cited(&cp, c)?;

@@ -19,7 +19,7 @@ impl Verifier {
     /// compared bit for bit.
     pub fn trace(&mut self, a: &TraceAnswer, recompute: bool) -> Result<Verdict, VerifyError> {
         let cp = self.light.checkpoint_from_answer(&a.checkpoint)?;
-        self.pin(&cp)?;
+        self.accept(&cp)?;
         let mut v = Verdict::new("trace", &cp);
         let check = |this: &mut Self, c: &CitedEntry| -> Result<LedgerEntry, VerifyError> {
             let e = this.check_cited(&cp, c)?;

@@ -336,6 +336,22 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
         std::str::from_utf8(prompt).expect("utf8"),
         std::str::from_utf8(output).expect("utf8"),
     );
+    // A verifier that keeps state holds this checkpoint; a proxy that keeps
+    // serving it later serves a stale one.
+    let state = dir.path().join("verifier-state");
+    let st = state.to_str().expect("utf8").to_string();
+    exits_line(
+        0,
+        &format!("verify --state {st} --genesis {g} --node {api} checkpoint"),
+    );
+    let early = t.client(ds).get_bytes("/v1/checkpoint").expect("checkpoint");
+    let stale = rewriting_proxy(t.client(ds), move |path, b| {
+        if path == "/v1/checkpoint" {
+            early.clone()
+        } else {
+            b
+        }
+    });
     // Shared flags go before or after the predicate.
     exits(0, &["verify", "checkpoint", "--genesis", &g, "--node", &api]);
     exits_line(
@@ -783,6 +799,20 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     );
     let share = audit.campaigns[0].share_of_examples;
     assert!(share > 0.0 && share < 1.0, "{}", audit.render());
+    // --state: a later run on the grown log extends the held checkpoint (a
+    // consistency proof from the node); the stale proxy's old checkpoint is
+    // refused with 2, naming the checkpoint held.
+    exits_line(
+        0,
+        &format!(
+            "verify --state {st} --genesis {g} --node {api} policy --campaign {c} --approved {policy_hex}"
+        ),
+    );
+    let out = exits_line(
+        2,
+        &format!("verify --json --state {st} --genesis {g} --node {stale} checkpoint"),
+    );
+    assert!(out.contains("older than the one held"), "{out}");
     t.down().expect("down");
 }
 

@@ -40,6 +40,7 @@ use crate::campaign::node_of;
 use crate::report::{self, ReportData};
 use crate::TestnetError;
 
+mod commands;
 mod data;
 mod plan;
 mod stages;
@@ -375,7 +376,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, TestnetError> {
     };
     if opts.keep_running {
         let api = t.nodes[ds].api.clone();
-        summary.commands = stages::follow_up_commands(&stages::FollowUp {
+        summary.commands = commands::follow_up_commands(&commands::FollowUp {
             binary: &opts.binary,
             dir: &dir,
             net: &summary.testnet,
