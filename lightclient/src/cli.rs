@@ -419,11 +419,20 @@ fn run_verify(args: VerifyArgs) -> Result<bool, VerifyError> {
     };
     let outcome = verify_command(&mut v, command, json);
     // Whatever the verdict, a newer checkpoint this run accepted (checked
-    // to extend the held one) is held from now on.
-    if let (Some(s), Some(newest)) = (state.as_mut(), v.newest()) {
-        s.advance(newest)?;
+    // to extend the held one) is held from now on. A state that cannot be
+    // written fails a run that otherwise held; it does not hide a verdict.
+    let saved = match (state.as_mut(), v.newest()) {
+        (Some(s), Some(newest)) => s.advance(newest).map(|_| ()),
+        _ => Ok(()),
+    };
+    match (outcome, saved) {
+        (Ok(true), Err(e)) => Err(e),
+        (outcome, Err(e)) => {
+            eprintln!("error: the verifier state was not written: {e}");
+            outcome
+        }
+        (outcome, Ok(())) => outcome,
     }
-    outcome
 }
 
 fn verify_command(v: &mut Verifier, command: VerifyCommand, json: bool) -> Result<bool, VerifyError> {

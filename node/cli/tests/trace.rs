@@ -360,12 +360,13 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     );
     let answer_file = dir.path().join("answer.json");
     let af = answer_file.to_str().expect("utf8").to_string();
-    exits(
-        0,
-        &[
+    // `trace` of the window through `node`, answer verified with the genesis
+    // file, expected to exit `code`.
+    let trace_via = |code: i32, node: &str, extra: &[&str]| {
+        let mut args = vec![
             "trace",
             "--node",
-            &api,
+            node,
             "--campaign",
             &c,
             "--prompt",
@@ -374,10 +375,11 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
             o_text,
             "--genesis",
             &g,
-            "--out",
-            &af,
-        ],
-    );
+        ];
+        args.extend_from_slice(extra);
+        exits(code, &args)
+    };
+    trace_via(0, &api, &["--out", &af]);
     exits_line(
         0,
         &format!("verify --genesis {g} --node {api} trace --answer {af}"),
@@ -405,22 +407,7 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     ] {
         exits_line(2, &line);
     }
-    exits(
-        2,
-        &[
-            "trace",
-            "--node",
-            &forger,
-            "--campaign",
-            &c,
-            "--prompt",
-            p_text,
-            "--output",
-            o_text,
-            "--genesis",
-            &g,
-        ],
-    );
+    trace_via(2, &forger, &[]);
     let out = exits_line(
         2,
         &format!("verify --json --genesis {g} --node {forger} checkpoint"),
@@ -530,22 +517,7 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
         q.output = other.clone();
         q
     });
-    let out = exits(
-        1,
-        &[
-            "trace",
-            "--node",
-            &swapper,
-            "--campaign",
-            &c,
-            "--prompt",
-            p_text,
-            "--output",
-            o_text,
-            "--genesis",
-            &g,
-        ],
-    );
+    let out = trace_via(1, &swapper, &[]);
     assert!(out.contains("the answer is for output"), "{out}");
 
     // --- Policy: passes for the approved policy; a successor governance
