@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use provenance::api::{TraceAnswer, TraceRequest};
@@ -62,16 +62,20 @@ pub struct TraceArgs {
     pub genesis: Option<PathBuf>,
 }
 
-/// `verify`'s arguments. `--genesis`, `--node` and `--json` are global:
-/// they may come before or after the predicate's name.
+/// How a verifier reaches the consortium and what it remembers, shared by
+/// `verify` and `audit`: global, so they may come before or after the
+/// predicate's name.
 #[derive(Debug, Args)]
-pub struct VerifyArgs {
+pub struct TrustArgs {
     /// The genesis file (required).
     #[arg(long, global = true)]
     pub genesis: Option<PathBuf>,
-    /// A node's API address (required).
+    /// A node's API address (required). Repeat it to compare nodes: the
+    /// first answers the question, and every other node's latest
+    /// checkpoint must be consistent with it (two consortium-signed roots
+    /// for one log size are printed as a split view).
     #[arg(long, global = true)]
-    pub node: Option<String>,
+    pub node: Vec<String>,
     /// Print the outcome as JSON, failures included.
     #[arg(long, global = true)]
     pub json: bool,
@@ -80,6 +84,22 @@ pub struct VerifyArgs {
     /// checkpoint and may not fall back to an older one.
     #[arg(long, global = true)]
     pub state: Option<PathBuf>,
+    /// Refuse (exit 2) answers proved under a checkpoint the consortium
+    /// signed more than this many seconds ago.
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub max_age: Option<u64>,
+    /// Give up (exit 2) when the nodes have not answered everything within
+    /// this many seconds (each request also has at most 20 s).
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 600)]
+    pub timeout: u64,
+}
+
+/// `verify`'s arguments.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The nodes, the genesis file and the verifier's state.
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// What to verify.
     #[command(subcommand)]
     pub command: VerifyCommand,
@@ -148,26 +168,28 @@ pub enum VerifyCommand {
 pub enum AuditCommand {
     /// The steps admitted under a (since-revoked) source's signature and
     /// the share of each campaign's update they carry.
-    Revocation {
-        /// The genesis file.
-        #[arg(long)]
-        genesis: PathBuf,
-        /// A node's API address.
-        #[arg(long)]
-        node: String,
-        /// The source id.
-        #[arg(long)]
-        source: String,
-        /// Download the whole log (checked against the checkpoint's root):
-        /// the revocation and the campaigns come from it, not from the
-        /// node's listing.
-        #[arg(long)]
-        scan: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Revocation(RevocationArgs),
 }
+
+/// `audit revocation`'s arguments.
+#[derive(Debug, Args)]
+pub struct RevocationArgs {
+    /// The nodes, the genesis file and the verifier's state.
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// The source id.
+    #[arg(long)]
+    pub source: String,
+    /// Download the whole log (checked against the checkpoint's root):
+    /// the revocation and the campaigns come from it, not from the node's
+    /// listing.
+    #[arg(long)]
+    pub scan: bool,
+}
+
+/// Each request a verifier makes may take at most this long, from
+/// connecting to the answer's last byte.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The question `trace` asks.
 pub fn trace_request(campaign: &Digest, prompt: &str, output: &str, method: Option<&str>) -> TraceRequest {
@@ -282,7 +304,8 @@ fn report_failure(predicate: &str, err: &VerifyError, json: bool) {
     }
 }
 
-/// A verifier of `node` from the genesis file.
+/// A verifier of `node` from the genesis file (the API client's default
+/// timeouts).
 pub fn verifier(genesis: &Path, node: &str) -> Result<Verifier, VerifyError> {
     Verifier::new(genesis, Client::new(node))
 }
@@ -299,25 +322,25 @@ pub fn digest_arg(s: &str) -> Result<Digest, VerifyError> {
 pub fn run(command: LightCommand) -> ExitCode {
     let (predicate, json, outcome) = match command {
         LightCommand::Trace(a) => ("trace", false, run_trace(a)),
-        LightCommand::Verify(a) => {
-            let json = a.json;
-            let name = a.command.name();
-            (name, json, run_verify(a))
+        LightCommand::Verify(VerifyArgs { trust, command }) => {
+            let (name, json) = (command.name(), trust.json);
+            (
+                name,
+                json,
+                with_verifier(trust, name, |v| verify_command(v, command, json)),
+            )
         }
         LightCommand::Audit {
-            command:
-                AuditCommand::Revocation {
-                    genesis,
-                    node,
-                    source,
-                    scan,
-                    json,
-                },
-        } => (
-            "revocation audit",
-            json,
-            run_audit(&genesis, &node, &source, scan, json),
-        ),
+            command: AuditCommand::Revocation(a),
+        } => {
+            let json = a.trust.json;
+            let (source, scan) = (a.source, a.scan);
+            (
+                "revocation audit",
+                json,
+                with_verifier(a.trust, "revocation audit", |v| run_audit(v, &source, scan, json)),
+            )
+        }
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
@@ -374,9 +397,8 @@ fn run_trace(a: TraceArgs) -> Result<bool, VerifyError> {
 /// `audit revocation`: lists every event that admitted the source's
 /// examples; it fails (exit 1) when one committed after the revocation,
 /// the scan finds an entry the listing left out, or a campaign is open.
-fn run_audit(genesis: &Path, node: &str, source: &str, scan: bool, json: bool) -> Result<bool, VerifyError> {
+fn run_audit(v: &mut Verifier, source: &str, scan: bool, json: bool) -> Result<bool, VerifyError> {
     let s = digest_arg(source)?;
-    let mut v = verifier(genesis, node)?;
     let a = v.audit_revocation(&s, scan)?;
     let violations = a.violations();
     if json {
@@ -393,20 +415,33 @@ fn run_audit(genesis: &Path, node: &str, source: &str, scan: bool, json: bool) -
     Ok(violations.is_empty())
 }
 
-/// `verify ...`: a predicate's verdict is printed (exit 0 or 1); a check
-/// that fails with evidence or could not be made comes back as the error.
-fn run_verify(args: VerifyArgs) -> Result<bool, VerifyError> {
-    let VerifyArgs {
-        genesis,
-        node,
-        json,
-        state,
-        command,
-    } = args;
-    let genesis = genesis.ok_or_else(|| VerifyError::Input("verify needs --genesis FILE".into()))?;
-    let node = node.ok_or_else(|| VerifyError::Input("verify needs --node ADDRESS".into()))?;
-    let mut v = verifier(&genesis, &node)?;
-    let mut state = match &state {
+/// Runs `check` (which prints its verdict) with a verifier of the first
+/// node, then holds the run to what the flags ask: every other node's
+/// checkpoint consistent with the newest accepted, the answers' checkpoints
+/// no older than `--max-age`, and with `--state` the newest checkpoint
+/// accepted saved. A violation (exit 1) outranks everything; a check that
+/// held can still end in "could not check" (exit 2): a node not reached,
+/// a checkpoint too old, a state that cannot be written.
+fn with_verifier(
+    t: TrustArgs,
+    predicate: &str,
+    check: impl FnOnce(&mut Verifier) -> Result<bool, VerifyError>,
+) -> Result<bool, VerifyError> {
+    let genesis = t
+        .genesis
+        .ok_or_else(|| VerifyError::Input("needs --genesis FILE".into()))?;
+    let (first, others) = t
+        .node
+        .split_first()
+        .ok_or_else(|| VerifyError::Input("needs --node ADDRESS".into()))?;
+    let deadline = Instant::now() + Duration::from_secs(t.timeout);
+    let client = |addr: &str| {
+        Client::new(addr)
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_deadline(deadline)
+    };
+    let mut v = Verifier::new(&genesis, client(first))?;
+    let mut state = match &t.state {
         Some(dir) => {
             let digest = provenance::Canonical::digest(&genesis::load_genesis(&genesis)?.0);
             let s = TrustState::open(dir, digest, v.light())?;
@@ -417,22 +452,60 @@ fn run_verify(args: VerifyArgs) -> Result<bool, VerifyError> {
         }
         None => None,
     };
-    let outcome = verify_command(&mut v, command, json);
-    // Whatever the verdict, a newer checkpoint this run accepted (checked
-    // to extend the held one) is held from now on. A state that cannot be
-    // written fails a run that otherwise held; it does not hide a verdict.
-    let saved = match (state.as_mut(), v.newest()) {
-        (Some(s), Some(newest)) => s.advance(newest).map(|_| ()),
-        _ => Ok(()),
+    let mut outcome = check(&mut v);
+    // Only a check that held can still be lost: a violation stands.
+    let json = t.json;
+    let also = |outcome: &mut Result<bool, VerifyError>, e: VerifyError| match outcome {
+        Ok(true) => *outcome = Err(e),
+        Ok(false) => report_failure(predicate, &e, json),
+        Err(_) => {}
     };
-    match (outcome, saved) {
-        (Ok(true), Err(e)) => Err(e),
-        (outcome, Err(e)) => {
-            eprintln!("error: the verifier state was not written: {e}");
-            outcome
+    if outcome.is_ok() {
+        for addr in others {
+            match v.compare(&client(addr)) {
+                Ok(cp) if !json => println!(
+                    "  - {addr}'s checkpoint (height {}, log size {}) is consistent with {first}'s",
+                    cp.checkpoint.height, cp.checkpoint.size
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    let violation = e.is_violation();
+                    also(&mut outcome, e);
+                    if violation {
+                        break;
+                    }
+                }
+            }
         }
-        (outcome, Ok(())) => outcome,
     }
+    if let (Some(max), Some(cp)) = (t.max_age, v.oldest_used()) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let age_s = now.saturating_sub(cp.checkpoint.time.0) / 1000;
+        if age_s > max {
+            let k = &cp.checkpoint;
+            also(
+                &mut outcome,
+                VerifyError::TooOld {
+                    height: k.height,
+                    size: k.size,
+                    time: k.time.0,
+                    age_s,
+                    max_age_s: max,
+                },
+            );
+        }
+    }
+    // Whatever the verdict, a newer checkpoint this run accepted (checked
+    // to extend the held one) is held from now on.
+    if let (Some(s), Some(newest)) = (state.as_mut(), v.newest()) {
+        if let Err(e) = s.advance(newest) {
+            eprintln!("error: the verifier state was not written");
+            also(&mut outcome, e);
+        }
+    }
+    outcome
 }
 
 fn verify_command(v: &mut Verifier, command: VerifyCommand, json: bool) -> Result<bool, VerifyError> {

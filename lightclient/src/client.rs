@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use provenance::api::{
     BlobAnswer, CampaignAnswer, CheckpointAnswer, CheckpointQuery, ConsistencyAnswer, ConsistencyQuery,
@@ -52,6 +52,8 @@ pub struct Client {
     base: String,
     token: Option<String>,
     agent: ureq::Agent,
+    timeout: Duration,
+    deadline: Option<Instant>,
     fetched: Arc<AtomicU64>,
 }
 
@@ -66,9 +68,8 @@ pub struct Answer {
     pub body: Value,
 }
 
-fn agent(timeout: Duration) -> ureq::Agent {
+fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .build()
         .into()
@@ -85,16 +86,48 @@ impl Client {
         Self {
             base,
             token: None,
-            agent: agent(Duration::from_secs(30)),
+            agent: agent(),
+            timeout: Duration::from_secs(30),
+            deadline: None,
             fetched: Arc::default(),
         }
     }
 
-    /// The same client with another request timeout (a trace may take
-    /// longer than the default 30 s on a slow machine).
+    /// The same client with another request timeout, from connecting to
+    /// the answer's last byte (a trace may take longer than the default
+    /// 30 s on a slow machine).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.agent = agent(timeout);
+        self.timeout = timeout;
         self
+    }
+
+    /// The same client with a deadline for all its requests: none may end
+    /// after it, so a node that answers every request slowly cannot hold a
+    /// run longer than this.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// A request with this client's time budget: the request timeout or
+    /// what is left before the deadline, whichever is shorter.
+    fn timed<B>(
+        &self,
+        url: &str,
+        req: ureq::RequestBuilder<B>,
+    ) -> Result<ureq::RequestBuilder<B>, ClientError> {
+        let mut budget = self.timeout;
+        if let Some(d) = self.deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ClientError::Transport {
+                    url: url.to_string(),
+                    reason: "the run's deadline has passed".into(),
+                });
+            }
+            budget = budget.min(left);
+        }
+        Ok(req.config().timeout_global(Some(budget)).build())
     }
 
     /// Response body bytes this client (and its clones) have read.
@@ -185,7 +218,7 @@ impl Client {
     /// GET a JSON path.
     pub fn get(&self, path: &str) -> Result<Answer, ClientError> {
         let url = self.url(path);
-        let r = self.agent.get(&url).call();
+        let r = self.timed(&url, self.agent.get(&url))?.call();
         self.json(url, r)
     }
 
@@ -193,21 +226,21 @@ impl Client {
     /// answer type).
     pub fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = self.url(path);
-        let r = self.agent.get(&url).call();
+        let r = self.timed(&url, self.agent.get(&url))?.call();
         self.typed(url, r)
     }
 
     /// GET raw text or bytes.
     pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
         let url = self.url(path);
-        let r = self.agent.get(&url).call();
+        let r = self.timed(&url, self.agent.get(&url))?.call();
         self.read(url, r).map(|(_, b)| b)
     }
 
     /// POST JSON (with the token, if any).
     pub fn post<T: Serialize>(&self, path: &str, body: &T) -> Result<Answer, ClientError> {
         let url = self.url(path);
-        let mut req = self.agent.post(&url);
+        let mut req = self.timed(&url, self.agent.post(&url))?;
         if let Some(b) = self.bearer() {
             req = req.header("Authorization", &b);
         }
@@ -222,7 +255,7 @@ impl Client {
         body: &B,
     ) -> Result<T, ClientError> {
         let url = self.url(path);
-        let mut req = self.agent.post(&url);
+        let mut req = self.timed(&url, self.agent.post(&url))?;
         if let Some(b) = self.bearer() {
             req = req.header("Authorization", &b);
         }
@@ -233,7 +266,9 @@ impl Client {
     /// POST raw bytes as JSON content (for tests of malformed input).
     pub fn post_raw(&self, path: &str, body: &[u8]) -> Result<Answer, ClientError> {
         let url = self.url(path);
-        let mut req = self.agent.post(&url).header("Content-Type", "application/json");
+        let mut req = self
+            .timed(&url, self.agent.post(&url))?
+            .header("Content-Type", "application/json");
         if let Some(b) = self.bearer() {
             req = req.header("Authorization", &b);
         }
@@ -246,8 +281,7 @@ impl Client {
         let d = provenance::digest::tagged_hash(provenance::ObjectKind::Blob, bytes);
         let url = self.url(&format!("/v1/blobs/{}", d.to_hex()));
         let mut req = self
-            .agent
-            .put(&url)
+            .timed(&url, self.agent.put(&url))?
             .header("Content-Type", "application/octet-stream");
         if let Some(b) = self.bearer() {
             req = req.header("Authorization", &b);

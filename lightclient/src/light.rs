@@ -29,7 +29,7 @@ pub enum VerifyError {
     BadProof(String),
     /// Two checkpoints the consortium signed certify different logs of one
     /// size: evidence of a split view (or of more than f colluding).
-    #[error("split view: two checkpoints signed by the consortium certify different logs of size {size}: {first} and {second}")]
+    #[error("split view: two checkpoints signed by the consortium certify different logs of size {size}:\n  {first}\n  {second}")]
     SplitView {
         /// The log size.
         size: u64,
@@ -52,6 +52,21 @@ pub enum VerifyError {
         held_size: u64,
         /// Its root.
         held_root: Digest,
+    },
+    /// The answers were proved under a checkpoint older than `--max-age`:
+    /// nothing inconsistent, but not current enough.
+    #[error("checkpoint at height {height} (log size {size}) was signed at {time} (Unix ms), {age_s} s ago: older than --max-age {max_age_s} s")]
+    TooOld {
+        /// Its height.
+        height: u64,
+        /// Its log size.
+        size: u64,
+        /// Its consortium-signed time (Unix ms).
+        time: u64,
+        /// Its age by this machine's clock (s).
+        age_s: u64,
+        /// The bound (s).
+        max_age_s: u64,
     },
     /// An entry's authority signatures do not verify.
     #[error("signature rejected: {0}")]

@@ -13,7 +13,13 @@ use serde::{Deserialize, Serialize};
 use crate::light::{LightClient, VerifyError};
 
 /// Format tag of a state file.
-pub const STATE_FORMAT: &str = "govtune-verifier-state/v1";
+pub const STATE_FORMAT: &str = "govtune-verifier-state/v2";
+
+/// Just the format tag, read first so an old file is named as such.
+#[derive(Deserialize)]
+struct Tag {
+    format: String,
+}
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +50,14 @@ impl TrustState {
         let path = dir.join(format!("{}.json", genesis.to_hex()));
         let held = match std::fs::read(&path) {
             Ok(bytes) => {
+                let tag: Tag = serde_json::from_slice(&bytes).map_err(|e| input(&path, e))?;
+                if tag.format == "govtune-verifier-state/v1" {
+                    return Err(input(
+                        &path,
+                        "a govtune-verifier-state/v1 file holds a checkpoint without a time, \
+                         which this consortium no longer signs: remove it to start afresh",
+                    ));
+                }
                 let f: StateFile = serde_json::from_slice(&bytes).map_err(|e| input(&path, e))?;
                 if f.format != STATE_FORMAT || f.genesis != genesis {
                     return Err(input(

@@ -115,10 +115,23 @@ fn the_binary_says_its_version() {
     assert!(out.starts_with("govtune-verify "), "{out}");
 }
 
-/// A node that answers every request with a body that never ends: one
-/// with a `Content-Length` of a terabyte, one without any (`Connection:
-/// close`, streamed until the client hangs up). Returns its address.
-fn endless_node(length_header: bool) -> String {
+/// How a hostile node answers.
+#[derive(Debug, Clone, Copy)]
+enum Hostile {
+    /// A body that never ends, with a `Content-Length` of a terabyte.
+    FloodWithLength,
+    /// A body that never ends, without a length (`Connection: close`,
+    /// streamed until the client hangs up).
+    Flood,
+    /// A `Content-Length` of a terabyte, then nothing: the connection is
+    /// held open.
+    Stall,
+    /// A `Content-Length` of a terabyte, then one byte a second.
+    Trickle,
+}
+
+/// A node that answers every request the `how` way. Returns its address.
+fn hostile_node(how: Hostile) -> String {
     use std::io::{BufRead, BufReader, Write};
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr").to_string();
@@ -133,16 +146,27 @@ fn endless_node(length_header: bool) -> String {
                         break;
                     }
                 }
-                let head = if length_header {
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n"
-                } else {
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+                let head = match how {
+                    Hostile::Flood => {
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+                    }
+                    _ => "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n",
                 };
                 if conn.write_all(head.as_bytes()).is_err() {
                     return;
                 }
-                let chunk = vec![b' '; 1 << 16];
-                while conn.write_all(&chunk).is_ok() {}
+                match how {
+                    Hostile::Flood | Hostile::FloodWithLength => {
+                        let chunk = vec![b' '; 1 << 16];
+                        while conn.write_all(&chunk).is_ok() {}
+                    }
+                    Hostile::Stall => std::thread::sleep(std::time::Duration::from_secs(120)),
+                    Hostile::Trickle => {
+                        while conn.write_all(b" ").is_ok() {
+                            std::thread::sleep(std::time::Duration::from_secs(1));
+                        }
+                    }
+                }
             });
         }
     });
@@ -150,21 +174,41 @@ fn endless_node(length_header: bool) -> String {
 }
 
 /// A node cannot exhaust the verifier's memory or time: an endless answer
-/// is cut at the client's bound and the check ends with 2 (could not
-/// check) within 30 s, the verifier's resident memory under 200 MB.
+/// is cut at the client's bound, a stalled or trickling one at the
+/// request's time budget (20 s) or the run's `--timeout`, whichever comes
+/// first; the check ends with 2 (could not check) within 30 s, the
+/// verifier's resident memory under 200 MB.
 #[test]
-fn an_endless_answer_is_cut_short() {
+fn an_endless_or_stalled_answer_is_cut_short() {
     let dir = tempfile::tempdir().expect("tempdir");
     let g = genesis_file(dir.path());
     let g = g.to_str().expect("path");
-    for length_header in [true, false] {
-        let node = endless_node(length_header);
-        let started = std::time::Instant::now();
-        let (code, out) = verify(&["verify", "--genesis", g, "--node", &node, "checkpoint"]);
-        let took = started.elapsed();
-        assert_eq!(code, Some(2), "{out}");
-        assert!(took.as_secs() < 30, "{took:?}: {out}");
-        eprintln!("endless answer (Content-Length: {length_header}): exit 2 after {took:?}");
+    let runs: [(Hostile, &[&str], u64); 5] = [
+        (Hostile::FloodWithLength, &[], 30),
+        (Hostile::Flood, &[], 30),
+        (Hostile::Stall, &[], 30),
+        (Hostile::Trickle, &[], 30),
+        // The run's deadline caps every request's budget.
+        (Hostile::Stall, &["--timeout", "3"], 10),
+    ];
+    let mut handles = Vec::new();
+    for (how, extra, bound) in runs {
+        let g = g.to_string();
+        handles.push(std::thread::spawn(move || {
+            let node = hostile_node(how);
+            let started = std::time::Instant::now();
+            let mut args = vec!["verify", "--genesis", &g, "--node", &node];
+            args.extend_from_slice(extra);
+            args.push("checkpoint");
+            let (code, out) = verify(&args);
+            let took = started.elapsed();
+            assert_eq!(code, Some(2), "{how:?} {extra:?}: {out}");
+            assert!(took.as_secs() < bound, "{how:?} {extra:?}: {took:?}: {out}");
+            eprintln!("{how:?} {extra:?}: exit 2 after {took:?}");
+        }));
+    }
+    for h in handles {
+        h.join().expect("a hostile run");
     }
     // SAFETY: getrusage fills the struct it is given; nothing else is touched.
     let max_rss_kb = unsafe {

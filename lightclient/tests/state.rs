@@ -9,21 +9,35 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::Command;
 
+use lightclient::Client;
 use provenance::api::CheckpointAnswer;
 use provenance::crypto::ConsortiumSigner;
 use provenance::genesis::ConsortiumDescription;
 use provenance::{Checkpoint, Digest, SignedCheckpoint, Timestamp};
 
-/// A checkpoint of `size` leaves with `root` at `height`, signed by q
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
+
+/// A checkpoint of `size` leaves with `root` at `height`, signed now by q
 /// validators' shares of the consortium key.
 fn certified(c: &genesis::Ceremony, size: u64, root: Digest, height: u64) -> SignedCheckpoint {
+    certified_at(c, size, root, height, now_ms())
+}
+
+/// The same, signed with time `time` (Unix ms).
+fn certified_at(c: &genesis::Ceremony, size: u64, root: Digest, height: u64, time: u64) -> SignedCheckpoint {
     let g = &c.dealt.genesis;
     let checkpoint = Checkpoint {
-        version: 1,
+        version: 2,
         origin: g.consortium_name.clone(),
         size,
         root,
         height,
+        time: Timestamp(time),
     };
     let message = checkpoint.signing_message();
     let shares: Vec<_> = c
@@ -84,12 +98,21 @@ fn node_serving(cp: SignedCheckpoint) -> String {
 }
 
 fn verify(genesis: &Path, state: &Path, node: &str) -> (Option<i32>, String) {
+    run(&[
+        "verify",
+        "checkpoint",
+        "--genesis",
+        genesis.to_str().expect("utf8"),
+        "--state",
+        state.to_str().expect("utf8"),
+        "--node",
+        node,
+    ])
+}
+
+fn run(args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_govtune-verify"))
-        .args(["verify", "checkpoint", "--genesis"])
-        .arg(genesis)
-        .arg("--state")
-        .arg(state)
-        .args(["--node", node])
+        .args(args)
         .output()
         .expect("runs");
     (
@@ -149,4 +172,119 @@ fn a_split_view_is_evidence_and_an_older_checkpoint_is_stale() {
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(0));
+}
+
+/// Two nodes asked together: the same log passes; two consortium-signed
+/// roots for one size are printed as a split view naming each node.
+#[test]
+fn nodes_asked_together_must_show_one_log() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let c = genesis::ceremony(
+        &ConsortiumDescription::local_testnet(7100, 8100),
+        Timestamp(1),
+        &mut rand::rngs::OsRng,
+    )
+    .expect("ceremony");
+    genesis::write_ceremony(dir.path(), &c).expect("write");
+    let g = dir.path().join("genesis.json");
+    let g = g.to_str().expect("utf8");
+    let a = node_serving(certified(&c, 10, Digest([1; 32]), 20));
+    let same = node_serving(certified(&c, 10, Digest([1; 32]), 21));
+    let other = node_serving(certified(&c, 10, Digest([2; 32]), 21));
+    let (code, out) = run(&[
+        "verify",
+        "--genesis",
+        g,
+        "--node",
+        &a,
+        "--node",
+        &same,
+        "checkpoint",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("is consistent with"), "{out}");
+    let (code, out) = run(&[
+        "verify",
+        "--genesis",
+        g,
+        "--node",
+        &a,
+        "--node",
+        &other,
+        "checkpoint",
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("split view"), "{out}");
+    for (node, root) in [(&a, Digest([1; 32])), (&other, Digest([2; 32]))] {
+        assert!(
+            out.contains(&format!("[{}] origin", Client::new(node).base()))
+                && out.contains(&root.to_string()),
+            "each signed checkpoint is printed with the node that served it: {out}"
+        );
+    }
+    // The third node answers nothing: the nodes could not be compared.
+    let (code, out) = run(&[
+        "verify",
+        "--genesis",
+        g,
+        "--node",
+        &a,
+        "--node",
+        "127.0.0.1:1",
+        "checkpoint",
+    ]);
+    assert_eq!(code, Some(2), "{out}");
+}
+
+/// `--max-age`: a checkpoint the consortium signed an hour ago is refused
+/// by a verifier that accepts ten minutes (exit 2, naming its age), and
+/// accepted by one that accepts two hours.
+#[test]
+fn an_old_checkpoint_is_refused_by_max_age() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let c = genesis::ceremony(
+        &ConsortiumDescription::local_testnet(7100, 8100),
+        Timestamp(1),
+        &mut rand::rngs::OsRng,
+    )
+    .expect("ceremony");
+    genesis::write_ceremony(dir.path(), &c).expect("write");
+    let g = dir.path().join("genesis.json");
+    let g = g.to_str().expect("utf8");
+    let old = node_serving(certified_at(&c, 10, Digest([1; 32]), 20, now_ms() - 3_600_000));
+    let (code, out) = run(&[
+        "verify",
+        "--genesis",
+        g,
+        "--node",
+        &old,
+        "--max-age",
+        "600",
+        "checkpoint",
+    ]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("older than --max-age 600 s"), "{out}");
+    let (code, out) = run(&[
+        "verify",
+        "--genesis",
+        g,
+        "--node",
+        &old,
+        "--max-age",
+        "7200",
+        "checkpoint",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    let fresh = node_serving(certified(&c, 10, Digest([1; 32]), 20));
+    let (code, out) = run(&[
+        "verify",
+        "--genesis",
+        g,
+        "--node",
+        &fresh,
+        "--max-age",
+        "600",
+        "checkpoint",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
 }

@@ -198,6 +198,7 @@ mod tests {
             size: height * 3,
             root: Digest([root; 32]),
             height,
+            time: provenance::Timestamp(height * 1000),
         }
     }
 

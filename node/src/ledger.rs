@@ -97,6 +97,8 @@ pub struct Committed {
     pub examples: u64,
     /// Whether the block carried a finalisation certificate.
     pub certified: bool,
+    /// The block's stamp (its checkpoint's time).
+    pub stamp: Timestamp,
 }
 
 /// Why a block could not be finalised locally.
@@ -347,6 +349,7 @@ impl<S: LedgerStore> Ledger<S> {
             events,
             examples,
             certified: finalization.is_some(),
+            stamp: Timestamp(proposal.stamp),
         })
     }
 }

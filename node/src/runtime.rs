@@ -23,6 +23,7 @@ use provenance::codec::encode;
 use provenance::crypto::{AuthoritySignature, AuthoritySigner, ConsortiumSigner};
 use provenance::{
     AuthorityId, Bytes, Canonical, Checkpoint, Digest, EntryBody, Genesis, KeyRing, SignedCheckpoint,
+    Timestamp,
 };
 use storage::Store;
 use tokio::sync::{mpsc, oneshot};
@@ -239,7 +240,7 @@ impl Core {
                         m.observe_finality(took.as_secs_f64());
                     }
                     if c.certified {
-                        self.sign_checkpoint(c.height, c.log_size, c.root);
+                        self.sign_checkpoint(c.height, c.log_size, c.root, c.stamp);
                     }
                 }
                 Action::Misbehaved { peer, what } => {
@@ -251,13 +252,14 @@ impl Core {
         Ok(())
     }
 
-    fn sign_checkpoint(&mut self, height: u64, size: u64, root: Digest) {
+    fn sign_checkpoint(&mut self, height: u64, size: u64, root: Digest, time: Timestamp) {
         let cp = Checkpoint {
             version: Checkpoint::VERSION,
             origin: self.genesis.consortium_name.clone(),
             size,
             root,
             height,
+            time,
         };
         let share = self.consortium.sign_share(&cp.signing_message());
         self.publish(

@@ -1,13 +1,14 @@
-//! Checkpoints: (log origin, size, root, height) signed by the consortium's
-//! threshold key, and their C2SP `tlog-checkpoint` signed-note text.
+//! Checkpoints: (log origin, size, root, height, time) signed by the
+//! consortium's threshold key, and their C2SP `tlog-checkpoint` signed-note
+//! text.
 //!
 //! The note body is
 //!
 //! ```text
-//! <origin>\n<size>\n<base64 root>\nheight <height>\n
+//! <origin>\n<size>\n<base64 root>\nheight <height>\ntime <unix ms>\n
 //! ```
 //!
-//! (the `height` line is a checkpoint extension line) and the consortium
+//! (`height` and `time` are checkpoint extension lines) and the consortium
 //! signature covers the domain-tagged body bytes. The signature line is
 //! `— <key name> <base64(key hash || signature)>`, where the key hash is the
 //! first four bytes of SHA-256(key name || "\n" || 0xff ||
@@ -23,6 +24,7 @@ use sha2::{Digest as _, Sha256};
 use crate::codec::{limit, Canonical, DecodeError};
 use crate::crypto::{signing_message, KeyRing, SigningDomain};
 use crate::digest::{Bytes, Digest, ObjectKind};
+use crate::Timestamp;
 
 const ALGORITHM: &[u8] = b"govtune-bls12381-threshold";
 
@@ -39,11 +41,16 @@ pub struct Checkpoint {
     pub root: Digest,
     /// Consensus height that produced it.
     pub height: u64,
+    /// The stamp of the block at `height` (Unix ms): its leader's clock,
+    /// never below its parent's and never ahead of an honest voter's clock
+    /// by more than the consensus skew bound, so a checkpoint cannot claim
+    /// to be newer than it is.
+    pub time: Timestamp,
 }
 
 impl Canonical for Checkpoint {
     const KIND: ObjectKind = ObjectKind::Checkpoint;
-    const VERSION: u16 = 1;
+    const VERSION: u16 = 2;
     fn declared_version(&self) -> u16 {
         self.version
     }
@@ -78,11 +85,12 @@ impl Checkpoint {
     /// The signed-note body.
     pub fn note_body(&self) -> String {
         format!(
-            "{}\n{}\n{}\nheight {}\n",
+            "{}\n{}\n{}\nheight {}\ntime {}\n",
             self.origin,
             self.size,
             B64.encode(self.root.0),
-            self.height
+            self.height,
+            self.time.0
         )
     }
 
@@ -103,7 +111,7 @@ pub struct SignedCheckpoint {
 
 impl Canonical for SignedCheckpoint {
     const KIND: ObjectKind = ObjectKind::Checkpoint;
-    const VERSION: u16 = 1;
+    const VERSION: u16 = 2;
     fn declared_version(&self) -> u16 {
         self.checkpoint.version
     }
@@ -111,6 +119,29 @@ impl Canonical for SignedCheckpoint {
         self.checkpoint.check()?;
         limit(Self::KIND, "signature", self.signature.len(), 96)
     }
+}
+
+/// Reads the extension line `<name> <n>` (a decimal number without
+/// leading zeros).
+fn extension(line: Option<&str>, name: &'static str) -> Result<u64, CheckpointError> {
+    use CheckpointError::Malformed;
+    let malformed = || {
+        Malformed(match name {
+            "height" => "fourth line must be `height <n>`, n decimal without leading zeros",
+            _ => "fifth line must be `time <ms>`, ms decimal without leading zeros",
+        })
+    };
+    let text = line
+        .and_then(|l| l.strip_prefix(name))
+        .and_then(|l| l.strip_prefix(' '))
+        .ok_or_else(malformed)?;
+    if text.is_empty()
+        || !text.bytes().all(|b| b.is_ascii_digit())
+        || (text.len() > 1 && text.starts_with('0'))
+    {
+        return Err(malformed());
+    }
+    text.parse().map_err(|_| malformed())
 }
 
 /// The signed-note key hash of the consortium key.
@@ -181,19 +212,8 @@ impl SignedCheckpoint {
         let root: [u8; 32] = root_bytes
             .try_into()
             .map_err(|_| Malformed("root is not 32 bytes"))?;
-        let height_line = lines.next().ok_or(Malformed("missing height extension line"))?;
-        let height_text = height_line
-            .strip_prefix("height ")
-            .ok_or(Malformed("fourth line must be `height <n>`"))?;
-        if height_text.is_empty()
-            || !height_text.bytes().all(|b| b.is_ascii_digit())
-            || (height_text.len() > 1 && height_text.starts_with('0'))
-        {
-            return Err(Malformed("height must be a decimal number without leading zeros"));
-        }
-        let height: u64 = height_text
-            .parse()
-            .map_err(|_| Malformed("height out of range"))?;
+        let height = extension(lines.next(), "height")?;
+        let time = Timestamp(extension(lines.next(), "time")?);
         if lines.next().is_some() {
             return Err(Malformed("unexpected extension lines"));
         }
@@ -203,6 +223,7 @@ impl SignedCheckpoint {
             size,
             root: Digest(root),
             height,
+            time,
         };
         checkpoint.check().map_err(|_| Malformed("invalid origin"))?;
         if checkpoint.note_body() != body {

@@ -24,6 +24,7 @@ fn signed_checkpoint() -> SignedCheckpoint {
             size: 17,
             root: Digest([7; 32]),
             height: 9,
+            time: Timestamp(1_764_000_000_000),
         },
         signature: Bytes(vec![0xab; 96]),
     }
@@ -36,6 +37,7 @@ fn checkpoint_wire() -> Value {
         "size": c.checkpoint.size,
         "root": c.checkpoint.root,
         "height": c.checkpoint.height,
+        "time": 1_764_000_000_000u64,
         "signature": hex::encode(c.signature.as_slice()),
         "c2sp": "note\n",
     })

@@ -112,11 +112,12 @@ fn revocation(w: &World) -> Revocation {
 
 fn checkpoint() -> Checkpoint {
     Checkpoint {
-        version: 1,
+        version: 2,
         origin: "govtune-testnet".into(),
         size: 12,
         root: Digest([12; 32]),
         height: 4,
+        time: Timestamp(1_764_000_000_000),
     }
 }
 

@@ -8,6 +8,17 @@ mod common;
 use common::*;
 use provenance::Canonical;
 
+fn sample_checkpoint() -> provenance::Checkpoint {
+    provenance::Checkpoint {
+        version: 2,
+        origin: "govtune-testnet".into(),
+        size: 17,
+        root: provenance::Digest([7; 32]),
+        height: 9,
+        time: provenance::Timestamp(1_764_000_000_000),
+    }
+}
+
 #[test]
 fn sample_object_digests_are_frozen() {
     let w = world();
@@ -17,6 +28,7 @@ fn sample_object_digests_are_frozen() {
         ("campaign", w.campaign.digest().to_hex()),
         ("step-event", w.step_event().digest().to_hex()),
         ("genesis", fixture().dealt.genesis.digest().to_hex()),
+        ("checkpoint", sample_checkpoint().digest().to_hex()),
     ];
     let want = [
         (
@@ -38,6 +50,10 @@ fn sample_object_digests_are_frozen() {
         (
             "genesis",
             "f2dbbb82bb15e31a4cbed3b01ac3b27daba327fb05105852ad0426df3b18a40a",
+        ),
+        (
+            "checkpoint",
+            "cc55bbcc357c39012c8deb9adf78fc4f657a892d7de62a4f1023f663ffe75b0f",
         ),
     ];
     for ((name, g), (_, w)) in got.iter().zip(want.iter()) {

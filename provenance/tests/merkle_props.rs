@@ -112,11 +112,12 @@ fn a_wrong_tree_size_is_caught_by_the_signed_checkpoint() {
     let f = common::fixture();
     let (t, _) = tree(100);
     let cp = Checkpoint {
-        version: 1,
+        version: 2,
         origin: "govtune-testnet".into(),
         size: 100,
         root: t.root(),
         height: 9,
+        time: provenance::Timestamp(1_764_000_000_000),
     };
     let msg = cp.signing_message();
     let shares: Vec<_> = f
@@ -160,11 +161,12 @@ fn checkpoints_round_trip_through_c2sp_text() {
     let f = common::fixture();
     let (t, _) = tree(5);
     let cp = Checkpoint {
-        version: 1,
+        version: 2,
         origin: "govtune-testnet".into(),
         size: 5,
         root: t.root(),
         height: 3,
+        time: provenance::Timestamp(1_764_000_000_000),
     };
     let msg = cp.signing_message();
     let shares: Vec<_> = f
@@ -184,6 +186,7 @@ fn checkpoints_round_trip_through_c2sp_text() {
     let pk = f.keyring().consortium_public_key();
     let text = signed.to_c2sp("govtune-testnet", &pk);
     assert!(text.starts_with("govtune-testnet\n5\n"));
+    assert!(text.contains("\nheight 3\ntime 1764000000000\n\n"), "{text}");
     assert!(text.contains("\n\n\u{2014} govtune-testnet "));
     let back = SignedCheckpoint::from_c2sp(&text, "govtune-testnet", &pk).expect("parses");
     assert_eq!(back, signed);
@@ -196,6 +199,11 @@ fn checkpoints_round_trip_through_c2sp_text() {
         text.replacen("\n5\n", "\n05\n", 1),
         text.replacen("\n5\n", "\n-5\n", 1),
         text.replacen("height 3", "height x", 1),
+        text.replacen("\ntime 1764000000000\n", "\n", 1),
+        text.replacen("time 1764000000000", "time 01764000000000", 1),
+        text.replacen("time 1764000000000", "time  1764000000000", 1),
+        text.replacen("time 1764000000000", "time 1764000000000\nextra 1", 1),
+        text.replacen("time 1764000000000", "time 99999999999999999999", 1),
         text.replacen("\n\n", "\n", 1),
         text.replacen("\u{2014} ", "- ", 1),
         String::new(),
@@ -205,8 +213,12 @@ fn checkpoints_round_trip_through_c2sp_text() {
             "{bad:?}"
         );
     }
-    // A tampered size parses but does not verify.
+    // A tampered size or time parses but does not verify.
     let lie = SignedCheckpoint::from_c2sp(&text.replacen("\n5\n", "\n6\n", 1), "govtune-testnet", &pk)
         .expect("parses");
+    assert!(lie.verify(f.keyring()).is_err());
+    let later = text.replacen("time 1764000000000", "time 1764000060000", 1);
+    let lie = SignedCheckpoint::from_c2sp(&later, "govtune-testnet", &pk).expect("parses");
+    assert_eq!(lie.checkpoint.time, provenance::Timestamp(1_764_000_060_000));
     assert!(lie.verify(f.keyring()).is_err());
 }

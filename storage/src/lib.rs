@@ -419,8 +419,9 @@ impl Store {
         })
     }
 
-    /// Stores a certified checkpoint after checking its signature and that
-    /// it certifies this log's root at its size.
+    /// Stores a certified checkpoint after checking its signature, that it
+    /// certifies this log's root at its size and that its time is the stamp
+    /// of this chain's block at its height.
     pub fn put_checkpoint(&mut self, cp: &SignedCheckpoint, keyring: &KeyRing) -> Result<()> {
         let c = &cp.checkpoint;
         // Cheap checks first: the pairing check comes last.
@@ -441,6 +442,21 @@ impl Store {
             return Err(StoreError::Checkpoint(format!(
                 "certifies root {} at size {}, this log's root there is {root}",
                 c.root, c.size
+            )));
+        }
+        let stamp = match c.height {
+            0 => Timestamp(0),
+            h => {
+                self.block(h)?
+                    .ok_or_else(|| StoreError::Corrupt(format!("block {h} is missing")))?
+                    .header
+                    .stamp
+            }
+        };
+        if c.time != stamp {
+            return Err(StoreError::Checkpoint(format!(
+                "certifies time {} at height {}, this chain's block there is stamped {stamp}",
+                c.time.0, c.height
             )));
         }
         cp.verify(keyring)

@@ -63,11 +63,12 @@ pub fn certify(
     let h = store.head().clone();
     let cp = sign_checkpoint(
         Checkpoint {
-            version: 1,
+            version: 2,
             origin: ORIGIN.into(),
             size: h.log_size,
             root: h.root,
             height: h.height,
+            time: h.stamp,
         },
         dealt,
         signers,

@@ -211,11 +211,12 @@ fn refused_blocks_and_checkpoints_change_nothing() {
     // A checkpoint for a root the log does not have, or signed by nobody.
     let bad_root = sign_checkpoint(
         Checkpoint {
-            version: 1,
+            version: 2,
             origin: ORIGIN.into(),
             size: store.head().log_size,
             root: Digest([2; 32]),
             height: store.head().height,
+            time: store.head().stamp,
         },
         &dealt,
         &signers,
@@ -230,6 +231,25 @@ fn refused_blocks_and_checkpoints_change_nothing() {
         store.put_checkpoint(&unsigned, &dealt.keyring),
         Err(StoreError::Checkpoint(_))
     ));
+    // A checkpoint the consortium signed with a time that is not this
+    // chain's stamp at that height.
+    let head = store.head().clone();
+    let bad_time = sign_checkpoint(
+        Checkpoint {
+            version: 2,
+            origin: ORIGIN.into(),
+            size: head.log_size,
+            root: head.root,
+            height: head.height,
+            time: Timestamp(head.stamp.0 + 60_000),
+        },
+        &dealt,
+        &signers,
+    );
+    match store.put_checkpoint(&bad_time, &dealt.keyring) {
+        Err(StoreError::Checkpoint(m)) => assert!(m.contains("time"), "{m}"),
+        other => panic!("a checkpoint with another time is refused, got {other:?}"),
+    }
     assert_eq!((store.head().clone(), store.state().digest()), before);
     // The good block still goes in.
     store.append_block(&good, &entries, b"").expect("good block");

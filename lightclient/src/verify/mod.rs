@@ -115,6 +115,29 @@ pub struct Verifier {
     checked: u64,
     pinned: Option<SignedCheckpoint>,
     floor: u64,
+    oldest_used: Option<SignedCheckpoint>,
+}
+
+/// Two checkpoints the consortium signed over different logs of one size,
+/// each named by where it came from, with every signed field.
+fn split_view(first: (&str, &SignedCheckpoint), second: (&str, &SignedCheckpoint)) -> VerifyError {
+    let describe = |(from, c): (&str, &SignedCheckpoint)| {
+        let k = &c.checkpoint;
+        format!(
+            "[{from}] origin {:?} size {} root {} height {} time {} signature {}",
+            k.origin,
+            k.size,
+            k.root,
+            k.height,
+            k.time.0,
+            hex::encode(&c.signature.0)
+        )
+    };
+    VerifyError::SplitView {
+        size: first.1.checkpoint.size,
+        first: describe(first),
+        second: describe(second),
+    }
 }
 
 fn malformed(m: impl Into<String>) -> VerifyError {
@@ -132,6 +155,7 @@ impl Verifier {
             checked: 0,
             pinned: None,
             floor: 0,
+            oldest_used: None,
         })
     }
 
@@ -171,22 +195,13 @@ impl Verifier {
     /// same root (else the two are evidence of a split view); one older
     /// than the held checkpoint is refused.
     pub fn accept(&mut self, cp: &SignedCheckpoint) -> Result<(), VerifyError> {
-        let describe = |c: &SignedCheckpoint| {
-            format!(
-                "height {} root {} signature {}",
-                c.checkpoint.height,
-                c.checkpoint.root,
-                hex::encode(&c.signature.0)
-            )
-        };
         match &self.pinned {
             Some(p) if p.checkpoint.size == cp.checkpoint.size => {
                 if p.checkpoint.root != cp.checkpoint.root {
-                    return Err(VerifyError::SplitView {
-                        size: cp.checkpoint.size,
-                        first: describe(p),
-                        second: describe(cp),
-                    });
+                    return Err(split_view(
+                        (&format!("held, {}", self.node.base()), p),
+                        (self.node.base(), cp),
+                    ));
                 }
             }
             Some(p) if p.checkpoint.size < cp.checkpoint.size => {
@@ -205,7 +220,77 @@ impl Verifier {
             Some(p) => self.light.verify_extends(&self.node, cp, p)?,
             None => self.pinned = Some(cp.clone()),
         }
+        if self
+            .oldest_used
+            .as_ref()
+            .is_none_or(|o| cp.checkpoint.time < o.checkpoint.time)
+        {
+            self.oldest_used = Some(cp.clone());
+        }
         Ok(())
+    }
+
+    /// The checkpoint with the oldest time among those this run's answers
+    /// were proved under (the held one from `--state` is not counted).
+    pub fn oldest_used(&self) -> Option<&SignedCheckpoint> {
+        self.oldest_used.as_ref()
+    }
+
+    /// Compares `other` node's latest checkpoint with the newest this
+    /// verifier accepted (fetching this node's latest if it has none): one
+    /// log must extend the other. Two checkpoints the consortium signed for
+    /// one size with different roots are a split view; so is a larger log
+    /// whose node cannot prove it extends the smaller when its own
+    /// checkpoint at the smaller's height shows another root. A newer
+    /// checkpoint that extends the held one is accepted.
+    pub fn compare(&mut self, other: &Client) -> Result<SignedCheckpoint, VerifyError> {
+        let mine = match &self.pinned {
+            Some(p) => p.clone(),
+            None => self.latest()?,
+        };
+        let theirs = self.light.latest_checkpoint(other)?;
+        let (a, b) = (&mine.checkpoint, &theirs.checkpoint);
+        let me = self.node.base().to_string();
+        if a.size == b.size {
+            if a.root != b.root {
+                return Err(split_view((&me, &mine), (other.base(), &theirs)));
+            }
+            return Ok(theirs);
+        }
+        // The node with the larger log proves it extends the smaller one.
+        let ((small_node, small), (large_node, large)) = if a.size < b.size {
+            ((&self.node, &mine), (other, &theirs))
+        } else {
+            ((other, &theirs), (&self.node, &mine))
+        };
+        if let Err(e) = self.light.verify_extends(large_node, small, large) {
+            if !e.is_violation() {
+                return Err(e);
+            }
+            // Evidence, if the larger node certified another root at the
+            // smaller's height.
+            if let Ok(same_height) = self.light.checkpoint_at(large_node, small.checkpoint.height) {
+                if same_height.checkpoint.size == small.checkpoint.size
+                    && same_height.checkpoint.root != small.checkpoint.root
+                {
+                    return Err(split_view(
+                        (small_node.base(), small),
+                        (large_node.base(), &same_height),
+                    ));
+                }
+            }
+            return Err(VerifyError::BadProof(format!(
+                "{} cannot prove its log (size {}) extends {}'s (size {}): {e}",
+                large_node.base(),
+                large.checkpoint.size,
+                small_node.base(),
+                small.checkpoint.size
+            )));
+        }
+        if b.size > a.size {
+            self.pinned = Some(theirs.clone());
+        }
+        Ok(theirs)
     }
 
     /// Checks a cited entry under `cp`: proof, decoding, digest.

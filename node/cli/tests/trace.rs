@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use lightclient::verify::Verifier;
-use provenance::api::{ListingAnswer, TraceAnswer, TraceRequest};
+use provenance::api::{CheckpointAnswer, ListingAnswer, TraceAnswer, TraceRequest};
 use provenance::{Digest, EntryBody, Timestamp};
 use testnet::workload::{now_ms, submit, Workload};
 use testnet::{Client, NodeSettings, Testnet};
@@ -709,6 +709,27 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     let source = format!("verify --genesis {g} --node {truncator} source --id {src_hex}");
     let out = exits_line(1, &source);
     assert!(out.contains("is not closed"), "{out}");
+    // A node that leaves one of the source's events out of its listing:
+    // the scan of the whole log names it.
+    let used = vc.chain_index[record
+        .chain
+        .iter()
+        .position(|b| b.sources_named().contains(&src))
+        .expect("an event uses the source")];
+    let dropper = rewriting_proxy(t.client(ds), move |path, b| {
+        if path.starts_with("/v1/sources/") && path.ends_with("/entries") {
+            let mut l: ListingAnswer = serde_json::from_slice(&b).expect("a listing");
+            l.entries.retain(|e| e.index != used);
+            serde_json::to_vec(&l).expect("json")
+        } else {
+            b
+        }
+    });
+    let out = exits_line(
+        1,
+        &format!("verify --genesis {g} --node {dropper} source --scan --id {src_hex}"),
+    );
+    assert!(out.contains(&format!("omits entry {used}")), "{out}");
 
     // --- The revocation audit lists exactly the events that used it.
     let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");
@@ -785,7 +806,90 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
         &format!("verify --json --state {st} --genesis {g} --node {stale} checkpoint"),
     );
     assert!(out.contains("older than the one held"), "{out}");
+
+    // Checkpoints carry the consortium's time: a live node's is current.
+    exits_line(
+        0,
+        &format!("verify --max-age 60 --genesis {g} --node {api} checkpoint"),
+    );
+
+    // --- A split view: q validators' key shares (what more than f
+    // colluding members hold) certify another root for the log's current
+    // size, and a proxy in front of another node serves it as that node's
+    // latest checkpoint.
+    let honest = reader.checkpoint(None).expect("checkpoint");
+    let fake_root = Digest([0x5a; 32]);
+    let forged = consortium_signed(
+        &t,
+        provenance::Checkpoint {
+            version: 2,
+            origin: honest.origin.clone(),
+            size: honest.size,
+            root: fake_root,
+            height: honest.height,
+            time: honest.time,
+        },
+    );
+    let forged_answer = serde_json::to_vec(&CheckpointAnswer::new(&forged, String::new())).expect("json");
+    let other = t.by_role("operator").expect("op");
+    let splitter = rewriting_proxy(t.client(other), move |path, b| {
+        if path == "/v1/checkpoint" {
+            forged_answer.clone()
+        } else {
+            b
+        }
+    });
+    // Asked together, the honest node and the split one: both signed
+    // checkpoints are printed, each with the node that served it.
+    let out = exits_line(
+        1,
+        &format!("verify --genesis {g} --node {api} --node {splitter} checkpoint"),
+    );
+    assert!(out.contains("split view"), "{out}");
+    assert!(
+        out.contains(&honest.root.to_string()) && out.contains(&fake_root.to_string()),
+        "both roots are printed: {out}"
+    );
+    // The split node alone, to a verifier whose state holds the honest
+    // checkpoint of that size: inconsistent with the state.
+    exits_line(
+        0,
+        &format!("verify --state {st} --genesis {g} --node {api} checkpoint"),
+    );
+    let out = exits_line(
+        1,
+        &format!("verify --state {st} --genesis {g} --node {splitter} checkpoint"),
+    );
+    assert!(
+        out.contains("split view") || out.contains("proof rejected"),
+        "{out}"
+    );
     t.down().expect("down");
+}
+
+/// `cp` signed with q validators' shares of the consortium key, read from
+/// their key files.
+fn consortium_signed(t: &Testnet, cp: provenance::Checkpoint) -> provenance::SignedCheckpoint {
+    let (g, keyring) = genesis::load_genesis(&t.genesis_path()).expect("genesis");
+    let message = cp.signing_message();
+    let shares: Vec<_> = t
+        .nodes
+        .iter()
+        .take(g.consortium.q as usize)
+        .map(|n| {
+            genesis::load_node_keys(&n.config.with_file_name("node.key"), &g, &keyring)
+                .expect("node keys")
+                .consortium
+                .sign_share(&message)
+        })
+        .collect();
+    let signature = keyring
+        .combine_consortium_shares(&message, &shares)
+        .expect("combined");
+    provenance::SignedCheckpoint {
+        checkpoint: cp,
+        signature,
+    }
 }
 
 fn manifest_authority(v: &mut Verifier, src: &Digest) -> String {

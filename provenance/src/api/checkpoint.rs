@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Bytes, Canonical, Checkpoint, Digest, SignedCheckpoint};
+use crate::{Bytes, Canonical, Checkpoint, Digest, SignedCheckpoint, Timestamp};
 
 /// `GET /v1/checkpoint`'s query: `?height=H` for that height's checkpoint
 /// (default: the latest), `&format=c2sp` for the signed note as text
@@ -43,6 +43,8 @@ pub struct CheckpointAnswer {
     pub root: Digest,
     /// Consensus height that produced it.
     pub height: u64,
+    /// The consortium-signed time of that height (Unix ms).
+    pub time: Timestamp,
     /// Combined consortium BLS signature (hex in JSON).
     pub signature: Bytes,
     /// The C2SP signed-note text of the same checkpoint.
@@ -58,6 +60,7 @@ impl CheckpointAnswer {
             size: c.checkpoint.size,
             root: c.checkpoint.root,
             height: c.checkpoint.height,
+            time: c.checkpoint.time,
             signature: c.signature.clone(),
             c2sp,
         }
@@ -73,6 +76,7 @@ impl CheckpointAnswer {
                 size: self.size,
                 root: self.root,
                 height: self.height,
+                time: self.time,
             },
             signature: self.signature.clone(),
         }
