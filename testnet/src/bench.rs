@@ -8,6 +8,12 @@
 //! section signatures made once and each checked by the three other nodes
 //! (4 signs + 12 verifications), plus the governance node's re-run of
 //! admission, which checks each example's manifest signature again.
+//!
+//! On the log the first run wrote, it also measures what one view costs a
+//! light client ([`LightFigures`]): a verifier holding the checkpoint from
+//! before the run checks the latest one against one node, then against all
+//! four (`--node` repeated), and compares the bytes it fetched with the
+//! bytes the run appended.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,9 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::workload::{submit, Workload};
-use crate::{NodeSettings, Testnet, TestnetError};
+use crate::{Client, NodeSettings, Testnet, TestnetError};
+use lightclient::Verifier;
 use provenance::crypto::SignatureScheme;
-use provenance::{Digest, EntryBody};
+use provenance::{Digest, EntryBody, SignedCheckpoint};
 
 const MACBETH: &[u8] = include_bytes!("../fixtures/macbeth.txt");
 const TWELFTH_NIGHT: &[u8] = include_bytes!("../fixtures/twelfth_night.txt");
@@ -33,6 +40,31 @@ pub struct NetworkBench {
     pub composite: bool,
     /// Concurrent submitting clients.
     pub clients: usize,
+    /// Also measure what one view costs a light client.
+    pub light: bool,
+}
+
+/// What one view costs a light client, on the benchmark's log.
+#[derive(Debug, Clone)]
+pub struct LightFigures {
+    /// The log's size.
+    pub log_size: u64,
+    /// Nodes compared in the second measure.
+    pub nodes: usize,
+    /// Runs of each measure.
+    pub runs: usize,
+    /// One node: the latest checkpoint, checked under genesis and proved
+    /// to extend the held one: mean ms, bytes fetched per run.
+    pub one_ms: f64,
+    /// Bytes fetched per run.
+    pub one_bytes: u64,
+    /// The same, then every other node's latest compared with it.
+    pub all_ms: f64,
+    /// Bytes fetched per run.
+    pub all_bytes: u64,
+    /// Canonical bytes the run appended to the log (what a client without
+    /// proofs would download to see the same).
+    pub appended_bytes: u64,
 }
 
 /// What it measured.
@@ -48,6 +80,8 @@ pub struct NetworkFigures {
     pub p99_ms: f64,
     /// Events per second signatures alone would allow on this machine.
     pub floor_events_per_sec: f64,
+    /// What one view costs a light client (when asked for).
+    pub light: Option<LightFigures>,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -111,6 +145,8 @@ pub fn run_network(binary: &Path, b: NetworkBench) -> Result<NetworkFigures, Tes
     let admin = t.admin(op)?;
     let watcher = t.client((op + 1) % 4);
     let start_size = watcher.health()?.log_size;
+    let light = crate::LightClient::from_genesis_file(&t.genesis_path())?;
+    let held = light.latest_checkpoint(&watcher)?;
     let submitted: Arc<Mutex<HashMap<Digest, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
     // Events are made when a client takes one (their step time is "now"),
     // in chain order under the lock, and submitted outside it.
@@ -143,6 +179,7 @@ pub fn run_network(binary: &Path, b: NetworkBench) -> Result<NetworkFigures, Tes
     }
     // Watch the log grow and time each event's commit.
     let mut latencies = Vec::with_capacity(b.events);
+    let mut appended_bytes = 0u64;
     let mut next = start_size;
     let target = start_size + b.events as u64;
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -165,6 +202,7 @@ pub fn run_network(binary: &Path, b: NetworkBench) -> Result<NetworkFigures, Tes
             let end = (start + 256).min(size);
             let a = watcher.leaves(start, end)?;
             for l in a.leaves {
+                appended_bytes += l.leaf.len() as u64;
                 if let Some(at) = submitted.lock().ok().and_then(|m| m.get(&l.digest).copied()) {
                     latencies.push(now.duration_since(at).as_secs_f64() * 1000.0);
                 }
@@ -178,6 +216,10 @@ pub fn run_network(binary: &Path, b: NetworkBench) -> Result<NetworkFigures, Tes
         th.join()
             .map_err(|_| TestnetError::Run("a client thread panicked".into()))??;
     }
+    let light = match b.light {
+        true => Some(light_figures(&t, &held, target, appended_bytes)?),
+        false => None,
+    };
     t.down()?;
     drop(t);
     let _ = std::fs::remove_dir_all(&dir);
@@ -189,5 +231,65 @@ pub fn run_network(binary: &Path, b: NetworkBench) -> Result<NetworkFigures, Tes
         p50_ms: percentile(&latencies, 0.5),
         p99_ms: percentile(&latencies, 0.99),
         floor_events_per_sec: signature_floor(examples, 2.0)?,
+        light,
+    })
+}
+
+/// A verifier holding `held` (the checkpoint from before the run) checks
+/// the latest checkpoint, once the log's `size` is certified, against one
+/// node and then against all of them.
+fn light_figures(
+    t: &Testnet,
+    held: &SignedCheckpoint,
+    size: u64,
+    appended_bytes: u64,
+) -> Result<LightFigures, TestnetError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while t
+        .nodes
+        .iter()
+        .enumerate()
+        .any(|(i, _)| t.client(i).checkpoint(None).map_or(true, |c| c.size < size))
+    {
+        if Instant::now() > deadline {
+            return Err(TestnetError::Run(format!(
+                "size {size} not certified at every node"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let genesis = t.genesis_path();
+    let runs = 20;
+    let measure = |compare: bool| -> Result<(f64, u64), TestnetError> {
+        let mut bytes = 0;
+        let started = Instant::now();
+        for _ in 0..runs {
+            let clients: Vec<Client> = (0..t.nodes.len()).map(|i| t.client(i)).collect();
+            let mut v = Verifier::new(&genesis, clients[0].clone())?;
+            v.hold(held.clone());
+            v.latest()?;
+            if compare {
+                for c in &clients[1..] {
+                    v.compare(c)?;
+                }
+            }
+            bytes += clients.iter().map(Client::bytes_fetched).sum::<u64>();
+        }
+        Ok((
+            started.elapsed().as_secs_f64() * 1000.0 / runs as f64,
+            bytes / runs as u64,
+        ))
+    };
+    let (one_ms, one_bytes) = measure(false)?;
+    let (all_ms, all_bytes) = measure(true)?;
+    Ok(LightFigures {
+        log_size: size,
+        nodes: t.nodes.len(),
+        runs,
+        one_ms,
+        one_bytes,
+        all_ms,
+        all_bytes,
+        appended_bytes,
     })
 }

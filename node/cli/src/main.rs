@@ -436,6 +436,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let binary = std::env::current_exe().map_err(|e| e.to_string())?;
             println!("| events | examples/event | clients | events/s | examples/s | p50 ms | p99 ms | signature floor events/s | ratio to floor |");
             println!("|---|---|---|---|---|---|---|---|---|");
+            let mut light = None;
             for (k, composite) in [(2usize, false), (examples, true)] {
                 let f = testnet::bench::run_network(
                     &binary,
@@ -444,9 +445,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         examples: k,
                         composite,
                         clients,
+                        light: !composite,
                     },
                 )
                 .map_err(|e| e.to_string())?;
+                light = light.or(f.light.clone());
                 println!(
                     "| {} | {k} | {clients} | {:.1} | {:.1} | {:.0} | {:.0} | {:.1} | {:.2} |",
                     if composite { "composite" } else { "step" },
@@ -456,6 +459,39 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     f.p99_ms,
                     f.floor_events_per_sec,
                     f.events_per_sec / f.floor_events_per_sec
+                );
+            }
+            if let Some(l) = light {
+                println!();
+                println!(
+                    "One view for a light client holding the checkpoint from before the step run (log size {}, {} runs each):",
+                    l.log_size, l.runs
+                );
+                println!("| check | ms per run | bytes fetched | bytes the run appended | ratio |");
+                println!("|---|---|---|---|---|");
+                for (what, ms, bytes) in [
+                    (
+                        "latest checkpoint from 1 node, proved to extend the held one".to_string(),
+                        l.one_ms,
+                        l.one_bytes,
+                    ),
+                    (
+                        format!("the same, and compared with {} more nodes", l.nodes - 1),
+                        l.all_ms,
+                        l.all_bytes,
+                    ),
+                ] {
+                    println!(
+                        "| {what} | {ms:.1} | {bytes} | {} | {:.5} |",
+                        l.appended_bytes,
+                        bytes as f64 / l.appended_bytes.max(1) as f64
+                    );
+                }
+                println!(
+                    "comparing {} nodes costs {:.2}x the time and {:.2}x the bytes of asking one",
+                    l.nodes,
+                    l.all_ms / l.one_ms.max(f64::MIN_POSITIVE),
+                    l.all_bytes as f64 / l.one_bytes.max(1) as f64
                 );
             }
             Ok(())
