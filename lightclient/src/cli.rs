@@ -382,7 +382,10 @@ fn run_trace(a: TraceArgs) -> Result<bool, VerifyError> {
         println!("answer written to {}", path.display());
     }
     if let Some(g) = &a.genesis {
-        let mut v = verifier(g, &a.node)?;
+        let node = Client::new(&a.node)
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_deadline(Instant::now() + Duration::from_secs(600));
+        let mut v = Verifier::new(g, node)?;
         let mut verdict = v.trace(&answer, false)?;
         let asked = trace_request(&c, &a.prompt, &a.output, a.method.as_deref());
         for m in crate::verify::unasked(&answer, &asked) {
