@@ -335,6 +335,7 @@ async fn submit(s: &ApiState, body: EntryBody) -> ApiResult<(StatusCode, Json<Su
                 OfferError::Malformed(_) => StatusCode::BAD_REQUEST,
                 OfferError::Unplannable(_) => StatusCode::CONFLICT,
                 OfferError::NotStored(_) => StatusCode::SERVICE_UNAVAILABLE,
+                OfferError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             },
             e.to_string(),
         )),

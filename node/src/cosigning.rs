@@ -45,6 +45,26 @@ pub enum OfferError {
     /// An own entry could not be made durable.
     #[error("the node could not store the entry: {0}")]
     NotStored(String),
+    /// The entry, with the signatures it needs, would not fit in a block.
+    #[error("the entry is {bytes} bytes with its signatures, more than a block holds ({limit} bytes, genesis max_block_bytes)")]
+    TooLarge {
+        /// Its canonical bytes and an allowance for its signatures.
+        bytes: usize,
+        /// The block budget.
+        limit: usize,
+    },
+}
+
+/// Bytes an entry's attestation may take: one BLS aggregate and its
+/// bitmap, or one signature per signer with its authority and scheme.
+pub fn attestation_allowance(scheme: SignatureScheme, signers: usize) -> usize {
+    let per_signer = 160
+        + match scheme {
+            SignatureScheme::Bls12381 => return 256,
+            SignatureScheme::Ed25519 => 64,
+            SignatureScheme::MlDsa65 => 3_309,
+        };
+    64 + signers * per_signer
 }
 
 /// What an own entry's durable record holds: enough to offer it again
@@ -182,14 +202,17 @@ impl Pending {
 /// The co-signing table of one node.
 pub struct Table {
     authority: AuthorityId,
+    max_entry_bytes: usize,
     pending: HashMap<Digest, Pending>,
 }
 
 impl Table {
-    /// An empty table for a node of `authority`.
-    pub fn new(authority: AuthorityId) -> Self {
+    /// An empty table for a node of `authority`, taking entries of at
+    /// most `max_entry_bytes` with their signatures (the block budget).
+    pub fn new(authority: AuthorityId, max_entry_bytes: usize) -> Self {
         Self {
             authority,
+            max_entry_bytes,
             pending: HashMap::new(),
         }
     }
@@ -222,6 +245,11 @@ impl Table {
         restored_refusal: Option<(AuthorityId, String)>,
     ) -> Result<(Digest, Vec<CoSignAction>), OfferError> {
         check_body(&body)?;
+        let too_large = |bytes: usize, limit: usize| (bytes > limit).then_some(OfferError::TooLarge { bytes, limit });
+        let body_bytes = encode(&body).len();
+        if let Some(e) = too_large(body_bytes, self.max_entry_bytes) {
+            return Err(e);
+        }
         let digest = body.digest();
         if (env.committed)(&digest) {
             return Ok((digest, Vec::new()));
@@ -230,6 +258,10 @@ impl Table {
         if inserted {
             let plan = body.signing_plan(env.state).map_err(OfferError::Unplannable)?;
             let scheme = plan.scheme.unwrap_or(SignatureScheme::Bls12381);
+            let bytes = body_bytes + attestation_allowance(scheme, plan.requests.len());
+            if let Some(e) = too_large(bytes, self.max_entry_bytes) {
+                return Err(e);
+            }
             self.pending.insert(
                 digest,
                 Pending {

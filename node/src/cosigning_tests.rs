@@ -34,7 +34,7 @@ impl<'w> Node<'w> {
     }
 
     fn table(&self) -> Table {
-        Table::new(self.w.signers[self.index].authority.authority().clone())
+        Table::new(self.w.signers[self.index].authority.authority().clone(), 4 << 20)
     }
 
     fn with<R>(&self, f: impl FnOnce(&Env<'_>) -> R) -> R {
@@ -459,4 +459,45 @@ fn each_role_check_names_what_the_signing_plan_never_routes_to_it() {
     // And the honest step passes both checks directly.
     assert_eq!(ds(EntryBody::Step(w.step(T0))), Ok(()));
     assert_eq!(gv(EntryBody::Step(w.step(T0))), Ok(()));
+}
+
+/// An entry that cannot fit in a block is refused on arrival, from a peer
+/// (not signed, not relayed) or from this node's own API (not stored), so
+/// it can never be re-offered.
+#[test]
+fn an_entry_too_large_for_a_block_is_refused_and_not_relayed() {
+    let w = World::new();
+    let (mut m, _) = manifest("globe-press", "Globe (huge)", &[b'h'; 160], "CC0-1.0");
+    m.segmentation = provenance::manifest::Segmentation::Boundaries {
+        offsets: (0..600_000).collect(),
+    };
+    let body = EntryBody::Manifest(m);
+    let bytes = provenance::codec::encode(&body).len();
+    assert!(bytes > 4 << 20, "{bytes}");
+    for (index, own) in [(GOV, false), (GLOBE, true)] {
+        let n = Node::new(&w, index);
+        let mut t = n.table();
+        let r = n.with(|env| t.offer(env, body.clone(), Vec::new(), own, None));
+        match r {
+            Err(OfferError::TooLarge { bytes: b, limit }) => {
+                assert!(b >= bytes && limit == 4 << 20, "{b} {limit}");
+            }
+            other => panic!("an oversized entry is refused, got {other:?}"),
+        }
+        assert!(t.is_empty(), "nothing held, so nothing re-offered");
+        assert!(n.persisted.borrow().is_empty(), "nothing stored");
+    }
+    // Under a small budget, an entry whose body fits but whose signatures
+    // would not is refused too.
+    let step = EntryBody::Step(w.step(T0));
+    let fits = provenance::codec::encode(&step).len();
+    let n = Node::new(&w, GOV);
+    let mut t = Table::new(w.signers[GOV].authority.authority().clone(), fits + 1);
+    let r = n.with(|env| t.offer(env, step.clone(), Vec::new(), false, None));
+    assert!(matches!(r, Err(OfferError::TooLarge { .. })), "{r:?}");
+    let mut t = Table::new(w.signers[GOV].authority.authority().clone(), 64 << 10);
+    let (_, actions) = n
+        .with(|env| t.offer(env, step, Vec::new(), false, None))
+        .expect("a step fits 64 KiB");
+    assert_eq!(signatures(&actions).len(), 1);
 }

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use crate::api::{self, ApiState};
 use crate::checkpoints::Collector;
 use crate::config::NodeConfig;
-use crate::cosigning::{PendingRecord, Table};
+use crate::cosigning::{PendingRecord, Table, OfferError};
 use crate::ledger::{BlockLimits, Ledger};
 use crate::metrics::Metrics;
 use crate::p2p::{build_swarm, NetEvent, Network, Topics};
@@ -181,7 +181,7 @@ pub async fn run(
         store: store.clone(),
         engine,
         ledger,
-        table: Table::new(node.authority.clone()),
+        table: Table::new(node.authority.clone(), genesis.params.max_block_bytes as usize),
         checkpoints: Collector::new(me),
         peer_index,
         peers,
@@ -196,8 +196,14 @@ pub async fn run(
     for (d, bytes) in saved {
         match decode_raw::<PendingRecord>("pending record", &bytes) {
             Ok((rec, _)) => {
-                if let Err(e) = core.offer(rec.body, rec.signatures, true, rec.refused) {
-                    tracing::error!("pending entry {}: {e}", d.short());
+                match core.offer(rec.body, rec.signatures, true, rec.refused) {
+                    // It can never commit: stop offering it.
+                    Err(e @ OfferError::TooLarge { .. }) => {
+                        tracing::error!("pending entry {} dropped: {e}", d.short());
+                        read(&store).remove_pending(&d)?;
+                    }
+                    Err(e) => tracing::error!("pending entry {}: {e}", d.short()),
+                    Ok(_) => {}
                 }
             }
             Err(e) => tracing::error!("pending record {}: {e}", d.short()),

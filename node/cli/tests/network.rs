@@ -224,7 +224,6 @@ fn refusals_are_typed_and_change_nothing() {
     let op_i = t.by_role("operator").expect("op");
     let ds_i = t.by_role("data-source").expect("ds");
     let op = t.admin(op_i).expect("admin");
-    let before = log_size(&op);
     fn status_of<T: std::fmt::Debug>(r: Result<T, ClientError>) -> u16 {
         match r {
             Err(ClientError::Status { status, body, .. }) => {
@@ -256,6 +255,30 @@ fn refusals_are_typed_and_change_nothing() {
     // broken pipe).
     let big = vec![b' '; 5 << 20];
     assert_eq!(status_of(post_raw_streaming(&op, "/v1/events", &big)), 413);
+    // A registration that fits the API's body limit (4.09 MB of JSON) but
+    // not a block (4.8 MB encoded): refused with the reason, and a normal
+    // registration after it commits at once (it used to halt every commit).
+    let ds_admin = t.admin(w.sources[0].node).expect("admin");
+    let mut huge = w.sources[0].manifest.clone();
+    huge.title = "oversized".into();
+    huge.segmentation = provenance::manifest::Segmentation::Boundaries {
+        offsets: (0..600_000).collect(),
+    };
+    let json = serde_json::to_vec(&huge).expect("json");
+    assert!(json.len() < 4 << 20, "{}", json.len());
+    match post_raw_streaming(&ds_admin, "/v1/sources", &json) {
+        Err(ClientError::Status { status, body, .. }) => {
+            assert_eq!(status, 413, "{body}");
+            assert!(body.contains("max_block_bytes"), "{body}");
+        }
+        other => panic!("an entry larger than a block is refused, got {other:?}"),
+    }
+    let mut normal = w.sources[0].manifest.clone();
+    normal.title = "registered after the oversized one".into();
+    let d = ds_admin.submit("/v1/sources", &normal).expect("accepted").digest;
+    op.wait_committed(&[d], Duration::from_secs(10))
+        .expect("a normal registration commits within 10 s");
+    let before = log_size(&op);
     // Bad query parameters.
     assert_eq!(status_of(op.get("/v1/proof/inclusion?index=10&size=5")), 400);
     assert_eq!(status_of(op.get("/v1/events/not-hex")), 400);
