@@ -10,6 +10,10 @@ use crate::types::*;
 
 /// How long a sync response may be, in blocks.
 pub const MAX_SYNC_BLOCKS: usize = 1024;
+/// Finalised blocks the engine keeps (the tip and its parent); the rest of
+/// the chain is the caller's, which answers sync requests from it
+/// ([`Action::ServeSync`], [`sync_chunk`]).
+const KEPT_FINALIZED: usize = 2;
 /// How far ahead of the current view votes are kept.
 pub const MAX_VIEWS_AHEAD: u64 = 64;
 
@@ -107,6 +111,8 @@ pub struct Engine<A: Application, S: CertificateScheme> {
     certified: HashSet<Subject>,
     notarized: BTreeMap<View, (Digest, Cert<S>)>,
     nullified: BTreeMap<View, Cert<S>>,
+    /// The last finalised blocks (at most [`KEPT_FINALIZED`]), in height
+    /// order.
     finalized: Vec<Proposal<A::Payload>>,
     finalized_view: View,
     last_finalization: Option<Cert<S>>,
@@ -130,15 +136,18 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
         Self::restore(cfg, scheme, SafetyState::genesis(), Vec::new())
     }
 
-    /// A validator restarted from its persisted safety state and its
-    /// finalised chain (heights 1.., in order). It never casts a vote its
-    /// safety state rules out.
+    /// A validator restarted from its persisted safety state and the tip of
+    /// its finalised chain (the last blocks in height order, at least the
+    /// tip; older ones are not needed). It never casts a vote its safety
+    /// state rules out.
     pub fn restore(
         cfg: Config,
         scheme: S,
         safety: SafetyState<S::Certificate>,
-        finalized: Vec<Proposal<A::Payload>>,
+        mut finalized: Vec<Proposal<A::Payload>>,
     ) -> Self {
+        let excess = finalized.len().saturating_sub(KEPT_FINALIZED);
+        finalized.drain(..excess);
         let mut blocks = HashMap::new();
         for p in &finalized {
             blocks.insert(p.digest(), p.clone());
@@ -207,9 +216,9 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
         self.view
     }
 
-    /// The finalised chain, heights 1.. in order.
-    pub fn finalized(&self) -> &[Proposal<A::Payload>] {
-        &self.finalized
+    /// The finalised tip's height (0 at genesis).
+    pub fn finalized_height(&self) -> Height {
+        self.tip().0
     }
 
     /// The safety state as last handed out to persist.
@@ -729,6 +738,9 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
         for (i, p) in chain.into_iter().enumerate() {
             self.finalized_view = p.view;
             self.finalized.push(p.clone());
+            if self.finalized.len() > KEPT_FINALIZED {
+                self.finalized.remove(0);
+            }
             self.actions.push(Action::Finalized {
                 proposal: p,
                 finalization: (i == last).then(|| c.clone()),
@@ -783,29 +795,11 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
         self.blocks.retain(|d, p| p.view >= fv || finalized.contains(d));
     }
 
+    /// The caller answers from its store: the engine keeps only the tip.
     fn on_sync_request(&mut self, from: ValidatorIndex, h: Height) {
-        let Some(c) = self.last_finalization.clone() else {
-            return;
-        };
-        let start = (h.0.max(1) - 1) as usize;
-        if start >= self.finalized.len() {
-            return;
+        if h.0 >= 1 && h <= self.tip().0 {
+            self.actions.push(Action::ServeSync { to: from, from: h });
         }
-        let blocks: Vec<_> = self.finalized[start..]
-            .iter()
-            .take(MAX_SYNC_BLOCKS)
-            .cloned()
-            .collect();
-        if blocks.last().map(|p| p.digest()) != Some(c.subject.block) {
-            return;
-        }
-        self.send(
-            Some(from),
-            Message::SyncResponse {
-                blocks,
-                finalization: c,
-            },
-        );
     }
 
     fn on_sync_response(
@@ -841,5 +835,45 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
         }
         self.certified.insert(c.subject);
         self.finalize(app, c);
+        // Far behind: one chunk at a time, until the newest finalisation
+        // heard of is reached.
+        if let Some(p) = self.pending_finalization.clone() {
+            self.finalize(app, p);
+        }
     }
+}
+
+/// The answer to a sync request for the finalised blocks from `from` on,
+/// read by the caller from its store: the blocks `from..=head` in order,
+/// cut at the last one that carries its finalisation certificate before
+/// [`MAX_SYNC_BLOCKS`] blocks or `max_bytes` are reached (a block beyond
+/// the byte bound is still taken while no certified block is in the
+/// chunk, up to [`MAX_SYNC_BLOCKS`]). `block(h)` reads height `h`: the
+/// block, its certificate if it was stored with one, and its size in
+/// bytes. `None` when nothing in reach is certified or a block is missing.
+pub fn sync_chunk<P, C>(
+    from: Height,
+    head: Height,
+    max_bytes: usize,
+    mut block: impl FnMut(Height) -> Option<(Proposal<P>, Option<Certificate<C>>, usize)>,
+) -> Option<(Vec<Proposal<P>>, Certificate<C>)> {
+    let mut blocks = Vec::new();
+    let mut bytes = 0usize;
+    let mut cut: Option<(usize, Certificate<C>)> = None;
+    let mut h = from.0.max(1);
+    while h <= head.0 && blocks.len() < MAX_SYNC_BLOCKS {
+        if cut.is_some() && bytes >= max_bytes {
+            break;
+        }
+        let (p, cert, size) = block(Height(h))?;
+        blocks.push(p);
+        bytes = bytes.saturating_add(size);
+        if let Some(c) = cert {
+            cut = Some((blocks.len(), c));
+        }
+        h += 1;
+    }
+    let (len, c) = cut?;
+    blocks.truncate(len);
+    Some((blocks, c))
 }

@@ -244,6 +244,15 @@ pub enum Action<P, S, C> {
         /// ancestors are final through it).
         finalization: Option<Certificate<C>>,
     },
+    /// A validator asked for the finalised blocks from `from` on: answer it
+    /// with a [`Message::SyncResponse`] read from storage
+    /// ([`crate::engine::sync_chunk`]).
+    ServeSync {
+        /// The validator asking.
+        to: ValidatorIndex,
+        /// The first height it wants.
+        from: Height,
+    },
     /// A peer misbehaved; the message was dropped.
     Misbehaved {
         /// The peer.

@@ -245,7 +245,8 @@ impl Table {
         restored_refusal: Option<(AuthorityId, String)>,
     ) -> Result<(Digest, Vec<CoSignAction>), OfferError> {
         check_body(&body)?;
-        let too_large = |bytes: usize, limit: usize| (bytes > limit).then_some(OfferError::TooLarge { bytes, limit });
+        let too_large =
+            |bytes: usize, limit: usize| (bytes > limit).then_some(OfferError::TooLarge { bytes, limit });
         let body_bytes = encode(&body).len();
         if let Some(e) = too_large(body_bytes, self.max_entry_bytes) {
             return Err(e);

@@ -497,42 +497,64 @@ impl<S: LedgerStore> Ledger<S> {
 
 /// Startup: what the node's RocksDB store holds of the consensus chain.
 impl Ledger {
-    /// The rebuilt consensus chain of the store (heights 1..), for
-    /// [`consensus::Engine::restore`], and the digest of its tip.
-    pub fn restore_chain(store: &Store) -> Result<(Vec<Proposal<BlockPayload>>, Digest), LedgerError> {
-        let mut chain = Vec::with_capacity(store.head().height as usize);
-        let mut tip = GENESIS;
-        for h in 1..=store.head().height {
-            let bad = |reason: String| LedgerError::BadBlock { height: h, reason };
-            let b = store.block(h)?.ok_or_else(|| bad("missing".into()))?;
-            let (rec, _) =
-                provenance::codec::decode_raw::<FinalityRecord>("finality record", b.certificate.as_slice())
-                    .map_err(|e| bad(e.to_string()))?;
-            let mut entries = Vec::with_capacity(b.header.entry_count as usize);
-            for i in 0..u64::from(b.header.entry_count) {
-                let bytes = store
-                    .entry_bytes(b.first_index + i)?
-                    .ok_or_else(|| bad(format!("entry {} is missing", b.first_index + i)))?;
-                entries.push(Bytes(bytes));
+    /// The last finalised blocks of the store (at most two, in height
+    /// order), for [`consensus::Engine::restore`], and the digest of its
+    /// tip; each rebuilds its consensus digest and the tip names its parent.
+    pub fn restore_tip(store: &Store) -> Result<(Vec<Proposal<BlockPayload>>, Digest), LedgerError> {
+        let head = store.head().height;
+        let mut chain: Vec<Proposal<BlockPayload>> = Vec::new();
+        for h in head.saturating_sub(1).max(1)..=head {
+            let (p, _, _) = Self::stored_block(store, h)?;
+            if let Some(parent) = chain.last() {
+                if p.parent != parent.digest() {
+                    return Err(LedgerError::BadBlock {
+                        height: h,
+                        reason: "the stored block does not name its parent".into(),
+                    });
+                }
             }
-            let p = Proposal {
-                view: View(b.header.view),
-                height: Height(h),
-                parent: rec.parent,
-                parent_view: View(rec.parent_view),
-                stamp: b.header.stamp.0,
-                proposer: b.header.proposer,
-                payload: BlockPayload { entries },
-            };
-            if p.digest() != rec.block || rec.parent != tip {
-                return Err(bad(
-                    "the stored block does not rebuild its consensus digest".into()
-                ));
-            }
-            tip = rec.block;
             chain.push(p);
         }
+        let tip = chain.last().map_or(GENESIS, Proposal::digest);
         Ok((chain, tip))
+    }
+
+    /// The finalised block at height `h` as consensus made it, rebuilt from
+    /// the store, with the finalisation certificate stored with it and its
+    /// entries' size in bytes.
+    pub fn stored_block(
+        store: &Store,
+        h: u64,
+    ) -> Result<(Proposal<BlockPayload>, Option<Certificate<Bytes>>, usize), LedgerError> {
+        let bad = |reason: String| LedgerError::BadBlock { height: h, reason };
+        let b = store.block(h)?.ok_or_else(|| bad("missing".into()))?;
+        let (rec, _) =
+            provenance::codec::decode_raw::<FinalityRecord>("finality record", b.certificate.as_slice())
+                .map_err(|e| bad(e.to_string()))?;
+        let mut entries = Vec::with_capacity(b.header.entry_count as usize);
+        let mut bytes = 0;
+        for i in 0..u64::from(b.header.entry_count) {
+            let e = store
+                .entry_bytes(b.first_index + i)?
+                .ok_or_else(|| bad(format!("entry {} is missing", b.first_index + i)))?;
+            bytes += e.len();
+            entries.push(Bytes(e));
+        }
+        let p = Proposal {
+            view: View(b.header.view),
+            height: Height(h),
+            parent: rec.parent,
+            parent_view: View(rec.parent_view),
+            stamp: b.header.stamp.0,
+            proposer: b.header.proposer,
+            payload: BlockPayload { entries },
+        };
+        if p.digest() != rec.block {
+            return Err(bad(
+                "the stored block does not rebuild its consensus digest".into()
+            ));
+        }
+        Ok((p, rec.finalization, bytes))
     }
 
     /// The blocks kept on disk that are above the store's head, for

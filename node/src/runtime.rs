@@ -36,6 +36,10 @@ use crate::metrics::Metrics;
 use crate::p2p::{NetCommand, Topic};
 use crate::wire::{from_bytes, to_bytes, ConsensusMessage, Gossip, Request, Response};
 
+/// About how many bytes of blocks one sync response carries (the request
+/// protocol's response limit is [`crate::p2p::MAX_RESPONSE_BYTES`]).
+pub const SYNC_CHUNK_BYTES: usize = 16 << 20;
+
 /// Why a node stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -206,10 +210,23 @@ impl Core {
         mut reply: Option<(u16, &mut Vec<ConsensusMessage>)>,
     ) -> Result<(), NodeError> {
         for a in actions {
+            // A sync request is answered from the store (the engine keeps
+            // only the chain's tip).
+            let a = match a {
+                Action::ServeSync { to, from } => match self.sync_response(from) {
+                    Some(message) => Action::Send {
+                        to: Some(to),
+                        message,
+                    },
+                    None => continue,
+                },
+                a => a,
+            };
             if let Action::Send { to, message } = &a {
                 tracing::debug!("send to {to:?}: {}", describe(message));
             }
             match a {
+                Action::ServeSync { .. } => {}
                 Action::Persist(s) => read(&self.store).put_safety_state(&encode(&s))?,
                 Action::Send { to: None, message } => match message {
                     Message::SyncRequest { .. } | Message::BlockRequest { .. } => {
@@ -250,6 +267,20 @@ impl Core {
             }
         }
         Ok(())
+    }
+
+    /// The finalised blocks from `from` on, read from the store: at most
+    /// [`consensus::MAX_SYNC_BLOCKS`] and about [`SYNC_CHUNK_BYTES`], ending
+    /// with a block stored with its finalisation certificate.
+    fn sync_response(&self, from: consensus::Height) -> Option<ConsensusMessage> {
+        let s = read(&self.store);
+        let head = consensus::Height(s.head().height);
+        let chunk = consensus::sync_chunk(from, head, SYNC_CHUNK_BYTES, |h| {
+            Ledger::stored_block(&s, h.0)
+                .map_err(|e| tracing::warn!("serving sync from height {}: {e}", h.0))
+                .ok()
+        });
+        chunk.map(|(blocks, finalization)| Message::SyncResponse { blocks, finalization })
     }
 
     fn sign_checkpoint(&mut self, height: u64, size: u64, root: Digest, time: Timestamp) {

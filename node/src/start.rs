@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use crate::api::{self, ApiState};
 use crate::checkpoints::Collector;
 use crate::config::NodeConfig;
-use crate::cosigning::{PendingRecord, Table, OfferError};
+use crate::cosigning::{OfferError, PendingRecord, Table};
 use crate::ledger::{BlockLimits, Ledger};
 use crate::metrics::Metrics;
 use crate::p2p::{build_swarm, NetEvent, Network, Topics};
@@ -57,7 +57,7 @@ pub async fn run(
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| setup(&e))?;
     let store = Store::open(&cfg.data_dir, &genesis.consortium_name, &keyring)?;
 
-    let (chain, tip) = Ledger::restore_chain(&store)?;
+    let (chain, tip) = Ledger::restore_tip(&store)?;
     let kept = Ledger::kept_blocks(&store)?;
     let safety = match store.safety_state()? {
         Some(b) => {
@@ -84,7 +84,7 @@ pub async fn run(
         params.view_timeout_ms,
         genesis.max_clock_skew_ms,
     );
-    let height = chain.len();
+    let height = read(&store).head().height;
     let mut engine = Engine::restore(ccfg, scheme, safety, chain);
     if !kept.is_empty() {
         tracing::info!("{} kept unfinalised blocks restored", kept.len());

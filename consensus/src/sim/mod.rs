@@ -259,6 +259,8 @@ struct Node<S: CertificateScheme> {
     signer: S,
     disk_safety: SafetyState<S::Certificate>,
     disk_chain: Vec<Proposal<u64>>,
+    /// The finalisation certificates stored with blocks, by height.
+    disk_certs: BTreeMap<u64, Certificate<S::Certificate>>,
     clock_offset: u64,
     heal_view: Option<u64>,
     views_after_heal: Option<u64>,
@@ -383,6 +385,7 @@ where
             signer: make(i, quorum),
             disk_safety: SafetyState::genesis(),
             disk_chain: Vec::new(),
+            disk_certs: BTreeMap::new(),
             clock_offset: rng.gen_range(0..=s.max_skew / 2),
             heal_view: None,
             views_after_heal: None,
@@ -426,12 +429,37 @@ where
         for (i, acts) in pending.drain(..) {
             let node = &mut nodes[i as usize];
             for a in acts {
+                // A sync request is answered from the node's "disk".
+                let a = match a {
+                    Action::ServeSync { to, from } => {
+                        let head = Height(node.disk_chain.len() as u64);
+                        let chunk = crate::sync_chunk(from, head, usize::MAX, |h| {
+                            let p = node.disk_chain.get(h.0.checked_sub(1)? as usize)?.clone();
+                            Some((p, node.disk_certs.get(&h.0).cloned(), 8))
+                        });
+                        match chunk {
+                            Some((blocks, finalization)) => Action::Send {
+                                to: Some(to),
+                                message: Message::SyncResponse { blocks, finalization },
+                            },
+                            None => continue,
+                        }
+                    }
+                    a => a,
+                };
                 match a {
                     Action::Persist(state) => node.disk_safety = state,
-                    Action::Finalized { proposal, .. } => {
+                    Action::ServeSync { .. } => {}
+                    Action::Finalized {
+                        proposal,
+                        finalization,
+                    } => {
                         trace.update(b"F");
                         trace.update([i as u8]);
                         trace.update(proposal.digest().0);
+                        if let Some(c) = finalization {
+                            node.disk_certs.insert(proposal.height.0, c);
+                        }
                         node.disk_chain.push(proposal);
                         if now >= heal && node.views_after_heal.is_none() {
                             if let (Some(hv), Some(e)) = (node.heal_view, node.engine.as_ref()) {
