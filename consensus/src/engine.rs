@@ -117,6 +117,8 @@ pub struct Engine<A: Application, S: CertificateScheme> {
     finalized_view: View,
     last_finalization: Option<Cert<S>>,
     pending_finalization: Option<Cert<S>>,
+    /// The last sync request: the height asked from, when, and of whom.
+    last_sync: Option<(Height, u64, ValidatorIndex)>,
     actions: Vec<Act<A, S>>,
 }
 
@@ -188,6 +190,7 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
             finalized,
             finalized_view,
             last_finalization: None,
+            last_sync: None,
             pending_finalization: None,
             actions: Vec::new(),
         }
@@ -451,11 +454,18 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
             return;
         }
         let view = self.view;
-        let Some((parent_view, parent, height, parent_stamp, parent_cert, nullifications)) =
+        let Some((parent_view, parent, height, parent_stamp, parent_cert, mut nullifications)) =
             self.justified_parent(view)
         else {
             return;
         };
+        // Voters take at most MAX_VIEWS_AHEAD nullifications with a
+        // proposal; after a longer run of nullified views the leader sends
+        // the latest ones (a voter that missed older ones has had them
+        // re-sent on its timeouts). Sending all of them would have every
+        // honest proposal refused from then on.
+        let older = nullifications.len().saturating_sub(MAX_VIEWS_AHEAD as usize);
+        nullifications.drain(..older);
         let height = Height(height.0 + 1);
         let stamp = self.now.max(parent_stamp);
         let Some(payload) = app.propose(&parent, height, view, stamp) else {
@@ -776,9 +786,52 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
         }
     }
 
+    /// Asks f + 1 peers (so at least one honest) for the blocks after the
+    /// tip: the same height again only after a view timeout, and then of
+    /// the next ones. A chunk can be tens of MiB: asking everyone at every
+    /// certificate would bury the link in copies of it.
     fn request_sync(&mut self) {
         let from = Height(self.tip().0 .0 + 1);
-        self.send(None, Message::SyncRequest { from });
+        let first = match self.last_sync {
+            Some((h, at, _)) if h == from && self.now < at.saturating_add(self.cfg.view_timeout) => return,
+            // No answer in time: ask the next ones.
+            Some((h, _, last)) if h == from => self.peer_after(last),
+            // An answer came: go on from the same peers.
+            Some((_, _, last)) => {
+                let f = usize::from(self.cfg.n).saturating_sub(self.cfg.quorum);
+                (0..f).fold(last, |v, _| self.peer_before(v))
+            }
+            None => self.peer_after(self.cfg.me),
+        };
+        let f = usize::from(self.cfg.n).saturating_sub(self.cfg.quorum);
+        let mut to = first;
+        for k in 0..=f {
+            if k > 0 {
+                to = self.peer_after(to);
+            }
+            self.send(Some(to), Message::SyncRequest { from });
+        }
+        self.last_sync = Some((from, self.now, to));
+    }
+
+    /// The validator before `v` in index order, not this one.
+    fn peer_before(&self, v: ValidatorIndex) -> ValidatorIndex {
+        let n = u32::from(self.cfg.n.max(2));
+        let mut prev = (u32::from(v) + n - 1) % n;
+        if prev == u32::from(self.cfg.me) {
+            prev = (prev + n - 1) % n;
+        }
+        prev as ValidatorIndex
+    }
+
+    /// The next validator after `v` in index order, not this one.
+    fn peer_after(&self, v: ValidatorIndex) -> ValidatorIndex {
+        let n = u32::from(self.cfg.n.max(2));
+        let mut next = (u32::from(v) + 1) % n;
+        if next == u32::from(self.cfg.me) {
+            next = (next + 1) % n;
+        }
+        next as ValidatorIndex
     }
 
     fn prune(&mut self) {

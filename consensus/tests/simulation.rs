@@ -160,6 +160,36 @@ fn the_whole_consortium_crashes_at_once_and_extends_its_notarised_tip() {
     }
 }
 
+#[test]
+fn a_validator_crashed_for_thousands_of_blocks_catches_up_after_its_restart() {
+    // The engine keeps only the finalised tip: the restarted validator is
+    // served from the others' stored chains, chunk after chunk of at most
+    // MAX_SYNC_BLOCKS, asking f + 1 of them at a time.
+    for seed in 0..3 {
+        let mut s = Scenario::random(4, seed);
+        s.byzantine.clear();
+        s.partitions.clear();
+        s.loss = 0.0;
+        s.view_timeout = 60;
+        s.crashes = vec![consensus::sim::Crash {
+            node: 1,
+            at: 100,
+            restart: 400_000,
+        }];
+        s.target_blocks = 3 * consensus::MAX_SYNC_BLOCKS as u64 + 200;
+        s.time_limit = 2_000_000;
+        let r = mock(&s);
+        assert!(r.violations.is_empty(), "seed {seed}: {:?}", r.violations);
+        assert!(
+            r.min_honest_height() >= s.target_blocks,
+            "seed {seed}: the restarted validator finalised {} of {} blocks by {} ms",
+            r.min_honest_height(),
+            s.target_blocks,
+            r.time
+        );
+    }
+}
+
 /// The mock-signature scenarios again with real threshold BLS: 10 seeds of
 /// 4 validators and 3 of 7 by default (about 3 minutes of CI's 2 cores at
 /// 20 + 5; `GOVTUNE_SIM_BLS_SEEDS=N` runs N and N/4).

@@ -68,6 +68,13 @@ pub struct Answer {
     pub body: Value,
 }
 
+/// A request body as compact JSON (ureq's own `send_json` writes it
+/// pretty-printed, which can triple a manifest's size and push it over a
+/// node's body limit).
+fn compact_json<B: Serialize + ?Sized>(url: &str, body: &B) -> Result<Vec<u8>, ClientError> {
+    serde_json::to_vec(body).map_err(|e| ClientError::Decode(format!("{url}: the request is not JSON: {e}")))
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -244,7 +251,9 @@ impl Client {
         if let Some(b) = self.bearer() {
             req = req.header("Authorization", &b);
         }
-        let r = req.send_json(body);
+        let r = req
+            .header("Content-Type", "application/json")
+            .send(compact_json(&url, body)?);
         self.json(url, r)
     }
 
@@ -259,7 +268,9 @@ impl Client {
         if let Some(b) = self.bearer() {
             req = req.header("Authorization", &b);
         }
-        let r = req.send_json(body);
+        let r = req
+            .header("Content-Type", "application/json")
+            .send(compact_json(&url, body)?);
         self.typed(url, r)
     }
 

@@ -38,7 +38,7 @@ use crate::wire::{from_bytes, to_bytes, ConsensusMessage, Gossip, Request, Respo
 
 /// About how many bytes of blocks one sync response carries (the request
 /// protocol's response limit is [`crate::p2p::MAX_RESPONSE_BYTES`]).
-pub const SYNC_CHUNK_BYTES: usize = 16 << 20;
+pub const SYNC_CHUNK_BYTES: usize = 8 << 20;
 
 /// Why a node stopped.
 #[derive(Debug, thiserror::Error)]

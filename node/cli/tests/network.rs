@@ -528,3 +528,111 @@ fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
         raw = raw.get(size + 2..)?;
     }
 }
+
+/// Stops the second data-source validator, runs `load` (which returns what
+/// it did, for the log) while the three others go on, restarts it and
+/// returns how long it took to reach their height.
+fn stopped_validator_catches_up(
+    settings: &NodeSettings,
+    load: impl FnOnce(&Testnet, &Workload) -> String,
+) -> Duration {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut t =
+        Testnet::create(dir.path(), 4, Path::new(env!("CARGO_BIN_EXE_govtune")), settings).expect("testnet");
+    t.start_all().expect("start");
+    t.wait_all_healthy(Duration::from_secs(120)).expect("healthy");
+    let w = workload(&t);
+    let reg = w.sources[0].node;
+    let stopped = (0..t.nodes.len())
+        .find(|&i| i != reg && t.nodes[i].role == "data-source")
+        .expect("a second data-source node");
+    t.kill(stopped).expect("kill");
+    let started = Instant::now();
+    let did = load(&t, &w);
+    let reader = t.client(reg);
+    let target = reader.health().expect("health").height;
+    eprintln!(
+        "{did}; height {target} after {:?} with node {stopped} stopped",
+        started.elapsed()
+    );
+    t.start(stopped).expect("restart");
+    let restarted = Instant::now();
+    let node = t.client(stopped);
+    loop {
+        if node.health().is_ok_and(|h| h.height >= target) {
+            break;
+        }
+        if restarted.elapsed() > Duration::from_secs(60) {
+            t.dump_log_tails(20);
+            panic!(
+                "node {stopped} at height {:?} of {target} after 60 s",
+                node.health().map(|h| h.height)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = restarted.elapsed();
+    eprintln!("node {stopped} reached height {target} {took:?} after its restart");
+    let size = log_size(&reader);
+    t.wait_converged(size, Duration::from_secs(30))
+        .expect("converged");
+    t.down().expect("down");
+    took
+}
+
+/// A validator stopped while the others finalise more than 3,000 heights
+/// catches up within 60 s of its restart: sync is served from the others'
+/// stores, chunk after chunk (the heartbeat and view timeout are short so
+/// that the heights come fast).
+#[test]
+fn a_validator_stopped_for_thousands_of_heights_catches_up() {
+    let settings = NodeSettings {
+        view_timeout_ms: Some(100),
+        heartbeat_ms: Some(5),
+        max_block_entries: None,
+    };
+    stopped_validator_catches_up(&settings, |t, w| {
+        let reader = t.client(w.sources[0].node);
+        let from = reader.health().expect("health").height;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let h = reader.health().expect("health").height;
+            if h >= from + 3_000 {
+                return format!("{} heights", h - from);
+            }
+            assert!(Instant::now() < deadline, "only {} heights", h - from);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+}
+
+/// A validator stopped while the others commit more than 64 MiB of blocks
+/// (registrations of about 3.2 MB each, which need only the registering
+/// authority) catches up within 60 s of its restart.
+#[test]
+fn a_validator_stopped_for_64_mib_of_blocks_catches_up() {
+    let settings = NodeSettings {
+        view_timeout_ms: Some(1500),
+        heartbeat_ms: Some(300),
+        max_block_entries: None,
+    };
+    stopped_validator_catches_up(&settings, |t, w| {
+        let admin = t.admin(w.sources[0].node).expect("admin");
+        let mut digests = Vec::new();
+        let mut bytes = 0;
+        while bytes < 66 << 20 {
+            let mut m = w.sources[0].manifest.clone();
+            m.title = format!("large {}", digests.len());
+            m.segmentation = provenance::manifest::Segmentation::Boundaries {
+                offsets: (0..400_000).collect(),
+            };
+            bytes += provenance::codec::encode(&m).len();
+            digests.push(admin.submit("/v1/sources", &m).expect("accepted").digest);
+        }
+        if let Err(e) = admin.wait_committed(&digests, Duration::from_secs(300)) {
+            t.dump_log_tails(20);
+            panic!("registrations not committed: {e}");
+        }
+        format!("{} registrations, {} MiB", digests.len(), bytes >> 20)
+    });
+}
