@@ -8,8 +8,13 @@ use provenance::Digest;
 use crate::scheme::CertificateScheme;
 use crate::types::*;
 
-/// How long a sync response may be, in blocks.
+/// How long a sync response is, in blocks, when a block in reach carries
+/// its finalisation certificate.
 pub const MAX_SYNC_BLOCKS: usize = 1024;
+/// How long a sync response may be when no block before it does: blocks
+/// finalised as ancestors of a later certified block carry none, and a
+/// run of them can be long when votes are slow.
+pub const MAX_SYNC_SPAN: usize = 16 * MAX_SYNC_BLOCKS;
 /// Finalised blocks the engine keeps (the tip and its parent); the rest of
 /// the chain is the caller's, which answers sync requests from it
 /// ([`Action::ServeSync`], [`sync_chunk`]).
@@ -863,7 +868,7 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
         c: Cert<S>,
     ) {
         let ok = c.subject.kind == VoteKind::Finalize
-            && blocks.len() <= MAX_SYNC_BLOCKS
+            && blocks.len() <= MAX_SYNC_SPAN
             && blocks.last().map(|p| p.digest()) == Some(c.subject.block)
             && blocks
                 .windows(2)
@@ -899,23 +904,27 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
 /// The answer to a sync request for the finalised blocks from `from` on,
 /// read by the caller from its store: the blocks `from..=head` in order,
 /// cut at the last one that carries its finalisation certificate before
-/// [`MAX_SYNC_BLOCKS`] blocks or `max_bytes` are reached (a block beyond
-/// the byte bound is still taken while no certified block is in the
-/// chunk, up to [`MAX_SYNC_BLOCKS`]). `block(h)` reads height `h`: the
-/// block, its certificate if it was stored with one, and its size in
-/// bytes. `None` when nothing in reach is certified or a block is missing.
+/// [`MAX_SYNC_BLOCKS`] blocks or `max_bytes` are reached. While no block
+/// in the chunk carries one, it goes on to the first that does, up to
+/// [`MAX_SYNC_SPAN`] blocks and `hard_max_bytes`. `block(h)` reads height
+/// `h`: the block, its certificate if it was stored with one, and its size
+/// in bytes. `None` when nothing in reach is certified or a block is
+/// missing.
 pub fn sync_chunk<P, C>(
     from: Height,
     head: Height,
     max_bytes: usize,
+    hard_max_bytes: usize,
     mut block: impl FnMut(Height) -> Option<(Proposal<P>, Option<Certificate<C>>, usize)>,
 ) -> Option<(Vec<Proposal<P>>, Certificate<C>)> {
     let mut blocks = Vec::new();
     let mut bytes = 0usize;
     let mut cut: Option<(usize, Certificate<C>)> = None;
     let mut h = from.0.max(1);
-    while h <= head.0 && blocks.len() < MAX_SYNC_BLOCKS {
-        if cut.is_some() && bytes >= max_bytes {
+    while h <= head.0 {
+        let full = blocks.len() >= MAX_SYNC_BLOCKS || bytes >= max_bytes;
+        let over = blocks.len() >= MAX_SYNC_SPAN || bytes >= hard_max_bytes;
+        if (full && cut.is_some()) || over {
             break;
         }
         let (p, cert, size) = block(Height(h))?;
@@ -929,4 +938,84 @@ pub fn sync_chunk<P, C>(
     let (len, c) = cut?;
     blocks.truncate(len);
     Some((blocks, c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: u64) -> Vec<Proposal<u64>> {
+        let mut parent = GENESIS;
+        (1..=n)
+            .map(|h| {
+                let p = Proposal {
+                    view: View(h),
+                    height: Height(h),
+                    parent,
+                    parent_view: View(h - 1),
+                    stamp: h,
+                    proposer: 0,
+                    payload: h,
+                };
+                parent = p.digest();
+                p
+            })
+            .collect()
+    }
+
+    fn cert(p: &Proposal<u64>) -> Certificate<u8> {
+        Certificate {
+            subject: Subject {
+                kind: VoteKind::Finalize,
+                view: p.view,
+                block: p.digest(),
+            },
+            certificate: 0,
+        }
+    }
+
+    /// `sync_chunk` over a chain of `n` blocks whose certified heights are
+    /// `certified`, each block `size` bytes (a hard bound of 64 blocks'
+    /// bytes when `max_bytes` is bounded).
+    fn chunk(
+        n: u64,
+        certified: &[u64],
+        from: u64,
+        max_bytes: usize,
+        size: usize,
+    ) -> Option<(Vec<Proposal<u64>>, Certificate<u8>)> {
+        let c = chain(n);
+        let hard = if max_bytes == usize::MAX {
+            usize::MAX
+        } else {
+            64 * size
+        };
+        sync_chunk(Height(from), Height(n), max_bytes, hard, |h| {
+            let p = c.get(h.0 as usize - 1)?.clone();
+            let cert = certified.contains(&h.0).then(|| cert(&p));
+            Some((p, cert, size))
+        })
+    }
+
+    #[test]
+    fn a_sync_chunk_ends_at_its_last_certified_block_within_its_bounds() {
+        // By blocks: 3,000 blocks, every one certified: MAX_SYNC_BLOCKS.
+        let all: Vec<u64> = (1..=3_000).collect();
+        let (b, c) = chunk(3_000, &all, 1, usize::MAX, 1).expect("chunk");
+        assert_eq!(b.len(), MAX_SYNC_BLOCKS);
+        assert_eq!(c.subject.block, b[MAX_SYNC_BLOCKS - 1].digest());
+        // By bytes: 10 bytes a block, 95 allowed: cut at the last
+        // certified block among the first ten.
+        let (b, _) = chunk(100, &[3, 7, 20], 1, 95, 10).expect("chunk");
+        assert_eq!(b.len(), 7);
+        // No certified block within the bounds: on to the first one, up to
+        // the hard bound (64 blocks here).
+        let (b, c) = chunk(100, &[40], 1, 95, 10).expect("chunk");
+        assert_eq!((b.len(), b[39].digest()), (40, c.subject.block));
+        assert!(chunk(100, &[70], 1, 95, 10).is_none());
+        // From a later height, and past the head.
+        let (b, _) = chunk(100, &[50, 60], 45, usize::MAX, 1).expect("chunk");
+        assert_eq!((b[0].height, b.len()), (Height(45), 16));
+        assert!(chunk(100, &[50], 101, usize::MAX, 1).is_none());
+    }
 }

@@ -92,6 +92,6 @@ mod scheme;
 pub mod sim;
 mod types;
 
-pub use engine::{sync_chunk, Application, Config, Engine, MAX_SYNC_BLOCKS, MAX_VIEWS_AHEAD};
+pub use engine::{sync_chunk, Application, Config, Engine, MAX_SYNC_BLOCKS, MAX_SYNC_SPAN, MAX_VIEWS_AHEAD};
 pub use scheme::{BlsThreshold, CertificateScheme};
 pub use types::*;

@@ -495,6 +495,10 @@ impl<S: LedgerStore> Ledger<S> {
     }
 }
 
+/// A finalised block read back from the store: the block as consensus made
+/// it, the finalisation certificate stored with it, its entries' bytes.
+pub type StoredBlock = (Proposal<BlockPayload>, Option<Certificate<Bytes>>, usize);
+
 /// Startup: what the node's RocksDB store holds of the consensus chain.
 impl Ledger {
     /// The last finalised blocks of the store (at most two, in height
@@ -525,7 +529,7 @@ impl Ledger {
     pub fn stored_block(
         store: &Store,
         h: u64,
-    ) -> Result<(Proposal<BlockPayload>, Option<Certificate<Bytes>>, usize), LedgerError> {
+    ) -> Result<StoredBlock, LedgerError> {
         let bad = |reason: String| LedgerError::BadBlock { height: h, reason };
         let b = store.block(h)?.ok_or_else(|| bad("missing".into()))?;
         let (rec, _) =

@@ -39,6 +39,9 @@ use crate::wire::{from_bytes, to_bytes, ConsensusMessage, Gossip, Request, Respo
 /// About how many bytes of blocks one sync response carries (the request
 /// protocol's response limit is [`crate::p2p::MAX_RESPONSE_BYTES`]).
 pub const SYNC_CHUNK_BYTES: usize = 8 << 20;
+/// The most bytes one may carry while no block in it has its finalisation
+/// certificate (under the response limit, with room for the encoding).
+pub const SYNC_CHUNK_HARD_BYTES: usize = 48 << 20;
 
 /// Why a node stopped.
 #[derive(Debug, thiserror::Error)]
@@ -275,7 +278,7 @@ impl Core {
     fn sync_response(&self, from: consensus::Height) -> Option<ConsensusMessage> {
         let s = read(&self.store);
         let head = consensus::Height(s.head().height);
-        let chunk = consensus::sync_chunk(from, head, SYNC_CHUNK_BYTES, |h| {
+        let chunk = consensus::sync_chunk(from, head, SYNC_CHUNK_BYTES, SYNC_CHUNK_HARD_BYTES, |h| {
             Ledger::stored_block(&s, h.0)
                 .map_err(|e| tracing::warn!("serving sync from height {}: {e}", h.0))
                 .ok()

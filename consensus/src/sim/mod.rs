@@ -433,7 +433,7 @@ where
                 let a = match a {
                     Action::ServeSync { to, from } => {
                         let head = Height(node.disk_chain.len() as u64);
-                        let chunk = crate::sync_chunk(from, head, usize::MAX, |h| {
+                        let chunk = crate::sync_chunk(from, head, usize::MAX, usize::MAX, |h| {
                             let p = node.disk_chain.get(h.0.checked_sub(1)? as usize)?.clone();
                             Some((p, node.disk_certs.get(&h.0).cloned(), 8))
                         });
