@@ -526,10 +526,7 @@ impl Ledger {
     /// The finalised block at height `h` as consensus made it, rebuilt from
     /// the store, with the finalisation certificate stored with it and its
     /// entries' size in bytes.
-    pub fn stored_block(
-        store: &Store,
-        h: u64,
-    ) -> Result<StoredBlock, LedgerError> {
+    pub fn stored_block(store: &Store, h: u64) -> Result<StoredBlock, LedgerError> {
         let bad = |reason: String| LedgerError::BadBlock { height: h, reason };
         let b = store.block(h)?.ok_or_else(|| bad("missing".into()))?;
         let (rec, _) =

@@ -36,12 +36,15 @@ use crate::metrics::Metrics;
 use crate::p2p::{NetCommand, Topic};
 use crate::wire::{from_bytes, to_bytes, ConsensusMessage, Gossip, Request, Response};
 
-/// About how many bytes of blocks one sync response carries (the request
-/// protocol's response limit is [`crate::p2p::MAX_RESPONSE_BYTES`]).
+/// About how many bytes of blocks one sync response carries.
 pub const SYNC_CHUNK_BYTES: usize = 8 << 20;
 /// The most bytes one may carry while no block in it has its finalisation
-/// certificate (under the response limit, with room for the encoding).
-pub const SYNC_CHUNK_HARD_BYTES: usize = 48 << 20;
+/// certificate: under the 16 MiB a peer decodes
+/// ([`provenance::codec::MAX_OBJECT_BYTES`]), each block counted with
+/// [`SYNC_BLOCK_OVERHEAD`] for its header and encoding.
+pub const SYNC_CHUNK_HARD_BYTES: usize = 14 << 20;
+/// Bytes counted per block in a sync response beside its entries.
+pub const SYNC_BLOCK_OVERHEAD: usize = 256;
 
 /// Why a node stopped.
 #[derive(Debug, thiserror::Error)]
@@ -280,6 +283,7 @@ impl Core {
         let head = consensus::Height(s.head().height);
         let chunk = consensus::sync_chunk(from, head, SYNC_CHUNK_BYTES, SYNC_CHUNK_HARD_BYTES, |h| {
             Ledger::stored_block(&s, h.0)
+                .map(|(p, c, bytes)| (p, c, bytes + SYNC_BLOCK_OVERHEAD))
                 .map_err(|e| tracing::warn!("serving sync from height {}: {e}", h.0))
                 .ok()
         });
