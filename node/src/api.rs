@@ -336,6 +336,7 @@ async fn submit(s: &ApiState, body: EntryBody) -> ApiResult<(StatusCode, Json<Su
                 OfferError::Unplannable(_) => StatusCode::CONFLICT,
                 OfferError::NotStored(_) => StatusCode::SERVICE_UNAVAILABLE,
                 OfferError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                OfferError::Refused(_) => StatusCode::CONFLICT,
             },
             e.to_string(),
         )),

@@ -45,6 +45,10 @@ pub enum OfferError {
     /// An own entry could not be made durable.
     #[error("the node could not store the entry: {0}")]
     NotStored(String),
+    /// The entry breaks a rule of the ledger's state that nothing committed
+    /// later can undo (a campaign under a superseded policy).
+    #[error("{0}")]
+    Refused(String),
     /// The entry, with the signatures it needs, would not fit in a block.
     #[error("the entry is {bytes} bytes with its signatures, more than a block holds ({limit} bytes, genesis max_block_bytes)")]
     TooLarge {
@@ -257,6 +261,12 @@ impl Table {
         }
         let inserted = !self.pending.contains_key(&digest);
         if inserted {
+            env.state.refuses(&body).map_err(|e| {
+                OfferError::Refused(match e {
+                    provenance::StateError::Conflict { reason, .. } => reason,
+                    e => e.to_string(),
+                })
+            })?;
             let plan = body.signing_plan(env.state).map_err(OfferError::Unplannable)?;
             let scheme = plan.scheme.unwrap_or(SignatureScheme::Bls12381);
             let bytes = body_bytes + attestation_allowance(scheme, plan.requests.len());

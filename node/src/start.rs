@@ -198,7 +198,7 @@ pub async fn run(
             Ok((rec, _)) => {
                 match core.offer(rec.body, rec.signatures, true, rec.refused) {
                     // It can never commit: stop offering it.
-                    Err(e @ OfferError::TooLarge { .. }) => {
+                    Err(e @ (OfferError::TooLarge { .. } | OfferError::Refused(_))) => {
                         tracing::error!("pending entry {} dropped: {e}", d.short());
                         read(&store).remove_pending(&d)?;
                     }

@@ -176,6 +176,39 @@ impl LedgerState {
         self.campaigns.iter()
     }
 
+    /// Whether a campaign may open under `policy`: it is registered and no
+    /// successor superseded it.
+    fn check_campaign_policy(&self, index: usize, policy: &Digest) -> Result<(), StateError> {
+        let p = self.policies.get(policy).ok_or(StateError::Unknown {
+            index,
+            what: "policy",
+            digest: *policy,
+        })?;
+        match p.superseded_by {
+            Some(by) => Err(StateError::Conflict {
+                index,
+                reason: format!(
+                    "policy {} was superseded by {}: a new campaign must name the current policy",
+                    policy.short(),
+                    by.short()
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The rules an entry breaks against this state whatever else commits
+    /// first (nothing can undo them): a campaign under a superseded
+    /// policy. A node refuses such an entry when it arrives.
+    pub fn refuses(&self, body: &EntryBody) -> Result<(), StateError> {
+        match body {
+            EntryBody::Campaign(c) if self.policies.contains_key(&c.policy) => {
+                self.check_campaign_policy(0, &c.policy)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Committed revocations with their effective times, for admission.
     pub fn revocations(&self) -> Vec<EffectiveRevocation> {
         self.sources
@@ -353,13 +386,7 @@ impl LedgerState {
                 touched.insert(StateKey::Policy(digest));
             }
             EntryBody::Campaign(c) => {
-                if !self.policies.contains_key(&c.policy) {
-                    return Err(StateError::Unknown {
-                        index,
-                        what: "policy",
-                        digest: c.policy,
-                    });
-                }
+                self.check_campaign_policy(index, &c.policy)?;
                 if self.campaigns.contains_key(&digest) {
                     return Err(conflict(format!("campaign {} is already open", digest.short())));
                 }

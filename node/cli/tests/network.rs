@@ -302,6 +302,25 @@ fn refusals_are_typed_and_change_nothing() {
         .expect("committed");
     assert_eq!(log_size(&op), before + 1);
 
+    // A campaign under a policy its successor superseded: 409 with the
+    // reason (consensus would refuse it too).
+    let gov = t.admin(t.by_role("governance").expect("gov")).expect("admin");
+    let mut successor = w.policy.clone();
+    successor.supersedes = Some(w.policy.digest());
+    successor.policy_version += 1;
+    let pd = gov.submit("/v1/policies", &successor).expect("successor").digest;
+    op.wait_committed(&[pd], Duration::from_secs(30))
+        .expect("committed");
+    let mut late = w.campaign.clone();
+    late.name = "opened after the successor".into();
+    match op.submit("/v1/campaigns", &late) {
+        Err(ClientError::Status { status, body, .. }) => {
+            assert_eq!(status, 409, "{body}");
+            assert!(body.contains("superseded"), "{body}");
+        }
+        other => panic!("a campaign under a superseded policy is refused, got {other:?}"),
+    }
+
     // A peer not in genesis never gets a protocol substream.
     unknown_peer_is_refused(&t);
 }
