@@ -199,13 +199,39 @@ impl LedgerState {
 
     /// The rules an entry breaks against this state whatever else commits
     /// first (nothing can undo them): a campaign under a superseded
-    /// policy. A node refuses such an entry when it arrives.
+    /// policy; a record or close of a closed campaign; a record whose chain
+    /// position another record already took. A node refuses such an entry
+    /// when it arrives, and drops one it restored.
     pub fn refuses(&self, body: &EntryBody) -> Result<(), StateError> {
+        let conflict = |reason: String| Err(StateError::Conflict { index: 0, reason });
         match body {
             EntryBody::Campaign(c) if self.policies.contains_key(&c.policy) => {
                 self.check_campaign_policy(0, &c.policy)
             }
-            _ => Ok(()),
+            EntryBody::CampaignClose(close) => match self.campaigns.get(&close.campaign) {
+                Some(c) if c.closed.is_some() => {
+                    conflict(format!("campaign {} is already closed", close.campaign.short()))
+                }
+                _ => Ok(()),
+            },
+            b => match b.chain_link() {
+                Some(link) => match self.campaigns.get(&link.campaign) {
+                    Some(c) if c.closed.is_some() => {
+                        conflict(format!("campaign {} is closed", link.campaign.short()))
+                    }
+                    Some(c) if link.seq < c.entries || (link.seq == c.entries && link.prev != c.head) => {
+                        conflict(format!(
+                            "chain position {} of campaign {} is taken by another record (the chain is at {} records, head {})",
+                            link.seq,
+                            link.campaign.short(),
+                            c.entries,
+                            c.head.short()
+                        ))
+                    }
+                    _ => Ok(()),
+                },
+                None => Ok(()),
+            },
         }
     }
 

@@ -46,3 +46,60 @@ fn a_campaign_cannot_open_under_a_superseded_policy() {
         .apply_block(&[entry(EntryBody::Campaign(current))], Timestamp(T0 + 4))
         .expect("a campaign under the successor");
 }
+
+/// A record of a closed campaign, or one whose chain position another
+/// record took, can never commit: refused up front, as the state
+/// transition would refuse it.
+#[test]
+fn records_that_can_never_commit_are_refused_up_front() {
+    let w = world();
+    let entry = |b: &EntryBody| sign_all(b, &w.view, SignatureScheme::Bls12381);
+    let mut state = LedgerState::new();
+    let first: Vec<LedgerEntry> = [
+        EntryBody::Manifest(w.globe.clone()),
+        EntryBody::Manifest(w.folio.clone()),
+        EntryBody::Policy(w.policy.clone()),
+        EntryBody::Campaign(w.campaign.clone()),
+    ]
+    .iter()
+    .map(entry)
+    .collect();
+    state.apply_block(&first, Timestamp(T0)).expect("registered");
+    let step = EntryBody::Step(w.step_event());
+    assert_eq!(state.refuses(&step), Ok(()));
+    state
+        .apply_block(&[entry(&step)], Timestamp(T0 + 200))
+        .expect("step 0");
+    // Another record at position 0: taken.
+    let mut other = w.step_event();
+    other.step = 7;
+    let other = EntryBody::Step(other);
+    let reason = state.refuses(&other).expect_err("position taken").to_string();
+    assert!(reason.contains("is taken"), "{reason}");
+    assert!(state.after_block(&[entry(&other)], Timestamp(T0 + 300)).is_err());
+    // Closed: the next record and a second close are refused.
+    let close = EntryBody::CampaignClose(CampaignClose {
+        version: 1,
+        campaign: w.campaign.digest(),
+        head: step.digest(),
+        entries: 1,
+        steps: 1,
+        per_source: Vec::new(),
+        final_state: Digest([9; 32]),
+        time: Timestamp(T0 + 300),
+    });
+    assert_eq!(state.refuses(&close), Ok(()));
+    state
+        .apply_block(&[entry(&close)], Timestamp(T0 + 300))
+        .expect("closed");
+    let mut next = w.step_event();
+    next.link = ChainLink {
+        campaign: w.campaign.digest(),
+        seq: 1,
+        prev: step.digest(),
+    };
+    let next = EntryBody::Step(next);
+    let reason = state.refuses(&next).expect_err("closed").to_string();
+    assert!(reason.contains("is closed"), "{reason}");
+    assert!(state.refuses(&close).is_err(), "a second close");
+}
