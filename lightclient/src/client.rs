@@ -393,6 +393,9 @@ impl Client {
                                 "entry {d} was refused by {by}: {reason}"
                             )))
                         }
+                        EntryState::Uncommitted(EntryStatus::Expired { reason }) => {
+                            return Err(ClientError::Decode(format!("entry {d} expired: {reason}")))
+                        }
                         EntryState::Uncommitted(EntryStatus::Pending { .. }) => {}
                     }
                 }

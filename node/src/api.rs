@@ -321,6 +321,10 @@ async fn submit(s: &ApiState, body: EntryBody) -> ApiResult<(StatusCode, Json<Su
                     StatusCode::CONFLICT,
                     format!("entry {digest} was refused by {by}: {reason}"),
                 )),
+                (None, Some(EntryStatus::Expired { reason })) => Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("entry {digest} expired: {reason}"),
+                )),
                 (None, st) => Ok((
                     StatusCode::ACCEPTED,
                     Json(SubmitAnswer {
@@ -536,7 +540,7 @@ async fn entry_status(
     match rx.await.map_err(ApiError::internal)? {
         Some(st) => {
             let code = match st {
-                EntryStatus::Refused { .. } => StatusCode::OK,
+                EntryStatus::Refused { .. } | EntryStatus::Expired { .. } => StatusCode::OK,
                 EntryStatus::Pending { .. } => StatusCode::ACCEPTED,
             };
             Ok((

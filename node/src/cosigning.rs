@@ -142,6 +142,12 @@ pub enum CoSignAction {
         /// Why.
         reason: String,
     },
+    /// An own entry expired: forget its durable record and drop it from
+    /// the mempool.
+    Forget {
+        /// The entry.
+        digest: Digest,
+    },
     /// An own entry's record changed (a refusal): make it durable.
     Persist {
         /// The entry.
@@ -157,6 +163,8 @@ struct Pending {
     scheme: SignatureScheme,
     sigs: BTreeMap<AuthorityId, AuthoritySignature>,
     refused: Option<(AuthorityId, String)>,
+    /// Why it can no longer commit, once the ledger shows it.
+    expired: Option<String>,
     own: bool,
     complete: bool,
     first_seen: Instant,
@@ -167,6 +175,11 @@ struct Pending {
 
 impl Pending {
     fn status(&self) -> EntryStatus {
+        if let Some(reason) = &self.expired {
+            return EntryStatus::Expired {
+                reason: reason.clone(),
+            };
+        }
         if let Some((by, reason)) = &self.refused {
             return EntryStatus::Refused {
                 by: by.clone(),
@@ -281,6 +294,7 @@ impl Table {
                     scheme,
                     sigs: BTreeMap::new(),
                     refused: restored_refusal,
+                    expired: None,
                     own,
                     complete: false,
                     first_seen: env.now,
@@ -343,6 +357,26 @@ impl Table {
         self.refuse(digest, by, reason).into_iter().collect()
     }
 
+    /// After a commit: entries that the committed `state` makes impossible
+    /// to commit ([`LedgerState::refuses`]) expire: their status says why,
+    /// they are no longer offered, and an own one's durable record is
+    /// forgotten.
+    pub fn expire_hopeless(&mut self, state: &LedgerState) -> Vec<CoSignAction> {
+        let mut out = Vec::new();
+        for (d, p) in self.pending.iter_mut().filter(|(_, p)| p.expired.is_none()) {
+            if let Err(e) = state.refuses(&p.body) {
+                p.expired = Some(match e {
+                    provenance::StateError::Conflict { reason, .. } => reason,
+                    e => e.to_string(),
+                });
+                if p.own {
+                    out.push(CoSignAction::Forget { digest: *d });
+                }
+            }
+        }
+        out
+    }
+
     /// Entries that entered the log: forgotten. Returns how long each own
     /// one took, from submission to commit.
     pub fn committed(&mut self, digests: &[Digest], now: Instant) -> Vec<Duration> {
@@ -362,7 +396,7 @@ impl Table {
         let mut own: Vec<(Instant, Digest)> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.own && p.refused.is_none() && p.next_reoffer <= now)
+            .filter(|(_, p)| p.own && p.refused.is_none() && p.expired.is_none() && p.next_reoffer <= now)
             .map(|(d, p)| (p.first_seen, *d))
             .collect();
         own.sort();

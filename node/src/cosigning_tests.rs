@@ -501,3 +501,59 @@ fn an_entry_too_large_for_a_block_is_refused_and_not_relayed() {
         .expect("a step fits 64 KiB");
     assert_eq!(signatures(&actions).len(), 1);
 }
+
+/// An own step still pending when its campaign closes expires: its status
+/// says why, its durable record is forgotten and it is not offered again;
+/// one arriving after the close is refused outright.
+#[test]
+fn a_pending_step_expires_when_its_campaign_closes_and_is_not_offered_again() {
+    let mut w = World::new();
+    let step = EntryBody::Step(w.step(T0));
+    let d = step.digest();
+    let mut t = Node::new(&w, OP).table();
+    Node::new(&w, OP)
+        .with(|env| t.offer(env, step.clone(), Vec::new(), true, None))
+        .expect("own");
+    assert!(matches!(t.status(&d), Some(EntryStatus::Pending { .. })));
+    // Another record takes position 0 and the campaign closes.
+    let mut other = w.step(T0);
+    other.step = 9;
+    let other = EntryBody::Step(other);
+    let head = other.digest();
+    w.commit(vec![other]);
+    w.commit(vec![EntryBody::CampaignClose(provenance::CampaignClose {
+        version: 1,
+        campaign: w.campaign.digest(),
+        head,
+        entries: 1,
+        steps: 1,
+        per_source: Vec::new(),
+        final_state: Digest([9; 32]),
+        time: Timestamp(T0),
+    })]);
+    let actions = t.expire_hopeless(&w.state);
+    assert!(
+        matches!(actions.as_slice(), [CoSignAction::Forget { digest }] if *digest == d),
+        "{actions:?}"
+    );
+    match t.status(&d) {
+        Some(EntryStatus::Expired { reason }) => assert!(reason.contains("is closed"), "{reason}"),
+        other => panic!("expired, got {other:?}"),
+    }
+    let start = Instant::now();
+    for s in 0..40 {
+        let published = t
+            .tick(start + Duration::from_secs(s))
+            .iter()
+            .any(|a| matches!(a, CoSignAction::Publish(_)));
+        assert!(!published, "an expired entry is not offered again");
+    }
+    assert!(t.expire_hopeless(&w.state).is_empty(), "expired once");
+    // The same step offered now: refused with the reason.
+    let mut t2 = Node::new(&w, OP).table();
+    let r = Node::new(&w, OP).with(|env| t2.offer(env, step, Vec::new(), true, None));
+    assert!(
+        matches!(&r, Err(OfferError::Refused(m)) if m.contains("is closed")),
+        "{r:?}"
+    );
+}

@@ -354,6 +354,13 @@ impl<S: LedgerStore> Ledger<S> {
     }
 }
 
+impl<S: LedgerStore> Ledger<S> {
+    /// Drops a complete entry that can no longer commit from the mempool.
+    pub fn discard(&mut self, digest: &Digest) {
+        self.mempool.remove(digest);
+    }
+}
+
 impl<S: LedgerStore> Application for Ledger<S> {
     type Payload = BlockPayload;
 

@@ -262,6 +262,11 @@ impl Core {
                     for took in self.table.committed(&c.digests, Instant::now()) {
                         m.observe_finality(took.as_secs_f64());
                     }
+                    let expired = {
+                        let st = read(&self.store);
+                        self.table.expire_hopeless(st.state())
+                    };
+                    self.apply_cosign(expired);
                     if c.certified {
                         self.sign_checkpoint(c.height, c.log_size, c.root, c.stamp);
                     }
@@ -410,6 +415,13 @@ impl Core {
                 }
                 CoSignAction::AssemblyFailed { digest, reason } => {
                     tracing::warn!("assembling {}: {reason}", digest.short());
+                }
+                CoSignAction::Forget { digest } => {
+                    tracing::info!("entry {} expired: it can no longer commit", digest.short());
+                    self.ledger.discard(&digest);
+                    if let Err(e) = read(&self.store).remove_pending(&digest) {
+                        tracing::error!("forgetting {}: {e}", digest.short());
+                    }
                 }
                 CoSignAction::Persist { digest, record } => {
                     if let Err(e) = read(&self.store).put_pending(&digest, &record) {

@@ -139,6 +139,11 @@ impl EventSink for HttpSink {
                         reason: format!("{by} refused: {reason}"),
                     })
                 }
+                EntryState::Uncommitted(EntryStatus::Expired { reason }) => {
+                    return Ok(Verdict::Refused {
+                        reason: format!("expired: {reason}"),
+                    })
+                }
                 EntryState::Uncommitted(EntryStatus::Pending { .. }) => {}
             }
             if Instant::now() > deadline {

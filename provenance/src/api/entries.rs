@@ -30,11 +30,19 @@ pub enum EntryStatus {
         /// Its reason.
         reason: String,
     },
+    /// What committed since makes it impossible to commit (its campaign
+    /// closed, another record took its chain position): it is no longer
+    /// offered.
+    Expired {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// An entry's status in an answer: committed, with `C` telling where
 /// (`"status": "committed"` and `C`'s fields), or not in the log yet
-/// ([`EntryStatus`], whose own `status` tag is `pending` or `refused`).
+/// ([`EntryStatus`], whose own `status` tag is `pending`, `refused` or
+/// `expired`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "kebab-case")]
 pub enum EntryState<C> {
