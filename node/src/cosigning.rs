@@ -142,8 +142,8 @@ pub enum CoSignAction {
         /// Why.
         reason: String,
     },
-    /// An own entry expired: forget its durable record and drop it from
-    /// the mempool.
+    /// An entry expired: drop it from the mempool and, if it is this
+    /// node's own, forget its durable record.
     Forget {
         /// The entry.
         digest: Digest,
@@ -359,8 +359,8 @@ impl Table {
 
     /// After a commit: entries that the committed `state` makes impossible
     /// to commit ([`LedgerState::refuses`]) expire: their status says why,
-    /// they are no longer offered, and an own one's durable record is
-    /// forgotten.
+    /// they are no longer offered, and each leaves the mempool (an own
+    /// one's durable record is forgotten too).
     pub fn expire_hopeless(&mut self, state: &LedgerState) -> Vec<CoSignAction> {
         let mut out = Vec::new();
         for (d, p) in self.pending.iter_mut().filter(|(_, p)| p.expired.is_none()) {
@@ -369,9 +369,7 @@ impl Table {
                     provenance::StateError::Conflict { reason, .. } => reason,
                     e => e.to_string(),
                 });
-                if p.own {
-                    out.push(CoSignAction::Forget { digest: *d });
-                }
+                out.push(CoSignAction::Forget { digest: *d });
             }
         }
         out
