@@ -15,6 +15,19 @@ use provenance::crypto::ConsortiumSigner;
 use provenance::genesis::ConsortiumDescription;
 use provenance::{Checkpoint, Digest, SignedCheckpoint, Timestamp};
 
+/// A consortium dealt here, its files written to `dir`: the ceremony (with
+/// every validator's key share) and the genesis file's path.
+fn consortium(dir: &Path) -> (genesis::Ceremony, std::path::PathBuf) {
+    let c = genesis::ceremony(
+        &ConsortiumDescription::local_testnet(7100, 8100),
+        Timestamp(1),
+        &mut rand::rngs::OsRng,
+    )
+    .expect("ceremony");
+    genesis::write_ceremony(dir, &c).expect("write");
+    (c, dir.join("genesis.json"))
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -128,14 +141,7 @@ fn run(args: &[&str]) -> (Option<i32>, String) {
 #[test]
 fn a_split_view_is_evidence_and_an_older_checkpoint_is_stale() {
     let dir = tempfile::tempdir().expect("tmp");
-    let c = genesis::ceremony(
-        &ConsortiumDescription::local_testnet(7100, 8100),
-        Timestamp(1),
-        &mut rand::rngs::OsRng,
-    )
-    .expect("ceremony");
-    genesis::write_ceremony(dir.path(), &c).expect("write");
-    let g = dir.path().join("genesis.json");
+    let (c, g) = consortium(dir.path());
     let state = dir.path().join("state");
 
     // First run: the checkpoint of size 10 is accepted and held.
@@ -179,14 +185,7 @@ fn a_split_view_is_evidence_and_an_older_checkpoint_is_stale() {
 #[test]
 fn nodes_asked_together_must_show_one_log() {
     let dir = tempfile::tempdir().expect("tmp");
-    let c = genesis::ceremony(
-        &ConsortiumDescription::local_testnet(7100, 8100),
-        Timestamp(1),
-        &mut rand::rngs::OsRng,
-    )
-    .expect("ceremony");
-    genesis::write_ceremony(dir.path(), &c).expect("write");
-    let g = dir.path().join("genesis.json");
+    let (c, g) = consortium(dir.path());
     let g = g.to_str().expect("utf8");
     let a = node_serving(certified(&c, 10, Digest([1; 32]), 20));
     let same = node_serving(certified(&c, 10, Digest([1; 32]), 21));
@@ -242,14 +241,7 @@ fn nodes_asked_together_must_show_one_log() {
 #[test]
 fn an_old_checkpoint_is_refused_by_max_age() {
     let dir = tempfile::tempdir().expect("tmp");
-    let c = genesis::ceremony(
-        &ConsortiumDescription::local_testnet(7100, 8100),
-        Timestamp(1),
-        &mut rand::rngs::OsRng,
-    )
-    .expect("ceremony");
-    genesis::write_ceremony(dir.path(), &c).expect("write");
-    let g = dir.path().join("genesis.json");
+    let (c, g) = consortium(dir.path());
     let g = g.to_str().expect("utf8");
     let old = node_serving(certified_at(&c, 10, Digest([1; 32]), 20, now_ms() - 3_600_000));
     let (code, out) = run(&[

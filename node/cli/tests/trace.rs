@@ -65,14 +65,8 @@ fn campaign_file(dir: &Path, steps: u64) -> PathBuf {
 /// A node that hides one log entry from campaign listings: a proxy in front
 /// of a real node.
 fn hiding_proxy(upstream: Client, hide: u64) -> String {
-    rewriting_proxy(upstream, move |path, b| {
-        if path.starts_with("/v1/campaigns/") && path.ends_with("/entries") {
-            let mut v: ListingAnswer = serde_json::from_slice(&b).expect("a listing");
-            v.entries.retain(|e| e.index != hide);
-            serde_json::to_vec(&v).expect("json")
-        } else {
-            b
-        }
+    listing_proxy(upstream, "/v1/campaigns/", move |l| {
+        l.entries.retain(|e| e.index != hide)
     })
 }
 
@@ -114,6 +108,25 @@ fn forging_proxy(upstream: Client) -> String {
 /// through `rewrite(path, body)`.
 fn rewriting_proxy(upstream: Client, rewrite: impl Fn(&str, Vec<u8>) -> Vec<u8> + Send + 'static) -> String {
     serve_proxy(upstream, |q| q, rewrite)
+}
+
+/// A proxy whose listings under `prefix` (`/v1/sources/` or
+/// `/v1/campaigns/`, `.../entries`) are changed by `change`, their proofs
+/// left as the node made them.
+fn listing_proxy(
+    upstream: Client,
+    prefix: &'static str,
+    change: impl Fn(&mut ListingAnswer) + Send + 'static,
+) -> String {
+    rewriting_proxy(upstream, move |path, b| {
+        if path.starts_with(prefix) && path.ends_with("/entries") {
+            let mut l: ListingAnswer = serde_json::from_slice(&b).expect("a listing");
+            change(&mut l);
+            serde_json::to_vec(&l).expect("json")
+        } else {
+            b
+        }
+    })
 }
 
 /// A proxy that asks the node `ask(question)` instead of the question it
@@ -681,14 +694,8 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     // A node that leaves the revocation out of the source's listing: with
     // --scan the revocation is proven from the whole log, the omission and
     // the use after it are named.
-    let omitter = rewriting_proxy(t.client(ds), move |path, b| {
-        if path.starts_with("/v1/sources/") && path.ends_with("/entries") {
-            let mut l: ListingAnswer = serde_json::from_slice(&b).expect("a listing");
-            l.entries.retain(|e| e.index != ri);
-            serde_json::to_vec(&l).expect("json")
-        } else {
-            b
-        }
+    let omitter = listing_proxy(t.client(ds), "/v1/sources/", move |l| {
+        l.entries.retain(|e| e.index != ri)
     });
     let audit_scan = format!("audit revocation --scan --genesis {g} --node {omitter} --source {revoked_hex}");
     let out = exits_line(1, &audit_scan);
@@ -703,14 +710,8 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     );
     // A node that truncates a campaign's listing before its close: the
     // campaign cannot be shown complete.
-    let truncator = rewriting_proxy(t.client(ds), |path, b| {
-        if path.starts_with("/v1/campaigns/") && path.ends_with("/entries") {
-            let mut l: ListingAnswer = serde_json::from_slice(&b).expect("a listing");
-            l.entries.pop();
-            serde_json::to_vec(&l).expect("json")
-        } else {
-            b
-        }
+    let truncator = listing_proxy(t.client(ds), "/v1/campaigns/", |l| {
+        l.entries.pop();
     });
     let source = format!("verify --genesis {g} --node {truncator} source --id {src_hex}");
     let out = exits_line(1, &source);
@@ -722,14 +723,8 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
         .iter()
         .position(|b| b.sources_named().contains(&src))
         .expect("an event uses the source")];
-    let dropper = rewriting_proxy(t.client(ds), move |path, b| {
-        if path.starts_with("/v1/sources/") && path.ends_with("/entries") {
-            let mut l: ListingAnswer = serde_json::from_slice(&b).expect("a listing");
-            l.entries.retain(|e| e.index != used);
-            serde_json::to_vec(&l).expect("json")
-        } else {
-            b
-        }
+    let dropper = listing_proxy(t.client(ds), "/v1/sources/", move |l| {
+        l.entries.retain(|e| e.index != used)
     });
     let out = exits_line(
         1,
