@@ -341,6 +341,7 @@ async fn submit(s: &ApiState, body: EntryBody) -> ApiResult<(StatusCode, Json<Su
                 OfferError::NotStored(_) => StatusCode::SERVICE_UNAVAILABLE,
                 OfferError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 OfferError::Refused(_) => StatusCode::CONFLICT,
+                OfferError::Full { .. } => StatusCode::TOO_MANY_REQUESTS,
             },
             e.to_string(),
         )),

@@ -28,8 +28,35 @@ pub const REOFFERS_PER_TICK: usize = 256;
 /// Longest wait between two re-offers of one entry.
 pub const MAX_REOFFER_BACKOFF: Duration = Duration::from_secs(16);
 /// How long another authority's stalled entry is remembered (its
-/// submitter re-offers it).
+/// submitter re-offers it), and an expired entry's status kept.
 pub const FORGET_OTHERS_AFTER: Duration = Duration::from_secs(600);
+
+/// How much one authority may have pending in a node's table at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingCaps {
+    /// Entries.
+    pub entries: usize,
+    /// Canonical body bytes.
+    pub bytes: usize,
+}
+
+impl Default for PendingCaps {
+    fn default() -> Self {
+        Self {
+            entries: 4_096,
+            bytes: 64 << 20,
+        }
+    }
+}
+
+/// Restored state of an own entry taken again after a restart.
+#[derive(Debug, Clone, Default)]
+pub struct Restored {
+    /// A co-signer's refusal it had.
+    pub refused: Option<(AuthorityId, String)>,
+    /// When it was first submitted (ms since the epoch).
+    pub submitted_ms: u64,
+}
 
 /// Why an entry is not taken into the table (the API chooses the HTTP
 /// status for each).
@@ -49,6 +76,17 @@ pub enum OfferError {
     /// later can undo (a campaign under a superseded policy).
     #[error("{0}")]
     Refused(String),
+    /// The authority that submits the entry already has as much pending
+    /// here as a node holds for one authority.
+    #[error("{authority} already has {held} pending here, the most a node holds for one authority ({limit}); retry when some commit or expire")]
+    Full {
+        /// The submitting authority.
+        authority: AuthorityId,
+        /// What it has pending (entries or bytes).
+        held: String,
+        /// The cap.
+        limit: String,
+    },
     /// The entry, with the signatures it needs, would not fit in a block.
     #[error("the entry is {bytes} bytes with its signatures, more than a block holds ({limit} bytes, genesis max_block_bytes)")]
     TooLarge {
@@ -72,7 +110,7 @@ pub fn attestation_allowance(scheme: SignatureScheme, signers: usize) -> usize {
 }
 
 /// What an own entry's durable record holds: enough to offer it again
-/// after a restart, its refusal included.
+/// after a restart, its refusal and submission time included (version 2).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingRecord {
     /// Format version.
@@ -83,6 +121,49 @@ pub struct PendingRecord {
     pub signatures: Vec<AuthoritySignature>,
     /// A co-signer's refusal.
     pub refused: Option<(AuthorityId, String)>,
+    /// When it was submitted (ms since the epoch): it expires the genesis
+    /// `pending_expiry_ms` later, restarts included.
+    pub submitted_ms: u64,
+}
+
+/// A version 1 [`PendingRecord`] (no submission time), as written before.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingRecordV1 {
+    /// Format version (1).
+    pub version: u16,
+    /// The entry body.
+    pub body: EntryBody,
+    /// Signatures gathered.
+    pub signatures: Vec<AuthoritySignature>,
+    /// A co-signer's refusal.
+    pub refused: Option<(AuthorityId, String)>,
+}
+
+impl PendingRecord {
+    /// Decodes a version 2 record, or a version 1 one as submitted at
+    /// `now_ms` (its submission time was not kept).
+    pub fn decode(bytes: &[u8], now_ms: u64) -> Result<Self, provenance::DecodeError> {
+        use provenance::codec::decode_raw;
+        let (version, _): (u16, usize) = decode_raw("pending record", bytes)?;
+        match version {
+            1 => {
+                let (r, _): (PendingRecordV1, usize) = decode_raw("pending record", bytes)?;
+                Ok(Self {
+                    version: 2,
+                    body: r.body,
+                    signatures: r.signatures,
+                    refused: r.refused,
+                    submitted_ms: now_ms,
+                })
+            }
+            2 => Ok(decode_raw::<Self>("pending record", bytes)?.0),
+            found => Err(provenance::DecodeError::UnsupportedVersion {
+                kind: "pending record",
+                found,
+                supported: 2,
+            }),
+        }
+    }
 }
 
 /// Makes an own entry's record durable: `(digest, encoded record)`.
@@ -167,6 +248,13 @@ struct Pending {
     expired: Option<String>,
     own: bool,
     complete: bool,
+    /// The authority that submits it (the operator of a campaign record,
+    /// else its one signer), for the per-authority caps.
+    submitter: AuthorityId,
+    /// Canonical body bytes.
+    bytes: usize,
+    /// When it was submitted (own) or first seen here (ms since the epoch).
+    submitted_ms: u64,
     first_seen: Instant,
     /// When it may be re-offered next, and how many times it has been.
     next_reoffer: Instant,
@@ -175,14 +263,14 @@ struct Pending {
 
 impl Pending {
     fn status(&self) -> EntryStatus {
-        if let Some(reason) = &self.expired {
-            return EntryStatus::Expired {
-                reason: reason.clone(),
-            };
-        }
         if let Some((by, reason)) = &self.refused {
             return EntryStatus::Refused {
                 by: by.clone(),
+                reason: reason.clone(),
+            };
+        }
+        if let Some(reason) = &self.expired {
+            return EntryStatus::Expired {
                 reason: reason.clone(),
             };
         }
@@ -201,10 +289,11 @@ impl Pending {
 
     fn record(&self) -> PendingRecord {
         PendingRecord {
-            version: 1,
+            version: 2,
             body: self.body.clone(),
             signatures: self.sigs.values().cloned().collect(),
             refused: self.refused.clone(),
+            submitted_ms: self.submitted_ms,
         }
     }
 
@@ -220,7 +309,11 @@ impl Pending {
 pub struct Table {
     authority: AuthorityId,
     max_entry_bytes: usize,
+    expiry: Duration,
+    caps: PendingCaps,
     pending: HashMap<Digest, Pending>,
+    #[cfg(feature = "collusion")]
+    colluding: bool,
 }
 
 impl Table {
@@ -230,8 +323,41 @@ impl Table {
         Self {
             authority,
             max_entry_bytes,
+            expiry: Duration::from_secs(600),
+            caps: PendingCaps::default(),
             pending: HashMap::new(),
+            #[cfg(feature = "collusion")]
+            colluding: false,
         }
+    }
+
+    /// The table with entries expiring `expiry` after their submission
+    /// (the genesis `pending_expiry_ms`).
+    pub fn with_expiry(mut self, expiry: Duration) -> Self {
+        self.expiry = expiry;
+        self
+    }
+
+    /// The table with other per-authority caps.
+    pub fn with_caps(mut self, caps: PendingCaps) -> Self {
+        self.caps = caps;
+        self
+    }
+
+    /// Test-only (feature `collusion`): this node's authority signs every
+    /// section routed to it without checking it.
+    #[cfg(feature = "collusion")]
+    pub fn collude(mut self) -> Self {
+        self.colluding = true;
+        self
+    }
+
+    /// What `authority` has pending here and not expired: (entries, bytes).
+    fn held_by(&self, authority: &AuthorityId) -> (usize, usize) {
+        self.pending
+            .values()
+            .filter(|p| p.expired.is_none() && &p.submitter == authority)
+            .fold((0, 0), |(n, b), p| (n + 1, b + p.bytes))
     }
 
     /// Entries held.
@@ -259,7 +385,7 @@ impl Table {
         body: EntryBody,
         sigs: Vec<AuthoritySignature>,
         own: bool,
-        restored_refusal: Option<(AuthorityId, String)>,
+        restored: Option<Restored>,
     ) -> Result<(Digest, Vec<CoSignAction>), OfferError> {
         check_body(&body)?;
         let too_large =
@@ -286,6 +412,31 @@ impl Table {
             if let Some(e) = too_large(bytes, self.max_entry_bytes) {
                 return Err(e);
             }
+            let submitter = plan
+                .requests
+                .iter()
+                .find(|r| r.role == Role::Operator)
+                .or(plan.requests.first())
+                .map_or_else(|| self.authority.clone(), |r| r.authority.clone());
+            let (held, held_bytes) = self.held_by(&submitter);
+            if held >= self.caps.entries {
+                return Err(OfferError::Full {
+                    authority: submitter,
+                    held: format!("{held} entries"),
+                    limit: format!("{} entries", self.caps.entries),
+                });
+            }
+            if held_bytes + body_bytes > self.caps.bytes {
+                return Err(OfferError::Full {
+                    authority: submitter,
+                    held: format!("{held_bytes} bytes"),
+                    limit: format!("{} bytes", self.caps.bytes),
+                });
+            }
+            let (restored_refusal, submitted_ms) = match restored {
+                Some(r) => (r.refused, r.submitted_ms),
+                None => (None, env.now_ms),
+            };
             self.pending.insert(
                 digest,
                 Pending {
@@ -297,6 +448,9 @@ impl Table {
                     expired: None,
                     own,
                     complete: false,
+                    submitter,
+                    bytes: body_bytes,
+                    submitted_ms,
                     first_seen: env.now,
                     next_reoffer: env.now + Duration::from_secs(1),
                     reoffers: 0,
@@ -375,6 +529,35 @@ impl Table {
         out
     }
 
+    /// Entries that can no longer commit in time expire: those submitted
+    /// longer than the genesis expiry ago, and training events whose step
+    /// time is older than any block stamped from now on may hold
+    /// ([`crate::ledger::MAX_EVENT_AGE_MS`] behind the stamp, the stamp at
+    /// most `max_skew_ms` behind this clock).
+    pub fn expire_stale(&mut self, now_ms: u64, max_skew_ms: u64) -> Vec<CoSignAction> {
+        let mut out = Vec::new();
+        let expiry = self.expiry.as_millis() as u64;
+        for (d, p) in self.pending.iter_mut().filter(|(_, p)| p.expired.is_none()) {
+            let reason = if now_ms >= p.submitted_ms.saturating_add(expiry) {
+                format!(
+                    "not committed within {} s of its submission (genesis pending_expiry_ms)",
+                    expiry / 1000
+                )
+            } else {
+                match p.body.record_time().map(|t| t.0) {
+                    Some(t) if now_ms > t + crate::ledger::MAX_EVENT_AGE_MS + max_skew_ms => format!(
+                        "its time is more than {} s older than any block that could still hold it",
+                        crate::ledger::MAX_EVENT_AGE_MS / 1000
+                    ),
+                    _ => continue,
+                }
+            };
+            p.expired = Some(reason);
+            out.push(CoSignAction::Forget { digest: *d });
+        }
+        out
+    }
+
     /// Entries that entered the log: forgotten. Returns how long each own
     /// one took, from submission to commit.
     pub fn committed(&mut self, digests: &[Digest], now: Instant) -> Vec<Duration> {
@@ -407,8 +590,10 @@ impl Table {
                 p.next_reoffer = now + backoff;
             }
         }
-        self.pending
-            .retain(|_, p| p.own || now.saturating_duration_since(p.first_seen) < FORGET_OTHERS_AFTER);
+        self.pending.retain(|_, p| {
+            (p.own && p.expired.is_none())
+                || now.saturating_duration_since(p.first_seen) < FORGET_OTHERS_AFTER
+        });
         out
     }
 
@@ -519,6 +704,8 @@ impl Table {
             _ if p.own && (role == Role::Operator || registration) => Ok(()),
             Role::Operator => Err(CoSignRefusal::NotOwnMeasurement),
             _ if registration => Err(CoSignRefusal::NotOwnRegistration),
+            #[cfg(feature = "collusion")]
+            _ if self.colluding => Ok(()),
             role => {
                 let ctx = CheckContext {
                     keyring: env.keyring,

@@ -214,15 +214,36 @@ fn a_data_source_refuses_each_bad_use_of_its_source() {
         reason: "withdrawn".into(),
         requested: Timestamp(T0),
     })]);
-    assert_refused!(
-        verdict_of(&w, GLOBE, EntryBody::Step(w.step(T0)), T0 + 1_000),
-        CoSignRefusal::Revoked { .. }
-    );
-    // The other data source still signs its own part.
-    assert_eq!(
-        verdict_of(&w, FOLIO, EntryBody::Step(w.step(T0)), T0 + 1_000),
-        None
-    );
+    // Its own check refuses the use; and once the revocation is in the
+    // log, no node takes a step naming the source at all (the state rule
+    // consensus enforces), the other data source's included.
+    let sigs = |d: &Digest| w.manifest_sigs.get(d).cloned();
+    let ctx = crate::cosign::CheckContext {
+        keyring: &w.keyring,
+        state: &w.state,
+        manifest_signature: &sigs,
+        now: Timestamp(T0 + 1_000),
+        max_skew: 2_000,
+    };
+    assert!(matches!(
+        crate::cosign::check_section(
+            Role::DataSource,
+            &label("globe-press"),
+            &EntryBody::Step(w.step(T0)),
+            &ctx
+        ),
+        Err(CoSignRefusal::Revoked { .. })
+    ));
+    for index in [GLOBE, FOLIO, GOV] {
+        let n = Node::new(&w, index);
+        let mut t = n.table();
+        let r = n.with(|env| t.offer(env, EntryBody::Step(w.step(T0)), Vec::new(), false, None));
+        assert!(
+            matches!(&r, Err(OfferError::Refused(m)) if m.contains("was revoked")),
+            "{r:?}"
+        );
+        assert!(t.is_empty());
+    }
 }
 
 #[test]
@@ -231,7 +252,6 @@ fn governance_refuses_what_the_policy_does_not_allow() {
     // A policy that is neither the campaign's nor its successor.
     let stray = policy(2, None);
     let successor = policy(2, Some(w.policy.digest()));
-    w.commit(vec![EntryBody::Policy(successor.clone())]);
     let mut step = w.step(T0);
     step.policy = stray.digest();
     // (Unregistered: the plan cannot even be made.)
@@ -242,10 +262,6 @@ fn governance_refuses_what_the_policy_does_not_allow() {
         r,
         Err(OfferError::Unplannable(provenance::EntryError::UnknownPolicy(_)))
     ));
-    // A registered successor is allowed.
-    let mut step = w.step(T0);
-    step.policy = successor.digest();
-    assert_eq!(verdict_of(&w, GOV, EntryBody::Step(step), T0 + 1_000), None);
     // A recorded decision that is not the policy's.
     let mut step = w.step(T0);
     step.examples[0].decision.depth.max_depth += 1;
@@ -301,6 +317,19 @@ fn governance_refuses_what_the_policy_does_not_allow() {
     loud.signals.canary_exposure = 50.0;
     let loud = w.refusal(RefusalReason::Memorisation, GLOBE, Some(loud));
     assert_eq!(verdict_of(&w, GOV, EntryBody::Refusal(loud), T0 + 1_000), None);
+    // Once a successor is registered, a record may switch to it; one still
+    // naming the superseded policy is refused before any check.
+    w.commit(vec![EntryBody::Policy(successor.clone())]);
+    let mut step = w.step(T0);
+    step.policy = successor.digest();
+    assert_eq!(verdict_of(&w, GOV, EntryBody::Step(step), T0 + 1_000), None);
+    let n = Node::new(&w, GOV);
+    let mut t = n.table();
+    let r = n.with(|env| t.offer(env, EntryBody::Step(w.step(T0)), Vec::new(), false, None));
+    assert!(
+        matches!(&r, Err(OfferError::Refused(m)) if m.contains("superseded")),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -556,4 +585,189 @@ fn a_pending_step_expires_when_its_campaign_closes_and_is_not_offered_again() {
         matches!(&r, Err(OfferError::Refused(m)) if m.contains("is closed")),
         "{r:?}"
     );
+}
+
+/// A step co-signed while its source was live and still pending when the
+/// revocation commits expires with the revocation named; offered after
+/// it, it is refused outright.
+#[test]
+fn a_pending_step_expires_when_its_source_is_revoked() {
+    let mut w = World::new();
+    let step = EntryBody::Step(w.step(T0));
+    let d = step.digest();
+    let op = Node::new(&w, OP);
+    let mut t = op.table();
+    op.with(|env| t.offer(env, step.clone(), Vec::new(), true, None))
+        .expect("own");
+    // The data sources sign it; governance is away.
+    for index in [GLOBE, FOLIO] {
+        let n = Node::new(&w, index);
+        let mut nt = n.table();
+        let (_, actions) = n
+            .with(|env| nt.offer(env, step.clone(), Vec::new(), false, None))
+            .expect("taken");
+        for sig in signatures(&actions) {
+            op.with(|env| t.on_signature(env, &d, sig));
+        }
+    }
+    match t.status(&d) {
+        Some(EntryStatus::Pending { signed, missing, .. }) => {
+            assert_eq!(signed.len(), 3, "{signed:?}");
+            assert_eq!(missing, vec![label::<AuthorityId>("standards-board")]);
+        }
+        other => panic!("pending, got {other:?}"),
+    }
+    let globe = w.sources[GLOBE].0.source_id();
+    w.commit(vec![EntryBody::Revocation(Revocation {
+        version: 1,
+        authority: label("globe-press"),
+        source: globe,
+        reason: "withdrawn".into(),
+        requested: Timestamp(T0),
+    })]);
+    let actions = t.expire_hopeless(&w.state);
+    assert!(matches!(actions.as_slice(), [CoSignAction::Forget { digest }] if *digest == d));
+    match t.status(&d) {
+        Some(EntryStatus::Expired { reason }) => {
+            assert!(
+                reason.contains("was revoked") && reason.contains(&globe.short()),
+                "{reason}"
+            )
+        }
+        other => panic!("expired, got {other:?}"),
+    }
+    let start = Instant::now();
+    assert!((0..40).all(|s| t.tick(start + Duration::from_secs(s)).is_empty()));
+}
+
+/// An entry that does not commit within the genesis expiry (a co-signer
+/// stays away) expires with the reason and is offered no more; so does a
+/// step whose time no block could still accept. Neither holds the
+/// authority's cap.
+#[test]
+fn an_entry_not_committed_in_time_expires_and_is_offered_no_more() {
+    let w = World::new();
+    let mut op = Node::new(&w, OP);
+    let mut t = op.table().with_expiry(Duration::from_secs(30));
+    let step = EntryBody::Step(w.step(op.now_ms));
+    let d = step.digest();
+    op.with(|env| t.offer(env, step, Vec::new(), true, None))
+        .expect("own");
+    let submitted = op.now_ms;
+    assert!(t.expire_stale(submitted + 29_999, 2_000).is_empty());
+    let actions = t.expire_stale(submitted + 30_000, 2_000);
+    assert!(matches!(actions.as_slice(), [CoSignAction::Forget { digest }] if *digest == d));
+    match t.status(&d) {
+        Some(EntryStatus::Expired { reason }) => assert!(reason.contains("within 30 s"), "{reason}"),
+        other => panic!("expired, got {other:?}"),
+    }
+    let start = Instant::now();
+    assert!((0..40).all(|s| t.tick(start + Duration::from_secs(s)).is_empty()));
+    assert!(
+        t.expire_stale(submitted + 60_000, 2_000).is_empty(),
+        "expired once"
+    );
+    // A step whose time is too old for any block from now on.
+    op.now_ms += 1_000_000;
+    let mut old = w.step(T0);
+    old.step = 5;
+    let old = EntryBody::Step(old);
+    let mut t = op.table();
+    op.with(|env| t.offer(env, old.clone(), Vec::new(), true, None))
+        .expect("own");
+    let actions = t.expire_stale(op.now_ms, 2_000);
+    assert_eq!(actions.len(), 1);
+    match t.status(&old.digest()) {
+        Some(EntryStatus::Expired { reason }) => assert!(reason.contains("older than any block"), "{reason}"),
+        other => panic!("expired, got {other:?}"),
+    }
+    // Restored after a restart, an entry keeps its submission time.
+    let mut t = op.table().with_expiry(Duration::from_secs(30));
+    let restored = Restored {
+        refused: None,
+        submitted_ms: op.now_ms - 31_000,
+    };
+    let mut fresh = w.step(op.now_ms);
+    fresh.step = 6;
+    op.with(|env| t.offer(env, EntryBody::Step(fresh), Vec::new(), true, Some(restored)))
+        .expect("restored");
+    assert_eq!(t.expire_stale(op.now_ms, 2_000).len(), 1);
+}
+
+/// One authority may hold at most its cap of pending entries (count and
+/// bytes) in a node's table; beyond it its entries are refused with the
+/// reason, while another authority's still go in; expired ones free room.
+#[test]
+fn an_authority_over_its_pending_cap_is_refused_and_others_are_not() {
+    let w = World::new();
+    let op = Node::new(&w, OP);
+    let caps = PendingCaps {
+        entries: 3,
+        bytes: 1 << 20,
+    };
+    let mut t = op.table().with_caps(caps);
+    let step = |k: u64| {
+        let mut s = w.step(op.now_ms);
+        s.step = k;
+        EntryBody::Step(s)
+    };
+    for k in 0..3 {
+        op.with(|env| t.offer(env, step(k), Vec::new(), true, None))
+            .expect("under the cap");
+    }
+    let r = op.with(|env| t.offer(env, step(3), Vec::new(), true, None));
+    match &r {
+        Err(e @ OfferError::Full { authority, .. }) => {
+            assert_eq!(authority.as_str(), "tuning-lab");
+            assert!(e.to_string().contains("3 entries"), "{e}");
+        }
+        other => panic!("over the cap, got {other:?}"),
+    }
+    assert_eq!(t.len(), 3);
+    assert_eq!(op.persisted.borrow().len(), 3, "the refused one was not stored");
+    // Another authority's registration still goes in.
+    let (m, _) = manifest("globe-press", "Globe (later)", &[b'g'; 160], "CC0-1.0");
+    let g = Node::new(&w, GLOBE);
+    g.with(|env| t.offer(env, EntryBody::Manifest(m), Vec::new(), false, None))
+        .expect("another authority");
+    // Bytes: a cap of two steps' bytes refuses the third.
+    let one = provenance::codec::encode(&step(0)).len();
+    let mut t = op.table().with_caps(PendingCaps {
+        entries: 100,
+        bytes: 2 * one + one / 2,
+    });
+    for k in 0..2 {
+        op.with(|env| t.offer(env, step(k), Vec::new(), true, None))
+            .expect("under the byte cap");
+    }
+    let r = op.with(|env| t.offer(env, step(2), Vec::new(), true, None));
+    assert!(
+        matches!(&r, Err(OfferError::Full { held, .. }) if held.contains("bytes")),
+        "{r:?}"
+    );
+    // Expired entries free the room.
+    let _ = t.expire_stale(op.now_ms + 700_000, 2_000);
+    op.with(|env| t.offer(env, step(2), Vec::new(), true, None))
+        .expect("room again");
+}
+
+/// A pending record written before submission times were kept still
+/// restores (as submitted now); an unknown version is refused.
+#[test]
+fn a_version_1_pending_record_restores() {
+    let w = World::new();
+    let body = EntryBody::Step(w.step(T0));
+    let v1 = provenance::codec::encode(&PendingRecordV1 {
+        version: 1,
+        body: body.clone(),
+        signatures: Vec::new(),
+        refused: None,
+    });
+    let r = PendingRecord::decode(&v1, 42).expect("v1");
+    assert_eq!((r.version, r.submitted_ms), (2, 42));
+    assert_eq!(r.body.digest(), body.digest());
+    let mut v3 = v1.clone();
+    v3[0] = 3;
+    assert!(PendingRecord::decode(&v3, 42).is_err());
+    assert!(PendingRecord::decode(&v1[..10], 42).is_err());
 }

@@ -260,12 +260,8 @@ impl<S: LedgerStore> Ledger<S> {
         }
     }
 
-    fn step_time(body: &EntryBody) -> Option<Timestamp> {
-        body.event().map(|e| e.step_time)
-    }
-
     fn time_ok(&self, body: &EntryBody, stamp: u64) -> bool {
-        Self::step_time(body).is_none_or(|t| {
+        body.record_time().is_none_or(|t| {
             t.0 <= stamp.saturating_add(self.limits.max_skew_ms)
                 && stamp <= t.0.saturating_add(MAX_EVENT_AGE_MS)
         })

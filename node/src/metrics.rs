@@ -45,6 +45,10 @@ pub struct Metrics {
     pub mempool: AtomicU64,
     /// Entries waiting for signatures.
     pub pending: AtomicU64,
+    /// Own entries offered again by housekeeping.
+    pub reoffers: AtomicU64,
+    /// Entries that expired (could no longer commit, or not in time).
+    pub expired: AtomicU64,
     /// Connections refused because the peer is not in genesis.
     pub denied_peers: AtomicU64,
     /// Peer misbehaviour reported by consensus.
@@ -73,7 +77,7 @@ impl Metrics {
     /// The exposition text.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let gauges: [(&str, &str, &str, &AtomicU64); 13] = [
+        let gauges: [(&str, &str, &str, &AtomicU64); 15] = [
             (
                 "govtune_traces_total",
                 "counter",
@@ -106,6 +110,18 @@ impl Metrics {
                 "gauge",
                 "Entries waiting for co-signatures.",
                 &self.pending,
+            ),
+            (
+                "govtune_reoffers_total",
+                "counter",
+                "Own entries offered again while not committed.",
+                &self.reoffers,
+            ),
+            (
+                "govtune_expired_total",
+                "counter",
+                "Entries that expired without committing.",
+                &self.expired,
             ),
             (
                 "govtune_p2p_denied_total",

@@ -22,15 +22,14 @@ pub use provenance::api::EntryStatus;
 use provenance::codec::encode;
 use provenance::crypto::{AuthoritySignature, AuthoritySigner, ConsortiumSigner};
 use provenance::{
-    AuthorityId, Bytes, Canonical, Checkpoint, Digest, EntryBody, Genesis, KeyRing, SignedCheckpoint,
-    Timestamp,
+    Bytes, Canonical, Checkpoint, Digest, EntryBody, Genesis, KeyRing, SignedCheckpoint, Timestamp,
 };
 use storage::Store;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::checkpoints::{CheckpointAction, Collector};
 pub use crate::cosigning::OfferError;
-use crate::cosigning::{CoSignAction, Env, Table};
+use crate::cosigning::{CoSignAction, Env, Restored, Table};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::p2p::{NetCommand, Topic};
@@ -388,9 +387,9 @@ impl Core {
         body: EntryBody,
         sigs: Vec<AuthoritySignature>,
         own: bool,
-        restored_refusal: Option<(AuthorityId, String)>,
+        restored: Option<Restored>,
     ) -> Result<Digest, OfferError> {
-        let r = self.cosign(|t, env| t.offer(env, body, sigs, own, restored_refusal));
+        let r = self.cosign(|t, env| t.offer(env, body, sigs, own, restored));
         if let Err(e @ OfferError::NotStored(_)) = &r {
             tracing::error!("{e}");
         }
@@ -417,6 +416,7 @@ impl Core {
                     tracing::warn!("assembling {}: {reason}", digest.short());
                 }
                 CoSignAction::Forget { digest } => {
+                    self.metrics.expired.fetch_add(1, Relaxed);
                     tracing::info!("entry {} expired: it can no longer commit", digest.short());
                     self.ledger.discard(&digest);
                     if let Err(e) = read(&self.store).remove_pending(&digest) {
@@ -569,7 +569,14 @@ impl Core {
     /// that was away signs now), and ask for checkpoints this node lacks.
     pub(crate) fn housekeeping(&mut self) {
         let actions = self.table.tick(Instant::now());
+        let reoffers = actions
+            .iter()
+            .filter(|a| matches!(a, CoSignAction::Publish(_)))
+            .count();
+        self.metrics.reoffers.fetch_add(reoffers as u64, Relaxed);
         self.apply_cosign(actions);
+        let expired = self.table.expire_stale(now_ms(), self.max_skew);
+        self.apply_cosign(expired);
         let m = &self.metrics;
         m.mempool.store(self.ledger.mempool_len() as u64, Relaxed);
         m.pending.store(self.table.len() as u64, Relaxed);

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use crate::api::{self, ApiState};
 use crate::checkpoints::Collector;
 use crate::config::NodeConfig;
-use crate::cosigning::{OfferError, PendingRecord, Table};
+use crate::cosigning::{OfferError, PendingRecord, Restored, Table};
 use crate::ledger::{BlockLimits, Ledger};
 use crate::metrics::Metrics;
 use crate::p2p::{build_swarm, NetEvent, Network, Topics};
@@ -181,7 +181,11 @@ pub async fn run(
         store: store.clone(),
         engine,
         ledger,
-        table: Table::new(node.authority.clone(), genesis.params.max_block_bytes as usize),
+        table: colluding(
+            Table::new(node.authority.clone(), genesis.params.max_block_bytes as usize)
+                .with_expiry(Duration::from_millis(genesis.params.pending_expiry_ms)),
+            &node.authority,
+        ),
         checkpoints: Collector::new(me),
         peer_index,
         peers,
@@ -194,9 +198,13 @@ pub async fn run(
     // Own entries accepted before a restart.
     let saved = read(&store).pending()?;
     for (d, bytes) in saved {
-        match decode_raw::<PendingRecord>("pending record", &bytes) {
-            Ok((rec, _)) => {
-                match core.offer(rec.body, rec.signatures, true, rec.refused) {
+        match PendingRecord::decode(&bytes, now_ms()) {
+            Ok(rec) => {
+                let restored = Restored {
+                    refused: rec.refused,
+                    submitted_ms: rec.submitted_ms,
+                };
+                match core.offer(rec.body, rec.signatures, true, Some(restored)) {
                     // It can never commit: stop offering it.
                     Err(e @ (OfferError::TooLarge { .. } | OfferError::Refused(_))) => {
                         tracing::error!("pending entry {} dropped: {e}", d.short());
@@ -258,4 +266,24 @@ pub async fn run(
         tracing::error!("node stopped: {e}");
     }
     result
+}
+
+/// Test-only (feature `collusion`): when `GOVTUNE_COLLUDE` (a comma list
+/// of authority ids) names this node's authority, its co-signing checks
+/// and its state rules on revoked sources and superseded policies are off.
+#[cfg(feature = "collusion")]
+fn colluding(table: Table, authority: &provenance::AuthorityId) -> Table {
+    let named = std::env::var("GOVTUNE_COLLUDE").unwrap_or_default();
+    if named.split(',').any(|a| a.trim() == authority.as_str()) {
+        tracing::warn!("{authority} colludes (GOVTUNE_COLLUDE): co-signing checks and state rules are off");
+        provenance::state::collude();
+        table.collude()
+    } else {
+        table
+    }
+}
+
+#[cfg(not(feature = "collusion"))]
+fn colluding(table: Table, _: &provenance::AuthorityId) -> Table {
+    table
 }

@@ -83,6 +83,15 @@ impl EntryBody {
         }
     }
 
+    /// The time a campaign record claims, which consensus bounds by its
+    /// block's stamp: a training event's step time, a refusal's time.
+    pub fn record_time(&self) -> Option<Timestamp> {
+        match self {
+            EntryBody::Refusal(r) => Some(r.time),
+            b => b.event().map(|e| e.step_time),
+        }
+    }
+
     /// The campaign a campaign record or close belongs to.
     pub fn campaign_id(&self) -> Option<&Digest> {
         match self {

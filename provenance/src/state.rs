@@ -10,6 +10,11 @@
 //! [`LedgerState::digest`] is a hash over its canonical records, so two
 //! states can be compared by digest. Signatures are not checked here:
 //! consensus only finalises blocks whose entries it verified.
+//!
+//! Besides chain order, the transition enforces the rules co-signers
+//! might miss: no step or composite names a source revoked earlier in the
+//! log, and no campaign or campaign record names a superseded policy (a
+//! running campaign whose policy is superseded can only close).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,6 +29,31 @@ use crate::ids::Timestamp;
 use crate::manifest::DataSourceManifest;
 use crate::policy::PolicyArtifact;
 use crate::revocation::EffectiveRevocation;
+
+#[cfg(feature = "collusion")]
+static COLLUDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Test-only (feature `collusion`): turns off, for this whole process, the
+/// rules on revoked sources and superseded policies, as the validators of
+/// colluding authorities would, so tests of the verifier's predicates
+/// still have a bad log to catch.
+#[cfg(feature = "collusion")]
+pub fn collude() {
+    COLLUDING.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether the rules on revoked sources and superseded policies hold in
+/// this process (always, without the `collusion` feature).
+fn rules_enforced() -> bool {
+    #[cfg(feature = "collusion")]
+    {
+        !COLLUDING.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    #[cfg(not(feature = "collusion"))]
+    {
+        true
+    }
+}
 
 /// A registered source.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,38 +206,75 @@ impl LedgerState {
         self.campaigns.iter()
     }
 
-    /// Whether a campaign may open under `policy`: it is registered and no
-    /// successor superseded it.
-    fn check_campaign_policy(&self, index: usize, policy: &Digest) -> Result<(), StateError> {
+    /// Refuses a policy that is not registered, or that a successor
+    /// superseded (`what` names the entry that names it).
+    fn check_policy_current(&self, index: usize, policy: &Digest, what: &str) -> Result<(), StateError> {
         let p = self.policies.get(policy).ok_or(StateError::Unknown {
             index,
             what: "policy",
             digest: *policy,
         })?;
         match p.superseded_by {
-            Some(by) => Err(StateError::Conflict {
+            Some(by) if rules_enforced() => Err(StateError::Conflict {
                 index,
                 reason: format!(
-                    "policy {} was superseded by {}: a new campaign must name the current policy",
+                    "policy {} was superseded by {}: {what} must name the current policy",
                     policy.short(),
                     by.short()
                 ),
             }),
-            None => Ok(()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses a source that is not registered, or whose revocation is
+    /// already in the log.
+    fn check_source_usable(&self, index: usize, source: &Digest) -> Result<(), StateError> {
+        let s = self.sources.get(source).ok_or(StateError::Unknown {
+            index,
+            what: "source",
+            digest: *source,
+        })?;
+        match s.revoked {
+            Some(at) if rules_enforced() => Err(StateError::Conflict {
+                index,
+                reason: format!(
+                    "source {} was revoked (effective {}): no step may use it after its revocation",
+                    source.short(),
+                    at
+                ),
+            }),
+            _ => Ok(()),
         }
     }
 
     /// The rules an entry breaks against this state whatever else commits
-    /// first (nothing can undo them): a campaign under a superseded
-    /// policy; a record or close of a closed campaign; a record whose chain
-    /// position another record already took. A node refuses such an entry
-    /// when it arrives, and drops one it restored.
+    /// first (nothing can undo them): a campaign or campaign record under a
+    /// superseded policy; a step or composite naming a revoked source; a
+    /// record or close of a closed campaign; a record whose chain position
+    /// another record already took. A node refuses such an entry when it
+    /// arrives, and expires one it holds when a commit makes it so.
     pub fn refuses(&self, body: &EntryBody) -> Result<(), StateError> {
         let conflict = |reason: String| Err(StateError::Conflict { index: 0, reason });
-        match body {
-            EntryBody::Campaign(c) if self.policies.contains_key(&c.policy) => {
-                self.check_campaign_policy(0, &c.policy)
+        if let EntryBody::Campaign(c) = body {
+            if self.policies.contains_key(&c.policy) {
+                self.check_policy_current(0, &c.policy, "a new campaign")?;
             }
+        }
+        if let Some(p) = body.record_policy().filter(|p| self.policies.contains_key(*p)) {
+            self.check_policy_current(0, p, "a campaign record")?;
+        }
+        if let EntryBody::Refusal(r) = body {
+            if r.examples.is_empty() {
+                return conflict("a refusal must name at least one example".into());
+            }
+        }
+        if let Some(e) = body.event() {
+            for r in e.records.iter().filter(|r| self.sources.contains_key(&r.source)) {
+                self.check_source_usable(0, &r.source)?;
+            }
+        }
+        match body {
             EntryBody::CampaignClose(close) => match self.campaigns.get(&close.campaign) {
                 Some(c) if c.closed.is_some() => {
                     conflict(format!("campaign {} is already closed", close.campaign.short()))
@@ -296,13 +363,7 @@ impl LedgerState {
         body_digest: Digest,
         touched: &mut BTreeSet<StateKey>,
     ) -> Result<(), StateError> {
-        if !self.policies.contains_key(policy) {
-            return Err(StateError::Unknown {
-                index,
-                what: "policy",
-                digest: *policy,
-            });
-        }
+        self.check_policy_current(index, policy, "a campaign record")?;
         let c = self
             .campaigns
             .get_mut(&link.campaign)
@@ -335,21 +396,14 @@ impl LedgerState {
         Ok(())
     }
 
-    fn require_sources<'a>(
+    fn require_usable_sources<'a>(
         &self,
         index: usize,
         sources: impl Iterator<Item = &'a Digest>,
     ) -> Result<(), StateError> {
-        for s in sources {
-            if !self.sources.contains_key(s) {
-                return Err(StateError::Unknown {
-                    index,
-                    what: "source",
-                    digest: *s,
-                });
-            }
-        }
-        Ok(())
+        sources
+            .into_iter()
+            .try_for_each(|s| self.check_source_usable(index, s))
     }
 
     fn apply(
@@ -412,7 +466,7 @@ impl LedgerState {
                 touched.insert(StateKey::Policy(digest));
             }
             EntryBody::Campaign(c) => {
-                self.check_campaign_policy(index, &c.policy)?;
+                self.check_policy_current(index, &c.policy, "a new campaign")?;
                 if self.campaigns.contains_key(&digest) {
                     return Err(conflict(format!("campaign {} is already open", digest.short())));
                 }
@@ -428,14 +482,19 @@ impl LedgerState {
                 touched.insert(StateKey::Campaign(digest));
             }
             EntryBody::Step(e) => {
-                self.require_sources(index, e.examples.iter().map(|r| &r.source))?;
+                self.require_usable_sources(index, e.examples.iter().map(|r| &r.source))?;
                 self.advance_chain(index, &e.link, &e.policy, digest, touched)?;
             }
             EntryBody::Composite(e) => {
-                self.require_sources(index, e.records.iter().map(|r| &r.source))?;
+                self.require_usable_sources(index, e.records.iter().map(|r| &r.source))?;
                 self.advance_chain(index, &e.link, &e.policy, digest, touched)?;
             }
-            EntryBody::Refusal(r) => self.advance_chain(index, &r.link, &r.policy, digest, touched)?,
+            EntryBody::Refusal(r) => {
+                if r.examples.is_empty() {
+                    return Err(conflict("a refusal must name at least one example".into()));
+                }
+                self.advance_chain(index, &r.link, &r.policy, digest, touched)?
+            }
             EntryBody::RefusalAggregate(r) => {
                 self.advance_chain(index, &r.link, &r.policy, digest, touched)?
             }

@@ -49,7 +49,7 @@ fn sample_object_digests_are_frozen() {
         ),
         (
             "genesis",
-            "f2dbbb82bb15e31a4cbed3b01ac3b27daba327fb05105852ad0426df3b18a40a",
+            "6a81b77a5ece2b1759d1a944416e79f439f01a09ef8c6245be2a91a88989fc03",
         ),
         (
             "checkpoint",

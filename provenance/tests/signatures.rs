@@ -515,6 +515,10 @@ fn genesis_refuses_consortium_parameters_no_consortium_could_run() {
             max_block_bytes: 32 << 20,
             ..g.params
         },
+        ConsortiumParams {
+            pending_expiry_ms: 0,
+            ..g.params
+        },
     ];
     for params in bad {
         let mut h = g.clone();

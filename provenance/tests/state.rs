@@ -103,3 +103,116 @@ fn records_that_can_never_commit_are_refused_up_front() {
     assert!(reason.contains("is closed"), "{reason}");
     assert!(state.refuses(&close).is_err(), "a second close");
 }
+
+/// The state transition refuses what co-signers might miss: a step naming
+/// a source whose revocation is earlier in the log (in an earlier block or
+/// earlier in the same one), a campaign record naming a superseded policy
+/// (a running campaign either switches to the successor or closes), and a
+/// refusal naming no example. Each is refused up front too.
+#[test]
+fn records_against_a_revocation_or_a_superseded_policy_are_refused() {
+    let mut w = world();
+    let p2 = {
+        let mut p = w.policy.clone();
+        p.supersedes = Some(w.policy.digest());
+        p.policy_version += 1;
+        p
+    };
+    w.view.apply(&EntryBody::Policy(p2.clone()));
+    let entry = |b: &EntryBody| sign_all(b, &w.view, SignatureScheme::Bls12381);
+    let registered = |state: &mut LedgerState| {
+        let first: Vec<LedgerEntry> = [
+            EntryBody::Manifest(w.globe.clone()),
+            EntryBody::Manifest(w.folio.clone()),
+            EntryBody::Policy(w.policy.clone()),
+            EntryBody::Campaign(w.campaign.clone()),
+        ]
+        .iter()
+        .map(entry)
+        .collect();
+        state.apply_block(&first, Timestamp(T0)).expect("registered");
+    };
+    let step = EntryBody::Step(w.step_event());
+    let revocation = EntryBody::Revocation(Revocation {
+        version: 1,
+        authority: w.globe.authority.clone(),
+        source: w.globe.digest(),
+        reason: "consent withdrawn".into(),
+        requested: Timestamp(T0 + 50),
+    });
+
+    // The revocation in an earlier block.
+    let mut state = LedgerState::new();
+    registered(&mut state);
+    state
+        .apply_block(&[entry(&revocation)], Timestamp(T0 + 100))
+        .expect("revoked");
+    let reason = state.refuses(&step).expect_err("refused up front").to_string();
+    assert!(
+        reason.contains("was revoked") && reason.contains(&w.globe.digest().short()),
+        "{reason}"
+    );
+    match state.after_block(&[entry(&step)], Timestamp(T0 + 200)) {
+        Err(StateError::Conflict { reason, .. }) => assert!(reason.contains("was revoked"), "{reason}"),
+        other => panic!("the state transition refuses it, got {other:?}"),
+    }
+    // Earlier in the same block, and later in it (the step first applies).
+    let mut state = LedgerState::new();
+    registered(&mut state);
+    assert!(state
+        .after_block(&[entry(&revocation), entry(&step)], Timestamp(T0 + 200))
+        .is_err());
+    state
+        .apply_block(&[entry(&step), entry(&revocation)], Timestamp(T0 + 200))
+        .expect("a step before the revocation commits");
+
+    // A running campaign's records after its policy was superseded.
+    let mut state = LedgerState::new();
+    registered(&mut state);
+    state
+        .apply_block(&[entry(&EntryBody::Policy(p2.clone()))], Timestamp(T0 + 100))
+        .expect("successor");
+    let reason = state.refuses(&step).expect_err("refused up front").to_string();
+    assert!(reason.contains("superseded"), "{reason}");
+    assert!(state.after_block(&[entry(&step)], Timestamp(T0 + 200)).is_err());
+    // It may switch: the same step under the successor applies.
+    let mut switched = w.step_event();
+    switched.policy = p2.digest();
+    let switched = EntryBody::Step(switched);
+    assert_eq!(state.refuses(&switched), Ok(()));
+    state
+        .apply_block(&[entry(&switched)], Timestamp(T0 + 200))
+        .expect("a step under the successor");
+
+    // A refusal names at least one example.
+    let mut state = LedgerState::new();
+    registered(&mut state);
+    let refusal = |examples: Vec<refusal::ExampleRef>| {
+        EntryBody::Refusal(Refusal {
+            version: 1,
+            link: ChainLink {
+                campaign: w.campaign.digest(),
+                seq: 0,
+                prev: Digest::ZERO,
+            },
+            step: 0,
+            policy: w.policy.digest(),
+            examples,
+            reason: RefusalReason::License,
+            detail: String::new(),
+            measurement: None,
+            time: Timestamp(T0 + 100),
+        })
+    };
+    let empty = refusal(Vec::new());
+    assert!(state.refuses(&empty).is_err());
+    assert!(state.after_block(&[entry(&empty)], Timestamp(T0 + 200)).is_err());
+    let one = refusal(vec![refusal::ExampleRef {
+        source: w.globe.digest(),
+        index: 0,
+        example_hash: Digest([1; 32]),
+    }]);
+    state
+        .apply_block(&[entry(&one)], Timestamp(T0 + 200))
+        .expect("a refusal naming an example");
+}

@@ -86,6 +86,15 @@ pub struct ConsortiumParams {
     pub max_block_entries: u32,
     /// Most entry bytes per block.
     pub max_block_bytes: u32,
+    /// How long (ms) a node keeps offering an entry that has not
+    /// committed; after that its status is `expired` and it is offered no
+    /// more.
+    #[serde(default = "default_pending_expiry_ms")]
+    pub pending_expiry_ms: u64,
+}
+
+fn default_pending_expiry_ms() -> u64 {
+    600_000
 }
 
 impl Default for ConsortiumParams {
@@ -95,6 +104,7 @@ impl Default for ConsortiumParams {
             heartbeat_ms: 500,
             max_block_entries: 512,
             max_block_bytes: 4 << 20,
+            pending_expiry_ms: default_pending_expiry_ms(),
         }
     }
 }
@@ -129,6 +139,12 @@ impl ConsortiumParams {
             return Err(format!(
                 "max_block_entries = {} is not in 1..=65536",
                 self.max_block_entries
+            ));
+        }
+        if !(1_000..=86_400_000).contains(&self.pending_expiry_ms) {
+            return Err(format!(
+                "pending_expiry_ms = {} is not in 1000..=86400000",
+                self.pending_expiry_ms
             ));
         }
         let max = crate::codec::MAX_OBJECT_BYTES as u32;
@@ -240,7 +256,7 @@ pub fn peer_id_of_ed25519(public_key: &[u8; 32]) -> String {
 
 impl Canonical for Genesis {
     const KIND: ObjectKind = ObjectKind::Genesis;
-    const VERSION: u16 = 2;
+    const VERSION: u16 = 3;
     fn declared_version(&self) -> u16 {
         self.version
     }
