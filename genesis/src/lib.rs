@@ -28,6 +28,7 @@
 //! heartbeat_ms = 500
 //! max_block_entries = 512
 //! max_block_bytes = 4194304
+//! pending_expiry_ms = 600000      # an entry not committed by then expires
 //!
 //! [[authority]]
 //! id = "globe-press"

@@ -30,6 +30,10 @@ use crate::manifest::DataSourceManifest;
 use crate::policy::PolicyArtifact;
 use crate::revocation::EffectiveRevocation;
 
+/// The words every refusal for a superseded policy carries, so that a
+/// tuner told of one knows to close its campaign.
+pub const POLICY_SUPERSEDED: &str = "was superseded by";
+
 #[cfg(feature = "collusion")]
 static COLLUDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -218,7 +222,7 @@ impl LedgerState {
             Some(by) if rules_enforced() => Err(StateError::Conflict {
                 index,
                 reason: format!(
-                    "policy {} was superseded by {}: {what} must name the current policy",
+                    "policy {} {POLICY_SUPERSEDED} {}: {what} must name the current policy",
                     policy.short(),
                     by.short()
                 ),

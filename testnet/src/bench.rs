@@ -135,6 +135,7 @@ pub fn run_network(binary: &Path, b: NetworkBench) -> Result<NetworkFigures, Tes
         view_timeout_ms: Some(1500),
         heartbeat_ms: Some(300),
         max_block_entries: Some(512),
+        ..NodeSettings::default()
     };
     let mut t = Testnet::create(&dir, 4, binary, &settings)?;
     t.start_all()?;

@@ -117,6 +117,11 @@ pub struct NodeSettings {
     pub heartbeat_ms: Option<u64>,
     /// Most entries per block.
     pub max_block_entries: Option<u32>,
+    /// How long (ms) an entry may stay pending before it expires.
+    pub pending_expiry_ms: Option<u64>,
+    /// Authorities whose nodes collude (test-only: a binary built with
+    /// the node's `collusion` feature turns off their checks).
+    pub collude: Vec<String>,
 }
 
 /// A local testnet.
@@ -128,6 +133,9 @@ pub struct Testnet {
     pub binary: PathBuf,
     /// The nodes.
     pub nodes: Vec<NodeEntry>,
+    /// Authorities whose nodes collude (`GOVTUNE_COLLUDE`, test-only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collude: Vec<String>,
     #[serde(skip)]
     children: Vec<Option<Child>>,
 }
@@ -178,6 +186,7 @@ impl Testnet {
         p.view_timeout_ms = settings.view_timeout_ms.unwrap_or(p.view_timeout_ms);
         p.heartbeat_ms = settings.heartbeat_ms.unwrap_or(p.heartbeat_ms);
         p.max_block_entries = settings.max_block_entries.unwrap_or(p.max_block_entries);
+        p.pending_expiry_ms = settings.pending_expiry_ms.unwrap_or(p.pending_expiry_ms);
         let now = Timestamp(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -218,6 +227,7 @@ impl Testnet {
             binary: binary.to_path_buf(),
             children: nodes.iter().map(|_| None).collect(),
             nodes,
+            collude: settings.collude.clone(),
         };
         t.save()?;
         Ok(t)
@@ -298,6 +308,7 @@ impl Testnet {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .env("GOVTUNE_COLLUDE", self.collude.join(","))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)

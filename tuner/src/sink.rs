@@ -139,6 +139,8 @@ pub struct MemorySink {
     pub blobs: BTreeMap<Digest, Vec<u8>>,
     /// Refuse the submission with this number.
     pub refuse_at: Option<usize>,
+    /// The reason given for that refusal (a default one if `None`).
+    pub refuse_reason: Option<String>,
     /// Submissions seen (committed or refused).
     pub submitted: usize,
     /// Do not keep blob bytes (benchmarks count them only).
@@ -163,7 +165,10 @@ impl EventSink for MemorySink {
         self.submitted += 1;
         if self.refuse_at == Some(n) {
             return Ok(Verdict::Refused {
-                reason: format!("co-signer refused entry {n} (test)"),
+                reason: self
+                    .refuse_reason
+                    .clone()
+                    .unwrap_or_else(|| format!("co-signer refused entry {n} (test)")),
             });
         }
         self.entry_bytes += provenance::codec::encode(body).len() as u64;

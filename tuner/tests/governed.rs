@@ -255,3 +255,39 @@ fn probe_gradients_equal_autograd_gradients_of_the_adapters() {
         }
     }
 }
+
+/// When consensus refuses a record because the campaign's policy was
+/// superseded, the session stops and closes the campaign at its last
+/// committed record (the close names no policy, so it commits).
+#[test]
+fn a_superseded_policy_closes_the_campaign_at_its_last_committed_record() {
+    let cfg = config(
+        3,
+        6000,
+        0,
+        policy(RoutingGranularity::Block, EventGranularity::Batch),
+    );
+    let w = build(&cfg, &mut MemorySink::default(), &mut |_, _| {}).unwrap();
+    let mut sink = MemorySink {
+        refuse_at: Some(4),
+        refuse_reason: Some(format!(
+            "expired: policy 1234 {} 5678: a campaign record must name the current policy",
+            provenance::state::POLICY_SUPERSEDED
+        )),
+        ..Default::default()
+    };
+    let (mut s, _) = Session::open(w.spec.clone(), clock(), &mut sink).unwrap();
+    let stop = s.run(&mut sink, &mut ()).unwrap();
+    assert!(matches!(stop, Stop::PolicySuperseded { .. }), "{stop:?}");
+    let records = sink.entries.len() - 1;
+    let out = s.close(&mut sink, stop).unwrap();
+    let close = out.close.expect("closed");
+    assert_eq!(
+        close.entries as usize, records,
+        "closed at the last committed record"
+    );
+    match sink.entries.last().unwrap() {
+        EntryBody::CampaignClose(c) => assert_eq!(c, &close),
+        other => panic!("the last entry is the close, got {other:?}"),
+    }
+}

@@ -423,6 +423,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     "stopped at the last committed step: a co-signer refused a {kind}: {reason}"
                 )
                 .into()),
+                tuner::campaign::Stop::PolicySuperseded { reason } => Err(format!(
+                    "the campaign's policy was superseded; closed at its last committed step: {reason}"
+                )
+                .into()),
             }
         }
         Command::Bench {

@@ -17,6 +17,7 @@ fn a_governed_campaign_runs_through_the_operator_node_and_closes() {
         view_timeout_ms: Some(1500),
         heartbeat_ms: Some(300),
         max_block_entries: None,
+        ..NodeSettings::default()
     };
     let mut t = Testnet::create(&dir.path().join("net"), 4, bin, &settings).expect("testnet");
     t.start_all().expect("start");

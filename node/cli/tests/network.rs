@@ -20,6 +20,7 @@ fn up(dir: &Path) -> Testnet {
         view_timeout_ms: Some(1500),
         heartbeat_ms: Some(300),
         max_block_entries: None,
+        ..NodeSettings::default()
     };
     let mut t =
         Testnet::create(dir, 4, Path::new(env!("CARGO_BIN_EXE_govtune")), &settings).expect("testnet");
@@ -219,7 +220,7 @@ fn nothing_acknowledged_is_lost_when_nodes_are_killed_and_paused() {
 #[test]
 fn refusals_are_typed_and_change_nothing() {
     let dir = tempfile::tempdir().expect("tmp");
-    let t = up(dir.path());
+    let mut t = up(dir.path());
     let mut w = workload(&t);
     let op_i = t.by_role("operator").expect("op");
     let ds_i = t.by_role("data-source").expect("ds");
@@ -301,6 +302,75 @@ fn refusals_are_typed_and_change_nothing() {
     op.wait_committed(&[d], Duration::from_secs(60))
         .expect("committed");
     assert_eq!(log_size(&op), before + 1);
+
+    // A step the data sources co-signed while its source was live, held
+    // (governance paused) until the source's revocation committed: it
+    // never enters the log, and its status names the revocation.
+    let gov_i = t.by_role("governance").expect("gov");
+    t.pause(gov_i).expect("pause governance");
+    let held = submit(&op, &w.next_event(2, false).expect("event")).expect("accepted");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match op.status(&held).expect("status").state {
+            EntryState::Uncommitted(EntryStatus::Pending { missing, .. })
+                if missing.len() == 1 && missing[0].as_str() == t.nodes[gov_i].authority =>
+            {
+                break
+            }
+            s => assert!(Instant::now() < deadline, "the data sources did not sign: {s:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let revoked = w.sources[0].manifest.source_id();
+    let rd = ds_admin
+        .submit(
+            "/v1/revocations",
+            &provenance::Revocation {
+                version: 1,
+                authority: w.sources[0].manifest.authority.clone(),
+                source: revoked,
+                reason: "consent withdrawn".into(),
+                requested: provenance::Timestamp(testnet::workload::now_ms()),
+            },
+        )
+        .expect("revocation")
+        .digest;
+    op.wait_committed(&[rd], Duration::from_secs(30))
+        .expect("revocation committed");
+    let expired = |c: &Client| match c.status(&held).expect("status").state {
+        EntryState::Uncommitted(EntryStatus::Expired { reason }) => Some(reason),
+        _ => None,
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let reason = loop {
+        if let Some(r) = expired(&op) {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "not expired: {:?}", op.status(&held));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        reason.contains("was revoked") && reason.contains(&revoked.short().to_string()),
+        "{reason}"
+    );
+    t.resume(gov_i).expect("resume governance");
+    let size = log_size(&op);
+    let d = ds_admin.submit("/v1/sources", &{
+        let mut m = w.sources[0].manifest.clone();
+        m.title = "registered after the revocation".into();
+        m
+    });
+    op.wait_committed(&[d.expect("accepted").digest], Duration::from_secs(30))
+        .expect("commits go on");
+    assert!(expired(&op).is_some(), "still expired");
+    for i in 0..t.nodes.len() {
+        let c = t.client(i);
+        assert!(
+            !matches!(c.status(&held).expect("status").state, EntryState::Committed(_)),
+            "node {i} committed the held step"
+        );
+    }
+    assert_eq!(log_size(&op), size + 1, "only the registration committed");
 
     // A campaign under a policy its successor superseded: 409 with the
     // reason (consensus would refuse it too).
@@ -553,21 +623,21 @@ fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
 /// returns how long it took to reach their height.
 fn stopped_validator_catches_up(
     settings: &NodeSettings,
-    load: impl FnOnce(&Testnet, &Workload) -> String,
+    load: impl FnOnce(&Testnet, &mut Workload) -> String,
 ) -> Duration {
     let dir = tempfile::tempdir().expect("tmp");
     let mut t =
         Testnet::create(dir.path(), 4, Path::new(env!("CARGO_BIN_EXE_govtune")), settings).expect("testnet");
     t.start_all().expect("start");
     t.wait_all_healthy(Duration::from_secs(120)).expect("healthy");
-    let w = workload(&t);
+    let mut w = workload(&t);
     let reg = w.sources[0].node;
     let stopped = (0..t.nodes.len())
         .find(|&i| i != reg && t.nodes[i].role == "data-source")
         .expect("a second data-source node");
     t.kill(stopped).expect("kill");
     let started = Instant::now();
-    let did = load(&t, &w);
+    let did = load(&t, &mut w);
     let reader = t.client(reg);
     let target = reader.health().expect("health").height;
     eprintln!(
@@ -602,22 +672,60 @@ fn stopped_validator_catches_up(
 /// A validator stopped while the others finalise more than 3,000 heights
 /// catches up within 60 s of its restart: sync is served from the others'
 /// stores, chunk after chunk (the heartbeat and view timeout are short so
-/// that the heights come fast).
+/// that the heights come fast). Meanwhile a step that needs the stopped
+/// authority's signature expires after the genesis expiry (20 s here) and
+/// its node stops offering it: the re-offer counter stays flat for 30 s.
 #[test]
 fn a_validator_stopped_for_thousands_of_heights_catches_up() {
     let settings = NodeSettings {
         view_timeout_ms: Some(100),
         heartbeat_ms: Some(5),
         max_block_entries: None,
+        pending_expiry_ms: Some(20_000),
+        ..NodeSettings::default()
     };
     stopped_validator_catches_up(&settings, |t, w| {
+        let op_i = t.by_role("operator").expect("op");
+        let op = t.admin(op_i).expect("admin");
+        let step = submit(&op, &w.next_event(2, false).expect("event")).expect("accepted");
+        let submitted = Instant::now();
+        let reoffers = || metric(&t.client(op_i), "govtune_reoffers_total");
+        let mut flat_since: Option<(Instant, f64)> = None;
         let reader = t.client(w.sources[0].node);
         let from = reader.health().expect("health").height;
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
             let h = reader.health().expect("health").height;
-            if h >= from + 3_000 {
-                return format!("{} heights", h - from);
+            match (&flat_since, op.status(&step).expect("status").state) {
+                (None, EntryState::Uncommitted(EntryStatus::Expired { reason })) => {
+                    let after = submitted.elapsed();
+                    assert!(
+                        after >= Duration::from_secs(19),
+                        "expired after {after:?}: {reason}"
+                    );
+                    assert!(reason.contains("within 20 s"), "{reason}");
+                    eprintln!("the step expired {after:?} after its submission: {reason}");
+                    flat_since = Some((Instant::now(), reoffers()));
+                }
+                (None, EntryState::Uncommitted(EntryStatus::Pending { .. })) => assert!(
+                    submitted.elapsed() < Duration::from_secs(30),
+                    "still pending 30 s after its submission"
+                ),
+                (None, s) => panic!("the step can only expire: {s:?}"),
+                (Some(_), EntryState::Uncommitted(EntryStatus::Expired { .. })) => {}
+                (Some(_), s) => panic!("an expired step changed: {s:?}"),
+            }
+            if let Some((since, count)) = flat_since {
+                assert!(count >= 1.0, "the step was offered again before it expired");
+                let now = reoffers();
+                assert_eq!(now, count, "re-offered after it expired");
+                if h >= from + 3_000 && since.elapsed() >= Duration::from_secs(30) {
+                    return format!(
+                        "{} heights; re-offers flat at {count} for {:?}",
+                        h - from,
+                        since.elapsed()
+                    );
+                }
             }
             assert!(Instant::now() < deadline, "only {} heights", h - from);
             std::thread::sleep(Duration::from_millis(500));
@@ -634,6 +742,7 @@ fn a_validator_stopped_for_64_mib_of_blocks_catches_up() {
         view_timeout_ms: Some(1500),
         heartbeat_ms: Some(300),
         max_block_entries: None,
+        ..NodeSettings::default()
     };
     stopped_validator_catches_up(&settings, |t, w| {
         let admin = t.admin(w.sources[0].node).expect("admin");

@@ -8,7 +8,8 @@
 //!   violation: a policy that is not the approved one, a weights file with
 //!   one flipped bit, a source's data committed after its revocation (a
 //!   data-source node co-signed before the revocation, governance was
-//!   paused until after it), and a node that hides one campaign record;
+//!   paused until after it; the consortium colludes, test-only, so that
+//!   consensus lets it in), and a node that hides one campaign record;
 //! * the revocation audit lists exactly the events that used the revoked
 //!   source (checked against a scan of the whole log);
 //! * a node that lies with valid proofs (a proxy rewriting an honest
@@ -251,10 +252,18 @@ fn window_text(title: &str, index: u64) -> Vec<u8> {
 fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     let dir = tempfile::tempdir().expect("tmp");
     let bin = Path::new(env!("CARGO_BIN_EXE_govtune"));
+    // The whole consortium colludes (test-only), so that a step using a
+    // source after its revocation can still reach the log for the
+    // verifier to catch: with the state rules on, consensus refuses it
+    // (`node/cli/tests/network.rs` shows that).
     let settings = NodeSettings {
         view_timeout_ms: Some(1500),
         heartbeat_ms: Some(300),
         max_block_entries: None,
+        collude: ["globe-press", "folio-society", "standards-board", "tuning-lab"]
+            .map(String::from)
+            .to_vec(),
+        ..NodeSettings::default()
     };
     let net = dir.path().join("net");
     let mut t = Testnet::create(&net, 4, bin, &settings).expect("testnet");

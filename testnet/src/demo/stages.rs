@@ -46,6 +46,7 @@ pub(super) fn start_testnet(dir: &Path, binary: &Path) -> Result<Testnet, Testne
         view_timeout_ms: Some(1500),
         heartbeat_ms: Some(300),
         max_block_entries: None,
+        ..NodeSettings::default()
     };
     let mut t = Testnet::create(dir, 4, binary, &settings)?;
     t.start_all()?;

@@ -32,6 +32,9 @@ impl Session {
                 self.ledger.prev = body.digest();
                 Ok(None)
             }
+            Verdict::Refused { reason } if reason.contains(provenance::state::POLICY_SUPERSEDED) => {
+                Ok(Some(Stop::PolicySuperseded { reason }))
+            }
             Verdict::Refused { reason } => Ok(Some(Stop::CoSignerRefused {
                 kind: body.kind().name(),
                 reason,

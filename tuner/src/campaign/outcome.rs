@@ -50,6 +50,13 @@ pub enum Stop {
         /// The co-signer's reason.
         reason: String,
     },
+    /// The campaign's policy was superseded, so consensus refuses its
+    /// records: the session closes the campaign at its last committed
+    /// record (the rule in docs/formats.md).
+    PolicySuperseded {
+        /// The node's reason.
+        reason: String,
+    },
 }
 
 /// A model snapshot kept for tracing.

@@ -206,7 +206,7 @@ impl Session {
     pub fn close(mut self, sink: &mut dyn EventSink, stop: Stop) -> Result<CampaignOutcome> {
         let final_state = self.state_digest();
         let mut close = None;
-        if stop == Stop::Finished {
+        if matches!(stop, Stop::Finished | Stop::PolicySuperseded { .. }) {
             let snap = self.st.adapters.snapshot_bytes()?;
             let d = blob_digest(&snap);
             sink.put_blob(&d, &snap)?;
