@@ -89,6 +89,8 @@ pub struct Workload {
     pub campaign: Campaign,
     head: Digest,
     seq: u64,
+    /// Sources a step may still name (not revoked).
+    live: Vec<usize>,
 }
 
 fn placeholder() -> Attestation {
@@ -197,6 +199,7 @@ impl Workload {
             campaign,
             head: Digest::ZERO,
             seq: 0,
+            live: (0..8).collect(),
         }
     }
 
@@ -210,6 +213,9 @@ impl Workload {
             // for distinct content.
             w.rng = ChaCha20Rng::seed_from_u64(seed ^ c.entries.rotate_left(17));
         }
+        let revoked: Vec<Digest> = state.revocations().iter().map(|r| r.source).collect();
+        let sources = &w.sources;
+        w.live.retain(|&i| !revoked.contains(&sources[i].source_id()));
         w
     }
 
@@ -225,9 +231,12 @@ impl Workload {
         out
     }
 
-    /// A revocation of source `i` by its authority.
-    pub fn revocation(&self, i: usize) -> LedgerEntry {
-        let m = &self.sources[i % self.sources.len()];
+    /// A revocation of source `i` by its authority; later steps no longer
+    /// name it (consensus would refuse them).
+    pub fn revocation(&mut self, i: usize) -> LedgerEntry {
+        let i = i % self.sources.len();
+        self.live.retain(|&k| k != i);
+        let m = &self.sources[i];
         entry(EntryBody::Revocation(Revocation {
             version: 1,
             authority: m.authority.clone(),
@@ -270,7 +279,7 @@ impl Workload {
                 } else {
                     let examples = (0..rng.gen_range(1..=2))
                         .map(|_| {
-                            let s = &self.sources[rng.gen_range(0..self.sources.len())];
+                            let s = &self.sources[self.live[rng.gen_range(0..self.live.len())]];
                             ExampleRecord {
                                 source: s.source_id(),
                                 index: rng.gen_range(0..512),
