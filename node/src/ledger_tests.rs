@@ -184,3 +184,43 @@ fn a_candidate_over_the_remaining_budget_is_skipped_and_smaller_ones_still_packe
     assert_eq!(p.entries, vec![bytes(&big), bytes(&small[0]), bytes(&small[1])]);
     assert!(l.in_mempool(&bigger.body.digest()));
 }
+
+/// Consensus refuses what a co-signer missed, whoever proposes it: a step
+/// signed by everyone before its source's revocation, in a block after
+/// the revocation (or after it in the same block), and a refusal whose
+/// time is outside the block's window. An honest leader leaves the step
+/// out and still packs the revocation.
+#[test]
+fn a_validator_refuses_a_step_after_its_sources_revocation_and_a_refusal_out_of_its_window() {
+    let w = World::new();
+    let mut l = ledger(&w, 16);
+    let step = w.sign_all(&EntryBody::Step(w.step(T0)));
+    let revocation = w.sign_all(&EntryBody::Revocation(provenance::Revocation {
+        version: 1,
+        authority: label("globe-press"),
+        source: w.sources[GLOBE].0.source_id(),
+        reason: "withdrawn".into(),
+        requested: Timestamp(T0),
+    }));
+    assert!(l.verify(&proposal(vec![bytes(&step), bytes(&revocation)], T0 + 1_000)));
+    assert!(!l.verify(&proposal(vec![bytes(&revocation), bytes(&step)], T0 + 1_000)));
+    add(&mut l, &step);
+    add(&mut l, &revocation);
+    let p = l
+        .propose(&GENESIS, Height(1), View(1), T0 + 1_000)
+        .expect("a block");
+    assert_eq!(
+        p.entries,
+        vec![bytes(&revocation)],
+        "revocations sort before steps"
+    );
+    // Refusals: inside the window they apply, outside it they do not.
+    let refusal = |time: u64| {
+        let mut r = w.refusal(provenance::RefusalReason::License, 2, None);
+        r.time = Timestamp(time);
+        w.sign_all(&EntryBody::Refusal(r))
+    };
+    assert!(l.verify(&proposal(vec![bytes(&refusal(T0))], T0 + 1_000)));
+    assert!(!l.verify(&proposal(vec![bytes(&refusal(T0 - 200_000))], T0 + 1_000)));
+    assert!(!l.verify(&proposal(vec![bytes(&refusal(T0 + 100_000))], T0 + 1_000)));
+}

@@ -755,7 +755,23 @@ fn a_validator_stopped_for_64_mib_of_blocks_catches_up() {
                 offsets: (0..400_000).collect(),
             };
             bytes += provenance::codec::encode(&m).len();
-            digests.push(admin.submit("/v1/sources", &m).expect("accepted").digest);
+            // Over the authority's pending cap (64 MiB) the node answers
+            // 429: wait for some to commit, as any client would.
+            let mut full = 0;
+            let d = loop {
+                match admin.submit("/v1/sources", &m) {
+                    Err(ClientError::Status {
+                        status: 429, body, ..
+                    }) => {
+                        assert!(body.contains("pending"), "{body}");
+                        full += 1;
+                        assert!(full < 600, "still over the cap after 5 min: {body}");
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    r => break r.expect("accepted").digest,
+                }
+            };
+            digests.push(d);
         }
         if let Err(e) = admin.wait_committed(&digests, Duration::from_secs(300)) {
             t.dump_log_tails(20);
