@@ -110,6 +110,19 @@ fn verdict_of(w: &World, index: usize, body: EntryBody, now_ms: u64) -> Option<C
     }
 }
 
+/// Commits globe-press's revocation of its source; returns the source.
+fn revoke_globe(w: &mut World) -> Digest {
+    let globe = w.sources[GLOBE].0.source_id();
+    w.commit(vec![EntryBody::Revocation(Revocation {
+        version: 1,
+        authority: label("globe-press"),
+        source: globe,
+        reason: "withdrawn".into(),
+        requested: Timestamp(T0),
+    })]);
+    globe
+}
+
 macro_rules! assert_refused {
     ($got:expr, $wanted:pat) => {
         match $got {
@@ -206,14 +219,7 @@ fn a_data_source_refuses_each_bad_use_of_its_source() {
         CoSignRefusal::PurposeNotAllowed { .. }
     );
     // A source its authority revoked.
-    let globe = w.sources[GLOBE].0.source_id();
-    w.commit(vec![EntryBody::Revocation(Revocation {
-        version: 1,
-        authority: label("globe-press"),
-        source: globe,
-        reason: "withdrawn".into(),
-        requested: Timestamp(T0),
-    })]);
+    revoke_globe(&mut w);
     // Its own check refuses the use; and once the revocation is in the
     // log, no node takes a step naming the source at all (the state rule
     // consensus enforces), the other data source's included.
@@ -617,14 +623,7 @@ fn a_pending_step_expires_when_its_source_is_revoked() {
         }
         other => panic!("pending, got {other:?}"),
     }
-    let globe = w.sources[GLOBE].0.source_id();
-    w.commit(vec![EntryBody::Revocation(Revocation {
-        version: 1,
-        authority: label("globe-press"),
-        source: globe,
-        reason: "withdrawn".into(),
-        requested: Timestamp(T0),
-    })]);
+    let globe = revoke_globe(&mut w);
     let actions = t.expire_hopeless(&w.state);
     assert!(matches!(actions.as_slice(), [CoSignAction::Forget { digest }] if *digest == d));
     match t.status(&d) {

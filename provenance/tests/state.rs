@@ -6,6 +6,23 @@ mod common;
 use common::*;
 use provenance::*;
 
+/// The state after one block registering the world's two sources, its
+/// policy and its campaign.
+fn registered(w: &World) -> LedgerState {
+    let first: Vec<LedgerEntry> = [
+        EntryBody::Manifest(w.globe.clone()),
+        EntryBody::Manifest(w.folio.clone()),
+        EntryBody::Policy(w.policy.clone()),
+        EntryBody::Campaign(w.campaign.clone()),
+    ]
+    .iter()
+    .map(|b| sign_all(b, &w.view, SignatureScheme::Bls12381))
+    .collect();
+    let mut state = LedgerState::new();
+    state.apply_block(&first, Timestamp(T0)).expect("registered");
+    state
+}
+
 /// A campaign opens under the current policy only: once a successor
 /// supersedes it, a new campaign naming it is refused, up front
 /// (`LedgerState::refuses`) and by the state transition; under the
@@ -54,17 +71,7 @@ fn a_campaign_cannot_open_under_a_superseded_policy() {
 fn records_that_can_never_commit_are_refused_up_front() {
     let w = world();
     let entry = |b: &EntryBody| sign_all(b, &w.view, SignatureScheme::Bls12381);
-    let mut state = LedgerState::new();
-    let first: Vec<LedgerEntry> = [
-        EntryBody::Manifest(w.globe.clone()),
-        EntryBody::Manifest(w.folio.clone()),
-        EntryBody::Policy(w.policy.clone()),
-        EntryBody::Campaign(w.campaign.clone()),
-    ]
-    .iter()
-    .map(entry)
-    .collect();
-    state.apply_block(&first, Timestamp(T0)).expect("registered");
+    let mut state = registered(&w);
     let step = EntryBody::Step(w.step_event());
     assert_eq!(state.refuses(&step), Ok(()));
     state
@@ -120,18 +127,6 @@ fn records_against_a_revocation_or_a_superseded_policy_are_refused() {
     };
     w.view.apply(&EntryBody::Policy(p2.clone()));
     let entry = |b: &EntryBody| sign_all(b, &w.view, SignatureScheme::Bls12381);
-    let registered = |state: &mut LedgerState| {
-        let first: Vec<LedgerEntry> = [
-            EntryBody::Manifest(w.globe.clone()),
-            EntryBody::Manifest(w.folio.clone()),
-            EntryBody::Policy(w.policy.clone()),
-            EntryBody::Campaign(w.campaign.clone()),
-        ]
-        .iter()
-        .map(entry)
-        .collect();
-        state.apply_block(&first, Timestamp(T0)).expect("registered");
-    };
     let step = EntryBody::Step(w.step_event());
     let revocation = EntryBody::Revocation(Revocation {
         version: 1,
@@ -142,8 +137,7 @@ fn records_against_a_revocation_or_a_superseded_policy_are_refused() {
     });
 
     // The revocation in an earlier block.
-    let mut state = LedgerState::new();
-    registered(&mut state);
+    let mut state = registered(&w);
     state
         .apply_block(&[entry(&revocation)], Timestamp(T0 + 100))
         .expect("revoked");
@@ -157,8 +151,7 @@ fn records_against_a_revocation_or_a_superseded_policy_are_refused() {
         other => panic!("the state transition refuses it, got {other:?}"),
     }
     // Earlier in the same block, and later in it (the step first applies).
-    let mut state = LedgerState::new();
-    registered(&mut state);
+    let mut state = registered(&w);
     assert!(state
         .after_block(&[entry(&revocation), entry(&step)], Timestamp(T0 + 200))
         .is_err());
@@ -167,8 +160,7 @@ fn records_against_a_revocation_or_a_superseded_policy_are_refused() {
         .expect("a step before the revocation commits");
 
     // A running campaign's records after its policy was superseded.
-    let mut state = LedgerState::new();
-    registered(&mut state);
+    let mut state = registered(&w);
     state
         .apply_block(&[entry(&EntryBody::Policy(p2.clone()))], Timestamp(T0 + 100))
         .expect("successor");
@@ -185,8 +177,7 @@ fn records_against_a_revocation_or_a_superseded_policy_are_refused() {
         .expect("a step under the successor");
 
     // A refusal names at least one example.
-    let mut state = LedgerState::new();
-    registered(&mut state);
+    let mut state = registered(&w);
     let refusal = |examples: Vec<refusal::ExampleRef>| {
         EntryBody::Refusal(Refusal {
             version: 1,
