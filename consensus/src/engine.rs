@@ -15,6 +15,15 @@ pub const MAX_SYNC_BLOCKS: usize = 1024;
 /// finalised as ancestors of a later certified block carry none, and a
 /// run of them can be long when votes are slow.
 pub const MAX_SYNC_SPAN: usize = 16 * MAX_SYNC_BLOCKS;
+
+/// Proposal check failures that nothing learned later can cure: the
+/// proposer is blamed and the proposal is dropped unseen.
+const PROVABLY_INVALID: [&str; 4] = [
+    "parent view is not before the proposal's view",
+    "a view-0 parent must be genesis",
+    "height is not parent's height + 1",
+    "stamp goes back from the parent's",
+];
 /// Finalised blocks the engine keeps (the tip and its parent); the rest of
 /// the chain is the caller's, which answers sync requests from it
 /// ([`Action::ServeSync`], [`sync_chunk`]).
@@ -37,15 +46,19 @@ pub trait Application {
     /// on top of its parent. The engine votes for nothing the application
     /// refuses.
     fn verify(&mut self, proposal: &Proposal<Self::Payload>) -> bool;
-    /// The engine learned a block (a proposal, or a notarised block it
-    /// fetched) that it may later ask to build on. An application that
-    /// judges blocks against the state after their parent keeps it, so it
-    /// can judge a child of a block it never voted on (after a restart, or
-    /// when it learned the block late). An application that keeps blocks
-    /// across restarts (see [`Engine::restore_blocks`]) must have them
-    /// durable when this returns: the engine may vote for the block next.
-    /// Default: nothing.
+    /// The engine learned a block (a proposal that passed the structural
+    /// checks, or a notarised block it fetched) that it may later ask to
+    /// build on. An application that judges blocks against the state after
+    /// their parent keeps it in memory, so it can judge a child of a block
+    /// it never voted on. Default: nothing.
     fn observe(&mut self, _proposal: &Proposal<Self::Payload>) {}
+    /// A block this validator is about to vote for or propose, or one a
+    /// notarisation certificate names: an application that keeps blocks
+    /// across restarts (see [`Engine::restore_blocks`]) must have it
+    /// durable when this returns. Only such blocks are kept, so a peer
+    /// cannot make a validator write what it would not vote for.
+    /// Default: nothing.
+    fn keep(&mut self, _proposal: &Proposal<Self::Payload>) {}
 }
 
 /// Consensus-critical parameters: every validator must use the same.
@@ -489,6 +502,7 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
         self.safety.proposed = Some(d);
         self.actions.push(Action::Persist(self.safety.clone()));
         app.observe(&proposal);
+        app.keep(&proposal);
         self.blocks.insert(d, proposal.clone());
         self.proposal_in_view.insert(view, d);
         self.send(
@@ -502,6 +516,9 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
     }
 
     /// Checks a proposal against the protocol's rules (not the application).
+    /// Checks a proposal against its parent and the views between. Some
+    /// failures may only mean this validator has not seen enough yet; those
+    /// in [`PROVABLY_INVALID`] cannot be cured by anything learned later.
     fn check_proposal(&self, p: &Proposal<A::Payload>) -> Result<(), &'static str> {
         if p.proposer != self.cfg.leader(p.view) {
             return Err("proposer is not the view's leader");
@@ -554,6 +571,7 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
         if self.check_proposal(&p).is_err() || !app.verify(&p) {
             return;
         }
+        app.keep(&p);
         self.cast(app, VoteKind::Notarize, d);
     }
 
@@ -585,6 +603,15 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
         }
         for c in parent.into_iter().chain(nullifications) {
             self.on_certificate(app, Some(from), c);
+        }
+        // With its parent's certificate in, what the proposal says of
+        // itself must hold: no honest leader sends one that fails here, and
+        // none is remembered.
+        if let Err(why) = self.check_proposal(&proposal) {
+            if PROVABLY_INVALID.contains(&why) {
+                self.blame(from, Misbehaviour::InvalidProposal(view, why));
+                return;
+            }
         }
         let d = proposal.digest();
         match self.proposal_in_view.get(&view) {
@@ -682,6 +709,9 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
         self.send(None, Message::Certificate(c.clone()));
         match s.kind {
             VoteKind::Notarize => {
+                if let Some(p) = self.blocks.get(&s.block) {
+                    app.keep(p);
+                }
                 if !self.blocks.contains_key(&s.block) {
                     self.send(None, Message::BlockRequest { block: s.block });
                 }
@@ -781,6 +811,7 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
             return;
         }
         app.observe(&p);
+        app.keep(&p);
         self.blocks.insert(d, p);
         self.try_notarize(app);
         if self.cfg.leader(self.view) == self.cfg.me {

@@ -342,6 +342,8 @@ async fn submit(s: &ApiState, body: EntryBody) -> ApiResult<(StatusCode, Json<Su
                 OfferError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 OfferError::Refused(_) => StatusCode::CONFLICT,
                 OfferError::Full { .. } => StatusCode::TOO_MANY_REQUESTS,
+                // Only a peer's offer carries signatures.
+                OfferError::ExtraSignatures(_) | OfferError::Unsigned(_) => StatusCode::BAD_REQUEST,
             },
             e.to_string(),
         )),

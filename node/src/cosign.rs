@@ -312,8 +312,19 @@ fn check_governance(body: &EntryBody, ctx: &CheckContext<'_>) -> Result<(), CoSi
     }
     if let Some((_, _, records, time)) = event_parts(body) {
         check_time(ctx, time)?;
+        // One admission (and one manifest signature check) per source, not
+        // per record.
+        let mut admissions: std::collections::HashMap<Digest, Option<Admission>> = Default::default();
         for r in records {
-            match admission_of(ctx, c, policy, &r.source, time)? {
+            let a = match admissions.get(&r.source) {
+                Some(a) => a.clone(),
+                None => {
+                    let a = admission_of(ctx, c, policy, &r.source, time)?;
+                    admissions.insert(r.source, a.clone());
+                    a
+                }
+            };
+            match a {
                 Some(Admission::Admit(d)) if d == r.decision => {}
                 Some(Admission::Admit(_)) => {
                     return Err(R::DecisionDiffers {

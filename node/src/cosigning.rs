@@ -87,6 +87,14 @@ pub enum OfferError {
         /// The cap.
         limit: String,
     },
+    /// A peer's offer carries more signatures than the entry has signers,
+    /// two of one authority, or one of an authority that does not sign it.
+    #[error("the offer carries {0}")]
+    ExtraSignatures(&'static str),
+    /// A peer's offer lacks its submitter's signature: nothing is checked
+    /// for it.
+    #[error("the offer lacks its submitter's ({0}) signature")]
+    Unsigned(AuthorityId),
     /// The entry, with the signatures it needs, would not fit in a block.
     #[error("the entry is {bytes} bytes with its signatures, more than a block holds ({limit} bytes, genesis max_block_bytes)")]
     TooLarge {
@@ -199,7 +207,8 @@ pub enum CoSignAction {
     Publish(Box<Gossip>),
     /// Every required signature is in: the entry goes to the mempool.
     Complete(Digest, Box<LedgerEntry>),
-    /// A peer sent a signature that does not verify.
+    /// A peer sent a signature that does not verify (an offer's stops at
+    /// the first).
     Misbehaved,
     /// This node refused to co-sign (for the log).
     RefusedHere {
@@ -236,6 +245,17 @@ pub enum CoSignAction {
         /// Its [`PendingRecord`], encoded.
         record: Vec<u8>,
     },
+}
+
+/// What became of a signature handed to the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Added {
+    /// Verified and kept.
+    Yes,
+    /// Not needed (unknown entry, not a signer, already in, other scheme).
+    Not,
+    /// It does not verify.
+    Bad,
 }
 
 struct Pending {
@@ -477,8 +497,28 @@ impl Table {
         }
         let mut out = Vec::new();
         let offer_had_mine = own || sigs.iter().any(|s| s.authority == self.authority);
+        let sigs = match self.pending.get(&digest) {
+            Some(p) if !own => match Self::submitter_first(p, sigs, &self.authority) {
+                Ok(s) => s,
+                Err(e) => {
+                    // A malformed offer leaves nothing behind.
+                    if inserted {
+                        self.pending.remove(&digest);
+                    }
+                    return Err(e);
+                }
+            },
+            _ => sigs,
+        };
         for sig in sigs {
-            self.add_signature(env, &digest, sig, &mut out);
+            if self.add_signature(env, &digest, sig, &mut out) == Added::Bad {
+                // The rest of a forged offer is not worth a pairing, and a
+                // forged offer leaves nothing behind.
+                if inserted && !own {
+                    self.pending.remove(&digest);
+                }
+                return Ok((digest, out));
+            }
         }
         self.maybe_sign(env, &digest, offer_had_mine, &mut out);
         self.maybe_complete(env, &digest, &mut out);
@@ -597,26 +637,69 @@ impl Table {
         out
     }
 
+    /// A peer's offer's signatures, the submitter's first: at most one per
+    /// signer, each of a signer of the entry, and the submitter's present
+    /// (unless the submitter is `me`: an entry offered in my name that I
+    /// did not sign is refused in the open, [`CoSignRefusal::NotOwnMeasurement`]).
+    fn submitter_first(
+        p: &Pending,
+        mut sigs: Vec<AuthoritySignature>,
+        me: &AuthorityId,
+    ) -> Result<Vec<AuthoritySignature>, OfferError> {
+        if sigs.len() > p.plan.requests.len() {
+            return Err(OfferError::ExtraSignatures(
+                "more signatures than the entry has signers",
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &sigs {
+            if !p.plan.requests.iter().any(|r| r.authority == s.authority) {
+                return Err(OfferError::ExtraSignatures(
+                    "a signature of an authority that does not sign it",
+                ));
+            }
+            if !seen.insert(&s.authority) {
+                return Err(OfferError::ExtraSignatures("two signatures of one authority"));
+            }
+        }
+        match sigs.iter().position(|s| s.authority == p.submitter) {
+            Some(i) => sigs.swap(0, i),
+            None if &p.submitter == me => {}
+            None => return Err(OfferError::Unsigned(p.submitter.clone())),
+        }
+        Ok(sigs)
+    }
+
+    /// Whether `authority`'s signature of `digest` would be news here: the
+    /// entry is held, `authority` signs it, and its signature is not in.
+    pub fn wants_signature(&self, digest: &Digest, authority: &AuthorityId) -> bool {
+        self.pending.get(digest).is_some_and(|p| {
+            !p.sigs.contains_key(authority) && p.plan.requests.iter().any(|r| &r.authority == authority)
+        })
+    }
+
     fn add_signature(
         &mut self,
         env: &Env<'_>,
         digest: &Digest,
         sig: AuthoritySignature,
         out: &mut Vec<CoSignAction>,
-    ) {
+    ) -> Added {
         let Some(p) = self.pending.get_mut(digest) else {
-            return;
+            return Added::Not;
         };
         if p.sigs.contains_key(&sig.authority) || sig.scheme != p.scheme {
-            return;
+            return Added::Not;
         }
         let Some(req) = p.plan.requests.iter().find(|r| r.authority == sig.authority) else {
-            return;
+            return Added::Not;
         };
         if env.keyring.verify(&sig, &req.message).is_ok() {
             p.sigs.insert(sig.authority.clone(), sig);
+            Added::Yes
         } else {
             out.push(CoSignAction::Misbehaved);
+            Added::Bad
         }
     }
 

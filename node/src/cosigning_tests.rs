@@ -88,8 +88,10 @@ fn verdict_of(w: &World, index: usize, body: EntryBody, now_ms: u64) -> Option<C
     let mut n = Node::new(w, index);
     n.now_ms = now_ms;
     let mut t = n.table();
+    let mut sigs = w.submitter_sig(&body);
+    sigs.retain(|s| s.authority != *w.signers[index].authority.authority());
     let (_, actions) = n
-        .with(|env| t.offer(env, body, Vec::new(), false, None))
+        .with(|env| t.offer(env, body, sigs, false, None))
         .expect("offer taken");
     match refusal_of(&actions) {
         Some(r) => {
@@ -243,7 +245,15 @@ fn a_data_source_refuses_each_bad_use_of_its_source() {
     for index in [GLOBE, FOLIO, GOV] {
         let n = Node::new(&w, index);
         let mut t = n.table();
-        let r = n.with(|env| t.offer(env, EntryBody::Step(w.step(T0)), Vec::new(), false, None));
+        let r = n.with(|env| {
+            t.offer(
+                env,
+                EntryBody::Step(w.step(T0)),
+                w.submitter_sig(&EntryBody::Step(w.step(T0))),
+                false,
+                None,
+            )
+        });
         assert!(
             matches!(&r, Err(OfferError::Refused(m)) if m.contains("was revoked")),
             "{r:?}"
@@ -331,7 +341,15 @@ fn governance_refuses_what_the_policy_does_not_allow() {
     assert_eq!(verdict_of(&w, GOV, EntryBody::Step(step), T0 + 1_000), None);
     let n = Node::new(&w, GOV);
     let mut t = n.table();
-    let r = n.with(|env| t.offer(env, EntryBody::Step(w.step(T0)), Vec::new(), false, None));
+    let r = n.with(|env| {
+        t.offer(
+            env,
+            EntryBody::Step(w.step(T0)),
+            w.submitter_sig(&EntryBody::Step(w.step(T0))),
+            false,
+            None,
+        )
+    });
     assert!(
         matches!(&r, Err(OfferError::Refused(m)) if m.contains("superseded")),
         "{r:?}"
@@ -420,8 +438,16 @@ fn own_entries_are_reoffered_with_back_off_and_others_forgotten() {
     // Another authority's entry is dropped after a while; an own one stays.
     let g = Node::new(&w, GLOBE);
     let mut gt = g.table();
-    g.with(|env| gt.offer(env, EntryBody::Step(w.step(T0)), Vec::new(), false, None))
-        .expect("peer offer");
+    g.with(|env| {
+        gt.offer(
+            env,
+            EntryBody::Step(w.step(T0)),
+            w.submitter_sig(&EntryBody::Step(w.step(T0))),
+            false,
+            None,
+        )
+    })
+    .expect("peer offer");
     assert_eq!(gt.len(), 1);
     gt.tick(Instant::now() + FORGET_OTHERS_AFTER + Duration::from_secs(1));
     assert!(gt.is_empty());
@@ -528,11 +554,11 @@ fn an_entry_too_large_for_a_block_is_refused_and_not_relayed() {
     let fits = provenance::codec::encode(&step).len();
     let n = Node::new(&w, GOV);
     let mut t = Table::new(w.signers[GOV].authority.authority().clone(), fits + 1);
-    let r = n.with(|env| t.offer(env, step.clone(), Vec::new(), false, None));
+    let r = n.with(|env| t.offer(env, step.clone(), w.submitter_sig(&step), false, None));
     assert!(matches!(r, Err(OfferError::TooLarge { .. })), "{r:?}");
     let mut t = Table::new(w.signers[GOV].authority.authority().clone(), 64 << 10);
     let (_, actions) = n
-        .with(|env| t.offer(env, step, Vec::new(), false, None))
+        .with(|env| t.offer(env, step.clone(), w.submitter_sig(&step), false, None))
         .expect("a step fits 64 KiB");
     assert_eq!(signatures(&actions).len(), 1);
 }
@@ -610,7 +636,7 @@ fn a_pending_step_expires_when_its_source_is_revoked() {
         let n = Node::new(&w, index);
         let mut nt = n.table();
         let (_, actions) = n
-            .with(|env| nt.offer(env, step.clone(), Vec::new(), false, None))
+            .with(|env| nt.offer(env, step.clone(), w.submitter_sig(&step), false, None))
             .expect("taken");
         for sig in signatures(&actions) {
             op.with(|env| t.on_signature(env, &d, sig));
@@ -727,8 +753,16 @@ fn an_authority_over_its_pending_cap_is_refused_and_others_are_not() {
     // Another authority's registration still goes in.
     let (m, _) = manifest("globe-press", "Globe (later)", &[b'g'; 160], "CC0-1.0");
     let g = Node::new(&w, GLOBE);
-    g.with(|env| t.offer(env, EntryBody::Manifest(m), Vec::new(), false, None))
-        .expect("another authority");
+    g.with(|env| {
+        t.offer(
+            env,
+            EntryBody::Manifest(m.clone()),
+            w.submitter_sig(&EntryBody::Manifest(m)),
+            false,
+            None,
+        )
+    })
+    .expect("another authority");
     // Bytes: a cap of two steps' bytes refuses the third.
     let one = provenance::codec::encode(&step(0)).len();
     let mut t = op.table().with_caps(PendingCaps {
@@ -769,4 +803,87 @@ fn a_version_1_pending_record_restores() {
     v3[0] = 3;
     assert!(PendingRecord::decode(&v3, 42).is_err());
     assert!(PendingRecord::decode(&v1[..10], 42).is_err());
+}
+
+/// A peer's offer costs at most one verification per signer, the
+/// submitter's first: more signatures than signers, two of one authority,
+/// one of a non-signer, or none of the submitter are refused before any
+/// pairing; a forged submitter signature stops the offer at once, and
+/// nothing of a refused offer stays in the table.
+#[test]
+fn an_offer_is_checked_submitter_first_at_most_one_signature_per_signer() {
+    let w = World::new();
+    let step = EntryBody::Step(w.step(T0));
+    let plan = step.signing_plan(&w.state).expect("plan");
+    let signed_by = |i: usize, msg: &[u8]| {
+        w.signers[i]
+            .authority
+            .sign(SignatureScheme::Bls12381, msg)
+            .expect("sign")
+    };
+    let req = |a: &str| {
+        plan.requests
+            .iter()
+            .find(|r| r.authority.as_str() == a)
+            .expect("a signer")
+            .message
+            .clone()
+    };
+    let op_sig = signed_by(OP, &req("tuning-lab"));
+    let globe_sig = signed_by(GLOBE, &req("globe-press"));
+    let n = Node::new(&w, GOV);
+    let offer = |sigs: Vec<AuthoritySignature>| {
+        let mut t = n.table();
+        let r = n.with(|env| t.offer(env, step.clone(), sigs, false, None));
+        (r, t)
+    };
+    let extra = |sigs: Vec<AuthoritySignature>, why: &str| {
+        let (r, t) = offer(sigs);
+        assert!(
+            matches!(&r, Err(OfferError::ExtraSignatures(m)) if m.contains(why)),
+            "{r:?}"
+        );
+        assert!(t.is_empty(), "nothing held");
+    };
+    extra(
+        vec![op_sig.clone(); plan.requests.len() + 1],
+        "more signatures than",
+    );
+    extra(vec![op_sig.clone(), op_sig.clone()], "two signatures of one");
+    let mut stray = globe_sig.clone();
+    stray.authority = label("standards-board-2");
+    extra(vec![op_sig.clone(), stray], "does not sign it");
+    // No submitter signature: nothing is checked, nothing held.
+    let (r, t) = offer(vec![globe_sig.clone()]);
+    assert!(
+        matches!(&r, Err(OfferError::Unsigned(a)) if a.as_str() == "tuning-lab"),
+        "{r:?}"
+    );
+    assert!(t.is_empty());
+    // A forged submitter signature, last in the list: checked first, the
+    // offer stops there (one misbehaviour, no signature of ours), and the
+    // entry is not held.
+    let mut forged = op_sig.clone();
+    forged.signature = globe_sig.signature.clone();
+    let (r, t) = offer(vec![globe_sig.clone(), forged]);
+    let (_, actions) = r.expect("taken as an offer");
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| matches!(a, CoSignAction::Misbehaved))
+            .count(),
+        1,
+        "{actions:?}"
+    );
+    assert!(
+        signatures(&actions).is_empty(),
+        "governance did not sign: {actions:?}"
+    );
+    assert!(t.is_empty());
+    // The honest offer: the submitter's signature and globe's, then ours.
+    let (r, t) = offer(vec![globe_sig, op_sig]);
+    let (d, actions) = r.expect("taken");
+    assert_eq!(signatures(&actions).len(), 1);
+    assert!(!t.wants_signature(&d, &label("tuning-lab")), "already in");
+    assert!(t.wants_signature(&d, &label("folio-society")));
 }

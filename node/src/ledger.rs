@@ -335,7 +335,9 @@ impl<S: LedgerStore> Ledger<S> {
             self.kept.retain(|_, h| *h > height);
         }
         self.tentative.retain(|_, t| t.height > height);
-        self.observed.retain(|_, p| p.height.0 > height);
+        // By view too: a proposal's height is only its claim.
+        self.observed
+            .retain(|_, p| p.height.0 > height && p.view > proposal.view);
         self.last_block_ms = self.last_block_ms.max(proposal.stamp);
         Ok(Committed {
             height,
@@ -423,17 +425,20 @@ impl<S: LedgerStore> Application for Ledger<S> {
     fn observe(&mut self, p: &Proposal<BlockPayload>) {
         // Bounded: blocks above the final tip only, and not too many.
         if self.observed.len() < 4096 {
-            let d = p.digest();
-            if self.kept.len() < 4096 && !self.kept.contains_key(&d) {
-                // Durable before the engine may vote for it.
-                match read(&self.store).keep_block(&d, &encode(p)) {
-                    Ok(()) => {
-                        self.kept.insert(d, p.height.0);
-                    }
-                    Err(e) => tracing::error!("keeping block {}: {e}", d.short()),
+            self.observed.insert(p.digest(), p.clone());
+        }
+    }
+
+    fn keep(&mut self, p: &Proposal<BlockPayload>) {
+        let d = p.digest();
+        if self.kept.len() < 4096 && !self.kept.contains_key(&d) {
+            // Durable before the engine votes for it.
+            match read(&self.store).keep_block(&d, &encode(p)) {
+                Ok(()) => {
+                    self.kept.insert(d, p.height.0);
                 }
+                Err(e) => tracing::error!("keeping block {}: {e}", d.short()),
             }
-            self.observed.insert(d, p.clone());
         }
     }
 }

@@ -36,6 +36,7 @@ pub mod checkpoints;
 pub mod config;
 pub mod cosign;
 pub mod cosigning;
+pub mod guard;
 pub mod ledger;
 pub mod ledger_store;
 pub mod metrics;

@@ -4,6 +4,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
+use crate::guard::{Fault, Kind};
+
 /// Upper bounds (seconds) of the finality latency histogram.
 pub const LATENCY_BUCKETS: [f64; 12] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
@@ -51,8 +53,15 @@ pub struct Metrics {
     pub expired: AtomicU64,
     /// Connections refused because the peer is not in genesis.
     pub denied_peers: AtomicU64,
-    /// Peer misbehaviour reported by consensus.
-    pub misbehaviour: AtomicU64,
+    /// Provably invalid messages, by [`Fault`] (in [`Fault::ALL`] order).
+    pub faults: [AtomicU64; Fault::ALL.len()],
+    /// Messages over their peer's budget, by [`Kind`] (in [`Kind::ALL`]
+    /// order).
+    pub limited: [AtomicU64; Kind::ALL.len()],
+    /// Bans of peers begun.
+    pub bans: AtomicU64,
+    /// Peers banned now.
+    pub banned: AtomicU64,
     /// Certified checkpoints stored.
     pub checkpoints: AtomicU64,
     /// Current consensus view.
@@ -66,6 +75,20 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Counts a provably invalid message.
+    pub fn fault(&self, f: Fault) {
+        if let Some(i) = Fault::ALL.iter().position(|x| *x == f) {
+            self.faults[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts a message dropped over its peer's budget.
+    pub fn limited(&self, k: Kind) {
+        if let Some(i) = Kind::ALL.iter().position(|x| *x == k) {
+            self.limited[i].fetch_add(1, Relaxed);
+        }
+    }
+
     /// Records a finality latency in seconds.
     pub fn observe_finality(&self, seconds: f64) {
         self.finality
@@ -77,7 +100,7 @@ impl Metrics {
     /// The exposition text.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let gauges: [(&str, &str, &str, &AtomicU64); 15] = [
+        let gauges: [(&str, &str, &str, &AtomicU64); 16] = [
             (
                 "govtune_traces_total",
                 "counter",
@@ -130,11 +153,12 @@ impl Metrics {
                 &self.denied_peers,
             ),
             (
-                "govtune_misbehaviour_total",
+                "govtune_peer_bans_total",
                 "counter",
-                "Peer misbehaviour seen by consensus.",
-                &self.misbehaviour,
+                "Peers disconnected and refused for a provably invalid message.",
+                &self.bans,
             ),
+            ("govtune_peers_banned", "gauge", "Peers banned now.", &self.banned),
             (
                 "govtune_checkpoints_total",
                 "counter",
@@ -155,6 +179,22 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
                 v.load(Relaxed)
             );
+        }
+        let name = "govtune_misbehaviour_total";
+        let _ = writeln!(
+            s,
+            "# HELP {name} Provably invalid messages from peers, by kind.\n# TYPE {name} counter"
+        );
+        for (f, v) in Fault::ALL.iter().zip(&self.faults) {
+            let _ = writeln!(s, "{name}{{kind=\"{}\"}} {}", f.label(), v.load(Relaxed));
+        }
+        let name = "govtune_rate_limited_total";
+        let _ = writeln!(
+            s,
+            "# HELP {name} Messages dropped over their peer's budget, by kind.\n# TYPE {name} counter"
+        );
+        for (k, v) in Kind::ALL.iter().zip(&self.limited) {
+            let _ = writeln!(s, "{name}{{kind=\"{}\"}} {}", k.label(), v.load(Relaxed));
         }
         let h = self.finality.lock().unwrap_or_else(|p| p.into_inner());
         let name = "govtune_finality_latency_seconds";

@@ -9,18 +9,32 @@
 //! The event loop ([`Network::run`]) owns the swarm and talks to the node
 //! through channels: [`NetCommand`]s in, [`NetEvent`]s out (the shape of
 //! rust-libp2p's file-sharing example).
+//!
+//! Gossip is validated before it is relayed: the loop decodes each message
+//! and charges its author's budget ([`crate::guard`]); what passes goes to
+//! the node's core, whose verdict ([`NetCommand::Report`]) decides whether
+//! gossipsub forwards it. A peer that sent something provably invalid is
+//! disconnected and refused until its ban ends.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::allow_block_list::{self, AllowedPeers};
-use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
+use libp2p::gossipsub::{
+    self, IdentTopic, MessageAcceptance, MessageAuthenticity, MessageId, ValidationMode,
+};
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identity, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
 use provenance::Bytes;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::guard::{Admit, Fault, Guard, Kind};
+use crate::metrics::Metrics;
+use crate::wire::{from_bytes, Gossip, Request};
 
 /// The request-response protocol name.
 pub const RPC_PROTOCOL: &str = "/govtune/rpc/1";
@@ -83,6 +97,7 @@ pub fn build_swarm(key: identity::Keypair, allowed: &[PeerId]) -> Result<Swarm<B
     let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
     let gossip_cfg = gossipsub::ConfigBuilder::default()
         .validation_mode(ValidationMode::Strict)
+        .validate_messages()
         .max_transmit_size(MAX_GOSSIP_BYTES)
         .heartbeat_interval(Duration::from_millis(500))
         .mesh_n_low(2)
@@ -151,26 +166,62 @@ pub enum NetCommand {
         /// Response bytes.
         data: Vec<u8>,
     },
+    /// The core's verdict on a gossiped message it was handed.
+    Report {
+        /// The message.
+        id: MessageId,
+        /// The peer it came through.
+        via: PeerId,
+        /// Its author.
+        author: PeerId,
+        /// Forward it, drop it, or drop it and ban its author.
+        verdict: Verdict,
+    },
+    /// A peer sent something provably invalid outside gossip (a request or
+    /// an answer): ban it.
+    Punish {
+        /// The peer.
+        peer: PeerId,
+        /// What it did.
+        fault: Fault,
+    },
+}
+
+/// The core's verdict on a gossiped message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid: relay it.
+    Accept,
+    /// Not provably invalid, but not worth relaying (stale, a duplicate,
+    /// not for this node).
+    Ignore,
+    /// Provably invalid: drop it and ban its author.
+    Reject(Fault),
 }
 
 /// What the network tells the node.
 #[derive(Debug)]
 pub enum NetEvent {
-    /// A gossiped message, with its (signed) author.
+    /// A gossiped message within its author's budget, decoded; the core
+    /// answers with [`NetCommand::Report`].
     Gossip {
-        /// The author.
+        /// The author (its node key signed the message).
         author: PeerId,
+        /// The peer it came through.
+        via: PeerId,
+        /// Gossipsub's id of it.
+        id: MessageId,
         /// Topic.
         topic: Topic,
-        /// Bytes.
-        data: Vec<u8>,
+        /// The message.
+        message: Box<Gossip>,
     },
-    /// An inbound request.
+    /// An inbound request within the peer's budget, decoded.
     Request {
         /// The requesting peer (an allowed one: others never get a handler).
         peer: PeerId,
-        /// Bytes.
-        data: Vec<u8>,
+        /// The request.
+        request: Box<Request>,
         /// Where the answer goes.
         channel: ResponseChannel<Bytes>,
     },
@@ -188,6 +239,8 @@ pub struct Network {
     commands: mpsc::Receiver<NetCommand>,
     events: mpsc::Sender<NetEvent>,
     pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, String>>>,
+    guard: Guard,
+    metrics: Arc<Metrics>,
 }
 
 impl Network {
@@ -199,6 +252,7 @@ impl Network {
         peers: Vec<(PeerId, Multiaddr)>,
         commands: mpsc::Receiver<NetCommand>,
         events: mpsc::Sender<NetEvent>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, NetError> {
         swarm
             .listen_on(listen)
@@ -217,14 +271,58 @@ impl Network {
             commands,
             events,
             pending: HashMap::new(),
+            guard: Guard::new(),
+            metrics,
         })
     }
 
     fn redial(&mut self) {
+        let now = Instant::now();
+        for p in self.guard.lift(now) {
+            tracing::info!("ban of peer {p} ended");
+            self.swarm.behaviour_mut().allowed.allow_peer(p);
+            self.metrics.banned.fetch_sub(1, Relaxed);
+        }
         for (peer, addr) in &self.peers {
-            if !self.swarm.is_connected(peer) {
+            if !self.swarm.is_connected(peer) && !self.guard.banned(peer, now) {
                 let _ = self.swarm.dial(addr.clone());
             }
+        }
+    }
+
+    /// Bans `peer` for `fault`: its connections close and it is refused
+    /// until the ban ends.
+    fn punish(&mut self, peer: PeerId, fault: Fault) {
+        self.metrics.fault(fault);
+        if let Some(ban) = self.guard.punish(peer, fault, Instant::now()) {
+            tracing::warn!(
+                "peer {peer} sent a provably invalid message ({}): disconnected and refused for {} s",
+                fault.label(),
+                ban.as_secs()
+            );
+            self.metrics.bans.fetch_add(1, Relaxed);
+            self.metrics.banned.fetch_add(1, Relaxed);
+            self.swarm.behaviour_mut().allowed.disallow_peer(peer);
+        }
+    }
+
+    fn report(&mut self, id: &MessageId, via: &PeerId, acceptance: MessageAcceptance) {
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, via, acceptance);
+    }
+
+    /// Charges `peer`'s budget for one message of `kind`; counts what is
+    /// refused.
+    fn admit(&mut self, peer: PeerId, kind: Kind) -> bool {
+        match self.guard.admit(peer, kind, Instant::now()) {
+            Admit::Yes => true,
+            Admit::Limited => {
+                self.metrics.limited(kind);
+                false
+            }
+            Admit::Banned => false,
         }
     }
 
@@ -261,15 +359,32 @@ impl Network {
             NetCommand::Respond { channel, data } => {
                 let _ = self.swarm.behaviour_mut().rpc.send_response(channel, Bytes(data));
             }
+            NetCommand::Report {
+                id,
+                via,
+                author,
+                verdict,
+            } => match verdict {
+                Verdict::Accept => self.report(&id, &via, MessageAcceptance::Accept),
+                Verdict::Ignore => self.report(&id, &via, MessageAcceptance::Ignore),
+                Verdict::Reject(fault) => {
+                    self.report(&id, &via, MessageAcceptance::Reject);
+                    self.punish(author, fault);
+                }
+            },
+            NetCommand::Punish { peer, fault } => self.punish(peer, fault),
         }
     }
 
     async fn event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
         match ev {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
-                message, ..
+                propagation_source: via,
+                message_id: id,
+                message,
             })) => {
                 let Some(author) = message.source else {
+                    self.report(&id, &via, MessageAcceptance::Reject);
                     return;
                 };
                 let topic = if message.topic == self.topics.consensus.hash() {
@@ -277,14 +392,37 @@ impl Network {
                 } else if message.topic == self.topics.events.hash() {
                     Topic::Events
                 } else {
+                    self.report(&id, &via, MessageAcceptance::Ignore);
                     return;
                 };
+                let decoded = match from_bytes::<Gossip>("gossip", &message.data) {
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::debug!("undecodable gossip from {author}: {e}");
+                        self.report(&id, &via, MessageAcceptance::Reject);
+                        self.punish(author, Fault::Undecodable);
+                        return;
+                    }
+                };
+                let kind = match &decoded {
+                    Gossip::Offer { .. } => Kind::Offer,
+                    Gossip::Signature { .. } => Kind::Signature,
+                    Gossip::Refusal { .. } => Kind::Refusal,
+                    Gossip::CheckpointShare { .. } | Gossip::Checkpoint(_) => Kind::Checkpoint,
+                    Gossip::Consensus(_) => Kind::Consensus,
+                };
+                if !self.admit(author, kind) {
+                    self.report(&id, &via, MessageAcceptance::Ignore);
+                    return;
+                }
                 let _ = self
                     .events
                     .send(NetEvent::Gossip {
                         author,
+                        via,
+                        id,
                         topic,
-                        data: message.data,
+                        message: Box::new(decoded),
                     })
                     .await;
             }
@@ -294,11 +432,23 @@ impl Network {
                 ..
             })) => match message {
                 request_response::Message::Request { request, channel, .. } => {
+                    let Ok(decoded) = from_bytes::<Request>("request", &request.0) else {
+                        self.punish(peer, Fault::Undecodable);
+                        return;
+                    };
+                    let kind = match &decoded {
+                        Request::Consensus(consensus::Message::SyncRequest { .. }) => Kind::SyncRequest,
+                        _ => Kind::Request,
+                    };
+                    // Over budget: the channel drops unanswered.
+                    if !self.admit(peer, kind) {
+                        return;
+                    }
                     let _ = self
                         .events
                         .send(NetEvent::Request {
                             peer,
-                            data: request.0,
+                            request: Box::new(decoded),
                             channel,
                         })
                         .await;
@@ -322,8 +472,9 @@ impl Network {
                 let n = self.swarm.connected_peers().count();
                 let _ = self.events.send(NetEvent::Peers(n)).await;
             }
-            SwarmEvent::IncomingConnectionError { error, .. } => {
-                if matches!(error, libp2p::swarm::ListenError::Denied { .. }) {
+            SwarmEvent::IncomingConnectionError { error, peer_id, .. } => {
+                let banned = peer_id.is_some_and(|p| self.guard.banned(&p, Instant::now()));
+                if matches!(error, libp2p::swarm::ListenError::Denied { .. }) && !banned {
                     tracing::warn!("refused a connection from a peer not in genesis");
                     let _ = self.events.send(NetEvent::Denied).await;
                 }

@@ -30,9 +30,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::checkpoints::{CheckpointAction, Collector};
 pub use crate::cosigning::OfferError;
 use crate::cosigning::{CoSignAction, Env, Restored, Table};
+use crate::guard::Fault;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
-use crate::p2p::{NetCommand, Topic};
+use crate::p2p::{NetCommand, Topic, Verdict};
 use crate::wire::{from_bytes, to_bytes, ConsensusMessage, Gossip, Request, Response};
 
 /// About how many bytes of blocks one sync response carries.
@@ -160,6 +161,22 @@ pub(crate) struct Core {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) max_skew: u64,
     pub(crate) last_checkpoint_request: Instant,
+    /// Validators the last engine or table call found misbehaving, until
+    /// settled ([`Core::settle`]).
+    pub(crate) blamed: Vec<(u16, Fault)>,
+    /// A signature the last co-signing call found forged.
+    pub(crate) cosign_fault: Option<Fault>,
+}
+
+/// The fault a consensus misbehaviour proves.
+fn consensus_fault(what: &consensus::Misbehaviour) -> Fault {
+    use consensus::Misbehaviour as M;
+    match what {
+        M::BadShare(_) => Fault::BadSignature,
+        M::BadCertificate(_) | M::BadSync => Fault::BadCertificate,
+        M::DoubleVote(_) | M::Equivocation(_) => Fault::Equivocation,
+        M::NotLeader(_) | M::InvalidProposal(..) => Fault::InvalidProposal,
+    }
 }
 
 pub(crate) fn read(store: &RwLock<Store>) -> std::sync::RwLockReadGuard<'_, Store> {
@@ -272,7 +289,7 @@ impl Core {
                 }
                 Action::Misbehaved { peer, what } => {
                     tracing::warn!("validator {peer} misbehaved: {what:?}");
-                    self.metrics.misbehaviour.fetch_add(1, Relaxed);
+                    self.blamed.push((peer, consensus_fault(&what)));
                 }
             }
         }
@@ -329,23 +346,38 @@ impl Core {
     fn apply_checkpoint_actions(&mut self, actions: Vec<CheckpointAction>) {
         for a in actions {
             match a {
-                CheckpointAction::Certified(signed) => self.store_checkpoint(&signed),
+                CheckpointAction::Certified(signed) => {
+                    self.store_checkpoint(&signed);
+                }
                 CheckpointAction::Rebroadcast(signed) => {
                     self.publish(Topic::Events, &Gossip::Checkpoint(signed))
                 }
                 CheckpointAction::Misbehaved { validator } => {
                     tracing::debug!("validator {validator} sent a checkpoint share that does not verify");
-                    self.metrics.misbehaviour.fetch_add(1, Relaxed);
+                    self.blamed.push((validator, Fault::BadCheckpoint));
                 }
             }
         }
     }
 
-    pub(crate) fn store_checkpoint(&mut self, signed: &SignedCheckpoint) {
-        let mut s = write(&self.store);
-        if s.checkpoint(signed.checkpoint.height).ok().flatten().is_some() {
-            return;
+    /// Stores a certified checkpoint; false if its signature does not
+    /// verify (checked before the store's lock is taken).
+    pub(crate) fn store_checkpoint(&mut self, signed: &SignedCheckpoint) -> bool {
+        if read(&self.store)
+            .checkpoint(signed.checkpoint.height)
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            return true;
         }
+        if !self
+            .keyring
+            .verify_consortium(&signed.checkpoint.signing_message(), signed.signature.as_slice())
+        {
+            return false;
+        }
+        let mut s = write(&self.store);
         match s.put_checkpoint(signed, &self.keyring) {
             Ok(()) => {
                 self.metrics.checkpoints.fetch_add(1, Relaxed);
@@ -353,6 +385,21 @@ impl Core {
             }
             Err(e) => tracing::debug!("checkpoint at {}: {e}", signed.checkpoint.height),
         }
+        true
+    }
+
+    /// Bans every validator blamed since the last call but `author` (whose
+    /// fault, if any, is returned: it becomes the verdict on its message).
+    pub(crate) fn settle(&mut self, author: Option<u16>) -> Option<Fault> {
+        let mut own = None;
+        for (v, fault) in std::mem::take(&mut self.blamed) {
+            if Some(v) == author {
+                own.get_or_insert(fault);
+            } else if let Some(peer) = self.genesis_peer(v) {
+                let _ = self.net.try_send(NetCommand::Punish { peer, fault });
+            }
+        }
+        own
     }
 
     /// Runs `f` with what the co-signing table reads of this node.
@@ -403,9 +450,7 @@ impl Core {
             match a {
                 CoSignAction::Publish(g) => self.publish(Topic::Events, &g),
                 CoSignAction::Complete(d, entry) => self.ledger.add(d, *entry),
-                CoSignAction::Misbehaved => {
-                    self.metrics.misbehaviour.fetch_add(1, Relaxed);
-                }
+                CoSignAction::Misbehaved => self.cosign_fault = Some(Fault::BadSignature),
                 CoSignAction::RefusedHere { digest, refusal } => {
                     tracing::info!("refusing to co-sign {}: {refusal}", digest.short());
                 }
@@ -432,26 +477,75 @@ impl Core {
         }
     }
 
-    pub(crate) fn on_gossip(&mut self, author: PeerId, topic: Topic, data: &[u8]) -> Result<(), NodeError> {
-        let Some(&from) = self.peer_index.get(&author) else {
-            return Ok(());
+    /// Handles a gossiped message within its author's budget and reports
+    /// the verdict (relay, drop, or drop and ban the author).
+    pub(crate) fn on_gossip(
+        &mut self,
+        author: PeerId,
+        via: PeerId,
+        id: libp2p::gossipsub::MessageId,
+        topic: Topic,
+        g: Gossip,
+    ) -> Result<(), NodeError> {
+        let verdict = match self.peer_index.get(&author).copied() {
+            Some(from) => self.judge_gossip(from, topic, g)?,
+            None => Verdict::Ignore,
         };
-        let Ok(g) = from_bytes::<Gossip>("gossip", data) else {
-            self.metrics.misbehaviour.fetch_add(1, Relaxed);
-            return Ok(());
-        };
-        match (topic, g) {
+        let _ = self.net.try_send(NetCommand::Report {
+            id,
+            via,
+            author,
+            verdict,
+        });
+        Ok(())
+    }
+
+    fn judge_gossip(&mut self, from: u16, topic: Topic, g: Gossip) -> Result<Verdict, NodeError> {
+        let authority = self
+            .genesis
+            .nodes
+            .get(usize::from(from))
+            .map(|n| n.authority.clone());
+        self.cosign_fault = None;
+        let verdict = match (topic, g) {
             (Topic::Consensus, Gossip::Consensus(m)) => {
                 tracing::debug!("gossip from {from}: {}", describe(&m));
                 let actions = self.engine.handle(&mut self.ledger, from, m);
                 self.process(actions, None)?;
+                Verdict::Accept
             }
             (Topic::Events, Gossip::Offer { body, signatures }) => {
-                let _ = self.offer(body, signatures, false, None);
+                match self.offer(body, signatures, false, None) {
+                    Ok(_) if self.cosign_fault.is_some() => Verdict::Reject(Fault::BadSignature),
+                    Ok(_) => Verdict::Accept,
+                    Err(OfferError::Malformed(_) | OfferError::TooLarge { .. }) => {
+                        Verdict::Reject(Fault::Malformed)
+                    }
+                    Err(OfferError::ExtraSignatures(_)) => Verdict::Reject(Fault::ExtraSignatures),
+                    Err(_) => Verdict::Ignore,
+                }
+            }
+            // A node gossips its own authority's signatures and refusals
+            // only (others' travel inside offers).
+            (Topic::Events, Gossip::Signature { signature, .. })
+                if Some(&signature.authority) != authority.as_ref() =>
+            {
+                Verdict::Reject(Fault::ForeignSignature)
+            }
+            (Topic::Events, Gossip::Refusal { authority: by, .. }) if Some(&by) != authority.as_ref() => {
+                Verdict::Reject(Fault::ForeignSignature)
             }
             (Topic::Events, Gossip::Signature { entry, signature }) => {
-                let actions = self.cosign(|t, env| t.on_signature(env, &entry, signature));
-                self.apply_cosign(actions);
+                if self.table.wants_signature(&entry, &signature.authority) {
+                    let actions = self.cosign(|t, env| t.on_signature(env, &entry, signature));
+                    self.apply_cosign(actions);
+                    match self.cosign_fault {
+                        Some(f) => Verdict::Reject(f),
+                        None => Verdict::Accept,
+                    }
+                } else {
+                    Verdict::Ignore
+                }
             }
             (
                 Topic::Events,
@@ -461,11 +555,13 @@ impl Core {
                     reason,
                 },
             ) => {
-                let by_node = self.genesis.nodes.get(usize::from(from)).map(|n| &n.authority);
-                if by_node == Some(&authority) {
-                    let actions = self.table.on_refusal(&entry, authority, reason);
-                    self.apply_cosign(actions);
-                }
+                let actions = self.table.on_refusal(&entry, authority, reason);
+                self.apply_cosign(actions);
+                Verdict::Accept
+            }
+            // A validator gossips its own share only.
+            (Topic::Events, Gossip::CheckpointShare { validator, .. }) if validator != from => {
+                Verdict::Reject(Fault::BadCheckpoint)
             }
             (
                 Topic::Events,
@@ -474,32 +570,48 @@ impl Core {
                     validator,
                     share,
                 },
-            ) if validator == from => self.add_share(checkpoint, validator, share),
-            (Topic::Events, Gossip::Checkpoint(signed)) => self.store_checkpoint(&signed),
-            _ => {}
-        }
-        Ok(())
+            ) => {
+                self.add_share(checkpoint, validator, share);
+                Verdict::Accept
+            }
+            (Topic::Events, Gossip::Checkpoint(signed)) => {
+                if self.store_checkpoint(&signed) {
+                    Verdict::Accept
+                } else {
+                    Verdict::Reject(Fault::BadCheckpoint)
+                }
+            }
+            _ => Verdict::Reject(Fault::Malformed),
+        };
+        Ok(match self.settle(Some(from)) {
+            Some(f) => Verdict::Reject(f),
+            None => verdict,
+        })
     }
 
     pub(crate) fn on_request(
         &mut self,
         peer: PeerId,
-        data: &[u8],
+        request: Request,
         channel: ResponseChannel<Bytes>,
     ) -> Result<(), NodeError> {
         let Some(&from) = self.peer_index.get(&peer) else {
             return Ok(());
         };
-        let response = match from_bytes::<Request>("request", data) {
-            Ok(Request::Consensus(m)) => {
+        let response = match request {
+            Request::Consensus(m) => {
                 tracing::debug!("request from {from}: {}", describe(&m));
                 let actions = self.engine.handle(&mut self.ledger, from, m);
                 let mut out = Vec::new();
                 self.process(actions, Some((from, &mut out)))?;
+                if let Some(fault) = self.settle(Some(from)) {
+                    let _ = self.net.try_send(NetCommand::Punish { peer, fault });
+                    return Ok(());
+                }
                 Response::Consensus(out)
             }
-            Ok(Request::Blob(d)) => Response::Blob(read(&self.store).blob(&d).ok().flatten().map(Bytes)),
-            Ok(Request::Checkpoints { from: h }) => {
+            Request::Blob(d) => Response::Blob(read(&self.store).blob(&d).ok().flatten().map(Bytes)),
+            Request::Checkpoints { from: h } => {
                 let s = read(&self.store);
                 let mut out = Vec::new();
                 for height in h..=s.head().height.min(h.saturating_add(255)) {
@@ -508,10 +620,6 @@ impl Core {
                     }
                 }
                 Response::Checkpoints(out)
-            }
-            Err(_) => {
-                self.metrics.misbehaviour.fetch_add(1, Relaxed);
-                return Ok(());
             }
         };
         let _ = self.net.try_send(NetCommand::Respond {

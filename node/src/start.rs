@@ -118,6 +118,7 @@ pub async fn run(
         .unwrap_or(node.p2p_listen.clone())
         .parse()
         .map_err(|e| setup(&format!("p2p listen address: {e}")))?;
+    let metrics = Arc::new(Metrics::default());
     let (net_tx, net_rx) = mpsc::channel(4096);
     let (ev_tx, mut ev_rx) = mpsc::channel(4096);
     let network = Network::new(
@@ -127,11 +128,11 @@ pub async fn run(
         dial,
         net_rx,
         ev_tx,
+        metrics.clone(),
     )?;
     tokio::spawn(network.run());
 
     // API.
-    let metrics = Arc::new(Metrics::default());
     {
         let s = read(&store);
         metrics.height.store(s.head().height, Relaxed);
@@ -194,6 +195,8 @@ pub async fn run(
         metrics: metrics.clone(),
         max_skew: genesis.max_clock_skew_ms,
         last_checkpoint_request: Instant::now(),
+        blamed: Vec::new(),
+        cosign_fault: None,
     };
     // Own entries accepted before a restart.
     let saved = read(&store).pending()?;
@@ -229,12 +232,14 @@ pub async fn run(
             _ = tick.tick() => {
                 let now = now_ms();
                 let actions = core.engine.tick(&mut core.ledger, now);
-                core.process(actions, None)
+                let r = core.process(actions, None);
+                core.settle(None);
+                r
             }
             _ = slow.tick() => { core.housekeeping(); Ok(()) }
             Some(ev) = ev_rx.recv() => match ev {
-                NetEvent::Gossip { author, topic, data } => core.on_gossip(author, topic, &data),
-                NetEvent::Request { peer, data, channel } => core.on_request(peer, &data, channel),
+                NetEvent::Gossip { author, via, id, topic, message } => core.on_gossip(author, via, id, topic, *message),
+                NetEvent::Request { peer, request, channel } => core.on_request(peer, *request, channel),
                 NetEvent::Peers(n) => { metrics.peers.store(n as u64, Relaxed); Ok(()) }
                 NetEvent::Denied => { metrics.denied_peers.fetch_add(1, Relaxed); Ok(()) }
             },
@@ -247,6 +252,9 @@ pub async fn run(
                         let actions = core.engine.handle(&mut core.ledger, from, m);
                         r = core.process(actions, None);
                         if r.is_err() { break; }
+                    }
+                    if let (Some(fault), Some(peer)) = (core.settle(Some(from)), core.peers.get(usize::from(from))) {
+                        let _ = core.net.try_send(crate::p2p::NetCommand::Punish { peer: *peer, fault });
                     }
                     r
                 }

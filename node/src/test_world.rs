@@ -190,6 +190,27 @@ impl World {
         LedgerEntry::signed(body.clone(), co.finish().expect("complete"))
     }
 
+    /// The submitter's signature (the operator's of a campaign record,
+    /// else its one signer's), as its offer carries it; none if the entry
+    /// cannot be planned.
+    pub(crate) fn submitter_sig(&self, body: &EntryBody) -> Vec<provenance::AuthoritySignature> {
+        let Ok(plan) = body.signing_plan(&self.state) else {
+            return Vec::new();
+        };
+        let scheme = plan.scheme.unwrap_or(SignatureScheme::Bls12381);
+        let r = plan
+            .requests
+            .iter()
+            .find(|r| r.role == provenance::Role::Operator)
+            .or(plan.requests.first())
+            .expect("a signer");
+        vec![self
+            .signer_of(&r.authority)
+            .authority
+            .sign(scheme, &r.message)
+            .expect("sign")]
+    }
+
     /// Signs and applies one block of entries.
     pub(crate) fn commit(&mut self, bodies: Vec<EntryBody>) {
         let entries: Vec<LedgerEntry> = bodies.iter().map(|b| self.sign_all(b)).collect();

@@ -101,7 +101,7 @@ impl Application for MockApp {
     fn verify(&mut self, proposal: &Proposal<u64>) -> bool {
         proposal.payload != u64::MAX
     }
-    fn observe(&mut self, proposal: &Proposal<u64>) {
+    fn keep(&mut self, proposal: &Proposal<u64>) {
         if !self.kept.contains(proposal) {
             self.kept.push(proposal.clone());
         }
