@@ -15,15 +15,6 @@ pub const MAX_SYNC_BLOCKS: usize = 1024;
 /// finalised as ancestors of a later certified block carry none, and a
 /// run of them can be long when votes are slow.
 pub const MAX_SYNC_SPAN: usize = 16 * MAX_SYNC_BLOCKS;
-
-/// Proposal check failures that nothing learned later can cure: the
-/// proposer is blamed and the proposal is dropped unseen.
-const PROVABLY_INVALID: [&str; 4] = [
-    "parent view is not before the proposal's view",
-    "a view-0 parent must be genesis",
-    "height is not parent's height + 1",
-    "stamp goes back from the parent's",
-];
 /// Finalised blocks the engine keeps (the tip and its parent); the rest of
 /// the chain is the caller's, which answers sync requests from it
 /// ([`Action::ServeSync`], [`sync_chunk`]).
@@ -516,9 +507,33 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
     }
 
     /// Checks a proposal against the protocol's rules (not the application).
-    /// Checks a proposal against its parent and the views between. Some
-    /// failures may only mean this validator has not seen enough yet; those
-    /// in [`PROVABLY_INVALID`] cannot be cured by anything learned later.
+    /// What makes a proposal invalid whatever this validator learns later
+    /// (unlike a missing parent or nullification): checked on arrival, so
+    /// such a proposal is blamed and never kept.
+    fn provably_invalid(&self, p: &Proposal<A::Payload>) -> Option<&'static str> {
+        if p.parent_view >= p.view {
+            return Some("parent view is not before the proposal's view");
+        }
+        if p.parent_view.0 == 0 {
+            if p.parent != GENESIS {
+                return Some("a view-0 parent must be genesis");
+            }
+            if p.height.0 != 1 {
+                return Some("height is not parent's height + 1");
+            }
+        }
+        if let Some(parent) = self.blocks.get(&p.parent) {
+            if p.height.0 != parent.height.0.saturating_add(1) {
+                return Some("height is not parent's height + 1");
+            }
+            if p.stamp < parent.stamp {
+                return Some("stamp goes back from the parent's");
+            }
+        }
+        None
+    }
+
+    /// Checks a proposal against its parent and the views between.
     fn check_proposal(&self, p: &Proposal<A::Payload>) -> Result<(), &'static str> {
         if p.proposer != self.cfg.leader(p.view) {
             return Err("proposer is not the view's leader");
@@ -607,11 +622,9 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
         // With its parent's certificate in, what the proposal says of
         // itself must hold: no honest leader sends one that fails here, and
         // none is remembered.
-        if let Err(why) = self.check_proposal(&proposal) {
-            if PROVABLY_INVALID.contains(&why) {
-                self.blame(from, Misbehaviour::InvalidProposal(view, why));
-                return;
-            }
+        if let Some(why) = self.provably_invalid(&proposal) {
+            self.blame(from, Misbehaviour::InvalidProposal(view, why));
+            return;
         }
         let d = proposal.digest();
         match self.proposal_in_view.get(&view) {

@@ -71,11 +71,21 @@ fn a_proposal_at_a_fake_height_is_blamed_and_never_kept() {
             },
             "parent view is not before the proposal's view",
         ),
+        // A later view of the same leader, views between not nullified:
+        // its claim on genesis is still provably false.
+        (
+            Proposal {
+                view: View(5),
+                ..proposal(1_000_000_000, 10, 7)
+            },
+            "height is not parent's height + 1",
+        ),
     ] {
+        let p_view = p.view;
         let actions = engine.handle(&mut app, 1, propose(p));
         assert_eq!(
             blamed(&actions),
-            vec![&Misbehaviour::InvalidProposal(View(1), why)],
+            vec![&Misbehaviour::InvalidProposal(p_view, why)],
             "{actions:?}"
         );
         assert!(!voted(&actions));

@@ -69,7 +69,7 @@ impl Kind {
     /// chunk after each answer.
     pub fn budget(self) -> (f64, f64) {
         match self {
-            Kind::Offer => (300.0, 2_000.0),
+            Kind::Offer => (100.0, 1_000.0),
             Kind::Signature => (1_000.0, 4_000.0),
             Kind::Refusal => (100.0, 1_000.0),
             Kind::Checkpoint => (100.0, 1_000.0),

@@ -32,6 +32,8 @@
 //! established, before any protocol substream).
 
 pub mod api;
+#[cfg(feature = "byzantine")]
+pub mod byzantine;
 pub mod checkpoints;
 pub mod config;
 pub mod cosign;
@@ -80,6 +82,10 @@ pub fn serve(config: &std::path::Path) -> Result<(), NodeError> {
                 _ = term.recv() => {}
             }
         };
+        #[cfg(feature = "byzantine")]
+        if let Some((mode, duration)) = byzantine::from_env()? {
+            return byzantine::run(cfg, mode, duration).await.map(|_| ());
+        }
         run(cfg, shutdown).await
     })
 }

@@ -94,23 +94,11 @@ pub async fn run(
     // Network.
     let mut secret = signers.node_secret;
     let key = libp2p::identity::Keypair::ed25519_from_bytes(&mut secret).map_err(|e| setup(&e))?;
-    let mut peers = Vec::new();
-    let mut peer_index = HashMap::new();
-    let mut dial = Vec::new();
-    for n in &genesis.nodes {
-        let id: PeerId = n
-            .peer_id
-            .parse()
-            .map_err(|e| setup(&format!("peer id {}: {e}", n.peer_id)))?;
-        peers.push(id);
-        peer_index.insert(id, n.validator);
-        if n.validator != me {
-            let addr: Multiaddr = format!("{}/p2p/{}", n.p2p_listen, n.peer_id)
-                .parse()
-                .map_err(|e| setup(&format!("address of {}: {e}", n.name)))?;
-            dial.push((id, addr));
-        }
-    }
+    let GenesisPeers {
+        peers,
+        index: peer_index,
+        dial,
+    } = GenesisPeers::of(&genesis, me)?;
     let swarm = build_swarm(key, &peers)?;
     let listen: Multiaddr = cfg
         .p2p_listen
@@ -279,6 +267,42 @@ pub async fn run(
 /// Test-only (feature `collusion`): when `GOVTUNE_COLLUDE` (a comma list
 /// of authority ids) names this node's authority, its co-signing checks
 /// and its state rules on revoked sources and superseded policies are off.
+/// Genesis's peers as this node sees them.
+pub(crate) struct GenesisPeers {
+    /// Each validator's peer id, by index.
+    pub(crate) peers: Vec<PeerId>,
+    /// Validator index by peer id.
+    pub(crate) index: HashMap<PeerId, u16>,
+    /// The others' addresses, to dial.
+    pub(crate) dial: Vec<(PeerId, Multiaddr)>,
+}
+
+impl GenesisPeers {
+    pub(crate) fn of(genesis: &provenance::Genesis, me: u16) -> Result<Self, NodeError> {
+        let setup = |e: String| NodeError::Setup(e);
+        let mut out = GenesisPeers {
+            peers: Vec::new(),
+            index: HashMap::new(),
+            dial: Vec::new(),
+        };
+        for n in &genesis.nodes {
+            let id: PeerId = n
+                .peer_id
+                .parse()
+                .map_err(|e| setup(format!("peer id {}: {e}", n.peer_id)))?;
+            out.peers.push(id);
+            out.index.insert(id, n.validator);
+            if n.validator != me {
+                let addr: Multiaddr = format!("{}/p2p/{}", n.p2p_listen, n.peer_id)
+                    .parse()
+                    .map_err(|e| setup(format!("address of {}: {e}", n.name)))?;
+                out.dial.push((id, addr));
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(feature = "collusion")]
 fn colluding(table: Table, authority: &provenance::AuthorityId) -> Table {
     let named = std::env::var("GOVTUNE_COLLUDE").unwrap_or_default();

@@ -286,6 +286,12 @@ impl Testnet {
     /// Starts node `i` as its own process (detached: it outlives the
     /// runner; logs go to its log file).
     pub fn start(&mut self, i: usize) -> Result<(), TestnetError> {
+        self.start_with(i, &[])
+    }
+
+    /// Starts node `i` with extra environment variables (a test binary's
+    /// Byzantine member, for one).
+    pub fn start_with(&mut self, i: usize, env: &[(&str, &str)]) -> Result<(), TestnetError> {
         if self.alive(i) {
             return Err(TestnetError::Node(format!(
                 "{} is already running",
@@ -300,7 +306,9 @@ impl Testnet {
             .map_err(io(n.log.display()))?;
         let err = log.try_clone().map_err(io(n.log.display()))?;
         use std::os::unix::process::CommandExt;
-        let child = Command::new(&self.binary)
+        let mut cmd = Command::new(&self.binary);
+        cmd.envs(env.iter().copied());
+        let child = cmd
             .arg("node")
             .arg("--config")
             .arg(&n.config)

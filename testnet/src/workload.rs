@@ -86,11 +86,24 @@ impl Workload {
     /// The workload for `testnet` over the given texts (one source per text,
     /// alternating between the data-source authorities).
     pub fn new(testnet: &Testnet, texts: &[(&str, &[u8])]) -> Result<Self, WorkloadError> {
-        let (_, keyring) = genesis::load_genesis(&testnet.genesis_path())
-            .map_err(|e| WorkloadError::Other(e.to_string()))?;
         let ds: Vec<usize> = (0..testnet.nodes.len())
             .filter(|&i| testnet.nodes[i].role == "data-source")
             .collect();
+        Self::with_sources_on(testnet, texts, &ds)
+    }
+
+    /// The workload with its sources registered by the data-source nodes
+    /// `ds` only (alternating).
+    pub fn with_sources_on(
+        testnet: &Testnet,
+        texts: &[(&str, &[u8])],
+        ds: &[usize],
+    ) -> Result<Self, WorkloadError> {
+        if ds.is_empty() {
+            return Err(WorkloadError::Other("no data-source node".into()));
+        }
+        let (_, keyring) = genesis::load_genesis(&testnet.genesis_path())
+            .map_err(|e| WorkloadError::Other(e.to_string()))?;
         let gov = testnet.by_role("governance")?;
         let op = testnet.by_role("operator")?;
         let now = now_ms();
