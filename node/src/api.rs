@@ -39,6 +39,9 @@ use crate::runtime::{ApiCommand, EntryStatus, OfferError};
 
 /// Most leaves one `/v1/log/leaves` answer carries.
 pub const MAX_LEAVES: u64 = 256;
+/// About the most leaf bytes one `/v1/log/leaves` answer carries: it stops
+/// early (at least one leaf) and the client asks again from there.
+pub const MAX_LEAVES_BYTES: usize = 8 << 20;
 
 /// Shared state of the API handlers.
 #[derive(Clone)]
@@ -55,6 +58,8 @@ pub struct ApiState {
     max_blob: usize,
     limiter: Arc<Mutex<RateLimiter>>,
     traces: Arc<crate::trace::TraceCache>,
+    trusted_proxies: Arc<Vec<IpAddr>>,
+    metrics_here: bool,
 }
 
 impl ApiState {
@@ -84,6 +89,8 @@ impl ApiState {
             max_blob: cfg.max_blob_bytes,
             limiter: Arc::new(Mutex::new(RateLimiter::new(cfg.rate_per_sec, cfg.rate_burst))),
             traces: Default::default(),
+            trusted_proxies: Arc::new(cfg.trusted_proxies.clone()),
+            metrics_here: cfg.metrics_listen.is_none(),
         }
     }
 
@@ -129,6 +136,10 @@ impl ApiError {
             status,
             reason: reason.into(),
         }
+    }
+    /// The status it answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
     pub(crate) fn bad(reason: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, reason)
@@ -208,12 +219,35 @@ impl RateLimiter {
     }
 }
 
+/// The client a request comes from: its peer address, or, when that is a
+/// trusted proxy, the right-most `X-Forwarded-For` address that is not.
+pub fn client_of(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|a| !trusted.contains(a))
+        .unwrap_or(peer)
+}
+
+/// Per-client rate limit, then every 4xx answered as a JSON reason (the
+/// framework's own rejections and 405s included).
 async fn limit(State(s): State<ApiState>, req: Request, next: Next) -> Response {
-    let ip = req
+    let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let ip = client_of(peer, req.headers(), &s.trusted_proxies);
     let ok = s
         .limiter
         .lock()
@@ -226,8 +260,64 @@ async fn limit(State(s): State<ApiState>, req: Request, next: Next) -> Response 
     };
     if resp.status().is_client_error() {
         s.metrics.api_refused.fetch_add(1, Relaxed);
+        return json_reason(resp).await;
     }
     resp
+}
+
+/// A 4xx that is not JSON yet, as `{"error": ...}` with its text (or the
+/// status's reason when it has none).
+async fn json_reason(resp: Response) -> Response {
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let reason = if text.is_empty() {
+        match parts.status {
+            StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this endpoint".to_string(),
+            st => st.canonical_reason().unwrap_or("refused").to_lowercase(),
+        }
+    } else {
+        text
+    };
+    let mut out = (parts.status, Json(ErrorBody { error: reason })).into_response();
+    if let Some(allow) = parts.headers.get(header::ALLOW) {
+        out.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    out
+}
+
+/// Which role's admin token a write needs, by method and path.
+fn write_role(method: &axum::http::Method, path: &str) -> Option<(Role, &'static str)> {
+    use axum::http::Method;
+    match (method, path) {
+        (&Method::POST, "/v1/sources") => Some((Role::DataSource, "sources")),
+        (&Method::POST, "/v1/revocations") => Some((Role::DataSource, "revocations")),
+        (&Method::POST, "/v1/policies") => Some((Role::Governance, "policies")),
+        (&Method::POST, "/v1/campaigns") => Some((Role::Operator, "campaigns")),
+        (&Method::POST, "/v1/events") => Some((Role::Operator, "campaign records")),
+        (&Method::PUT, p) if p.starts_with("/v1/blobs/") => Some((Role::Operator, "blobs")),
+        _ => None,
+    }
+}
+
+/// Authorises a write before anything of its body is read.
+async fn admin_gate(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+    if let Some((role, what)) = write_role(req.method(), req.uri().path()) {
+        if let Err(e) = authorize(&s, req.headers(), role, what) {
+            return e.into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// The API router.
@@ -261,7 +351,16 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/sources/{id}/entries", get(crate::trace::source_entries))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(middleware::from_fn_with_state(state.clone(), admin_gate))
         .layer(middleware::from_fn_with_state(state.clone(), limit))
+        .with_state(state)
+}
+
+/// `/metrics` alone, for its own listener (`metrics_listen`).
+pub fn metrics_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_anywhere))
+        .fallback(|| async { ApiError::not_found("only /metrics is served here") })
         .with_state(state)
 }
 
@@ -509,12 +608,17 @@ async fn leaves(State(s): State<ApiState>, Query(r): Query<LeavesQuery>) -> ApiR
         return Err(ApiError::bad(format!("at most {MAX_LEAVES} leaves per request")));
     }
     let mut out = Vec::new();
+    let mut total = 0usize;
     for i in r.start..r.end {
+        if total >= MAX_LEAVES_BYTES {
+            break;
+        }
         let bytes = st
             .entry_bytes(i)
             .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::internal(format!("leaf {i} missing")))?;
         let e: provenance::LedgerEntry = provenance::decode(&bytes).map_err(ApiError::internal)?;
+        total += bytes.len();
         out.push(LogLeaf {
             index: i,
             digest: e.body.digest(),
@@ -693,6 +797,14 @@ async fn campaign(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResul
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {
+    if !s.metrics_here {
+        return ApiError::not_found("metrics are served on this node's metrics_listen address")
+            .into_response();
+    }
+    metrics_anywhere(State(s)).await
+}
+
+async fn metrics_anywhere(State(s): State<ApiState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),
@@ -713,5 +825,36 @@ mod tests {
         assert!(!r.take(ip, t));
         assert!(r.take(ip, t + std::time::Duration::from_millis(150)));
         assert!(r.take(IpAddr::from([10, 0, 0, 1]), t));
+    }
+
+    #[test]
+    fn behind_a_trusted_proxy_the_client_is_the_last_untrusted_forwarded_address() {
+        let proxy = IpAddr::from([10, 0, 0, 1]);
+        let inner = IpAddr::from([10, 0, 0, 2]);
+        let client = IpAddr::from([203, 0, 113, 7]);
+        let mut h = HeaderMap::new();
+        // A client may put anything first; only what the proxies appended
+        // counts.
+        h.insert(
+            "x-forwarded-for",
+            "198.51.100.1, 203.0.113.7, 10.0.0.2".parse().expect("header"),
+        );
+        assert_eq!(client_of(proxy, &h, &[proxy, inner]), client);
+        // Not from a trusted proxy: the header is ignored.
+        assert_eq!(client_of(client, &h, &[proxy, inner]), client);
+        let other = IpAddr::from([192, 0, 2, 9]);
+        assert_eq!(client_of(other, &h, &[proxy]), other);
+        // No usable header: the proxy itself.
+        assert_eq!(client_of(proxy, &HeaderMap::new(), &[proxy]), proxy);
+        // Two clients behind one proxy get two buckets.
+        let mut r = RateLimiter::new(1, 1);
+        let t = Instant::now();
+        let mut a = HeaderMap::new();
+        a.insert("x-forwarded-for", "203.0.113.7".parse().expect("header"));
+        let mut b = HeaderMap::new();
+        b.insert("x-forwarded-for", "203.0.113.8".parse().expect("header"));
+        assert!(r.take(client_of(proxy, &a, &[proxy]), t));
+        assert!(r.take(client_of(proxy, &b, &[proxy]), t));
+        assert!(!r.take(client_of(proxy, &a, &[proxy]), t));
     }
 }

@@ -8,6 +8,10 @@
 //! # optional: listen addresses (default: the ones genesis lists)
 //! # p2p_listen = "/ip4/0.0.0.0/tcp/7100"
 //! # api_listen = "0.0.0.0:8100"
+//! # optional: /metrics on its own address (then not on the API's)
+//! # metrics_listen = "127.0.0.1:9100"
+//! # optional: reverse proxies whose X-Forwarded-For names the client
+//! # trusted_proxies = ["127.0.0.1"]
 //! ```
 //!
 //! Consensus timing and the block budget are consortium-wide: they are in
@@ -47,6 +51,14 @@ pub struct NodeConfig {
     /// Burst of requests allowed per client address.
     #[serde(default = "default_burst")]
     pub rate_burst: u32,
+    /// Where `/metrics` is served instead of the API's address, if set.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
+    /// Reverse proxies in front of the API: for a request from one of
+    /// them, the client is the right-most address of `X-Forwarded-For` that
+    /// is not a trusted proxy (per-client limits then see the client).
+    #[serde(default)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 fn default_body() -> usize {
@@ -97,6 +109,8 @@ impl NodeConfig {
             max_blob_bytes: default_blob(),
             rate_per_sec: default_rate(),
             rate_burst: default_burst(),
+            metrics_listen: None,
+            trusted_proxies: Vec::new(),
         }
     }
 

@@ -128,9 +128,28 @@ pub async fn run(
     }
     let (api_tx, mut api_rx) = mpsc::channel(1024);
     let api_addr = cfg.api_listen.clone().unwrap_or(node.api_listen.clone());
-    let listener = tokio::net::TcpListener::bind(&api_addr)
-        .await
-        .map_err(|e| setup(&format!("API address {api_addr}: {e}")))?;
+    let bind = |addr: &str, what: &str| -> Result<std::net::TcpListener, NodeError> {
+        let l =
+            std::net::TcpListener::bind(addr).map_err(|e| setup(&format!("{what} address {addr}: {e}")))?;
+        l.set_nonblocking(true).map_err(|e| setup(&e))?;
+        Ok(l)
+    };
+    let listener = bind(&api_addr, "API")?;
+    let metrics_listener = match &cfg.metrics_listen {
+        Some(a) => Some(bind(a, "metrics")?),
+        None => None,
+    };
+    // The API runs on its own threads: no load on it delays the core's
+    // consensus work.
+    let api_rt = ApiRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("api")
+            .enable_all()
+            .build()
+            .map_err(|e| setup(&format!("API runtime: {e}")))?,
+    ));
+    let api_handle = api_rt.handle().cloned().ok_or_else(|| setup(&"API runtime"))?;
     let state = ApiState::new(
         store.clone(),
         api_tx,
@@ -144,7 +163,26 @@ pub async fn run(
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut api_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
+    if let Some(l) = metrics_listener {
+        let router = api::metrics_router(state.clone());
+        let mut stop = stop_rx.clone();
+        api_handle.spawn(async move {
+            let Ok(l) = tokio::net::TcpListener::from_std(l) else {
+                tracing::error!("metrics listener unusable");
+                return;
+            };
+            let _ = axum::serve(l, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+        });
+    }
+    let server = api_handle.spawn(async move {
+        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+            tracing::error!("API listener unusable");
+            return;
+        };
         let app = api::router(state);
         let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
@@ -267,6 +305,24 @@ pub async fn run(
 /// Test-only (feature `collusion`): when `GOVTUNE_COLLUDE` (a comma list
 /// of authority ids) names this node's authority, its co-signing checks
 /// and its state rules on revoked sources and superseded policies are off.
+/// The API's runtime: shut down without blocking when dropped (it is
+/// dropped inside the node's own runtime).
+struct ApiRuntime(Option<tokio::runtime::Runtime>);
+
+impl ApiRuntime {
+    fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(|r| r.handle())
+    }
+}
+
+impl Drop for ApiRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// Genesis's peers as this node sees them.
 pub(crate) struct GenesisPeers {
     /// Each validator's peer id, by index.

@@ -19,11 +19,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::Json;
 use provenance::api::{
-    BaseLineage, CitedEntry, ListingAnswer, TraceAnswer, TraceRequest, TracedBlock, TracedEvent,
-    TracedExample, TracedSource,
+    BaseLineage, CitedEntry, ListingAnswer, ListingQuery, TraceAnswer, TraceRequest, TracedBlock,
+    TracedEvent, TracedExample, TracedSource, MAX_LISTING_BYTES, MAX_LISTING_ENTRIES,
 };
 use provenance::{Canonical, Digest, EntryBody, LedgerEntry, SignedCheckpoint};
 use storage::{IndexPrefix, Store};
@@ -37,11 +37,41 @@ use crate::runtime::ApiCommand;
 /// Longest prompt or output a trace accepts (bytes).
 pub const MAX_TRACE_TEXT: usize = 4096;
 
+/// Traces waiting for the one-at-a-time gate at most; more are refused
+/// with 429.
+pub const MAX_TRACE_QUEUE: usize = 8;
+
 /// Prepared campaigns and the one-at-a-time gate.
 #[derive(Default)]
 pub struct TraceCache {
     prepared: Mutex<HashMap<Digest, Arc<PreparedTrace>>>,
     gate: tokio::sync::Mutex<()>,
+    queued: std::sync::atomic::AtomicUsize,
+}
+
+/// A place in the trace queue, given back when dropped.
+struct Queued<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl TraceCache {
+    /// A place in the queue, or 429 when [`MAX_TRACE_QUEUE`] traces wait.
+    fn enqueue(&self) -> Result<Queued<'_>, ApiError> {
+        let q = &self.queued;
+        let before = q.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let place = Queued(q);
+        if before >= MAX_TRACE_QUEUE {
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                format!("{MAX_TRACE_QUEUE} traces are already waiting here; retry later"),
+            ));
+        }
+        Ok(place)
+    }
 }
 
 /// A trace method name this build does not know.
@@ -97,23 +127,45 @@ fn latest(st: &Store) -> Result<SignedCheckpoint, ApiError> {
         .ok_or_else(|| ApiError::conflict("no certified checkpoint yet"))
 }
 
-/// Every entry under the latest checkpoint whose index the prefix lists,
-/// with proofs, and how many listed entries are not certified yet.
-fn cited_listing(s: &ApiState, prefix: &IndexPrefix) -> Result<Json<ListingAnswer>, ApiError> {
+/// One page of the entries the prefix lists under the checkpoint the query
+/// names (the latest by default), with proofs, and how many listed entries
+/// that checkpoint does not cover.
+fn cited_listing(
+    s: &ApiState,
+    prefix: &IndexPrefix,
+    q: ListingQuery,
+) -> Result<Json<ListingAnswer>, ApiError> {
     let st = s.store();
-    let cp = latest(&st)?;
+    let cp = match q.height {
+        None => latest(&st)?,
+        Some(h) => st
+            .checkpoint(h)
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::not_found(format!("no certified checkpoint at height {h} here")))?,
+    };
     let size = cp.checkpoint.size;
     let indexes = st.query(prefix).map_err(ApiError::internal)?;
     let uncertified = indexes.iter().filter(|i| **i >= size).count() as u64;
-    let entries = indexes
+    let mut rest = indexes
         .into_iter()
-        .filter(|i| *i < size)
-        .map(|i| cite(&st, i, size))
-        .collect::<Result<Vec<_>, _>>()?;
+        .filter(|i| *i < size && q.after.is_none_or(|a| *i > a))
+        .peekable();
+    let (mut entries, mut bytes) = (Vec::new(), 0usize);
+    while let Some(&i) = rest.peek() {
+        if entries.len() >= MAX_LISTING_ENTRIES || (bytes >= MAX_LISTING_BYTES && !entries.is_empty()) {
+            break;
+        }
+        let c = cite(&st, i, size)?;
+        bytes += c.leaf.len() / 2;
+        entries.push(c);
+        rest.next();
+    }
+    let next = rest.peek().and(entries.last().map(|c: &CitedEntry| c.index));
     Ok(Json(ListingAnswer {
         checkpoint: s.checkpoint_answer(&cp),
         entries,
         uncertified,
+        next,
     }))
 }
 
@@ -122,12 +174,13 @@ fn cited_listing(s: &ApiState, prefix: &IndexPrefix) -> Result<Json<ListingAnswe
 pub async fn campaign_entries(
     State(s): State<ApiState>,
     Path(id): Path<String>,
+    Query(q): Query<ListingQuery>,
 ) -> Result<Json<ListingAnswer>, ApiError> {
     let id = crate::api::parse_digest(&id)?;
     if s.store().state().campaign_state(&id).is_none() {
         return Err(ApiError::not_found(format!("campaign {id} is not registered")));
     }
-    cited_listing(&s, &IndexPrefix::campaign(&id))
+    cited_listing(&s, &IndexPrefix::campaign(&id), q)
 }
 
 /// `GET /v1/sources/{id}/entries`: the source's manifest and every entry
@@ -135,12 +188,13 @@ pub async fn campaign_entries(
 pub async fn source_entries(
     State(s): State<ApiState>,
     Path(id): Path<String>,
+    Query(q): Query<ListingQuery>,
 ) -> Result<Json<ListingAnswer>, ApiError> {
     let id = crate::api::parse_digest(&id)?;
     if s.store().state().source_state(&id).is_none() {
         return Err(ApiError::not_found(format!("source {id} is not registered")));
     }
-    cited_listing(&s, &IndexPrefix::source(&id))
+    cited_listing(&s, &IndexPrefix::source(&id), q)
 }
 
 /// The closed campaign's record with each chain entry's log index.
@@ -239,6 +293,7 @@ pub async fn post_trace(
     let top_examples = req.top_examples.unwrap_or(3).min(64);
     let top_events = req.top_events.unwrap_or(5).min(64);
     let (record, chain_index, campaign_index, close_index) = campaign_record(&s.store(), &req.campaign)?;
+    let _place = s.traces().enqueue()?;
     let _gate = s.traces().gate.lock().await;
     let prep = prepared(&s, record.clone()).await?;
     let (prompt, output) = (req.prompt.clone(), req.output.clone());
@@ -369,4 +424,21 @@ fn base_lineage(st: &Store, base: &Digest, size: u64) -> Result<BaseLineage, Api
         policy: cite_digest(st, &cs.campaign.policy, size)?,
         sources,
     })
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    #[test]
+    fn the_trace_queue_refuses_beyond_its_bound_and_frees_places() {
+        let cache = TraceCache::default();
+        let places: Vec<_> = (0..MAX_TRACE_QUEUE)
+            .map(|_| cache.enqueue().map_err(|e| format!("{e:?}")).expect("a place"))
+            .collect();
+        let full = cache.enqueue().err().expect("full");
+        assert_eq!(full.status(), axum::http::StatusCode::TOO_MANY_REQUESTS);
+        drop(places);
+        assert!(cache.enqueue().is_ok(), "places freed");
+    }
 }

@@ -274,7 +274,23 @@ fn a_listing_embeds_the_checkpoint_answer() {
             checkpoint: CheckpointAnswer::new(&signed_checkpoint(), "note\n".into()),
             entries: vec![cited.clone()],
             uncertified: 2,
+            next: Some(0),
         },
-        json!({ "checkpoint": checkpoint_wire(), "entries": [cited], "uncertified": 2 }),
+        json!({ "checkpoint": checkpoint_wire(), "entries": [cited], "uncertified": 2, "next": 0 }),
     );
+    // An answer without a cursor (a node before paging) is the last page.
+    let old: ListingAnswer = serde_json::from_value(
+        json!({ "checkpoint": checkpoint_wire(), "entries": [cited], "uncertified": 2 }),
+    )
+    .expect("decodes");
+    assert_eq!(old.next, None);
+    assert_eq!(
+        ListingQuery {
+            after: Some(7),
+            height: Some(3)
+        }
+        .to_query(),
+        "after=7&height=3"
+    );
+    assert_eq!(ListingQuery::default().to_query(), "");
 }

@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 
-use provenance::api::{CitedEntry, ListingAnswer};
+use provenance::api::{CitedEntry, ListingAnswer, ListingQuery};
 use provenance::entry::MemoryLedgerView;
 use provenance::record::{CampaignRecord, RecordError};
 use provenance::{Campaign, Canonical, Digest, EntryBody, LedgerEntry, SignedCheckpoint};
@@ -369,11 +369,31 @@ impl Verifier {
         let cp = self.light.checkpoint_from_answer(&a.checkpoint)?;
         self.accept(&cp)?;
         let mut out = Vec::new();
-        for c in &a.entries {
-            let e = self.check_cited(&cp, c)?;
-            out.push((c.index, e));
+        let mut page = a;
+        loop {
+            for c in &page.entries {
+                if out.last().is_some_and(|(i, _): &Verified| c.index <= *i) {
+                    return Err(malformed(format!("listing page goes back to entry {}", c.index)));
+                }
+                let e = self.check_cited(&cp, c)?;
+                out.push((c.index, e));
+            }
+            let Some(after) = page.next else {
+                break;
+            };
+            if page.entries.last().map(|c| c.index) != Some(after) {
+                return Err(malformed("a listing cursor that is not the page's last entry"));
+            }
+            // Every page under the first page's checkpoint.
+            let q = ListingQuery {
+                after: Some(after),
+                height: Some(cp.checkpoint.height),
+            };
+            page = answer(self.node.get_json(&format!("{path}?{}", q.to_query())))?;
+            if self.light.checkpoint_from_answer(&page.checkpoint)? != cp {
+                return Err(malformed("a listing page under another checkpoint"));
+            }
         }
-        out.sort_by_key(|(i, _)| *i);
         Ok((cp, out))
     }
 

@@ -47,8 +47,9 @@ fn all_leaves(node: &Client, size: u64) -> Vec<Vec<u8>> {
     while start < size {
         let end = (start + 256).min(size);
         let a = node.leaves(start, end).expect("leaves");
+        assert!(!a.leaves.is_empty(), "no leaves for {start}..{end}");
+        start += a.leaves.len() as u64;
         out.extend(a.leaves.into_iter().map(|l| l.leaf.0));
-        start = end;
     }
     out
 }

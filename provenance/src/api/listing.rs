@@ -36,8 +36,35 @@ impl CitedEntry {
     }
 }
 
-/// A listing's answer: every entry the node indexes under the campaign or
-/// source that the latest checkpoint covers, cited under it.
+/// A listing's query: the page after log index `after`, under the
+/// certified checkpoint at `height` (both absent: the first page, under the
+/// node's latest checkpoint).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListingQuery {
+    /// The cursor: the last index of the previous page.
+    pub after: Option<u64>,
+    /// The height of the checkpoint the first page was under.
+    pub height: Option<u64>,
+}
+
+impl ListingQuery {
+    /// The query string (without `?`), empty for the first page.
+    pub fn to_query(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(a) = self.after {
+            parts.push(format!("after={a}"));
+        }
+        if let Some(h) = self.height {
+            parts.push(format!("height={h}"));
+        }
+        parts.join("&")
+    }
+}
+
+/// A page of a listing: entries the node indexes under the campaign or
+/// source that the checkpoint covers, cited under it, in log order. A page
+/// holds at most [`MAX_LISTING_ENTRIES`] entries and about
+/// [`MAX_LISTING_BYTES`] of leaves; `next` is the cursor of the next one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ListingAnswer {
     /// The checkpoint every proof is under.
@@ -46,4 +73,13 @@ pub struct ListingAnswer {
     pub entries: Vec<CitedEntry>,
     /// Listed entries newer than the checkpoint, left out.
     pub uncertified: u64,
+    /// The cursor to ask the next page with (`after`), if there is more.
+    #[serde(default)]
+    pub next: Option<u64>,
 }
+
+/// Most entries one listing page cites.
+pub const MAX_LISTING_ENTRIES: usize = 256;
+/// About the most leaf bytes one listing page carries (a page always holds
+/// at least one entry).
+pub const MAX_LISTING_BYTES: usize = 8 << 20;
