@@ -12,6 +12,9 @@
 //! # metrics_listen = "127.0.0.1:9100"
 //! # optional: reverse proxies whose X-Forwarded-For names the client
 //! # trusted_proxies = ["127.0.0.1"]
+//! # optional: what one authority may have pending here
+//! # max_pending_per_authority = 4096
+//! # max_pending_bytes_per_authority = 67108864
 //! ```
 //!
 //! Consensus timing and the block budget are consortium-wide: they are in
@@ -54,6 +57,14 @@ pub struct NodeConfig {
     /// Where `/metrics` is served instead of the API's address, if set.
     #[serde(default)]
     pub metrics_listen: Option<String>,
+    /// Entries one authority may have pending (waiting for co-signatures
+    /// or a block) at this node; more are refused (429 from the API, not
+    /// taken from a peer).
+    #[serde(default = "default_pending_entries")]
+    pub max_pending_per_authority: usize,
+    /// Canonical bytes one authority may have pending at this node.
+    #[serde(default = "default_pending_bytes")]
+    pub max_pending_bytes_per_authority: usize,
     /// Reverse proxies in front of the API: for a request from one of
     /// them, the client is the right-most address of `X-Forwarded-For` that
     /// is not a trusted proxy (per-client limits then see the client).
@@ -72,6 +83,12 @@ fn default_rate() -> u32 {
 }
 fn default_burst() -> u32 {
     4000
+}
+fn default_pending_entries() -> usize {
+    4_096
+}
+fn default_pending_bytes() -> usize {
+    64 << 20
 }
 
 /// Why a configuration was refused.
@@ -110,6 +127,8 @@ impl NodeConfig {
             rate_per_sec: default_rate(),
             rate_burst: default_burst(),
             metrics_listen: None,
+            max_pending_per_authority: default_pending_entries(),
+            max_pending_bytes_per_authority: default_pending_bytes(),
             trusted_proxies: Vec::new(),
         }
     }

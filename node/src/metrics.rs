@@ -60,6 +60,8 @@ pub struct Metrics {
     pub limited: [AtomicU64; Kind::ALL.len()],
     /// Bans of peers begun.
     pub bans: AtomicU64,
+    /// Entries refused because their authority had its cap pending here.
+    pub pending_full: AtomicU64,
     /// Peers banned now.
     pub banned: AtomicU64,
     /// Certified checkpoints stored.
@@ -100,7 +102,7 @@ impl Metrics {
     /// The exposition text.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let gauges: [(&str, &str, &str, &AtomicU64); 16] = [
+        let gauges: [(&str, &str, &str, &AtomicU64); 17] = [
             (
                 "govtune_traces_total",
                 "counter",
@@ -159,6 +161,12 @@ impl Metrics {
                 &self.bans,
             ),
             ("govtune_peers_banned", "gauge", "Peers banned now.", &self.banned),
+            (
+                "govtune_pending_full_total",
+                "counter",
+                "Entries refused: their authority had its cap pending here.",
+                &self.pending_full,
+            ),
             (
                 "govtune_checkpoints_total",
                 "counter",

@@ -371,14 +371,11 @@ impl Core {
         {
             return true;
         }
-        if !self
-            .keyring
-            .verify_consortium(&signed.checkpoint.signing_message(), signed.signature.as_slice())
-        {
+        let Ok(verified) = storage::VerifiedCheckpoint::check(signed, &self.keyring) else {
             return false;
-        }
+        };
         let mut s = write(&self.store);
-        match s.put_checkpoint(signed, &self.keyring) {
+        match s.put_verified_checkpoint(verified) {
             Ok(()) => {
                 self.metrics.checkpoints.fetch_add(1, Relaxed);
                 self.checkpoints.stored(signed.checkpoint.height);
@@ -437,8 +434,12 @@ impl Core {
         restored: Option<Restored>,
     ) -> Result<Digest, OfferError> {
         let r = self.cosign(|t, env| t.offer(env, body, sigs, own, restored));
-        if let Err(e @ OfferError::NotStored(_)) = &r {
-            tracing::error!("{e}");
+        match &r {
+            Err(e @ OfferError::NotStored(_)) => tracing::error!("{e}"),
+            Err(OfferError::Full { .. }) => {
+                self.metrics.pending_full.fetch_add(1, Relaxed);
+            }
+            _ => {}
         }
         let (digest, actions) = r?;
         self.apply_cosign(actions);

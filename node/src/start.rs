@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use crate::api::{self, ApiState};
 use crate::checkpoints::Collector;
 use crate::config::NodeConfig;
-use crate::cosigning::{OfferError, PendingRecord, Restored, Table};
+use crate::cosigning::{OfferError, PendingCaps, PendingRecord, Restored, Table};
 use crate::ledger::{BlockLimits, Ledger};
 use crate::metrics::Metrics;
 use crate::p2p::{build_swarm, NetEvent, Network, Topics};
@@ -210,7 +210,11 @@ pub async fn run(
         ledger,
         table: colluding(
             Table::new(node.authority.clone(), genesis.params.max_block_bytes as usize)
-                .with_expiry(Duration::from_millis(genesis.params.pending_expiry_ms)),
+                .with_expiry(Duration::from_millis(genesis.params.pending_expiry_ms))
+                .with_caps(PendingCaps {
+                    entries: cfg.max_pending_per_authority,
+                    bytes: cfg.max_pending_bytes_per_authority,
+                }),
             &node.authority,
         ),
         checkpoints: Collector::new(me),

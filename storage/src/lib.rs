@@ -167,6 +167,19 @@ fn digest_from(what: &str, b: &[u8]) -> Result<Digest> {
     Ok(Digest(a))
 }
 
+/// A certified checkpoint whose consortium signature verified.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifiedCheckpoint<'a>(&'a SignedCheckpoint);
+
+impl<'a> VerifiedCheckpoint<'a> {
+    /// Checks `cp`'s consortium signature against the genesis keys.
+    pub fn check(cp: &'a SignedCheckpoint, keyring: &KeyRing) -> Result<Self> {
+        cp.verify(keyring)
+            .map_err(|e| StoreError::Checkpoint(e.to_string()))?;
+        Ok(Self(cp))
+    }
+}
+
 /// A node's RocksDB store.
 pub struct Store {
     db: DB,
@@ -423,8 +436,15 @@ impl Store {
     /// certifies this log's root at its size and that its time is the stamp
     /// of this chain's block at its height.
     pub fn put_checkpoint(&mut self, cp: &SignedCheckpoint, keyring: &KeyRing) -> Result<()> {
+        self.put_verified_checkpoint(VerifiedCheckpoint::check(cp, keyring)?)
+    }
+
+    /// [`Store::put_checkpoint`] of a checkpoint whose signature was checked
+    /// before (so a caller holding the store behind a lock checks it
+    /// without the lock).
+    pub fn put_verified_checkpoint(&mut self, v: VerifiedCheckpoint<'_>) -> Result<()> {
+        let cp = v.0;
         let c = &cp.checkpoint;
-        // Cheap checks first: the pairing check comes last.
         if c.origin != self.origin {
             return Err(StoreError::Checkpoint(format!(
                 "origin {:?} is not this log's {:?}",
@@ -459,8 +479,6 @@ impl Store {
                 c.time.0, c.height
             )));
         }
-        cp.verify(keyring)
-            .map_err(|e| StoreError::Checkpoint(e.to_string()))?;
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_CHECKPOINTS)?, u64_key(c.height), cp.encode());
         let newer = self

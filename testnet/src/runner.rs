@@ -122,6 +122,9 @@ pub struct NodeSettings {
     /// Authorities whose nodes collude (test-only: a binary built with
     /// the node's `collusion` feature turns off their checks).
     pub collude: Vec<String>,
+    /// Each node's cap on entries one authority may have pending there
+    /// (node configuration `max_pending_per_authority`).
+    pub max_pending_per_authority: Option<usize>,
 }
 
 /// A local testnet.
@@ -199,10 +202,13 @@ impl Testnet {
         for rec in &c.dealt.genesis.nodes {
             let ndir = dir.join("nodes").join(&rec.name);
             let config = ndir.join("node.toml");
-            let text = format!(
+            let mut text = format!(
                 "genesis = \"../../genesis.json\"\nkeys = \"node.key\"\nadmin_token = \"admin.token\"\ndata_dir = \"../../data/{}\"\n",
                 rec.name
             );
+            if let Some(cap) = settings.max_pending_per_authority {
+                text.push_str(&format!("max_pending_per_authority = {cap}\n"));
+            }
             fs::write(&config, text).map_err(io(config.display()))?;
             let role = c
                 .dealt

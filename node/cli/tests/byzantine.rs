@@ -50,6 +50,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// What the attack must show in the honest nodes' metrics.
+#[derive(Debug, Clone, Copy)]
 enum Expect {
     /// Provably invalid: counted under this misbehaviour kind, the member
     /// banned.
@@ -57,6 +58,10 @@ enum Expect {
     /// A valid flood: counted as rate-limited under this kind, nobody
     /// banned.
     Limited(&'static str),
+    /// A valid flood of entries: rate-limited as offers, and, with each
+    /// node holding at most this many pending per authority, refused at
+    /// that cap (the other authorities' entries still commit).
+    Capped(usize),
 }
 
 fn attacked(mode: &str, expect: Expect) {
@@ -64,6 +69,10 @@ fn attacked(mode: &str, expect: Expect) {
     let settings = NodeSettings {
         view_timeout_ms: Some(1500),
         heartbeat_ms: Some(300),
+        max_pending_per_authority: match expect {
+            Expect::Capped(cap) => Some(cap),
+            _ => None,
+        },
         ..NodeSettings::default()
     };
     let mut t =
@@ -211,6 +220,26 @@ fn attacked(mode: &str, expect: Expect) {
             );
             c
         }
+        Expect::Capped(_) => {
+            let limited: Vec<u64> = metrics
+                .iter()
+                .map(|m| metric(m, "govtune_rate_limited_total{kind=\"offer\"}"))
+                .collect();
+            let full: Vec<u64> = metrics
+                .iter()
+                .map(|m| metric(m, "govtune_pending_full_total"))
+                .collect();
+            assert!(
+                limited.iter().any(|n| *n > 0),
+                "{mode}: offers never limited: {limited:?}"
+            );
+            assert!(
+                full.iter().all(|n| *n > 0),
+                "{mode}: the pending cap never bit: {full:?}"
+            );
+            assert_eq!(bans, vec![0; HONEST.len()], "{mode}: a valid flood is not banned");
+            full
+        }
         Expect::Limited(kind) => {
             let c: Vec<u64> = metrics
                 .iter()
@@ -256,7 +285,7 @@ fn byzantine_member_duplicate_signatures() {
 
 #[test]
 fn byzantine_member_offer_spam() {
-    attacked("offer-spam", Expect::Limited("offer"));
+    attacked("offer-spam", Expect::Capped(64));
 }
 
 #[test]
