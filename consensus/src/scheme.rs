@@ -5,7 +5,7 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use provenance::crypto::{ConsortiumSignatureShare, ConsortiumSigner};
+use provenance::crypto::{ConsortiumSignatureShare, ConsortiumSigner, VerifiedSignatures};
 use provenance::{Bytes, KeyRing};
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -36,6 +36,7 @@ pub trait CertificateScheme {
 pub struct BlsThreshold {
     keyring: Arc<KeyRing>,
     signer: Arc<ConsortiumSigner>,
+    verified: Arc<VerifiedSignatures>,
 }
 
 impl Debug for BlsThreshold {
@@ -49,7 +50,21 @@ impl Debug for BlsThreshold {
 impl BlsThreshold {
     /// The scheme of validator `signer` under `keyring`.
     pub fn new(keyring: Arc<KeyRing>, signer: Arc<ConsortiumSigner>) -> Self {
-        Self { keyring, signer }
+        Self::with_cache(keyring, signer, Arc::default())
+    }
+
+    /// The scheme, with shares and certificates found in `verified` (checked
+    /// before, on another thread) taken without a pairing.
+    pub fn with_cache(
+        keyring: Arc<KeyRing>,
+        signer: Arc<ConsortiumSigner>,
+        verified: Arc<VerifiedSignatures>,
+    ) -> Self {
+        Self {
+            keyring,
+            signer,
+            verified,
+        }
     }
 }
 
@@ -60,7 +75,8 @@ impl CertificateScheme for BlsThreshold {
         self.signer.sign_share(message).share
     }
     fn verify_share(&self, signer: ValidatorIndex, message: &[u8], share: &Bytes) -> bool {
-        self.keyring.verify_consortium_share(
+        self.verified.verify_share(
+            &self.keyring,
             &ConsortiumSignatureShare {
                 validator: signer,
                 share: share.clone(),
@@ -81,6 +97,7 @@ impl CertificateScheme for BlsThreshold {
         self.keyring.combine_verified_consortium_shares(&shares).ok()
     }
     fn verify_certificate(&self, message: &[u8], certificate: &Bytes) -> bool {
-        self.keyring.verify_consortium(message, certificate.as_slice())
+        self.verified
+            .verify_signature(&self.keyring, message, certificate.as_slice())
     }
 }

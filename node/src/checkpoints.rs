@@ -9,8 +9,9 @@
 //! share whose signature does not verify is reported and dropped.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use provenance::crypto::ConsortiumSignatureShare;
+use provenance::crypto::{ConsortiumSignatureShare, VerifiedSignatures};
 use provenance::{Bytes, Checkpoint, KeyRing, SignedCheckpoint};
 
 /// Heights above the head a share is kept for (a node a few blocks behind
@@ -48,6 +49,7 @@ struct Height {
 pub struct Collector {
     me: u16,
     heights: BTreeMap<u64, Height>,
+    verified: Arc<VerifiedSignatures>,
 }
 
 impl Collector {
@@ -56,7 +58,15 @@ impl Collector {
         Self {
             me,
             heights: BTreeMap::new(),
+            verified: Arc::default(),
         }
+    }
+
+    /// The collector, taking shares found in `verified` (checked before,
+    /// on another thread) without a pairing.
+    pub fn with_cache(mut self, verified: Arc<VerifiedSignatures>) -> Self {
+        self.verified = verified;
+        self
     }
 
     /// Heights with shares being collected.
@@ -93,7 +103,7 @@ impl Collector {
                 validator,
                 share: share.clone(),
             };
-            if !keyring.verify_consortium_share(&s, &cp.signing_message()) {
+            if !self.verified.verify_share(keyring, &s, &cp.signing_message()) {
                 return vec![CheckpointAction::Misbehaved { validator }];
             }
         }

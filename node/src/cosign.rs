@@ -14,7 +14,7 @@
 //!   the decision recorded; a refusal's reason is re-derived the same way;
 //! * operator: signs only the measurements its own tools submitted.
 
-use provenance::admission::{admit, check_memorisation, AdmissionContext};
+use provenance::admission::{admit_committed, check_memorisation, AdmissionContext};
 use provenance::crypto::CoSignature;
 use provenance::event::ExampleRecord;
 use provenance::{
@@ -289,7 +289,8 @@ fn admission_of(
     let Some(m) = ctx.state.source(source) else {
         return Ok(None);
     };
-    let sig = (ctx.manifest_signature)(source).ok_or(R::ManifestSignatureMissing(*source))?;
+    // Committed: its signature was checked when its block was.
+    (ctx.manifest_signature)(source).ok_or(R::ManifestSignatureMissing(*source))?;
     let revocations = ctx.state.revocations();
     let a = AdmissionContext {
         keyring: ctx.keyring,
@@ -298,7 +299,7 @@ fn admission_of(
         revocations: &revocations,
         time,
     };
-    Ok(Some(admit(&a, m, &sig)))
+    Ok(Some(admit_committed(&a, m)))
 }
 
 fn check_governance(body: &EntryBody, ctx: &CheckContext<'_>) -> Result<(), CoSignRefusal> {

@@ -181,6 +181,8 @@ pub type Persist<'a> = dyn Fn(&Digest, &[u8]) -> Result<(), String> + 'a;
 pub struct Env<'a> {
     /// Genesis keys.
     pub keyring: &'a KeyRing,
+    /// Signatures already verified (by the verifier beside the core).
+    pub verified: &'a provenance::crypto::VerifiedSignatures,
     /// This node's authority signer.
     pub signer: &'a AuthoritySigner,
     /// Committed ledger state.
@@ -694,7 +696,7 @@ impl Table {
         let Some(req) = p.plan.requests.iter().find(|r| r.authority == sig.authority) else {
             return Added::Not;
         };
-        if env.keyring.verify(&sig, &req.message).is_ok() {
+        if env.verified.verify_authority(env.keyring, &sig, &req.message) {
             p.sigs.insert(sig.authority.clone(), sig);
             Added::Yes
         } else {

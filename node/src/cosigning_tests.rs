@@ -47,8 +47,10 @@ impl<'w> Node<'w> {
             self.persisted.borrow_mut().push(*d);
             Ok(())
         };
+        let verified = provenance::crypto::VerifiedSignatures::default();
         let env = Env {
             keyring: &self.w.keyring,
+            verified: &verified,
             signer: &self.w.signers[self.index].authority,
             state: &self.w.state,
             committed: &committed,

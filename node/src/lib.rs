@@ -46,6 +46,7 @@ pub mod p2p;
 pub mod runtime;
 pub mod start;
 pub mod trace;
+pub mod verifier;
 pub mod wire;
 
 #[cfg(test)]

@@ -166,6 +166,8 @@ pub(crate) struct Core {
     pub(crate) blamed: Vec<(u16, Fault)>,
     /// A signature the last co-signing call found forged.
     pub(crate) cosign_fault: Option<Fault>,
+    /// Consortium signatures checked off this task.
+    pub(crate) verified: Arc<provenance::crypto::VerifiedSignatures>,
 }
 
 /// The fault a consensus misbehaviour proves.
@@ -371,7 +373,8 @@ impl Core {
         {
             return true;
         }
-        let Ok(verified) = storage::VerifiedCheckpoint::check(signed, &self.keyring) else {
+        let Ok(verified) = storage::VerifiedCheckpoint::check_cached(signed, &self.keyring, &self.verified)
+        else {
             return false;
         };
         let mut s = write(&self.store);
@@ -413,6 +416,7 @@ impl Core {
         let persist = |d: &Digest, rec: &[u8]| st.put_pending(d, rec).map_err(|e| e.to_string());
         let env = Env {
             keyring: &self.keyring,
+            verified: &self.verified,
             signer: &self.signer,
             state: st.state(),
             committed: &committed,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use consensus::{BlsThreshold, Config, Engine, SafetyState};
 use libp2p::{Multiaddr, PeerId};
 use provenance::codec::decode_raw;
+use provenance::crypto::VerifiedSignatures;
 use provenance::{Bytes, Canonical};
 use storage::Store;
 use tokio::sync::mpsc;
@@ -25,6 +26,7 @@ use crate::ledger::{BlockLimits, Ledger};
 use crate::metrics::Metrics;
 use crate::p2p::{build_swarm, NetEvent, Network, Topics};
 use crate::runtime::{describe, now_ms, read, Core, Internal, NodeError};
+use crate::verifier::{carries_signatures, Verifier};
 
 /// A running node's addresses.
 #[derive(Debug, Clone)]
@@ -77,7 +79,10 @@ pub async fn run(
     };
     let mut ledger = Ledger::new(store.clone(), keyring.clone(), limits, tip);
     let consortium = Arc::new(signers.consortium);
-    let scheme = BlsThreshold::new(keyring.clone(), consortium.clone());
+    // Consortium signatures checked on the verifier's threads, found here
+    // by the engine and the checkpoint collector without a pairing.
+    let verified = Arc::new(VerifiedSignatures::default());
+    let scheme = BlsThreshold::with_cache(keyring.clone(), consortium.clone(), verified.clone());
     let ccfg = Config::new(
         me,
         genesis.consortium.n,
@@ -217,7 +222,8 @@ pub async fn run(
                 }),
             &node.authority,
         ),
-        checkpoints: Collector::new(me),
+        checkpoints: Collector::new(me).with_cache(verified.clone()),
+        verified: verified.clone(),
         peer_index,
         peers,
         net: net_tx,
@@ -252,6 +258,16 @@ pub async fn run(
     }
     core.process(start, None)?;
 
+    let (checked_tx, mut checked_rx) = mpsc::channel(4096);
+    let verifier = Verifier::spawn(
+        core.keyring.clone(),
+        verified.clone(),
+        store.clone(),
+        checked_tx,
+        2,
+        4096,
+    )
+    .map_err(|e| setup(&format!("verifier threads: {e}")))?;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut slow = tokio::time::interval(Duration::from_secs(1));
@@ -268,11 +284,16 @@ pub async fn run(
             }
             _ = slow.tick() => { core.housekeeping(); Ok(()) }
             Some(ev) = ev_rx.recv() => match ev {
-                NetEvent::Gossip { author, via, id, topic, message } => core.on_gossip(author, via, id, topic, *message),
-                NetEvent::Request { peer, request, channel } => core.on_request(peer, *request, channel),
-                NetEvent::Peers(n) => { metrics.peers.store(n as u64, Relaxed); Ok(()) }
-                NetEvent::Denied => { metrics.denied_peers.fetch_add(1, Relaxed); Ok(()) }
+                NetEvent::Gossip { ref message, .. } if carries_signatures(message) => {
+                    match verifier.submit(ev) {
+                        Ok(()) => Ok(()),
+                        // Its queue is full: checked here.
+                        Err(ev) => on_net(&mut core, &metrics, *ev),
+                    }
+                }
+                ev => on_net(&mut core, &metrics, ev),
             },
+            Some(ev) = checked_rx.recv() => on_net(&mut core, &metrics, ev),
             Some(cmd) = api_rx.recv() => { core.on_api(cmd); Ok(()) }
             Some(i) = internal_rx.recv() => match i {
                 Internal::Replies { from, messages } => {
@@ -309,6 +330,32 @@ pub async fn run(
 /// Test-only (feature `collusion`): when `GOVTUNE_COLLUDE` (a comma list
 /// of authority ids) names this node's authority, its co-signing checks
 /// and its state rules on revoked sources and superseded policies are off.
+/// Hands a network event to the core.
+fn on_net(core: &mut Core, metrics: &Metrics, ev: NetEvent) -> Result<(), NodeError> {
+    match ev {
+        NetEvent::Gossip {
+            author,
+            via,
+            id,
+            topic,
+            message,
+        } => core.on_gossip(author, via, id, topic, *message),
+        NetEvent::Request {
+            peer,
+            request,
+            channel,
+        } => core.on_request(peer, *request, channel),
+        NetEvent::Peers(n) => {
+            metrics.peers.store(n as u64, Relaxed);
+            Ok(())
+        }
+        NetEvent::Denied => {
+            metrics.denied_peers.fetch_add(1, Relaxed);
+            Ok(())
+        }
+    }
+}
+
 /// The API's runtime: shut down without blocking when dropped (it is
 /// dropped inside the node's own runtime).
 struct ApiRuntime(Option<tokio::runtime::Runtime>);

@@ -106,6 +106,25 @@ pub fn admit(
     if let Err(e) = verify_cosignature(ctx.keyring, None, &[manifest_sign_request(manifest)], signature) {
         return refuse(BadSignature, e.to_string());
     }
+    rules(ctx, manifest)
+}
+
+/// [`admit`] of a manifest the log committed: its co-signature was
+/// verified before its block was final, so the same decision follows from
+/// the rules alone (a co-signer judging a step against the committed state
+/// saves a pairing per source).
+pub fn admit_committed(ctx: &AdmissionContext<'_>, manifest: &DataSourceManifest) -> Admission {
+    use RefusalReason::*;
+    if let Err(e) = manifest.check() {
+        return refuse(BadSignature, format!("manifest is malformed: {e}"));
+    }
+    rules(ctx, manifest)
+}
+
+/// The admission rules after the signature: revocation, validity window,
+/// license, purpose, depth.
+fn rules(ctx: &AdmissionContext<'_>, manifest: &DataSourceManifest) -> Admission {
+    use RefusalReason::*;
     let source = manifest.source_id();
     if let Some(r) = ctx
         .revocations

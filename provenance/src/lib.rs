@@ -43,7 +43,7 @@ pub mod revocation;
 pub mod signers;
 pub mod state;
 
-pub use admission::{admit, check_memorisation, Admission, AdmissionContext};
+pub use admission::{admit, admit_committed, check_memorisation, Admission, AdmissionContext};
 pub use block::BlockHeader;
 pub use campaign::{BaseModel, Campaign, CampaignClose, ModelShape, SketchSpec, SourceCount};
 pub use chain::EventView;

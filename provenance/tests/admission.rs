@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use provenance::admission::{
-    admit, block_within_depth, check_memorisation, manifest_sign_request, routing_mask, Admission,
-    AdmissionContext,
+    admit, admit_committed, block_within_depth, check_memorisation, manifest_sign_request, routing_mask,
+    Admission, AdmissionContext,
 };
 use provenance::crypto::{CoSignature, SignatureScheme};
 use provenance::*;
@@ -53,7 +53,19 @@ fn run(
         revocations,
         time: Timestamp(t),
     };
-    admit(&ctx, m, sig)
+    let a = admit(&ctx, m, sig);
+    // A committed manifest's signature verified when its block did: the
+    // rules alone give the same decision whenever the signature holds.
+    if !matches!(
+        &a,
+        Admission::Refuse {
+            reason: RefusalReason::BadSignature,
+            ..
+        }
+    ) {
+        assert_eq!(admit_committed(&ctx, m), a);
+    }
+    a
 }
 
 const NOW: u64 = T0 + 500;

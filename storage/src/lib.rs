@@ -178,6 +178,22 @@ impl<'a> VerifiedCheckpoint<'a> {
             .map_err(|e| StoreError::Checkpoint(e.to_string()))?;
         Ok(Self(cp))
     }
+
+    /// [`Self::check`], taking a signature found in `verified` (checked
+    /// before, elsewhere) without a pairing.
+    pub fn check_cached(
+        cp: &'a SignedCheckpoint,
+        keyring: &KeyRing,
+        verified: &provenance::crypto::VerifiedSignatures,
+    ) -> Result<Self> {
+        if verified.verify_signature(keyring, &cp.checkpoint.signing_message(), cp.signature.as_slice()) {
+            Ok(Self(cp))
+        } else {
+            Err(StoreError::Checkpoint(
+                "the consortium signature does not verify".into(),
+            ))
+        }
+    }
 }
 
 /// A node's RocksDB store.

@@ -23,10 +23,12 @@
 //! `min_pk` directly, which reads `blsttc`'s encodings (same curve groups,
 //! same hash-to-curve suite and DST).
 
+mod cache;
 mod cosign;
 mod keyring;
 mod signer;
 
+pub use cache::VerifiedSignatures;
 pub use cosign::{verify_cosignature, CoSignature, CoSigner, SignRequest, SignerBitmap};
 pub use keyring::{AuthorityKeys, KeyRing};
 pub use signer::{
