@@ -15,6 +15,8 @@
 //! # optional: what one authority may have pending here
 //! # max_pending_per_authority = 4096
 //! # max_pending_bytes_per_authority = 67108864
+//! # optional: threads checking signatures beside consensus (0: none)
+//! # verifier_threads = 1
 //! ```
 //!
 //! Consensus timing and the block budget are consortium-wide: they are in
@@ -65,6 +67,10 @@ pub struct NodeConfig {
     /// Canonical bytes one authority may have pending at this node.
     #[serde(default = "default_pending_bytes")]
     pub max_pending_bytes_per_authority: usize,
+    /// Threads that check gossiped signatures beside the task that drives
+    /// consensus (`node::verifier`); 0 checks them on that task.
+    #[serde(default = "default_verifier_threads")]
+    pub verifier_threads: usize,
     /// Reverse proxies in front of the API: for a request from one of
     /// them, the client is the right-most address of `X-Forwarded-For` that
     /// is not a trusted proxy (per-client limits then see the client).
@@ -83,6 +89,9 @@ fn default_rate() -> u32 {
 }
 fn default_burst() -> u32 {
     4000
+}
+fn default_verifier_threads() -> usize {
+    1
 }
 fn default_pending_entries() -> usize {
     4_096
@@ -127,6 +136,7 @@ impl NodeConfig {
             rate_per_sec: default_rate(),
             rate_burst: default_burst(),
             metrics_listen: None,
+            verifier_threads: default_verifier_threads(),
             max_pending_per_authority: default_pending_entries(),
             max_pending_bytes_per_authority: default_pending_bytes(),
             trusted_proxies: Vec::new(),

@@ -259,15 +259,20 @@ pub async fn run(
     core.process(start, None)?;
 
     let (checked_tx, mut checked_rx) = mpsc::channel(4096);
-    let verifier = Verifier::spawn(
-        core.keyring.clone(),
-        verified.clone(),
-        store.clone(),
-        checked_tx,
-        2,
-        4096,
-    )
-    .map_err(|e| setup(&format!("verifier threads: {e}")))?;
+    let verifier = match cfg.verifier_threads {
+        0 => None,
+        n => Some(
+            Verifier::spawn(
+                core.keyring.clone(),
+                verified.clone(),
+                store.clone(),
+                checked_tx,
+                n,
+                4096,
+            )
+            .map_err(|e| setup(&format!("verifier threads: {e}")))?,
+        ),
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut slow = tokio::time::interval(Duration::from_secs(1));
@@ -283,16 +288,20 @@ pub async fn run(
                 r
             }
             _ = slow.tick() => { core.housekeeping(); Ok(()) }
-            Some(ev) = ev_rx.recv() => match ev {
-                NetEvent::Gossip { ref message, .. } if carries_signatures(message) => {
-                    match verifier.submit(ev) {
-                        Ok(()) => Ok(()),
-                        // Its queue is full: checked here.
-                        Err(ev) => on_net(&mut core, &metrics, *ev),
+            Some(ev) = ev_rx.recv() => {
+                // Signatures to the verifier (back when its queue is full:
+                // then checked here).
+                let here = match &verifier {
+                    Some(v) if matches!(&ev, NetEvent::Gossip { message, .. } if carries_signatures(message)) => {
+                        v.submit(ev).err().map(|e| *e)
                     }
+                    _ => Some(ev),
+                };
+                match here {
+                    Some(ev) => on_net(&mut core, &metrics, ev),
+                    None => Ok(()),
                 }
-                ev => on_net(&mut core, &metrics, ev),
-            },
+            }
             Some(ev) = checked_rx.recv() => on_net(&mut core, &metrics, ev),
             Some(cmd) = api_rx.recv() => { core.on_api(cmd); Ok(()) }
             Some(i) = internal_rx.recv() => match i {

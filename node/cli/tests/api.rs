@@ -3,7 +3,7 @@
 //! uploads at once cost the node less than 64 MiB), every 4xx is a JSON
 //! reason (the framework's rejections and 405s included), and listings page
 //! with a cursor under one checkpoint, which `govtune verify source`
-//! follows to the end.
+//! follows to the end; `metrics_listen` moves `/metrics` off the API.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -85,9 +85,17 @@ fn the_api_authorises_before_reading_answers_json_and_pages_listings() {
     };
     let mut t =
         Testnet::create(dir.path(), 4, Path::new(env!("CARGO_BIN_EXE_govtune")), &settings).expect("testnet");
+    // The operator's node serves /metrics on its own address.
+    let op_i = t.by_role("operator").expect("op");
+    let metrics_addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        l.local_addr().expect("addr").to_string()
+    };
+    let mut cfg = std::fs::read_to_string(&t.nodes[op_i].config).expect("config");
+    cfg.push_str(&format!("metrics_listen = \"{metrics_addr}\"\n"));
+    std::fs::write(&t.nodes[op_i].config, cfg).expect("config");
     t.start_all().expect("start");
     t.wait_all_healthy(Duration::from_secs(120)).expect("healthy");
-    let op_i = t.by_role("operator").expect("op");
     let op_addr = t.nodes[op_i].api.clone();
     let pid = t.nodes[op_i].pid.expect("pid");
 
@@ -154,6 +162,14 @@ fn the_api_authorises_before_reading_answers_json_and_pages_listings() {
     json_reason("bad query", get("/v1/log/leaves?start=x&end=1"), 400);
     json_reason("bad path", get("/v1/sources/not-a-digest"), 400);
     json_reason("unknown endpoint", get("/v1/nothing-here"), 404);
+    json_reason("metrics moved to their own address", get("/metrics"), 404);
+    let (code, text) = raw(
+        &metrics_addr,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        0,
+    );
+    assert_eq!(code, 200);
+    assert!(text.contains("govtune_height"), "{text}");
     json_reason(
         "wrong method",
         raw(
