@@ -151,6 +151,11 @@ pub enum CoSignRefusal {
     /// A memorisation refusal whose signals are all under the thresholds.
     #[error("no memorisation signal exceeds the policy's threshold")]
     NoMemorisationSignal,
+    /// A step or composite whose memorisation signals exceed the policy's
+    /// thresholds: the policy wants it rolled back and recorded as a
+    /// refusal, not committed.
+    #[error("its memorisation signal breaks the policy ({0}): the step must be rolled back and refused, not committed")]
+    MemorisationNotRolledBack(String),
     /// A refusal names another reason than the policy gives.
     #[error("source {} is refused for {actual}, not {claimed}", .source_id.short())]
     WrongReason {
@@ -313,6 +318,12 @@ fn check_governance(body: &EntryBody, ctx: &CheckContext<'_>) -> Result<(), CoSi
     }
     if let Some((_, _, records, time)) = event_parts(body) {
         check_time(ctx, time)?;
+        if let Some(e) = body.event() {
+            let p = ctx.state.policy(policy).ok_or(R::UnknownPolicy(*policy))?;
+            if let Some(detail) = check_memorisation(p, &e.measurement.signals) {
+                return Err(R::MemorisationNotRolledBack(detail));
+            }
+        }
         // One admission (and one manifest signature check) per source, not
         // per record.
         let mut admissions: std::collections::HashMap<Digest, Option<Admission>> = Default::default();

@@ -889,3 +889,22 @@ fn an_offer_is_checked_submitter_first_at_most_one_signature_per_signer() {
     assert!(!t.wants_signature(&d, &label("tuning-lab")), "already in");
     assert!(t.wants_signature(&d, &label("folio-society")));
 }
+
+/// Governance refuses a step whose recorded memorisation signal breaks the
+/// policy: the policy wants it rolled back and refused, not committed.
+/// The data sources' checks do not look at signals.
+#[test]
+fn governance_refuses_a_step_whose_memorisation_signal_breaks_the_policy() {
+    let w = World::new();
+    let limit = w.policy.memorisation.canary_exposure;
+    let mut step = w.step(T0);
+    step.measurement.signals.canary_exposure = limit * 2.0;
+    assert_refused!(
+        verdict_of(&w, GOV, EntryBody::Step(step.clone()), T0 + 1_000),
+        CoSignRefusal::MemorisationNotRolledBack(_)
+    );
+    assert!(verdict_of(&w, GLOBE, EntryBody::Step(step.clone()), T0 + 1_000).is_none());
+    // At the threshold: signed.
+    step.measurement.signals.canary_exposure = limit;
+    assert!(verdict_of(&w, GOV, EntryBody::Step(step), T0 + 1_000).is_none());
+}
