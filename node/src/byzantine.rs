@@ -15,17 +15,17 @@ use std::time::{Duration, Instant};
 
 use consensus::{Height, Message, Proposal, View, GENESIS};
 use provenance::{
-    AuthoritySignature, AuthoritySigner, Bytes, Canonical, Checkpoint, DataClass, DataSourceManifest, Digest,
-    EntryBody, Genesis, License, Purpose, RightsBasis, Segmentation, SignatureScheme, Timestamp,
+    AuthoritySignature, AuthoritySigner, Bytes, Checkpoint, DataClass, DataSourceManifest, Digest, EntryBody,
+    Genesis, License, Purpose, RightsBasis, Segmentation, SignatureScheme, Timestamp,
 };
 use rand::RngCore;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
-use crate::p2p::{build_swarm, NetCommand, NetEvent, Network, Topic, Topics, Verdict};
+use crate::p2p::{NetCommand, NetEvent, Topic, Verdict};
 use crate::runtime::{now_ms, NodeError};
-use crate::start::GenesisPeers;
+use crate::start::{join, Joined};
 use crate::wire::{to_bytes, BlockPayload, ConsensusMessage, Gossip, Request};
 
 /// How the member attacks.
@@ -449,28 +449,19 @@ pub async fn run(cfg: NodeConfig, mode: Mode, duration: Duration) -> Result<Repo
         .get(usize::from(me))
         .cloned()
         .ok_or_else(|| setup(&"validator not in genesis"))?;
-    let mut secret = signers.node_secret;
-    let key = libp2p::identity::Keypair::ed25519_from_bytes(&mut secret).map_err(|e| setup(&e))?;
-    let GenesisPeers { peers, dial, .. } = GenesisPeers::of(&genesis, me)?;
-    let swarm = build_swarm(key, &peers)?;
-    let listen = cfg
-        .p2p_listen
-        .clone()
-        .unwrap_or(node.p2p_listen.clone())
-        .parse()
-        .map_err(|e| setup(&format!("p2p listen address: {e}")))?;
-    let (net_tx, net_rx) = mpsc::channel(65_536);
-    let (ev_tx, mut ev_rx) = mpsc::channel(4096);
-    let network = Network::new(
-        swarm,
-        listen,
-        Topics::new(&genesis.digest().to_string()),
-        dial,
-        net_rx,
-        ev_tx,
+    let Joined {
+        peers,
+        net: net_tx,
+        events: mut ev_rx,
+        ..
+    } = join(
+        &cfg,
+        &genesis,
+        signers.node_secret,
+        me,
         Arc::new(Metrics::default()),
+        65_536,
     )?;
-    tokio::spawn(network.run());
     tracing::warn!(
         "Byzantine member with {}'s keys: {} for {} s",
         node.name,

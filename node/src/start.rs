@@ -24,7 +24,7 @@ use crate::config::NodeConfig;
 use crate::cosigning::{OfferError, PendingCaps, PendingRecord, Restored, Table};
 use crate::ledger::{BlockLimits, Ledger};
 use crate::metrics::Metrics;
-use crate::p2p::{build_swarm, NetEvent, Network, Topics};
+use crate::p2p::{build_swarm, NetCommand, NetEvent, Network, Topics};
 use crate::runtime::{describe, now_ms, read, Core, Internal, NodeError};
 use crate::verifier::{carries_signatures, Verifier};
 
@@ -97,33 +97,13 @@ pub async fn run(
     engine.restore_blocks(&mut ledger, kept);
 
     // Network.
-    let mut secret = signers.node_secret;
-    let key = libp2p::identity::Keypair::ed25519_from_bytes(&mut secret).map_err(|e| setup(&e))?;
-    let GenesisPeers {
+    let metrics = Arc::new(Metrics::default());
+    let Joined {
         peers,
         index: peer_index,
-        dial,
-    } = GenesisPeers::of(&genesis, me)?;
-    let swarm = build_swarm(key, &peers)?;
-    let listen: Multiaddr = cfg
-        .p2p_listen
-        .clone()
-        .unwrap_or(node.p2p_listen.clone())
-        .parse()
-        .map_err(|e| setup(&format!("p2p listen address: {e}")))?;
-    let metrics = Arc::new(Metrics::default());
-    let (net_tx, net_rx) = mpsc::channel(4096);
-    let (ev_tx, mut ev_rx) = mpsc::channel(4096);
-    let network = Network::new(
-        swarm,
-        listen,
-        Topics::new(&genesis.digest().to_string()),
-        dial,
-        net_rx,
-        ev_tx,
-        metrics.clone(),
-    )?;
-    tokio::spawn(network.run());
+        net: net_tx,
+        events: mut ev_rx,
+    } = join(&cfg, &genesis, signers.node_secret, me, metrics.clone(), 4096)?;
 
     // API.
     {
@@ -381,6 +361,63 @@ impl Drop for ApiRuntime {
             rt.shutdown_background();
         }
     }
+}
+
+/// A node's network, running on its own task.
+pub(crate) struct Joined {
+    /// Each validator's peer id, by index.
+    pub(crate) peers: Vec<PeerId>,
+    /// Validator index by peer id.
+    pub(crate) index: HashMap<PeerId, u16>,
+    /// Commands to the network.
+    pub(crate) net: mpsc::Sender<NetCommand>,
+    /// What the network reports.
+    pub(crate) events: mpsc::Receiver<NetEvent>,
+}
+
+/// Starts validator `me`'s network: its swarm (identity `node_secret`) over
+/// genesis's peers, listening where `cfg` says (else genesis), on its own
+/// task; `commands` bounds the command queue.
+pub(crate) fn join(
+    cfg: &NodeConfig,
+    genesis: &provenance::Genesis,
+    mut node_secret: [u8; 32],
+    me: u16,
+    metrics: Arc<Metrics>,
+    commands: usize,
+) -> Result<Joined, NodeError> {
+    let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
+    let node = genesis
+        .nodes
+        .get(usize::from(me))
+        .ok_or_else(|| setup(&"validator not in genesis"))?;
+    let key = libp2p::identity::Keypair::ed25519_from_bytes(&mut node_secret).map_err(|e| setup(&e))?;
+    let GenesisPeers { peers, index, dial } = GenesisPeers::of(genesis, me)?;
+    let swarm = build_swarm(key, &peers)?;
+    let listen: Multiaddr = cfg
+        .p2p_listen
+        .clone()
+        .unwrap_or(node.p2p_listen.clone())
+        .parse()
+        .map_err(|e| setup(&format!("p2p listen address: {e}")))?;
+    let (net, net_rx) = mpsc::channel(commands);
+    let (ev_tx, events) = mpsc::channel(4096);
+    let network = Network::new(
+        swarm,
+        listen,
+        Topics::new(&genesis.digest().to_string()),
+        dial,
+        net_rx,
+        ev_tx,
+        metrics,
+    )?;
+    tokio::spawn(network.run());
+    Ok(Joined {
+        peers,
+        index,
+        net,
+        events,
+    })
 }
 
 /// Genesis's peers as this node sees them.

@@ -598,3 +598,14 @@ impl Testnet {
         }
     }
 }
+
+/// A process's resident memory in bytes (Linux `/proc/<pid>/status`), if
+/// it can be read.
+pub fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}

@@ -18,13 +18,7 @@ const MACBETH: &[u8] = include_bytes!("../../../testnet/fixtures/macbeth.txt");
 const TWELFTH_NIGHT: &[u8] = include_bytes!("../../../testnet/fixtures/twelfth_night.txt");
 
 fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmRSS")
-        * 1024
+    testnet::runner::resident_bytes(pid).expect("the node's resident memory")
 }
 
 /// Sends one raw HTTP/1.1 request (headers, then up to `body_len` bytes of

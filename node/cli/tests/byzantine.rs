@@ -25,15 +25,8 @@ const ATTACK_SECONDS: u64 = 28;
 const PROBE_FOR: Duration = Duration::from_secs(20);
 const COMMIT_WITHIN: Duration = Duration::from_secs(10);
 
-/// Resident memory of a process (bytes).
 fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmRSS")
-        * 1024
+    testnet::runner::resident_bytes(pid).expect("the node's resident memory")
 }
 
 /// The value of `name` (with its labels, if any) in a Prometheus text.
