@@ -37,6 +37,13 @@ impl<'w> Node<'w> {
         Table::new(self.w.signers[self.index].authority.authority().clone(), 4 << 20)
     }
 
+    /// A peer's offer of `body` to table `t`, carrying its submitter's
+    /// signature as an honest submitter's offer does.
+    fn peer_offer(&self, t: &mut Table, body: EntryBody) -> Result<(Digest, Vec<CoSignAction>), OfferError> {
+        let sigs = self.w.submitter_sig(&body);
+        self.with(|env| t.offer(env, body, sigs, false, None))
+    }
+
     fn with<R>(&self, f: impl FnOnce(&Env<'_>) -> R) -> R {
         let committed = |_: &Digest| false;
         let sigs = |d: &Digest| self.w.manifest_sigs.get(d).cloned();
@@ -247,15 +254,7 @@ fn a_data_source_refuses_each_bad_use_of_its_source() {
     for index in [GLOBE, FOLIO, GOV] {
         let n = Node::new(&w, index);
         let mut t = n.table();
-        let r = n.with(|env| {
-            t.offer(
-                env,
-                EntryBody::Step(w.step(T0)),
-                w.submitter_sig(&EntryBody::Step(w.step(T0))),
-                false,
-                None,
-            )
-        });
+        let r = n.peer_offer(&mut t, EntryBody::Step(w.step(T0)));
         assert!(
             matches!(&r, Err(OfferError::Refused(m)) if m.contains("was revoked")),
             "{r:?}"
@@ -343,15 +342,7 @@ fn governance_refuses_what_the_policy_does_not_allow() {
     assert_eq!(verdict_of(&w, GOV, EntryBody::Step(step), T0 + 1_000), None);
     let n = Node::new(&w, GOV);
     let mut t = n.table();
-    let r = n.with(|env| {
-        t.offer(
-            env,
-            EntryBody::Step(w.step(T0)),
-            w.submitter_sig(&EntryBody::Step(w.step(T0))),
-            false,
-            None,
-        )
-    });
+    let r = n.peer_offer(&mut t, EntryBody::Step(w.step(T0)));
     assert!(
         matches!(&r, Err(OfferError::Refused(m)) if m.contains("superseded")),
         "{r:?}"
@@ -440,16 +431,8 @@ fn own_entries_are_reoffered_with_back_off_and_others_forgotten() {
     // Another authority's entry is dropped after a while; an own one stays.
     let g = Node::new(&w, GLOBE);
     let mut gt = g.table();
-    g.with(|env| {
-        gt.offer(
-            env,
-            EntryBody::Step(w.step(T0)),
-            w.submitter_sig(&EntryBody::Step(w.step(T0))),
-            false,
-            None,
-        )
-    })
-    .expect("peer offer");
+    g.peer_offer(&mut gt, EntryBody::Step(w.step(T0)))
+        .expect("peer offer");
     assert_eq!(gt.len(), 1);
     gt.tick(Instant::now() + FORGET_OTHERS_AFTER + Duration::from_secs(1));
     assert!(gt.is_empty());
@@ -556,12 +539,10 @@ fn an_entry_too_large_for_a_block_is_refused_and_not_relayed() {
     let fits = provenance::codec::encode(&step).len();
     let n = Node::new(&w, GOV);
     let mut t = Table::new(w.signers[GOV].authority.authority().clone(), fits + 1);
-    let r = n.with(|env| t.offer(env, step.clone(), w.submitter_sig(&step), false, None));
+    let r = n.peer_offer(&mut t, step.clone());
     assert!(matches!(r, Err(OfferError::TooLarge { .. })), "{r:?}");
     let mut t = Table::new(w.signers[GOV].authority.authority().clone(), 64 << 10);
-    let (_, actions) = n
-        .with(|env| t.offer(env, step.clone(), w.submitter_sig(&step), false, None))
-        .expect("a step fits 64 KiB");
+    let (_, actions) = n.peer_offer(&mut t, step.clone()).expect("a step fits 64 KiB");
     assert_eq!(signatures(&actions).len(), 1);
 }
 
@@ -637,9 +618,7 @@ fn a_pending_step_expires_when_its_source_is_revoked() {
     for index in [GLOBE, FOLIO] {
         let n = Node::new(&w, index);
         let mut nt = n.table();
-        let (_, actions) = n
-            .with(|env| nt.offer(env, step.clone(), w.submitter_sig(&step), false, None))
-            .expect("taken");
+        let (_, actions) = n.peer_offer(&mut nt, step.clone()).expect("taken");
         for sig in signatures(&actions) {
             op.with(|env| t.on_signature(env, &d, sig));
         }
@@ -755,16 +734,8 @@ fn an_authority_over_its_pending_cap_is_refused_and_others_are_not() {
     // Another authority's registration still goes in.
     let (m, _) = manifest("globe-press", "Globe (later)", &[b'g'; 160], "CC0-1.0");
     let g = Node::new(&w, GLOBE);
-    g.with(|env| {
-        t.offer(
-            env,
-            EntryBody::Manifest(m.clone()),
-            w.submitter_sig(&EntryBody::Manifest(m)),
-            false,
-            None,
-        )
-    })
-    .expect("another authority");
+    g.peer_offer(&mut t, EntryBody::Manifest(m.clone()))
+        .expect("another authority");
     // Bytes: a cap of two steps' bytes refuses the third.
     let one = provenance::codec::encode(&step(0)).len();
     let mut t = op.table().with_caps(PendingCaps {
