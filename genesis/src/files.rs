@@ -52,7 +52,7 @@ fn format_err(path: &Path, reason: impl ToString) -> Error {
 
 /// Creates a new file with `mode` from the start (never a window in which
 /// a secret is world-readable) and refuses to overwrite an existing one.
-fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -77,7 +77,7 @@ pub fn write_ceremony(dir: &Path, c: &Ceremony) -> Result<()> {
     };
     let text = serde_json::to_string_pretty(&file).map_err(|e| format_err(dir, e))?;
     write_new(&dir.join("genesis.json"), text.as_bytes(), 0o644)?;
-    for (keys, token) in c.dealt.nodes.iter().zip(&c.admin_tokens) {
+    for ((keys, token), tls) in c.dealt.nodes.iter().zip(&c.admin_tokens).zip(&c.api_tls) {
         let node_dir = dir.join("nodes").join(&keys.node);
         fs::create_dir_all(&node_dir).map_err(io(&node_dir))?;
         fs::set_permissions(&node_dir, fs::Permissions::from_mode(0o700)).map_err(io(&node_dir))?;
@@ -92,6 +92,8 @@ pub fn write_ceremony(dir: &Path, c: &Ceremony) -> Result<()> {
             format!("{token}\n").as_bytes(),
             0o600,
         )?;
+        write_new(&node_dir.join("api.crt"), tls.certificate_pem.as_bytes(), 0o644)?;
+        write_new(&node_dir.join("api.key"), tls.key_pem.as_bytes(), 0o600)?;
     }
     Ok(())
 }
@@ -119,7 +121,8 @@ pub fn load_genesis(path: &Path) -> Result<(Genesis, KeyRing)> {
     Ok((file.genesis, keyring))
 }
 
-fn read_secret(path: &Path) -> Result<String> {
+/// Reads a secret file, refusing one readable by group or others.
+pub fn read_secret(path: &Path) -> Result<String> {
     let meta = fs::metadata(path).map_err(io(path))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {

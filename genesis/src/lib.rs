@@ -15,7 +15,13 @@
 //! DIR/genesis.json               public: authorities, keys, nodes, n/f/q, digest
 //! DIR/nodes/<node>/node.key      secret, 0600: node identity, authority keys, consortium share
 //! DIR/nodes/<node>/admin.token   secret, 0600: the node's admin token
+//! DIR/nodes/<node>/api.crt       the node's API certificate (PEM), also in genesis
+//! DIR/nodes/<node>/api.key       secret, 0600: its private key (PEM, PKCS#8)
 //! ```
+//!
+//! Each node's API certificate is self-signed for the host of its
+//! `api_listen` and pinned in genesis: a client holding the genesis accepts
+//! that certificate for that host and no other (see `docs/multi-machine.md`).
 //!
 //! The description file is TOML:
 //!
@@ -43,7 +49,9 @@
 
 mod files;
 
-pub use files::{load_admin_token, load_genesis, load_node_keys, write_ceremony, GenesisFile};
+pub use files::{
+    load_admin_token, load_genesis, load_node_keys, read_secret, write_ceremony, write_new, GenesisFile,
+};
 pub use provenance::genesis::{ConsortiumDescription, NodeSigners};
 
 use provenance::genesis::{deal, Dealt, GenesisError};
@@ -129,6 +137,41 @@ pub struct Ceremony {
     pub dealt: Dealt,
     /// One admin token per node (hex), in validator order.
     pub admin_tokens: Vec<String>,
+    /// One API certificate per node, in validator order.
+    pub api_tls: Vec<ApiTls>,
+}
+
+/// A node's API certificate and its private key, both PEM.
+pub struct ApiTls {
+    /// The certificate (its DER is in genesis).
+    pub certificate_pem: String,
+    /// The private key (PKCS#8), secret.
+    pub key_pem: String,
+}
+
+/// The host name or address clients dial for `api_listen` (`host:port`,
+/// `[v6]:port`).
+pub fn api_host(api_listen: &str) -> Result<String> {
+    let bad = || Error::Description(format!("api_listen {api_listen:?} is not host:port"));
+    let (host, port) = api_listen.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    Ok(host.trim_start_matches('[').trim_end_matches(']').to_string())
+}
+
+/// A fresh self-signed certificate for `host` (an IP address or a DNS
+/// name), ECDSA P-256 from the operating system's random source.
+pub fn self_signed(host: &str) -> Result<(Vec<u8>, ApiTls)> {
+    let c = rcgen::generate_simple_self_signed(vec![host.to_string()])
+        .map_err(|e| Error::Description(format!("API certificate for {host:?}: {e}")))?;
+    Ok((
+        c.cert.der().to_vec(),
+        ApiTls {
+            certificate_pem: c.cert.pem(),
+            key_pem: c.key_pair.serialize_pem(),
+        },
+    ))
 }
 
 impl std::fmt::Debug for Ceremony {
@@ -145,7 +188,14 @@ pub fn ceremony<R: RngCore + CryptoRng>(
     created: Timestamp,
     rng: &mut R,
 ) -> Result<Ceremony> {
-    let dealt = deal(desc, created, rng)?;
+    let mut desc = desc.clone();
+    let mut api_tls = Vec::new();
+    for node in desc.authorities.iter_mut().flat_map(|a| a.nodes.iter_mut()) {
+        let (der, tls) = self_signed(&api_host(&node.api_listen)?)?;
+        node.api_certificate = provenance::Bytes(der);
+        api_tls.push(tls);
+    }
+    let dealt = deal(&desc, created, rng)?;
     let admin_tokens = dealt
         .nodes
         .iter()
@@ -155,5 +205,9 @@ pub fn ceremony<R: RngCore + CryptoRng>(
             hex::encode(t)
         })
         .collect();
-    Ok(Ceremony { dealt, admin_tokens })
+    Ok(Ceremony {
+        dealt,
+        admin_tokens,
+        api_tls,
+    })
 }

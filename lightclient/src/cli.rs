@@ -14,7 +14,7 @@ use provenance::api::{TraceAnswer, TraceRequest};
 use provenance::Digest;
 
 use crate::client::Client;
-use crate::light::VerifyError;
+use crate::light::{LightClient, VerifyError};
 use crate::state::TrustState;
 use crate::verify::{Verdict, Verifier};
 
@@ -373,7 +373,10 @@ fn read_file(path: &Path) -> Result<Vec<u8>, VerifyError> {
 /// `trace`: asks, prints the lineage, writes and verifies the answer.
 fn run_trace(a: TraceArgs) -> Result<bool, VerifyError> {
     let c = digest_arg(&a.campaign)?;
-    let client = Client::new(&a.node);
+    let client = match &a.genesis {
+        Some(g) => LightClient::from_genesis_file(g)?.trust(Client::new(&a.node)),
+        None => Client::new(&a.node),
+    };
     let answer = ask_trace(&client, &c, &a.prompt, &a.output, a.method.as_deref())?;
     print!("{}", render_trace(&answer));
     if let Some(path) = &a.out {

@@ -112,6 +112,7 @@ impl VerifyError {
 pub struct LightClient {
     keyring: KeyRing,
     origin: String,
+    api_certificates: Vec<Vec<u8>>,
 }
 
 /// A node's answer that is not what the API documents is malformed (not a
@@ -129,8 +130,19 @@ impl LightClient {
         let (g, keyring) = genesis::load_genesis(path)?;
         Ok(Self {
             keyring,
+            api_certificates: g
+                .nodes
+                .iter()
+                .filter(|n| !n.api_certificate.0.is_empty())
+                .map(|n| n.api_certificate.0.clone())
+                .collect(),
             origin: g.consortium_name,
         })
+    }
+
+    /// `node` accepting over https only the API certificates genesis pins.
+    pub fn trust(&self, node: Client) -> Client {
+        node.pinned(&self.api_certificates)
     }
 
     /// The genesis keys.

@@ -8,7 +8,7 @@
 //! changes nothing; an internal fault is a bare 500 (details in the log).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -244,8 +244,8 @@ pub fn client_of(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAdd
 async fn limit(State(s): State<ApiState>, req: Request, next: Next) -> Response {
     let peer = req
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+        .get::<ConnectInfo<crate::tls::Peer>>()
+        .map(|c| c.0 .0.ip())
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let ip = client_of(peer, req.headers(), &s.trusted_proxies);
     let ok = s

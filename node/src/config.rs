@@ -17,6 +17,11 @@
 //! # max_pending_bytes_per_authority = 67108864
 //! # optional: threads checking signatures beside consensus (0: none)
 //! # verifier_threads = 1
+//! # optional: serve the API over https with the certificate genesis pins
+//! # tls_certificate = "api.crt"
+//! # tls_key = "api.key"
+//! # optional: log lines as JSON objects ("text" by default)
+//! # log_format = "json"
 //! ```
 //!
 //! Consensus timing and the block budget are consortium-wide: they are in
@@ -76,6 +81,27 @@ pub struct NodeConfig {
     /// is not a trusted proxy (per-client limits then see the client).
     #[serde(default)]
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The API's certificate (PEM); with `tls_key`, the API speaks only
+    /// https. It must be the one genesis pins for this node.
+    #[serde(default)]
+    pub tls_certificate: Option<PathBuf>,
+    /// The certificate's private key (PEM, 0600).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// How the node logs: `text` (default) or `json` (one object per line).
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+/// How a node writes its log lines (to stderr).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (time, level, target, fields).
+    Json,
 }
 
 fn default_body() -> usize {
@@ -140,6 +166,9 @@ impl NodeConfig {
             max_pending_per_authority: default_pending_entries(),
             max_pending_bytes_per_authority: default_pending_bytes(),
             trusted_proxies: Vec::new(),
+            tls_certificate: None,
+            tls_key: None,
+            log_format: LogFormat::Text,
         }
     }
 
@@ -155,10 +184,20 @@ impl NodeConfig {
             reason: e.to_string(),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for f in [&mut c.genesis, &mut c.keys, &mut c.admin_token, &mut c.data_dir] {
+        for f in [&mut c.genesis, &mut c.keys, &mut c.admin_token, &mut c.data_dir]
+            .into_iter()
+            .chain(c.tls_certificate.as_mut())
+            .chain(c.tls_key.as_mut())
+        {
             if f.is_relative() {
                 *f = base.join(&*f);
             }
+        }
+        if c.tls_certificate.is_some() != c.tls_key.is_some() {
+            return Err(ConfigError::Parse {
+                path: p,
+                reason: "tls_certificate and tls_key go together".into(),
+            });
         }
         Ok(c)
     }

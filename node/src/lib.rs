@@ -45,6 +45,7 @@ pub mod metrics;
 pub mod p2p;
 pub mod runtime;
 pub mod start;
+pub mod tls;
 pub mod trace;
 pub mod verifier;
 pub mod wire;
@@ -60,13 +61,13 @@ pub use start::{run, Started};
 /// stderr (`RUST_LOG` filters), two worker threads.
 pub fn serve(config: &std::path::Path) -> Result<(), NodeError> {
     let cfg = NodeConfig::load(config)?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn")),
-        )
-        .with_ansi(false)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+    match cfg.log_format {
+        config::LogFormat::Text => logs.init(),
+        config::LogFormat::Json => logs.json().init(),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

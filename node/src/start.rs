@@ -26,6 +26,7 @@ use crate::ledger::{BlockLimits, Ledger};
 use crate::metrics::Metrics;
 use crate::p2p::{build_swarm, NetCommand, NetEvent, Network, Topics};
 use crate::runtime::{describe, now_ms, read, Core, Internal, NodeError};
+use crate::tls::Peer;
 use crate::verifier::{carries_signatures, Verifier};
 
 /// A running node's addresses.
@@ -120,6 +121,11 @@ pub async fn run(
         Ok(l)
     };
     let listener = bind(&api_addr, "API")?;
+    let tls = match (&cfg.tls_certificate, &cfg.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key, &node.api_certificate.0)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let metrics_listener = match &cfg.metrics_listen {
         Some(a) => Some(bind(a, "metrics")?),
         None => None,
@@ -169,14 +175,31 @@ pub async fn run(
             return;
         };
         let app = api::router(state);
-        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = api_stop.changed().await;
-            })
-            .await;
+        let stop = async move {
+            let _ = api_stop.changed().await;
+        };
+        match tls {
+            Some(config) => {
+                let listener = match crate::tls::TlsListener::new(listener, config) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!("API listener unusable: {e}");
+                        return;
+                    }
+                };
+                let _ = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+                    .with_graceful_shutdown(stop)
+                    .await;
+            }
+            None => {
+                let _ = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+                    .with_graceful_shutdown(stop)
+                    .await;
+            }
+        }
     });
     tracing::info!(
-        "node {} (validator {me}, {} {}) at height {height}; API on {api_addr}",
+        "node {} (validator {me}, {} {}) at height {height}; API on {scheme}://{api_addr}",
         node.name,
         role,
         node.authority

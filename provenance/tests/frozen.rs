@@ -49,7 +49,7 @@ fn sample_object_digests_are_frozen() {
         ),
         (
             "genesis",
-            "6a81b77a5ece2b1759d1a944416e79f439f01a09ef8c6245be2a91a88989fc03",
+            "0a87bbdf07092ec865de2eba57f4ac5032ccc16e517493833de0e96b851f6131",
         ),
         (
             "checkpoint",

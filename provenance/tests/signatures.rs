@@ -306,6 +306,7 @@ fn threshold_consortium() -> provenance::genesis::Dealt {
         name: n.into(),
         p2p_listen: format!("/ip4/127.0.0.1/tcp/{}", 7200 + i),
         api_listen: format!("127.0.0.1:{}", 8200 + i),
+        api_certificate: Default::default(),
     };
     let auth = |i: &str, role, nodes: Vec<NodeDescription>, t| AuthorityDescription {
         id: id(i),
@@ -433,6 +434,7 @@ fn genesis_refuses_an_authority_with_more_than_f_validators_and_rogue_keys() {
         name: "node-x".into(),
         p2p_listen: "/ip4/127.0.0.1/tcp/7199".into(),
         api_listen: "127.0.0.1:8199".into(),
+        api_certificate: Default::default(),
     };
     desc.authorities[0].nodes.push(extra);
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);

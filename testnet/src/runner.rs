@@ -125,6 +125,9 @@ pub struct NodeSettings {
     /// Each node's cap on entries one authority may have pending there
     /// (node configuration `max_pending_per_authority`).
     pub max_pending_per_authority: Option<usize>,
+    /// Serve each node's API over https with the certificate genesis pins
+    /// for it (clients then dial `https://`).
+    pub tls: bool,
 }
 
 /// A local testnet.
@@ -209,6 +212,9 @@ impl Testnet {
             if let Some(cap) = settings.max_pending_per_authority {
                 text.push_str(&format!("max_pending_per_authority = {cap}\n"));
             }
+            if settings.tls {
+                text.push_str("tls_certificate = \"api.crt\"\ntls_key = \"api.key\"\n");
+            }
             fs::write(&config, text).map_err(io(config.display()))?;
             let role = c
                 .dealt
@@ -220,7 +226,11 @@ impl Testnet {
                 name: rec.name.clone(),
                 authority: rec.authority.to_string(),
                 role,
-                api: rec.api_listen.clone(),
+                api: if settings.tls {
+                    format!("https://{}", rec.api_listen)
+                } else {
+                    rec.api_listen.clone()
+                },
                 config,
                 token: ndir.join("admin.token"),
                 log: dir.join("logs").join(format!("{}.log", rec.name)),
@@ -269,9 +279,25 @@ impl Testnet {
             .ok_or_else(|| TestnetError::Node(format!("no node {name:?} in this testnet")))
     }
 
-    /// A client of node `i`.
+    /// A client of node `i` (over https, accepting only the certificates
+    /// genesis pins).
     pub fn client(&self, i: usize) -> Client {
-        Client::new(&self.nodes[i].api)
+        let client = Client::new(&self.nodes[i].api);
+        if !self.nodes[i].api.starts_with("https://") {
+            return client;
+        }
+        let pinned = fs::read_to_string(self.genesis_path())
+            .ok()
+            .and_then(|t| serde_json::from_str::<genesis::GenesisFile>(&t).ok())
+            .map(|f| {
+                f.genesis
+                    .nodes
+                    .into_iter()
+                    .map(|n| n.api_certificate.0)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        client.pinned(&pinned)
     }
 
     /// A client of node `i` with its admin token.

@@ -147,9 +147,10 @@ fn malformed(m: impl Into<String>) -> VerifyError {
 impl Verifier {
     /// A verifier of `node` holding the genesis file at `genesis`.
     pub fn new(genesis: &std::path::Path, node: Client) -> Result<Self, VerifyError> {
+        let light = LightClient::from_genesis_file(genesis)?;
         Ok(Self {
-            light: LightClient::from_genesis_file(genesis)?,
-            node,
+            node: light.trust(node),
+            light,
             view: MemoryLedgerView::default(),
             known: BTreeMap::new(),
             checked: 0,
@@ -248,6 +249,7 @@ impl Verifier {
             Some(p) => p.clone(),
             None => self.latest()?,
         };
+        let other = &self.light.trust(other.clone());
         let theirs = self.light.latest_checkpoint(other)?;
         let (a, b) = (&mine.checkpoint, &theirs.checkpoint);
         let me = self.node.base().to_string();

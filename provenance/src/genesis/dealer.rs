@@ -32,6 +32,10 @@ pub struct NodeDescription {
     pub p2p_listen: String,
     /// HTTP API `host:port`.
     pub api_listen: String,
+    /// The API's TLS certificate (DER); not read from the description: the
+    /// ceremony (`genesis::ceremony`) makes one per node.
+    #[serde(skip)]
+    pub api_certificate: Bytes,
 }
 
 /// An authority as described by hand.
@@ -101,6 +105,7 @@ impl ConsortiumDescription {
                         name: format!("node-{i}"),
                         p2p_listen: format!("/ip4/127.0.0.1/tcp/{}", p2p_base + i as u16),
                         api_listen: format!("127.0.0.1:{}", api_base + i as u16),
+                        api_certificate: Default::default(),
                     }],
                 })
                 .collect(),
@@ -130,6 +135,7 @@ impl ConsortiumDescription {
                         name: format!("node-{i}"),
                         p2p_listen: format!("/ip4/127.0.0.1/tcp/{}", p2p_base + i),
                         api_listen: format!("127.0.0.1:{}", api_base + i),
+                        api_certificate: Default::default(),
                     }],
                 })
                 .collect(),
@@ -413,6 +419,7 @@ pub fn deal<R: RngCore + CryptoRng>(
                 node_key: Bytes(node_public.to_vec()),
                 p2p_listen: node.p2p_listen.clone(),
                 api_listen: node.api_listen.clone(),
+                api_certificate: node.api_certificate.clone(),
             });
             secrets.push(NodeSecrets {
                 node: node.name.clone(),

@@ -59,6 +59,9 @@ pub struct NodeRecord {
     pub p2p_listen: String,
     /// HTTP API listen address (`host:port`).
     pub api_listen: String,
+    /// The API's TLS certificate (DER), which clients holding this genesis
+    /// accept for this node and no other; empty: the API speaks plain HTTP.
+    pub api_certificate: Bytes,
 }
 
 /// The consortium threshold key over all validators.
@@ -256,7 +259,7 @@ pub fn peer_id_of_ed25519(public_key: &[u8; 32]) -> String {
 
 impl Canonical for Genesis {
     const KIND: ObjectKind = ObjectKind::Genesis;
-    const VERSION: u16 = 3;
+    const VERSION: u16 = 4;
     fn declared_version(&self) -> u16 {
         self.version
     }
@@ -294,6 +297,7 @@ impl Canonical for Genesis {
             limit(k, "node.node_key", n.node_key.len(), 32)?;
             limit(k, "node.p2p_listen", n.p2p_listen.len(), 256)?;
             limit(k, "node.api_listen", n.api_listen.len(), 256)?;
+            limit(k, "node.api_certificate", n.api_certificate.len(), 8 * 1024)?;
         }
         Ok(())
     }
