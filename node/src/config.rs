@@ -202,3 +202,69 @@ impl NodeConfig {
         Ok(c)
     }
 }
+
+/// A commented configuration for node `name` of `genesis`, its files
+/// beside it as the ceremony names them (`node.key`, `admin.token`,
+/// `api.crt`, `api.key`) and its genesis at `genesis_path`.
+pub fn commented(
+    genesis: &provenance::Genesis,
+    name: &str,
+    genesis_path: &Path,
+) -> Result<String, ConfigError> {
+    let node = genesis
+        .nodes
+        .iter()
+        .find(|n| n.name == name)
+        .ok_or_else(|| ConfigError::Parse {
+            path: genesis_path.display().to_string(),
+            reason: format!("genesis lists no node {name:?}"),
+        })?;
+    let tls = if node.api_certificate.0.is_empty() {
+        "# Genesis pins no API certificate for this node: its API speaks plain\n\
+         # HTTP (put it behind a TLS proxy, and list the proxy in\n\
+         # trusted_proxies, before it crosses a network).\n"
+            .to_string()
+    } else {
+        "# The API speaks only https, with the certificate genesis pins for this\n\
+         # node (clients holding genesis accept no other).\n\
+         tls_certificate = \"api.crt\"\n\
+         tls_key = \"api.key\"                     # 0600\n"
+            .to_string()
+    };
+    Ok(format!(
+        "# Node {name} of consortium {consortium:?} ({authority}).\n\
+         # Paths are relative to this file. Run: govtune node --config node.toml\n\
+         \n\
+         genesis = {genesis:?}\n\
+         keys = \"node.key\"                       # 0600, this node's keys only\n\
+         admin_token = \"admin.token\"             # 0600, writes need it\n\
+         data_dir = \"data\"                       # the RocksDB store\n\
+         \n\
+         # Where to bind. Genesis lists the addresses peers and clients dial;\n\
+         # bind elsewhere (0.0.0.0) behind NAT or a load balancer.\n\
+         p2p_listen = {p2p:?}\n\
+         api_listen = {api:?}\n\
+         \n\
+         {tls}\
+         \n\
+         # Optional (defaults shown).\n\
+         # log_format = \"text\"                  # or \"json\": one object per line\n\
+         # metrics_listen = \"127.0.0.1:9100\"     # /metrics here, not on the API\n\
+         # trusted_proxies = []                  # proxies whose X-Forwarded-For names the client\n\
+         # rate_per_sec = {rate}                  # API requests per client\n\
+         # rate_burst = {burst}\n\
+         # max_pending_per_authority = {pending}\n\
+         # max_pending_bytes_per_authority = {pending_bytes}\n\
+         # verifier_threads = {threads}              # signature checks beside consensus\n",
+        consortium = genesis.consortium_name,
+        authority = node.authority,
+        genesis = genesis_path.display().to_string(),
+        p2p = node.p2p_listen,
+        api = node.api_listen,
+        rate = default_rate(),
+        burst = default_burst(),
+        pending = default_pending_entries(),
+        pending_bytes = default_pending_bytes(),
+        threads = default_verifier_threads(),
+    ))
+}

@@ -250,18 +250,84 @@ pub fn signed_source(reader: &Client, p: PreparedManifest) -> Result<SignedSourc
 
 /// Held-out probe windows of the config.
 pub fn probe_windows(cfg: &DemoConfig) -> Result<Vec<Vec<u8>>, RolesError> {
-    let window = cfg.settings.model.window();
-    let probe_text = std::fs::read(&cfg.probe).map_err(|e| RolesError::io(&cfg.probe, e))?;
+    probe_of(&cfg.probe, cfg.settings.model.window(), cfg.probe_windows)
+}
+
+/// The first `count` windows of `window` bytes of the probe text.
+pub fn probe_of(path: &std::path::Path, window: usize, count: usize) -> Result<Vec<Vec<u8>>, RolesError> {
+    let probe_text = std::fs::read(path).map_err(|e| RolesError::io(path, e))?;
     Ok(probe_text
         .chunks_exact(window)
-        .take(cfg.probe_windows)
+        .take(count)
         .map(|c| c.to_vec())
         .collect())
+}
+
+/// What a fine-tuning campaign is made of, whichever file it came from.
+#[derive(Debug)]
+pub struct CampaignParts<'a> {
+    /// Campaign name (the open time is appended).
+    pub name: &'a str,
+    /// The operator authority.
+    pub operator: &'a str,
+    /// The purpose.
+    pub purpose: &'a str,
+    /// Training settings.
+    pub settings: &'a tuner::campaign::TrainSettings,
+    /// The policy in force (committed).
+    pub policy: &'a PolicyArtifact,
+    /// Held-out probe windows.
+    pub probe: Vec<Vec<u8>>,
+    /// Canaries to measure.
+    pub canaries: Vec<tuner::memo::Canary>,
 }
 
 /// The fine-tuning campaign's spec: uploads the recipe and the base
 /// weights as blobs (whoever traces or rebuilds the campaign fetches them by
 /// the digest the campaign record carries) and builds the campaign record.
+#[allow(clippy::too_many_arguments)]
+pub fn campaign_spec(
+    parts: CampaignParts<'_>,
+    sink: &mut HttpSink,
+    keyring: KeyRing,
+    base_bytes: &[u8],
+    base: Weights,
+    base_campaign: Option<Digest>,
+    sources: Vec<SignedSource>,
+    revocations: Vec<EffectiveRevocation>,
+    now: u64,
+) -> Result<CampaignSpec, RolesError> {
+    let recipe = Recipe::new(parts.settings.clone(), base_bytes);
+    sink.put_blob(&recipe.base_weights, base_bytes)?;
+    sink.put_blob(&recipe.digest(), &recipe.to_bytes())?;
+    let config = |e: provenance::ids::LabelError| RolesError::Config(e.to_string());
+    let operator = AuthorityId::new(parts.operator.to_string()).map_err(config)?;
+    let purpose = Purpose::new(parts.purpose.to_string()).map_err(config)?;
+    let mut campaign = build_campaign(
+        parts.settings,
+        parts.policy,
+        operator,
+        &format!("{}-{now}", parts.name),
+        purpose,
+        base_campaign,
+        base.digest(),
+        Timestamp(now),
+    )?;
+    campaign.recipe = recipe.digest();
+    Ok(CampaignSpec {
+        settings: parts.settings.clone(),
+        keyring,
+        policy: parts.policy.clone(),
+        campaign,
+        revocations,
+        base,
+        sources,
+        probe: parts.probe,
+        canaries: parts.canaries,
+    })
+}
+
+/// [`campaign_spec`] for a campaign file of the demo's kind.
 #[allow(clippy::too_many_arguments)]
 pub fn fine_tune_spec(
     cfg: &DemoConfig,
@@ -274,31 +340,24 @@ pub fn fine_tune_spec(
     revocations: Vec<EffectiveRevocation>,
     now: u64,
 ) -> Result<CampaignSpec, RolesError> {
-    let recipe = Recipe::new(cfg.settings.clone(), base_bytes);
-    sink.put_blob(&recipe.base_weights, base_bytes)?;
-    sink.put_blob(&recipe.digest(), &recipe.to_bytes())?;
-    let operator = AuthorityId::new(cfg.operator.clone()).map_err(|e| RolesError::Config(e.to_string()))?;
-    let purpose = Purpose::new(cfg.purpose.clone()).map_err(|e| RolesError::Config(e.to_string()))?;
-    let mut campaign = build_campaign(
-        &cfg.settings,
-        &cfg.policy,
-        operator,
-        &format!("{}-{now}", cfg.name),
-        purpose,
-        base_campaign,
-        base.digest(),
-        Timestamp(now),
-    )?;
-    campaign.recipe = recipe.digest();
-    Ok(CampaignSpec {
-        settings: cfg.settings.clone(),
-        keyring,
-        policy: cfg.policy.clone(),
-        campaign,
-        revocations,
-        base,
-        sources,
+    let parts = CampaignParts {
+        name: &cfg.name,
+        operator: &cfg.operator,
+        purpose: &cfg.purpose,
+        settings: &cfg.settings,
+        policy: &cfg.policy,
         probe: probe_windows(cfg)?,
         canaries: cfg.canaries.iter().map(|c| c.canary.clone()).collect(),
-    })
+    };
+    campaign_spec(
+        parts,
+        sink,
+        keyring,
+        base_bytes,
+        base,
+        base_campaign,
+        sources,
+        revocations,
+        now,
+    )
 }

@@ -1,11 +1,18 @@
-//! What each authority runs against its own node: the operator's campaign
-//! driver ([`campaign`]: the tuner's entries through the node's API, each
-//! step waiting for its verdict) and its progress display ([`progress`]).
-//! `govtune campaign run` and the demo share it.
+//! What each authority runs against its own node: the rights-holder's
+//! registration and revocation ([`source`]), governance's policies
+//! ([`policy`]), the operator's campaign driver ([`campaign`]: the tuner's
+//! entries through the node's API, each step waiting for its verdict; and
+//! [`operator`], its campaign from the rights-holders' packages) and its
+//! progress display ([`progress`]). The `govtune` role commands and the
+//! demo share them.
 #![deny(missing_docs)]
 
 pub mod campaign;
+pub mod operator;
+pub mod policy;
 pub mod progress;
+pub mod source;
+pub mod verdict;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

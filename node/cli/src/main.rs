@@ -1,8 +1,12 @@
 //! `govtune`: the consortium node binary and its command-line tools: the
-//! key ceremony (`genesis new|verify`), the node (`node --config`), the
-//! operator's campaign, the local testnet runner
+//! key ceremony (`genesis new|verify`), the node (`node --config`,
+//! `node init|status`), each role's commands against its own node
+//! (`source register|revoke`, `policy publish|supersede`, the operator's
+//! `campaign run`), the local testnet runner
 //! (`testnet up|status|down|kill|restart|pause|resume`), the demo, the
 //! network benchmark, and the light client's `trace`, `verify` and `audit`.
+
+mod role;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,11 +54,25 @@ enum Command {
         #[command(subcommand)]
         command: GenesisCommand,
     },
-    /// Run a consortium node.
+    /// Run a consortium node (`--config`), write its configuration
+    /// (`init`) or ask its health (`status`).
+    #[command(args_conflicts_with_subcommands = true)]
     Node {
+        #[command(subcommand)]
+        command: Option<role::NodeCommand>,
         /// The node's configuration file (TOML).
         #[arg(long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
+    },
+    /// A rights-holder's sources: register, revoke.
+    Source {
+        #[command(subcommand)]
+        command: role::SourceCommand,
+    },
+    /// Governance's policies: publish, supersede.
+    Policy {
+        #[command(subcommand)]
+        command: role::PolicyCommand,
     },
     /// Governed fine-tuning campaigns (the operator's tuner).
     Campaign {
@@ -79,13 +97,32 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CampaignCommand {
-    /// Run a campaign: against the operator node of a local testnet (which
-    /// also registers the file's policy and sources through their
-    /// authorities' nodes), or with no node, writing entries to a file.
+    /// Run a campaign: the operator's against its own node (`--node`, the
+    /// sources from the rights-holders' packages), against the operator
+    /// node of a local testnet (which also registers the file's policy and
+    /// sources through their authorities' nodes), or with no node, writing
+    /// entries to a file.
+    #[command(
+        after_help = "Example (the operator's machine):\n  govtune campaign run --node https://203.0.113.13:8100 --token-file admin.token \\\n    --genesis genesis.json --config campaign.toml \\\n    --package as_you_like_it.txt.package --package twelfth_night.txt.package\n\nExit status with --node: 0 the campaign finished, 1 a co-signer refused a step\n(it closed at its last committed step), 2 it could not run."
+    )]
     Run {
-        /// The campaign file (see data/campaign.toml).
+        /// The campaign file: with --node the operator's (docs/multi-machine.md),
+        /// else the demo's kind (data/campaign.toml).
         #[arg(long)]
         config: PathBuf,
+        /// The operator's own node (`https://host:port`).
+        #[arg(long, env = "GOVTUNE_NODE", conflicts_with_all = ["testnet", "events_out"], requires_all = ["token_file", "genesis"])]
+        node: Option<String>,
+        /// The node's admin token file (with --node).
+        #[arg(long, env = "GOVTUNE_TOKEN_FILE", requires = "node")]
+        token_file: Option<PathBuf>,
+        /// The genesis file (with --node).
+        #[arg(long, env = "GOVTUNE_GENESIS", requires = "node")]
+        genesis: Option<PathBuf>,
+        /// A rights-holder's source package (`source register` writes it);
+        /// repeat for each source (with --node).
+        #[arg(long, requires = "node")]
+        package: Vec<PathBuf>,
         /// A testnet folder (`govtune testnet up --dir`).
         #[arg(long, conflicts_with = "events_out")]
         testnet: Option<PathBuf>,
@@ -94,7 +131,8 @@ enum CampaignCommand {
         #[arg(long)]
         events_out: Option<PathBuf>,
         /// Write the fine-tuned model (adapter snapshot, safetensors) here
-        /// (default with --testnet: DIR/model.safetensors).
+        /// (default with --testnet: DIR/model.safetensors; with --node:
+        /// model.safetensors).
         #[arg(long)]
         model_out: Option<PathBuf>,
     },
@@ -309,7 +347,47 @@ impl From<&str> for Failure {
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Light(_) => unreachable!("handled in main"),
-        Command::Node { config } => Ok(run_node(config)?),
+        Command::Node {
+            command: Some(command),
+            ..
+        } => role::run_node_command(command),
+        Command::Node {
+            command: None,
+            config: Some(config),
+        } => Ok(run_node(config)?),
+        Command::Node {
+            command: None,
+            config: None,
+        } => Err(Failure::unchecked(
+            "give --config FILE, or `node init` or `node status`".into(),
+        )),
+        Command::Source { command } => role::run_source(command),
+        Command::Policy { command } => role::run_policy(command),
+        Command::Campaign {
+            command:
+                CampaignCommand::Run {
+                    config,
+                    node: Some(node),
+                    token_file,
+                    genesis,
+                    package,
+                    model_out,
+                    ..
+                },
+        } => {
+            let args = role::NodeArgs {
+                node,
+                token_file: token_file
+                    .ok_or_else(|| Failure::unchecked("--node needs --token-file".into()))?,
+                genesis: genesis.ok_or_else(|| Failure::unchecked("--node needs --genesis".into()))?,
+            };
+            role::run_campaign(
+                &args,
+                &config,
+                &package,
+                &model_out.unwrap_or_else(|| PathBuf::from("model.safetensors")),
+            )
+        }
         Command::Demo {
             dir,
             config,
@@ -351,6 +429,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     testnet,
                     events_out,
                     model_out,
+                    ..
                 },
         } => {
             let model_out = model_out.or_else(|| testnet.as_ref().map(|d| d.join("model.safetensors")));
@@ -395,13 +474,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }
                 _ => return Err("give --testnet DIR or --events-out FILE".into()),
             };
-            println!("campaign {}", out.campaign);
-            println!("stop: {:?}", out.stop);
-            println!(
-                "steps {} (attempts {}), examples admitted {}, refused {}, steps rolled back {}, entries {}",
-                out.steps, out.attempts, out.admitted, out.refused, out.rolled_back, out.entries
-            );
-            println!("final model state {}", out.final_state);
+            print_outcome(&out);
             if let (Some(path), Some(snap)) = (&model_out, out.snapshots.last()) {
                 let bytes = match &op_client {
                     Some(c) => c
@@ -417,17 +490,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     println!("fine-tuned model written to {}", path.display());
                 }
             }
-            match out.stop {
-                tuner::campaign::Stop::Finished => Ok(()),
-                tuner::campaign::Stop::CoSignerRefused { kind, reason } => Err(format!(
-                    "stopped at the last committed step: a co-signer refused a {kind}: {reason}"
-                )
-                .into()),
-                tuner::campaign::Stop::PolicySuperseded { reason } => Err(format!(
-                    "the campaign's policy was superseded; closed at its last committed step: {reason}"
-                )
-                .into()),
-            }
+            stop_verdict(&out.stop).map_err(|e| Failure::from(e.message))
         }
         Command::Bench {
             command:
@@ -555,6 +618,30 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 Ok(())
             }
         },
+    }
+}
+
+/// Prints what a campaign did.
+fn print_outcome(out: &tuner::campaign::CampaignOutcome) {
+    println!("campaign {}", out.campaign);
+    println!("stop: {:?}", out.stop);
+    println!(
+        "steps {} (attempts {}), examples admitted {}, refused {}, steps rolled back {}, entries {}",
+        out.steps, out.attempts, out.admitted, out.refused, out.rolled_back, out.entries
+    );
+    println!("final model state {}", out.final_state);
+}
+
+/// A campaign that did not finish failed its claim (exit 1).
+fn stop_verdict(stop: &tuner::campaign::Stop) -> Result<(), Failure> {
+    match stop {
+        tuner::campaign::Stop::Finished => Ok(()),
+        tuner::campaign::Stop::CoSignerRefused { kind, reason } => Err(Failure::violated(format!(
+            "stopped at the last committed step: a co-signer refused a {kind}: {reason}"
+        ))),
+        tuner::campaign::Stop::PolicySuperseded { reason } => Err(Failure::violated(format!(
+            "the campaign's policy was superseded; closed at its last committed step: {reason}"
+        ))),
     }
 }
 
