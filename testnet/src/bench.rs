@@ -295,3 +295,68 @@ fn light_figures(
         appended_bytes,
     })
 }
+
+/// What https costs an API client, against plain HTTP on the same kind of
+/// testnet (one run each).
+#[derive(Debug, Clone)]
+pub struct TransportFigures {
+    /// `https` or `http`.
+    pub scheme: &'static str,
+    /// Milliseconds per `/v1/checkpoint` on one kept-alive connection.
+    pub pooled_ms: f64,
+    /// Milliseconds per `/v1/checkpoint` with a new client and connection
+    /// each (TCP, and for https the client's TLS set-up and handshake).
+    pub fresh_ms: f64,
+    /// Milliseconds for a light client's verified latest checkpoint (the
+    /// genesis file read and checked, a new client, the consortium's
+    /// signature checked): what one `govtune verify checkpoint` does.
+    pub verified_ms: f64,
+}
+
+/// Starts a 4-node testnet over http, then one over https, and times
+/// `requests` checkpoint reads of each kind against each.
+pub fn run_transport(binary: &Path, requests: usize) -> Result<Vec<TransportFigures>, TestnetError> {
+    let mut out = Vec::new();
+    for tls in [false, true] {
+        let dir = std::env::temp_dir().join(format!("govtune-bench-tls-{}-{tls}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let settings = NodeSettings {
+            tls,
+            ..NodeSettings::default()
+        };
+        let mut t = Testnet::create(&dir, 4, binary, &settings)?;
+        t.start_all()?;
+        t.wait_all_healthy(Duration::from_secs(120))?;
+        let n = requests.max(1);
+        let pooled = t.client(0);
+        pooled.checkpoint(None)?;
+        let start = Instant::now();
+        for _ in 0..n {
+            pooled.checkpoint(None)?;
+        }
+        let pooled_ms = start.elapsed().as_secs_f64() * 1e3 / n as f64;
+        // A new client (agent, TLS configuration) and connection each.
+        let pins = crate::LightClient::from_genesis_file(&t.genesis_path())?;
+        let start = Instant::now();
+        for _ in 0..n {
+            pins.trust(crate::Client::new(&t.nodes[0].api)).checkpoint(None)?;
+        }
+        let fresh_ms = start.elapsed().as_secs_f64() * 1e3 / n as f64;
+        let runs = n.min(50);
+        let start = Instant::now();
+        for _ in 0..runs {
+            let light = crate::LightClient::from_genesis_file(&t.genesis_path())?;
+            light.latest_checkpoint(&light.trust(crate::Client::new(&t.nodes[0].api)))?;
+        }
+        let verified_ms = start.elapsed().as_secs_f64() * 1e3 / runs as f64;
+        t.down()?;
+        let _ = std::fs::remove_dir_all(&dir);
+        out.push(TransportFigures {
+            scheme: if tls { "https" } else { "http" },
+            pooled_ms,
+            fresh_ms,
+            verified_ms,
+        });
+    }
+    Ok(out)
+}

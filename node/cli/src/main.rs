@@ -153,6 +153,14 @@ enum BenchCommand {
         #[arg(long, default_value_t = 16)]
         examples: usize,
     },
+    /// What https costs API clients: a 4-node testnet over http, then one
+    /// over https; checkpoint reads on a kept-alive connection, on a new
+    /// connection each, and a light client's verified checkpoint.
+    Api {
+        /// Reads of each kind.
+        #[arg(long, default_value_t = 500)]
+        requests: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -491,6 +499,29 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
             stop_verdict(&out.stop).map_err(|e| Failure::from(e.message))
+        }
+        Command::Bench {
+            command: BenchCommand::Api { requests },
+        } => {
+            let binary = std::env::current_exe().map_err(|e| e.to_string())?;
+            let figures = testnet::bench::run_transport(&binary, requests).map_err(|e| e.to_string())?;
+            println!("| scheme | ms per read, kept-alive | ms per read, new connection | ms per verified checkpoint, new client |");
+            println!("|---|---|---|---|");
+            for f in &figures {
+                println!(
+                    "| {} | {:.2} | {:.2} | {:.2} |",
+                    f.scheme, f.pooled_ms, f.fresh_ms, f.verified_ms
+                );
+            }
+            if let [http, https] = figures.as_slice() {
+                println!(
+                    "https / http: {:.2}x kept-alive, {:.2}x per new connection, {:.2}x per verified checkpoint",
+                    https.pooled_ms / http.pooled_ms.max(f64::MIN_POSITIVE),
+                    https.fresh_ms / http.fresh_ms.max(f64::MIN_POSITIVE),
+                    https.verified_ms / http.verified_ms.max(f64::MIN_POSITIVE)
+                );
+            }
+            Ok(())
         }
         Command::Bench {
             command:
