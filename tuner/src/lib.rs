@@ -101,5 +101,6 @@ pub mod record;
 pub mod score;
 pub mod sink;
 pub mod trace;
+pub mod witness;
 
 pub use error::{Result, TunerError};

@@ -1,0 +1,248 @@
+//! What a co-signer checks of a fine-tuning event's *effect* before it
+//! signs: the delta blob against the event's measurement, the campaign's
+//! state chain and its admitted examples' routing.
+//!
+//! A [`CampaignWitness`] holds the adapters' state after the campaign's
+//! last committed event (the initial adapters the campaign record fixes,
+//! then every committed delta). For an offered event it applies the delta
+//! to a copy and checks, without training anything:
+//!
+//! - the blob is the one the event names and covers the event's steps,
+//!   which start no earlier than the next uncommitted step (an old step
+//!   re-offered under a new link is refused);
+//! - every piece the delta changes is routed for at least one of the
+//!   event's admitted examples (their routing masks encode depth too):
+//!   every other piece stays bit-identical;
+//! - each changed parameter block's XOR-delta digest and change norm are
+//!   what the measurement states, bit for bit, and no block is missing or
+//!   extra;
+//! - the resulting model-state digest is the measurement's.
+//!
+//! The checks cost one pass over the changed pieces. They cannot see
+//! whether the gradient was computed honestly (clipping, the examples'
+//! actual content): that needs replaying the step.
+
+use std::sync::Arc;
+
+use provenance::{Campaign, Digest, EventView};
+
+use crate::blobs::{apply, blob_digest, decode_delta, PieceDelta};
+use crate::campaign::block_measures;
+use crate::lora::{adapter_init_seed, AdapterLayout, Adapters};
+use crate::recipe::Recipe;
+
+/// Why a co-signer refuses an event's effect.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StepFault {
+    /// The delta blob is not the one the event names.
+    #[error("the delta blob hashes to {found}, the event names {named}")]
+    BlobMismatch {
+        /// What the event names.
+        named: Digest,
+        /// What the blob hashes to.
+        found: Digest,
+    },
+    /// The delta blob does not decode or does not fit the layout.
+    #[error("malformed delta: {0}")]
+    Malformed(String),
+    /// The delta covers other steps than the event.
+    #[error("the delta covers steps {found_first}..={found_last}, the event {first}..={last}")]
+    StepRange {
+        /// The event's first step.
+        first: u64,
+        /// The event's last step.
+        last: u64,
+        /// The delta's first step.
+        found_first: u64,
+        /// The delta's last step.
+        found_last: u64,
+    },
+    /// The event starts before the next uncommitted step: an old step.
+    #[error("the event starts at step {first}, but steps before {next} are committed")]
+    Stale {
+        /// The event's first step.
+        first: u64,
+        /// The next uncommitted step.
+        next: u64,
+    },
+    /// The delta changes a piece no admitted example of the event may reach.
+    #[error("the delta changes {piece}, which no admitted example of the event is routed to")]
+    RoutedOut {
+        /// The piece's name.
+        piece: String,
+    },
+    /// A block's measurement is not what the delta shows.
+    #[error("block {block}: {what}")]
+    Measurement {
+        /// The block.
+        block: u32,
+        /// What differs.
+        what: String,
+    },
+    /// The state after the delta is not the measurement's.
+    #[error("the model state after the delta is {found}, the measurement states {stated}")]
+    State {
+        /// The stated digest.
+        stated: Digest,
+        /// The recomputed one.
+        found: Digest,
+    },
+}
+
+/// A campaign's adapters as its committed events left them.
+#[derive(Debug, Clone)]
+pub struct CampaignWitness {
+    layout: Arc<AdapterLayout>,
+    heads: usize,
+    base_state: Digest,
+    adapters: Adapters,
+    next_step: u64,
+}
+
+/// The changed pieces an offered event's delta yields, once checked.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    after: Adapters,
+    next_step: u64,
+}
+
+impl CampaignWitness {
+    /// The witness of a fine-tuning campaign before its first event, from
+    /// its recipe (checked against the campaign).
+    pub fn new(campaign: &Campaign, recipe: &Recipe) -> crate::error::Result<Self> {
+        recipe.check_against(campaign)?;
+        let layout = Arc::new(recipe.settings.layout()?);
+        Ok(Self {
+            heads: recipe.settings.model.heads,
+            base_state: campaign.base_model.state,
+            adapters: Adapters::init(layout.clone(), adapter_init_seed(campaign.sketch.seed)),
+            layout,
+            next_step: 0,
+        })
+    }
+
+    /// The first step an event may start at.
+    pub fn next_step(&self) -> u64 {
+        self.next_step
+    }
+
+    /// The state digest of the committed adapters.
+    pub fn state(&self) -> Digest {
+        self.adapters.state_digest(&self.base_state)
+    }
+
+    /// Checks an offered event with its delta blob against the committed
+    /// state; on success returns what [`CampaignWitness::commit`] takes
+    /// once the event commits.
+    pub fn check(&self, event: &EventView<'_>, delta_blob: &[u8]) -> Result<Checked, StepFault> {
+        let found = blob_digest(delta_blob);
+        if found != *event.delta_blob {
+            return Err(StepFault::BlobMismatch {
+                named: *event.delta_blob,
+                found,
+            });
+        }
+        let (first, last, pieces) =
+            decode_delta(delta_blob).map_err(|e| StepFault::Malformed(e.to_string()))?;
+        if (first, last) != (event.first_step, event.last_step) {
+            return Err(StepFault::StepRange {
+                first: event.first_step,
+                last: event.last_step,
+                found_first: first,
+                found_last: last,
+            });
+        }
+        if first < self.next_step {
+            return Err(StepFault::Stale {
+                first,
+                next: self.next_step,
+            });
+        }
+        if pieces.windows(2).any(|w| w[0].piece >= w[1].piece) {
+            return Err(StepFault::Malformed(
+                "pieces are not in strictly increasing order".into(),
+            ));
+        }
+        self.check_routing(event, &pieces)?;
+        let mut after = self.adapters.clone();
+        apply(&mut after, &pieces).map_err(|e| StepFault::Malformed(e.to_string()))?;
+        let measured = block_measures(&self.layout, &pieces, &self.adapters, &after);
+        check_blocks(&event.measurement.blocks, &measured)?;
+        let state = after.state_digest(&self.base_state);
+        if state != event.measurement.model_state {
+            return Err(StepFault::State {
+                stated: event.measurement.model_state,
+                found: state,
+            });
+        }
+        Ok(Checked {
+            after,
+            next_step: last + 1,
+        })
+    }
+
+    /// Applies a checked event once it committed.
+    pub fn commit(&mut self, checked: Checked) {
+        self.adapters = checked.after;
+        self.next_step = checked.next_step;
+    }
+
+    fn check_routing(&self, event: &EventView<'_>, pieces: &[PieceDelta]) -> Result<(), StepFault> {
+        for d in pieces {
+            let spec = self
+                .layout
+                .pieces
+                .get(d.piece as usize)
+                .ok_or_else(|| StepFault::Malformed(format!("piece {} is not in the layout", d.piece)))?;
+            let reached = event.records.iter().any(|r| {
+                let m = &r.decision.routing;
+                m.allows(spec.unit(m.granularity, self.heads))
+            });
+            if !reached {
+                return Err(StepFault::RoutedOut {
+                    piece: spec.name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_blocks(
+    stated: &[provenance::BlockMeasure],
+    measured: &[provenance::BlockMeasure],
+) -> Result<(), StepFault> {
+    for m in measured {
+        let Some(s) = stated.iter().find(|s| s.block == m.block) else {
+            return Err(StepFault::Measurement {
+                block: m.block,
+                what: "changed by the delta but not measured".into(),
+            });
+        };
+        if s.delta_digest != m.delta_digest {
+            return Err(StepFault::Measurement {
+                block: m.block,
+                what: format!(
+                    "delta digest {} stated, {} in the blob",
+                    s.delta_digest, m.delta_digest
+                ),
+            });
+        }
+        if s.norm.to_bits() != m.norm.to_bits() {
+            return Err(StepFault::Measurement {
+                block: m.block,
+                what: format!("norm {} stated, {} in the blob", s.norm, m.norm),
+            });
+        }
+    }
+    if let Some(s) = stated
+        .iter()
+        .find(|s| !measured.iter().any(|m| m.block == s.block))
+    {
+        return Err(StepFault::Measurement {
+            block: s.block,
+            what: "measured but not changed by the delta".into(),
+        });
+    }
+    Ok(())
+}
