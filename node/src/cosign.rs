@@ -43,6 +43,9 @@ pub enum CoSignRefusal {
     /// An operator is offered an entry its own tools did not submit.
     #[error("an operator signs only the entries its own tools submitted")]
     NotOwnMeasurement,
+    /// A training event's delta is not what it states (`tuner::witness`).
+    #[error("effect: {0}")]
+    Effect(String),
     /// A registration (manifest, policy, campaign, revocation) its own
     /// tools did not submit.
     #[error("an authority registers only what its own tools submitted")]

@@ -20,6 +20,7 @@ use provenance::{
 use serde::{Deserialize, Serialize};
 
 use crate::cosign::{check_section, CheckContext, CoSignRefusal};
+pub use crate::effect::EffectVerdict;
 use crate::wire::{check_body, Gossip};
 use crate::EntryStatus;
 
@@ -219,6 +220,14 @@ pub enum CoSignAction {
         /// Why.
         refusal: CoSignRefusal,
     },
+    /// Check the effect of this training event (off the core), then report
+    /// with [`Table::on_effect`].
+    CheckEffect {
+        /// The entry.
+        digest: Digest,
+        /// Its body.
+        body: Box<EntryBody>,
+    },
     /// This node must sign but cannot (a key it holds only a share of):
     /// the entry waits.
     CannotSign {
@@ -281,6 +290,20 @@ struct Pending {
     /// When it may be re-offered next, and how many times it has been.
     next_reoffer: Instant,
     reoffers: u32,
+    /// Where this node's check of a training event's effect stands.
+    effect: Effect,
+}
+
+/// This node's check of a training event's effect (`crate::effect`), which
+/// runs off the core: a co-signer signs an event only once it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    /// Not checked (or to be checked again).
+    Unchecked,
+    /// A check runs.
+    Checking,
+    /// The effect is what the event states.
+    Holds,
 }
 
 impl Pending {
@@ -476,6 +499,7 @@ impl Table {
                     first_seen: env.now,
                     next_reoffer: env.now + Duration::from_secs(1),
                     reoffers: 0,
+                    effect: Effect::Unchecked,
                 },
             );
         }
@@ -545,6 +569,31 @@ impl Table {
         let mut out = Vec::new();
         self.add_signature(env, digest, sig, &mut out);
         self.maybe_complete(env, digest, &mut out);
+        out
+    }
+
+    /// The outcome of a [`CoSignAction::CheckEffect`]: sign if it holds,
+    /// refuse if it is broken, check again at the next offer otherwise.
+    pub fn on_effect(&mut self, env: &Env<'_>, digest: &Digest, verdict: EffectVerdict) -> Vec<CoSignAction> {
+        let mut out = Vec::new();
+        let Some(p) = self.pending.get_mut(digest) else {
+            return out;
+        };
+        match verdict {
+            EffectVerdict::Holds => {
+                p.effect = Effect::Holds;
+                self.maybe_sign(env, digest, true, &mut out);
+                self.maybe_complete(env, digest, &mut out);
+            }
+            EffectVerdict::Unchecked(why) => {
+                p.effect = Effect::Unchecked;
+                tracing::info!("effect of {} not checked yet: {why}", digest.short());
+            }
+            EffectVerdict::Broken(why) => {
+                p.effect = Effect::Unchecked;
+                self.refuse_here(digest, CoSignRefusal::Effect(why), &mut out);
+            }
+        }
         out
     }
 
@@ -743,6 +792,19 @@ impl Table {
         let verdict = self.verdict(env, p, req.role);
         let message = req.message.clone();
         let scheme = p.scheme;
+        if verdict.is_ok() && self.needs_effect(p, req.role) {
+            if p.effect == Effect::Unchecked {
+                let body = Box::new(p.body.clone());
+                if let Some(p) = self.pending.get_mut(digest) {
+                    p.effect = Effect::Checking;
+                }
+                out.push(CoSignAction::CheckEffect {
+                    digest: *digest,
+                    body,
+                });
+            }
+            return;
+        }
         match verdict {
             Ok(()) => match env.signer.sign(scheme, &message) {
                 Ok(sig) => {
@@ -761,20 +823,36 @@ impl Table {
                     reason: e.to_string(),
                 }),
             },
-            Err(refusal) => {
-                let reason = refusal.to_string();
-                out.extend(self.refuse(digest, self.authority.clone(), reason.clone()));
-                out.push(CoSignAction::RefusedHere {
-                    digest: *digest,
-                    refusal,
-                });
-                out.push(CoSignAction::Publish(Box::new(Gossip::Refusal {
-                    entry: *digest,
-                    authority: self.authority.clone(),
-                    reason,
-                })));
-            }
+            Err(refusal) => self.refuse_here(digest, refusal, out),
         }
+    }
+
+    /// Refuses this authority's section, for the log and the consortium.
+    fn refuse_here(&mut self, digest: &Digest, refusal: CoSignRefusal, out: &mut Vec<CoSignAction>) {
+        let reason = refusal.to_string();
+        out.extend(self.refuse(digest, self.authority.clone(), reason.clone()));
+        out.push(CoSignAction::RefusedHere {
+            digest: *digest,
+            refusal,
+        });
+        out.push(CoSignAction::Publish(Box::new(Gossip::Refusal {
+            entry: *digest,
+            authority: self.authority.clone(),
+            reason,
+        })));
+    }
+
+    /// Whether this node checks the entry's effect before signing: a
+    /// training event, for governance and the data sources (the operator
+    /// measured it itself).
+    fn needs_effect(&self, p: &Pending, role: Role) -> bool {
+        #[cfg(feature = "collusion")]
+        if self.colluding {
+            return false;
+        }
+        p.effect != Effect::Holds
+            && matches!(role, Role::Governance | Role::DataSource)
+            && matches!(p.body, EntryBody::Step(_) | EntryBody::Composite(_))
     }
 
     /// Whether this node's authority, in `role`, vouches for the entry.

@@ -39,9 +39,41 @@ impl<'w> Node<'w> {
 
     /// A peer's offer of `body` to table `t`, carrying its submitter's
     /// signature as an honest submitter's offer does.
+    /// Offers `body` as a peer would; an effect check it asks for holds
+    /// (the check itself is `tuner::witness`'s, tested there and on the
+    /// network).
     fn peer_offer(&self, t: &mut Table, body: EntryBody) -> Result<(Digest, Vec<CoSignAction>), OfferError> {
+        let (d, actions) = self.peer_offer_unchecked(t, body)?;
+        Ok((d, self.resolve_effects(t, actions, EffectVerdict::Holds)))
+    }
+
+    /// Offers `body` as a peer would, leaving effect checks asked for.
+    fn peer_offer_unchecked(
+        &self,
+        t: &mut Table,
+        body: EntryBody,
+    ) -> Result<(Digest, Vec<CoSignAction>), OfferError> {
         let sigs = self.w.submitter_sig(&body);
         self.with(|env| t.offer(env, body, sigs, false, None))
+    }
+
+    /// Answers each effect check in `actions` with `verdict`.
+    fn resolve_effects(
+        &self,
+        t: &mut Table,
+        actions: Vec<CoSignAction>,
+        verdict: EffectVerdict,
+    ) -> Vec<CoSignAction> {
+        let mut out = Vec::new();
+        for a in actions {
+            match a {
+                CoSignAction::CheckEffect { digest, .. } => {
+                    out.extend(self.with(|env| t.on_effect(env, &digest, verdict.clone())))
+                }
+                a => out.push(a),
+            }
+        }
+        out
     }
 
     fn with<R>(&self, f: impl FnOnce(&Env<'_>) -> R) -> R {
@@ -102,6 +134,7 @@ fn verdict_of(w: &World, index: usize, body: EntryBody, now_ms: u64) -> Option<C
     let (_, actions) = n
         .with(|env| t.offer(env, body, sigs, false, None))
         .expect("offer taken");
+    let actions = n.resolve_effects(&mut t, actions, EffectVerdict::Holds);
     match refusal_of(&actions) {
         Some(r) => {
             let text = r.to_string();
@@ -172,6 +205,12 @@ fn an_honest_step_is_signed_by_every_role_and_completes_on_the_operators_node() 
         let (_, a) = n
             .with(|env| t.offer(env, body.clone(), sigs.clone(), false, None))
             .expect("offer");
+        // A co-signer checks the step's effect before it signs.
+        assert!(
+            signatures(&a).is_empty() && a.iter().any(|x| matches!(x, CoSignAction::CheckEffect { .. })),
+            "{a:?}"
+        );
+        let a = n.resolve_effects(&mut t, a, EffectVerdict::Holds);
         assert_eq!(refusal_of(&a), None);
         sigs.extend(signatures(&a));
     }
@@ -807,7 +846,9 @@ fn an_offer_is_checked_submitter_first_at_most_one_signature_per_signer() {
     let n = Node::new(&w, GOV);
     let offer = |sigs: Vec<AuthoritySignature>| {
         let mut t = n.table();
-        let r = n.with(|env| t.offer(env, step.clone(), sigs, false, None));
+        let r = n
+            .with(|env| t.offer(env, step.clone(), sigs, false, None))
+            .map(|(d, a)| (d, n.resolve_effects(&mut t, a, EffectVerdict::Holds)));
         (r, t)
     };
     let extra = |sigs: Vec<AuthoritySignature>, why: &str| {
@@ -878,4 +919,51 @@ fn governance_refuses_a_step_whose_memorisation_signal_breaks_the_policy() {
     // At the threshold: signed.
     step.measurement.signals.canary_exposure = limit;
     assert!(verdict_of(&w, GOV, EntryBody::Step(step), T0 + 1_000).is_none());
+}
+
+/// A co-signer signs a training event only once its effect holds: a
+/// broken effect is refused with the reason (and published), an effect it
+/// could not check yet is checked again at the next offer.
+#[test]
+fn a_co_signer_signs_an_event_only_once_its_effect_holds() {
+    let w = World::new();
+    let step = EntryBody::Step(w.step(T0));
+    let n = Node::new(&w, GOV);
+    // Not checkable yet: nothing signed, nothing refused; asked again.
+    let mut t = n.table();
+    let (d, a) = n.peer_offer_unchecked(&mut t, step.clone()).expect("taken");
+    let a = n.resolve_effects(
+        &mut t,
+        a,
+        EffectVerdict::Unchecked("no peer served the delta".into()),
+    );
+    assert!(signatures(&a).is_empty() && refusal_of(&a).is_none(), "{a:?}");
+    let (_, again) = n
+        .peer_offer_unchecked(&mut t, step.clone())
+        .expect("offered again");
+    assert!(
+        again
+            .iter()
+            .any(|x| matches!(x, CoSignAction::CheckEffect { digest, .. } if *digest == d)),
+        "checked again: {again:?}"
+    );
+    // Broken: refused with the witness's reason.
+    let a = n.resolve_effects(
+        &mut t,
+        again,
+        EffectVerdict::Broken("block 3: norm 0.1 stated, 0.2 in the blob".into()),
+    );
+    let reason = refusal_of(&a).expect("refused").to_string();
+    assert!(reason.contains("effect: block 3: norm"), "{reason}");
+    match t.status(&d) {
+        Some(EntryStatus::Refused { by, reason }) => {
+            assert_eq!(by, label::<AuthorityId>("standards-board"));
+            assert!(reason.starts_with("effect:"), "{reason}");
+        }
+        other => panic!("refused, got {other:?}"),
+    }
+    // Holds: signed once.
+    let mut t = n.table();
+    let (_, a) = n.peer_offer(&mut t, step).expect("taken");
+    assert_eq!(signatures(&a).len(), 1, "{a:?}");
 }

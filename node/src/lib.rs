@@ -38,6 +38,7 @@ pub mod checkpoints;
 pub mod config;
 pub mod cosign;
 pub mod cosigning;
+pub mod effect;
 pub mod guard;
 pub mod ledger;
 pub mod ledger_store;

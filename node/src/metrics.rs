@@ -62,6 +62,10 @@ pub struct Metrics {
     pub bans: AtomicU64,
     /// Entries refused because their authority had its cap pending here.
     pub pending_full: AtomicU64,
+    /// Training events whose effect this node checked and found as stated.
+    pub effects_held: AtomicU64,
+    /// Training events refused here because their effect is not as stated.
+    pub effects_broken: AtomicU64,
     /// Peers banned now.
     pub banned: AtomicU64,
     /// Certified checkpoints stored.
@@ -102,7 +106,7 @@ impl Metrics {
     /// The exposition text.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let gauges: [(&str, &str, &str, &AtomicU64); 17] = [
+        let gauges: [(&str, &str, &str, &AtomicU64); 19] = [
             (
                 "govtune_traces_total",
                 "counter",
@@ -166,6 +170,18 @@ impl Metrics {
                 "counter",
                 "Entries refused: their authority had its cap pending here.",
                 &self.pending_full,
+            ),
+            (
+                "govtune_effects_held_total",
+                "counter",
+                "Training events whose delta this node checked against their measurement and found as stated.",
+                &self.effects_held,
+            ),
+            (
+                "govtune_effects_broken_total",
+                "counter",
+                "Training events refused here: their delta is not what their measurement states.",
+                &self.effects_broken,
             ),
             (
                 "govtune_checkpoints_total",

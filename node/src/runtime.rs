@@ -113,6 +113,11 @@ pub(crate) enum Internal {
         messages: Vec<ConsensusMessage>,
     },
     Checkpoints(Vec<SignedCheckpoint>),
+    /// A training event's effect, checked off this task.
+    Effect {
+        digest: Digest,
+        verdict: crate::effect::EffectVerdict,
+    },
 }
 
 type Act = Action<crate::wire::BlockPayload, Bytes, Bytes>;
@@ -168,6 +173,8 @@ pub(crate) struct Core {
     pub(crate) cosign_fault: Option<Fault>,
     /// Consortium signatures checked off this task.
     pub(crate) verified: Arc<provenance::crypto::VerifiedSignatures>,
+    /// Training events' effects, checked off this task.
+    pub(crate) effects: Arc<crate::effect::Effects>,
 }
 
 /// The fault a consensus misbehaviour proves.
@@ -429,6 +436,21 @@ impl Core {
         f(&mut self.table, &env)
     }
 
+    /// A training event's effect checked off this task.
+    pub(crate) fn on_effect(&mut self, digest: Digest, verdict: crate::effect::EffectVerdict) {
+        match &verdict {
+            crate::effect::EffectVerdict::Holds => {
+                self.metrics.effects_held.fetch_add(1, Relaxed);
+            }
+            crate::effect::EffectVerdict::Broken(_) => {
+                self.metrics.effects_broken.fetch_add(1, Relaxed);
+            }
+            crate::effect::EffectVerdict::Unchecked(_) => {}
+        }
+        let actions = self.cosign(|t, env| t.on_effect(env, &digest, verdict));
+        self.apply_cosign(actions);
+    }
+
     /// Takes an entry body from the API (own), a restart (own) or a peer.
     pub(crate) fn offer(
         &mut self,
@@ -458,6 +480,10 @@ impl Core {
                 CoSignAction::Misbehaved => self.cosign_fault = Some(Fault::BadSignature),
                 CoSignAction::RefusedHere { digest, refusal } => {
                     tracing::info!("refusing to co-sign {}: {refusal}", digest.short());
+                }
+                CoSignAction::CheckEffect { digest, body } => {
+                    self.effects
+                        .spawn(self.store.clone(), digest, *body, self.internal.clone());
                 }
                 CoSignAction::CannotSign { digest, reason } => {
                     tracing::error!("cannot sign {}: {reason}", digest.short());

@@ -113,6 +113,7 @@ pub async fn run(
         metrics.log_size.store(s.head().log_size, Relaxed);
     }
     let (api_tx, mut api_rx) = mpsc::channel(1024);
+    let effects = crate::effect::Effects::new(api_tx.clone());
     let api_addr = cfg.api_listen.clone().unwrap_or(node.api_listen.clone());
     let bind = |addr: &str, what: &str| -> Result<std::net::TcpListener, NodeError> {
         let l =
@@ -236,6 +237,7 @@ pub async fn run(
         last_checkpoint_request: Instant::now(),
         blamed: Vec::new(),
         cosign_fault: None,
+        effects,
     };
     // Own entries accepted before a restart.
     let saved = read(&store).pending()?;
@@ -323,6 +325,10 @@ pub async fn run(
                 }
                 Internal::Checkpoints(cps) => {
                     for c in cps { core.store_checkpoint(&c); }
+                    Ok(())
+                }
+                Internal::Effect { digest, verdict } => {
+                    core.on_effect(digest, verdict);
                     Ok(())
                 }
             },

@@ -181,6 +181,24 @@ impl CampaignWitness {
         })
     }
 
+    /// Applies a committed event's delta (the ledger holds it: only that
+    /// the blob is the one it names and fits the layout is checked).
+    pub fn follow(&mut self, event: &EventView<'_>, delta_blob: &[u8]) -> Result<(), StepFault> {
+        let found = blob_digest(delta_blob);
+        if found != *event.delta_blob {
+            return Err(StepFault::BlobMismatch {
+                named: *event.delta_blob,
+                found,
+            });
+        }
+        let (_, last, pieces) = decode_delta(delta_blob).map_err(|e| StepFault::Malformed(e.to_string()))?;
+        let mut after = self.adapters.clone();
+        apply(&mut after, &pieces).map_err(|e| StepFault::Malformed(e.to_string()))?;
+        self.adapters = after;
+        self.next_step = self.next_step.max(last + 1);
+        Ok(())
+    }
+
     /// Applies a checked event once it committed.
     pub fn commit(&mut self, checked: Checked) {
         self.adapters = checked.after;

@@ -68,5 +68,17 @@ fn a_governed_campaign_runs_through_the_operator_node_and_closes() {
         .expect("campaign");
     assert_eq!(c.entries, 6);
     assert!(c.closed.is_some(), "{c:?}");
+    // Governance and each data source checked every step's delta against
+    // its measurement before signing (a data source only the steps with
+    // its examples).
+    let gov = t.by_role("governance").expect("governance");
+    let metrics = t.client(gov).metrics().expect("metrics");
+    let held = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("govtune_effects_held_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no effect counter in {metrics}"));
+    assert_eq!(held, 6, "governance checked each step's effect once");
+    assert!(metrics.contains("govtune_effects_broken_total 0"), "{metrics}");
     t.down().expect("down");
 }
