@@ -136,7 +136,7 @@ impl EventSink for HttpSink {
                 }
                 EntryState::Uncommitted(EntryStatus::Refused { by, reason }) => {
                     return Ok(Verdict::Refused {
-                        reason: format!("{by} refused: {reason}"),
+                        reason: format!("{by} refused entry {digest}: {reason}"),
                     })
                 }
                 EntryState::Uncommitted(EntryStatus::Expired { reason }) => {

@@ -84,6 +84,8 @@
 pub mod bench;
 pub mod blobs;
 pub mod campaign;
+#[cfg(feature = "cheat")]
+pub mod cheat;
 pub mod data;
 pub mod demo;
 pub mod error;

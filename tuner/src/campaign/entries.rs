@@ -30,6 +30,8 @@ impl Session {
             Verdict::Committed => {
                 self.ledger.seq += 1;
                 self.ledger.prev = body.digest();
+                #[cfg(feature = "cheat")]
+                crate::cheat::committed(&body);
                 Ok(None)
             }
             Verdict::Refused { reason } if reason.contains(provenance::state::POLICY_SUPERSEDED) => {
@@ -64,7 +66,19 @@ impl Session {
             return Ok(None);
         };
         let last_step = self.st.step - 1;
-        let deltas = diff(&span.start, &self.st.adapters);
+        #[allow(unused_mut)]
+        let mut deltas = diff(&span.start, &self.st.adapters);
+        #[cfg(feature = "cheat")]
+        let cheat = crate::cheat::at(span.first_step);
+        #[cfg(feature = "cheat")]
+        if cheat == Some(crate::cheat::Mode::RoutedOut) {
+            crate::cheat::touch_routed_out(
+                &self.layout,
+                self.spec.settings.model.heads,
+                &span.records,
+                &mut deltas,
+            );
+        }
         let delta = encode_delta(span.first_step, last_step, &deltas);
         let delta_d = blob_digest(&delta);
         let sketch = encode_sketches(self.proj.dim(), &span.sketches);
@@ -73,13 +87,33 @@ impl Session {
         sink.put_blob(&sketch_d, &sketch)?;
         self.delta_bytes += delta.len() as u64;
         self.sketch_bytes += sketch.len() as u64;
-        let measurement = Measurement {
+        #[allow(unused_mut)]
+        let mut measurement = Measurement {
             blocks: block_measures(&self.layout, &deltas, &span.start, &self.st.adapters),
             optimizer_state: self.st.opt.digest(),
             model_state: self.state_digest(),
             loss: span.losses.iter().sum::<f32>() / span.losses.len().max(1) as f32,
             signals: span.signals,
         };
+        #[cfg(feature = "cheat")]
+        match cheat {
+            Some(crate::cheat::Mode::RoutedOut) => {
+                // What the shipped delta yields, stated consistently.
+                let mut shipped = span.start.clone();
+                crate::blobs::apply(&mut shipped, &deltas)?;
+                measurement.blocks = block_measures(&self.layout, &deltas, &span.start, &shipped);
+                measurement.model_state = shipped.state_digest(&self.base_digest);
+            }
+            Some(crate::cheat::Mode::UnderNorm) => {
+                if let Some(b) = measurement.blocks.first_mut() {
+                    b.norm *= 0.5;
+                }
+            }
+            Some(crate::cheat::Mode::Memorisation) => {
+                measurement.signals.extraction = crate::cheat::over_threshold(&self.spec.policy);
+            }
+            _ => {}
+        }
         let time = self.clock.now();
         let composite = match self.spec.policy.event_granularity {
             EventGranularity::Example => false,
@@ -112,6 +146,18 @@ impl Session {
                 delta_blob: delta_d,
                 step_time: time,
             })
+        };
+        #[cfg(feature = "cheat")]
+        let body = match (cheat, crate::cheat::last()) {
+            (Some(crate::cheat::Mode::Replay), Some(mut old)) => {
+                match &mut old {
+                    EntryBody::Step(e) => e.link = self.link(),
+                    EntryBody::Composite(e) => e.link = self.link(),
+                    _ => {}
+                }
+                old
+            }
+            _ => body,
         };
         if let Some(stop) = self.submit(sink, body)? {
             return Ok(Some(stop));
