@@ -117,21 +117,18 @@ impl Effects {
             return EffectVerdict::Holds;
         }
         let mut followed = self.followed.lock().await;
-        if !followed.contains_key(&id) {
-            let recipe = match self.blob(store, campaign.recipe).await {
-                Ok(b) => b,
-                Err(e) => return EffectVerdict::Unchecked(format!("the campaign's recipe: {e}")),
-            };
-            let witness = Recipe::from_bytes(&recipe).and_then(|r| CampaignWitness::new(&campaign, &r));
-            match witness {
-                Ok(witness) => {
-                    followed.insert(id, Followed { witness, records: 0 });
+        let f = match followed.entry(id) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let recipe = match self.blob(store, campaign.recipe).await {
+                    Ok(b) => b,
+                    Err(e) => return EffectVerdict::Unchecked(format!("the campaign's recipe: {e}")),
+                };
+                match Recipe::from_bytes(&recipe).and_then(|r| CampaignWitness::new(&campaign, &r)) {
+                    Ok(witness) => slot.insert(Followed { witness, records: 0 }),
+                    Err(e) => return EffectVerdict::Broken(format!("the campaign's recipe: {e}")),
                 }
-                Err(e) => return EffectVerdict::Broken(format!("the campaign's recipe: {e}")),
             }
-        }
-        let Some(f) = followed.get_mut(&id) else {
-            return EffectVerdict::Unchecked("campaign not followed".into());
         };
         // Follow the committed records this node has not read yet.
         let records: Vec<EntryBody> = {

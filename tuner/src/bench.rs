@@ -165,6 +165,42 @@ pub fn per_example_paths(spec: &CampaignSpec, batch: usize, reps: usize) -> Resu
     Ok((batched, t1.elapsed().as_secs_f64()))
 }
 
+/// What a co-signer's effect check costs against the operator's step:
+/// `(operator seconds per step, co-signer check seconds per event, events)`
+/// over a governed campaign of `steps` batch steps.
+pub fn witness_cost(spec: &CampaignSpec, batch: usize, steps: u64) -> Result<(f64, f64, usize)> {
+    let mut spec = spec.clone();
+    spec.policy.event_granularity = EventGranularity::Batch;
+    spec.settings.batch_size = batch;
+    spec.settings.max_steps = steps;
+    spec.settings.checkpoint_every = 0;
+    spec.campaign.policy = provenance::Canonical::digest(&spec.policy);
+    spec.campaign.checkpoint_steps.clear();
+    let campaign = spec.campaign.clone();
+    let recipe = crate::recipe::Recipe::new(spec.settings.clone(), b"");
+    let mut sink = MemorySink::default();
+    let clock = SimClock {
+        next: spec.campaign.created.0 + 1000,
+        step_ms: 10,
+    };
+    let t0 = Instant::now();
+    let out = run(spec, Box::new(clock), &mut sink, &mut ())?;
+    let operator = t0.elapsed().as_secs_f64() / out.steps.max(1) as f64;
+    let mut w = crate::witness::CampaignWitness::new(&campaign, &recipe)?;
+    let events: Vec<_> = sink.entries.iter().filter(|e| e.event().is_some()).collect();
+    let t1 = Instant::now();
+    for e in &events {
+        let Some(ev) = e.event() else { continue };
+        let blob = sink.blobs.get(ev.delta_blob).cloned().unwrap_or_default();
+        let checked = w.check(&ev, &blob).map_err(|f| {
+            crate::error::TunerError::Config(format!("an honest event failed the check: {f}"))
+        })?;
+        w.commit(checked);
+    }
+    let check = t1.elapsed().as_secs_f64() / events.len().max(1) as f64;
+    Ok((operator, check, events.len()))
+}
+
 /// The benchmark table as Markdown.
 pub fn table(spec: &CampaignSpec, batch: usize, steps: u64, example_steps: u64) -> Result<String> {
     let rows = [
@@ -172,6 +208,7 @@ pub fn table(spec: &CampaignSpec, batch: usize, steps: u64, example_steps: u64) 
         row(spec, EventGranularity::Example, 1, example_steps)?,
     ];
     let (b, r) = per_example_paths(spec, batch, 3)?;
+    let (op_step, check, checked) = witness_cost(spec, batch, steps)?;
     let m = &spec.settings.model;
     let mut out = format!(
         "Model: {} layers, d={}, {} heads, context {}, {} base parameters, {} adapter parameters; sketch dim {}.\n\n",
@@ -203,6 +240,12 @@ pub fn table(spec: &CampaignSpec, batch: usize, steps: u64, example_steps: u64) 
         b / 3.0,
         r / 3.0,
         r / b
+    ));
+    out.push_str(&format!(
+        "\nA co-signer's effect check (delta against measurement, routing and state chain; {checked} events): {:.2} ms per event against the operator's {:.0} ms per governed step ({:.2}% of it).\n",
+        check * 1e3,
+        op_step * 1e3,
+        100.0 * check / op_step.max(f64::MIN_POSITIVE)
     ));
     let _ = Timestamp(0);
     Ok(out)
