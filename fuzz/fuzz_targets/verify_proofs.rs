@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use provenance::merkle::{verify_consistency, verify_inclusion, MemoryTree, Sha3Hasher};
+use provenance::merkle::{verify_consistency, verify_inclusion, MemoryTree, LogHasher};
 use provenance::Digest;
 
 fn u64_at(d: &[u8], i: usize) -> u64 {
@@ -30,26 +30,26 @@ fuzz_target!(|data: &[u8]| {
         })
         .collect();
     let (leaf, root) = (path.first().copied().unwrap_or_default(), path.last().copied().unwrap_or_default());
-    let _ = verify_inclusion::<Sha3Hasher>(a, b, &leaf, &path, &root);
-    let _ = verify_consistency::<Sha3Hasher>(a, b, &path, &leaf, &root);
-    let _ = verify_inclusion::<Sha3Hasher>(a % 64, b % 64, &leaf, &path, &root);
-    let _ = verify_consistency::<Sha3Hasher>(a % 64, b % 64, &path, &leaf, &root);
+    let _ = verify_inclusion::<LogHasher>(a, b, &leaf, &path, &root);
+    let _ = verify_consistency::<LogHasher>(a, b, &path, &leaf, &root);
+    let _ = verify_inclusion::<LogHasher>(a % 64, b % 64, &leaf, &path, &root);
+    let _ = verify_consistency::<LogHasher>(a % 64, b % 64, &path, &leaf, &root);
 
     // Differential: a real tree of up to 300 leaves.
     let n = 1 + (b % 300);
-    let tree = MemoryTree::<Sha3Hasher>::from_leaves((0..n).map(|i| i.to_be_bytes()).collect::<Vec<_>>().iter().map(|x| x.as_slice()));
+    let tree = MemoryTree::<LogHasher>::from_leaves((0..n).map(|i| i.to_be_bytes()).collect::<Vec<_>>().iter().map(|x| x.as_slice()));
     let i = a % n;
     let real = tree.inclusion_proof(i, n).expect("in range");
     let lh = tree.leaf_hash(i).expect("leaf");
-    assert!(verify_inclusion::<Sha3Hasher>(i, n, &lh, &real, &tree.root()).is_ok());
+    assert!(verify_inclusion::<LogHasher>(i, n, &lh, &real, &tree.root()).is_ok());
     if path != real {
-        assert!(verify_inclusion::<Sha3Hasher>(i, n, &lh, &path, &tree.root()).is_err());
+        assert!(verify_inclusion::<LogHasher>(i, n, &lh, &path, &tree.root()).is_err());
     }
     let m = 1 + (a % n);
     let cp = tree.consistency_proof(m, n).expect("in range");
     let r1 = tree.root_at(m).expect("root");
-    assert!(verify_consistency::<Sha3Hasher>(m, n, &cp, &r1, &tree.root()).is_ok());
+    assert!(verify_consistency::<LogHasher>(m, n, &cp, &r1, &tree.root()).is_ok());
     if path != cp && m != n {
-        assert!(verify_consistency::<Sha3Hasher>(m, n, &path, &r1, &tree.root()).is_err());
+        assert!(verify_consistency::<LogHasher>(m, n, &path, &r1, &tree.root()).is_err());
     }
 });

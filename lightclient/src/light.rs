@@ -4,7 +4,7 @@
 //! extends an earlier one.
 
 use provenance::api::CheckpointAnswer;
-use provenance::merkle::{verify_consistency, verify_inclusion, Sha3Hasher, TreeHasher};
+use provenance::merkle::{verify_consistency, verify_inclusion, LogHasher, TreeHasher};
 use provenance::{Digest, KeyRing, LedgerEntry, SignedCheckpoint};
 
 use crate::client::{Client, ClientError};
@@ -189,10 +189,10 @@ impl LightClient {
         proof: &[Digest],
     ) -> Result<(), VerifyError> {
         self.verify_checkpoint(cp)?;
-        verify_inclusion::<Sha3Hasher>(
+        verify_inclusion::<LogHasher>(
             index,
             cp.checkpoint.size,
-            &Sha3Hasher::hash_leaf(leaf),
+            &LogHasher::hash_leaf(leaf),
             proof,
             &cp.checkpoint.root,
         )
@@ -234,7 +234,7 @@ impl LightClient {
         second: &SignedCheckpoint,
         proof: &[Digest],
     ) -> Result<(), VerifyError> {
-        verify_consistency::<Sha3Hasher>(
+        verify_consistency::<LogHasher>(
             first.checkpoint.size,
             second.checkpoint.size,
             proof,

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use provenance::block::entries_root;
-use provenance::merkle::{MemoryTree, Sha3Hasher};
+use provenance::merkle::{LogHasher, MemoryTree};
 use provenance::{BlockHeader, Canonical, Digest, LedgerEntry, LedgerState, Timestamp};
 use storage::{AppendReceipt, Store, StoreError};
 
@@ -64,7 +64,7 @@ impl LedgerStore for Store {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     state: LedgerState,
-    tree: MemoryTree<Sha3Hasher>,
+    tree: MemoryTree<LogHasher>,
     index: HashMap<Digest, u64>,
     headers: Vec<BlockHeader>,
     certificates: Vec<Vec<u8>>,

@@ -7,7 +7,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use provenance::crypto::{verify_cosignature, CoSigner, SignRequest, SignatureScheme};
 use provenance::digest::{tagged_hash, ObjectKind};
 use provenance::genesis::{deal, ConsortiumDescription, NodeSigners};
-use provenance::merkle::{verify_consistency, verify_inclusion, MemoryTree, Sha3Hasher, TreeHasher};
+use provenance::merkle::{verify_consistency, verify_inclusion, LogHasher, MemoryTree, TreeHasher};
 use provenance::{Role, Timestamp};
 use rand::SeedableRng;
 
@@ -25,8 +25,8 @@ fn sha3(c: &mut Criterion) {
 
 fn merkle(c: &mut Criterion) {
     let n: u64 = 1 << 20;
-    let tree = MemoryTree::<Sha3Hasher>::from_leaf_hashes(
-        (0..n).map(|i| <Sha3Hasher as TreeHasher>::hash_leaf(&i.to_be_bytes())),
+    let tree = MemoryTree::<LogHasher>::from_leaf_hashes(
+        (0..n).map(|i| <LogHasher as TreeHasher>::hash_leaf(&i.to_be_bytes())),
     );
     let root = tree.root();
     let mut g = c.benchmark_group("merkle_2^20");
@@ -37,7 +37,7 @@ fn merkle(c: &mut Criterion) {
     let proof = tree.inclusion_proof(idx, n).expect("proof");
     let leaf = tree.leaf_hash(idx).expect("leaf");
     g.bench_function("inclusion_proof_verify", |b| {
-        b.iter(|| verify_inclusion::<Sha3Hasher>(idx, n, &leaf, &proof, &root))
+        b.iter(|| verify_inclusion::<LogHasher>(idx, n, &leaf, &proof, &root))
     });
     let first = 600_001u64;
     g.bench_function("consistency_proof_build", |b| {
@@ -46,7 +46,7 @@ fn merkle(c: &mut Criterion) {
     let cproof = tree.consistency_proof(first, n).expect("proof");
     let r1 = tree.root_at(first).expect("root");
     g.bench_function("consistency_proof_verify", |b| {
-        b.iter(|| verify_consistency::<Sha3Hasher>(first, n, &cproof, &r1, &root))
+        b.iter(|| verify_consistency::<LogHasher>(first, n, &cproof, &r1, &root))
     });
     g.finish();
 }

@@ -50,7 +50,7 @@ pub struct Checkpoint {
 
 impl Canonical for Checkpoint {
     const KIND: ObjectKind = ObjectKind::Checkpoint;
-    const VERSION: u16 = 2;
+    const VERSION: u16 = 3;
     fn declared_version(&self) -> u16 {
         self.version
     }
@@ -111,7 +111,7 @@ pub struct SignedCheckpoint {
 
 impl Canonical for SignedCheckpoint {
     const KIND: ObjectKind = ObjectKind::Checkpoint;
-    const VERSION: u16 = 2;
+    const VERSION: u16 = 3;
     fn declared_version(&self) -> u16 {
         self.checkpoint.version
     }

@@ -112,7 +112,7 @@ fn revocation(w: &World) -> Revocation {
 
 fn checkpoint() -> Checkpoint {
     Checkpoint {
-        version: 2,
+        version: 3,
         origin: "govtune-testnet".into(),
         size: 12,
         root: Digest([12; 32]),

@@ -10,7 +10,7 @@ use provenance::Canonical;
 
 fn sample_checkpoint() -> provenance::Checkpoint {
     provenance::Checkpoint {
-        version: 2,
+        version: 3,
         origin: "govtune-testnet".into(),
         size: 17,
         root: provenance::Digest([7; 32]),
@@ -53,7 +53,7 @@ fn sample_object_digests_are_frozen() {
         ),
         (
             "checkpoint",
-            "cc55bbcc357c39012c8deb9adf78fc4f657a892d7de62a4f1023f663ffe75b0f",
+            "dae8f50713e67adc1ab67216047b8361c5e9fa107120123b4558d02e68812975",
         ),
     ];
     for ((name, g), (_, w)) in got.iter().zip(want.iter()) {

@@ -112,7 +112,7 @@ fn a_wrong_tree_size_is_caught_by_the_signed_checkpoint() {
     let f = common::fixture();
     let (t, _) = tree(100);
     let cp = Checkpoint {
-        version: 2,
+        version: 3,
         origin: "govtune-testnet".into(),
         size: 100,
         root: t.root(),
@@ -161,7 +161,7 @@ fn checkpoints_round_trip_through_c2sp_text() {
     let f = common::fixture();
     let (t, _) = tree(5);
     let cp = Checkpoint {
-        version: 2,
+        version: 3,
         origin: "govtune-testnet".into(),
         size: 5,
         root: t.root(),

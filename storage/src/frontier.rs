@@ -1,7 +1,7 @@
 //! The right edge of the log's tree in memory: what an append needs to
 //! write each subtree it completes, and the root at the current size.
 
-use provenance::merkle::{Sha3Hasher, TreeHasher};
+use provenance::merkle::{LogHasher, TreeHasher};
 use provenance::Digest;
 
 use crate::{Result, StoreError};
@@ -22,7 +22,7 @@ impl Frontier {
                 .get_mut(level as usize)
                 .and_then(Option::take)
                 .ok_or_else(|| StoreError::Corrupt(format!("frontier has no node at level {level}")))?;
-            node = Sha3Hasher::hash_children(&left, &node);
+            node = LogHasher::hash_children(&left, &node);
             level += 1;
             idx >>= 1;
             writes.push((level, idx, node));
@@ -39,9 +39,9 @@ impl Frontier {
         for h in self.0.iter().flatten() {
             root = Some(match root {
                 None => *h,
-                Some(r) => Sha3Hasher::hash_children(h, &r),
+                Some(r) => LogHasher::hash_children(h, &r),
             });
         }
-        root.unwrap_or_else(Sha3Hasher::empty_root)
+        root.unwrap_or_else(LogHasher::empty_root)
     }
 }

@@ -47,6 +47,11 @@ pub const META_SAFETY: &[u8] = b"safety";
 pub const META_UNFINALIZED: &[u8] = b"unfinalized/";
 /// Meta key of the latest checkpoint's height.
 pub const META_LATEST_CHECKPOINT: &[u8] = b"latest-checkpoint";
+/// Meta key of the store's format ([`STORE_FORMAT`]).
+pub const META_FORMAT: &[u8] = b"format";
+/// The store's format: the log's tree is RFC 6962 over SHA-256. A store
+/// without it (its tree hashed with SHA3-256) is refused, never rehashed.
+pub const STORE_FORMAT: &[u8] = b"govtune-store/v2 log=rfc6962-sha256";
 
 /// A u64 key.
 pub fn u64_key(n: u64) -> [u8; 8] {

@@ -52,7 +52,7 @@ use std::path::Path;
 
 use provenance::block::entries_root;
 use provenance::codec::{decode_raw, encode, DecodeError};
-use provenance::merkle::{Sha3Hasher, SubtreeSource, TreeHasher};
+use provenance::merkle::{LogHasher, SubtreeSource, TreeHasher};
 use provenance::{
     decode, BlockHeader, Bytes, Canonical, Digest, KeyRing, LedgerEntry, LedgerState, SignedCheckpoint,
     StateError, StateKey, Timestamp,
@@ -260,7 +260,19 @@ impl Store {
     }
 
     fn recover(&mut self, keyring: &KeyRing) -> Result<()> {
-        if let Some(b) = self.db.get_cf(self.cf(CF_META)?, META_HEAD)? {
+        let format = self.db.get_cf(self.cf(CF_META)?, META_FORMAT)?;
+        let head = self.db.get_cf(self.cf(CF_META)?, META_HEAD)?;
+        match (format.as_deref(), &head) {
+            (Some(f), _) if f == STORE_FORMAT => {}
+            (None, None) => self.db.put_cf(self.cf(CF_META)?, META_FORMAT, STORE_FORMAT)?,
+            (f, _) => {
+                return Err(StoreError::Recovery(format!(
+                    "this store was written by an earlier govtune (format {:?}; its log tree is hashed with SHA3-256, the log is now RFC 6962 over SHA-256) and is not converted: start the node on an empty data_dir under the new genesis",
+                    f.map(|f| String::from_utf8_lossy(f).to_string()).unwrap_or_else(|| "v1".into())
+                )))
+            }
+        }
+        if let Some(b) = head {
             self.head = read_record("head", &b)?;
         }
         let size = self.head.log_size;
@@ -406,7 +418,7 @@ impl Store {
             let bytes = e.encode();
             batch.put_cf(cf_entries, u64_key(idx), &bytes);
             batch.put_cf(cf_digest, digest.0, u64_key(idx));
-            for (level, index, node) in frontier.push(idx, Sha3Hasher::hash_leaf(&bytes))? {
+            for (level, index, node) in frontier.push(idx, LogHasher::hash_leaf(&bytes))? {
                 batch.put_cf(cf_tree, tree_key(level, index), node.0);
             }
             for prefix in index::index_prefixes(e, digest, &state) {

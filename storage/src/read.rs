@@ -1,7 +1,7 @@
 //! Reading the store: blocks, entries, the digest index and secondary
 //! indexes, roots and proofs at any size, blobs, disk use.
 
-use provenance::merkle::{self, Sha3Hasher};
+use provenance::merkle::{self, LogHasher};
 use provenance::{decode, Digest, LedgerEntry};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
@@ -67,17 +67,17 @@ impl Store {
                 self.head.log_size
             )));
         }
-        merkle::range_hash::<Sha3Hasher, _>(self, 0, size)
+        merkle::range_hash::<LogHasher, _>(self, 0, size)
     }
 
     /// Inclusion proof of entry `index` in the log of `size` entries.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Option<Vec<Digest>>> {
-        merkle::inclusion_proof::<Sha3Hasher, _>(self, index, size)
+        merkle::inclusion_proof::<LogHasher, _>(self, index, size)
     }
 
     /// Consistency proof between log sizes `first` and `second`.
     pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Option<Vec<Digest>>> {
-        merkle::consistency_proof::<Sha3Hasher, _>(self, first, second)
+        merkle::consistency_proof::<LogHasher, _>(self, first, second)
     }
 
     /// Stores a blob under its content digest (synced); returns the digest.

@@ -63,7 +63,7 @@ pub fn certify(
     let h = store.head().clone();
     let cp = sign_checkpoint(
         Checkpoint {
-            version: 2,
+            version: 3,
             origin: ORIGIN.into(),
             size: h.log_size,
             root: h.root,

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use provenance::merkle::{verify_consistency, verify_inclusion, Sha3Hasher, TreeHasher};
+use provenance::merkle::{verify_consistency, verify_inclusion, LogHasher, TreeHasher};
 use rand::{Rng, SeedableRng};
 use storage::Store;
 
@@ -71,16 +71,16 @@ fn sigkill_at_random_moments_never_loses_or_tears_a_block() {
         let size = cp.checkpoint.size;
         for _ in 0..5 {
             let i = rng.gen_range(0..size);
-            let leaf = Sha3Hasher::hash_leaf(&store.entry_bytes(i).expect("read").expect("entry"));
+            let leaf = LogHasher::hash_leaf(&store.entry_bytes(i).expect("read").expect("entry"));
             let proof = store.inclusion_proof(i, size).expect("read").expect("proof");
-            verify_inclusion::<Sha3Hasher>(i, size, &leaf, &proof, &cp.checkpoint.root)
+            verify_inclusion::<LogHasher>(i, size, &leaf, &proof, &cp.checkpoint.root)
                 .expect("inclusion verifies");
         }
         let proof = store
             .consistency_proof(size, head.log_size)
             .expect("read")
             .expect("proof");
-        verify_consistency::<Sha3Hasher>(size, head.log_size, &proof, &cp.checkpoint.root, &head.root)
+        verify_consistency::<LogHasher>(size, head.log_size, &proof, &cp.checkpoint.root, &head.root)
             .expect("head extends the checkpoint");
     }
     assert_eq!(kills_mid_stream, 60);

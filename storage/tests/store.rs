@@ -10,7 +10,7 @@ use std::process::Command;
 
 use common::*;
 use provenance::checkpoint::Checkpoint;
-use provenance::merkle::{verify_consistency, verify_inclusion, MemoryTree, Sha3Hasher, TreeHasher};
+use provenance::merkle::{verify_consistency, verify_inclusion, LogHasher, MemoryTree, TreeHasher};
 use provenance::{Canonical, Digest, EntryBody, LedgerEntry, LedgerView, Timestamp};
 use rand::{Rng, SeedableRng};
 use storage::synthetic::Workload;
@@ -43,7 +43,7 @@ fn random_store(path: &std::path::Path, seed: u64, blocks: usize) -> (Store, Vec
 fn proofs_from_disk_match_an_in_memory_tree_at_every_size() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (store, all) = random_store(dir.path(), 1, 20);
-    let mem = MemoryTree::<Sha3Hasher>::from_leaves(
+    let mem = MemoryTree::<LogHasher>::from_leaves(
         all.iter()
             .map(|e| e.encode())
             .collect::<Vec<_>>()
@@ -61,14 +61,14 @@ fn proofs_from_disk_match_an_in_memory_tree_at_every_size() {
         assert_eq!(Some(root), mem.root_at(size));
         let p = store.inclusion_proof(i, size).expect("read").expect("proof");
         assert_eq!(Some(p.clone()), mem.inclusion_proof(i, size));
-        verify_inclusion::<Sha3Hasher>(i, size, &mem.leaf_hash(i).expect("leaf"), &p, &root)
+        verify_inclusion::<LogHasher>(i, size, &mem.leaf_hash(i).expect("leaf"), &p, &root)
             .expect("verifies");
         let first = rng.gen_range(0..=size);
         let c = store
             .consistency_proof(first, size)
             .expect("read")
             .expect("proof");
-        verify_consistency::<Sha3Hasher>(first, size, &c, &mem.root_at(first).expect("r"), &root)
+        verify_consistency::<LogHasher>(first, size, &c, &mem.root_at(first).expect("r"), &root)
             .expect("consistent");
     }
     // Entries round trip and are found by body digest.
@@ -211,7 +211,7 @@ fn refused_blocks_and_checkpoints_change_nothing() {
     // A checkpoint for a root the log does not have, or signed by nobody.
     let bad_root = sign_checkpoint(
         Checkpoint {
-            version: 2,
+            version: 3,
             origin: ORIGIN.into(),
             size: store.head().log_size,
             root: Digest([2; 32]),
@@ -236,7 +236,7 @@ fn refused_blocks_and_checkpoints_change_nothing() {
     let head = store.head().clone();
     let bad_time = sign_checkpoint(
         Checkpoint {
-            version: 2,
+            version: 3,
             origin: ORIGIN.into(),
             size: head.log_size,
             root: head.root,
@@ -253,6 +253,30 @@ fn refused_blocks_and_checkpoints_change_nothing() {
     assert_eq!((store.head().clone(), store.state().digest()), before);
     // The good block still goes in.
     store.append_block(&good, &entries, b"").expect("good block");
+}
+
+#[test]
+fn a_store_of_an_earlier_format_is_refused_not_rehashed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (dealt, _) = consortium();
+    let (store, _) = random_store(dir.path(), 4, 3);
+    let root = store.head().root;
+    drop(store);
+    // Reopened as it is: the same root (RFC 6962 over SHA-256).
+    let store = Store::open(dir.path(), ORIGIN, &dealt.keyring).expect("reopen");
+    assert_eq!(store.head().root, root);
+    // A store of the SHA3-256 log (its format key names another tree).
+    store
+        .corrupt_for_test("meta", b"format", b"govtune-store/v1")
+        .expect("mark");
+    drop(store);
+    let err = Store::open(dir.path(), ORIGIN, &dealt.keyring).expect_err("an earlier format");
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Recovery(_)), "{msg}");
+    assert!(
+        msg.contains("earlier govtune") && msg.contains("SHA-256") && msg.contains("empty data_dir"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -337,12 +361,12 @@ fn export_then_import_rebuilds_the_same_store_and_leaves_rehash_to_the_root() {
     while bytes[at] != 0 {
         let len = u32::from_be_bytes(bytes[at + 1..at + 5].try_into().expect("4 bytes")) as usize;
         if bytes[at] == 2 {
-            leaves.push(Sha3Hasher::hash_leaf(&bytes[at + 5..at + 5 + len]));
+            leaves.push(LogHasher::hash_leaf(&bytes[at + 5..at + 5 + len]));
         }
         at += 5 + len;
     }
     assert_eq!(
-        MemoryTree::<Sha3Hasher>::from_leaf_hashes(leaves).root(),
+        MemoryTree::<LogHasher>::from_leaf_hashes(leaves).root(),
         store.head().root
     );
 

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use provenance::merkle::{MemoryTree, Sha3Hasher};
+use provenance::merkle::{LogHasher, MemoryTree};
 use provenance::{Digest, EntryBody, LedgerEntry, SignedCheckpoint};
 
 use super::{malformed, note_completeness, records_of, Verdict, Verified, Verifier};
@@ -252,7 +252,7 @@ impl Verifier {
             leaves.extend(a.leaves.into_iter().map(|l| l.leaf.0));
             start += got;
         }
-        let mut t = MemoryTree::<Sha3Hasher>::new();
+        let mut t = MemoryTree::<LogHasher>::new();
         for l in &leaves {
             t.push_leaf(l);
         }

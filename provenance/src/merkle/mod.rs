@@ -9,10 +9,13 @@
 //! MTH(D[0:n])  = HASH(0x01 || MTH(D[0:k]) || MTH(D[k:n]))   k = largest power of two < n
 //! ```
 //!
-//! With SHA-256 this is exactly RFC 6962's tree, and the tests reproduce the
-//! published Certificate Transparency reference vectors. The ledger's log
-//! uses SHA3-256 ([`Sha3Hasher`]); the leaf input of the log is a
-//! [`crate::LedgerEntry`]'s canonical bytes.
+//! The ledger's log uses SHA-256 ([`LogHasher`], [`Sha256Hasher`]): exactly
+//! RFC 6962's tree, so standard transparency-log tooling computes its roots
+//! and proofs, and the tests reproduce the published Certificate
+//! Transparency reference vectors with it. The leaf input of the log is a
+//! [`crate::LedgerEntry`]'s canonical bytes. Trees inside objects (a
+//! source's example root, a composite's records root, a block's entries
+//! root) stay SHA3-256 ([`Sha3Hasher`]), like every content address.
 //!
 //! Proof *construction* reads only hashes of perfect, aligned subtrees
 //! through the [`SubtreeSource`] trait, so the same code serves an
@@ -45,7 +48,34 @@ pub trait TreeHasher {
     fn hash_children(left: &Digest, right: &Digest) -> Digest;
 }
 
-/// RFC 9162 over SHA3-256: the hash of govtune's log and of source trees.
+/// The log's tree hash: RFC 6962 over SHA-256.
+pub type LogHasher = Sha256Hasher;
+
+/// RFC 6962 (RFC 9162 over SHA-256): the hash of govtune's log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sha256Hasher;
+
+impl TreeHasher for Sha256Hasher {
+    fn empty_root() -> Digest {
+        Digest(sha2::Sha256::digest([]).into())
+    }
+    fn hash_leaf(leaf: &[u8]) -> Digest {
+        let mut h = sha2::Sha256::new();
+        sha2::Digest::update(&mut h, [0u8]);
+        sha2::Digest::update(&mut h, leaf);
+        Digest(sha2::Digest::finalize(h).into())
+    }
+    fn hash_children(left: &Digest, right: &Digest) -> Digest {
+        let mut h = sha2::Sha256::new();
+        sha2::Digest::update(&mut h, [1u8]);
+        sha2::Digest::update(&mut h, left.0);
+        sha2::Digest::update(&mut h, right.0);
+        Digest(sha2::Digest::finalize(h).into())
+    }
+}
+
+/// RFC 9162 over SHA3-256: the trees inside objects (source examples,
+/// composite records, block entries).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sha3Hasher;
 
