@@ -6,7 +6,9 @@
 //!
 //! The base campaign's full-parameter composites are not checked here
 //! (their recipe is not on the ledger): `docs/threat-model.md` says what
-//! co-signers cannot see there.
+//! co-signers cannot see there. An event is checked against the state its
+//! predecessors left, so a campaign's events commit one after another (the
+//! tuner submits each step after the previous one's verdict anyway).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -93,6 +95,11 @@ impl Effects {
             return EffectVerdict::Holds;
         };
         let id = event.link.campaign;
+        let recipe = read(store).state().campaign_state(&id).map(|c| c.campaign.recipe);
+        if recipe == Some(Digest::ZERO) {
+            // A base campaign (full-parameter, no recipe): not checked here.
+            return EffectVerdict::Holds;
+        }
         // Wait until this node has committed every record before the event.
         let deadline = Instant::now() + CATCH_UP;
         let campaign = loop {
@@ -113,7 +120,6 @@ impl Effects {
             }
         };
         if campaign.recipe == Digest::ZERO {
-            // A base campaign (full-parameter, no recipe): not checked here.
             return EffectVerdict::Holds;
         }
         let mut followed = self.followed.lock().await;
