@@ -4,9 +4,9 @@
 //! blob (fetched from peers and kept here) must match its measurement,
 //! its routing and the state chain before this node signs.
 //!
-//! The base campaign's full-parameter composites are not checked here
-//! (their recipe is not on the ledger): `docs/threat-model.md` says what
-//! co-signers cannot see there. An event is checked against the state its
+//! Both campaign kinds are followed: a fine-tune's adapters and a base
+//! campaign's weights (from the initial weights its recipe gives); a
+//! campaign without a recipe blob is not checked. An event is checked against the state its
 //! predecessors left, so a campaign's events commit one after another (the
 //! tuner submits each step after the previous one's verdict anyway).
 
@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 use provenance::{Digest, EntryBody};
 use storage::{IndexPrefix, Store};
 use tokio::sync::{mpsc, oneshot, Mutex};
-use tuner::recipe::Recipe;
-use tuner::witness::CampaignWitness;
+use tuner::witness::Witness;
 
 use crate::runtime::{read, ApiCommand, Internal};
 
@@ -41,7 +40,7 @@ pub enum EffectVerdict {
 /// One campaign followed: its witness and how many of its committed
 /// records it has read.
 struct Followed {
-    witness: CampaignWitness,
+    witness: Witness,
     records: u64,
 }
 
@@ -97,7 +96,7 @@ impl Effects {
         let id = event.link.campaign;
         let recipe = read(store).state().campaign_state(&id).map(|c| c.campaign.recipe);
         if recipe == Some(Digest::ZERO) {
-            // A base campaign (full-parameter, no recipe): not checked here.
+            // A campaign that published no recipe blob: nothing to follow.
             return EffectVerdict::Holds;
         }
         // Wait until this node has committed every record before the event.
@@ -130,7 +129,7 @@ impl Effects {
                     Ok(b) => b,
                     Err(e) => return EffectVerdict::Unchecked(format!("the campaign's recipe: {e}")),
                 };
-                match Recipe::from_bytes(&recipe).and_then(|r| CampaignWitness::new(&campaign, &r)) {
+                match Witness::new(&campaign, &recipe) {
                     Ok(witness) => slot.insert(Followed { witness, records: 0 }),
                     Err(e) => return EffectVerdict::Broken(format!("the campaign's recipe: {e}")),
                 }

@@ -61,6 +61,82 @@ pub struct BaseOutcome {
     pub last_loss: f32,
 }
 
+/// The base campaign's recipe blob: what a co-signer needs to follow its
+/// weights (`tuner::witness`): the architecture and the initialisation
+/// seed, from which [`Weights::init`] gives the campaign's starting state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaseRecipe {
+    /// Always [`BASE_RECIPE_FORMAT`].
+    pub format: String,
+    /// The architecture.
+    pub model: ModelConfig,
+    /// The initialisation seed.
+    pub init_seed: u64,
+}
+
+/// The format tag of a base recipe blob.
+pub const BASE_RECIPE_FORMAT: &str = "govtune-base-recipe/v1";
+
+impl BaseRecipe {
+    /// The blob bytes (canonical JSON, as [`crate::recipe::Recipe`]'s).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses a base recipe blob (it must re-encode to itself).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let bad = |reason: String| TunerError::Blob {
+            kind: "base recipe",
+            reason,
+        };
+        if bytes.len() > crate::recipe::MAX_RECIPE_BYTES {
+            return Err(bad(format!("{} bytes", bytes.len())));
+        }
+        let r: BaseRecipe = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        if r.format != BASE_RECIPE_FORMAT {
+            return Err(bad(format!("format {:?}", r.format)));
+        }
+        r.model.validate()?;
+        if r.to_bytes() != bytes {
+            return Err(bad("not in canonical form".into()));
+        }
+        Ok(r)
+    }
+}
+
+/// Per parameter block of the base model: the digest of its tensors' XOR
+/// deltas and the L2 norm of its change (tensors in name order, as the
+/// delta blob numbers them).
+pub fn base_block_measures(
+    names: &[String],
+    layers: usize,
+    deltas: &[PieceDelta],
+    before: &[&Vec<f32>],
+    after: &[&Vec<f32>],
+) -> Vec<BlockMeasure> {
+    let mut by: BTreeMap<u32, (Vec<u8>, f64)> = BTreeMap::new();
+    for d in deltas {
+        let i = d.piece as usize;
+        let e = by.entry(block_of(&names[i], layers)).or_default();
+        e.0.extend_from_slice(&d.piece.to_be_bytes());
+        for x in &d.xor {
+            e.0.extend_from_slice(&x.to_le_bytes());
+        }
+        e.1 += before[i]
+            .iter()
+            .zip(after[i])
+            .map(|(a, b)| (f64::from(*b) - f64::from(*a)).powi(2))
+            .sum::<f64>();
+    }
+    by.into_iter()
+        .map(|(block, (bytes, sq))| BlockMeasure {
+            block,
+            delta_digest: blob_digest(&bytes),
+            norm: sq.sqrt() as f32,
+        })
+        .collect()
+}
+
 fn block_of(name: &str, layers: usize) -> u32 {
     match name.strip_prefix('l').and_then(|r| r.split_once('.')) {
         Some((l, rest)) => {
@@ -85,6 +161,14 @@ pub fn pretrain(
 ) -> Result<BaseOutcome> {
     let cfg = settings.model;
     let mut w = Weights::init(cfg, settings.seed)?;
+    let base_recipe = BaseRecipe {
+        format: BASE_RECIPE_FORMAT.into(),
+        model: cfg,
+        init_seed: settings.seed,
+    }
+    .to_bytes();
+    let recipe = blob_digest(&base_recipe);
+    sink.put_blob(&recipe, &base_recipe)?;
     let sources = sources
         .into_iter()
         .map(|s| PreparedSource::new(s, cfg.window()))
@@ -95,7 +179,7 @@ pub fn pretrain(
             state: w.digest(),
         },
         architecture: cfg.architecture_digest(),
-        recipe: Digest::ZERO,
+        recipe,
         shape: cfg.shape(),
         sketch: SketchSpec { seed: 0, dim: 0 },
         policy: policy.digest(),
@@ -198,24 +282,9 @@ pub fn pretrain(
                         .then_some(PieceDelta { piece: i as u32, xor })
                 })
                 .collect();
-            let mut by: BTreeMap<u32, (Vec<u8>, f64)> = BTreeMap::new();
             let before: Vec<&Vec<f32>> = span_start.tensors.values().map(|(_, v)| v).collect();
             let after: Vec<&Vec<f32>> = w.tensors.values().map(|(_, v)| v).collect();
-            for d in &deltas {
-                let e = by
-                    .entry(block_of(&names[d.piece as usize], cfg.layers))
-                    .or_default();
-                e.0.extend_from_slice(&d.piece.to_be_bytes());
-                for x in &d.xor {
-                    e.0.extend_from_slice(&x.to_le_bytes());
-                }
-                let i = d.piece as usize;
-                e.1 += before[i]
-                    .iter()
-                    .zip(after[i])
-                    .map(|(a, b)| (f64::from(*b) - f64::from(*a)).powi(2))
-                    .sum::<f64>();
-            }
+            let blocks = base_block_measures(&names, cfg.layers, &deltas, &before, &after);
             let delta = encode_delta(span_first, step, &deltas);
             let sketch = encode_sketches(0, &[]);
             let (dd, sd) = (blob_digest(&delta), blob_digest(&sketch));
@@ -234,14 +303,7 @@ pub fn pretrain(
                 records_root: composite_root(&records),
                 records: std::mem::take(&mut records),
                 measurement: Measurement {
-                    blocks: by
-                        .into_iter()
-                        .map(|(block, (bytes, sq))| BlockMeasure {
-                            block,
-                            delta_digest: blob_digest(&bytes),
-                            norm: sq.sqrt() as f32,
-                        })
-                        .collect(),
+                    blocks,
                     optimizer_state: opt.digest(),
                     model_state: w.digest(),
                     loss: losses.iter().sum::<f32>() / losses.len().max(1) as f32,

@@ -18,6 +18,10 @@
 //!   extra;
 //! - the resulting model-state digest is the measurement's.
 //!
+//! A base campaign ([`BaseWitness`]) is followed from the initial weights
+//! its recipe gives and checked the same way, without routing (it trains
+//! every weight).
+//!
 //! The checks cost one pass over the changed pieces. They cannot see
 //! whether the gradient was computed honestly (clipping, the examples'
 //! actual content): that needs replaying the step.
@@ -28,7 +32,10 @@ use provenance::{Campaign, Digest, EventView};
 
 use crate::blobs::{apply, blob_digest, decode_delta, PieceDelta};
 use crate::campaign::block_measures;
+use crate::error::TunerError;
 use crate::lora::{adapter_init_seed, AdapterLayout, Adapters};
+use crate::model::Weights;
+use crate::pretrain::{base_block_measures, BaseRecipe};
 use crate::recipe::Recipe;
 
 /// Why a co-signer refuses an event's effect.
@@ -99,11 +106,226 @@ pub struct CampaignWitness {
     next_step: u64,
 }
 
-/// The changed pieces an offered event's delta yields, once checked.
+/// The state an offered event's delta yields, once checked.
 #[derive(Debug, Clone)]
 pub struct Checked {
     after: Adapters,
     next_step: u64,
+}
+
+/// What an offered base-campaign event's delta yields, once checked.
+#[derive(Debug, Clone)]
+pub struct CheckedBase {
+    after: Weights,
+    next_step: u64,
+}
+
+/// Either kind of campaign the tuner runs, followed by a co-signer.
+#[derive(Debug, Clone)]
+pub enum Witness {
+    /// A fine-tune: LoRA adapters over a fixed base.
+    FineTune(CampaignWitness),
+    /// A base campaign: every weight of the model trains.
+    Base(BaseWitness),
+}
+
+/// A checked event of either kind.
+#[derive(Debug, Clone)]
+pub enum CheckedEvent {
+    /// Of a fine-tune.
+    FineTune(Checked),
+    /// Of a base campaign.
+    Base(CheckedBase),
+}
+
+impl Witness {
+    /// The witness of `campaign` from its recipe blob (a fine-tune's
+    /// [`Recipe`] or a base campaign's [`BaseRecipe`]).
+    pub fn new(campaign: &Campaign, recipe: &[u8]) -> crate::error::Result<Self> {
+        match Recipe::from_bytes(recipe) {
+            Ok(r) => Ok(Self::FineTune(CampaignWitness::new(campaign, &r)?)),
+            Err(_) => Ok(Self::Base(BaseWitness::new(
+                campaign,
+                &BaseRecipe::from_bytes(recipe)?,
+            )?)),
+        }
+    }
+
+    /// Checks an offered event (see [`CampaignWitness::check`]).
+    pub fn check(&self, event: &EventView<'_>, delta_blob: &[u8]) -> Result<CheckedEvent, StepFault> {
+        match self {
+            Self::FineTune(w) => w.check(event, delta_blob).map(CheckedEvent::FineTune),
+            Self::Base(w) => w.check(event, delta_blob).map(CheckedEvent::Base),
+        }
+    }
+
+    /// Applies a checked event once it committed.
+    pub fn commit(&mut self, checked: CheckedEvent) {
+        match (self, checked) {
+            (Self::FineTune(w), CheckedEvent::FineTune(c)) => w.commit(c),
+            (Self::Base(w), CheckedEvent::Base(c)) => w.commit(c),
+            // A check of the other kind cannot come from this witness.
+            _ => {}
+        }
+    }
+
+    /// Applies a committed event's delta.
+    pub fn follow(&mut self, event: &EventView<'_>, delta_blob: &[u8]) -> Result<(), StepFault> {
+        match self {
+            Self::FineTune(w) => w.follow(event, delta_blob),
+            Self::Base(w) => {
+                let c = w.check_shape(event, delta_blob)?;
+                w.commit(c);
+                Ok(())
+            }
+        }
+    }
+
+    /// The committed state's digest.
+    pub fn state(&self) -> Digest {
+        match self {
+            Self::FineTune(w) => w.state(),
+            Self::Base(w) => w.weights.digest(),
+        }
+    }
+}
+
+/// A base campaign's weights as its committed events left them. Its
+/// events are checked like a fine-tune's, except routing: a base campaign
+/// trains every weight (its policy gives full depth).
+#[derive(Debug, Clone)]
+pub struct BaseWitness {
+    weights: Weights,
+    names: Vec<String>,
+    next_step: u64,
+}
+
+impl BaseWitness {
+    /// The witness before the first event: [`Weights::init`] from the
+    /// recipe, which must give the campaign's starting state.
+    pub fn new(campaign: &Campaign, recipe: &BaseRecipe) -> crate::error::Result<Self> {
+        if recipe.model.architecture_digest() != campaign.architecture {
+            return Err(TunerError::DigestMismatch {
+                what: "base recipe architecture".into(),
+                expected: campaign.architecture,
+                found: recipe.model.architecture_digest(),
+            });
+        }
+        let weights = Weights::init(recipe.model, recipe.init_seed)?;
+        if weights.digest() != campaign.base_model.state {
+            return Err(TunerError::DigestMismatch {
+                what: "initial weights".into(),
+                expected: campaign.base_model.state,
+                found: weights.digest(),
+            });
+        }
+        Ok(Self {
+            names: weights.tensors.keys().cloned().collect(),
+            weights,
+            next_step: 0,
+        })
+    }
+
+    /// The blob, its steps and its tensors, and the weights it yields
+    /// (what a committed event is followed with).
+    fn check_shape(&self, event: &EventView<'_>, delta_blob: &[u8]) -> Result<CheckedBase, StepFault> {
+        let found = blob_digest(delta_blob);
+        if found != *event.delta_blob {
+            return Err(StepFault::BlobMismatch {
+                named: *event.delta_blob,
+                found,
+            });
+        }
+        let (_, last, pieces) = decode_delta(delta_blob).map_err(|e| StepFault::Malformed(e.to_string()))?;
+        let after = self.apply(&pieces)?;
+        Ok(CheckedBase {
+            after,
+            next_step: self.next_step.max(last + 1),
+        })
+    }
+
+    fn apply(&self, pieces: &[PieceDelta]) -> Result<Weights, StepFault> {
+        let mut after = self.weights.clone();
+        let mut tensors: Vec<&mut Vec<f32>> = after.tensors.values_mut().map(|(_, v)| v).collect();
+        for d in pieces {
+            let t = tensors
+                .get_mut(d.piece as usize)
+                .ok_or_else(|| StepFault::Malformed(format!("tensor {} is not in the model", d.piece)))?;
+            if t.len() != d.xor.len() {
+                return Err(StepFault::Malformed(format!(
+                    "tensor {} has {} values, the delta {}",
+                    d.piece,
+                    t.len(),
+                    d.xor.len()
+                )));
+            }
+            for (x, w) in t.iter_mut().zip(&d.xor) {
+                *x = f32::from_bits(x.to_bits() ^ w);
+            }
+        }
+        Ok(after)
+    }
+
+    /// Checks an offered event: blob, steps, per-block digests and norms,
+    /// state chain.
+    pub fn check(&self, event: &EventView<'_>, delta_blob: &[u8]) -> Result<CheckedBase, StepFault> {
+        let found = blob_digest(delta_blob);
+        if found != *event.delta_blob {
+            return Err(StepFault::BlobMismatch {
+                named: *event.delta_blob,
+                found,
+            });
+        }
+        let (first, last, pieces) =
+            decode_delta(delta_blob).map_err(|e| StepFault::Malformed(e.to_string()))?;
+        if (first, last) != (event.first_step, event.last_step) {
+            return Err(StepFault::StepRange {
+                first: event.first_step,
+                last: event.last_step,
+                found_first: first,
+                found_last: last,
+            });
+        }
+        if first < self.next_step {
+            return Err(StepFault::Stale {
+                first,
+                next: self.next_step,
+            });
+        }
+        if pieces.windows(2).any(|w| w[0].piece >= w[1].piece) {
+            return Err(StepFault::Malformed(
+                "pieces are not in strictly increasing order".into(),
+            ));
+        }
+        let after = self.apply(&pieces)?;
+        let before: Vec<&Vec<f32>> = self.weights.tensors.values().map(|(_, v)| v).collect();
+        let after_v: Vec<&Vec<f32>> = after.tensors.values().map(|(_, v)| v).collect();
+        let measured = base_block_measures(
+            &self.names,
+            self.weights.config.layers,
+            &pieces,
+            &before,
+            &after_v,
+        );
+        check_blocks(&event.measurement.blocks, &measured)?;
+        let state = after.digest();
+        if state != event.measurement.model_state {
+            return Err(StepFault::State {
+                stated: event.measurement.model_state,
+                found: state,
+            });
+        }
+        Ok(CheckedBase {
+            after,
+            next_step: last + 1,
+        })
+    }
+
+    /// Applies a checked event once it committed.
+    pub fn commit(&mut self, checked: CheckedBase) {
+        self.weights = checked.after;
+        self.next_step = checked.next_step;
+    }
 }
 
 impl CampaignWitness {

@@ -218,3 +218,53 @@ fn a_co_signer_follows_composite_events_under_head_routing() {
     }
     assert_eq!(wit.state(), out.final_state);
 }
+
+#[test]
+fn a_co_signer_follows_a_base_campaign_and_refuses_a_misreported_norm() {
+    let cfg = config(
+        2,
+        4000,
+        0,
+        policy(RoutingGranularity::Layer, EventGranularity::Batch),
+    );
+    assert!(
+        cfg.base_weights.is_none(),
+        "the base is pretrained in its own campaign"
+    );
+    let mut base = MemorySink::default();
+    let w = build(&cfg, &mut base, &mut |_, _| {}).unwrap();
+    let campaign = campaign_record(&base);
+    assert_ne!(
+        campaign.recipe,
+        Digest::ZERO,
+        "the base campaign publishes its recipe"
+    );
+    let mut wit = tuner::witness::Witness::new(&campaign, &base.blobs[&campaign.recipe]).unwrap();
+    assert!(matches!(wit, tuner::witness::Witness::Base(_)));
+    let evs = events(&base);
+    assert!(evs.len() >= 3, "{} composites", evs.len());
+    for (i, e) in evs.iter().enumerate() {
+        let ev = e.event().unwrap();
+        let blob = &base.blobs[ev.delta_blob];
+        if i == 1 {
+            // The same event with one block's norm under-reported.
+            let mut bad = e.clone();
+            if let EntryBody::Composite(c) = &mut bad {
+                c.measurement.blocks[0].norm *= 0.5;
+            }
+            assert!(matches!(
+                wit.check(&bad.event().unwrap(), blob),
+                Err(StepFault::Measurement { .. })
+            ));
+        }
+        let checked = wit
+            .check(&ev, blob)
+            .unwrap_or_else(|f| panic!("composite {i}: {f}"));
+        wit.commit(checked);
+    }
+    assert_eq!(
+        wit.state(),
+        w.spec.base.digest(),
+        "the chain ends at the base the fine-tune names"
+    );
+}
