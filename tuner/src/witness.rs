@@ -229,14 +229,7 @@ impl BaseWitness {
     /// The blob, its steps and its tensors, and the weights it yields
     /// (what a committed event is followed with).
     fn check_shape(&self, event: &EventView<'_>, delta_blob: &[u8]) -> Result<CheckedBase, StepFault> {
-        let found = blob_digest(delta_blob);
-        if found != *event.delta_blob {
-            return Err(StepFault::BlobMismatch {
-                named: *event.delta_blob,
-                found,
-            });
-        }
-        let (_, last, pieces) = decode_delta(delta_blob).map_err(|e| StepFault::Malformed(e.to_string()))?;
+        let (_, last, pieces) = open_named(event, delta_blob)?;
         let after = self.apply(&pieces)?;
         Ok(CheckedBase {
             after,
@@ -269,34 +262,7 @@ impl BaseWitness {
     /// Checks an offered event: blob, steps, per-block digests and norms,
     /// state chain.
     pub fn check(&self, event: &EventView<'_>, delta_blob: &[u8]) -> Result<CheckedBase, StepFault> {
-        let found = blob_digest(delta_blob);
-        if found != *event.delta_blob {
-            return Err(StepFault::BlobMismatch {
-                named: *event.delta_blob,
-                found,
-            });
-        }
-        let (first, last, pieces) =
-            decode_delta(delta_blob).map_err(|e| StepFault::Malformed(e.to_string()))?;
-        if (first, last) != (event.first_step, event.last_step) {
-            return Err(StepFault::StepRange {
-                first: event.first_step,
-                last: event.last_step,
-                found_first: first,
-                found_last: last,
-            });
-        }
-        if first < self.next_step {
-            return Err(StepFault::Stale {
-                first,
-                next: self.next_step,
-            });
-        }
-        if pieces.windows(2).any(|w| w[0].piece >= w[1].piece) {
-            return Err(StepFault::Malformed(
-                "pieces are not in strictly increasing order".into(),
-            ));
-        }
+        let (last, pieces) = open_offered(event, delta_blob, self.next_step)?;
         let after = self.apply(&pieces)?;
         let before: Vec<&Vec<f32>> = self.weights.tensors.values().map(|(_, v)| v).collect();
         let after_v: Vec<&Vec<f32>> = after.tensors.values().map(|(_, v)| v).collect();
@@ -357,34 +323,7 @@ impl CampaignWitness {
     /// state; on success returns what [`CampaignWitness::commit`] takes
     /// once the event commits.
     pub fn check(&self, event: &EventView<'_>, delta_blob: &[u8]) -> Result<Checked, StepFault> {
-        let found = blob_digest(delta_blob);
-        if found != *event.delta_blob {
-            return Err(StepFault::BlobMismatch {
-                named: *event.delta_blob,
-                found,
-            });
-        }
-        let (first, last, pieces) =
-            decode_delta(delta_blob).map_err(|e| StepFault::Malformed(e.to_string()))?;
-        if (first, last) != (event.first_step, event.last_step) {
-            return Err(StepFault::StepRange {
-                first: event.first_step,
-                last: event.last_step,
-                found_first: first,
-                found_last: last,
-            });
-        }
-        if first < self.next_step {
-            return Err(StepFault::Stale {
-                first,
-                next: self.next_step,
-            });
-        }
-        if pieces.windows(2).any(|w| w[0].piece >= w[1].piece) {
-            return Err(StepFault::Malformed(
-                "pieces are not in strictly increasing order".into(),
-            ));
-        }
+        let (last, pieces) = open_offered(event, delta_blob, self.next_step)?;
         self.check_routing(event, &pieces)?;
         let mut after = self.adapters.clone();
         apply(&mut after, &pieces).map_err(|e| StepFault::Malformed(e.to_string()))?;
@@ -406,14 +345,7 @@ impl CampaignWitness {
     /// Applies a committed event's delta (the ledger holds it: only that
     /// the blob is the one it names and fits the layout is checked).
     pub fn follow(&mut self, event: &EventView<'_>, delta_blob: &[u8]) -> Result<(), StepFault> {
-        let found = blob_digest(delta_blob);
-        if found != *event.delta_blob {
-            return Err(StepFault::BlobMismatch {
-                named: *event.delta_blob,
-                found,
-            });
-        }
-        let (_, last, pieces) = decode_delta(delta_blob).map_err(|e| StepFault::Malformed(e.to_string()))?;
+        let (_, last, pieces) = open_named(event, delta_blob)?;
         let mut after = self.adapters.clone();
         apply(&mut after, &pieces).map_err(|e| StepFault::Malformed(e.to_string()))?;
         self.adapters = after;
@@ -485,4 +417,48 @@ fn check_blocks(
         });
     }
     Ok(())
+}
+
+/// A delta blob that is the one `event` names, decoded: `(first, last,
+/// pieces)`.
+fn open_named(event: &EventView<'_>, delta_blob: &[u8]) -> Result<(u64, u64, Vec<PieceDelta>), StepFault> {
+    let found = blob_digest(delta_blob);
+    if found != *event.delta_blob {
+        return Err(StepFault::BlobMismatch {
+            named: *event.delta_blob,
+            found,
+        });
+    }
+    decode_delta(delta_blob).map_err(|e| StepFault::Malformed(e.to_string()))
+}
+
+/// An offered event's delta: the one it names, covering exactly its steps,
+/// none before `next_step`, pieces in strictly increasing order. Returns
+/// the last step and the pieces.
+fn open_offered(
+    event: &EventView<'_>,
+    delta_blob: &[u8],
+    next_step: u64,
+) -> Result<(u64, Vec<PieceDelta>), StepFault> {
+    let (first, last, pieces) = open_named(event, delta_blob)?;
+    if (first, last) != (event.first_step, event.last_step) {
+        return Err(StepFault::StepRange {
+            first: event.first_step,
+            last: event.last_step,
+            found_first: first,
+            found_last: last,
+        });
+    }
+    if first < next_step {
+        return Err(StepFault::Stale {
+            first,
+            next: next_step,
+        });
+    }
+    if pieces.windows(2).any(|w| w[0].piece >= w[1].piece) {
+        return Err(StepFault::Malformed(
+            "pieces are not in strictly increasing order".into(),
+        ));
+    }
+    Ok((last, pieces))
 }

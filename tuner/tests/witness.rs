@@ -15,18 +15,9 @@ use tuner::recipe::Recipe;
 use tuner::sink::MemorySink;
 use tuner::witness::{CampaignWitness, StepFault};
 
-/// A shallow campaign: every source may reach only the last layer, so the
-/// first layer's pieces are routed out of every event.
-fn campaign() -> (CampaignOutcome, MemorySink, tuner::demo::DemoConfig) {
-    let mut cfg = config(
-        2,
-        4000,
-        2,
-        policy(RoutingGranularity::Layer, EventGranularity::Batch),
-    );
-    cfg.settings.max_steps = 8;
-    cfg.settings.batch_size = 4;
-    let w = build(&cfg, &mut MemorySink::default(), &mut |_, _| {}).unwrap();
+/// The fine-tune of `cfg` (its base pretrained aside), into memory.
+fn fine_tune(cfg: &tuner::demo::DemoConfig) -> (CampaignOutcome, MemorySink) {
+    let w = build(cfg, &mut MemorySink::default(), &mut |_, _| {}).unwrap();
     let mut sink = MemorySink::default();
     let out = run(
         w.spec,
@@ -38,6 +29,21 @@ fn campaign() -> (CampaignOutcome, MemorySink, tuner::demo::DemoConfig) {
         &mut (),
     )
     .unwrap();
+    (out, sink)
+}
+
+/// A shallow campaign: every source may reach only the last layer, so the
+/// first layer's pieces are routed out of every event.
+fn campaign() -> (CampaignOutcome, MemorySink, tuner::demo::DemoConfig) {
+    let mut cfg = config(
+        2,
+        4000,
+        2,
+        policy(RoutingGranularity::Layer, EventGranularity::Batch),
+    );
+    cfg.settings.max_steps = 8;
+    cfg.settings.batch_size = 4;
+    let (out, sink) = fine_tune(&cfg);
     assert_eq!(out.stop, Stop::Finished);
     (out, sink, cfg)
 }
@@ -191,18 +197,7 @@ fn a_co_signer_follows_composite_events_under_head_routing() {
     cfg.settings.max_steps = 12;
     cfg.settings.batch_size = 4;
     cfg.settings.lora.dropout = 0.1;
-    let w = build(&cfg, &mut MemorySink::default(), &mut |_, _| {}).unwrap();
-    let mut sink = MemorySink::default();
-    let out = run(
-        w.spec,
-        Box::new(SimClock {
-            next: T0 + 100_000,
-            step_ms: 10,
-        }),
-        &mut sink,
-        &mut (),
-    )
-    .unwrap();
+    let (out, sink) = fine_tune(&cfg);
     let evs = events(&sink);
     assert!(
         evs.iter().any(|e| matches!(e, EntryBody::Composite(_))),
