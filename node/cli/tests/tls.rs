@@ -2,7 +2,8 @@
 //! genesis accept only the certificate it pins for each node, so a client
 //! given another consortium's genesis refuses the node before reading a
 //! byte of its API; a node refuses to start with a certificate genesis
-//! does not pin for it; plain HTTP is not served beside https.
+//! does not pin for it; plain HTTP is not served beside https; with
+//! `log_format = "json"` a node logs one JSON object per line.
 
 use std::path::Path;
 use std::process::Command;
@@ -115,6 +116,29 @@ fn a_client_refuses_a_node_whose_certificate_genesis_does_not_pin() {
     // No plain HTTP beside https.
     let plain = lightclient::Client::new(&url.replace("https://", "http://"));
     assert!(plain.health().is_err(), "plain HTTP answered on the https port");
+
+    // `log_format = "json"`: one JSON object per line.
+    let j = 2;
+    let cfg = t.nodes[j].config.clone();
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(&cfg, format!("{text}log_format = \"json\"\n")).expect("config");
+    let before = std::fs::read_to_string(&t.nodes[j].log)
+        .map(|l| l.len())
+        .unwrap_or(0);
+    t.restart(j).expect("restart");
+    t.wait_healthy(j, Duration::from_secs(60))
+        .expect("healthy with JSON logs");
+    let log = std::fs::read_to_string(&t.nodes[j].log).expect("log");
+    let lines: Vec<&str> = log[before..].lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "the restarted node logged nothing");
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v.get("level").is_some() && v.get("timestamp").is_some(), "{l}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("API on https://")),
+        "the start line: {lines:?}"
+    );
 
     // A node given a certificate genesis does not pin for it (node-1's)
     // refuses to start, naming the reason.
