@@ -122,6 +122,12 @@ impl Effects {
             return EffectVerdict::Holds;
         }
         let mut followed = self.followed.lock().await;
+        // A closed campaign takes no more events: stop following it (what a
+        // node holds stays bounded by the campaigns open at once).
+        {
+            let st = read(store);
+            followed.retain(|c, _| st.state().campaign_state(c).is_some_and(|s| s.closed.is_none()));
+        }
         let f = match followed.entry(id) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(slot) => {
