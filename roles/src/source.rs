@@ -16,8 +16,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use provenance::{
-    AuthorityId, Canonical, DataClass, DataSourceManifest, Digest, License, Purpose, Revocation, RightsBasis,
-    Segmentation, SourceExamples, Timestamp,
+    AuthorityId, Canonical, DataSourceManifest, Digest, Revocation, RightsBasis, SourceExamples, Timestamp,
 };
 
 use crate::RolesError;
@@ -92,34 +91,22 @@ impl TermsFile {
         Ok(t)
     }
 
-    /// The manifest of `text` under these terms with `salt`.
+    /// The manifest of `text` under these terms with `salt` (the tuner's
+    /// `manifest_for`, which the operator's tooling recomputes it with).
     pub fn manifest(&self, text: &[u8], salt: &[u8; 32]) -> Result<DataSourceManifest, RolesError> {
-        let cfg = |e: String| RolesError::Config(format!("source {:?}: {e}", self.title));
-        let segmentation = Segmentation::Window {
-            length: self.example_bytes,
-            stride: self.example_bytes,
-        };
-        let examples = SourceExamples::build(text, &segmentation, salt).map_err(|e| cfg(e.to_string()))?;
-        let m = DataSourceManifest {
-            version: 1,
-            authority: AuthorityId::new(self.authority.clone()).map_err(|e| cfg(e.to_string()))?,
+        let terms = tuner::data::SourceTerms {
+            authority: self.authority.clone(),
             title: self.title.clone(),
-            segmentation,
-            example_root: examples.root(),
-            example_count: examples.len(),
-            content_bytes: text.len() as u64,
-            license: License::new(self.license.clone()).map_err(|e| cfg(e.to_string()))?,
+            license: self.license.clone(),
+            purposes: self.purposes.clone(),
+            data_class: self.data_class.clone(),
             rights_basis: self.rights_basis,
-            purposes: self
-                .purposes
-                .iter()
-                .map(|p| Purpose::new(p.clone()).map_err(|e| cfg(e.to_string())))
-                .collect::<Result<_, _>>()?,
-            data_class: DataClass::new(self.data_class.clone()).map_err(|e| cfg(e.to_string()))?,
-            not_before: Timestamp(rfc3339_ms(&self.not_before)?),
-            not_after: Timestamp(rfc3339_ms(&self.not_after)?),
+            not_before: rfc3339_ms(&self.not_before)?,
+            not_after: rfc3339_ms(&self.not_after)?,
         };
-        m.check().map_err(|e| cfg(e.to_string()))?;
+        let m = tuner::data::manifest_for(text, self.example_bytes as usize, salt, &terms)?;
+        m.check()
+            .map_err(|e| RolesError::Config(format!("source {:?}: {e}", self.title)))?;
         Ok(m)
     }
 }
