@@ -605,13 +605,14 @@ fn a_pending_step_expires_when_its_campaign_closes_and_is_not_offered_again() {
     let head = other.digest();
     w.commit(vec![other]);
     w.commit(vec![EntryBody::CampaignClose(provenance::CampaignClose {
-        version: 1,
+        version: 2,
         campaign: w.campaign.digest(),
         head,
         entries: 1,
         steps: 1,
         per_source: Vec::new(),
         final_state: Digest([9; 32]),
+        order_end: 2,
         time: Timestamp(T0),
     })]);
     let actions = t.expire_hopeless(&w.state);

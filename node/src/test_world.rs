@@ -267,8 +267,9 @@ impl World {
     /// A step with one example of each of the first two sources.
     pub(crate) fn step(&self, time: u64) -> StepEvent {
         StepEvent {
-            version: 1,
+            version: 2,
             link: self.link(0),
+            order: provenance::OrderSpan { start: 0, end: 2 },
             step: 0,
             policy: self.policy.digest(),
             examples: vec![self.record(GLOBE, 0, time), self.record(FOLIO, 1, time)],
@@ -297,8 +298,9 @@ impl World {
     ) -> Refusal {
         let (m, ex) = &self.sources[source];
         Refusal {
-            version: 1,
+            version: 2,
             link: self.link(0),
+            order: provenance::OrderSpan { start: 0, end: 1 },
             step: 0,
             policy: self.policy.digest(),
             examples: vec![ExampleRef {

@@ -127,13 +127,17 @@ pub struct CampaignClose {
     pub per_source: Vec<SourceCount>,
     /// Digest of the final model state.
     pub final_state: Digest,
+    /// Where the campaign's order stopped: one past the last position its
+    /// records drew ([`crate::order`]).
+    pub order_end: u64,
     /// When the campaign closed.
     pub time: Timestamp,
 }
 
 impl Canonical for CampaignClose {
     const KIND: ObjectKind = ObjectKind::CampaignClose;
-    const VERSION: u16 = 1;
+    /// 2: `order_end` added.
+    const VERSION: u16 = 2;
     fn declared_version(&self) -> u16 {
         self.version
     }

@@ -6,12 +6,15 @@ use crate::digest::Digest;
 use crate::entry::EntryBody;
 use crate::event::{ChainLink, ExampleRecord, Measurement};
 use crate::ids::Timestamp;
+use crate::order::OrderSpan;
 
 /// A training event (step or composite) as one shape.
 #[derive(Debug, Clone, Copy)]
 pub struct EventView<'a> {
     /// Its place in the campaign's chain.
     pub link: &'a ChainLink,
+    /// The positions of the order it draws from.
+    pub order: &'a OrderSpan,
     /// The policy it ran under.
     pub policy: &'a Digest,
     /// Its example records.
@@ -36,6 +39,7 @@ impl EntryBody {
         match self {
             EntryBody::Step(e) => Some(EventView {
                 link: &e.link,
+                order: &e.order,
                 policy: &e.policy,
                 records: &e.examples,
                 measurement: &e.measurement,
@@ -47,6 +51,7 @@ impl EntryBody {
             }),
             EntryBody::Composite(e) => Some(EventView {
                 link: &e.link,
+                order: &e.order,
                 policy: &e.policy,
                 records: &e.records,
                 measurement: &e.measurement,

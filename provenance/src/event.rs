@@ -9,6 +9,7 @@ use crate::codec::{finite, limit, Canonical, DecodeError};
 use crate::digest::{Bytes, Digest, ObjectKind};
 use crate::ids::Timestamp;
 use crate::merkle::{verify_inclusion, InclusionProof, MemoryTree, ProofError, Sha3Hasher, TreeHasher};
+use crate::order::OrderSpan;
 use crate::policy::RoutingGranularity;
 
 /// Most examples one event may carry.
@@ -169,6 +170,9 @@ pub struct StepEvent {
     pub version: u16,
     /// Chain link.
     pub link: ChainLink,
+    /// The positions of the campaign's order it draws from
+    /// ([`crate::order`]).
+    pub order: OrderSpan,
     /// Training step index.
     pub step: u64,
     /// Digest of the policy in force.
@@ -203,7 +207,8 @@ fn check_records(k: ObjectKind, records: &[ExampleRecord]) -> Result<(), DecodeE
 
 impl Canonical for StepEvent {
     const KIND: ObjectKind = ObjectKind::StepEvent;
-    const VERSION: u16 = 1;
+    /// 2: `order` added.
+    const VERSION: u16 = 2;
     fn declared_version(&self) -> u16 {
         self.version
     }
@@ -222,6 +227,9 @@ pub struct CompositeEvent {
     pub version: u16,
     /// Chain link.
     pub link: ChainLink,
+    /// The positions of the campaign's order it draws from
+    /// ([`crate::order`]).
+    pub order: OrderSpan,
     /// First training step covered.
     pub first_step: u64,
     /// Last training step covered.
@@ -244,7 +252,8 @@ pub struct CompositeEvent {
 
 impl Canonical for CompositeEvent {
     const KIND: ObjectKind = ObjectKind::CompositeEvent;
-    const VERSION: u16 = 1;
+    /// 2: `order` added.
+    const VERSION: u16 = 2;
     fn declared_version(&self) -> u16 {
         self.version
     }

@@ -16,6 +16,8 @@
 //! * [`entry`]: who must sign each kind of entry, and the verifier that
 //!   names the signature that is missing or bad.
 //! * [`admission`]: the deterministic admission evaluator.
+//! * [`order`]: a campaign's data order and the accounting of every
+//!   position it draws.
 //! * [`merkle`]: RFC 9162 trees, inclusion and consistency proofs.
 //! * [`checkpoint`]: consortium-signed checkpoints and C2SP note text.
 #![deny(missing_docs)]
@@ -36,6 +38,7 @@ pub mod genesis;
 pub mod ids;
 pub mod manifest;
 pub mod merkle;
+pub mod order;
 pub mod policy;
 pub mod record;
 pub mod refusal;
@@ -62,6 +65,7 @@ pub use event::{
 pub use genesis::{ConsortiumParams, Genesis, GenesisError};
 pub use ids::{AuthorityId, DataClass, License, Purpose, Role, Timestamp};
 pub use manifest::{DataSourceManifest, RightsBasis, Segmentation, SourceExamples};
+pub use order::{Accounting, ConsideredSource, Order, OrderFault, OrderSeed, OrderSpan};
 pub use policy::{
     DepthResolution, DepthRule, EventGranularity, LogVolume, MemorisationThresholds, PolicyArtifact,
     RoutingGranularity,

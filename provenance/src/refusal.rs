@@ -7,6 +7,7 @@ use crate::codec::{limit, Canonical, DecodeError};
 use crate::digest::{Digest, ObjectKind};
 use crate::event::{ChainLink, Measurement, MAX_EXAMPLES_PER_EVENT};
 use crate::ids::Timestamp;
+use crate::order::OrderSpan;
 
 /// Why an example or step was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -78,6 +79,9 @@ pub struct Refusal {
     pub version: u16,
     /// Chain link.
     pub link: ChainLink,
+    /// The positions of the campaign's order it draws from
+    /// ([`crate::order`]).
+    pub order: OrderSpan,
     /// Training step the refusal happened at.
     pub step: u64,
     /// Digest of the policy in force.
@@ -96,7 +100,8 @@ pub struct Refusal {
 
 impl Canonical for Refusal {
     const KIND: ObjectKind = ObjectKind::Refusal;
-    const VERSION: u16 = 1;
+    /// 2: `order` added.
+    const VERSION: u16 = 2;
     fn declared_version(&self) -> u16 {
         self.version
     }
@@ -138,6 +143,9 @@ pub struct RefusalAggregate {
     pub version: u16,
     /// Chain link.
     pub link: ChainLink,
+    /// The positions whose refusals it counts: every position of the span
+    /// not trained or refused by name.
+    pub order: OrderSpan,
     /// Digest of the policy in force.
     pub policy: Digest,
     /// First step covered.
@@ -152,7 +160,8 @@ pub struct RefusalAggregate {
 
 impl Canonical for RefusalAggregate {
     const KIND: ObjectKind = ObjectKind::RefusalAggregate;
-    const VERSION: u16 = 1;
+    /// 2: `order` added.
+    const VERSION: u16 = 2;
     fn declared_version(&self) -> u16 {
         self.version
     }

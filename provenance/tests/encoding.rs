@@ -17,8 +17,9 @@ fn samples() -> World {
 fn composite(w: &World) -> CompositeEvent {
     let records = w.step_event().examples;
     CompositeEvent {
-        version: 1,
+        version: 2,
         link: link(&w.campaign, 1),
+        order: OrderSpan { start: 2, end: 10 },
         first_step: 1,
         last_step: 4,
         policy: w.policy.digest(),
@@ -33,8 +34,9 @@ fn composite(w: &World) -> CompositeEvent {
 
 fn refusal(w: &World) -> Refusal {
     Refusal {
-        version: 1,
+        version: 2,
         link: link(&w.campaign, 2),
+        order: OrderSpan { start: 10, end: 14 },
         step: 5,
         policy: w.policy.digest(),
         examples: vec![ExampleRef {
@@ -64,8 +66,9 @@ fn aggregate(w: &World) -> RefusalAggregate {
     ];
     counts.sort_by_key(|c| (c.source, c.reason));
     RefusalAggregate {
-        version: 1,
+        version: 2,
         link: link(&w.campaign, 3),
+        order: OrderSpan { start: 0, end: 14 },
         policy: w.policy.digest(),
         first_step: 0,
         last_step: 9,
@@ -89,13 +92,14 @@ fn close(w: &World) -> CampaignClose {
     ];
     per_source.sort_by_key(|c| c.source);
     CampaignClose {
-        version: 1,
+        version: 2,
         campaign: w.campaign.digest(),
         head: Digest([9; 32]),
         entries: 4,
         steps: 10,
         per_source,
         final_state: Digest([8; 32]),
+        order_end: 14,
         time: Timestamp(T0 + 500),
     }
 }

@@ -45,7 +45,7 @@ fn sample_object_digests_are_frozen() {
         ),
         (
             "step-event",
-            "c11ba056864fa5e450a59cc9da26974b81b7f403c6c2c8dd0fd110e80a8ae398",
+            "c4b5f8b7e25b7a21af7824cc55043985bceb8e1d771c3a723825ffb653808b21",
         ),
         (
             "genesis",

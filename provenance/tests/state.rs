@@ -86,13 +86,14 @@ fn records_that_can_never_commit_are_refused_up_front() {
     assert!(state.after_block(&[entry(&other)], Timestamp(T0 + 300)).is_err());
     // Closed: the next record and a second close are refused.
     let close = EntryBody::CampaignClose(CampaignClose {
-        version: 1,
+        version: 2,
         campaign: w.campaign.digest(),
         head: step.digest(),
         entries: 1,
         steps: 1,
         per_source: Vec::new(),
         final_state: Digest([9; 32]),
+        order_end: 2,
         time: Timestamp(T0 + 300),
     });
     assert_eq!(state.refuses(&close), Ok(()));
@@ -180,12 +181,13 @@ fn records_against_a_revocation_or_a_superseded_policy_are_refused() {
     let mut state = registered(&w);
     let refusal = |examples: Vec<refusal::ExampleRef>| {
         EntryBody::Refusal(Refusal {
-            version: 1,
+            version: 2,
             link: ChainLink {
                 campaign: w.campaign.digest(),
                 seq: 0,
                 prev: Digest::ZERO,
             },
+            order: OrderSpan { start: 0, end: 1 },
             step: 0,
             policy: w.policy.digest(),
             examples,

@@ -297,7 +297,11 @@ pub fn campaign_spec(
     revocations: Vec<EffectiveRevocation>,
     now: u64,
 ) -> Result<CampaignSpec, RolesError> {
-    let recipe = Recipe::new(parts.settings.clone(), base_bytes);
+    let recipe = Recipe::new(
+        parts.settings.clone(),
+        base_bytes,
+        tuner::data::considered(&sources),
+    );
     sink.put_blob(&recipe.base_weights, base_bytes)?;
     sink.put_blob(&recipe.digest(), &recipe.to_bytes())?;
     let config = |e: provenance::ids::LabelError| RolesError::Config(e.to_string());

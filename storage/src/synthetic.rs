@@ -262,8 +262,12 @@ impl Workload {
                 let body = if rng.gen_ratio(1, 10) {
                     let s = &self.sources[rng.gen_range(0..self.sources.len())];
                     EntryBody::Refusal(Refusal {
-                        version: 1,
+                        version: 2,
                         link,
+                        order: OrderSpan {
+                            start: 2 * step,
+                            end: 2 * step + 2,
+                        },
                         step,
                         policy,
                         examples: vec![ExampleRef {
@@ -303,8 +307,12 @@ impl Workload {
                         })
                         .collect();
                     EntryBody::Step(StepEvent {
-                        version: 1,
+                        version: 2,
                         link,
+                        order: OrderSpan {
+                            start: 2 * step,
+                            end: 2 * step + 2,
+                        },
                         step,
                         policy,
                         examples,

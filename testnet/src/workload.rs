@@ -20,8 +20,8 @@ use provenance::policy::{
 };
 use provenance::{
     Admission, Attestation, AuthorityId, Campaign, Canonical, CompositeEvent, DataClass, DataSourceManifest,
-    Digest, EntryBody, KeyRing, License, PolicyArtifact, Purpose, RightsBasis, Segmentation, SourceExamples,
-    Timestamp,
+    Digest, EntryBody, KeyRing, License, OrderSpan, PolicyArtifact, Purpose, RightsBasis, Segmentation,
+    SourceExamples, Timestamp,
 };
 
 use crate::runner::Testnet;
@@ -301,11 +301,19 @@ impl Workload {
     /// event when `composite`.
     pub fn next_event(&mut self, examples: usize, composite: bool) -> Result<EntryBody, WorkloadError> {
         let time = Timestamp(now_ms());
+        let start = self.cursor;
         let records = self.records(examples.max(2), time)?;
+        // The workload's campaign publishes no recipe, so no order is
+        // accounted: its spans just follow its cursor.
+        let order = OrderSpan {
+            start,
+            end: self.cursor,
+        };
         let body = if composite {
             EntryBody::Composite(CompositeEvent {
-                version: 1,
+                version: 2,
                 link: self.next,
+                order,
                 first_step: self.step,
                 last_step: self.step,
                 policy: self.policy.digest(),
@@ -318,8 +326,9 @@ impl Workload {
             })
         } else {
             EntryBody::Step(StepEvent {
-                version: 1,
+                version: 2,
                 link: self.next,
+                order,
                 step: self.step,
                 policy: self.policy.digest(),
                 examples: records,
@@ -342,12 +351,18 @@ impl Workload {
     /// hash is not in the claimed source. It does not advance the chain.
     pub fn forged_event(&mut self) -> Result<EntryBody, WorkloadError> {
         let time = Timestamp(now_ms());
+        let start = self.cursor;
         let mut records = self.records(2, time)?;
+        let order = OrderSpan {
+            start,
+            end: self.cursor,
+        };
         records[0].example_hash =
             provenance::digest::tagged_hash(provenance::ObjectKind::Blob, b"not in the source");
         Ok(EntryBody::Step(StepEvent {
-            version: 1,
+            version: 2,
             link: self.next,
+            order,
             step: self.step,
             policy: self.policy.digest(),
             examples: records,

@@ -55,12 +55,12 @@ pub fn ungoverned(spec: &CampaignSpec, batch: usize, steps: u64) -> Result<f64> 
         .cloned()
         .map(|x| PreparedSource::new(x, s.model.window()))
         .collect::<Result<Vec<_>>>()?;
-    let mut sched = Schedule::new(&sources, s.seed);
+    let mut sched = Schedule::seeded(&sources, s.seed)?;
     let mut a = Adapters::init(layout.clone(), adapter_init_seed(s.sketch_seed));
     let mut opt = AdamW::new(s.optim, layout.pieces.iter().map(|p| p.len()));
     let t0 = Instant::now();
     for _ in 0..steps {
-        let (ids, _) = sched.next_batch(batch);
+        let (ids, _, _) = sched.next_batch(batch);
         let windows: Vec<&[u8]> = ids.iter().map(|e| sources[e.source].window(e.index)).collect();
         let (inp, tgt) = batch_tensors(&windows, &dev)?;
         let vars = a
@@ -177,7 +177,8 @@ pub fn witness_cost(spec: &CampaignSpec, batch: usize, steps: u64) -> Result<(f6
     spec.campaign.policy = provenance::Canonical::digest(&spec.policy);
     spec.campaign.checkpoint_steps.clear();
     let campaign = spec.campaign.clone();
-    let recipe = crate::recipe::Recipe::new(spec.settings.clone(), b"");
+    let recipe =
+        crate::recipe::Recipe::new(spec.settings.clone(), b"", crate::data::considered(&spec.sources));
     let mut sink = MemorySink::default();
     let clock = SimClock {
         next: spec.campaign.created.0 + 1000,

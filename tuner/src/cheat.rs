@@ -7,8 +7,13 @@
 //! may reach, the measurement and state made to match it), `under_norm`
 //! (a block's norm halved), `replay` (the previous committed event offered
 //! again under the next link), `memorisation` (a step whose recorded
-//! signal exceeds the policy's threshold offered instead of rolled back).
+//! signal exceeds the policy's threshold offered instead of rolled back),
+//! `skip` (an admissible example drawn at that step neither trained nor
+//! refused), `inflate` (the first refusal aggregate from that step on
+//! counts one refusal more), `own_seed` (the whole order drawn from a seed
+//! the operator picks instead of the consortium's checkpoint).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use provenance::{EntryBody, ExampleRecord, PolicyArtifact};
@@ -27,22 +32,46 @@ pub enum Mode {
     Replay,
     /// Keep a step whose memorisation signal breaks the policy.
     Memorisation,
+    /// Leave an admissible drawn example untrained and unrefused.
+    Skip,
+    /// Count one refusal more in an aggregate.
+    Inflate,
+    /// Draw the order from the operator's own seed.
+    OwnSeed,
 }
 
-/// The cheat configured for the event starting at `step`, if any.
-pub fn at(step: u64) -> Option<Mode> {
-    let mode = match std::env::var("GOVTUNE_CHEAT").ok()?.as_str() {
+/// The configured cheat, whatever its step.
+pub fn mode() -> Option<Mode> {
+    Some(match std::env::var("GOVTUNE_CHEAT").ok()?.as_str() {
         "routed_out" => Mode::RoutedOut,
         "under_norm" => Mode::UnderNorm,
         "replay" => Mode::Replay,
         "memorisation" => Mode::Memorisation,
+        "skip" => Mode::Skip,
+        "inflate" => Mode::Inflate,
+        "own_seed" => Mode::OwnSeed,
         _ => return None,
-    };
-    let at = std::env::var("GOVTUNE_CHEAT_STEP")
+    })
+}
+
+fn cheat_step() -> u64 {
+    std::env::var("GOVTUNE_CHEAT_STEP")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2);
-    (step == at).then_some(mode)
+        .unwrap_or(2)
+}
+
+/// The cheat configured for the event starting at `step`, if any.
+pub fn at(step: u64) -> Option<Mode> {
+    mode().filter(|_| step == cheat_step())
+}
+
+static FIRED: AtomicBool = AtomicBool::new(false);
+
+/// Whether `mode` is configured and fires now: the first time it is asked
+/// at a step at or after the cheat step.
+pub fn first_from(m: Mode, step: u64) -> bool {
+    mode() == Some(m) && step >= cheat_step() && !FIRED.swap(true, Ordering::SeqCst)
 }
 
 static LAST: Mutex<Option<EntryBody>> = Mutex::new(None);

@@ -6,11 +6,11 @@
 
 use provenance::crypto::{CoSignature, CoSigner, SignatureScheme};
 use provenance::genesis::{deal, ConsortiumDescription, NodeSigners};
+use provenance::order::{ConsideredSource, Order, OrderSeed, OrderSpan};
 use provenance::{
     AuthorityId, DataClass, DataSourceManifest, Digest, KeyRing, License, Purpose, RightsBasis, Segmentation,
     SourceExamples, Timestamp,
 };
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -84,64 +84,78 @@ pub struct ExampleId {
     pub index: u64,
 }
 
-/// The data order: a seeded permutation of every example per epoch, read
-/// in batches. Its cursor is *not* rolled back with a refused step (a
-/// refused example is consumed, not retried forever).
+/// The considered set of `sources`, in their order: what a recipe
+/// commits ([`provenance::order`]).
+pub fn considered(sources: &[SignedSource]) -> Vec<ConsideredSource> {
+    sources
+        .iter()
+        .map(|s| ConsideredSource {
+            source: s.manifest.source_id(),
+            examples: s.manifest.example_count,
+        })
+        .collect()
+}
+
+/// The data order read in batches: the campaign's [`Order`] over its
+/// considered sources (an [`ExampleId`]'s source is its position there).
+/// Its cursor is *not* rolled back with a refused step (a refused example
+/// is consumed, not retried forever).
 #[derive(Debug, Clone)]
 pub struct Schedule {
-    all: Vec<ExampleId>,
-    seed: u64,
-    /// Current epoch.
-    pub epoch: u64,
-    /// Position in the epoch's order.
-    pub pos: usize,
-    order: Vec<ExampleId>,
+    order: Order,
+    /// The next position to draw.
+    pub position: u64,
 }
 
 impl Schedule {
-    /// The schedule over `sources`.
-    pub fn new(sources: &[PreparedSource], seed: u64) -> Self {
-        let all: Vec<ExampleId> = sources
+    /// The schedule over `sources` under `seed`.
+    pub fn new(sources: &[PreparedSource], seed: OrderSeed) -> Result<Self> {
+        let considered: Vec<ConsideredSource> = sources
             .iter()
-            .enumerate()
-            .flat_map(|(s, p)| (0..p.examples.len()).map(move |index| ExampleId { source: s, index }))
+            .map(|p| ConsideredSource {
+                source: p.id,
+                examples: p.examples.len(),
+            })
             .collect();
-        let mut me = Self {
-            all,
-            seed,
-            epoch: 0,
-            pos: 0,
-            order: Vec::new(),
-        };
-        me.shuffle();
-        me
+        let order = Order::new(&considered, seed).map_err(|e| TunerError::Config(e.to_string()))?;
+        Ok(Self { order, position: 0 })
     }
 
-    fn shuffle(&mut self) {
-        let mut rng =
-            ChaCha20Rng::seed_from_u64(self.seed.wrapping_add(self.epoch.wrapping_mul(0x9E37_79B9)));
-        self.order = self.all.clone();
-        self.order.shuffle(&mut rng);
+    /// A schedule whose seed is a number the operator picks (a base
+    /// campaign's pretraining, benchmarks): reproducible, not witnessed.
+    pub fn seeded(sources: &[PreparedSource], seed: u64) -> Result<Self> {
+        let d = provenance::digest::tagged_hash_parts(
+            provenance::ObjectKind::Blob,
+            &[b"govtune-seeded-order", &seed.to_be_bytes()],
+        );
+        Self::new(sources, OrderSeed(d))
     }
 
     /// Number of examples per epoch.
     pub fn epoch_len(&self) -> usize {
-        self.all.len()
+        self.order.epoch_len() as usize
     }
 
-    /// The next batch of at most `n` examples of the current epoch, and
-    /// whether it ends the epoch. Moves to the next epoch afterwards.
-    pub fn next_batch(&mut self, n: usize) -> (Vec<ExampleId>, bool) {
-        let end = (self.pos + n).min(self.order.len());
-        let batch = self.order[self.pos..end].to_vec();
-        self.pos = end;
-        let last = self.pos >= self.order.len();
-        if last {
-            self.epoch += 1;
-            self.pos = 0;
-            self.shuffle();
-        }
-        (batch, last)
+    /// The current epoch.
+    pub fn epoch(&self) -> u64 {
+        self.position / self.order.epoch_len()
+    }
+
+    /// The next batch of at most `n` examples of the current epoch, the
+    /// span of positions it takes, and whether it ends the epoch.
+    pub fn next_batch(&mut self, n: usize) -> (Vec<ExampleId>, OrderSpan, bool) {
+        let len = self.order.epoch_len();
+        let start = self.position;
+        let epoch_end = (start / len + 1) * len;
+        let end = (start + n.max(1) as u64).min(epoch_end);
+        let batch = (start..end)
+            .map(|p| {
+                let (source, index) = self.order.at(p);
+                ExampleId { source, index }
+            })
+            .collect();
+        self.position = end;
+        (batch, OrderSpan { start, end }, end == epoch_end)
     }
 }
 

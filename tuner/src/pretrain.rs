@@ -18,8 +18,8 @@ use provenance::admission::{admit, Admission, AdmissionContext};
 use provenance::event::composite_root;
 use provenance::{
     BaseModel, BlockMeasure, Campaign, CampaignClose, Canonical, ChainLink, CompositeEvent, Digest,
-    EntryBody, ExampleRecord, KeyRing, Measurement, MemorisationSignals, PolicyArtifact, SketchSpec,
-    SourceCount, Timestamp,
+    EntryBody, ExampleRecord, KeyRing, Measurement, MemorisationSignals, OrderSpan, PolicyArtifact,
+    SketchSpec, SourceCount, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -191,7 +191,7 @@ pub fn pretrain(
     }
     let names: Vec<String> = w.tensors.keys().cloned().collect();
     let mut opt = AdamW::new(settings.optim, w.tensors.values().map(|(_, v)| v.len()));
-    let mut sched = Schedule::new(&sources, settings.seed);
+    let mut sched = Schedule::seeded(&sources, settings.seed)?;
     let dev = Device::Cpu;
     let (mut seq, mut prev) = (0u64, Digest::ZERO);
     let mut admitted: BTreeMap<usize, u64> = BTreeMap::new();
@@ -200,9 +200,10 @@ pub fn pretrain(
     let mut records = Vec::new();
     let mut losses = Vec::new();
     let mut span_first = 0;
+    let mut span_from = 0u64;
     let mut last_loss = f32::NAN;
     for step in 0..settings.steps {
-        let (batch, _) = sched.next_batch(settings.batch_size);
+        let (batch, span, _) = sched.next_batch(settings.batch_size);
         let time = clock.now();
         let ctx = AdmissionContext {
             keyring,
@@ -291,11 +292,15 @@ pub fn pretrain(
             sink.put_blob(&dd, &delta)?;
             sink.put_blob(&sd, &sketch)?;
             let body = EntryBody::Composite(CompositeEvent {
-                version: 1,
+                version: 2,
                 link: ChainLink {
                     campaign: cd,
                     seq,
                     prev,
+                },
+                order: OrderSpan {
+                    start: span_from,
+                    end: span.end,
                 },
                 first_step: span_first,
                 last_step: step,
@@ -320,6 +325,7 @@ pub fn pretrain(
             prev = body.digest();
             span_start = w.clone();
             span_first = step + 1;
+            span_from = span.end;
             losses.clear();
         }
     }
@@ -335,13 +341,14 @@ pub fn pretrain(
         e.refused += refused.get(&i).copied().unwrap_or(0);
     }
     let close = CampaignClose {
-        version: 1,
+        version: 2,
         campaign: cd,
         head: prev,
         entries: seq,
         steps: settings.steps,
         per_source: per.into_values().collect(),
         final_state: state,
+        order_end: sched.position,
         time: Timestamp(clock.now().0),
     };
     if let Verdict::Refused { reason } = sink.submit(&EntryBody::CampaignClose(close))? {

@@ -10,9 +10,14 @@
 //! trusts it exactly as far as the digests agree:
 //! [`Recipe::check_against`] ties it to the campaign (architecture, shape,
 //! sketch dimension) and the base weights blob to the campaign's base state.
+//!
+//! The recipe also commits the campaign's considered set: every candidate
+//! source and its example count, in the order the data order is drawn over
+//! ([`provenance::order`]).
 
 use serde::{Deserialize, Serialize};
 
+use provenance::order::{ConsideredSource, MAX_CONSIDERED_SOURCES};
 use provenance::{Campaign, Digest};
 
 use crate::blobs::blob_digest;
@@ -22,10 +27,10 @@ use crate::model::Weights;
 use crate::pergrad::Projection;
 
 /// The format tag of a recipe blob.
-pub const RECIPE_FORMAT: &str = "govtune-recipe/v1";
+pub const RECIPE_FORMAT: &str = "govtune-recipe/v2";
 
 /// Largest recipe blob accepted (bytes).
-pub const MAX_RECIPE_BYTES: usize = 64 * 1024;
+pub const MAX_RECIPE_BYTES: usize = 64 * 1024 + MAX_CONSIDERED_SOURCES * 128;
 
 /// A campaign's training recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,16 +41,23 @@ pub struct Recipe {
     pub settings: TrainSettings,
     /// Blob digest of the base weights (safetensors bytes).
     pub base_weights: Digest,
+    /// The candidate sources and their example counts.
+    pub considered: Vec<ConsideredSource>,
 }
 
 impl Recipe {
     /// The recipe of a campaign with these settings over these base
-    /// weights' safetensors bytes.
-    pub fn new(settings: TrainSettings, base_weights_bytes: &[u8]) -> Self {
+    /// weights' safetensors bytes, drawing from `considered`.
+    pub fn new(
+        settings: TrainSettings,
+        base_weights_bytes: &[u8],
+        considered: Vec<ConsideredSource>,
+    ) -> Self {
         Self {
             format: RECIPE_FORMAT.into(),
             settings,
             base_weights: blob_digest(base_weights_bytes),
+            considered,
         }
     }
 
@@ -77,6 +89,8 @@ impl Recipe {
             return Err(bad(format!("format {:?}, expected {RECIPE_FORMAT:?}", r.format)));
         }
         r.settings.model.validate()?;
+        provenance::order::Order::new(&r.considered, provenance::OrderSeed(Digest::ZERO))
+            .map_err(|e| bad(e.to_string()))?;
         if r.to_bytes() != bytes {
             return Err(bad("not in canonical form".into()));
         }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use provenance::{Digest, EntryBody};
+use provenance::{Digest, EntryBody, OrderSeed};
 
 use crate::blobs::blob_digest;
 use crate::error::{Result, TunerError};
@@ -35,6 +35,13 @@ pub trait EventSink {
     /// Submits an entry body and waits until it is committed or refused.
     /// `Err` means the sink itself failed (the entry's fate is unknown).
     fn submit(&mut self, body: &EntryBody) -> Result<Verdict>;
+    /// The seed of a committed campaign's data order
+    /// ([`provenance::order`]). A ledger's sink waits for the consortium's
+    /// checkpoint of the block that committed the campaign; a sink no
+    /// consortium witnesses gives [`OrderSeed::unwitnessed`].
+    fn order_seed(&mut self, campaign: &Digest) -> Result<OrderSeed> {
+        Ok(OrderSeed::unwitnessed(campaign))
+    }
 }
 
 /// Writes entries to a file, one per line as `<kind> <hex of the canonical

@@ -216,10 +216,16 @@ fn traces_find_own_text_respect_routing_and_recompute_bit_for_bit() {
             k += 1;
         }
     }
-    // A tampered sketch changes the recomputed scores.
-    let mut tampered = v_examples.clone();
-    tampered[0].values[0] += 1.0;
+    // A tampered sketch (the queried example's own) changes the recomputed
+    // scores.
     let e = trained[0];
+    let mut tampered = v_examples.clone();
+    for x in tampered
+        .iter_mut()
+        .filter(|x| (x.source, x.index) == (e.source, e.index))
+    {
+        x.values[0] += 1.0;
+    }
     let i = e.index as usize;
     let text = &spec.sources[pos_of[&e.source]].text[i * window..(i + 1) * window];
     let v2 = TraceContext {

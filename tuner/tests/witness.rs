@@ -59,7 +59,11 @@ fn campaign_record(sink: &MemorySink) -> Campaign {
 }
 
 fn witness(sink: &MemorySink, cfg: &tuner::demo::DemoConfig) -> CampaignWitness {
-    CampaignWitness::new(&campaign_record(sink), &Recipe::new(cfg.settings.clone(), b"")).unwrap()
+    CampaignWitness::new(
+        &campaign_record(sink),
+        &Recipe::new(cfg.settings.clone(), b"", Vec::new()),
+    )
+    .unwrap()
 }
 
 fn events(sink: &MemorySink) -> Vec<EntryBody> {

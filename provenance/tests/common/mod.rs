@@ -226,8 +226,9 @@ pub fn world() -> World {
 impl World {
     pub fn step_event(&self) -> StepEvent {
         StepEvent {
-            version: 1,
+            version: 2,
             link: link(&self.campaign, 0),
+            order: OrderSpan { start: 0, end: 2 },
             step: 0,
             policy: self.policy.digest(),
             examples: vec![

@@ -248,7 +248,11 @@ fn real_main() -> tuner::Result<ExitCode> {
             let base_path = events_out.with_extension("base.safetensors");
             w.spec.base.save(&base_path)?;
             let base_bytes = std::fs::read(&base_path).map_err(|e| tuner::TunerError::io(&base_path, e))?;
-            let recipe = tuner::recipe::Recipe::new(cfg.settings.clone(), &base_bytes);
+            let recipe = tuner::recipe::Recipe::new(
+                cfg.settings.clone(),
+                &base_bytes,
+                tuner::data::considered(&w.spec.sources),
+            );
             sink.put_blob(&recipe.base_weights, &base_bytes)?;
             sink.put_blob(&recipe.digest(), &recipe.to_bytes())?;
             w.spec.campaign.recipe = recipe.digest();

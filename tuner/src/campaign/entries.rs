@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use provenance::event::composite_root;
 use provenance::{
-    BlockMeasure, ChainLink, CompositeEvent, EntryBody, EventGranularity, Measurement, RefusalAggregate,
-    RefusalCount, StepEvent,
+    BlockMeasure, ChainLink, CompositeEvent, EntryBody, EventGranularity, Measurement, OrderSpan,
+    RefusalAggregate, RefusalCount, StepEvent,
 };
 
 use crate::blobs::{blob_digest, diff, encode_delta, encode_sketches, PieceDelta};
@@ -114,7 +114,11 @@ impl Session {
             }
             _ => {}
         }
-        let time = self.clock.now();
+        let time = span.time;
+        let order = OrderSpan {
+            start: span.order_start,
+            end: self.st.schedule.position,
+        };
         let composite = match self.spec.policy.event_granularity {
             EventGranularity::Example => false,
             EventGranularity::Batch => self.spec.policy.log_volume.composite_batching,
@@ -122,8 +126,9 @@ impl Session {
         };
         let body = if composite {
             EntryBody::Composite(CompositeEvent {
-                version: 1,
+                version: 2,
                 link: self.link(),
+                order,
                 first_step: span.first_step,
                 last_step,
                 policy: self.spec.campaign.policy,
@@ -136,8 +141,9 @@ impl Session {
             })
         } else {
             EntryBody::Step(StepEvent {
-                version: 1,
+                version: 2,
                 link: self.link(),
+                order,
                 step: span.first_step,
                 policy: self.spec.campaign.policy,
                 examples: span.records,
@@ -178,7 +184,8 @@ impl Session {
         let Some((first, last)) = self.agg_steps.take() else {
             return Ok(None);
         };
-        let counts: Vec<RefusalCount> = std::mem::take(&mut self.agg)
+        #[allow(unused_mut)]
+        let mut counts: Vec<RefusalCount> = std::mem::take(&mut self.agg)
             .into_iter()
             .map(|((source, reason), count)| RefusalCount {
                 source,
@@ -186,9 +193,20 @@ impl Session {
                 count,
             })
             .collect();
+        #[cfg(feature = "cheat")]
+        if crate::cheat::first_from(crate::cheat::Mode::Inflate, last) {
+            if let Some(c) = counts.first_mut() {
+                c.count += 1;
+            }
+        }
+        let order = OrderSpan {
+            start: self.agg_from,
+            end: self.st.schedule.position,
+        };
         let body = EntryBody::RefusalAggregate(RefusalAggregate {
-            version: 1,
+            version: 2,
             link: self.link(),
+            order,
             policy: self.spec.campaign.policy,
             first_step: first,
             last_step: last,
@@ -198,6 +216,7 @@ impl Session {
         if let Some(stop) = self.submit(sink, body)? {
             return Ok(Some(stop));
         }
+        self.agg_from = order.end;
         if self.span.is_none() {
             self.committed = self.st.clone();
         }

@@ -61,6 +61,10 @@ struct Ledger {
 struct Span {
     start: Adapters,
     first_step: u64,
+    /// The first order position it draws from.
+    order_start: u64,
+    /// When its last step was admitted.
+    time: provenance::Timestamp,
     records: Vec<ExampleRecord>,
     sketches: Vec<SketchRecord>,
     losses: Vec<f32>,
@@ -85,6 +89,8 @@ pub struct Session {
     span: Option<Span>,
     agg: BTreeMap<(Digest, RefusalReason), u64>,
     agg_steps: Option<(u64, u64)>,
+    /// Where the next refusal aggregate's span starts.
+    agg_from: u64,
     clock: Box<dyn Clock>,
     rolled_back: u64,
     sketch_bytes: u64,

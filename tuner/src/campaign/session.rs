@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use provenance::Canonical;
-use provenance::{CampaignClose, Digest, EntryBody, SourceCount};
+use provenance::{CampaignClose, Digest, EntryBody, OrderSeed, SourceCount};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -79,17 +79,28 @@ impl Session {
         let opt = AdamW::new(s.optim, layout.pieces.iter().map(|p| p.len()));
         let probe_refs: Vec<&[u8]> = spec.probe.iter().map(|p| p.as_slice()).collect();
         let (probe_before, _) = memo::evaluate(&s.model, &base_t, &adapters, &probe_refs)?;
+        let campaign_digest = spec.campaign.digest();
+        let verdict = sink.submit(&EntryBody::Campaign(spec.campaign.clone()))?;
+        // The order is drawn from randomness fixed after the campaign
+        // committed (a refused campaign takes no step).
+        #[allow(unused_mut)]
+        let mut seed = match verdict {
+            Verdict::Committed => sink.order_seed(&campaign_digest)?,
+            Verdict::Refused { .. } => OrderSeed::unwitnessed(&campaign_digest),
+        };
+        #[cfg(feature = "cheat")]
+        if crate::cheat::mode() == Some(crate::cheat::Mode::OwnSeed) {
+            seed = OrderSeed::unwitnessed(&campaign_digest);
+        }
         let st = TrainState {
             adapters,
             opt,
             step: 0,
             rng: ChaCha20Rng::seed_from_u64(s.seed ^ 0x6472_6f70),
-            schedule: Schedule::new(&sources, s.seed),
+            schedule: Schedule::new(&sources, seed)?,
             probe_before,
             attempts: 0,
         };
-        let campaign_digest = spec.campaign.digest();
-        let verdict = sink.submit(&EntryBody::Campaign(spec.campaign.clone()))?;
         let me = Self {
             layout,
             base_t,
@@ -104,6 +115,7 @@ impl Session {
             span: None,
             agg: BTreeMap::new(),
             agg_steps: None,
+            agg_from: 0,
             clock,
             rolled_back: 0,
             sketch_bytes: 0,
@@ -178,7 +190,7 @@ impl Session {
     pub fn run(&mut self, sink: &mut dyn EventSink, progress: &mut dyn Progress) -> Result<Stop> {
         while !self.done {
             if self.st.attempts >= self.spec.settings.max_steps
-                || self.st.schedule.epoch >= self.spec.settings.epochs
+                || self.st.schedule.epoch() >= self.spec.settings.epochs
             {
                 self.done = true;
                 break;
@@ -229,13 +241,14 @@ impl Session {
                 e.refused += self.ledger.refused.get(&i).copied().unwrap_or(0);
             }
             let c = CampaignClose {
-                version: 1,
+                version: 2,
                 campaign: self.campaign_digest,
                 head: self.ledger.prev,
                 entries: self.ledger.seq,
                 steps: self.st.step,
                 per_source: per.into_values().collect(),
                 final_state,
+                order_end: self.st.schedule.position,
                 time: self.clock.now(),
             };
             if let Verdict::Refused { reason } = sink.submit(&EntryBody::CampaignClose(c.clone()))? {

@@ -6,7 +6,7 @@ use candle_core::{Device, Tensor};
 use provenance::admission::{admit, check_memorisation, Admission, AdmissionContext};
 use provenance::{
     AdmitDecision, EntryBody, EventGranularity, ExampleRecord, ExampleRef, Measurement, MemorisationSignals,
-    Refusal, RefusalReason, Timestamp,
+    OrderSpan, Refusal, RefusalReason, Timestamp,
 };
 use rand::Rng;
 
@@ -90,15 +90,17 @@ impl Session {
     /// One step. `Some(stop)` when a co-signer refused an entry.
     pub(super) fn step(&mut self, sink: &mut dyn EventSink) -> Result<Option<Stop>> {
         let b_max = granularity_batch(&self.spec);
-        let (batch, epoch_end) = self.st.schedule.next_batch(b_max);
-        self.step_on(sink, &batch, epoch_end)
+        let (batch, span, epoch_end) = self.st.schedule.next_batch(b_max);
+        self.step_on(sink, &batch, span, epoch_end)
     }
 
     /// One governed step on the given examples instead of the schedule's
     /// next batch (admission still decides what trains). `Some(stop)` when
-    /// a co-signer refused an entry.
+    /// a co-signer refused an entry. Its records draw no position of the
+    /// campaign's order, so a ledger's co-signers refuse them: this is for
+    /// studying the step pipeline on a [`crate::sink::MemorySink`].
     pub fn train_on(&mut self, sink: &mut dyn EventSink, batch: &[ExampleId]) -> Result<Option<Stop>> {
-        let r = self.step_on(sink, batch, false)?;
+        let r = self.step_on(sink, batch, OrderSpan::default(), false)?;
         if r.is_some() {
             self.stop_at_committed();
         }
@@ -109,10 +111,17 @@ impl Session {
         &mut self,
         sink: &mut dyn EventSink,
         batch: &[ExampleId],
+        order: OrderSpan,
         epoch_end: bool,
     ) -> Result<Option<Stop>> {
         let time = self.clock.now();
-        let (admitted, refused) = self.admit_batch(batch, time);
+        #[allow(unused_mut)]
+        let (mut admitted, refused) = self.admit_batch(batch, time);
+        #[cfg(feature = "cheat")]
+        if crate::cheat::at(self.st.step) == Some(crate::cheat::Mode::Skip) && admitted.len() > 1 {
+            // Drawn, and neither trained nor refused.
+            admitted.remove(0);
+        }
         self.st.attempts += 1;
         let k = self.st.step;
         // Admission refusals.
@@ -134,8 +143,9 @@ impl Session {
                 }
                 for (reason, (examples, detail)) in by {
                     let body = EntryBody::Refusal(Refusal {
-                        version: 1,
+                        version: 2,
                         link: self.link(),
+                        order,
                         step: k,
                         policy: self.spec.campaign.policy,
                         examples,
@@ -272,8 +282,9 @@ impl Session {
                 *self.ledger.refused.entry(e.source).or_default() += 1;
             }
             let body = EntryBody::Refusal(Refusal {
-                version: 1,
+                version: 2,
                 link: self.link(),
+                order,
                 step: k,
                 policy: self.spec.campaign.policy,
                 examples: admitted.iter().map(|(e, _)| self.example_ref(*e)).collect(),
@@ -296,6 +307,8 @@ impl Session {
         let span = self.span.get_or_insert_with(|| Span {
             start: before,
             first_step: k,
+            order_start: order.start,
+            time,
             records: Vec::new(),
             sketches: Vec::new(),
             losses: Vec::new(),
@@ -320,6 +333,7 @@ impl Session {
             *span.admitted.entry(e.source).or_default() += 1;
         }
         span.losses.push(loss);
+        span.time = time;
         span.signals.loss_drop_z = span.signals.loss_drop_z.max(signals.loss_drop_z);
         span.signals.extraction = span.signals.extraction.max(signals.extraction);
         span.signals.canary_exposure = span.signals.canary_exposure.max(signals.canary_exposure);
