@@ -786,6 +786,10 @@ async fn campaign(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResul
         .state()
         .campaign_state(&id)
         .ok_or_else(|| ApiError::not_found(format!("campaign {id} is not registered")))?;
+    let order_checkpoint = st
+        .order_checkpoint(&id)
+        .map_err(ApiError::internal)?
+        .map(|cp| s.checkpoint_answer(&cp));
     Ok(Json(CampaignAnswer {
         id,
         campaign: c.campaign.clone(),
@@ -793,6 +797,7 @@ async fn campaign(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResul
         entries: c.entries,
         closed: c.closed,
         index: st.index_of(&id).map_err(ApiError::internal)?,
+        order_checkpoint,
     }))
 }
 

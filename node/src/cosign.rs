@@ -46,6 +46,10 @@ pub enum CoSignRefusal {
     /// A training event's delta is not what it states (`tuner::witness`).
     #[error("effect: {0}")]
     Effect(String),
+    /// A campaign record does not account for the campaign's data order
+    /// (`provenance::order`).
+    #[error("order: {0}")]
+    Order(String),
     /// A registration (manifest, policy, campaign, revocation) its own
     /// tools did not submit.
     #[error("an authority registers only what its own tools submitted")]
@@ -308,6 +312,34 @@ fn admission_of(
         time,
     };
     Ok(Some(admit_committed(&a, m)))
+}
+
+/// What admission says of a committed source for campaign `c` under
+/// `policy` at `time`: `None` admits it; an unregistered source can only be
+/// refused for its signature ([`provenance::order::ReasonOf`]).
+pub(crate) fn refusal_reason(
+    keyring: &KeyRing,
+    state: &LedgerState,
+    c: &Campaign,
+    policy: &Digest,
+    source: &Digest,
+    time: Timestamp,
+) -> Option<RefusalReason> {
+    let (Some(p), Some(m)) = (state.policy(policy), state.source(source)) else {
+        return Some(RefusalReason::BadSignature);
+    };
+    let revocations = state.revocations();
+    let a = AdmissionContext {
+        keyring,
+        policy: p,
+        campaign: c,
+        revocations: &revocations,
+        time,
+    };
+    match admit_committed(&a, m) {
+        Admission::Admit(_) => None,
+        Admission::Refuse { reason, .. } => Some(reason),
+    }
 }
 
 fn check_governance(body: &EntryBody, ctx: &CheckContext<'_>) -> Result<(), CoSignRefusal> {

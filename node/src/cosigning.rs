@@ -589,9 +589,9 @@ impl Table {
                 p.effect = Effect::Unchecked;
                 tracing::info!("effect of {} not checked yet: {why}", digest.short());
             }
-            EffectVerdict::Broken(why) => {
+            EffectVerdict::Broken(refusal) => {
                 p.effect = Effect::Unchecked;
-                self.refuse_here(digest, CoSignRefusal::Effect(why), &mut out);
+                self.refuse_here(digest, refusal, &mut out);
             }
         }
         out
@@ -842,17 +842,27 @@ impl Table {
         })));
     }
 
-    /// Whether this node checks the entry's effect before signing: a
-    /// training event, for governance and the data sources (the operator
-    /// measured it itself).
+    /// Whether this node checks the entry's effect and its place in the
+    /// campaign's order before signing: a training event, for governance
+    /// and the data sources; a refusal or an aggregate, for governance (the
+    /// operator measured and drew them itself).
     fn needs_effect(&self, p: &Pending, role: Role) -> bool {
         #[cfg(feature = "collusion")]
         if self.colluding {
             return false;
         }
         p.effect != Effect::Holds
-            && matches!(role, Role::Governance | Role::DataSource)
-            && matches!(p.body, EntryBody::Step(_) | EntryBody::Composite(_))
+            && match role {
+                Role::DataSource => matches!(p.body, EntryBody::Step(_) | EntryBody::Composite(_)),
+                Role::Governance => matches!(
+                    p.body,
+                    EntryBody::Step(_)
+                        | EntryBody::Composite(_)
+                        | EntryBody::Refusal(_)
+                        | EntryBody::RefusalAggregate(_)
+                ),
+                Role::Operator => false,
+            }
     }
 
     /// Whether this node's authority, in `role`, vouches for the entry.

@@ -952,7 +952,9 @@ fn a_co_signer_signs_an_event_only_once_its_effect_holds() {
     let a = n.resolve_effects(
         &mut t,
         again,
-        EffectVerdict::Broken("block 3: norm 0.1 stated, 0.2 in the blob".into()),
+        EffectVerdict::Broken(CoSignRefusal::Effect(
+            "block 3: norm 0.1 stated, 0.2 in the blob".into(),
+        )),
     );
     let reason = refusal_of(&a).expect("refused").to_string();
     assert!(reason.contains("effect: block 3: norm"), "{reason}");

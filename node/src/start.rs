@@ -113,7 +113,7 @@ pub async fn run(
         metrics.log_size.store(s.head().log_size, Relaxed);
     }
     let (api_tx, mut api_rx) = mpsc::channel(1024);
-    let effects = crate::effect::Effects::new(api_tx.clone());
+    let effects = crate::effect::Effects::new(api_tx.clone(), keyring.clone());
     let api_addr = cfg.api_listen.clone().unwrap_or(node.api_listen.clone());
     let bind = |addr: &str, what: &str| -> Result<std::net::TcpListener, NodeError> {
         let l =

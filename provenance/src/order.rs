@@ -31,6 +31,7 @@
 //! counts is the largest `<= k`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha3::{Digest as _, Sha3_256};
@@ -121,8 +122,9 @@ pub struct Order {
     n: u64,
     seed: OrderSeed,
     epoch: Option<u64>,
-    perm: Vec<u32>,
-    inv: Vec<u32>,
+    // Shared, so that a checker clones an order cheaply.
+    perm: Arc<Vec<u32>>,
+    inv: Arc<Vec<u32>>,
 }
 
 impl Order {
@@ -158,8 +160,8 @@ impl Order {
             n,
             seed,
             epoch: None,
-            perm: Vec::new(),
-            inv: Vec::new(),
+            perm: Arc::default(),
+            inv: Arc::default(),
         })
     }
 
@@ -182,11 +184,13 @@ impl Order {
         if self.epoch == Some(epoch) {
             return;
         }
-        self.perm = permutation(&self.seed, epoch, self.n);
-        self.inv = vec![0; self.perm.len()];
-        for (i, &k) in self.perm.iter().enumerate() {
-            self.inv[k as usize] = i as u32;
+        let perm = permutation(&self.seed, epoch, self.n);
+        let mut inv = vec![0; perm.len()];
+        for (i, &k) in perm.iter().enumerate() {
+            inv[k as usize] = i as u32;
         }
+        self.perm = Arc::new(perm);
+        self.inv = Arc::new(inv);
         self.epoch = Some(epoch);
     }
 
@@ -393,41 +397,59 @@ impl Accounting {
 
     /// Checks the next record of the campaign's chain and takes it in.
     /// Records other than events, refusals, aggregates and the close pass.
-    /// On `Err` the accounting is unchanged.
+    /// On `Err` (the record's first fault) the accounting is unchanged: what
+    /// a co-signer runs before it signs.
     pub fn record(&mut self, body: &EntryBody, reason_of: &mut ReasonOf<'_>) -> Result<(), OrderFault> {
         let mut next = self.clone();
-        next.take(body, reason_of)?;
+        let mut faults = Vec::new();
+        next.take(body, reason_of, &mut faults);
+        if let Some(f) = faults.into_iter().next() {
+            return Err(f);
+        }
         *self = next;
         Ok(())
     }
 
-    fn take(&mut self, body: &EntryBody, reason_of: &mut ReasonOf<'_>) -> Result<(), OrderFault> {
+    /// Takes in the next record whatever it holds and returns every fault
+    /// in it: a verifier reading a committed record goes on past a fault
+    /// (a faulty claim is ignored, a skipped position counts as settled, a
+    /// miscounted aggregate settles what it covers) to find the next.
+    pub fn record_all(&mut self, body: &EntryBody, reason_of: &mut ReasonOf<'_>) -> Vec<OrderFault> {
+        let mut faults = Vec::new();
+        self.take(body, reason_of, &mut faults);
+        faults
+    }
+
+    fn take(&mut self, body: &EntryBody, reason_of: &mut ReasonOf<'_>, faults: &mut Vec<OrderFault>) {
         match body {
             EntryBody::Step(_) | EntryBody::Composite(_) => {
-                let Some(e) = body.event() else { return Ok(()) };
+                let Some(e) = body.event() else { return };
                 let span = *e.order;
-                self.claim(span, e.records.iter().map(|r| (r.source, r.index)))?;
-                self.complete(span.end, e.step_time, reason_of)
+                if self.claim(span, e.records.iter().map(|r| (r.source, r.index)), faults) {
+                    self.complete(span.end, e.step_time, reason_of, faults);
+                }
             }
-            EntryBody::Refusal(r) => self.claim(r.order, r.examples.iter().map(|x| (x.source, x.index))),
-            EntryBody::RefusalAggregate(a) => self.aggregate(a.order, &a.counts, a.time, reason_of),
+            EntryBody::Refusal(r) => {
+                self.claim(r.order, r.examples.iter().map(|x| (x.source, x.index)), faults);
+            }
+            EntryBody::RefusalAggregate(a) => self.aggregate(a.order, &a.counts, a.time, reason_of, faults),
             EntryBody::CampaignClose(c) => {
                 if c.order_end != self.drawn {
-                    return Err(OrderFault::WrongStop {
+                    faults.push(OrderFault::WrongStop {
                         claimed: c.order_end,
                         drawn: self.drawn,
                     });
                 }
-                self.complete(self.drawn, c.time, reason_of)?;
+                self.complete(self.drawn, c.time, reason_of, faults);
                 if let Some((&first, _)) = self.awaiting.first_key_value() {
-                    return Err(OrderFault::Unaggregated {
+                    faults.push(OrderFault::Unaggregated {
                         first,
                         count: self.awaiting.len() as u64,
                     });
+                    self.awaiting.clear();
                 }
-                Ok(())
             }
-            _ => Ok(()),
+            _ => {}
         }
     }
 
@@ -439,59 +461,63 @@ impl Accounting {
         }
     }
 
-    /// Draws `span` and claims the listed examples' positions in it.
+    /// Draws `span` and claims the listed examples' positions in it; false
+    /// if the span itself is unusable (nothing is claimed then).
     fn claim(
         &mut self,
         span: OrderSpan,
         examples: impl Iterator<Item = (Digest, u64)>,
-    ) -> Result<(), OrderFault> {
+        faults: &mut Vec<OrderFault>,
+    ) -> bool {
         let n = self.order.epoch_len();
-        if span.is_empty() {
-            return Err(Self::bad_span(span, "empty"));
-        }
-        if span.start / n != (span.end - 1) / n {
-            return Err(Self::bad_span(span, "crosses an epoch boundary"));
-        }
-        if span.start < self.done {
-            return Err(Self::bad_span(
-                span,
-                format!("reaches behind position {}, already settled", self.done),
-            ));
-        }
-        if span.start > self.drawn + n {
-            return Err(Self::bad_span(
-                span,
-                format!(
-                    "starts more than an epoch past position {}, drawn so far",
-                    self.drawn
-                ),
-            ));
+        let why = if span.is_empty() {
+            Some("empty".to_string())
+        } else if span.start / n != (span.end - 1) / n {
+            Some("crosses an epoch boundary".into())
+        } else if span.start < self.done {
+            Some(format!("reaches behind position {}, already settled", self.done))
+        } else if span.start > self.drawn + n {
+            Some(format!(
+                "starts more than an epoch past position {}, drawn so far",
+                self.drawn
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            faults.push(Self::bad_span(span, why));
+            return false;
         }
         let epoch = span.start / n;
         let mut last = None;
         for (source, index) in examples {
-            let not_in = || OrderFault::NotInSpan {
+            let not_in = OrderFault::NotInSpan {
                 source_id: source,
                 index,
                 start: span.start,
                 end: span.end,
             };
-            let s = self.order.source_position(&source).ok_or_else(not_in)?;
-            let p = self.order.position_of(epoch, s, index).ok_or_else(not_in)?;
-            if p < span.start || p >= span.end {
-                return Err(not_in());
-            }
+            let p = self
+                .order
+                .source_position(&source)
+                .and_then(|s| self.order.position_of(epoch, s, index))
+                .filter(|p| (span.start..span.end).contains(p));
+            let Some(p) = p else {
+                faults.push(not_in);
+                continue;
+            };
             if last.is_some_and(|l| p <= l) || p < self.done || !self.claimed.insert(p) {
-                return Err(OrderFault::Twice {
+                faults.push(OrderFault::Twice {
                     source_id: source,
                     index,
                     position: p,
                 });
+                continue;
             }
             last = Some(p);
         }
         self.drawn = self.drawn.max(span.end);
-        Ok(())
+        true
     }
 
     /// Settles every position before `upto`: unclaimed ones must be refused
@@ -501,7 +527,8 @@ impl Accounting {
         upto: u64,
         time: Timestamp,
         reason_of: &mut ReasonOf<'_>,
-    ) -> Result<(), OrderFault> {
+        faults: &mut Vec<OrderFault>,
+    ) {
         let mut reasons: BTreeMap<Digest, Option<RefusalReason>> = BTreeMap::new();
         for p in self.done..upto {
             if self.claimed.remove(&p) {
@@ -509,22 +536,18 @@ impl Accounting {
             }
             let (s, index) = self.order.at(p);
             let source = self.order.sources[s].source;
-            let reason = *reasons.entry(source).or_insert_with(|| reason_of(&source, time));
-            match reason {
+            match *reasons.entry(source).or_insert_with(|| reason_of(&source, time)) {
                 Some(reason) => {
                     self.awaiting.insert(p, (source, reason));
                 }
-                None => {
-                    return Err(OrderFault::Skipped {
-                        source_id: source,
-                        index,
-                        position: p,
-                    })
-                }
+                None => faults.push(OrderFault::Skipped {
+                    source_id: source,
+                    index,
+                    position: p,
+                }),
             }
         }
         self.done = self.done.max(upto);
-        Ok(())
     }
 
     fn aggregate(
@@ -533,23 +556,29 @@ impl Accounting {
         counts: &[RefusalCount],
         time: Timestamp,
         reason_of: &mut ReasonOf<'_>,
-    ) -> Result<(), OrderFault> {
+        faults: &mut Vec<OrderFault>,
+    ) {
         if span.start > span.end || span.end > self.drawn + self.order.epoch_len() {
-            return Err(Self::bad_span(
+            faults.push(Self::bad_span(
                 span,
                 format!(
                     "ends more than an epoch past position {}, drawn so far",
                     self.drawn
                 ),
             ));
+            return;
         }
-        if let Some((&first, _)) = self.awaiting.range(..span.start).next() {
-            return Err(OrderFault::Unaggregated {
+        let before: Vec<u64> = self.awaiting.range(..span.start).map(|(p, _)| *p).collect();
+        if let Some(&first) = before.first() {
+            faults.push(OrderFault::Unaggregated {
                 first,
-                count: self.awaiting.range(..span.start).count() as u64,
+                count: before.len() as u64,
             });
+            for p in before {
+                self.awaiting.remove(&p);
+            }
         }
-        self.complete(span.end, time, reason_of)?;
+        self.complete(span.end, time, reason_of, faults);
         self.drawn = self.drawn.max(span.end);
         let mut actual: BTreeMap<(Digest, RefusalReason), u64> = BTreeMap::new();
         for (_, key) in self.awaiting.range(span.start..span.end) {
@@ -557,13 +586,14 @@ impl Accounting {
         }
         let claimed: BTreeMap<(Digest, RefusalReason), u64> =
             counts.iter().map(|c| ((c.source, c.reason), c.count)).collect();
-        for key in actual.keys().chain(claimed.keys()) {
+        let keys: BTreeSet<&(Digest, RefusalReason)> = actual.keys().chain(claimed.keys()).collect();
+        for key in keys {
             let (a, c) = (
                 actual.get(key).copied().unwrap_or(0),
                 claimed.get(key).copied().unwrap_or(0),
             );
             if a != c {
-                return Err(OrderFault::Miscounted {
+                faults.push(OrderFault::Miscounted {
                     start: span.start,
                     end: span.end,
                     source_id: key.0,
@@ -581,7 +611,6 @@ impl Accounting {
         for p in settled {
             self.awaiting.remove(&p);
         }
-        Ok(())
     }
 }
 

@@ -255,9 +255,10 @@ fn source_and_campaign_answers_send_their_nones_as_null() {
             entries: 0,
             closed: None,
             index: None,
+            order_checkpoint: None,
         },
         json!({ "id": cid, "campaign": c, "head": Digest::ZERO, "entries": 0,
-                "closed": null, "index": null }),
+                "closed": null, "index": null, "order_checkpoint": null }),
     );
 }
 

@@ -284,3 +284,35 @@ fn refusals_never_aggregated_fail_the_close_and_a_gap_is_a_skip() {
     ));
     assert_eq!(format!("{acc:?}"), before, "a refused record changes nothing");
 }
+
+#[test]
+fn a_verifier_goes_on_past_a_fault_and_finds_the_next() {
+    // A skipped example in the first event and an inflated aggregate later.
+    let (mut records, _) = honest(7, 3, 3, true);
+    let skipped = records
+        .iter_mut()
+        .find_map(|r| match r {
+            EntryBody::Step(e) if e.examples.len() > 1 => Some(e.examples.remove(0)),
+            _ => None,
+        })
+        .unwrap();
+    let last_agg = records
+        .iter()
+        .rposition(|r| matches!(r, EntryBody::RefusalAggregate(a) if !a.counts.is_empty()))
+        .unwrap();
+    if let EntryBody::RefusalAggregate(a) = &mut records[last_agg] {
+        a.counts[0].count += 1;
+    }
+    let mut acc = Accounting::new(order(7));
+    let faults: Vec<(usize, OrderFault)> = records
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| acc.record_all(r, &mut reason_of).into_iter().map(move |f| (i, f)))
+        .collect();
+    assert_eq!(faults.len(), 2, "{faults:?}");
+    assert!(
+        matches!(&faults[0].1, OrderFault::Skipped { source_id, index, .. } if (*source_id, *index) == (skipped.source, skipped.index))
+    );
+    assert_eq!(faults[1].0, last_agg);
+    assert!(matches!(faults[1].1, OrderFault::Miscounted { .. }));
+}

@@ -16,7 +16,7 @@ use lightclient::client::{Client, ClientError};
 use provenance::api::{EntryState, EntryStatus};
 use provenance::crypto::CoSignature;
 use provenance::{
-    Attestation, AuthorityId, DataSourceManifest, Digest, EffectiveRevocation, EntryBody, KeyRing,
+    Attestation, AuthorityId, DataSourceManifest, Digest, EffectiveRevocation, EntryBody, KeyRing, OrderSeed,
     PolicyArtifact, Purpose, Timestamp,
 };
 use tuner::campaign::{build_campaign, CampaignSpec, Clock};
@@ -152,6 +152,22 @@ impl EventSink for HttpSink {
                 )));
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn order_seed(&mut self, campaign: &Digest) -> tuner::error::Result<OrderSeed> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let a = self.node.campaign(campaign).map_err(sink_err)?;
+            if let Some(cp) = a.order_checkpoint {
+                return Ok(OrderSeed::from_checkpoint(campaign, cp.signature.as_slice()));
+            }
+            if Instant::now() > deadline {
+                return Err(sink_err(format!(
+                    "no certified checkpoint of campaign {campaign}'s block in time"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }

@@ -17,6 +17,44 @@ impl Store {
         }
     }
 
+    /// The height of the block that committed log entry `index` (a binary
+    /// search over the blocks' first indexes).
+    pub fn height_of(&self, index: u64) -> Result<Option<u64>> {
+        if index >= self.head.log_size {
+            return Ok(None);
+        }
+        let first = |h: u64| -> Result<u64> {
+            Ok(self
+                .block(h)?
+                .ok_or_else(|| StoreError::Corrupt(format!("block {h} missing")))?
+                .first_index)
+        };
+        // The last height whose first index is at or below `index`.
+        let (mut lo, mut hi) = (1u64, self.head.height);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if first(mid)? <= index {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        Ok(Some(lo))
+    }
+
+    /// The consortium's checkpoint of the block that committed campaign
+    /// `campaign` (its order's seed, [`provenance::order`]), once certified
+    /// here.
+    pub fn order_checkpoint(&self, campaign: &Digest) -> Result<Option<provenance::SignedCheckpoint>> {
+        let Some(index) = self.index_of(campaign)? else {
+            return Ok(None);
+        };
+        match self.height_of(index)? {
+            Some(h) => self.checkpoint(h),
+            None => Ok(None),
+        }
+    }
+
     /// The canonical bytes of log entry `index` (the leaf input).
     pub fn entry_bytes(&self, index: u64) -> Result<Option<Vec<u8>>> {
         Ok(self.db.get_cf(self.cf(CF_ENTRIES)?, u64_key(index))?)

@@ -76,6 +76,16 @@ fn proofs_from_disk_match_an_in_memory_tree_at_every_size() {
         assert_eq!(store.entry(i as u64).expect("read").as_ref(), Some(e));
         assert_eq!(store.index_of(&e.body.digest()).expect("read"), Some(i as u64));
     }
+    // Each entry's block height, against a scan of the blocks.
+    let mut by_scan = Vec::new();
+    for h in 1..=store.head().height {
+        let b = store.block(h).expect("read").expect("block");
+        by_scan.extend(std::iter::repeat_n(h, b.header.entry_count as usize));
+    }
+    for (i, h) in by_scan.iter().enumerate() {
+        assert_eq!(store.height_of(i as u64).expect("read"), Some(*h), "entry {i}");
+    }
+    assert_eq!(store.height_of(n).expect("read"), None);
 }
 
 #[test]

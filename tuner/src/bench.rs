@@ -165,10 +165,24 @@ pub fn per_example_paths(spec: &CampaignSpec, batch: usize, reps: usize) -> Resu
     Ok((batched, t1.elapsed().as_secs_f64()))
 }
 
-/// What a co-signer's effect check costs against the operator's step:
-/// `(operator seconds per step, co-signer check seconds per event, events)`
-/// over a governed campaign of `steps` batch steps.
-pub fn witness_cost(spec: &CampaignSpec, batch: usize, steps: u64) -> Result<(f64, f64, usize)> {
+/// What a co-signer's checks cost against the operator's step over a
+/// governed campaign of `steps` batch steps.
+#[derive(Debug, Clone, Copy)]
+pub struct WitnessCost {
+    /// Operator seconds per governed step.
+    pub operator_step: f64,
+    /// Effect check seconds per event.
+    pub effect: f64,
+    /// Events checked.
+    pub events: usize,
+    /// Order accounting seconds per record.
+    pub order: f64,
+    /// Records accounted.
+    pub records: usize,
+}
+
+/// Measures [`WitnessCost`].
+pub fn witness_cost(spec: &CampaignSpec, batch: usize, steps: u64) -> Result<WitnessCost> {
     let mut spec = spec.clone();
     spec.policy.event_granularity = EventGranularity::Batch;
     spec.settings.batch_size = batch;
@@ -177,6 +191,14 @@ pub fn witness_cost(spec: &CampaignSpec, batch: usize, steps: u64) -> Result<(f6
     spec.campaign.policy = provenance::Canonical::digest(&spec.policy);
     spec.campaign.checkpoint_steps.clear();
     let campaign = spec.campaign.clone();
+    let keyring = spec.keyring.clone();
+    let policy = spec.policy.clone();
+    let revocations = spec.revocations.clone();
+    let manifests: std::collections::BTreeMap<provenance::Digest, provenance::DataSourceManifest> = spec
+        .sources
+        .iter()
+        .map(|s| (s.manifest.source_id(), s.manifest.clone()))
+        .collect();
     let recipe =
         crate::recipe::Recipe::new(spec.settings.clone(), b"", crate::data::considered(&spec.sources));
     let mut sink = MemorySink::default();
@@ -199,7 +221,43 @@ pub fn witness_cost(spec: &CampaignSpec, batch: usize, steps: u64) -> Result<(f6
         w.commit(checked);
     }
     let check = t1.elapsed().as_secs_f64() / events.len().max(1) as f64;
-    Ok((operator, check, events.len()))
+    // The order accounting over every record, with admission per source as
+    // a co-signer runs it against its committed state.
+    let cd = provenance::Canonical::digest(&campaign);
+    let order = provenance::order::Order::new(&recipe.considered, provenance::OrderSeed::unwitnessed(&cd))
+        .map_err(|e| crate::error::TunerError::Config(e.to_string()))?;
+    let mut acc = provenance::order::Accounting::new(order);
+    let records: Vec<_> = sink.entries.iter().filter(|e| e.chain_link().is_some()).collect();
+    let t2 = Instant::now();
+    for r in &records {
+        let mut reason_of = |source: &provenance::Digest, time: Timestamp| {
+            let Some(m) = manifests.get(source) else {
+                return Some(provenance::RefusalReason::BadSignature);
+            };
+            let ctx = provenance::AdmissionContext {
+                keyring: &keyring,
+                policy: &policy,
+                campaign: &campaign,
+                revocations: &revocations,
+                time,
+            };
+            match provenance::admit_committed(&ctx, m) {
+                provenance::Admission::Admit(_) => None,
+                provenance::Admission::Refuse { reason, .. } => Some(reason),
+            }
+        };
+        acc.record(r, &mut reason_of).map_err(|f| {
+            crate::error::TunerError::Config(format!("an honest record failed the order check: {f}"))
+        })?;
+    }
+    let order_s = t2.elapsed().as_secs_f64() / records.len().max(1) as f64;
+    Ok(WitnessCost {
+        operator_step: operator,
+        effect: check,
+        events: events.len(),
+        order: order_s,
+        records: records.len(),
+    })
 }
 
 /// The benchmark table as Markdown.
@@ -209,7 +267,8 @@ pub fn table(spec: &CampaignSpec, batch: usize, steps: u64, example_steps: u64) 
         row(spec, EventGranularity::Example, 1, example_steps)?,
     ];
     let (b, r) = per_example_paths(spec, batch, 3)?;
-    let (op_step, check, checked) = witness_cost(spec, batch, steps)?;
+    let w = witness_cost(spec, batch, steps)?;
+    let (op_step, check, checked) = (w.operator_step, w.effect, w.events);
     let m = &spec.settings.model;
     let mut out = format!(
         "Model: {} layers, d={}, {} heads, context {}, {} base parameters, {} adapter parameters; sketch dim {}.\n\n",
@@ -247,6 +306,12 @@ pub fn table(spec: &CampaignSpec, batch: usize, steps: u64, example_steps: u64) 
         check * 1e3,
         op_step * 1e3,
         100.0 * check / op_step.max(f64::MIN_POSITIVE)
+    ));
+    out.push_str(&format!(
+        "\nThe order accounting ({} records): {:.1} µs per record ({:.3}% of a governed step).\n",
+        w.records,
+        w.order * 1e6,
+        100.0 * w.order / op_step.max(f64::MIN_POSITIVE)
     ));
     let _ = Timestamp(0);
     Ok(out)

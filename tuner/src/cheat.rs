@@ -1,5 +1,5 @@
 //! Test-only: an operator that cheats (feature `cheat`). With
-//! `GOVTUNE_CHEAT=<mode>` the tuner ships one dishonest event at step
+//! `GOVTUNE_CHEAT=<mode>[,<mode>...]` the tuner ships one dishonest event at step
 //! `GOVTUNE_CHEAT_STEP` (default 2, so that honest events committed
 //! before it): the co-signers' checks must refuse it.
 //!
@@ -40,18 +40,28 @@ pub enum Mode {
     OwnSeed,
 }
 
-/// The configured cheat, whatever its step.
-pub fn mode() -> Option<Mode> {
-    Some(match std::env::var("GOVTUNE_CHEAT").ok()?.as_str() {
-        "routed_out" => Mode::RoutedOut,
-        "under_norm" => Mode::UnderNorm,
-        "replay" => Mode::Replay,
-        "memorisation" => Mode::Memorisation,
-        "skip" => Mode::Skip,
-        "inflate" => Mode::Inflate,
-        "own_seed" => Mode::OwnSeed,
-        _ => return None,
-    })
+/// The configured cheats, whatever their step.
+pub fn modes() -> Vec<Mode> {
+    let v = std::env::var("GOVTUNE_CHEAT").unwrap_or_default();
+    v.split(',')
+        .filter_map(|m| {
+            Some(match m.trim() {
+                "routed_out" => Mode::RoutedOut,
+                "under_norm" => Mode::UnderNorm,
+                "replay" => Mode::Replay,
+                "memorisation" => Mode::Memorisation,
+                "skip" => Mode::Skip,
+                "inflate" => Mode::Inflate,
+                "own_seed" => Mode::OwnSeed,
+                _ => return None,
+            })
+        })
+        .collect()
+}
+
+/// Whether cheat `m` is configured.
+pub fn on(m: Mode) -> bool {
+    modes().contains(&m)
 }
 
 fn cheat_step() -> u64 {
@@ -61,9 +71,15 @@ fn cheat_step() -> u64 {
         .unwrap_or(2)
 }
 
-/// The cheat configured for the event starting at `step`, if any.
+/// The cheat configured for the step or event starting at `step`, if any
+/// (the first listed of those that act on one step).
 pub fn at(step: u64) -> Option<Mode> {
-    mode().filter(|_| step == cheat_step())
+    if step != cheat_step() {
+        return None;
+    }
+    modes()
+        .into_iter()
+        .find(|m| !matches!(m, Mode::Inflate | Mode::OwnSeed))
 }
 
 static FIRED: AtomicBool = AtomicBool::new(false);
@@ -71,7 +87,7 @@ static FIRED: AtomicBool = AtomicBool::new(false);
 /// Whether `mode` is configured and fires now: the first time it is asked
 /// at a step at or after the cheat step.
 pub fn first_from(m: Mode, step: u64) -> bool {
-    mode() == Some(m) && step >= cheat_step() && !FIRED.swap(true, Ordering::SeqCst)
+    on(m) && step >= cheat_step() && !FIRED.swap(true, Ordering::SeqCst)
 }
 
 static LAST: Mutex<Option<EntryBody>> = Mutex::new(None);

@@ -34,6 +34,7 @@ use crate::client::Client;
 use crate::light::{answer, LightClient, VerifyError};
 
 mod audit;
+mod order;
 mod predicates;
 mod trace;
 

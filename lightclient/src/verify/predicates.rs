@@ -5,9 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use provenance::merkle::{LogHasher, MemoryTree};
-use provenance::{Digest, EntryBody, LedgerEntry, SignedCheckpoint};
+use provenance::{Canonical, Digest, EntryBody, LedgerEntry, SignedCheckpoint};
 
-use super::{malformed, note_completeness, records_of, Verdict, Verified, Verifier};
+use super::order::OrderFinding;
+use super::{malformed, note_completeness, records_of, Verdict, Verified, VerifiedCampaign, Verifier};
 use crate::light::{answer, VerifyError};
 
 impl Verifier {
@@ -51,6 +52,8 @@ impl Verifier {
             }
         }
         note_completeness(&mut v, &vc);
+        let finding = self.order(&vc)?;
+        note_order(&mut v, &vc, &finding, None);
         Ok(self.finish(v))
     }
 
@@ -208,6 +211,8 @@ impl Verifier {
                     _ => {}
                 }
             }
+            let finding = self.order(&vc)?;
+            note_order(&mut v, &vc, &finding, Some(id));
             match &vc.record {
                 Some(rec) => {
                     let want = rec.close.per_source.iter().find(|p| p.source == *id);
@@ -283,5 +288,46 @@ impl Verifier {
             .ok_or_else(|| VerifyError::Incomplete(format!("campaign {id} is not closed")))?;
         crate::recompute::check_model(&self.node, rec, weights, &mut v)?;
         Ok(self.finish(v))
+    }
+}
+
+/// Reports what recomputing `vc`'s order found; `source`: the
+/// rights-holder's source, whose examples a fault names in its words.
+fn note_order(v: &mut Verdict, vc: &VerifiedCampaign, finding: &OrderFinding, source: Option<&Digest>) {
+    use provenance::order::OrderFault as F;
+    let c = vc.campaign.digest();
+    match finding {
+        OrderFinding::NotCommitted(why) => v.notes.push(format!("campaign {}: its data order is not accounted: {why}", c.short())),
+        OrderFinding::Accounted { drawn, seed_height } => v.notes.push(format!(
+            "campaign {}: all {drawn} positions of its data order (seeded by the consortium's checkpoint at height {seed_height}) are accounted for: trained, or refused with their reason",
+            c.short()
+        )),
+        OrderFinding::Broken(faults) => {
+            for (index, record, fault) in faults {
+                let mine = match fault {
+                    F::Skipped { source_id, .. }
+                    | F::NotInSpan { source_id, .. }
+                    | F::Twice { source_id, .. }
+                    | F::Miscounted { source_id, .. } => source.is_some_and(|s| s == source_id),
+                    _ => false,
+                };
+                match (source, fault) {
+                    (Some(_), F::Skipped { index: i, position, .. }) if mine => v.violation(format!(
+                        "campaign {} drew example {i} of the source at position {position} of its order and neither trained nor refused it (found at entry {index}, record {record})",
+                        c.short()
+                    )),
+                    // Another source's fault: the rights-holder learns the
+                    // order broke, not the detail.
+                    (Some(_), _) if !mine => v.violation(format!(
+                        "campaign {}'s records break its data order at entry {index} (record {record}): {fault}",
+                        c.short()
+                    )),
+                    _ => v.violation(format!(
+                        "entry {index} (campaign {} record {record}) breaks the campaign's data order: {fault}",
+                        c.short()
+                    )),
+                }
+            }
+        }
     }
 }

@@ -314,9 +314,17 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     let policy = vc.campaign.policy;
 
     // --- Trace on a node that is not the operator's.
-    let (src, idx) = match &record.chain[2] {
-        EntryBody::Composite(e) => (e.records[0].source, e.records[0].index),
-        other => panic!("expected a composite event, got {:?}", other.kind()),
+    // A window of the last event (scored against the states nearest the
+    // final model; the first steps' query gradients are degenerate, B = 0)
+    // from a source admitted at full depth.
+    let (src, idx) = match record.chain.last() {
+        Some(EntryBody::Composite(e)) => e
+            .records
+            .iter()
+            .find(|r| r.decision.depth.max_depth == 4)
+            .map(|r| (r.source, r.index))
+            .expect("a full-depth example in the last event"),
+        other => panic!("expected a composite event, got {:?}", other.map(|b| b.kind())),
     };
     let (_, manifest) = v.ensure(&vc.checkpoint, &src).expect("manifest");
     let title = match manifest.body {

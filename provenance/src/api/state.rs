@@ -37,4 +37,10 @@ pub struct CampaignAnswer {
     pub closed: Option<Digest>,
     /// The campaign entry's log index (null if the node has not indexed it).
     pub index: Option<u64>,
+    /// The consortium's checkpoint of the block that committed the
+    /// campaign, whose signature seeds its data order
+    /// ([`crate::order::OrderSeed::from_checkpoint`]); null until certified
+    /// here.
+    #[serde(default)]
+    pub order_checkpoint: Option<super::CheckpointAnswer>,
 }
