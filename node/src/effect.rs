@@ -9,9 +9,9 @@
 //! the campaign.
 //!
 //! Both campaign kinds are followed: a fine-tune's adapters and a base
-//! campaign's weights (from the initial weights its recipe gives); only a
-//! fine-tune's recipe commits a considered set, so only its order is
-//! accounted. A campaign without a recipe blob is not checked. A record is
+//! campaign's weights (from the initial weights its recipe gives), each
+//! order over the considered set its recipe commits. A campaign without a
+//! recipe blob is not checked. A record is
 //! checked against the state its predecessors left, so a campaign's
 //! records commit one after another (the tuner submits each after the
 //! previous one's verdict anyway).
@@ -24,7 +24,6 @@ use provenance::order::{Accounting, Order, OrderSeed};
 use provenance::{Campaign, Canonical, Digest, EntryBody, KeyRing, LedgerState, RefusalReason, Timestamp};
 use storage::{IndexPrefix, Store};
 use tokio::sync::{mpsc, oneshot, Mutex};
-use tuner::recipe::Recipe;
 use tuner::witness::Witness;
 
 use crate::cosign::{refusal_reason, CoSignRefusal};
@@ -51,7 +50,7 @@ pub enum EffectVerdict {
 /// how many of its committed records it has read.
 struct Followed {
     witness: Witness,
-    accounting: Option<Accounting>,
+    accounting: Accounting,
     /// Set once a committed record broke the order (colluders committed
     /// it): every later record is refused.
     disordered: Option<String>,
@@ -178,25 +177,23 @@ impl Effects {
                     ));
                 }
             }
-            if let Some(acc) = &mut f.accounting {
-                if f.disordered.is_none() {
-                    let st = read(store);
-                    let mut reason_of = reasons(&self.keyring, st.state(), &campaign, r);
-                    if let Err(e) = acc.record(r, &mut reason_of) {
-                        f.disordered = Some(format!("committed record {}: {e}", f.records));
-                    }
+            if f.disordered.is_none() {
+                let st = read(store);
+                let mut reason_of = reasons(&self.keyring, st.state(), &campaign, r);
+                if let Err(e) = f.accounting.record(r, &mut reason_of) {
+                    f.disordered = Some(format!("committed record {}: {e}", f.records));
                 }
             }
             f.records += 1;
         }
         // The record's place in the order (cheap, before any blob).
-        if let Some(acc) = &f.accounting {
-            if let Some(why) = &f.disordered {
-                return EffectVerdict::Broken(CoSignRefusal::Order(format!(
-                    "the campaign's records already break its order ({why})"
-                )));
-            }
-            let mut probe = acc.clone();
+        if let Some(why) = &f.disordered {
+            return EffectVerdict::Broken(CoSignRefusal::Order(format!(
+                "the campaign's records already break its order ({why})"
+            )));
+        }
+        {
+            let mut probe = f.accounting.clone();
             let st = read(store);
             let mut reason_of = reasons(&self.keyring, st.state(), &campaign, body);
             if let Err(e) = probe.record(body, &mut reason_of) {
@@ -216,9 +213,9 @@ impl Effects {
         }
     }
 
-    /// Starts following `campaign`: its witness from the recipe, and (for a
-    /// fine-tune, whose recipe commits a considered set) the accounting of
-    /// its order, seeded by the checkpoint of the block that committed it.
+    /// Starts following `campaign`: its witness from the recipe, and the
+    /// accounting of its order over the considered set the recipe commits,
+    /// seeded by the checkpoint of the block that committed the campaign.
     async fn follow(&self, store: &RwLock<Store>, campaign: &Campaign) -> Result<Followed, EffectVerdict> {
         let recipe = self
             .blob(store, campaign.recipe)
@@ -227,29 +224,25 @@ impl Effects {
         let witness = Witness::new(campaign, &recipe).map_err(|e| {
             EffectVerdict::Broken(CoSignRefusal::Effect(format!("the campaign's recipe: {e}")))
         })?;
-        let accounting = match Recipe::from_bytes(&recipe) {
-            Ok(r) => {
-                let id = campaign.digest();
-                let cp = read(store)
-                    .order_checkpoint(&id)
-                    .map_err(|e| EffectVerdict::Unchecked(format!("the campaign's checkpoint: {e}")))?
-                    .ok_or_else(|| {
-                        EffectVerdict::Unchecked(
-                            "the checkpoint of the block that committed the campaign is not certified here yet"
-                                .into(),
-                        )
-                    })?;
-                let seed = OrderSeed::from_checkpoint(&id, cp.signature.as_slice());
-                let order = Order::new(&r.considered, seed)
-                    .map_err(|e| EffectVerdict::Broken(CoSignRefusal::Order(e.to_string())))?;
-                Some(Accounting::new(order))
-            }
-            // A base campaign's recipe: its order is not committed.
-            Err(_) => None,
-        };
+        let considered = Witness::considered(&recipe).map_err(|e| {
+            EffectVerdict::Broken(CoSignRefusal::Order(format!("the campaign's recipe: {e}")))
+        })?;
+        let id = campaign.digest();
+        let cp = read(store)
+            .order_checkpoint(&id)
+            .map_err(|e| EffectVerdict::Unchecked(format!("the campaign's checkpoint: {e}")))?
+            .ok_or_else(|| {
+                EffectVerdict::Unchecked(
+                    "the checkpoint of the block that committed the campaign is not certified here yet"
+                        .into(),
+                )
+            })?;
+        let seed = OrderSeed::from_checkpoint(&id, cp.signature.as_slice());
+        let order = Order::new(&considered, seed)
+            .map_err(|e| EffectVerdict::Broken(CoSignRefusal::Order(e.to_string())))?;
         Ok(Followed {
             witness,
-            accounting,
+            accounting: Accounting::new(order),
             disordered: None,
             records: 0,
         })

@@ -94,14 +94,6 @@ impl OrderSeed {
         h.update(signature);
         Self(Digest(h.finalize().into()))
     }
-
-    /// A seed for a campaign no consortium witnesses (a tuner writing to a
-    /// file or memory): derived from the campaign alone, so it is
-    /// reproducible but not unpredictable to its operator. A ledger never
-    /// accepts an order drawn from it.
-    pub fn unwitnessed(campaign: &Digest) -> Self {
-        Self::from_checkpoint(campaign, b"unwitnessed")
-    }
 }
 
 /// Why a considered set or an order is unusable.
@@ -697,10 +689,6 @@ mod tests {
         assert_ne!(
             OrderSeed::from_checkpoint(&c1, b"sig"),
             OrderSeed::from_checkpoint(&c1, b"sih")
-        );
-        assert_ne!(
-            OrderSeed::unwitnessed(&c1),
-            OrderSeed::from_checkpoint(&c1, b"sig")
         );
     }
 }

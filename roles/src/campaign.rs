@@ -155,12 +155,15 @@ impl EventSink for HttpSink {
         }
     }
 
-    fn order_seed(&mut self, campaign: &Digest) -> tuner::error::Result<OrderSeed> {
+    fn order_seed(&mut self, campaign: &Digest) -> tuner::error::Result<Option<OrderSeed>> {
         let deadline = Instant::now() + self.timeout;
         loop {
             let a = self.node.campaign(campaign).map_err(sink_err)?;
             if let Some(cp) = a.order_checkpoint {
-                return Ok(OrderSeed::from_checkpoint(campaign, cp.signature.as_slice()));
+                return Ok(Some(OrderSeed::from_checkpoint(
+                    campaign,
+                    cp.signature.as_slice(),
+                )));
             }
             if Instant::now() > deadline {
                 return Err(sink_err(format!(

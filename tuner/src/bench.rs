@@ -191,6 +191,7 @@ pub fn witness_cost(spec: &CampaignSpec, batch: usize, steps: u64) -> Result<Wit
     spec.campaign.policy = provenance::Canonical::digest(&spec.policy);
     spec.campaign.checkpoint_steps.clear();
     let campaign = spec.campaign.clone();
+    let data_seed = spec.settings.seed;
     let keyring = spec.keyring.clone();
     let policy = spec.policy.clone();
     let revocations = spec.revocations.clone();
@@ -221,10 +222,10 @@ pub fn witness_cost(spec: &CampaignSpec, batch: usize, steps: u64) -> Result<Wit
         w.commit(checked);
     }
     let check = t1.elapsed().as_secs_f64() / events.len().max(1) as f64;
-    // The order accounting over every record, with admission per source as
-    // a co-signer runs it against its committed state.
-    let cd = provenance::Canonical::digest(&campaign);
-    let order = provenance::order::Order::new(&recipe.considered, provenance::OrderSeed::unwitnessed(&cd))
+    // The order accounting over every record (a memory sink: the order of
+    // the settings' seed), with admission per source as a co-signer runs it
+    // against its committed state.
+    let order = provenance::order::Order::new(&recipe.considered, crate::data::seeded_order(data_seed))
         .map_err(|e| crate::error::TunerError::Config(e.to_string()))?;
     let mut acc = provenance::order::Accounting::new(order);
     let records: Vec<_> = sink.entries.iter().filter(|e| e.chain_link().is_some()).collect();

@@ -96,6 +96,15 @@ pub fn considered(sources: &[SignedSource]) -> Vec<ConsideredSource> {
         .collect()
 }
 
+/// The order seed of a number the operator picks: a campaign no
+/// consortium witnesses (pretraining into a file, benchmarks).
+pub fn seeded_order(seed: u64) -> OrderSeed {
+    OrderSeed(provenance::digest::tagged_hash_parts(
+        provenance::ObjectKind::Blob,
+        &[b"govtune-seeded-order", &seed.to_be_bytes()],
+    ))
+}
+
 /// The data order read in batches: the campaign's [`Order`] over its
 /// considered sources (an [`ExampleId`]'s source is its position there).
 /// Its cursor is *not* rolled back with a refused step (a refused example
@@ -121,14 +130,10 @@ impl Schedule {
         Ok(Self { order, position: 0 })
     }
 
-    /// A schedule whose seed is a number the operator picks (a base
-    /// campaign's pretraining, benchmarks): reproducible, not witnessed.
+    /// A schedule whose seed is a number the operator picks (benchmarks):
+    /// reproducible, not witnessed.
     pub fn seeded(sources: &[PreparedSource], seed: u64) -> Result<Self> {
-        let d = provenance::digest::tagged_hash_parts(
-            provenance::ObjectKind::Blob,
-            &[b"govtune-seeded-order", &seed.to_be_bytes()],
-        );
-        Self::new(sources, OrderSeed(d))
+        Self::new(sources, seeded_order(seed))
     }
 
     /// Number of examples per epoch.

@@ -16,10 +16,11 @@ use std::collections::BTreeMap;
 use candle_core::{Device, Var};
 use provenance::admission::{admit, Admission, AdmissionContext};
 use provenance::event::composite_root;
+use provenance::order::ConsideredSource;
 use provenance::{
     BaseModel, BlockMeasure, Campaign, CampaignClose, Canonical, ChainLink, CompositeEvent, Digest,
     EntryBody, ExampleRecord, KeyRing, Measurement, MemorisationSignals, OrderSpan, PolicyArtifact,
-    SketchSpec, SourceCount, Timestamp,
+    RefusalAggregate, RefusalCount, RefusalReason, SketchSpec, SourceCount, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -63,7 +64,9 @@ pub struct BaseOutcome {
 
 /// The base campaign's recipe blob: what a co-signer needs to follow its
 /// weights (`tuner::witness`): the architecture and the initialisation
-/// seed, from which [`Weights::init`] gives the campaign's starting state.
+/// seed, from which [`Weights::init`] gives the campaign's starting state,
+/// and the considered set its data order is drawn over
+/// ([`provenance::order`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BaseRecipe {
     /// Always [`BASE_RECIPE_FORMAT`].
@@ -72,10 +75,12 @@ pub struct BaseRecipe {
     pub model: ModelConfig,
     /// The initialisation seed.
     pub init_seed: u64,
+    /// The candidate sources and their example counts.
+    pub considered: Vec<ConsideredSource>,
 }
 
 /// The format tag of a base recipe blob.
-pub const BASE_RECIPE_FORMAT: &str = "govtune-base-recipe/v1";
+pub const BASE_RECIPE_FORMAT: &str = "govtune-base-recipe/v2";
 
 impl BaseRecipe {
     /// The blob bytes (canonical JSON, as [`crate::recipe::Recipe`]'s).
@@ -97,6 +102,8 @@ impl BaseRecipe {
             return Err(bad(format!("format {:?}", r.format)));
         }
         r.model.validate()?;
+        provenance::order::Order::new(&r.considered, provenance::OrderSeed(Digest::ZERO))
+            .map_err(|e| bad(e.to_string()))?;
         if r.to_bytes() != bytes {
             return Err(bad("not in canonical form".into()));
         }
@@ -165,6 +172,7 @@ pub fn pretrain(
         format: BASE_RECIPE_FORMAT.into(),
         model: cfg,
         init_seed: settings.seed,
+        considered: crate::data::considered(&sources),
     }
     .to_bytes();
     let recipe = blob_digest(&base_recipe);
@@ -189,9 +197,18 @@ pub fn pretrain(
     if let Verdict::Refused { reason } = sink.submit(&EntryBody::Campaign(campaign.clone()))? {
         return Err(TunerError::Sink(format!("base campaign refused: {reason}")));
     }
+    // The order is drawn from randomness fixed after the campaign committed.
+    let seed = match sink.order_seed(&cd)? {
+        Some(s) => s,
+        None => crate::data::seeded_order(settings.seed),
+    };
     let names: Vec<String> = w.tensors.keys().cloned().collect();
     let mut opt = AdamW::new(settings.optim, w.tensors.values().map(|(_, v)| v.len()));
-    let mut sched = Schedule::seeded(&sources, settings.seed)?;
+    let mut sched = Schedule::new(&sources, seed)?;
+    // Refusals since the last aggregate, and where its span starts.
+    let mut agg: BTreeMap<(Digest, RefusalReason), u64> = BTreeMap::new();
+    let mut agg_from = 0u64;
+    let mut agg_first: Option<u64> = None;
     let dev = Device::Cpu;
     let (mut seq, mut prev) = (0u64, Digest::ZERO);
     let mut admitted: BTreeMap<usize, u64> = BTreeMap::new();
@@ -203,7 +220,7 @@ pub fn pretrain(
     let mut span_from = 0u64;
     let mut last_loss = f32::NAN;
     for step in 0..settings.steps {
-        let (batch, span, _) = sched.next_batch(settings.batch_size);
+        let (batch, span, epoch_end) = sched.next_batch(settings.batch_size);
         let time = clock.now();
         let ctx = AdmissionContext {
             keyring,
@@ -231,7 +248,11 @@ pub fn pretrain(
                     });
                     *admitted.entry(e.source).or_default() += 1;
                 }
-                Admission::Refuse { .. } => *refused.entry(e.source).or_default() += 1,
+                Admission::Refuse { reason, .. } => {
+                    *refused.entry(e.source).or_default() += 1;
+                    *agg.entry((s.id, *reason)).or_default() += 1;
+                    agg_first.get_or_insert(step);
+                }
             }
         }
         if !ok.is_empty() {
@@ -270,7 +291,9 @@ pub fn pretrain(
             last_loss = l;
         }
         progress(step, last_loss);
-        if (step + 1) % settings.event_every.max(1) == 0 || step + 1 == settings.steps {
+        // An event every `event_every` steps, and at each epoch's end (a
+        // record's span of the order lies within one epoch).
+        if (step + 1) % settings.event_every.max(1) == 0 || step + 1 == settings.steps || epoch_end {
             let deltas: Vec<PieceDelta> = span_start
                 .tensors
                 .values()
@@ -323,6 +346,42 @@ pub fn pretrain(
             }
             seq += 1;
             prev = body.digest();
+            // The refusals since the last aggregate, counted by reason.
+            if let Some(first) = agg_first.take() {
+                let counts = std::mem::take(&mut agg)
+                    .into_iter()
+                    .map(|((source, reason), count)| RefusalCount {
+                        source,
+                        reason,
+                        count,
+                    })
+                    .collect();
+                let body = EntryBody::RefusalAggregate(RefusalAggregate {
+                    version: 2,
+                    link: ChainLink {
+                        campaign: cd,
+                        seq,
+                        prev,
+                    },
+                    order: OrderSpan {
+                        start: agg_from,
+                        end: sched.position,
+                    },
+                    policy: campaign.policy,
+                    first_step: first,
+                    last_step: step,
+                    counts,
+                    time,
+                });
+                if let Verdict::Refused { reason } = sink.submit(&body)? {
+                    return Err(TunerError::Sink(format!(
+                        "base campaign aggregate refused: {reason}"
+                    )));
+                }
+                seq += 1;
+                prev = body.digest();
+                agg_from = sched.position;
+            }
             span_start = w.clone();
             span_first = step + 1;
             span_from = span.end;

@@ -36,11 +36,13 @@ pub trait EventSink {
     /// `Err` means the sink itself failed (the entry's fate is unknown).
     fn submit(&mut self, body: &EntryBody) -> Result<Verdict>;
     /// The seed of a committed campaign's data order
-    /// ([`provenance::order`]). A ledger's sink waits for the consortium's
-    /// checkpoint of the block that committed the campaign; a sink no
-    /// consortium witnesses gives [`OrderSeed::unwitnessed`].
-    fn order_seed(&mut self, campaign: &Digest) -> Result<OrderSeed> {
-        Ok(OrderSeed::unwitnessed(campaign))
+    /// ([`provenance::order`]): a ledger's sink waits for the consortium's
+    /// checkpoint of the block that committed the campaign. `None` from a
+    /// sink no consortium witnesses (a file, memory): the tuner then draws
+    /// a reproducible order from its settings' seed
+    /// ([`crate::data::seeded_order`]).
+    fn order_seed(&mut self, _campaign: &Digest) -> Result<Option<OrderSeed>> {
+        Ok(None)
     }
 }
 

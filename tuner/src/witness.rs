@@ -151,6 +151,15 @@ impl Witness {
         }
     }
 
+    /// The considered set a recipe blob of either kind commits (its
+    /// campaign's data order is drawn over it, [`provenance::order`]).
+    pub fn considered(recipe: &[u8]) -> crate::error::Result<Vec<provenance::order::ConsideredSource>> {
+        match Recipe::from_bytes(recipe) {
+            Ok(r) => Ok(r.considered),
+            Err(_) => Ok(BaseRecipe::from_bytes(recipe)?.considered),
+        }
+    }
+
     /// Checks an offered event (see [`CampaignWitness::check`]).
     pub fn check(&self, event: &EventView<'_>, delta_blob: &[u8]) -> Result<CheckedEvent, StepFault> {
         match self {

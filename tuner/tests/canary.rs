@@ -18,7 +18,7 @@ fn campaign(exposure_threshold: f32) -> (CampaignOutcome, MemorySink, Vec<u8>, D
     p.memorisation.canary_exposure = exposure_threshold;
     let mut cfg = config(2, 4000, 0, p);
     // Every window of source 0 carries the canary; half the examples do.
-    cfg.settings.max_steps = 360;
+    cfg.settings.max_steps = 300;
     cfg.settings.optim.lr = 5e-3;
     cfg.settings.batch_size = 4;
     cfg.settings.lora.alpha = 16.0;

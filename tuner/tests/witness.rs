@@ -266,4 +266,24 @@ fn a_co_signer_follows_a_base_campaign_and_refuses_a_misreported_norm() {
         w.spec.base.digest(),
         "the chain ends at the base the fine-tune names"
     );
+    // Its records and close account for every position of the order drawn
+    // over the considered set its recipe commits (every base source is
+    // admitted here).
+    let considered = tuner::witness::Witness::considered(&base.blobs[&campaign.recipe]).unwrap();
+    assert_eq!(considered.len(), cfg.base_sources.len());
+    let cd = provenance::Canonical::digest(&campaign);
+    // A memory sink witnesses nothing: pretraining draws from its own seed.
+    let seed = tuner::data::seeded_order(cfg.pretrain.seed);
+    let order = provenance::order::Order::new(&considered, seed).unwrap();
+    let mut acc = provenance::order::Accounting::new(order);
+    let mut closed = false;
+    for e in &base.entries {
+        let ours = e.chain_link().is_some_and(|l| l.campaign == cd)
+            || matches!(e, EntryBody::CampaignClose(c) if c.campaign == cd);
+        if ours {
+            acc.record(e, &mut |_, _| None).unwrap_or_else(|f| panic!("{f}"));
+            closed |= matches!(e, EntryBody::CampaignClose(_));
+        }
+    }
+    assert!(closed && acc.drawn() > 0);
 }

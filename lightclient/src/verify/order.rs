@@ -18,8 +18,9 @@ use super::{malformed, VerifiedCampaign, Verifier};
 use crate::client::ClientError;
 use crate::light::{answer, VerifyError};
 
-/// The recipe format whose blob commits a considered set.
-const FINE_TUNE_RECIPE: &str = "govtune-recipe/v2";
+/// The recipe formats whose blobs commit a considered set: a fine-tune's
+/// and a base campaign's.
+const RECIPES: [&str; 2] = ["govtune-recipe/v2", "govtune-base-recipe/v2"];
 /// Largest recipe blob read.
 const MAX_RECIPE_BYTES: usize = 1 << 20;
 
@@ -34,8 +35,8 @@ struct RecipeOrder {
 /// What recomputing a campaign's order found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderFinding {
-    /// The campaign's recipe commits no considered set (a base campaign,
-    /// or no recipe): its order is not accounted.
+    /// The campaign's recipe commits no considered set (no recipe, or an
+    /// older format): its order is not accounted.
     NotCommitted(String),
     /// Every record accounts for its positions (and, if closed, the close
     /// names where the order stopped).
@@ -118,7 +119,7 @@ impl Verifier {
                 )))
             }
         };
-        if recipe.format != FINE_TUNE_RECIPE {
+        if !RECIPES.contains(&recipe.format.as_str()) {
             return Ok(OrderFinding::NotCommitted(format!(
                 "the recipe ({}) commits no considered set",
                 recipe.format

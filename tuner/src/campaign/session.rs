@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use provenance::Canonical;
-use provenance::{CampaignClose, Digest, EntryBody, OrderSeed, SourceCount};
+use provenance::{CampaignClose, Digest, EntryBody, SourceCount};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -86,11 +86,13 @@ impl Session {
         #[allow(unused_mut)]
         let mut seed = match verdict {
             Verdict::Committed => sink.order_seed(&campaign_digest)?,
-            Verdict::Refused { .. } => OrderSeed::unwitnessed(&campaign_digest),
-        };
+            Verdict::Refused { .. } => None,
+        }
+        .unwrap_or_else(|| crate::data::seeded_order(s.seed));
         #[cfg(feature = "cheat")]
         if crate::cheat::on(crate::cheat::Mode::OwnSeed) {
-            seed = OrderSeed::unwitnessed(&campaign_digest);
+            // Any seed the operator picks: its settings'.
+            seed = crate::data::seeded_order(s.seed);
         }
         let st = TrainState {
             adapters,
