@@ -255,8 +255,8 @@ impl Network {
         metrics: Arc<Metrics>,
     ) -> Result<Self, NetError> {
         swarm
-            .listen_on(listen)
-            .map_err(|e| NetError::Setup(e.to_string()))?;
+            .listen_on(listen.clone())
+            .map_err(|e| NetError::Setup(format!("listening on {listen}: {e} ({e:?})")))?;
         for t in [&topics.events, &topics.consensus] {
             swarm
                 .behaviour_mut()

@@ -317,6 +317,19 @@ pub enum OrderFault {
         /// Its position.
         position: u64,
     },
+    /// A refusal names a reason admission does not give for the example
+    /// (a memorisation refusal: an example admission refuses).
+    #[error("example {index} of source {} is refused for {claimed}, but admission {}", .source_id.short(), match .actual { Some(r) => format!("refuses it for {r}"), None => "admits it".to_string() })]
+    WrongReason {
+        /// Source id.
+        source_id: Digest,
+        /// Example index.
+        index: u64,
+        /// The refusal's reason.
+        claimed: RefusalReason,
+        /// Admission's verdict at the refusal's time (`None`: admitted).
+        actual: Option<RefusalReason>,
+    },
     /// A refusal aggregate's counts are not the refusals it covers.
     #[error("aggregate over positions {start}..{end} counts {claimed} of source {} for {reason}; the order has {actual}", .source_id.short())]
     Miscounted {
@@ -423,6 +436,23 @@ impl Accounting {
             }
             EntryBody::Refusal(r) => {
                 self.claim(r.order, r.examples.iter().map(|x| (x.source, x.index)), faults);
+                // What it refuses, admission must refuse for that reason (a
+                // rolled-back step's examples: admission admitted them).
+                let mut reasons: BTreeMap<Digest, Option<RefusalReason>> = BTreeMap::new();
+                for x in &r.examples {
+                    let actual = *reasons
+                        .entry(x.source)
+                        .or_insert_with(|| reason_of(&x.source, r.time));
+                    let expected = (r.reason != RefusalReason::Memorisation).then_some(r.reason);
+                    if actual != expected {
+                        faults.push(OrderFault::WrongReason {
+                            source_id: x.source,
+                            index: x.index,
+                            claimed: r.reason,
+                            actual,
+                        });
+                    }
+                }
             }
             EntryBody::RefusalAggregate(a) => self.aggregate(a.order, &a.counts, a.time, reason_of, faults),
             EntryBody::CampaignClose(c) => {

@@ -316,3 +316,27 @@ fn a_verifier_goes_on_past_a_fault_and_finds_the_next() {
     assert_eq!(faults[1].0, last_agg);
     assert!(matches!(faults[1].1, OrderFault::Miscounted { .. }));
 }
+
+#[test]
+fn a_refusal_must_give_admissions_reason() {
+    // An admissible example (source A) refused for its licence.
+    let mut o = order(7);
+    let source_at = |o: &mut Order, p: u64| {
+        let s = o.at(p).0;
+        o.sources()[s].source
+    };
+    let p = (0..9).find(|&p| source_at(&mut o, p) == A).unwrap();
+    let (_, index) = o.at(p);
+    let mut acc = Accounting::new(order(7));
+    let fake = refusal(0, OrderSpan { start: p, end: p + 1 }, &[(A, index)]);
+    assert!(matches!(
+        acc.record(&fake, &mut reason_of),
+        Err(OrderFault::WrongReason { actual: None, .. })
+    ));
+    // A source admission refuses, refused for its licence: accepted.
+    let q = (0..9).find(|&q| source_at(&mut o, q) == B).unwrap();
+    let (_, j) = o.at(q);
+    let mut acc = Accounting::new(order(7));
+    let ok = refusal(0, OrderSpan { start: q, end: q + 1 }, &[(B, j)]);
+    assert_eq!(acc.record(&ok, &mut reason_of), Ok(()));
+}

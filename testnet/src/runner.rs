@@ -146,6 +146,10 @@ pub struct Testnet {
     children: Vec<Option<Child>>,
 }
 
+/// A base port whose `count` ports are free now, below Linux's default
+/// ephemeral range (32768-60999): a node stopped and restarted by a test
+/// must find its ports again, and an outgoing connection's ephemeral port
+/// would take one of them while it is down.
 fn free_base(count: u16) -> Result<u16, TestnetError> {
     let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -153,7 +157,7 @@ fn free_base(count: u16) -> Result<u16, TestnetError> {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let base = 20_000 + (x % 30_000) as u16;
+        let base = 20_000 + (x % (12_000 - u64::from(count))) as u16;
         if (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
             return Ok(base);
         }
