@@ -336,10 +336,7 @@ pub(crate) fn refusal_reason(
         revocations: &revocations,
         time,
     };
-    match admit_committed(&a, m) {
-        Admission::Admit(_) => None,
-        Admission::Refuse { reason, .. } => Some(reason),
-    }
+    admit_committed(&a, m).refusal()
 }
 
 fn check_governance(body: &EntryBody, ctx: &CheckContext<'_>) -> Result<(), CoSignRefusal> {

@@ -136,6 +136,18 @@ pub struct RefusalCount {
     pub count: u64,
 }
 
+/// Counts keyed by (source, reason), as an aggregate lists them (sorted,
+/// one per key).
+pub fn counts(by: std::collections::BTreeMap<(Digest, RefusalReason), u64>) -> Vec<RefusalCount> {
+    by.into_iter()
+        .map(|((source, reason), count)| RefusalCount {
+            source,
+            reason,
+            count,
+        })
+        .collect()
+}
+
 /// Refusals summarised per (source, policy, reason) over a span of steps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefusalAggregate {

@@ -242,10 +242,7 @@ pub fn witness_cost(spec: &CampaignSpec, batch: usize, steps: u64) -> Result<Wit
                 revocations: &revocations,
                 time,
             };
-            match provenance::admit_committed(&ctx, m) {
-                provenance::Admission::Admit(_) => None,
-                provenance::Admission::Refuse { reason, .. } => Some(reason),
-            }
+            provenance::admit_committed(&ctx, m).refusal()
         };
         acc.record(r, &mut reason_of).map_err(|f| {
             crate::error::TunerError::Config(format!("an honest record failed the order check: {f}"))

@@ -20,7 +20,7 @@ use provenance::order::ConsideredSource;
 use provenance::{
     BaseModel, BlockMeasure, Campaign, CampaignClose, Canonical, ChainLink, CompositeEvent, Digest,
     EntryBody, ExampleRecord, KeyRing, Measurement, MemorisationSignals, OrderSpan, PolicyArtifact,
-    RefusalAggregate, RefusalCount, RefusalReason, SketchSpec, SourceCount, Timestamp,
+    RefusalAggregate, RefusalReason, SketchSpec, SourceCount, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -348,14 +348,7 @@ pub fn pretrain(
             prev = body.digest();
             // The refusals since the last aggregate, counted by reason.
             if let Some(first) = agg_first.take() {
-                let counts = std::mem::take(&mut agg)
-                    .into_iter()
-                    .map(|((source, reason), count)| RefusalCount {
-                        source,
-                        reason,
-                        count,
-                    })
-                    .collect();
+                let counts = provenance::refusal::counts(std::mem::take(&mut agg));
                 let body = EntryBody::RefusalAggregate(RefusalAggregate {
                     version: 2,
                     link: ChainLink {

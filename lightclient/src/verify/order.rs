@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use provenance::admission::{admit_committed, Admission, AdmissionContext};
+use provenance::admission::{admit_committed, AdmissionContext};
 use provenance::order::{Accounting, ConsideredSource, Order, OrderFault, OrderSeed};
 use provenance::{
     Canonical, Digest, EffectiveRevocation, EntryBody, ObjectKind, PolicyArtifact, RefusalReason,
@@ -197,10 +197,7 @@ impl Verifier {
                     revocations: &revocations,
                     time,
                 };
-                match admit_committed(&ctx, m) {
-                    Admission::Admit(_) => None,
-                    Admission::Refuse { reason, .. } => Some(reason),
-                }
+                admit_committed(&ctx, m).refusal()
             };
             faults.extend(
                 acc.record_all(b, &mut reason_of)

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use provenance::event::composite_root;
 use provenance::{
     BlockMeasure, ChainLink, CompositeEvent, EntryBody, EventGranularity, Measurement, OrderSpan,
-    RefusalAggregate, RefusalCount, StepEvent,
+    RefusalAggregate, StepEvent,
 };
 
 use crate::blobs::{blob_digest, diff, encode_delta, encode_sketches, PieceDelta};
@@ -185,14 +185,7 @@ impl Session {
             return Ok(None);
         };
         #[allow(unused_mut)]
-        let mut counts: Vec<RefusalCount> = std::mem::take(&mut self.agg)
-            .into_iter()
-            .map(|((source, reason), count)| RefusalCount {
-                source,
-                reason,
-                count,
-            })
-            .collect();
+        let mut counts = provenance::refusal::counts(std::mem::take(&mut self.agg));
         #[cfg(feature = "cheat")]
         if crate::cheat::first_from(crate::cheat::Mode::Inflate, last) {
             if let Some(c) = counts.first_mut() {
