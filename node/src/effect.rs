@@ -193,10 +193,9 @@ impl Effects {
             )));
         }
         {
-            let mut probe = f.accounting.clone();
             let st = read(store);
             let mut reason_of = reasons(&self.keyring, st.state(), &campaign, body);
-            if let Err(e) = probe.record(body, &mut reason_of) {
+            if let Err(e) = f.accounting.check(body, &mut reason_of) {
                 return EffectVerdict::Broken(CoSignRefusal::Order(e.to_string()));
             }
         }

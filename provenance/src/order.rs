@@ -400,6 +400,16 @@ impl Accounting {
         self.drawn
     }
 
+    /// Whether the next record of the campaign's chain would be taken in
+    /// (its first fault if not), without taking it: what a co-signer asks
+    /// of an offered record.
+    pub fn check(&self, body: &EntryBody, reason_of: &mut ReasonOf<'_>) -> Result<(), OrderFault> {
+        let mut probe = self.clone();
+        let mut faults = Vec::new();
+        probe.take(body, reason_of, &mut faults);
+        faults.into_iter().next().map_or(Ok(()), Err)
+    }
+
     /// Checks the next record of the campaign's chain and takes it in.
     /// Records other than events, refusals, aggregates and the close pass.
     /// On `Err` (the record's first fault) the accounting is unchanged: what

@@ -340,3 +340,18 @@ fn a_refusal_must_give_admissions_reason() {
     let ok = refusal(0, OrderSpan { start: q, end: q + 1 }, &[(B, j)]);
     assert_eq!(acc.record(&ok, &mut reason_of), Ok(()));
 }
+
+#[test]
+fn check_answers_as_record_would_and_takes_nothing_in() {
+    let (records, _) = honest(7, 3, 3, false);
+    let mut acc = Accounting::new(order(7));
+    for r in &records {
+        let before = format!("{acc:?}");
+        let checked = acc.check(r, &mut reason_of);
+        assert_eq!(format!("{acc:?}"), before);
+        assert_eq!(checked, acc.record(r, &mut reason_of));
+    }
+    // A record already taken in does not check again.
+    let first = records.iter().find(|r| r.event().is_some()).unwrap();
+    assert!(acc.check(first, &mut reason_of).is_err());
+}

@@ -211,6 +211,11 @@ pub fn pretrain(
     let mut agg_first: Option<u64> = None;
     let dev = Device::Cpu;
     let (mut seq, mut prev) = (0u64, Digest::ZERO);
+    let link = |seq, prev| ChainLink {
+        campaign: cd,
+        seq,
+        prev,
+    };
     let mut admitted: BTreeMap<usize, u64> = BTreeMap::new();
     let mut refused: BTreeMap<usize, u64> = BTreeMap::new();
     let mut span_start = w.clone();
@@ -316,11 +321,7 @@ pub fn pretrain(
             sink.put_blob(&sd, &sketch)?;
             let body = EntryBody::Composite(CompositeEvent {
                 version: 2,
-                link: ChainLink {
-                    campaign: cd,
-                    seq,
-                    prev,
-                },
+                link: link(seq, prev),
                 order: OrderSpan {
                     start: span_from,
                     end: span.end,
@@ -351,11 +352,7 @@ pub fn pretrain(
                 let counts = provenance::refusal::counts(std::mem::take(&mut agg));
                 let body = EntryBody::RefusalAggregate(RefusalAggregate {
                     version: 2,
-                    link: ChainLink {
-                        campaign: cd,
-                        seq,
-                        prev,
-                    },
+                    link: link(seq, prev),
                     order: OrderSpan {
                         start: agg_from,
                         end: sched.position,
