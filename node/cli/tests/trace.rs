@@ -313,47 +313,82 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     assert_eq!(record.chain.len(), 6);
     let policy = vc.campaign.policy;
 
-    // --- Trace on a node that is not the operator's.
-    // A window of the last event (scored against the states nearest the
-    // final model; the first steps' query gradients are degenerate, B = 0)
-    // from a source admitted at full depth.
-    let (src, idx) = match record.chain.last() {
-        Some(EntryBody::Composite(e)) => e
-            .records
-            .iter()
-            .find(|r| r.decision.depth.max_depth == 4)
-            .map(|r| (r.source, r.index))
-            .expect("a full-depth example in the last event"),
+    // --- Trace on a node that is not the operator's: every window of the
+    // last event (scored against the states nearest the final model; the
+    // first steps' query gradients are degenerate, B = 0). The data order is
+    // drawn from the consortium's signature, so it differs from run to run:
+    // one window traces to its own source first about 70% of the time and
+    // sits among that source's top examples about 90% (measured over 288
+    // windows in three runs), so the test asks for rates well above chance
+    // (1 in 8 sources; 3 of about 12 examples) with margins that hold for
+    // any draw, not for one lucky window.
+    let last = match record.chain.last() {
+        Some(EntryBody::Composite(e)) => e.records.clone(),
         other => panic!("expected a composite event, got {:?}", other.map(|b| b.kind())),
     };
-    let (_, manifest) = v.ensure(&vc.checkpoint, &src).expect("manifest");
-    let title = match manifest.body {
-        EntryBody::Manifest(m) => m.title,
-        _ => panic!("not a manifest"),
+    assert_eq!(last.len(), 16);
+    let mut traced = Vec::new();
+    for r in &last {
+        let (_, manifest) = v.ensure(&vc.checkpoint, &r.source).expect("manifest");
+        let title = match manifest.body {
+            EntryBody::Manifest(m) => m.title,
+            _ => panic!("not a manifest"),
+        };
+        let text = window_text(&title, r.index);
+        let (prompt, output) = text.split_at(32);
+        let a = lightclient::cli::ask_trace(
+            &t.client(ds),
+            &campaign,
+            std::str::from_utf8(prompt).expect("utf8"),
+            std::str::from_utf8(output).expect("utf8"),
+            None,
+        )
+        .expect("trace answer");
+        assert_eq!(a.examples_scored, 96);
+        assert_eq!(a.sources.len(), 8);
+        assert!(a
+            .sources
+            .iter()
+            .all(|s| s.top_examples.iter().all(|x| x.score.is_finite())));
+        traced.push((r.source, r.index, title, a));
+    }
+    let first = traced
+        .iter()
+        .filter(|(src, _, _, a)| a.sources[0].source == *src)
+        .count();
+    let own = traced
+        .iter()
+        .filter(|(src, idx, _, a)| {
+            a.sources
+                .iter()
+                .any(|s| s.source == *src && s.top_examples.iter().any(|x| x.index == *idx))
+        })
+        .count();
+    let render = || {
+        traced
+            .iter()
+            .map(|(_, idx, title, a)| format!("{title} #{idx}:\n{}", lightclient::cli::render_trace(a)))
+            .collect::<Vec<_>>()
+            .join("\n")
     };
-    let text = window_text(&title, idx);
-    let (prompt, output) = text.split_at(32);
-    let a = lightclient::cli::ask_trace(
-        &t.client(ds),
-        &campaign,
-        std::str::from_utf8(prompt).expect("utf8"),
-        std::str::from_utf8(output).expect("utf8"),
-        None,
-    )
-    .expect("trace answer");
-    assert_eq!(a.examples_scored, 96);
-    assert_eq!(a.sources.len(), 8);
-    assert!(a.sources[0].top_examples.iter().all(|x| x.score.is_finite()));
-    assert_eq!(
-        a.sources[0].source,
-        src,
-        "a trained window traces to its own source first: {}",
-        lightclient::cli::render_trace(&a)
+    assert!(
+        first >= 5,
+        "{first} of 16 trained windows trace to their own source first:\n{}",
+        render()
     );
     assert!(
-        a.sources[0].top_examples.iter().any(|x| x.index == idx),
-        "the window itself is among its source's top examples"
+        own >= 10,
+        "{own} of 16 trained windows are among their source's top examples:\n{}",
+        render()
     );
+    // The rest of the test works on one answer: a window that traced to
+    // its own source first.
+    let (src, idx, title, a) = traced
+        .into_iter()
+        .find(|(src, _, _, a)| a.sources[0].source == *src)
+        .expect("a window traced to its own source");
+    let text = window_text(&title, idx);
+    let (prompt, output) = text.split_at(32);
     let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");
     let verdict = v.trace(&a, true).expect("verifies");
     assert!(verdict.pass, "{}", verdict.render());
