@@ -79,7 +79,7 @@ pub(crate) fn manifest(
 
 pub(crate) fn policy(version: u32, supersedes: Option<Digest>) -> PolicyArtifact {
     PolicyArtifact {
-        version: 1,
+        version: 2,
         authority: label("standards-board"),
         policy_version: version,
         supersedes,
@@ -103,6 +103,7 @@ pub(crate) fn policy(version: u32, supersedes: Option<Digest>) -> PolicyArtifact
             refusal_aggregation: true,
         },
         signature_scheme: SignatureScheme::Bls12381,
+        audit: provenance::audit::AuditPolicy::default(),
     }
 }
 

@@ -18,12 +18,15 @@
 //! * [`admission`]: the deterministic admission evaluator.
 //! * [`order`]: a campaign's data order and the accounting of every
 //!   position it draws.
+//! * [`audit`]: replay-audit tickets, which records they select, and the
+//!   check that every selected record was replayed.
 //! * [`merkle`]: RFC 9162 trees, inclusion and consistency proofs.
 //! * [`checkpoint`]: consortium-signed checkpoints and C2SP note text.
 #![deny(missing_docs)]
 
 pub mod admission;
 pub mod api;
+pub mod audit;
 pub mod block;
 pub mod campaign;
 pub mod chain;

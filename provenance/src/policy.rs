@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{AuditPolicy, ALWAYS};
 use crate::codec::{finite, limit, Canonical, DecodeError};
 use crate::crypto::SignatureScheme;
 use crate::digest::{Digest, ObjectKind};
@@ -107,11 +108,15 @@ pub struct PolicyArtifact {
     pub log_volume: LogVolume,
     /// The scheme events under this policy are co-signed with.
     pub signature_scheme: SignatureScheme,
+    /// Replay audits of its campaigns' training records (absent in a
+    /// policy file: none).
+    #[serde(default)]
+    pub audit: AuditPolicy,
 }
 
 impl Canonical for PolicyArtifact {
     const KIND: ObjectKind = ObjectKind::Policy;
-    const VERSION: u16 = 1;
+    const VERSION: u16 = 2;
     fn declared_version(&self) -> u16 {
         self.version
     }
@@ -159,6 +164,16 @@ impl Canonical for PolicyArtifact {
             "memorisation.canary_exposure",
             self.memorisation.canary_exposure,
         )?;
+        if self.audit.rate_millionths > ALWAYS {
+            return Err(invalid(
+                "audit.rate_millionths",
+                format!("{} is above {ALWAYS} (every record)", self.audit.rate_millionths),
+            ));
+        }
+        finite(k, "audit.example_tolerance", self.audit.example_tolerance)?;
+        if !(0.0..=1.0).contains(&self.audit.example_tolerance) {
+            return Err(invalid("audit.example_tolerance", "must lie in 0..=1".into()));
+        }
         match (self.policy_version, &self.supersedes) {
             (0, _) => return Err(invalid("policy_version", "starts at 1".into())),
             (1, Some(_)) => return Err(invalid("supersedes", "version 1 supersedes nothing".into())),

@@ -37,15 +37,15 @@ fn sample_object_digests_are_frozen() {
         ),
         (
             "policy",
-            "299b56cfcc78c3deac897b017a7e2b0ba2663bd43f441fb7623512193f80e2cf",
+            "6e4b95b7e7fb6e0485105d9d386f3b5ce76c2b3b7c6d5a7c5d453fa046d93231",
         ),
         (
             "campaign",
-            "b48491452325edb0b0cd086bd2d55b1c04b19c9ca6d0340d0c57c2e0cbc98771",
+            "dc95c2ba99d54627528be66965a263da04c4456375a8a01be169b88ff335bf36",
         ),
         (
             "step-event",
-            "c4b5f8b7e25b7a21af7824cc55043985bceb8e1d771c3a723825ffb653808b21",
+            "ed4c78d593f3a6bd7f522d5c0731a2a478d52c5247a5fd80d2d79c6cec27d6af",
         ),
         (
             "genesis",

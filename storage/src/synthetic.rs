@@ -150,7 +150,7 @@ impl Workload {
             })
             .collect();
         let policy = PolicyArtifact {
-            version: 1,
+            version: 2,
             authority: label("standards-board"),
             policy_version: 1,
             supersedes: None,
@@ -174,6 +174,7 @@ impl Workload {
                 refusal_aggregation: false,
             },
             signature_scheme: SignatureScheme::Bls12381,
+            audit: provenance::audit::AuditPolicy::default(),
         };
         let campaign = Campaign {
             version: 2,

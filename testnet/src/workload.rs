@@ -137,7 +137,7 @@ impl Workload {
             });
         }
         let policy = PolicyArtifact {
-            version: 1,
+            version: 2,
             authority: label::<AuthorityId>(&testnet.nodes[gov].authority),
             policy_version: 1,
             supersedes: None,
@@ -161,6 +161,7 @@ impl Workload {
                 refusal_aggregation: true,
             },
             signature_scheme: SignatureScheme::Bls12381,
+            audit: provenance::audit::AuditPolicy::default(),
         };
         let campaign = Campaign {
             version: 2,

@@ -113,6 +113,11 @@ pub enum SigningDomain {
     Checkpoint,
     /// A consensus vote (notarise, finalise, nullify).
     Vote,
+    /// An auditor's ticket for a campaign record's position
+    /// ([`crate::audit`]).
+    AuditTicket,
+    /// An auditor's replay of a campaign record.
+    AuditReplay,
 }
 
 impl SigningDomain {
@@ -122,6 +127,8 @@ impl SigningDomain {
             Self::ProofOfPossession => b"govtune/v1/sig/pop\0",
             Self::Checkpoint => b"govtune/v1/sig/checkpoint\0",
             Self::Vote => b"govtune/v1/sig/vote\0",
+            Self::AuditTicket => b"govtune/v1/sig/audit-ticket\0",
+            Self::AuditReplay => b"govtune/v1/sig/audit-replay\0",
         }
     }
 }

@@ -87,7 +87,7 @@ pub fn manifest(authority: &str) -> DataSourceManifest {
 
 pub fn policy() -> PolicyArtifact {
     PolicyArtifact {
-        version: 1,
+        version: 2,
         authority: id("standards-board"),
         policy_version: 1,
         supersedes: None,
@@ -114,6 +114,7 @@ pub fn policy() -> PolicyArtifact {
             refusal_aggregation: true,
         },
         signature_scheme: SignatureScheme::Bls12381,
+        audit: provenance::audit::AuditPolicy::default(),
     }
 }
 

@@ -47,7 +47,7 @@ pub fn terms(authority: &str, title: &str, class: &str) -> SourceTerms {
 
 pub fn policy(routing: RoutingGranularity, events: EventGranularity) -> PolicyArtifact {
     PolicyArtifact {
-        version: 1,
+        version: 2,
         authority: AuthorityId::new("standards-board").unwrap(),
         policy_version: 1,
         supersedes: None,
@@ -78,6 +78,7 @@ pub fn policy(routing: RoutingGranularity, events: EventGranularity) -> PolicyAr
             refusal_aggregation: true,
         },
         signature_scheme: SignatureScheme::Bls12381,
+        audit: provenance::audit::AuditPolicy::default(),
     }
 }
 
