@@ -86,6 +86,7 @@ pub mod blobs;
 pub mod campaign;
 #[cfg(feature = "cheat")]
 pub mod cheat;
+pub mod compute;
 pub mod data;
 pub mod demo;
 pub mod error;

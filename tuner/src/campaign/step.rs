@@ -5,21 +5,18 @@ use std::collections::BTreeMap;
 use candle_core::{Device, Tensor};
 use provenance::admission::{admit, check_memorisation, Admission, AdmissionContext};
 use provenance::{
-    AdmitDecision, EntryBody, EventGranularity, ExampleRecord, ExampleRef, Measurement, MemorisationSignals,
-    OrderSpan, Refusal, RefusalReason, Timestamp,
+    AdmitDecision, EntryBody, EventGranularity, ExampleRecord, ExampleRef, MemorisationSignals, OrderSpan,
+    Refusal, RefusalReason, Timestamp,
 };
 use rand::Rng;
 
-use crate::blobs::{blob_digest, diff, SketchRecord};
+use crate::blobs::{blob_digest, SketchRecord};
+use crate::compute::{compute_step, Clipping, StepContext, StepOutcome};
 use crate::data::ExampleId;
-use crate::error::{Result, TunerError};
-use crate::lora::LoraForward;
-use crate::memo;
-use crate::model::{batch_tensors, forward, per_example_loss};
-use crate::pergrad::{sq_norms, weighted_sum, SiteTensors};
+use crate::error::Result;
 use crate::sink::EventSink;
 
-use super::{block_measures, CampaignSpec, Session, SnapshotRef, Span, Stop};
+use super::{CampaignSpec, Session, SnapshotRef, Span, Stop};
 
 fn granularity_batch(spec: &CampaignSpec) -> usize {
     match spec.policy.event_granularity {
@@ -166,109 +163,47 @@ impl Session {
         }
         // The governed step.
         let rng_before = self.st.rng.clone();
-        let cfg = self.spec.settings.model;
-        let masks = self.dropout_masks(admitted.len(), cfg.context)?;
+        let masks = self.dropout_masks(admitted.len(), self.spec.settings.model.context)?;
         let windows: Vec<&[u8]> = admitted
             .iter()
             .map(|(e, _)| self.sources[e.source].window(e.index))
             .collect();
-        let dev = Device::Cpu;
-        let (inp, tgt) = batch_tensors(&windows, &dev)?;
-        let (b, t) = inp.dims2()?;
-        let mut f = LoraForward::probing(&self.st.adapters, b, t, masks, &dev)?;
-        let logits = forward(&cfg, &self.base_t, &inp, Some(&mut f))?;
-        let losses_t = per_example_loss(&logits, &tgt)?;
-        let grads = losses_t.sum_all()?.backward()?;
-        let losses = losses_t.to_vec1::<f32>()?;
-        if losses.iter().any(|l| !l.is_finite()) {
-            return Err(TunerError::NonFinite {
-                step: k,
-                what: "loss",
-            });
-        }
-        let site = SiteTensors::collect(&f, &grads)?;
-        drop(f);
-        let norms = sq_norms(&self.layout, &site)?;
-        let heads = cfg.heads;
-        let routed: Vec<Vec<bool>> = self
-            .layout
-            .pieces
-            .iter()
-            .map(|p| {
-                admitted
-                    .iter()
-                    .map(|(_, d)| d.routing.allows(p.unit(d.routing.granularity, heads)))
-                    .collect()
-            })
-            .collect();
-        // Per (example, block) clip factors over the routed pieces.
-        let nb = self.layout.blocks() as usize;
-        let mut block_sq = vec![vec![0f64; nb]; b];
-        for (pi, p) in self.layout.pieces.iter().enumerate() {
-            for i in 0..b {
-                if routed[pi][i] {
-                    block_sq[i][p.block() as usize] += f64::from(norms[pi][i]);
-                }
-            }
-        }
-        let weights: Vec<Vec<f32>> = self
-            .layout
-            .pieces
-            .iter()
-            .enumerate()
-            .map(|(pi, p)| {
-                (0..b)
-                    .map(|i| {
-                        if !routed[pi][i] {
-                            return 0.0;
-                        }
-                        let clip = f64::from(admitted[i].1.depth.clip_norm);
-                        let n = block_sq[i][p.block() as usize].sqrt();
-                        ((clip / (n + 1e-6)).min(1.0) / b as f64) as f32
-                    })
-                    .collect()
-            })
-            .collect();
-        let applied = weighted_sum(&self.layout, &site, &weights)?;
-        if applied.iter().flatten().flatten().any(|g| !g.is_finite()) {
-            return Err(TunerError::NonFinite {
-                step: k,
-                what: "gradient",
-            });
-        }
-        let sketches = self.proj.sketches(&self.layout, &site, &routed)?;
-        drop(site);
-        // Optimizer step.
-        let before = self.st.adapters.clone();
-        let opt_before = self.st.opt.clone();
-        self.st.opt.apply(&mut self.st.adapters.values, &applied);
-        let deltas = diff(&before, &self.st.adapters);
-        // Measurement and memorisation signals.
-        let (after, extraction) = memo::evaluate(&cfg, &self.base_t, &self.st.adapters, &windows)?;
-        let probe_refs: Vec<&[u8]> = self.spec.probe.iter().map(|p| p.as_slice()).collect();
-        let (probe_after, _) = memo::evaluate(&cfg, &self.base_t, &self.st.adapters, &probe_refs)?;
-        let mut canary_exposure = 0.0f32;
-        for (c, cands) in self.spec.canaries.iter().zip(&self.candidates) {
-            if windows.iter().any(|w| c.in_window(w)) {
-                let x = memo::exposure(&cfg, &self.base_t, &self.st.adapters, c, cands)?;
-                canary_exposure = canary_exposure.max(x);
-            }
-        }
-        let signals = MemorisationSignals {
-            loss_drop_z: memo::loss_drop_z(&losses, &after, &self.st.probe_before, &probe_after),
-            extraction: extraction.iter().copied().fold(0.0, f32::max),
-            canary_exposure,
+        let decisions: Vec<&AdmitDecision> = admitted.iter().map(|(_, d)| d).collect();
+        let ctx = StepContext {
+            cfg: &self.spec.settings.model,
+            base: &self.base_t,
+            base_digest: &self.base_digest,
+            layout: &self.layout,
+            proj: &self.proj,
+            probe: &self.spec.probe,
+            canaries: &self.spec.canaries,
+            candidates: &self.candidates,
         };
-        let loss = losses.iter().sum::<f32>() / b as f32;
+        let out = compute_step(
+            &ctx,
+            &self.st.adapters,
+            &self.st.opt,
+            &self.st.probe_before,
+            &windows,
+            &decisions,
+            masks,
+            Clipping::On,
+            k,
+        )?;
+        let StepOutcome {
+            sketches,
+            after,
+            opt,
+            probe_after,
+            measurement,
+            ..
+        } = out;
+        let signals = measurement.signals;
+        let loss = measurement.loss;
         self.last_loss = loss;
-        self.last_exposure = canary_exposure;
-        let measurement = Measurement {
-            blocks: block_measures(&self.layout, &deltas, &before, &self.st.adapters),
-            optimizer_state: self.st.opt.digest(),
-            model_state: self.st.adapters.state_digest(&self.base_digest),
-            loss,
-            signals,
-        };
+        self.last_exposure = signals.canary_exposure;
+        let before = std::mem::replace(&mut self.st.adapters, after);
+        let opt_before = std::mem::replace(&mut self.st.opt, opt);
         if let Some(detail) = check_memorisation(&self.spec.policy, &signals) {
             // Roll back parameters, moments, step counter and RNG: the
             // state after a refused step is bit-identical to the state
