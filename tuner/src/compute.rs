@@ -8,17 +8,19 @@
 //! kernels on the same batch and agree bit for bit.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use provenance::{AdmitDecision, Digest, Measurement, MemorisationSignals};
 
 use crate::blobs::{diff, PieceDelta};
 use crate::campaign::block_measures;
+use crate::campaign::TrainSettings;
 use crate::error::{Result, TunerError};
-use crate::lora::{AdapterLayout, Adapters, LoraForward};
+use crate::lora::{adapter_init_seed, AdapterLayout, Adapters, LoraForward};
 use crate::memo::{self, Canary};
-use crate::model::{batch_tensors, forward, per_example_loss, ModelConfig};
-use crate::optim::AdamW;
+use crate::model::{batch_tensors, forward, per_example_loss, ModelConfig, Weights};
+use crate::optim::{AdamW, AdamWConfig};
 use crate::pergrad::{sq_norms, weighted_sum, Projection, SiteTensors};
 
 /// The fixed context of a campaign's steps.
@@ -39,6 +41,78 @@ pub struct StepContext<'a> {
     pub canaries: &'a [Canary],
     /// One candidate list per canary.
     pub candidates: &'a [Vec<Vec<u8>>],
+}
+
+/// A campaign's step context, owned: built once from its settings, base
+/// weights, probe set and canaries.
+pub struct Prepared {
+    /// The model.
+    pub cfg: ModelConfig,
+    /// The base weights.
+    pub base: BTreeMap<String, Tensor>,
+    /// Their digest.
+    pub base_digest: Digest,
+    /// The adapters' layout.
+    pub layout: Arc<AdapterLayout>,
+    /// The sketch projection.
+    pub proj: Projection,
+    /// The probe windows.
+    pub probe: Vec<Vec<u8>>,
+    /// The canaries.
+    pub canaries: Vec<Canary>,
+    /// One candidate list per canary.
+    pub candidates: Vec<Vec<Vec<u8>>>,
+    adapter_seed: u64,
+    optim: AdamWConfig,
+}
+
+impl Prepared {
+    /// The context of a campaign with these settings over `base`.
+    pub fn new(
+        settings: &TrainSettings,
+        base: &Weights,
+        probe: Vec<Vec<u8>>,
+        canaries: Vec<Canary>,
+    ) -> Result<Self> {
+        let layout = Arc::new(settings.layout()?);
+        let candidates = canaries
+            .iter()
+            .map(|c| memo::candidates(c, settings.sketch_seed))
+            .collect();
+        Ok(Self {
+            cfg: settings.model,
+            base: base.to_tensors(&Device::Cpu)?,
+            base_digest: base.digest(),
+            proj: Projection::new(&layout, settings.sketch_seed, settings.sketch_side)?,
+            layout,
+            probe,
+            canaries,
+            candidates,
+            adapter_seed: adapter_init_seed(settings.sketch_seed),
+            optim: settings.optim,
+        })
+    }
+
+    /// The borrowed context [`compute_step`] takes.
+    pub fn ctx(&self) -> StepContext<'_> {
+        StepContext {
+            cfg: &self.cfg,
+            base: &self.base,
+            base_digest: &self.base_digest,
+            layout: &self.layout,
+            proj: &self.proj,
+            probe: &self.probe,
+            canaries: &self.canaries,
+            candidates: &self.candidates,
+        }
+    }
+
+    /// The campaign's initial adapters and optimizer.
+    pub fn initial(&self) -> (Adapters, AdamW) {
+        let adapters = Adapters::init(self.layout.clone(), self.adapter_seed);
+        let opt = AdamW::new(self.optim, self.layout.pieces.iter().map(|p| p.len()));
+        (adapters, opt)
+    }
 }
 
 /// Whether the per-example clip applies (a cheating operator's test mode
@@ -79,6 +153,71 @@ pub fn probe_losses(ctx: &StepContext<'_>, adapters: &Adapters) -> Result<Vec<f3
     Ok(memo::evaluate(ctx.cfg, ctx.base, adapters, &refs)?.0)
 }
 
+/// The batched forward and backward pass: per-example losses, site
+/// tensors, squared norms `[piece][example]` and routing `[piece][example]`.
+struct Pass {
+    losses: Vec<f32>,
+    site: SiteTensors,
+    norms: Vec<Vec<f32>>,
+    routed: Vec<Vec<bool>>,
+}
+
+fn pass(
+    ctx: &StepContext<'_>,
+    adapters: &Adapters,
+    windows: &[&[u8]],
+    decisions: &[&AdmitDecision],
+    masks: Option<Vec<Tensor>>,
+    step: u64,
+) -> Result<Pass> {
+    let dev = Device::Cpu;
+    let (inp, tgt) = batch_tensors(windows, &dev)?;
+    let (b, t) = inp.dims2()?;
+    let mut f = LoraForward::probing(adapters, b, t, masks, &dev)?;
+    let logits = forward(ctx.cfg, ctx.base, &inp, Some(&mut f))?;
+    let losses_t = per_example_loss(&logits, &tgt)?;
+    let grads = losses_t.sum_all()?.backward()?;
+    let losses = losses_t.to_vec1::<f32>()?;
+    if losses.iter().any(|l| !l.is_finite()) {
+        return Err(TunerError::NonFinite { step, what: "loss" });
+    }
+    let site = SiteTensors::collect(&f, &grads)?;
+    drop(f);
+    let norms = sq_norms(ctx.layout, &site)?;
+    let heads = ctx.cfg.heads;
+    let routed: Vec<Vec<bool>> = ctx
+        .layout
+        .pieces
+        .iter()
+        .map(|p| {
+            decisions
+                .iter()
+                .map(|d| d.routing.allows(p.unit(d.routing.granularity, heads)))
+                .collect()
+        })
+        .collect();
+    Ok(Pass {
+        losses,
+        site,
+        norms,
+        routed,
+    })
+}
+
+/// The sketches of `windows` (with their decisions) at `adapters`, from a
+/// batched pass over them alone: what a data source replays of its own
+/// examples.
+pub fn example_sketches(
+    ctx: &StepContext<'_>,
+    adapters: &Adapters,
+    windows: &[&[u8]],
+    decisions: &[&AdmitDecision],
+    step: u64,
+) -> Result<Vec<Vec<f32>>> {
+    let p = pass(ctx, adapters, windows, decisions, None, step)?;
+    ctx.proj.sketches(ctx.layout, &p.site, &p.routed)
+}
+
 /// One step on `windows` (each with its admission decision) from
 /// `adapters` and `opt`; `masks` are the dropout masks, if any;
 /// `probe_before` the probe losses at `adapters`. `step` names the step in
@@ -96,32 +235,13 @@ pub fn compute_step(
     step: u64,
 ) -> Result<StepOutcome> {
     let cfg = ctx.cfg;
-    let dev = Device::Cpu;
-    let (inp, tgt) = batch_tensors(windows, &dev)?;
-    let (b, t) = inp.dims2()?;
-    let mut f = LoraForward::probing(adapters, b, t, masks, &dev)?;
-    let logits = forward(cfg, ctx.base, &inp, Some(&mut f))?;
-    let losses_t = per_example_loss(&logits, &tgt)?;
-    let grads = losses_t.sum_all()?.backward()?;
-    let losses = losses_t.to_vec1::<f32>()?;
-    if losses.iter().any(|l| !l.is_finite()) {
-        return Err(TunerError::NonFinite { step, what: "loss" });
-    }
-    let site = SiteTensors::collect(&f, &grads)?;
-    drop(f);
-    let norms = sq_norms(ctx.layout, &site)?;
-    let heads = cfg.heads;
-    let routed: Vec<Vec<bool>> = ctx
-        .layout
-        .pieces
-        .iter()
-        .map(|p| {
-            decisions
-                .iter()
-                .map(|d| d.routing.allows(p.unit(d.routing.granularity, heads)))
-                .collect()
-        })
-        .collect();
+    let Pass {
+        losses,
+        site,
+        norms,
+        routed,
+    } = pass(ctx, adapters, windows, decisions, masks, step)?;
+    let b = windows.len();
     // Per (example, block) clip factors over the routed pieces.
     let nb = ctx.layout.blocks() as usize;
     let mut block_sq = vec![vec![0f64; nb]; b];

@@ -101,6 +101,7 @@ pub mod pretrain;
 pub mod rebuild;
 pub mod recipe;
 pub mod record;
+pub mod replay;
 pub mod score;
 pub mod sink;
 pub mod trace;

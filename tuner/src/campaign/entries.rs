@@ -73,7 +73,7 @@ impl Session {
         #[cfg(feature = "cheat")]
         if cheat == Some(crate::cheat::Mode::RoutedOut) {
             crate::cheat::touch_routed_out(
-                &self.layout,
+                &self.prep.layout,
                 self.spec.settings.model.heads,
                 &span.records,
                 &mut deltas,
@@ -81,7 +81,7 @@ impl Session {
         }
         let delta = encode_delta(span.first_step, last_step, &deltas);
         let delta_d = blob_digest(&delta);
-        let sketch = encode_sketches(self.proj.dim(), &span.sketches);
+        let sketch = encode_sketches(self.prep.proj.dim(), &span.sketches);
         let sketch_d = blob_digest(&sketch);
         sink.put_blob(&delta_d, &delta)?;
         sink.put_blob(&sketch_d, &sketch)?;
@@ -89,7 +89,7 @@ impl Session {
         self.sketch_bytes += sketch.len() as u64;
         #[allow(unused_mut)]
         let mut measurement = Measurement {
-            blocks: block_measures(&self.layout, &deltas, &span.start, &self.st.adapters),
+            blocks: block_measures(&self.prep.layout, &deltas, &span.start, &self.st.adapters),
             optimizer_state: self.st.opt.digest(),
             model_state: self.state_digest(),
             loss: span.losses.iter().sum::<f32>() / span.losses.len().max(1) as f32,
@@ -101,8 +101,8 @@ impl Session {
                 // What the shipped delta yields, stated consistently.
                 let mut shipped = span.start.clone();
                 crate::blobs::apply(&mut shipped, &deltas)?;
-                measurement.blocks = block_measures(&self.layout, &deltas, &span.start, &shipped);
-                measurement.model_state = shipped.state_digest(&self.base_digest);
+                measurement.blocks = block_measures(&self.prep.layout, &deltas, &span.start, &shipped);
+                measurement.model_state = shipped.state_digest(&self.prep.base_digest);
             }
             Some(crate::cheat::Mode::UnderNorm) => {
                 if let Some(b) = measurement.blocks.first_mut() {

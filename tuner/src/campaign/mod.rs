@@ -8,19 +8,17 @@
 //! resume), or an error occurs. [`run`] does both and closes the campaign.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::Tensor;
 use provenance::{Digest, ExampleRecord, MemorisationSignals, RefusalReason};
 use rand_chacha::ChaCha20Rng;
 
 use crate::blobs::SketchRecord;
+use crate::compute::Prepared;
 use crate::data::{PreparedSource, Schedule};
 use crate::error::Result;
-use crate::lora::{AdapterLayout, Adapters};
+use crate::lora::Adapters;
 use crate::optim::AdamW;
-use crate::pergrad::Projection;
 use crate::sink::{EventSink, Verdict};
 
 mod clock;
@@ -75,13 +73,8 @@ struct Span {
 /// A campaign in progress.
 pub struct Session {
     spec: CampaignSpec,
-    layout: Arc<AdapterLayout>,
-    base_t: BTreeMap<String, Tensor>,
-    base_digest: Digest,
+    prep: Prepared,
     sources: Vec<PreparedSource>,
-    proj: Projection,
-    /// Candidate secrets, one list per canary.
-    candidates: Vec<Vec<Vec<u8>>>,
     campaign_digest: Digest,
     st: TrainState,
     committed: TrainState,

@@ -4,17 +4,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use provenance::Canonical;
 use provenance::{CampaignClose, Digest, EntryBody, SourceCount};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 use crate::blobs::blob_digest;
+use crate::compute::{probe_losses, Prepared};
 use crate::data::{PreparedSource, Schedule};
 use crate::error::{Result, TunerError};
-use crate::lora::{adapter_init_seed, Adapters};
-use crate::memo;
+use crate::lora::Adapters;
 use crate::optim::AdamW;
 use crate::pergrad::Projection;
 use crate::sink::{EventSink, Verdict};
@@ -66,19 +66,9 @@ impl Session {
             .cloned()
             .map(|src| PreparedSource::new(src, window))
             .collect::<Result<Vec<_>>>()?;
-        let dev = Device::Cpu;
-        let base_t = spec.base.to_tensors(&dev)?;
-        let base_digest = spec.base.digest();
-        let proj = Projection::new(&layout, s.sketch_seed, s.sketch_side)?;
-        let candidates = spec
-            .canaries
-            .iter()
-            .map(|c| memo::candidates(c, s.sketch_seed))
-            .collect();
-        let adapters = Adapters::init(layout.clone(), adapter_init_seed(s.sketch_seed));
-        let opt = AdamW::new(s.optim, layout.pieces.iter().map(|p| p.len()));
-        let probe_refs: Vec<&[u8]> = spec.probe.iter().map(|p| p.as_slice()).collect();
-        let (probe_before, _) = memo::evaluate(&s.model, &base_t, &adapters, &probe_refs)?;
+        let prep = Prepared::new(s, &spec.base, spec.probe.clone(), spec.canaries.clone())?;
+        let (adapters, opt) = prep.initial();
+        let probe_before = probe_losses(&prep.ctx(), &adapters)?;
         let campaign_digest = spec.campaign.digest();
         let verdict = sink.submit(&EntryBody::Campaign(spec.campaign.clone()))?;
         // The order is drawn from randomness fixed after the campaign
@@ -104,12 +94,8 @@ impl Session {
             attempts: 0,
         };
         let me = Self {
-            layout,
-            base_t,
-            base_digest,
+            prep,
             sources,
-            proj,
-            candidates,
             campaign_digest,
             committed: st.clone(),
             st,
@@ -144,12 +130,12 @@ impl Session {
 
     /// The base weights' tensors.
     pub fn base_tensors(&self) -> &BTreeMap<String, Tensor> {
-        &self.base_t
+        &self.prep.base
     }
 
     /// The sketch projection.
     pub fn projection(&self) -> &Projection {
-        &self.proj
+        &self.prep.proj
     }
 
     /// The optimizer.
@@ -159,7 +145,7 @@ impl Session {
 
     /// The model-state digest now.
     pub fn state_digest(&self) -> Digest {
-        self.st.adapters.state_digest(&self.base_digest)
+        self.st.adapters.state_digest(&self.prep.base_digest)
     }
 
     /// Committed steps.

@@ -11,7 +11,7 @@ use provenance::{
 use rand::Rng;
 
 use crate::blobs::{blob_digest, SketchRecord};
-use crate::compute::{compute_step, Clipping, StepContext, StepOutcome};
+use crate::compute::{compute_step, Clipping, StepOutcome};
 use crate::data::ExampleId;
 use crate::error::Result;
 use crate::sink::EventSink;
@@ -169,16 +169,7 @@ impl Session {
             .map(|(e, _)| self.sources[e.source].window(e.index))
             .collect();
         let decisions: Vec<&AdmitDecision> = admitted.iter().map(|(_, d)| d).collect();
-        let ctx = StepContext {
-            cfg: &self.spec.settings.model,
-            base: &self.base_t,
-            base_digest: &self.base_digest,
-            layout: &self.layout,
-            proj: &self.proj,
-            probe: &self.spec.probe,
-            canaries: &self.spec.canaries,
-            candidates: &self.candidates,
-        };
+        let ctx = self.prep.ctx();
         let out = compute_step(
             &ctx,
             &self.st.adapters,

@@ -1,0 +1,285 @@
+//! An auditor's replay of a training step ([`provenance::audit`] says
+//! which steps): the step computed again from the state before it, and
+//! compared with what the operator stated.
+//!
+//! - **Governance** holds the whole batch (the operator sends it) and the
+//!   optimizer state before the step (whose digest the previous record's
+//!   measurement states): [`replay_step`] runs [`compute_step`] on it and
+//!   compares the measurement (every block's delta digest and norm, the
+//!   model and optimizer states, the loss, the memorisation signals) and
+//!   every example's sketch exactly. A step trained without clipping, with
+//!   a forged sketch or with a memorisation signal hidden differs.
+//! - **A data source** holds only its own examples' text: [`replay_examples`]
+//!   recomputes their sketches at the state before the step in a batch of
+//!   their own and compares each within the policy's
+//!   `example_tolerance` (the same kernels on a smaller batch may round
+//!   differently). It never needs another source's text.
+//!
+//! Sketches are stored as bf16, so a replayed sketch is compared after the
+//! same rounding. Dropout makes a step depend on the operator's random
+//! masks: a campaign with dropout cannot be replayed and is refused as
+//! [`ReplayFault::Unreplayable`].
+
+use half::bf16;
+use provenance::{AdmitDecision, Digest, Measurement};
+
+use crate::blobs::blob_digest;
+use crate::compute::{compute_step, probe_losses, Clipping, StepContext, StepOutcome};
+use crate::lora::Adapters;
+use crate::optim::AdamW;
+use crate::TunerError;
+
+/// Why a replay does not confirm a step.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReplayFault {
+    /// The step cannot be replayed (what is missing or not deterministic).
+    #[error("the step cannot be replayed: {0}")]
+    Unreplayable(String),
+    /// The optimizer state sent for the replay is not the one the chain
+    /// committed before the step.
+    #[error("the optimizer state sent hashes to {sent}, the chain committed {committed}")]
+    OptimizerState {
+        /// What the chain committed.
+        committed: Digest,
+        /// What was sent.
+        sent: Digest,
+    },
+    /// A recomputed quantity differs from the stated one.
+    #[error("replayed {what}: {found}, stated {stated}")]
+    Differs {
+        /// Which quantity.
+        what: String,
+        /// The stated value.
+        stated: String,
+        /// The recomputed value.
+        found: String,
+    },
+}
+
+impl From<TunerError> for ReplayFault {
+    fn from(e: TunerError) -> Self {
+        ReplayFault::Unreplayable(e.to_string())
+    }
+}
+
+/// One example of the step, as the record and sketch blob state it.
+#[derive(Debug, Clone, Copy)]
+pub struct StatedExample<'a> {
+    /// Its window (the text it trained on).
+    pub window: &'a [u8],
+    /// Its admission decision (routing, clip norm).
+    pub decision: &'a AdmitDecision,
+    /// Its stated sketch (decoded from the sketch blob).
+    pub sketch: &'a [f32],
+}
+
+/// What a governance replay confirmed.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    /// The digest of the recomputed quantities (the audit record's).
+    pub digest: Digest,
+    /// The step as recomputed (its state after, to follow the chain).
+    pub outcome: StepOutcome,
+}
+
+fn rounded(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|x| bf16::from_f32(*x).to_f32()).collect()
+}
+
+fn differs(what: impl Into<String>, stated: impl ToString, found: impl ToString) -> ReplayFault {
+    ReplayFault::Differs {
+        what: what.into(),
+        stated: stated.to_string(),
+        found: found.to_string(),
+    }
+}
+
+/// The digest of a replay's recomputed quantities: the measurement's
+/// canonical bytes, then each sketch as bf16 (little-endian), under the
+/// tag `govtune-replay/v1`.
+pub fn replay_digest(measurement: Option<&Measurement>, sketches: &[Vec<f32>]) -> Digest {
+    let mut bytes = b"govtune-replay/v1".to_vec();
+    if let Some(m) = measurement {
+        let enc = provenance::codec::encode(m);
+        bytes.extend_from_slice(&(enc.len() as u64).to_be_bytes());
+        bytes.extend_from_slice(&enc);
+    }
+    for s in sketches {
+        bytes.extend_from_slice(&(s.len() as u64).to_be_bytes());
+        for v in s {
+            bytes.extend_from_slice(&bf16::from_f32(*v).to_le_bytes());
+        }
+    }
+    blob_digest(&bytes)
+}
+
+fn compare_measurement(stated: &Measurement, found: &Measurement) -> Result<(), ReplayFault> {
+    if stated.blocks.len() != found.blocks.len() {
+        return Err(differs("changed blocks", stated.blocks.len(), found.blocks.len()));
+    }
+    for (s, f) in stated.blocks.iter().zip(&found.blocks) {
+        if s.block != f.block {
+            return Err(differs("changed block", s.block, f.block));
+        }
+        if s.delta_digest != f.delta_digest {
+            return Err(differs(
+                format!("block {} delta", s.block),
+                s.delta_digest,
+                f.delta_digest,
+            ));
+        }
+        if s.norm.to_bits() != f.norm.to_bits() {
+            return Err(differs(format!("block {} norm", s.block), s.norm, f.norm));
+        }
+    }
+    let sig = [
+        (
+            "loss_drop_z",
+            stated.signals.loss_drop_z,
+            found.signals.loss_drop_z,
+        ),
+        ("extraction", stated.signals.extraction, found.signals.extraction),
+        (
+            "canary_exposure",
+            stated.signals.canary_exposure,
+            found.signals.canary_exposure,
+        ),
+        ("loss", stated.loss, found.loss),
+    ];
+    for (what, s, f) in sig {
+        if s.to_bits() != f.to_bits() {
+            return Err(differs(what, s, f));
+        }
+    }
+    if stated.model_state != found.model_state {
+        return Err(differs("model state", stated.model_state, found.model_state));
+    }
+    if stated.optimizer_state != found.optimizer_state {
+        return Err(differs(
+            "optimizer state",
+            stated.optimizer_state,
+            found.optimizer_state,
+        ));
+    }
+    // Anything else the encoding holds.
+    if provenance::codec::encode(stated) != provenance::codec::encode(found) {
+        return Err(differs("measurement", "its bytes", "other bytes"));
+    }
+    Ok(())
+}
+
+/// Governance's replay of a whole step: `examples` in the batch's order,
+/// from `adapters` and `opt` (whose digest must be `committed_opt`, the
+/// optimizer state the chain committed before the step), against the
+/// stated `measurement`. `dropout` is the campaign's dropout rate.
+#[allow(clippy::too_many_arguments)]
+pub fn replay_step(
+    ctx: &StepContext<'_>,
+    dropout: f32,
+    adapters: &Adapters,
+    opt: &AdamW,
+    committed_opt: &Digest,
+    examples: &[StatedExample<'_>],
+    measurement: &Measurement,
+    step: u64,
+) -> Result<Replay, ReplayFault> {
+    if dropout != 0.0 {
+        return Err(ReplayFault::Unreplayable(format!(
+            "dropout {dropout} masks the step with the operator's randomness"
+        )));
+    }
+    if examples.is_empty() {
+        return Err(ReplayFault::Unreplayable("no example".into()));
+    }
+    let sent = opt.digest();
+    if sent != *committed_opt {
+        return Err(ReplayFault::OptimizerState {
+            committed: *committed_opt,
+            sent,
+        });
+    }
+    let probe_before = probe_losses(ctx, adapters)?;
+    let windows: Vec<&[u8]> = examples.iter().map(|e| e.window).collect();
+    let decisions: Vec<&AdmitDecision> = examples.iter().map(|e| e.decision).collect();
+    let outcome = compute_step(
+        ctx,
+        adapters,
+        opt,
+        &probe_before,
+        &windows,
+        &decisions,
+        None,
+        Clipping::On,
+        step,
+    )?;
+    compare_measurement(measurement, &outcome.measurement)?;
+    for (i, (e, s)) in examples.iter().zip(&outcome.sketches).enumerate() {
+        let found = rounded(s);
+        let same = found.len() == e.sketch.len()
+            && found
+                .iter()
+                .zip(e.sketch)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+        if !same {
+            return Err(differs(
+                format!("sketch of the batch's example {i}"),
+                "the blob's",
+                "other values",
+            ));
+        }
+    }
+    let digest = replay_digest(Some(&outcome.measurement), &outcome.sketches);
+    Ok(Replay { digest, outcome })
+}
+
+/// A data source's replay of its own examples of a step at `adapters` (the
+/// state before the step), each sketch compared within `tolerance` (the
+/// relative L2 difference). Returns the replay's digest.
+pub fn replay_examples(
+    ctx: &StepContext<'_>,
+    dropout: f32,
+    adapters: &Adapters,
+    examples: &[StatedExample<'_>],
+    tolerance: f32,
+    step: u64,
+) -> Result<Digest, ReplayFault> {
+    if dropout != 0.0 {
+        return Err(ReplayFault::Unreplayable(format!(
+            "dropout {dropout} masks the step with the operator's randomness"
+        )));
+    }
+    if examples.is_empty() {
+        return Err(ReplayFault::Unreplayable("no example of this source".into()));
+    }
+    let windows: Vec<&[u8]> = examples.iter().map(|e| e.window).collect();
+    let decisions: Vec<&AdmitDecision> = examples.iter().map(|e| e.decision).collect();
+    let sketches = crate::compute::example_sketches(ctx, adapters, &windows, &decisions, step)?;
+    for (i, (e, s)) in examples.iter().zip(&sketches).enumerate() {
+        let found = rounded(s);
+        if found.len() != e.sketch.len() {
+            return Err(differs(
+                format!("sketch length of example {i}"),
+                e.sketch.len(),
+                found.len(),
+            ));
+        }
+        let (mut diff, mut norm) = (0f64, 0f64);
+        for (a, b) in found.iter().zip(e.sketch) {
+            diff += (f64::from(*a) - f64::from(*b)).powi(2);
+            norm += f64::from(*b).powi(2);
+        }
+        let rel = if norm > 0.0 {
+            (diff / norm).sqrt()
+        } else {
+            diff.sqrt()
+        };
+        if !rel.is_finite() || rel > f64::from(tolerance) {
+            return Err(differs(
+                format!("sketch of its example {i} (relative L2 difference {rel:.2e})"),
+                "the blob's",
+                format!("values beyond the tolerance {tolerance}"),
+            ));
+        }
+    }
+    Ok(replay_digest(None, &sketches))
+}
