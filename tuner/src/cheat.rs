@@ -12,6 +12,18 @@
 //! refused), `inflate` (the first refusal aggregate from that step on
 //! counts one refusal more), `own_seed` (the whole order drawn from a seed
 //! the operator picks instead of the consortium's checkpoint).
+//!
+//! Replay-only cheats, which only recomputing the step shows
+//! ([`crate::replay`]): `no_clip` (the update is not clipped, the
+//! measurement stated consistently with it), `forge_sketch` (the first
+//! example's sketch scaled), `hide_signal` (the memorisation signals
+//! reported as zero). `GOVTUNE_CHEAT_WHEN` says on which steps they act:
+//! `at` (the cheat step only, the default), `every` (every step from it),
+//! `guess` (the steps from it the operator guesses are not audited: it
+//! cannot compute the tickets, so it guesses half of them). With `vary` in
+//! the list, a re-offered cheating step differs from the refused one (the
+//! forged sketch's scale follows the attempt count). A test sets the same
+//! plan for its own thread with [`set_plan`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -38,10 +50,111 @@ pub enum Mode {
     Inflate,
     /// Draw the order from the operator's own seed.
     OwnSeed,
+    /// Train without the per-example clip.
+    NoClip,
+    /// Scale an example's sketch.
+    ForgeSketch,
+    /// Report the memorisation signals as zero.
+    HideSignal,
+    /// Re-offer a refused cheating step varied.
+    Vary,
+}
+
+/// On which steps the replay-only cheats act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// The cheat step only.
+    At,
+    /// Every step from the cheat step.
+    Every,
+    /// The steps from the cheat step it guesses are not audited.
+    Guess,
+}
+
+/// A cheating plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The modes.
+    pub modes: Vec<Mode>,
+    /// The cheat step.
+    pub step: u64,
+    /// When the replay-only modes act.
+    pub when: When,
+    /// Steps it no longer cheats at (a test's cheater giving up on a
+    /// position after refusals).
+    pub spare: std::collections::BTreeSet<u64>,
+}
+
+thread_local! {
+    static PLAN: std::cell::RefCell<Option<Plan>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Sets (or clears) this thread's plan, which takes the place of the
+/// environment's.
+pub fn set_plan(plan: Option<Plan>) {
+    PLAN.with(|p| *p.borrow_mut() = plan);
+}
+
+fn plan() -> Plan {
+    if let Some(p) = PLAN.with(|p| p.borrow().clone()) {
+        return p;
+    }
+    let when = match std::env::var("GOVTUNE_CHEAT_WHEN").as_deref() {
+        Ok("every") => When::Every,
+        Ok("guess") => When::Guess,
+        _ => When::At,
+    };
+    Plan {
+        modes: env_modes(),
+        step: env_step(),
+        when,
+        spare: Default::default(),
+    }
+}
+
+static FORGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The scale of the next forged sketch: 1.5, and with `vary` 0.1 more on
+/// every forgery, so a re-offer differs from the refused offer.
+pub fn forge_scale() -> f32 {
+    let n = FORGED.fetch_add(1, Ordering::SeqCst);
+    if on(Mode::Vary) {
+        1.5 + 0.1 * (n % 64) as f32
+    } else {
+        1.5
+    }
+}
+
+/// Whether the operator guesses step `step` is not audited (half of the
+/// steps, by a hash it can compute; the tickets it cannot).
+pub fn guessed_unaudited(step: u64) -> bool {
+    use sha3::{Digest as _, Sha3_256};
+    Sha3_256::digest([b"govtune-cheat guess".as_slice(), &step.to_be_bytes()].concat())[0] & 1 == 0
+}
+
+/// The replay-only cheats acting at `step`.
+pub fn replay_cheats(step: u64) -> Vec<Mode> {
+    let p = plan();
+    let acts = match p.when {
+        When::At => step == p.step,
+        When::Every => step >= p.step,
+        When::Guess => step >= p.step && guessed_unaudited(step),
+    };
+    if !acts || p.spare.contains(&step) {
+        return Vec::new();
+    }
+    p.modes
+        .into_iter()
+        .filter(|m| matches!(m, Mode::NoClip | Mode::ForgeSketch | Mode::HideSignal))
+        .collect()
 }
 
 /// The configured cheats, whatever their step.
 pub fn modes() -> Vec<Mode> {
+    plan().modes
+}
+
+fn env_modes() -> Vec<Mode> {
     let v = std::env::var("GOVTUNE_CHEAT").unwrap_or_default();
     v.split(',')
         .filter_map(|m| {
@@ -53,6 +166,10 @@ pub fn modes() -> Vec<Mode> {
                 "skip" => Mode::Skip,
                 "inflate" => Mode::Inflate,
                 "own_seed" => Mode::OwnSeed,
+                "no_clip" => Mode::NoClip,
+                "forge_sketch" => Mode::ForgeSketch,
+                "hide_signal" => Mode::HideSignal,
+                "vary" => Mode::Vary,
                 _ => return None,
             })
         })
@@ -65,6 +182,10 @@ pub fn on(m: Mode) -> bool {
 }
 
 fn cheat_step() -> u64 {
+    plan().step
+}
+
+fn env_step() -> u64 {
     std::env::var("GOVTUNE_CHEAT_STEP")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -77,9 +198,12 @@ pub fn at(step: u64) -> Option<Mode> {
     if step != cheat_step() {
         return None;
     }
-    modes()
-        .into_iter()
-        .find(|m| !matches!(m, Mode::Inflate | Mode::OwnSeed))
+    modes().into_iter().find(|m| {
+        !matches!(
+            m,
+            Mode::Inflate | Mode::OwnSeed | Mode::NoClip | Mode::ForgeSketch | Mode::HideSignal | Mode::Vary
+        )
+    })
 }
 
 static FIRED: AtomicBool = AtomicBool::new(false);

@@ -80,6 +80,7 @@
 //! feature `eval`, on by default, off in the node's daemon).
 #![deny(missing_docs)]
 
+pub mod auditor;
 #[cfg(feature = "eval")]
 pub mod bench;
 pub mod blobs;

@@ -20,6 +20,8 @@
 //! masks: a campaign with dropout cannot be replayed and is refused as
 //! [`ReplayFault::Unreplayable`].
 
+use std::collections::BTreeMap;
+
 use half::bf16;
 use provenance::{AdmitDecision, Digest, Measurement};
 
@@ -60,6 +62,21 @@ impl From<TunerError> for ReplayFault {
     fn from(e: TunerError) -> Self {
         ReplayFault::Unreplayable(e.to_string())
     }
+}
+
+/// What the operator sends governance with a record, for a replay: never
+/// through the public API.
+#[derive(Debug, Clone)]
+pub struct AuditMaterial {
+    /// The record's chain position.
+    pub seq: u64,
+    /// The optimizer before the record's first step.
+    pub opt_before: AdamW,
+    /// Each example's window, in the record's order.
+    pub windows: Vec<Vec<u8>>,
+    /// The salts of the record's sources (so governance can check each
+    /// window against its example hash).
+    pub salts: BTreeMap<Digest, [u8; 32]>,
 }
 
 /// One example of the step, as the record and sketch blob state it.
@@ -183,58 +200,22 @@ pub fn replay_step(
     measurement: &Measurement,
     step: u64,
 ) -> Result<Replay, ReplayFault> {
-    if dropout != 0.0 {
-        return Err(ReplayFault::Unreplayable(format!(
-            "dropout {dropout} masks the step with the operator's randomness"
-        )));
-    }
     if examples.is_empty() {
         return Err(ReplayFault::Unreplayable("no example".into()));
     }
-    let sent = opt.digest();
-    if sent != *committed_opt {
-        return Err(ReplayFault::OptimizerState {
-            committed: *committed_opt,
-            sent,
-        });
-    }
-    let probe_before = probe_losses(ctx, adapters)?;
-    let windows: Vec<&[u8]> = examples.iter().map(|e| e.window).collect();
-    let decisions: Vec<&AdmitDecision> = examples.iter().map(|e| e.decision).collect();
-    let outcome = compute_step(
-        ctx,
-        adapters,
-        opt,
-        &probe_before,
-        &windows,
-        &decisions,
-        None,
-        Clipping::On,
-        step,
-    )?;
+    let outcome = replay_step_unmeasured(ctx, dropout, adapters, opt, committed_opt, examples, step)?;
     compare_measurement(measurement, &outcome.measurement)?;
-    for (i, (e, s)) in examples.iter().zip(&outcome.sketches).enumerate() {
-        let found = rounded(s);
-        let same = found.len() == e.sketch.len()
-            && found
-                .iter()
-                .zip(e.sketch)
-                .all(|(a, b)| a.to_bits() == b.to_bits());
-        if !same {
-            return Err(differs(
-                format!("sketch of the batch's example {i}"),
-                "the blob's",
-                "other values",
-            ));
-        }
-    }
     let digest = replay_digest(Some(&outcome.measurement), &outcome.sketches);
     Ok(Replay { digest, outcome })
 }
 
 /// A data source's replay of its own examples of a step at `adapters` (the
 /// state before the step), each sketch compared within `tolerance` (the
-/// relative L2 difference). Returns the replay's digest.
+/// relative L2 difference between the replayed values, unrounded, and the
+/// blob's). The blob stores bf16, which rounds each coordinate by at most
+/// 2^-9 of its magnitude, so a tolerance below that refuses honest steps;
+/// a batch of other shape adds differences near f32 precision. Returns the
+/// replay's digest.
 pub fn replay_examples(
     ctx: &StepContext<'_>,
     dropout: f32,
@@ -254,8 +235,7 @@ pub fn replay_examples(
     let windows: Vec<&[u8]> = examples.iter().map(|e| e.window).collect();
     let decisions: Vec<&AdmitDecision> = examples.iter().map(|e| e.decision).collect();
     let sketches = crate::compute::example_sketches(ctx, adapters, &windows, &decisions, step)?;
-    for (i, (e, s)) in examples.iter().zip(&sketches).enumerate() {
-        let found = rounded(s);
+    for (i, (e, found)) in examples.iter().zip(&sketches).enumerate() {
         if found.len() != e.sketch.len() {
             return Err(differs(
                 format!("sketch length of example {i}"),
@@ -282,4 +262,174 @@ pub fn replay_examples(
         }
     }
     Ok(replay_digest(None, &sketches))
+}
+
+/// Governance's replay of a whole training record (a step event, or a
+/// composite event's steps in turn) from `adapters` with the operator's
+/// `material`: each window is checked against its record's example hash
+/// with its source's salt, the optimizer against `committed_opt`, and the
+/// record's measurement and sketches against the recomputed ones.
+pub fn replay_record(
+    ctx: &StepContext<'_>,
+    dropout: f32,
+    adapters: &Adapters,
+    committed_opt: &Digest,
+    body: &provenance::EntryBody,
+    sketches: &[crate::blobs::SketchRecord],
+    material: &AuditMaterial,
+) -> Result<Replay, ReplayFault> {
+    let ev = body.event().ok_or_else(|| {
+        ReplayFault::Unreplayable(format!("a {} is not a training record", body.kind().name()))
+    })?;
+    let records = ev.records;
+    if material.windows.len() != records.len() || sketches.len() != records.len() {
+        return Err(ReplayFault::Unreplayable(format!(
+            "{} records, {} windows sent, {} sketches",
+            records.len(),
+            material.windows.len(),
+            sketches.len()
+        )));
+    }
+    for (i, (r, w)) in records.iter().zip(&material.windows).enumerate() {
+        let salt = material
+            .salts
+            .get(&r.source)
+            .ok_or_else(|| ReplayFault::Unreplayable(format!("no salt sent for source {}", r.source)))?;
+        if provenance::manifest::example_hash(salt, r.index, w) != r.example_hash {
+            return Err(differs(
+                format!("window of the record's example {i}"),
+                r.example_hash,
+                "another text",
+            ));
+        }
+        let sk = &sketches[i];
+        if (sk.source, sk.index) != (r.source, r.index) {
+            return Err(ReplayFault::Unreplayable(format!(
+                "sketch {i} is not the record's example {i}"
+            )));
+        }
+    }
+    // The record's steps, in order: consecutive runs of one step number.
+    let mut steps: Vec<(u64, std::ops::Range<usize>)> = Vec::new();
+    for (i, sk) in sketches.iter().enumerate() {
+        match steps.last_mut() {
+            Some((s, r)) if *s == sk.step => r.end = i + 1,
+            _ => steps.push((sk.step, i..i + 1)),
+        }
+    }
+    let (first, last) = (ev.first_step, ev.last_step);
+    let numbers: Vec<u64> = steps.iter().map(|(s, _)| *s).collect();
+    if numbers.first() != Some(&first)
+        || numbers.last() != Some(&last)
+        || numbers.windows(2).any(|w| w[1] <= w[0])
+    {
+        return Err(ReplayFault::Unreplayable(format!(
+            "the sketches' steps {numbers:?} are not the record's {first}..={last}"
+        )));
+    }
+    let mut state = adapters.clone();
+    let mut opt = material.opt_before.clone();
+    let mut losses = Vec::new();
+    let mut signals = provenance::MemorisationSignals::default();
+    let mut all_sketches = Vec::new();
+    let mut last_outcome = None;
+    for (k, range) in steps {
+        let ex: Vec<StatedExample<'_>> = range
+            .map(|i| StatedExample {
+                window: &material.windows[i],
+                decision: &records[i].decision,
+                sketch: &sketches[i].values,
+            })
+            .collect();
+        let want = if k == first { *committed_opt } else { opt.digest() };
+        // Each step is checked against its own recomputation; the
+        // record's measurement covers the whole span (below).
+        let rep = replay_step_unmeasured(ctx, dropout, &state, &opt, &want, &ex, k)?;
+        losses.push(rep.measurement.loss);
+        signals.loss_drop_z = signals.loss_drop_z.max(rep.measurement.signals.loss_drop_z);
+        signals.extraction = signals.extraction.max(rep.measurement.signals.extraction);
+        signals.canary_exposure = signals
+            .canary_exposure
+            .max(rep.measurement.signals.canary_exposure);
+        all_sketches.extend(rep.sketches.iter().cloned());
+        state = rep.after.clone();
+        opt = rep.opt.clone();
+        last_outcome = Some(rep);
+    }
+    let deltas = crate::blobs::diff(adapters, &state);
+    let measurement = Measurement {
+        blocks: crate::campaign::block_measures(ctx.layout, &deltas, adapters, &state),
+        optimizer_state: opt.digest(),
+        model_state: state.state_digest(ctx.base_digest),
+        loss: losses.iter().sum::<f32>() / losses.len().max(1) as f32,
+        signals,
+    };
+    compare_measurement(ev.measurement, &measurement)?;
+    let Some(mut outcome) = last_outcome else {
+        return Err(ReplayFault::Unreplayable("no step".into()));
+    };
+    outcome.measurement = measurement;
+    outcome.deltas = deltas;
+    let digest = replay_digest(Some(&outcome.measurement), &all_sketches);
+    Ok(Replay { digest, outcome })
+}
+
+/// One step replayed and its sketches compared; its measurement is
+/// returned, not compared (a composite record states the span's).
+fn replay_step_unmeasured(
+    ctx: &StepContext<'_>,
+    dropout: f32,
+    adapters: &Adapters,
+    opt: &AdamW,
+    committed_opt: &Digest,
+    examples: &[StatedExample<'_>],
+    step: u64,
+) -> Result<StepOutcome, ReplayFault> {
+    if dropout != 0.0 {
+        return Err(ReplayFault::Unreplayable(format!(
+            "dropout {dropout} masks the step with the operator's randomness"
+        )));
+    }
+    let sent = opt.digest();
+    if sent != *committed_opt {
+        return Err(ReplayFault::OptimizerState {
+            committed: *committed_opt,
+            sent,
+        });
+    }
+    let probe_before = probe_losses(ctx, adapters)?;
+    let windows: Vec<&[u8]> = examples.iter().map(|e| e.window).collect();
+    let decisions: Vec<&AdmitDecision> = examples.iter().map(|e| e.decision).collect();
+    let outcome = compute_step(
+        ctx,
+        adapters,
+        opt,
+        &probe_before,
+        &windows,
+        &decisions,
+        None,
+        Clipping::On,
+        step,
+    )?;
+    compare_sketches(examples, &outcome.sketches)?;
+    Ok(outcome)
+}
+
+fn compare_sketches(examples: &[StatedExample<'_>], found: &[Vec<f32>]) -> Result<(), ReplayFault> {
+    for (i, (e, s)) in examples.iter().zip(found).enumerate() {
+        let found = rounded(s);
+        let same = found.len() == e.sketch.len()
+            && found
+                .iter()
+                .zip(e.sketch)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+        if !same {
+            return Err(differs(
+                format!("sketch of the step's example {i}"),
+                "the blob's",
+                "other values",
+            ));
+        }
+    }
+    Ok(())
 }

@@ -14,6 +14,7 @@ use provenance::{Digest, EntryBody, OrderSeed};
 
 use crate::blobs::blob_digest;
 use crate::error::{Result, TunerError};
+use crate::replay::AuditMaterial;
 
 /// The outcome of submitting an entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +44,17 @@ pub trait EventSink {
     /// ([`crate::data::seeded_order`]).
     fn order_seed(&mut self, _campaign: &Digest) -> Result<Option<OrderSeed>> {
         Ok(None)
+    }
+    /// Hands governance what it needs to replay the training record about
+    /// to be submitted ([`crate::replay`]); called before that submission.
+    /// A sink no auditor reads drops it.
+    fn audit_material(&mut self, _material: &AuditMaterial) -> Result<()> {
+        Ok(())
+    }
+    /// Whether [`Self::audit_material`] is read (the tuner builds the
+    /// material only then).
+    fn wants_audit_material(&self) -> bool {
+        false
     }
 }
 

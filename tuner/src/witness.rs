@@ -323,6 +323,12 @@ impl CampaignWitness {
         self.next_step
     }
 
+    /// The committed adapters (the state an auditor replays the next
+    /// record from).
+    pub fn adapters(&self) -> &Adapters {
+        &self.adapters
+    }
+
     /// The state digest of the committed adapters.
     pub fn state(&self) -> Digest {
         self.adapters.state_digest(&self.base_state)

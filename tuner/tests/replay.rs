@@ -20,9 +20,9 @@ use tuner::optim::AdamW;
 use tuner::replay::{replay_examples, replay_step, ReplayFault, StatedExample};
 use tuner::sink::MemorySink;
 
-/// Sketches are compared after bf16 rounding; a source's examples replayed
-/// in a batch of their own may flip a rounding (measured below).
-const TOLERANCE: f32 = 1e-3;
+/// A data source compares its replayed sketches, unrounded, with the
+/// blob's bf16 values (rounded by at most 2^-9 each): twice that.
+const TOLERANCE: f32 = 0.004;
 
 struct Run {
     spec: CampaignSpec,
@@ -144,7 +144,7 @@ fn honest_steps_replay_exactly_and_each_source_replays_its_own_examples_alone() 
     let mut committed = opt.digest();
     let all = steps(&r.sink);
     assert_eq!(all.len(), 8);
-    let (mut exact, mut own_replays) = (0, 0);
+    let mut own_replays = 0;
     let mut digests = Vec::new();
     for e in &all {
         let sk = sketches_of(&r.sink, e);
@@ -175,9 +175,6 @@ fn honest_steps_replay_exactly_and_each_source_replays_its_own_examples_alone() 
             replay_examples(&ctx, 0.0, &adapters, own, TOLERANCE, e.step)
                 .unwrap_or_else(|f| panic!("step {}: a source's own replay fails: {f}", e.step));
             own_replays += 1;
-            if replay_examples(&ctx, 0.0, &adapters, own, 0.0, e.step).is_ok() {
-                exact += 1;
-            }
         }
         adapters = rep.outcome.after;
         opt = rep.outcome.opt;
@@ -187,7 +184,10 @@ fn honest_steps_replay_exactly_and_each_source_replays_its_own_examples_alone() 
     digests.sort();
     digests.dedup();
     assert_eq!(digests.len(), 8, "each step's replay has its own digest");
-    eprintln!("{exact} of {own_replays} per-source replays matched the blob's sketches exactly");
+    assert_eq!(
+        own_replays, 20,
+        "every source with examples in a step replayed them"
+    );
 }
 
 /// The fault of a replay expected to fail (an `Ok` is not printed: it

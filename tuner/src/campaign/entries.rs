@@ -11,6 +11,7 @@ use provenance::{
 use crate::blobs::{blob_digest, diff, encode_delta, encode_sketches, PieceDelta};
 use crate::error::Result;
 use crate::lora::{AdapterLayout, Adapters};
+use crate::replay::AuditMaterial;
 use crate::sink::{EventSink, Verdict};
 
 use super::{Session, Stop};
@@ -119,6 +120,26 @@ impl Session {
             start: span.order_start,
             end: self.st.schedule.position,
         };
+        let material = sink.wants_audit_material().then(|| AuditMaterial {
+            seq: self.link().seq,
+            opt_before: span.opt_start.clone(),
+            windows: span
+                .records
+                .iter()
+                .map(|r| {
+                    self.sources
+                        .iter()
+                        .find(|s| s.id == r.source)
+                        .map(|s| s.window(r.index).to_vec())
+                        .unwrap_or_default()
+                })
+                .collect(),
+            salts: span
+                .admitted
+                .keys()
+                .map(|&i| (self.sources[i].id, self.sources[i].signed.salt))
+                .collect(),
+        });
         let composite = match self.spec.policy.event_granularity {
             EventGranularity::Example => false,
             EventGranularity::Batch => self.spec.policy.log_volume.composite_batching,
@@ -165,6 +186,9 @@ impl Session {
             }
             _ => body,
         };
+        if let Some(m) = &material {
+            sink.audit_material(m)?;
+        }
         if let Some(stop) = self.submit(sink, body)? {
             return Ok(Some(stop));
         }

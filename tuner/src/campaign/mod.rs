@@ -58,6 +58,8 @@ struct Ledger {
 #[derive(Debug, Clone)]
 struct Span {
     start: Adapters,
+    /// The optimizer before its first step (what an auditor replays from).
+    opt_start: AdamW,
     first_step: u64,
     /// The first order position it draws from.
     order_start: u64,

@@ -153,6 +153,11 @@ impl Session {
         self.st.step
     }
 
+    /// The next step it takes (after a refusal: the refused one).
+    pub fn next_step(&self) -> u64 {
+        self.st.step
+    }
+
     pub(super) fn stop_at_committed(&mut self) {
         self.st = self.committed.clone();
         self.span = None;

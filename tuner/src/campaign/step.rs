@@ -170,7 +170,18 @@ impl Session {
             .collect();
         let decisions: Vec<&AdmitDecision> = admitted.iter().map(|(_, d)| d).collect();
         let ctx = self.prep.ctx();
-        let out = compute_step(
+        #[cfg(feature = "cheat")]
+        let cheats = crate::cheat::replay_cheats(k);
+        #[cfg(feature = "cheat")]
+        let clipping = if cheats.contains(&crate::cheat::Mode::NoClip) {
+            Clipping::Off
+        } else {
+            Clipping::On
+        };
+        #[cfg(not(feature = "cheat"))]
+        let clipping = Clipping::On;
+        #[allow(unused_mut)]
+        let mut out = compute_step(
             &ctx,
             &self.st.adapters,
             &self.st.opt,
@@ -178,9 +189,22 @@ impl Session {
             &windows,
             &decisions,
             masks,
-            Clipping::On,
+            clipping,
             k,
         )?;
+        #[cfg(feature = "cheat")]
+        {
+            use crate::cheat::Mode;
+            if cheats.contains(&Mode::ForgeSketch) {
+                let scale = crate::cheat::forge_scale();
+                for v in &mut out.sketches[0] {
+                    *v *= scale;
+                }
+            }
+            if cheats.contains(&Mode::HideSignal) {
+                out.measurement.signals = MemorisationSignals::default();
+            }
+        }
         let StepOutcome {
             sketches,
             after,
@@ -232,6 +256,7 @@ impl Session {
         self.st.step = k + 1;
         let span = self.span.get_or_insert_with(|| Span {
             start: before,
+            opt_start: opt_before,
             first_step: k,
             order_start: order.start,
             time,

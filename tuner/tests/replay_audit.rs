@@ -1,0 +1,488 @@
+//! Replay audits over a real campaign on the tiny model, with the demo
+//! consortium's fixed keys: governance and each data source sign a ticket
+//! for every training record, replay the records their tickets select
+//! (`tuner::auditor`) and refuse one whose replay differs; a refusal is
+//! kept as evidence. The co-signers here are in-process (the sink plays
+//! them), with the same decisions a node makes.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::*;
+use provenance::audit::{audit_faults, Audit, AuditPolicy, AuditedRecord, ALWAYS};
+use provenance::*;
+use tuner::auditor::{Auditor, RecordInputs, Scope};
+use tuner::blobs::decode_sketches;
+use tuner::campaign::{CampaignSpec, Session, SimClock, Stop};
+use tuner::cheat::{set_plan, Mode, Plan, When};
+use tuner::compute::Prepared;
+use tuner::data::{DemoConsortium, PreparedSource};
+use tuner::demo::build;
+use tuner::recipe::Recipe;
+use tuner::replay::AuditMaterial;
+use tuner::sink::{EventSink, MemorySink, Verdict};
+use tuner::witness::CampaignWitness;
+
+/// The policy's tolerance for a data source's replay: bf16 storage rounds
+/// by at most 2^-9; twice that.
+const TOLERANCE: f32 = 0.004;
+
+/// A refused record's evidence: which position, which body, who, why.
+#[derive(Debug, Clone)]
+struct Failure {
+    seq: u64,
+    body: Digest,
+    auditor: AuthorityId,
+    reason: String,
+}
+
+/// The co-signers' side: a memory log plus every auditor's decisions.
+struct Auditing {
+    log: MemorySink,
+    prep: Prepared,
+    settings: tuner::campaign::TrainSettings,
+    consortium: DemoConsortium,
+    /// Each data-source authority's own sources.
+    own: BTreeMap<AuthorityId, BTreeMap<Digest, PreparedSource>>,
+    policy: AuditPolicy,
+    witness: Option<CampaignWitness>,
+    campaign: Digest,
+    committed_opt: Digest,
+    material: Option<AuditMaterial>,
+    /// The audits beside each committed training record, by position.
+    audits: BTreeMap<u64, (Digest, Vec<Audit>)>,
+    failures: Vec<Failure>,
+}
+
+impl Auditing {
+    fn new(spec: &CampaignSpec, consortium: DemoConsortium) -> Self {
+        let prep = Prepared::new(
+            &spec.settings,
+            &spec.base,
+            spec.probe.clone(),
+            spec.canaries.clone(),
+        )
+        .expect("prepared");
+        let window = spec.settings.model.window();
+        let mut own: BTreeMap<AuthorityId, BTreeMap<Digest, PreparedSource>> = BTreeMap::new();
+        for s in &spec.sources {
+            let p = PreparedSource::new(s.clone(), window).expect("source");
+            own.entry(s.manifest.authority.clone())
+                .or_default()
+                .insert(p.id, p);
+        }
+        let committed_opt = prep.initial().1.digest();
+        Self {
+            log: MemorySink::default(),
+            prep,
+            settings: spec.settings.clone(),
+            consortium,
+            own,
+            policy: spec.policy.audit,
+            witness: None,
+            campaign: spec.campaign.digest(),
+            committed_opt,
+            material: None,
+            audits: BTreeMap::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    fn signer(&self, id: &AuthorityId) -> &AuthoritySigner {
+        &self
+            .consortium
+            .signers
+            .iter()
+            .find(|s| s.authority.authority() == id)
+            .expect("signer")
+            .authority
+    }
+
+    /// Every auditor of the consortium: governance, then the data sources.
+    fn auditors(&self) -> Vec<Auditor<'_>> {
+        let gov = AuthorityId::new("standards-board").expect("id");
+        let mut v = vec![Auditor {
+            signer: self.signer(&gov),
+            scope: Scope::Record,
+            policy: self.policy,
+            dropout: self.settings.lora.dropout,
+        }];
+        for (id, own) in &self.own {
+            v.push(Auditor {
+                signer: self.signer(id),
+                scope: Scope::Own(own),
+                policy: self.policy,
+                dropout: self.settings.lora.dropout,
+            });
+        }
+        v
+    }
+
+    /// The authorities that audit `body`.
+    fn auditors_of(&self, body: &EntryBody) -> Vec<AuthorityId> {
+        self.auditors()
+            .iter()
+            .filter(|a| a.audits(body))
+            .map(|a| a.signer.authority().clone())
+            .collect()
+    }
+}
+
+impl EventSink for Auditing {
+    fn put_blob(&mut self, digest: &Digest, bytes: &[u8]) -> tuner::Result<()> {
+        self.log.put_blob(digest, bytes)
+    }
+
+    fn wants_audit_material(&self) -> bool {
+        true
+    }
+
+    fn audit_material(&mut self, material: &AuditMaterial) -> tuner::Result<()> {
+        self.material = Some(material.clone());
+        Ok(())
+    }
+
+    fn submit(&mut self, body: &EntryBody) -> tuner::Result<Verdict> {
+        if let EntryBody::Campaign(c) = body {
+            self.witness = Some(
+                CampaignWitness::new(c, &Recipe::new(self.settings.clone(), b"", Vec::new()))
+                    .expect("witness"),
+            );
+            return self.log.submit(body);
+        }
+        let Some(ev) = body.event() else {
+            return self.log.submit(body);
+        };
+        let (_, sketches) = decode_sketches(&self.log.blobs[ev.sketch_blob]).expect("sketch blob");
+        let witness = self.witness.as_ref().expect("campaign first");
+        let inputs = RecordInputs {
+            campaign: &self.campaign,
+            adapters: witness.adapters(),
+            committed_opt: &self.committed_opt,
+            sketches: &sketches,
+            material: self.material.as_ref(),
+        };
+        let ctx = self.prep.ctx();
+        let mut audits = Vec::new();
+        let mut faults = Vec::new();
+        for a in self.auditors().iter().filter(|a| a.audits(body)) {
+            let done = a.audit(&ctx, body, &inputs).expect("signs");
+            if let Some(f) = done.fault {
+                faults.push((a.signer.authority().clone(), f.to_string()));
+            }
+            audits.push(done.audit);
+        }
+        let seq = ev.link.seq;
+        if !faults.is_empty() {
+            let reason = faults
+                .iter()
+                .map(|(who, why)| format!("{who}: replay audit: {why}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            for (auditor, why) in faults {
+                self.failures.push(Failure {
+                    seq,
+                    body: body.digest(),
+                    auditor,
+                    reason: why,
+                });
+            }
+            return Ok(Verdict::Refused { reason });
+        }
+        let delta = self.log.blobs[ev.delta_blob].clone();
+        let v = self.log.submit(body)?;
+        if let Some(w) = self.witness.as_mut() {
+            w.follow(&ev, &delta).expect("an audited record follows");
+        }
+        self.committed_opt = ev.measurement.optimizer_state;
+        self.audits.insert(seq, (body.digest(), audits));
+        Ok(v)
+    }
+}
+
+/// A campaign of step events (batch 4, four sources of two authorities,
+/// clipping that binds) under audit rate `rate`.
+fn setup(rate: u32, steps: u64) -> (CampaignSpec, Auditing) {
+    let mut p = policy(RoutingGranularity::Head, EventGranularity::Batch);
+    for d in &mut p.depth {
+        d.clip_norm = 0.05;
+    }
+    p.audit = AuditPolicy {
+        rate_millionths: rate,
+        example_tolerance: TOLERANCE,
+    };
+    let mut cfg = config(4, 4000, 1, p);
+    cfg.settings.max_steps = steps;
+    cfg.settings.epochs = 100;
+    cfg.settings.batch_size = 4;
+    let w = build(&cfg, &mut MemorySink::default(), &mut |_, _| {}).expect("built");
+    let auditing = Auditing::new(&w.spec, w.consortium);
+    (w.spec, auditing)
+}
+
+fn clock() -> Box<SimClock> {
+    Box::new(SimClock {
+        next: T0 + 100_000,
+        step_ms: 10,
+    })
+}
+
+/// Runs the session to its end; after each refusal `on_refusal` decides
+/// whether the cheater keeps cheating at that step (it returns the steps
+/// to spare). Returns every stop.
+fn run_to_end(
+    spec: CampaignSpec,
+    sink: &mut Auditing,
+    mut plan: Plan,
+    mut on_refusal: impl FnMut(u64) -> bool,
+) -> Vec<Stop> {
+    set_plan(Some(plan.clone()));
+    let (mut s, v) = Session::open(spec, clock(), sink).expect("opens");
+    assert_eq!(v, Verdict::Committed);
+    let mut stops = Vec::new();
+    loop {
+        let stop = s.run(sink, &mut ()).expect("runs");
+        let refused = matches!(stop, Stop::CoSignerRefused { .. });
+        stops.push(stop);
+        if !refused {
+            break;
+        }
+        let step = s.next_step();
+        if on_refusal(step) {
+            plan.spare.insert(step);
+            set_plan(Some(plan.clone()));
+        }
+        assert!(
+            stops.len() < 1_000,
+            "the run does not end: {:?}",
+            sink.failures.iter().rev().take(3).collect::<Vec<_>>()
+        );
+    }
+    set_plan(None);
+    stops
+}
+
+/// The 99.9 % two-sided binomial interval of a count of `n` draws at `p`.
+fn interval(n: usize, p: f64) -> (f64, f64) {
+    let sd = (n as f64 * p * (1.0 - p)).sqrt();
+    (n as f64 * p - 3.29 * sd, n as f64 * p + 3.29 * sd)
+}
+
+fn governance() -> AuthorityId {
+    AuthorityId::new("standards-board").expect("id")
+}
+
+#[test]
+fn replay_audit_at_rate_1_each_replay_only_cheat_is_refused_on_its_first_cheating_step() {
+    for (mode, by) in [
+        (Mode::NoClip, vec!["standards-board"]),
+        (Mode::ForgeSketch, vec!["standards-board", "the example's source"]),
+        (Mode::HideSignal, vec!["standards-board"]),
+    ] {
+        let (spec, mut sink) = setup(ALWAYS, 6);
+        let plan = Plan {
+            modes: vec![mode],
+            step: 3,
+            when: When::At,
+            spare: BTreeSet::new(),
+        };
+        let stops = run_to_end(spec, &mut sink, plan, |_| true);
+        assert!(
+            matches!(&stops[0], Stop::CoSignerRefused { reason, .. } if reason.contains("standards-board: replay audit")),
+            "{mode:?}: {stops:?}"
+        );
+        // Refused at its first cheating step (position 3), never before,
+        // then the honest re-offer commits.
+        assert!(
+            sink.failures.iter().all(|f| f.seq == 3),
+            "{mode:?}: {:?}",
+            sink.failures
+        );
+        let who: BTreeSet<&AuthorityId> = sink.failures.iter().map(|f| &f.auditor).collect();
+        assert!(who.contains(&governance()), "{mode:?}");
+        if by.len() == 2 {
+            assert_eq!(
+                who.len(),
+                2,
+                "the forged example's own source catches it too: {:?}",
+                sink.failures
+            );
+        } else {
+            assert_eq!(
+                who.len(),
+                1,
+                "{mode:?}: only governance can see it: {:?}",
+                sink.failures
+            );
+        }
+        assert_eq!(sink.audits.len(), 6, "{mode:?}: six records committed");
+        // At rate 1 every auditor replayed every committed record.
+        assert!(sink
+            .audits
+            .values()
+            .all(|(_, a)| a.iter().all(|x| x.replay.is_some())));
+    }
+}
+
+/// Checks the committed audits: exactly the ticketed ones replayed, all
+/// valid; returns how many records governance replayed.
+fn check_audits(sink: &Auditing, rate: u32) -> usize {
+    let kr = &sink.consortium.keyring;
+    let mut governance_audited = 0;
+    for (seq, (body_digest, audits)) in &sink.audits {
+        let body = sink
+            .log
+            .entries
+            .iter()
+            .find(|b| b.digest() == *body_digest)
+            .expect("committed");
+        let auditors = sink.auditors_of(body);
+        let record = AuditedRecord {
+            campaign: &sink.campaign,
+            seq: *seq,
+            body: body_digest,
+            rate_millionths: rate,
+            auditors: &auditors,
+        };
+        assert_eq!(audit_faults(kr, &record, audits), vec![], "record {seq}");
+        for a in audits {
+            assert_eq!(a.replay.is_some(), a.ticket.selects(rate));
+            if a.ticket.authority == governance() && a.replay.is_some() {
+                governance_audited += 1;
+            }
+        }
+    }
+    // A missing replay record is named.
+    if let Some((seq, (d, audits))) = sink
+        .audits
+        .iter()
+        .find(|(_, (_, a))| a.iter().any(|x| x.replay.is_some()))
+    {
+        let mut cut = audits.clone();
+        if let Some(x) = cut.iter_mut().find(|x| x.replay.is_some()) {
+            x.replay = None;
+        }
+        let body = sink
+            .log
+            .entries
+            .iter()
+            .find(|b| b.digest() == *d)
+            .expect("committed");
+        let auditors = sink.auditors_of(body);
+        let record = AuditedRecord {
+            campaign: &sink.campaign,
+            seq: *seq,
+            body: d,
+            rate_millionths: rate,
+            auditors: &auditors,
+        };
+        assert!(matches!(
+            &audit_faults(kr, &record, &cut)[..],
+            [provenance::audit::AuditFault::Unaudited { .. }]
+        ));
+    }
+    governance_audited
+}
+
+#[test]
+fn replay_audit_over_200_steps_audits_the_ticketed_steps_and_catches_a_guessing_cheater_when_audited() {
+    for rate in [500_000u32, 100_000] {
+        let (spec, mut sink) = setup(rate, 200);
+        // It skips clipping on the steps it guesses are not audited, and
+        // gives a position up after one refusal.
+        let plan = Plan {
+            modes: vec![Mode::NoClip],
+            step: 0,
+            when: When::Guess,
+            spare: BTreeSet::new(),
+        };
+        let stops = run_to_end(spec, &mut sink, plan, |_| true);
+        assert_eq!(stops.last(), Some(&Stop::Finished));
+        let n = sink.audits.len();
+        assert!(n >= 190, "{n} records committed");
+        let audited = check_audits(&sink, rate);
+        let p = f64::from(rate) / f64::from(ALWAYS);
+        let (lo, hi) = interval(n, p);
+        assert!(
+            lo <= audited as f64 && audited as f64 <= hi,
+            "rate {rate}: governance replayed {audited} of {n}, not in [{lo:.1}, {hi:.1}]"
+        );
+        // Every cheating first offer is caught exactly when governance's
+        // ticket selects its position.
+        let gov = sink.signer(&governance());
+        let cheated: Vec<u64> = (0..n as u64)
+            .filter(|s| tuner::cheat::guessed_unaudited(*s))
+            .collect();
+        let mut caught = 0;
+        for &step in &cheated {
+            let seq = step; // one record per step, no refusals of other kinds
+            let selected = provenance::audit::AuditTicket::sign(gov, &sink.campaign, seq)
+                .expect("ticket")
+                .selects(rate);
+            let refused = sink.failures.iter().any(|f| f.seq == seq);
+            assert_eq!(
+                refused, selected,
+                "position {seq}: refused {refused}, selected {selected}"
+            );
+            caught += usize::from(refused);
+        }
+        let (lo, hi) = interval(cheated.len(), p);
+        assert!(
+            lo <= caught as f64 && caught as f64 <= hi,
+            "rate {rate}: {caught} of {} cheating steps caught, not in [{lo:.1}, {hi:.1}]",
+            cheated.len()
+        );
+        eprintln!(
+            "rate {rate}: {n} records, governance replayed {audited}; {caught} of {} cheating steps caught",
+            cheated.len()
+        );
+    }
+}
+
+#[test]
+fn replay_audit_a_re_offering_cheater_is_refused_at_every_audited_position() {
+    let rate = 500_000;
+    let (spec, mut sink) = setup(rate, 24);
+    let plan = Plan {
+        modes: vec![Mode::ForgeSketch, Mode::Vary],
+        step: 0,
+        when: When::Every,
+        spare: BTreeSet::new(),
+    };
+    // Three varied re-offers of each refused position, then honesty.
+    let mut tries: BTreeMap<u64, u32> = BTreeMap::new();
+    run_to_end(spec, &mut sink, plan, |step| {
+        let t = tries.entry(step).or_default();
+        *t += 1;
+        *t >= 3
+    });
+    let mut audited_positions = 0;
+    for seq in sink.audits.keys() {
+        let failed: Vec<&Failure> = sink.failures.iter().filter(|f| f.seq == *seq).collect();
+        let distinct: BTreeSet<Digest> = failed.iter().map(|f| f.body).collect();
+        if !failed.is_empty() {
+            audited_positions += 1;
+            assert_eq!(
+                distinct.len(),
+                3,
+                "position {seq}: three varied offers, each refused: {failed:?}"
+            );
+            assert!(failed.iter().all(|f| f.reason.contains("sketch")), "{failed:?}");
+        }
+    }
+    // Positions where the governance ticket selects were all refused.
+    let gov = sink.signer(&governance());
+    for seq in sink.audits.keys() {
+        let selected = provenance::audit::AuditTicket::sign(gov, &sink.campaign, *seq)
+            .expect("ticket")
+            .selects(rate);
+        if selected {
+            assert!(
+                sink.failures.iter().any(|f| f.seq == *seq),
+                "position {seq} is audited by governance"
+            );
+        }
+    }
+    assert!(audited_positions > 0);
+}
