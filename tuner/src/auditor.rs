@@ -8,17 +8,27 @@
 //! examples from its own text; in a composite record only those of the
 //! record's first step (the states between its steps are not committed),
 //! which is every example of a step event.
+//!
+//! [`AuditingSink`] plays a consortium's co-signers in one process (tests,
+//! benchmarks): the same decisions, without the network.
 
 use std::collections::BTreeMap;
 
 use provenance::audit::{Audit, AuditPolicy, AuditTicket, Replayed};
-use provenance::{AuthoritySigner, Digest, EntryBody, SignatureError};
+use provenance::{AuthorityId, AuthoritySigner, Canonical, Digest, EntryBody, Role, SignatureError};
 
-use crate::blobs::SketchRecord;
+use crate::blobs::{decode_sketches, SketchRecord};
+use crate::campaign::{CampaignSpec, TrainSettings};
+use crate::compute::Prepared;
 use crate::compute::StepContext;
+use crate::data::DemoConsortium;
 use crate::data::PreparedSource;
+use crate::error::{Result, TunerError};
 use crate::lora::Adapters;
+use crate::recipe::Recipe;
 use crate::replay::{replay_examples, replay_record, AuditMaterial, ReplayFault, StatedExample};
+use crate::sink::{EventSink, MemorySink, Verdict};
+use crate::witness::CampaignWitness;
 
 /// What an auditor replays.
 #[derive(Debug, Clone, Copy)]
@@ -184,5 +194,219 @@ impl Auditor<'_> {
                 )
             }
         }
+    }
+}
+
+/// A refused record's evidence: which position, which body, who, why.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The record's chain position.
+    pub seq: u64,
+    /// The refused body's digest.
+    pub body: Digest,
+    /// The auditor whose replay refused it.
+    pub auditor: AuthorityId,
+    /// Why.
+    pub reason: String,
+}
+
+/// The co-signers of a consortium played in one process, for tests and
+/// benchmarks: a memory log, governance and every data source auditing
+/// each training record offered (the decisions a node makes), a refusal
+/// kept as evidence.
+pub struct AuditingSink {
+    /// The committed log.
+    pub log: MemorySink,
+    prep: Prepared,
+    settings: TrainSettings,
+    /// The consortium (its keyring checks the audits).
+    pub consortium: DemoConsortium,
+    /// Each data-source authority's own sources.
+    own: BTreeMap<AuthorityId, BTreeMap<Digest, PreparedSource>>,
+    policy: AuditPolicy,
+    witness: Option<CampaignWitness>,
+    /// The campaign audited.
+    pub campaign: Digest,
+    committed_opt: Digest,
+    material: Option<AuditMaterial>,
+    /// The audits beside each committed training record, by position,
+    /// with the record's digest.
+    pub audits: BTreeMap<u64, (Digest, Vec<Audit>)>,
+    /// Refused offers.
+    pub failures: Vec<Failure>,
+    /// Time each auditor spent on each offered record.
+    pub spent: Vec<(u64, AuthorityId, std::time::Duration)>,
+}
+
+impl AuditingSink {
+    /// The co-signers of `spec`'s campaign, with `consortium`'s keys.
+    pub fn new(spec: &CampaignSpec, consortium: DemoConsortium) -> Result<Self> {
+        let prep = Prepared::new(
+            &spec.settings,
+            &spec.base,
+            spec.probe.clone(),
+            spec.canaries.clone(),
+        )?;
+        let window = spec.settings.model.window();
+        let mut own: BTreeMap<AuthorityId, BTreeMap<Digest, PreparedSource>> = BTreeMap::new();
+        for s in &spec.sources {
+            let p = PreparedSource::new(s.clone(), window)?;
+            own.entry(s.manifest.authority.clone())
+                .or_default()
+                .insert(p.id, p);
+        }
+        let committed_opt = prep.initial().1.digest();
+        Ok(Self {
+            log: MemorySink::default(),
+            prep,
+            settings: spec.settings.clone(),
+            consortium,
+            own,
+            policy: spec.policy.audit,
+            witness: None,
+            campaign: spec.campaign.digest(),
+            committed_opt,
+            material: None,
+            audits: BTreeMap::new(),
+            failures: Vec::new(),
+            spent: Vec::new(),
+        })
+    }
+
+    /// The signer of authority `id`.
+    pub fn signer(&self, id: &AuthorityId) -> Option<&AuthoritySigner> {
+        self.consortium
+            .signers
+            .iter()
+            .find(|s| s.authority.authority() == id)
+            .map(|s| &s.authority)
+    }
+
+    /// Every auditor of the consortium: governance, then the data sources.
+    pub fn auditors(&self) -> Vec<Auditor<'_>> {
+        let mut v: Vec<Auditor<'_>> = self
+            .consortium
+            .signers
+            .iter()
+            .filter(|s| {
+                self.consortium
+                    .keyring
+                    .authority(s.authority.authority())
+                    .is_ok_and(|k| k.role == Role::Governance)
+            })
+            .map(|s| Auditor {
+                signer: &s.authority,
+                scope: Scope::Record,
+                policy: self.policy,
+                dropout: self.settings.lora.dropout,
+            })
+            .collect();
+        for (id, own) in &self.own {
+            if let Some(signer) = self.signer(id) {
+                v.push(Auditor {
+                    signer,
+                    scope: Scope::Own(own),
+                    policy: self.policy,
+                    dropout: self.settings.lora.dropout,
+                });
+            }
+        }
+        v
+    }
+
+    /// The authorities that audit `body`.
+    pub fn auditors_of(&self, body: &EntryBody) -> Vec<AuthorityId> {
+        self.auditors()
+            .iter()
+            .filter(|a| a.audits(body))
+            .map(|a| a.signer.authority().clone())
+            .collect()
+    }
+}
+
+impl EventSink for AuditingSink {
+    fn put_blob(&mut self, digest: &Digest, bytes: &[u8]) -> Result<()> {
+        self.log.put_blob(digest, bytes)
+    }
+
+    fn wants_audit_material(&self) -> bool {
+        true
+    }
+
+    fn audit_material(&mut self, material: &AuditMaterial) -> Result<()> {
+        self.material = Some(material.clone());
+        Ok(())
+    }
+
+    fn submit(&mut self, body: &EntryBody) -> Result<Verdict> {
+        if let EntryBody::Campaign(c) = body {
+            self.witness = Some(CampaignWitness::new(
+                c,
+                &Recipe::new(self.settings.clone(), b"", Vec::new()),
+            )?);
+            return self.log.submit(body);
+        }
+        let Some(ev) = body.event() else {
+            return self.log.submit(body);
+        };
+        let blob = |d: &Digest| {
+            self.log.blobs.get(d).cloned().ok_or_else(|| TunerError::Blob {
+                kind: "audited record",
+                reason: format!("blob {d} was not stored before the record"),
+            })
+        };
+        let (_, sketches) = decode_sketches(&blob(ev.sketch_blob)?)?;
+        let delta = blob(ev.delta_blob)?;
+        let Some(witness) = self.witness.as_ref() else {
+            return Err(TunerError::Config("a training record before its campaign".into()));
+        };
+        let inputs = RecordInputs {
+            campaign: &self.campaign,
+            adapters: witness.adapters(),
+            committed_opt: &self.committed_opt,
+            sketches: &sketches,
+            material: self.material.as_ref(),
+        };
+        let ctx = self.prep.ctx();
+        let mut audits = Vec::new();
+        let mut faults = Vec::new();
+        let seq = ev.link.seq;
+        let mut spent = Vec::new();
+        for a in self.auditors().iter().filter(|a| a.audits(body)) {
+            let t = std::time::Instant::now();
+            let done = a
+                .audit(&ctx, body, &inputs)
+                .map_err(|e| TunerError::Config(format!("signing an audit: {e}")))?;
+            spent.push((seq, a.signer.authority().clone(), t.elapsed()));
+            if let Some(f) = done.fault {
+                faults.push((a.signer.authority().clone(), f.to_string()));
+            }
+            audits.push(done.audit);
+        }
+        self.spent.extend(spent);
+        if !faults.is_empty() {
+            let reason = faults
+                .iter()
+                .map(|(who, why)| format!("{who}: replay audit: {why}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            for (auditor, why) in faults {
+                self.failures.push(Failure {
+                    seq,
+                    body: body.digest(),
+                    auditor,
+                    reason: why,
+                });
+            }
+            return Ok(Verdict::Refused { reason });
+        }
+        let v = self.log.submit(body)?;
+        if let Some(w) = self.witness.as_mut() {
+            w.follow(&ev, &delta)
+                .map_err(|e| TunerError::Config(format!("following an audited record: {e}")))?;
+        }
+        self.committed_opt = ev.measurement.optimizer_state;
+        self.audits.insert(seq, (body.digest(), audits));
+        Ok(v)
     }
 }

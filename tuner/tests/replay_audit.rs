@@ -10,200 +10,21 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::*;
-use provenance::audit::{audit_faults, Audit, AuditPolicy, AuditedRecord, ALWAYS};
+use provenance::audit::{audit_faults, AuditPolicy, AuditedRecord, ALWAYS};
 use provenance::*;
-use tuner::auditor::{Auditor, RecordInputs, Scope};
-use tuner::blobs::decode_sketches;
+use tuner::auditor::{AuditingSink, Failure};
 use tuner::campaign::{CampaignSpec, Session, SimClock, Stop};
 use tuner::cheat::{set_plan, Mode, Plan, When};
-use tuner::compute::Prepared;
-use tuner::data::{DemoConsortium, PreparedSource};
 use tuner::demo::build;
-use tuner::recipe::Recipe;
-use tuner::replay::AuditMaterial;
-use tuner::sink::{EventSink, MemorySink, Verdict};
-use tuner::witness::CampaignWitness;
+use tuner::sink::{MemorySink, Verdict};
 
 /// The policy's tolerance for a data source's replay: bf16 storage rounds
 /// by at most 2^-9; twice that.
 const TOLERANCE: f32 = 0.004;
 
-/// A refused record's evidence: which position, which body, who, why.
-#[derive(Debug, Clone)]
-struct Failure {
-    seq: u64,
-    body: Digest,
-    auditor: AuthorityId,
-    reason: String,
-}
-
-/// The co-signers' side: a memory log plus every auditor's decisions.
-struct Auditing {
-    log: MemorySink,
-    prep: Prepared,
-    settings: tuner::campaign::TrainSettings,
-    consortium: DemoConsortium,
-    /// Each data-source authority's own sources.
-    own: BTreeMap<AuthorityId, BTreeMap<Digest, PreparedSource>>,
-    policy: AuditPolicy,
-    witness: Option<CampaignWitness>,
-    campaign: Digest,
-    committed_opt: Digest,
-    material: Option<AuditMaterial>,
-    /// The audits beside each committed training record, by position.
-    audits: BTreeMap<u64, (Digest, Vec<Audit>)>,
-    failures: Vec<Failure>,
-}
-
-impl Auditing {
-    fn new(spec: &CampaignSpec, consortium: DemoConsortium) -> Self {
-        let prep = Prepared::new(
-            &spec.settings,
-            &spec.base,
-            spec.probe.clone(),
-            spec.canaries.clone(),
-        )
-        .expect("prepared");
-        let window = spec.settings.model.window();
-        let mut own: BTreeMap<AuthorityId, BTreeMap<Digest, PreparedSource>> = BTreeMap::new();
-        for s in &spec.sources {
-            let p = PreparedSource::new(s.clone(), window).expect("source");
-            own.entry(s.manifest.authority.clone())
-                .or_default()
-                .insert(p.id, p);
-        }
-        let committed_opt = prep.initial().1.digest();
-        Self {
-            log: MemorySink::default(),
-            prep,
-            settings: spec.settings.clone(),
-            consortium,
-            own,
-            policy: spec.policy.audit,
-            witness: None,
-            campaign: spec.campaign.digest(),
-            committed_opt,
-            material: None,
-            audits: BTreeMap::new(),
-            failures: Vec::new(),
-        }
-    }
-
-    fn signer(&self, id: &AuthorityId) -> &AuthoritySigner {
-        &self
-            .consortium
-            .signers
-            .iter()
-            .find(|s| s.authority.authority() == id)
-            .expect("signer")
-            .authority
-    }
-
-    /// Every auditor of the consortium: governance, then the data sources.
-    fn auditors(&self) -> Vec<Auditor<'_>> {
-        let gov = AuthorityId::new("standards-board").expect("id");
-        let mut v = vec![Auditor {
-            signer: self.signer(&gov),
-            scope: Scope::Record,
-            policy: self.policy,
-            dropout: self.settings.lora.dropout,
-        }];
-        for (id, own) in &self.own {
-            v.push(Auditor {
-                signer: self.signer(id),
-                scope: Scope::Own(own),
-                policy: self.policy,
-                dropout: self.settings.lora.dropout,
-            });
-        }
-        v
-    }
-
-    /// The authorities that audit `body`.
-    fn auditors_of(&self, body: &EntryBody) -> Vec<AuthorityId> {
-        self.auditors()
-            .iter()
-            .filter(|a| a.audits(body))
-            .map(|a| a.signer.authority().clone())
-            .collect()
-    }
-}
-
-impl EventSink for Auditing {
-    fn put_blob(&mut self, digest: &Digest, bytes: &[u8]) -> tuner::Result<()> {
-        self.log.put_blob(digest, bytes)
-    }
-
-    fn wants_audit_material(&self) -> bool {
-        true
-    }
-
-    fn audit_material(&mut self, material: &AuditMaterial) -> tuner::Result<()> {
-        self.material = Some(material.clone());
-        Ok(())
-    }
-
-    fn submit(&mut self, body: &EntryBody) -> tuner::Result<Verdict> {
-        if let EntryBody::Campaign(c) = body {
-            self.witness = Some(
-                CampaignWitness::new(c, &Recipe::new(self.settings.clone(), b"", Vec::new()))
-                    .expect("witness"),
-            );
-            return self.log.submit(body);
-        }
-        let Some(ev) = body.event() else {
-            return self.log.submit(body);
-        };
-        let (_, sketches) = decode_sketches(&self.log.blobs[ev.sketch_blob]).expect("sketch blob");
-        let witness = self.witness.as_ref().expect("campaign first");
-        let inputs = RecordInputs {
-            campaign: &self.campaign,
-            adapters: witness.adapters(),
-            committed_opt: &self.committed_opt,
-            sketches: &sketches,
-            material: self.material.as_ref(),
-        };
-        let ctx = self.prep.ctx();
-        let mut audits = Vec::new();
-        let mut faults = Vec::new();
-        for a in self.auditors().iter().filter(|a| a.audits(body)) {
-            let done = a.audit(&ctx, body, &inputs).expect("signs");
-            if let Some(f) = done.fault {
-                faults.push((a.signer.authority().clone(), f.to_string()));
-            }
-            audits.push(done.audit);
-        }
-        let seq = ev.link.seq;
-        if !faults.is_empty() {
-            let reason = faults
-                .iter()
-                .map(|(who, why)| format!("{who}: replay audit: {why}"))
-                .collect::<Vec<_>>()
-                .join("; ");
-            for (auditor, why) in faults {
-                self.failures.push(Failure {
-                    seq,
-                    body: body.digest(),
-                    auditor,
-                    reason: why,
-                });
-            }
-            return Ok(Verdict::Refused { reason });
-        }
-        let delta = self.log.blobs[ev.delta_blob].clone();
-        let v = self.log.submit(body)?;
-        if let Some(w) = self.witness.as_mut() {
-            w.follow(&ev, &delta).expect("an audited record follows");
-        }
-        self.committed_opt = ev.measurement.optimizer_state;
-        self.audits.insert(seq, (body.digest(), audits));
-        Ok(v)
-    }
-}
-
 /// A campaign of step events (batch 4, four sources of two authorities,
 /// clipping that binds) under audit rate `rate`.
-fn setup(rate: u32, steps: u64) -> (CampaignSpec, Auditing) {
+fn setup(rate: u32, steps: u64) -> (CampaignSpec, AuditingSink) {
     let mut p = policy(RoutingGranularity::Head, EventGranularity::Batch);
     for d in &mut p.depth {
         d.clip_norm = 0.05;
@@ -217,7 +38,7 @@ fn setup(rate: u32, steps: u64) -> (CampaignSpec, Auditing) {
     cfg.settings.epochs = 100;
     cfg.settings.batch_size = 4;
     let w = build(&cfg, &mut MemorySink::default(), &mut |_, _| {}).expect("built");
-    let auditing = Auditing::new(&w.spec, w.consortium);
+    let auditing = AuditingSink::new(&w.spec, w.consortium).expect("co-signers");
     (w.spec, auditing)
 }
 
@@ -233,7 +54,7 @@ fn clock() -> Box<SimClock> {
 /// to spare). Returns every stop.
 fn run_to_end(
     spec: CampaignSpec,
-    sink: &mut Auditing,
+    sink: &mut AuditingSink,
     mut plan: Plan,
     mut on_refusal: impl FnMut(u64) -> bool,
 ) -> Vec<Stop> {
@@ -327,7 +148,7 @@ fn replay_audit_at_rate_1_each_replay_only_cheat_is_refused_on_its_first_cheatin
 
 /// Checks the committed audits: exactly the ticketed ones replayed, all
 /// valid; returns how many records governance replayed.
-fn check_audits(sink: &Auditing, rate: u32) -> usize {
+fn check_audits(sink: &AuditingSink, rate: u32) -> usize {
     let kr = &sink.consortium.keyring;
     let mut governance_audited = 0;
     for (seq, (body_digest, audits)) in &sink.audits {
@@ -410,7 +231,7 @@ fn replay_audit_over_200_steps_audits_the_ticketed_steps_and_catches_a_guessing_
         );
         // Every cheating first offer is caught exactly when governance's
         // ticket selects its position.
-        let gov = sink.signer(&governance());
+        let gov = sink.signer(&governance()).expect("governance");
         let cheated: Vec<u64> = (0..n as u64)
             .filter(|s| tuner::cheat::guessed_unaudited(*s))
             .collect();
@@ -472,7 +293,7 @@ fn replay_audit_a_re_offering_cheater_is_refused_at_every_audited_position() {
         }
     }
     // Positions where the governance ticket selects were all refused.
-    let gov = sink.signer(&governance());
+    let gov = sink.signer(&governance()).expect("governance");
     for seq in sink.audits.keys() {
         let selected = provenance::audit::AuditTicket::sign(gov, &sink.campaign, *seq)
             .expect("ticket")
