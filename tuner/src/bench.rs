@@ -483,3 +483,104 @@ impl TraceLatency {
         )
     }
 }
+
+/// One audit rate's cost: an honest campaign with its co-signers played in
+/// process ([`crate::auditor::AuditingSink`]).
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    /// The rate, in millionths.
+    pub rate_millionths: u32,
+    /// Records committed.
+    pub records: usize,
+    /// Steps committed.
+    pub steps: u64,
+    /// The operator's seconds (the campaign's, less the auditors').
+    pub operator_s: f64,
+    /// Every co-signer's auditing seconds (tickets and replays), summed.
+    pub cosigners_s: f64,
+    /// Governance's part of it.
+    pub governance_s: f64,
+    /// The campaign's wall time with each co-signer on its own machine:
+    /// the operator's time plus, per record, the slowest auditor's (the
+    /// tuner waits for each record's commit).
+    pub wall_s: f64,
+}
+
+/// Honest campaigns of `cfg` over `steps` steps at audit rates 0, 10 % and
+/// 100 %.
+pub fn audit_cost(cfg: &crate::demo::DemoConfig, steps: u64) -> Result<Vec<AuditRow>> {
+    use std::collections::BTreeMap;
+    let mut rows = Vec::new();
+    for rate in [0u32, 100_000, provenance::audit::ALWAYS] {
+        let mut c = cfg.clone();
+        c.settings.max_steps = steps;
+        c.policy.audit.rate_millionths = rate;
+        c.policy.audit.example_tolerance = c.policy.audit.example_tolerance.max(0.004);
+        let w = crate::demo::build(&c, &mut MemorySink::default(), &mut |_, _| {})?;
+        let mut sink = crate::auditor::AuditingSink::new(&w.spec, w.consortium)?;
+        let t = Instant::now();
+        let out = run(
+            w.spec,
+            Box::new(SimClock {
+                next: c.start_ms + 100_000,
+                step_ms: 10,
+            }),
+            &mut sink,
+            &mut (),
+        )?;
+        let total = t.elapsed().as_secs_f64();
+        let cosigners: f64 = sink.spent.iter().map(|(_, _, d)| d.as_secs_f64()).sum();
+        let governance: f64 = sink
+            .spent
+            .iter()
+            .filter(|(_, a, _)| {
+                sink.consortium
+                    .keyring
+                    .authority(a)
+                    .is_ok_and(|k| k.role == provenance::Role::Governance)
+            })
+            .map(|(_, _, d)| d.as_secs_f64())
+            .sum();
+        let mut slowest: BTreeMap<u64, f64> = BTreeMap::new();
+        for (seq, _, d) in &sink.spent {
+            let e = slowest.entry(*seq).or_default();
+            *e = e.max(d.as_secs_f64());
+        }
+        let operator = total - cosigners;
+        rows.push(AuditRow {
+            rate_millionths: rate,
+            records: sink.audits.len(),
+            steps: out.steps,
+            operator_s: operator,
+            cosigners_s: cosigners,
+            governance_s: governance,
+            wall_s: operator + slowest.values().sum::<f64>(),
+        });
+    }
+    Ok(rows)
+}
+
+/// The audit cost table: per step; wall time as a ratio to rate 0, the
+/// co-signers' CPU as a ratio to the operator's.
+pub fn audit_table(rows: &[AuditRow]) -> String {
+    let base_wall = rows.first().map(|b| b.wall_s).unwrap_or(1.0);
+    let mut o = String::from(
+        "| audit rate | records (steps) | operator s/step | co-signers' CPU s/step (governance) | co-signers' CPU / operator's | campaign wall s | wall vs rate 0 |\n|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let per = |x: f64| x / r.steps.max(1) as f64;
+        o.push_str(&format!(
+            "| {:.1} % | {} ({}) | {:.3} | {:.3} ({:.3}) | {:.2} | {:.1} | {:.2}x |\n",
+            f64::from(r.rate_millionths) / 10_000.0,
+            r.records,
+            r.steps,
+            per(r.operator_s),
+            per(r.cosigners_s),
+            per(r.governance_s),
+            r.cosigners_s / r.operator_s.max(1e-9),
+            r.wall_s,
+            r.wall_s / base_wall,
+        ));
+    }
+    o
+}

@@ -100,6 +100,16 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Replay audits: an honest campaign at audit rates 0, 10 % and 100 %,
+    /// its co-signers played in process.
+    Audit {
+        /// Campaign config (TOML).
+        #[arg(long, default_value = "data/campaign.toml")]
+        config: PathBuf,
+        /// Steps per campaign.
+        #[arg(long, default_value_t = 20)]
+        steps: u64,
+    },
     /// Scoring one query against many logged example sketches.
     Trace {
         /// Campaign config (TOML).
@@ -425,6 +435,15 @@ fn real_main() -> tuner::Result<ExitCode> {
             let w = build(&cfg, &mut MemorySink::default(), &mut |_, _| {})?;
             let t = tuner::bench::trace_latency(&w.spec, examples, checkpoints)?;
             println!("{}", t.table());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench {
+            cmd: Some(BenchCmd::Audit { config, steps }),
+            ..
+        } => {
+            let cfg = DemoConfig::load(&config)?;
+            let rows = tuner::bench::audit_cost(&cfg, steps)?;
+            println!("{}", tuner::bench::audit_table(&rows));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench {
