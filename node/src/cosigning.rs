@@ -924,10 +924,18 @@ impl Table {
         match assembled {
             Ok(cosig) => {
                 p.complete = true;
-                out.push(CoSignAction::Complete(
-                    *digest,
-                    Box::new(LedgerEntry::signed(p.body.clone(), cosig)),
-                ));
+                let entry = LedgerEntry::signed(p.body.clone(), cosig);
+                // A training record under an auditing policy commits only
+                // with its audits, which this node does not gather yet
+                // (docs/formats.md, "Replay audits"): it is not proposed.
+                if let Err(e) = entry.verify_audits(env.keyring, env.state, &p.plan) {
+                    out.push(CoSignAction::AssemblyFailed {
+                        digest: *digest,
+                        reason: e.to_string(),
+                    });
+                    return;
+                }
+                out.push(CoSignAction::Complete(*digest, Box::new(entry)));
                 if p.own {
                     out.push(CoSignAction::Publish(Box::new(p.offer())));
                 }

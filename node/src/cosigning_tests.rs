@@ -233,6 +233,50 @@ fn an_honest_step_is_signed_by_every_role_and_completes_on_the_operators_node() 
 }
 
 #[test]
+fn a_step_under_an_auditing_policy_is_not_assembled_without_its_audits() {
+    let mut p = crate::test_world::policy(1, None);
+    p.audit.rate_millionths = provenance::audit::ALWAYS;
+    let w = World::with_policy(p);
+    let body = EntryBody::Step(w.step(T0));
+    let op = Node::new(&w, OP);
+    let mut op_table = op.table();
+    let (digest, actions) = op
+        .with(|env| op_table.offer(env, body.clone(), Vec::new(), true, None))
+        .expect("own step");
+    let mut sigs = signatures(&actions);
+    for i in [GLOBE, FOLIO, GOV] {
+        let n = Node::new(&w, i);
+        let mut t = n.table();
+        let (_, a) = n
+            .with(|env| t.offer(env, body.clone(), sigs.clone(), false, None))
+            .expect("offer");
+        let a = n.resolve_effects(&mut t, a, EffectVerdict::Holds);
+        sigs.extend(signatures(&a));
+    }
+    assert_eq!(sigs.len(), 4, "every section signed");
+    let mut actions = Vec::new();
+    for s in sigs {
+        actions.extend(op.with(|env| op_table.on_signature(env, &digest, s)));
+    }
+    assert!(
+        !actions.iter().any(|a| matches!(a, CoSignAction::Complete(..))),
+        "{actions:?}"
+    );
+    assert!(
+        actions.iter().any(
+            |a| matches!(a, CoSignAction::AssemblyFailed { reason, .. } if reason.contains("left no audit ticket"))
+        ),
+        "{actions:?}"
+    );
+    // The same entry with its audits verifies; without, it does not.
+    let entry = w.sign_all(&body);
+    assert!(matches!(
+        entry.verify(&w.keyring, &w.state),
+        Err(provenance::EntryError::Audit(_))
+    ));
+}
+
+#[test]
 fn a_data_source_refuses_each_bad_use_of_its_source() {
     let mut w = World::new();
     // An example that is not in the source.

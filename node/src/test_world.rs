@@ -129,6 +129,11 @@ pub(crate) fn campaign(policy: &PolicyArtifact, purpose: &str, name: &str) -> Ca
 
 impl World {
     pub(crate) fn new() -> Self {
+        Self::with_policy(policy(1, None))
+    }
+
+    /// A world whose campaign runs under `policy`.
+    pub(crate) fn with_policy(policy: PolicyArtifact) -> Self {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(11);
         let dealt = deal(
             &ConsortiumDescription::local_testnet(7100, 8100),
@@ -153,8 +158,8 @@ impl World {
                     "LicenseRef-Restricted",
                 ),
             ],
-            policy: policy(1, None),
-            campaign: campaign(&policy(1, None), "research", "c1"),
+            campaign: campaign(&policy, "research", "c1"),
+            policy,
             entries: Vec::new(),
         };
         let mut first: Vec<EntryBody> = w

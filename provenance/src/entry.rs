@@ -12,18 +12,23 @@
 //! | checkpoint | the consortium threshold key |
 //!
 //! Each authority signs [`crate::crypto::section_message`]: its own
-//! section's digest bound to the entry body's digest and to its role.
+//! section's digest bound to the entry body's digest and to its role. A
+//! training record under a policy that asks for replay audits also carries
+//! every auditor's ticket and replay ([`crate::audit`]), checked with the
+//! signatures.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{audit_faults, Audit, AuditedRecord};
 use crate::campaign::{Campaign, CampaignClose};
 use crate::checkpoint::Checkpoint;
-use crate::codec::{nested_version, Canonical, DecodeError};
-use crate::crypto::{verify_cosignature, CoSignature, KeyRing, SignatureError};
+use crate::codec::{limit, nested_version, Canonical, DecodeError};
+use crate::crypto::{verify_cosignature, CoSignature, KeyRing, SignatureError, MAX_AUTHORITIES};
 use crate::digest::{Bytes, Digest, ObjectKind};
 use crate::event::{CompositeEvent, StepEvent};
+use crate::ids::{AuthorityId, Role};
 use crate::manifest::DataSourceManifest;
 use crate::policy::PolicyArtifact;
 use crate::refusal::{Refusal, RefusalAggregate};
@@ -74,11 +79,16 @@ pub struct LedgerEntry {
     pub body: EntryBody,
     /// Its signatures.
     pub attestation: Attestation,
+    /// A training record's replay audits (empty for anything else, and
+    /// under a policy that asks for none): each auditor's ticket and,
+    /// where the ticket selects the record, its replay
+    /// ([`crate::audit`]).
+    pub audits: Vec<Audit>,
 }
 
 impl Canonical for LedgerEntry {
     const KIND: ObjectKind = ObjectKind::LedgerEntry;
-    const VERSION: u16 = 1;
+    const VERSION: u16 = 2;
     fn declared_version(&self) -> u16 {
         self.version
     }
@@ -104,6 +114,24 @@ impl Canonical for LedgerEntry {
                 kind: Self::KIND.name(),
                 field: "attestation",
                 reason: "signature sizes out of bounds".into(),
+            });
+        }
+        if !self.audits.is_empty() && self.body.event().is_none() {
+            return Err(DecodeError::Invalid {
+                kind: Self::KIND.name(),
+                field: "audits",
+                reason: format!("a {} carries no audits", self.body.kind().name()),
+            });
+        }
+        limit(Self::KIND, "audits", self.audits.len(), MAX_AUTHORITIES)?;
+        let sizes_ok = self.audits.iter().all(|a| {
+            a.ticket.signature.len() == 96 && a.replay.as_ref().is_none_or(|r| r.signature.len() == 96)
+        });
+        if !sizes_ok {
+            return Err(DecodeError::Invalid {
+                kind: Self::KIND.name(),
+                field: "audits",
+                reason: "a ticket or replay signature is not 96 bytes".into(),
             });
         }
         Ok(())
@@ -185,6 +213,9 @@ pub enum EntryError {
     /// A signature is missing, bad or unexpected.
     #[error(transparent)]
     Signature(#[from] SignatureError),
+    /// A training record's replay audits are incomplete or invalid.
+    #[error("audit: {0}")]
+    Audit(String),
 }
 
 impl EntryBody {
@@ -225,10 +256,16 @@ impl EntryBody {
 impl LedgerEntry {
     /// An entry with authority signatures.
     pub fn signed(body: EntryBody, cosignature: CoSignature) -> Self {
+        Self::audited(body, cosignature, Vec::new())
+    }
+
+    /// A training record with its co-signature and its auditors' audits.
+    pub fn audited(body: EntryBody, cosignature: CoSignature, audits: Vec<Audit>) -> Self {
         Self {
             version: Self::VERSION,
             body,
             attestation: Attestation::Authorities(cosignature),
+            audits,
         }
     }
 
@@ -254,8 +291,62 @@ impl LedgerEntry {
             (body, Attestation::Authorities(cosig)) => {
                 let plan = body.signing_plan(view)?;
                 verify_cosignature(keyring, plan.scheme, &plan.requests, cosig)?;
-                Ok(())
+                self.verify_audits(keyring, view, &plan)
             }
+        }
+    }
+
+    /// A training record's audits under its policy's rate: none when the
+    /// rate is 0; otherwise a valid ticket from every co-signer other than
+    /// the operator, and a valid replay exactly where a ticket selects the
+    /// record. `plan` is the body's signing plan under `view`.
+    pub fn verify_audits(
+        &self,
+        keyring: &KeyRing,
+        view: &dyn LedgerView,
+        plan: &SigningPlan,
+    ) -> Result<(), EntryError> {
+        let Some(ev) = self.body.event() else {
+            return Ok(());
+        };
+        let rate = view
+            .policy(ev.policy)
+            .ok_or(EntryError::UnknownPolicy(*ev.policy))?
+            .audit
+            .rate_millionths;
+        if rate == 0 {
+            if self.audits.is_empty() {
+                return Ok(());
+            }
+            return Err(EntryError::Audit(
+                "audits on a record whose policy asks for none".into(),
+            ));
+        }
+        let auditors: Vec<AuthorityId> = plan
+            .requests
+            .iter()
+            .filter(|r| r.role != Role::Operator)
+            .map(|r| r.authority.clone())
+            .collect();
+        let body = self.body.digest();
+        let record = AuditedRecord {
+            campaign: &ev.link.campaign,
+            seq: ev.link.seq,
+            body: &body,
+            rate_millionths: rate,
+            auditors: &auditors,
+        };
+        let faults = audit_faults(keyring, &record, &self.audits);
+        if faults.is_empty() {
+            Ok(())
+        } else {
+            Err(EntryError::Audit(
+                faults
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ))
         }
     }
 }

@@ -8,7 +8,7 @@ use common::*;
 use provenance::audit::{
     audit_faults, Audit, AuditFault, AuditPolicy, AuditTicket, AuditedRecord, Replayed, ALWAYS,
 };
-use provenance::{AuthorityId, Canonical, DecodeError, Digest};
+use provenance::{AuthorityId, Canonical, DecodeError, Digest, EntryBody, EntryError, LedgerEntry};
 
 fn signer(id: &str) -> &'static provenance::AuthoritySigner {
     &fixture().signer(id).authority
@@ -226,6 +226,89 @@ fn a_policy_states_its_audit_rate_and_v1_is_refused() {
     old.version = 1;
     assert!(matches!(
         provenance::decode::<provenance::PolicyArtifact>(&old.encode()),
+        Err(DecodeError::UnsupportedVersion { found: 1, .. })
+    ));
+}
+
+/// A signed step event under a policy auditing half the records, with
+/// every auditor's audit (a replay where its ticket selects).
+fn audited_step() -> (World, LedgerEntry) {
+    let mut p = policy();
+    p.audit = AuditPolicy {
+        rate_millionths: 500_000,
+        example_tolerance: 0.004,
+    };
+    let w = world_with(p);
+    let body = EntryBody::Step(w.step_event());
+    let mut entry = sign_all(&body, &w.view, provenance::SignatureScheme::Bls12381);
+    let ev = body.event().expect("an event");
+    let (campaign, seq, digest) = (ev.link.campaign, ev.link.seq, body.digest());
+    entry.audits = ["globe-press", "folio-society", "standards-board"]
+        .iter()
+        .map(|id| {
+            let ticket = AuditTicket::sign(signer(id), &campaign, seq).expect("ticket");
+            let replay = ticket.selects(500_000).then(|| {
+                Replayed::sign(signer(id), &campaign, seq, &digest, Digest([9; 32])).expect("replay")
+            });
+            Audit { ticket, replay }
+        })
+        .collect();
+    (w, entry)
+}
+
+#[test]
+fn a_training_record_verifies_only_with_every_audit_its_tickets_call_for() {
+    let kr = fixture().keyring();
+    let (w, entry) = audited_step();
+    let back: LedgerEntry = provenance::decode(&entry.encode()).expect("decodes");
+    assert_eq!(back, entry);
+    entry
+        .verify(kr, &w.view)
+        .expect("a fully audited record verifies");
+    // Each audit left out in turn: a missing ticket or replay is named.
+    for i in 0..entry.audits.len() {
+        let mut cut = entry.clone();
+        let who = cut.audits[i].ticket.authority.clone();
+        let selected = cut.audits[i].replay.is_some();
+        if selected {
+            cut.audits[i].replay = None;
+        } else {
+            cut.audits.remove(i);
+        }
+        match cut.verify(kr, &w.view) {
+            Err(EntryError::Audit(why)) => assert!(why.contains(who.as_str()), "{why}"),
+            other => panic!("{who}'s audit removed (selected {selected}): {other:?}"),
+        }
+    }
+    // No audits at all under an auditing policy.
+    let mut none = entry.clone();
+    none.audits.clear();
+    assert!(matches!(none.verify(kr, &w.view), Err(EntryError::Audit(_))));
+    // Audits under a policy that asks for none are refused too.
+    let w0 = world();
+    let body = EntryBody::Step(w0.step_event());
+    let mut plain = sign_all(&body, &w0.view, provenance::SignatureScheme::Bls12381);
+    plain
+        .verify(kr, &w0.view)
+        .expect("a record without audits under rate 0");
+    plain.audits = entry.audits.clone();
+    assert!(matches!(plain.verify(kr, &w0.view), Err(EntryError::Audit(_))));
+    // Audits on anything but a training record do not decode.
+    let mut m = sign_all(
+        &EntryBody::Manifest(w.globe.clone()),
+        &w.view,
+        provenance::SignatureScheme::Bls12381,
+    );
+    m.audits = entry.audits.clone();
+    assert!(matches!(
+        provenance::decode::<LedgerEntry>(&m.encode()),
+        Err(DecodeError::Invalid { field: "audits", .. })
+    ));
+    // A v1 entry (without audits) is refused.
+    let mut old = entry;
+    old.version = 1;
+    assert!(matches!(
+        provenance::decode::<LedgerEntry>(&old.encode()),
         Err(DecodeError::UnsupportedVersion { found: 1, .. })
     ));
 }

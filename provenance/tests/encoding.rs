@@ -206,9 +206,10 @@ fn every_ledger_entry_variant_round_trips_and_checks_nested_versions() {
             .expect("signed entry verifies");
     }
     let cp = LedgerEntry {
-        version: 1,
+        version: 2,
         body: EntryBody::Checkpoint(checkpoint()),
         attestation: Attestation::Consortium(Bytes(vec![0; 96])),
+        audits: Vec::new(),
     };
     check_all(&cp);
 
@@ -217,9 +218,10 @@ fn every_ledger_entry_variant_round_trips_and_checks_nested_versions() {
     let mut m = w.globe.clone();
     m.version = 9;
     let entry = LedgerEntry {
-        version: 1,
+        version: 2,
         body: EntryBody::Manifest(m),
         attestation: Attestation::Consortium(Bytes(vec![0; 96])),
+        audits: Vec::new(),
     };
     assert!(matches!(
         decode::<LedgerEntry>(&entry.encode()),
@@ -333,9 +335,10 @@ fn huge_length_prefixes_and_bad_values_are_typed_errors() {
     ));
     // A bad enum tag is malformed.
     let cp = LedgerEntry {
-        version: 1,
+        version: 2,
         body: EntryBody::Checkpoint(checkpoint()),
         attestation: Attestation::Consortium(Bytes(vec![0; 96])),
+        audits: Vec::new(),
     };
     let mut b = cp.encode();
     b[2..6].copy_from_slice(&77u32.to_be_bytes());

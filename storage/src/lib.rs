@@ -267,8 +267,9 @@ impl Store {
             (None, None) => self.db.put_cf(self.cf(CF_META)?, META_FORMAT, STORE_FORMAT)?,
             (f, _) => {
                 return Err(StoreError::Recovery(format!(
-                    "this store was written by an earlier govtune (format {:?}; its log tree is hashed with SHA3-256, the log is now RFC 6962 over SHA-256) and is not converted: start the node on an empty data_dir under the new genesis",
-                    f.map(|f| String::from_utf8_lossy(f).to_string()).unwrap_or_else(|| "v1".into())
+                    "this store was written by an earlier govtune (format {:?}; this one writes {:?}: the log is RFC 6962 over SHA-256 and its entries carry replay audits) and is not converted: start the node on an empty data_dir under the new genesis",
+                    f.map(|f| String::from_utf8_lossy(f).to_string()).unwrap_or_else(|| "v1".into()),
+                    String::from_utf8_lossy(STORE_FORMAT),
                 )))
             }
         }

@@ -105,6 +105,7 @@ fn entry(body: EntryBody) -> LedgerEntry {
         version: LedgerEntry::VERSION,
         body,
         attestation: placeholder(),
+        audits: Vec::new(),
     }
 }
 

@@ -29,7 +29,7 @@ mod keyring;
 mod signer;
 
 pub use cache::VerifiedSignatures;
-pub use cosign::{verify_cosignature, CoSignature, CoSigner, SignRequest, SignerBitmap};
+pub use cosign::{verify_cosignature, CoSignature, CoSigner, SignRequest, SignerBitmap, MAX_AUTHORITIES};
 pub use keyring::{AuthorityKeys, KeyRing};
 pub use signer::{
     bls_proof_of_possession, ml_dsa_keypair, ml_dsa_public_key, AuthoritySigner, BlsSignatureShare,
