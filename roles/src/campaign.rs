@@ -316,11 +316,16 @@ pub fn campaign_spec(
     revocations: Vec<EffectiveRevocation>,
     now: u64,
 ) -> Result<CampaignSpec, RolesError> {
+    let context = tuner::material::AuditContext {
+        probe: parts.probe.clone(),
+        canaries: parts.canaries.clone(),
+    };
     let recipe = Recipe::new(
         parts.settings.clone(),
         base_bytes,
         tuner::data::considered(&sources),
-    );
+    )
+    .with_audit_context(&context);
     sink.put_blob(&recipe.base_weights, base_bytes)?;
     sink.put_blob(&recipe.digest(), &recipe.to_bytes())?;
     let config = |e: provenance::ids::LabelError| RolesError::Config(e.to_string());

@@ -66,13 +66,18 @@ pub fn encode_sketches(dim: usize, records: &[SketchRecord]) -> Vec<u8> {
     out
 }
 
-struct Reader<'a> {
+/// A strict reader of a binary blob: every read checks the bytes remain.
+pub(crate) struct Reader<'a> {
     b: &'a [u8],
     kind: &'static str,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+    /// Reads `b`, naming `kind` in errors.
+    pub(crate) fn new(b: &'a [u8], kind: &'static str) -> Self {
+        Self { b, kind }
+    }
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.b.len() < n {
             return Err(TunerError::Blob {
                 kind: self.kind,
@@ -83,16 +88,16 @@ impl<'a> Reader<'a> {
         self.b = t;
         Ok(h)
     }
-    fn u16(&mut self) -> Result<u16> {
+    pub(crate) fn u16(&mut self) -> Result<u16> {
         Ok(u16::from_be_bytes(self.take(2)?.try_into().unwrap_or_default()))
     }
-    fn u32(&mut self) -> Result<u32> {
+    pub(crate) fn u32(&mut self) -> Result<u32> {
         Ok(u32::from_be_bytes(self.take(4)?.try_into().unwrap_or_default()))
     }
-    fn u64(&mut self) -> Result<u64> {
+    pub(crate) fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_be_bytes(self.take(8)?.try_into().unwrap_or_default()))
     }
-    fn header(&mut self, magic: &[u8; 4], versions: &[u16]) -> Result<u16> {
+    pub(crate) fn header(&mut self, magic: &[u8; 4], versions: &[u16]) -> Result<u16> {
         if self.take(4)? != magic {
             return Err(TunerError::Blob {
                 kind: self.kind,
@@ -108,7 +113,7 @@ impl<'a> Reader<'a> {
         }
         Ok(v)
     }
-    fn end(&self) -> Result<()> {
+    pub(crate) fn end(&self) -> Result<()> {
         if self.b.is_empty() {
             Ok(())
         } else {

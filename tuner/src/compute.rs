@@ -93,6 +93,35 @@ impl Prepared {
         })
     }
 
+    /// The context of a campaign as an auditor rebuilds it: from its
+    /// recipe (checked against the campaign), the base weights' blob bytes
+    /// (checked against the recipe and the campaign's base state) and the
+    /// audit context the operator sent (checked against the recipe's
+    /// `audit_context`).
+    pub fn from_recipe(
+        recipe: &crate::recipe::Recipe,
+        campaign: &provenance::Campaign,
+        base_bytes: &[u8],
+        context: &crate::material::AuditContext,
+    ) -> Result<Self> {
+        recipe.check_against(campaign)?;
+        let base = recipe.base(campaign, base_bytes)?;
+        let found = context.digest();
+        if found != recipe.audit_context {
+            return Err(TunerError::DigestMismatch {
+                what: "audit context".into(),
+                expected: recipe.audit_context,
+                found,
+            });
+        }
+        Self::new(
+            &recipe.settings,
+            &base,
+            context.probe.clone(),
+            context.canaries.clone(),
+        )
+    }
+
     /// The borrowed context [`compute_step`] takes.
     pub fn ctx(&self) -> StepContext<'_> {
         StepContext {

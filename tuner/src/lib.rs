@@ -94,6 +94,7 @@ pub mod error;
 #[cfg(feature = "eval")]
 pub mod eval;
 pub mod lora;
+pub mod material;
 pub mod memo;
 pub mod model;
 pub mod optim;

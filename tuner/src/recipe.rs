@@ -13,7 +13,8 @@
 //!
 //! The recipe also commits the campaign's considered set: every candidate
 //! source and its example count, in the order the data order is drawn over
-//! ([`provenance::order`]).
+//! ([`provenance::order`]), and the digest of its audit context (the probe
+//! windows and canaries governance replays memorisation signals with).
 
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +28,7 @@ use crate::model::Weights;
 use crate::pergrad::Projection;
 
 /// The format tag of a recipe blob.
-pub const RECIPE_FORMAT: &str = "govtune-recipe/v2";
+pub const RECIPE_FORMAT: &str = "govtune-recipe/v3";
 
 /// Largest recipe blob accepted (bytes).
 pub const MAX_RECIPE_BYTES: usize = 64 * 1024 + MAX_CONSIDERED_SOURCES * 128;
@@ -43,6 +44,10 @@ pub struct Recipe {
     pub base_weights: Digest,
     /// The candidate sources and their example counts.
     pub considered: Vec<ConsideredSource>,
+    /// The digest of the campaign's audit context (its probe windows and
+    /// canaries, [`crate::material::AuditContext`]), which governance is
+    /// sent privately for replay audits; zero: none committed.
+    pub audit_context: Digest,
 }
 
 impl Recipe {
@@ -58,7 +63,14 @@ impl Recipe {
             settings,
             base_weights: blob_digest(base_weights_bytes),
             considered,
+            audit_context: Digest::ZERO,
         }
+    }
+
+    /// The recipe committing `context` as its audit context.
+    pub fn with_audit_context(mut self, context: &crate::material::AuditContext) -> Self {
+        self.audit_context = context.digest();
+        self
     }
 
     /// The blob bytes: JSON with fields in declaration order (serde_json's

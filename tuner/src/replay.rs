@@ -20,12 +20,12 @@
 //! masks: a campaign with dropout cannot be replayed and is refused as
 //! [`ReplayFault::Unreplayable`].
 
-use std::collections::BTreeMap;
-
 use half::bf16;
 use provenance::{AdmitDecision, Digest, Measurement};
 
 use crate::blobs::blob_digest;
+pub use crate::material::AuditMaterial;
+
 use crate::compute::{compute_step, probe_losses, Clipping, StepContext, StepOutcome};
 use crate::lora::Adapters;
 use crate::optim::AdamW;
@@ -62,21 +62,6 @@ impl From<TunerError> for ReplayFault {
     fn from(e: TunerError) -> Self {
         ReplayFault::Unreplayable(e.to_string())
     }
-}
-
-/// What the operator sends governance with a record, for a replay: never
-/// through the public API.
-#[derive(Debug, Clone)]
-pub struct AuditMaterial {
-    /// The record's chain position.
-    pub seq: u64,
-    /// The optimizer before the record's first step.
-    pub opt_before: AdamW,
-    /// Each example's window, in the record's order.
-    pub windows: Vec<Vec<u8>>,
-    /// The salts of the record's sources (so governance can check each
-    /// window against its example hash).
-    pub salts: BTreeMap<Digest, [u8; 32]>,
 }
 
 /// One example of the step, as the record and sketch blob state it.

@@ -347,3 +347,44 @@ fn a_step_without_clipping_a_forged_sketch_a_hidden_signal_or_another_optimizer_
         Err(ReplayFault::Unreplayable(_))
     ));
 }
+
+#[test]
+fn an_auditor_rebuilds_the_step_context_from_the_recipe_and_the_context_it_is_sent() {
+    let r = honest_run();
+    let path = std::env::temp_dir().join(format!("govtune-replay-base-{}.safetensors", std::process::id()));
+    r.spec.base.save(&path).expect("saved");
+    let base_bytes = std::fs::read(&path).expect("read");
+    let _ = std::fs::remove_file(&path);
+    let context = tuner::material::AuditContext {
+        probe: r.spec.probe.clone(),
+        canaries: r.spec.canaries.clone(),
+    };
+    let recipe = tuner::recipe::Recipe::new(r.spec.settings.clone(), &base_bytes, Vec::new())
+        .with_audit_context(&context);
+    let prep = Prepared::from_recipe(&recipe, &r.spec.campaign, &base_bytes, &context).expect("rebuilt");
+    // The rebuilt context replays the first step exactly.
+    let (adapters, opt) = prep.initial();
+    let e = &steps(&r.sink)[0];
+    let sk = sketches_of(&r.sink, e);
+    let ex = stated(&r, e, &sk);
+    replay_step(
+        &prep.ctx(),
+        0.0,
+        &adapters,
+        &opt,
+        &opt.digest(),
+        &ex,
+        &e.measurement,
+        e.step,
+    )
+    .expect("replays from the rebuilt context");
+    // A context other than the one the recipe commits is refused.
+    let mut other = context.clone();
+    other.probe.pop();
+    assert!(Prepared::from_recipe(&recipe, &r.spec.campaign, &base_bytes, &other).is_err());
+    // Base weights other than the recipe's are refused.
+    let mut bytes = base_bytes.clone();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
+    assert!(Prepared::from_recipe(&recipe, &r.spec.campaign, &bytes, &context).is_err());
+}

@@ -20,7 +20,7 @@ use crate::light::{answer, VerifyError};
 
 /// The recipe formats whose blobs commit a considered set: a fine-tune's
 /// and a base campaign's.
-const RECIPES: [&str; 2] = ["govtune-recipe/v2", "govtune-base-recipe/v2"];
+const RECIPES: [&str; 2] = ["govtune-recipe/v3", "govtune-base-recipe/v2"];
 /// Largest recipe blob read.
 const MAX_RECIPE_BYTES: usize = 1 << 20;
 

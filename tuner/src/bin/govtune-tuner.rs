@@ -262,7 +262,11 @@ fn real_main() -> tuner::Result<ExitCode> {
                 cfg.settings.clone(),
                 &base_bytes,
                 tuner::data::considered(&w.spec.sources),
-            );
+            )
+            .with_audit_context(&tuner::material::AuditContext {
+                probe: w.spec.probe.clone(),
+                canaries: w.spec.canaries.clone(),
+            });
             sink.put_blob(&recipe.base_weights, &base_bytes)?;
             sink.put_blob(&recipe.digest(), &recipe.to_bytes())?;
             w.spec.campaign.recipe = recipe.digest();
