@@ -180,6 +180,27 @@ macro_rules! assert_refused {
     };
 }
 
+/// The data sources' and governance's signatures of an offered step, each
+/// after its effect check (which holds), added to `sigs`.
+fn cosign_step(w: &World, body: &EntryBody, mut sigs: Vec<AuthoritySignature>) -> Vec<AuthoritySignature> {
+    for i in [GLOBE, FOLIO, GOV] {
+        let n = Node::new(w, i);
+        let mut t = n.table();
+        let (_, a) = n
+            .with(|env| t.offer(env, body.clone(), sigs.clone(), false, None))
+            .expect("offer");
+        // A co-signer checks the step's effect before it signs.
+        assert!(
+            signatures(&a).is_empty() && a.iter().any(|x| matches!(x, CoSignAction::CheckEffect { .. })),
+            "{a:?}"
+        );
+        let a = n.resolve_effects(&mut t, a, EffectVerdict::Holds);
+        assert_eq!(refusal_of(&a), None);
+        sigs.extend(signatures(&a));
+    }
+    sigs
+}
+
 #[test]
 fn an_honest_step_is_signed_by_every_role_and_completes_on_the_operators_node() {
     let w = World::new();
@@ -198,22 +219,7 @@ fn an_honest_step_is_signed_by_every_role_and_completes_on_the_operators_node() 
         .iter()
         .any(|a| matches!(a, CoSignAction::Publish(g) if matches!(g.as_ref(), Gossip::Offer { .. })));
     assert!(offered);
-    let mut sigs = signatures(&actions);
-    for i in [GLOBE, FOLIO, GOV] {
-        let n = Node::new(&w, i);
-        let mut t = n.table();
-        let (_, a) = n
-            .with(|env| t.offer(env, body.clone(), sigs.clone(), false, None))
-            .expect("offer");
-        // A co-signer checks the step's effect before it signs.
-        assert!(
-            signatures(&a).is_empty() && a.iter().any(|x| matches!(x, CoSignAction::CheckEffect { .. })),
-            "{a:?}"
-        );
-        let a = n.resolve_effects(&mut t, a, EffectVerdict::Holds);
-        assert_eq!(refusal_of(&a), None);
-        sigs.extend(signatures(&a));
-    }
+    let sigs = cosign_step(&w, &body, signatures(&actions));
     assert_eq!(sigs.len(), 4);
     let mut complete = None;
     for s in sigs {
@@ -243,16 +249,7 @@ fn a_step_under_an_auditing_policy_is_not_assembled_without_its_audits() {
     let (digest, actions) = op
         .with(|env| op_table.offer(env, body.clone(), Vec::new(), true, None))
         .expect("own step");
-    let mut sigs = signatures(&actions);
-    for i in [GLOBE, FOLIO, GOV] {
-        let n = Node::new(&w, i);
-        let mut t = n.table();
-        let (_, a) = n
-            .with(|env| t.offer(env, body.clone(), sigs.clone(), false, None))
-            .expect("offer");
-        let a = n.resolve_effects(&mut t, a, EffectVerdict::Holds);
-        sigs.extend(signatures(&a));
-    }
+    let sigs = cosign_step(&w, &body, signatures(&actions));
     assert_eq!(sigs.len(), 4, "every section signed");
     let mut actions = Vec::new();
     for s in sigs {

@@ -72,6 +72,17 @@ fn honest_run() -> Run {
     }
 }
 
+/// The run's step context, as the operator had it.
+fn prepared(r: &Run) -> Prepared {
+    Prepared::new(
+        &r.spec.settings,
+        &r.spec.base,
+        r.spec.probe.clone(),
+        r.spec.canaries.clone(),
+    )
+    .expect("prepared")
+}
+
 fn steps(sink: &MemorySink) -> Vec<StepEvent> {
     sink.entries
         .iter()
@@ -132,13 +143,7 @@ fn state_before(r: &Run, prep: &Prepared, k: u64) -> (Adapters, AdamW, Digest) {
 #[test]
 fn honest_steps_replay_exactly_and_each_source_replays_its_own_examples_alone() {
     let r = honest_run();
-    let prep = Prepared::new(
-        &r.spec.settings,
-        &r.spec.base,
-        r.spec.probe.clone(),
-        r.spec.canaries.clone(),
-    )
-    .expect("prepared");
+    let prep = prepared(&r);
     let ctx = prep.ctx();
     let (mut adapters, mut opt) = prep.initial();
     let mut committed = opt.digest();
@@ -202,13 +207,7 @@ fn refused<T>(r: Result<T, ReplayFault>) -> ReplayFault {
 #[test]
 fn a_step_without_clipping_a_forged_sketch_a_hidden_signal_or_another_optimizer_state_is_named() {
     let r = honest_run();
-    let prep = Prepared::new(
-        &r.spec.settings,
-        &r.spec.base,
-        r.spec.probe.clone(),
-        r.spec.canaries.clone(),
-    )
-    .expect("prepared");
+    let prep = prepared(&r);
     let ctx = prep.ctx();
     let all = steps(&r.sink);
     let e = &all[3];
