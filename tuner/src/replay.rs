@@ -396,7 +396,14 @@ fn replay_step_unmeasured(
         Clipping::On,
         step,
     )?;
-    compare_sketches(examples, &outcome.sketches)?;
+    compare_sketches(examples, &outcome.sketches).map_err(|f| match f {
+        ReplayFault::Differs { what, stated, found } => ReplayFault::Differs {
+            what: format!("step {step}: {what}"),
+            stated,
+            found,
+        },
+        other => other,
+    })?;
     Ok(outcome)
 }
 
@@ -409,10 +416,20 @@ fn compare_sketches(examples: &[StatedExample<'_>], found: &[Vec<f32>]) -> Resul
                 .zip(e.sketch)
                 .all(|(a, b)| a.to_bits() == b.to_bits());
         if !same {
+            let (mut d, mut n, mut k) = (0f64, 0f64, 0usize);
+            for (a, b) in found.iter().zip(e.sketch) {
+                d += (f64::from(*a) - f64::from(*b)).powi(2);
+                n += f64::from(*b).powi(2);
+                k += usize::from(a.to_bits() != b.to_bits());
+            }
             return Err(differs(
                 format!("sketch of the step's example {i}"),
                 "the blob's",
-                "other values",
+                format!(
+                    "other values ({k} of {} coordinates, relative L2 difference {:.1e})",
+                    found.len(),
+                    (d / n.max(f64::MIN_POSITIVE)).sqrt()
+                ),
             ));
         }
     }

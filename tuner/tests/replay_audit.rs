@@ -25,7 +25,17 @@ const TOLERANCE: f32 = 0.004;
 /// A campaign of step events (batch 4, four sources of two authorities,
 /// clipping that binds) under audit rate `rate`.
 fn setup(rate: u32, steps: u64) -> (CampaignSpec, AuditingSink) {
-    let mut p = policy(RoutingGranularity::Head, EventGranularity::Batch);
+    setup_with(rate, steps, EventGranularity::Batch, 4, 4000)
+}
+
+fn setup_with(
+    rate: u32,
+    steps: u64,
+    granularity: EventGranularity,
+    sources: usize,
+    bytes: usize,
+) -> (CampaignSpec, AuditingSink) {
+    let mut p = policy(RoutingGranularity::Head, granularity);
     for d in &mut p.depth {
         d.clip_norm = 0.05;
     }
@@ -33,7 +43,7 @@ fn setup(rate: u32, steps: u64) -> (CampaignSpec, AuditingSink) {
         rate_millionths: rate,
         example_tolerance: TOLERANCE,
     };
-    let mut cfg = config(4, 4000, 1, p);
+    let mut cfg = config(sources, bytes, 1, p);
     cfg.settings.max_steps = steps;
     cfg.settings.epochs = 100;
     cfg.settings.batch_size = 4;
@@ -49,14 +59,14 @@ fn clock() -> Box<SimClock> {
     })
 }
 
-/// Runs the session to its end; after each refusal `on_refusal` decides
-/// whether the cheater keeps cheating at that step (it returns the steps
-/// to spare). Returns every stop.
+/// Runs the session to its end; after each refusal (the session back at
+/// step `k`, its last committed one) `on_refusal(k)` names a step the
+/// cheater stops cheating at, if any. Returns every stop.
 fn run_to_end(
     spec: CampaignSpec,
     sink: &mut AuditingSink,
     mut plan: Plan,
-    mut on_refusal: impl FnMut(u64) -> bool,
+    mut on_refusal: impl FnMut(u64) -> Option<u64>,
 ) -> Vec<Stop> {
     set_plan(Some(plan.clone()));
     let (mut s, v) = Session::open(spec, clock(), sink).expect("opens");
@@ -69,9 +79,8 @@ fn run_to_end(
         if !refused {
             break;
         }
-        let step = s.next_step();
-        if on_refusal(step) {
-            plan.spare.insert(step);
+        if let Some(spare) = on_refusal(s.next_step()) {
+            plan.spare.insert(spare);
             set_plan(Some(plan.clone()));
         }
         assert!(
@@ -108,7 +117,7 @@ fn replay_audit_at_rate_1_each_replay_only_cheat_is_refused_on_its_first_cheatin
             when: When::At,
             spare: BTreeSet::new(),
         };
-        let stops = run_to_end(spec, &mut sink, plan, |_| true);
+        let stops = run_to_end(spec, &mut sink, plan, Some);
         assert!(
             matches!(&stops[0], Stop::CoSignerRefused { reason, .. } if reason.contains("standards-board: replay audit")),
             "{mode:?}: {stops:?}"
@@ -218,7 +227,7 @@ fn replay_audit_over_200_steps_audits_the_ticketed_steps_and_catches_a_guessing_
             when: When::Guess,
             spare: BTreeSet::new(),
         };
-        let stops = run_to_end(spec, &mut sink, plan, |_| true);
+        let stops = run_to_end(spec, &mut sink, plan, Some);
         assert_eq!(stops.last(), Some(&Stop::Finished));
         let n = sink.audits.len();
         assert!(n >= 190, "{n} records committed");
@@ -276,7 +285,7 @@ fn replay_audit_a_re_offering_cheater_is_refused_at_every_audited_position() {
     run_to_end(spec, &mut sink, plan, |step| {
         let t = tries.entry(step).or_default();
         *t += 1;
-        *t >= 3
+        (*t >= 3).then_some(step)
     });
     let mut audited_positions = 0;
     for seq in sink.audits.keys() {
@@ -306,4 +315,54 @@ fn replay_audit_a_re_offering_cheater_is_refused_at_every_audited_position() {
         }
     }
     assert!(audited_positions > 0);
+}
+
+#[test]
+fn replay_audit_composite_records_are_replayed_step_by_step() {
+    // One composite record per epoch: two sources of 1,000 bytes (about 30
+    // windows) in batches of 4, so about 8 steps per record.
+    let (spec, mut sink) = setup_with(ALWAYS, 24, EventGranularity::Epoch, 2, 1000);
+    let honest = Plan {
+        modes: Vec::new(),
+        step: 0,
+        when: When::At,
+        spare: BTreeSet::new(),
+    };
+    let stops = run_to_end(spec, &mut sink, honest, Some);
+    assert_eq!(stops, vec![Stop::Finished]);
+    assert!(sink.failures.is_empty(), "{:?}", sink.failures);
+    let composites: Vec<&EntryBody> = sink
+        .log
+        .entries
+        .iter()
+        .filter(|b| matches!(b, EntryBody::Composite(c) if c.last_step > c.first_step))
+        .collect();
+    assert!(composites.len() >= 2, "multi-step composite records");
+    assert!(sink
+        .audits
+        .values()
+        .all(|(_, a)| !a.is_empty() && a.iter().all(|x| x.replay.is_some())));
+    check_audits(&sink, ALWAYS);
+
+    // An unclipped step in the middle of a record: governance names the
+    // first recomputed quantity it changed (the next step's sketches).
+    let (spec, mut sink) = setup_with(ALWAYS, 24, EventGranularity::Epoch, 2, 1000);
+    let cheat = Plan {
+        modes: vec![Mode::NoClip],
+        step: 3,
+        when: When::At,
+        spare: BTreeSet::new(),
+    };
+    let stops = run_to_end(spec, &mut sink, cheat, |_| Some(3));
+    assert!(
+        matches!(&stops[0], Stop::CoSignerRefused { reason, .. }
+            if reason.contains("standards-board: replay audit") && reason.contains("replayed step 4: sketch")),
+        "{stops:?}"
+    );
+    assert_eq!(stops.last(), Some(&Stop::Finished));
+    assert!(
+        sink.failures.iter().all(|f| f.auditor == governance()),
+        "{:?}",
+        sink.failures
+    );
 }
