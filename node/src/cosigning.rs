@@ -867,9 +867,15 @@ impl Table {
 
     /// Whether this node's authority, in `role`, vouches for the entry.
     fn verdict(&self, env: &Env<'_>, p: &Pending, role: Role) -> Result<(), CoSignRefusal> {
+        // What an authority alone signs, from its own tools: registrations
+        // and an auditor's evidence of a failed replay.
         let registration = matches!(
             p.body,
-            EntryBody::Manifest(_) | EntryBody::Policy(_) | EntryBody::Revocation(_) | EntryBody::Campaign(_)
+            EntryBody::Manifest(_)
+                | EntryBody::Policy(_)
+                | EntryBody::Revocation(_)
+                | EntryBody::Campaign(_)
+                | EntryBody::AuditFailure(_)
         );
         match role {
             // The operator vouches for its own measurement, and each

@@ -132,6 +132,7 @@ pub fn check_body(body: &EntryBody) -> Result<(), DecodeError> {
         EntryBody::RefusalAggregate(o) => one(o),
         EntryBody::Revocation(o) => one(o),
         EntryBody::Checkpoint(o) => one(o),
+        EntryBody::AuditFailure(o) => one(o),
     }
 }
 

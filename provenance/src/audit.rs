@@ -20,15 +20,21 @@
 //! the record's body. [`audit_faults`] checks a record's audits: every
 //! auditor's ticket present and valid, a replay exactly where the ticket
 //! selects, each replay signed by its auditor.
+//!
+//! A replay that does not confirm a record is committed as an
+//! [`AuditFailure`]: the auditor's evidence that the operator signed a
+//! record its ticket selected and its replay refused.
 
 use serde::{Deserialize, Serialize};
 use sha3::{Digest as _, Sha3_256};
 
+use crate::codec::{limit, Canonical, DecodeError};
 use crate::crypto::{
-    signing_message, AuthoritySignature, KeyRing, SignatureError, SignatureScheme, SigningDomain,
+    section_message, signing_message, AuthoritySignature, KeyRing, SignatureError, SignatureScheme,
+    SigningDomain,
 };
-use crate::digest::{Bytes, Digest};
-use crate::ids::AuthorityId;
+use crate::digest::{Bytes, Digest, ObjectKind};
+use crate::ids::{AuthorityId, Role, Timestamp};
 use crate::AuthoritySigner;
 
 /// The whole range of [`AuditPolicy::rate_millionths`]: every record audited.
@@ -285,4 +291,116 @@ pub fn audit_faults(keyring: &KeyRing, record: &AuditedRecord<'_>, audits: &[Aud
         }
     }
     faults
+}
+
+/// An auditor's evidence that its replay did not confirm a training record
+/// the operator offered: the operator's signature over the record's body
+/// digest, the auditor's ticket that selected it, and what the replay
+/// found. Signed by the auditor; [`AuditFailure::verify_evidence`] checks
+/// it stands on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditFailure {
+    /// Format version.
+    pub version: u16,
+    /// The record's campaign.
+    pub campaign: Digest,
+    /// Its position in the campaign's chain.
+    pub seq: u64,
+    /// The refused record's body digest.
+    pub body: Digest,
+    /// The operator's section of that body (its digest).
+    pub operator_section: Digest,
+    /// The operator's signature over
+    /// `section_message(body, operator, operator, operator_section)`.
+    pub operator_signature: AuthoritySignature,
+    /// The auditor.
+    pub auditor: AuthorityId,
+    /// The role it audits in (governance or data source).
+    pub role: Role,
+    /// Its ticket for the position (96 bytes).
+    pub ticket: Bytes,
+    /// What the replay found.
+    pub reason: String,
+    /// When the auditor refused.
+    pub time: Timestamp,
+}
+
+impl Canonical for AuditFailure {
+    const KIND: ObjectKind = ObjectKind::AuditFailure;
+    const VERSION: u16 = 1;
+    fn declared_version(&self) -> u16 {
+        self.version
+    }
+    fn check(&self) -> Result<(), DecodeError> {
+        let k = Self::KIND;
+        let invalid = |field, reason: String| DecodeError::Invalid {
+            kind: k.name(),
+            field,
+            reason,
+        };
+        limit(k, "reason", self.reason.len(), 1024)?;
+        limit(
+            k,
+            "operator_signature",
+            self.operator_signature.signature.len(),
+            8192,
+        )?;
+        if self.ticket.len() != 96 {
+            return Err(invalid(
+                "ticket",
+                format!("{} bytes, a BLS signature is 96", self.ticket.len()),
+            ));
+        }
+        if self.role == Role::Operator {
+            return Err(invalid("role", "the operator does not audit".into()));
+        }
+        self.auditor
+            .validate()
+            .map_err(|e| invalid("auditor", e.to_string()))?;
+        self.operator_signature
+            .authority
+            .validate()
+            .map_err(|e| invalid("operator_signature", e.to_string()))
+    }
+}
+
+impl AuditFailure {
+    /// Checks the evidence under the campaign's `operator` and its
+    /// policy's `rate_millionths`: the operator signed its section of the
+    /// body, and the auditor's ticket for the position is valid and
+    /// selects the record.
+    pub fn verify_evidence(
+        &self,
+        keyring: &KeyRing,
+        operator: &AuthorityId,
+        rate_millionths: u32,
+    ) -> Result<(), AuditFault> {
+        if &self.operator_signature.authority != operator {
+            return Err(AuditFault::BadReplay {
+                authority: self.auditor.clone(),
+                reason: format!(
+                    "the evidence carries {}'s signature, the campaign's operator is {operator}",
+                    self.operator_signature.authority
+                ),
+            });
+        }
+        let m = section_message(&self.body, Role::Operator, operator, &self.operator_section);
+        keyring
+            .verify(&self.operator_signature, &m)
+            .map_err(|e| AuditFault::BadReplay {
+                authority: self.auditor.clone(),
+                reason: format!("the operator's signature on the record does not verify: {e}"),
+            })?;
+        let ticket = AuditTicket {
+            authority: self.auditor.clone(),
+            signature: self.ticket.clone(),
+        };
+        ticket.verify(keyring, &self.campaign, self.seq)?;
+        if !ticket.selects(rate_millionths) {
+            return Err(AuditFault::Unselected {
+                authority: self.auditor.clone(),
+            });
+        }
+        Ok(())
+    }
 }

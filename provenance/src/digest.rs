@@ -45,6 +45,8 @@ pub enum ObjectKind {
     Blob,
     /// [`crate::block::BlockHeader`].
     Block,
+    /// [`crate::audit::AuditFailure`].
+    AuditFailure,
 }
 
 impl ObjectKind {
@@ -68,6 +70,7 @@ impl ObjectKind {
             Self::PublicKey => "PublicKey",
             Self::Blob => "Blob",
             Self::Block => "BlockHeader",
+            Self::AuditFailure => "AuditFailure",
         }
     }
 
@@ -91,6 +94,7 @@ impl ObjectKind {
             Self::PublicKey => b"govtune/v1/public-key",
             Self::Blob => b"govtune/v1/blob",
             Self::Block => b"govtune/v1/block",
+            Self::AuditFailure => b"govtune/v1/audit-failure",
         }
     }
 }

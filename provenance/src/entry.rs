@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{audit_faults, Audit, AuditedRecord};
+use crate::audit::{audit_faults, Audit, AuditFailure, AuditedRecord};
 use crate::campaign::{Campaign, CampaignClose};
 use crate::checkpoint::Checkpoint;
 use crate::codec::{limit, nested_version, Canonical, DecodeError};
@@ -58,6 +58,8 @@ pub enum EntryBody {
     Revocation(Revocation),
     /// A checkpoint.
     Checkpoint(Checkpoint),
+    /// An auditor's evidence that its replay refused a training record.
+    AuditFailure(AuditFailure),
 }
 
 /// Who vouches for an entry.
@@ -104,6 +106,7 @@ impl Canonical for LedgerEntry {
             EntryBody::RefusalAggregate(o) => nested_version(o)?,
             EntryBody::Revocation(o) => nested_version(o)?,
             EntryBody::Checkpoint(o) => nested_version(o)?,
+            EntryBody::AuditFailure(o) => nested_version(o)?,
         }
         let ok = match &self.attestation {
             Attestation::Authorities(c) => c.size_ok(),
@@ -232,6 +235,7 @@ impl EntryBody {
             EntryBody::RefusalAggregate(_) => ObjectKind::RefusalAggregate,
             EntryBody::Revocation(_) => ObjectKind::Revocation,
             EntryBody::Checkpoint(_) => ObjectKind::Checkpoint,
+            EntryBody::AuditFailure(_) => ObjectKind::AuditFailure,
         }
     }
 
@@ -249,6 +253,7 @@ impl EntryBody {
             EntryBody::RefusalAggregate(o) => o.digest(),
             EntryBody::Revocation(o) => o.digest(),
             EntryBody::Checkpoint(o) => o.digest(),
+            EntryBody::AuditFailure(o) => o.digest(),
         }
     }
 }
@@ -291,6 +296,16 @@ impl LedgerEntry {
             (body, Attestation::Authorities(cosig)) => {
                 let plan = body.signing_plan(view)?;
                 verify_cosignature(keyring, plan.scheme, &plan.requests, cosig)?;
+                if let EntryBody::AuditFailure(f) = body {
+                    let campaign = view
+                        .campaign(&f.campaign)
+                        .ok_or(EntryError::UnknownCampaign(f.campaign))?;
+                    let policy = view
+                        .policy(&campaign.policy)
+                        .ok_or(EntryError::UnknownPolicy(campaign.policy))?;
+                    f.verify_evidence(keyring, &campaign.operator, policy.audit.rate_millionths)
+                        .map_err(|e| EntryError::Audit(format!("the evidence does not stand: {e}")))?;
+                }
                 self.verify_audits(keyring, view, &plan)
             }
         }

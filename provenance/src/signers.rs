@@ -98,6 +98,7 @@ impl EntryBody {
             EntryBody::Campaign(c) => out.push(c.policy),
             EntryBody::Policy(p) => out.extend(p.supersedes),
             EntryBody::Revocation(r) => out.push(r.source),
+            EntryBody::AuditFailure(f) => out.push(f.campaign),
             // A close's signer is its campaign's operator, under the
             // campaign's policy (which the campaign itself references).
             EntryBody::CampaignClose(c) => out.push(c.campaign),
@@ -212,6 +213,11 @@ impl EntryBody {
                 scheme: None,
                 signers: Vec::new(),
             },
+            // The auditor alone, in the role it audits in.
+            EntryBody::AuditFailure(f) => {
+                campaign_of(&f.campaign)?;
+                alone(whole(&f.auditor, f.role))
+            }
         })
     }
 
@@ -245,7 +251,7 @@ impl EntryBody {
                                 .collect(),
                         })
                     }
-                    Section::Measurement => tagged_hash(ObjectKind::Section, &self.measurement_bytes()),
+                    Section::Measurement => self.operator_section(),
                 };
                 SignRequest {
                     authority: s.authority.clone(),
@@ -255,6 +261,13 @@ impl EntryBody {
             })
             .collect();
         Ok(SigningPlan { scheme, requests })
+    }
+
+    /// The digest of the operator's section of a training record (what
+    /// its signature binds besides the body digest; an audit failure's
+    /// evidence carries it).
+    pub fn operator_section(&self) -> Digest {
+        tagged_hash(ObjectKind::Section, &self.measurement_bytes())
     }
 
     /// The operator's signed measurement of a training event: its steps,

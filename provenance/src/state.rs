@@ -546,6 +546,16 @@ impl LedgerState {
                 touched.insert(StateKey::Source(r.source));
             }
             EntryBody::Checkpoint(_) => {}
+            // Evidence: its campaign must be registered; it changes nothing.
+            EntryBody::AuditFailure(f) => {
+                if !self.campaigns.contains_key(&f.campaign) {
+                    return Err(StateError::Unknown {
+                        index,
+                        what: "campaign",
+                        digest: f.campaign,
+                    });
+                }
+            }
         }
         Ok(())
     }

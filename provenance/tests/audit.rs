@@ -312,3 +312,109 @@ fn a_training_record_verifies_only_with_every_audit_its_tickets_call_for() {
         Err(DecodeError::UnsupportedVersion { found: 1, .. })
     ));
 }
+
+#[test]
+fn an_audit_failure_stands_as_evidence_only_with_the_operators_signature_and_a_selecting_ticket() {
+    use provenance::audit::AuditFailure;
+    use provenance::crypto::section_message;
+    use provenance::{Role, SignatureScheme, Timestamp};
+    let kr = fixture().keyring();
+    let mut p = policy();
+    p.audit.rate_millionths = ALWAYS;
+    let w = world_with(p);
+    let body = EntryBody::Step(w.step_event());
+    let ev = body.event().expect("event");
+    let (campaign, seq, digest) = (ev.link.campaign, ev.link.seq, body.digest());
+    let operator = aid("tuning-lab");
+    let section = body.operator_section();
+    let operator_signature = signer("tuning-lab")
+        .sign(
+            SignatureScheme::Bls12381,
+            &section_message(&digest, Role::Operator, &operator, &section),
+        )
+        .expect("signs");
+    let failure = AuditFailure {
+        version: 1,
+        campaign,
+        seq,
+        body: digest,
+        operator_section: section,
+        operator_signature,
+        auditor: aid("standards-board"),
+        role: Role::Governance,
+        ticket: AuditTicket::sign(signer("standards-board"), &campaign, seq)
+            .expect("ticket")
+            .signature,
+        reason: "replayed block 2 delta: ... stated, ... found".into(),
+        time: Timestamp(T0 + 200),
+    };
+    let entry = sign_all(
+        &EntryBody::AuditFailure(failure.clone()),
+        &w.view,
+        SignatureScheme::Bls12381,
+    );
+    let back: LedgerEntry = provenance::decode(&entry.encode()).expect("decodes");
+    assert_eq!(back, entry);
+    entry.verify(kr, &w.view).expect("the evidence stands");
+    // Signed by the auditor alone, in its role.
+    let plan = entry.body.signing_plan(&w.view).expect("plan");
+    assert_eq!(plan.requests.len(), 1);
+    assert_eq!(plan.requests[0].authority, aid("standards-board"));
+
+    // Evidence that does not stand: another body than the operator signed,
+    // a ticket of another position, an operator that is not the campaign's.
+    let mut other = failure.clone();
+    other.body = Digest([5; 32]);
+    let e = sign_all(
+        &EntryBody::AuditFailure(other),
+        &w.view,
+        SignatureScheme::Bls12381,
+    );
+    assert!(matches!(e.verify(kr, &w.view), Err(EntryError::Audit(_))));
+    let mut other = failure.clone();
+    other.ticket = AuditTicket::sign(signer("standards-board"), &campaign, seq + 1)
+        .expect("ticket")
+        .signature;
+    let e = sign_all(
+        &EntryBody::AuditFailure(other),
+        &w.view,
+        SignatureScheme::Bls12381,
+    );
+    assert!(matches!(e.verify(kr, &w.view), Err(EntryError::Audit(_))));
+    let mut other = failure.clone();
+    other.operator_signature = signer("globe-press")
+        .sign(
+            SignatureScheme::Bls12381,
+            &section_message(&digest, Role::Operator, &aid("globe-press"), &section),
+        )
+        .expect("signs");
+    let e = sign_all(
+        &EntryBody::AuditFailure(other),
+        &w.view,
+        SignatureScheme::Bls12381,
+    );
+    assert!(matches!(e.verify(kr, &w.view), Err(EntryError::Audit(_))));
+    // An auditor claiming a role it does not hold is refused by the
+    // signature rule; the operator cannot file one.
+    let mut other = failure.clone();
+    other.role = Role::DataSource;
+    let e = EntryBody::AuditFailure(other);
+    let plan = e.signing_plan(&w.view).expect("plan");
+    assert!(matches!(
+        provenance::crypto::verify_cosignature(kr, None, &plan.requests, &entry_cosig(&entry)),
+        Err(provenance::SignatureError::WrongRole { .. })
+    ));
+    let mut op = failure;
+    op.role = Role::Operator;
+    assert!(matches!(
+        provenance::decode::<provenance::audit::AuditFailure>(&op.encode()),
+        Err(DecodeError::Invalid { field: "role", .. })
+    ));
+}
+
+fn entry_cosig(e: &LedgerEntry) -> provenance::CoSignature {
+    match &e.attestation {
+        provenance::Attestation::Authorities(c) => c.clone(),
+        _ => panic!("an authority-signed entry"),
+    }
+}

@@ -14,8 +14,11 @@
 
 use std::collections::BTreeMap;
 
-use provenance::audit::{Audit, AuditPolicy, AuditTicket, Replayed};
-use provenance::{AuthorityId, AuthoritySigner, Canonical, Digest, EntryBody, Role, SignatureError};
+use provenance::audit::{Audit, AuditFailure, AuditPolicy, AuditTicket, Replayed};
+use provenance::crypto::section_message;
+use provenance::{
+    AuthorityId, AuthoritySigner, Canonical, Digest, EntryBody, Role, SignatureError, SignatureScheme,
+};
 
 use crate::blobs::{decode_sketches, SketchRecord};
 use crate::campaign::{CampaignSpec, TrainSettings};
@@ -213,7 +216,8 @@ pub struct Failure {
 /// The co-signers of a consortium played in one process, for tests and
 /// benchmarks: a memory log, governance and every data source auditing
 /// each training record offered (the decisions a node makes), a refusal
-/// kept as evidence.
+/// committed as an [`AuditFailure`] (with the operator's signature its node
+/// would have given the offer).
 pub struct AuditingSink {
     /// The committed log.
     pub log: MemorySink,
@@ -227,6 +231,7 @@ pub struct AuditingSink {
     witness: Option<CampaignWitness>,
     /// The campaign audited.
     pub campaign: Digest,
+    operator: AuthorityId,
     committed_opt: Digest,
     material: Option<AuditMaterial>,
     /// The audits beside each committed training record, by position,
@@ -265,6 +270,7 @@ impl AuditingSink {
             policy: spec.policy.audit,
             witness: None,
             campaign: spec.campaign.digest(),
+            operator: spec.campaign.operator.clone(),
             committed_opt,
             material: None,
             audits: BTreeMap::new(),
@@ -312,6 +318,51 @@ impl AuditingSink {
             }
         }
         v
+    }
+
+    /// The evidence `auditor` commits when its replay of `body` failed:
+    /// the operator's signature over its section (the operator's node
+    /// signed it when it offered the record), the auditor's ticket, why.
+    fn evidence(
+        &self,
+        body: &EntryBody,
+        auditor: &AuthorityId,
+        ticket: provenance::Bytes,
+        why: &str,
+    ) -> Result<AuditFailure> {
+        let ev = body
+            .event()
+            .ok_or_else(|| TunerError::Config("evidence of a record that is not a training record".into()))?;
+        let digest = body.digest();
+        let section = body.operator_section();
+        let signer = self
+            .signer(&self.operator)
+            .ok_or_else(|| TunerError::Config(format!("no signer for the operator {}", self.operator)))?;
+        let operator_signature = signer
+            .sign(
+                SignatureScheme::Bls12381,
+                &section_message(&digest, Role::Operator, &self.operator, &section),
+            )
+            .map_err(|e| TunerError::Config(format!("the operator's signature: {e}")))?;
+        let role = self
+            .consortium
+            .keyring
+            .authority(auditor)
+            .map(|k| k.role)
+            .map_err(|e| TunerError::Config(e.to_string()))?;
+        Ok(AuditFailure {
+            version: 1,
+            campaign: ev.link.campaign,
+            seq: ev.link.seq,
+            body: digest,
+            operator_section: section,
+            operator_signature,
+            auditor: auditor.clone(),
+            role,
+            ticket,
+            reason: why.chars().take(1000).collect(),
+            time: ev.step_time,
+        })
     }
 
     /// The authorities that audit `body`.
@@ -391,6 +442,13 @@ impl EventSink for AuditingSink {
                 .collect::<Vec<_>>()
                 .join("; ");
             for (auditor, why) in faults {
+                let ticket = audits
+                    .iter()
+                    .find(|a| a.ticket.authority == auditor)
+                    .map(|a| a.ticket.signature.clone())
+                    .unwrap_or_default();
+                let evidence = self.evidence(body, &auditor, ticket, &why)?;
+                self.log.submit(&EntryBody::AuditFailure(evidence))?;
                 self.failures.push(Failure {
                     seq,
                     body: body.digest(),

@@ -315,6 +315,28 @@ fn replay_audit_a_re_offering_cheater_is_refused_at_every_audited_position() {
         }
     }
     assert!(audited_positions > 0);
+    // Every failed audit is in the log as evidence that stands on its own:
+    // the operator's signature over the refused body, the auditor's
+    // selecting ticket.
+    let evidence: Vec<&provenance::audit::AuditFailure> = sink
+        .log
+        .entries
+        .iter()
+        .filter_map(|e| match e {
+            EntryBody::AuditFailure(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(evidence.len(), sink.failures.len());
+    for (f, e) in sink.failures.iter().zip(&evidence) {
+        assert_eq!((e.seq, e.body, &e.auditor), (f.seq, f.body, &f.auditor));
+        e.verify_evidence(
+            &sink.consortium.keyring,
+            &AuthorityId::new("tuning-lab").expect("id"),
+            rate,
+        )
+        .expect("the evidence stands");
+    }
 }
 
 #[test]
