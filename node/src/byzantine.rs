@@ -306,6 +306,7 @@ impl Member {
                         &Gossip::Signature {
                             entry,
                             signature: sig,
+                            audit: None,
                         },
                     );
                 }
@@ -323,6 +324,7 @@ impl Member {
                         &Gossip::Offer {
                             body: body.clone(),
                             signatures: vec![sig.clone()],
+                            audits: Vec::new(),
                         },
                     );
                 }
@@ -333,6 +335,7 @@ impl Member {
                         &Gossip::Signature {
                             entry,
                             signature: sig.clone(),
+                            audit: None,
                         },
                     );
                 }
@@ -345,6 +348,7 @@ impl Member {
                             &Gossip::Offer {
                                 body,
                                 signatures: vec![sig],
+                                audits: Vec::new(),
                             },
                         );
                     }
@@ -363,6 +367,7 @@ impl Member {
                             &Gossip::Offer {
                                 body,
                                 signatures: vec![sig],
+                                audits: Vec::new(),
                             },
                         );
                     }

@@ -50,6 +50,10 @@ pub enum CoSignRefusal {
     /// (`provenance::order`).
     #[error("order: {0}")]
     Order(String),
+    /// This auditor's ticket selects the record and its replay refused it
+    /// or could not be run (`provenance::audit`).
+    #[error("replay audit: {0}")]
+    Replay(String),
     /// A registration (manifest, policy, campaign, revocation) its own
     /// tools did not submit.
     #[error("an authority registers only what its own tools submitted")]

@@ -11,11 +11,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use provenance::audit::{check_audit, Audit, AuditTicket, AuditedRecord, Replayed};
 use provenance::codec::encode;
 use provenance::crypto::{CoSignature, CoSigner};
 use provenance::{
     AuthorityId, AuthoritySignature, AuthoritySigner, Digest, EntryBody, KeyRing, LedgerEntry, LedgerState,
-    Role, SignatureScheme, SigningPlan, Timestamp,
+    LedgerView, Role, SignatureScheme, SigningPlan, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -274,6 +275,10 @@ struct Pending {
     plan: SigningPlan,
     scheme: SignatureScheme,
     sigs: BTreeMap<AuthorityId, AuthoritySignature>,
+    /// The auditors' audits, taken with their signatures.
+    audits: BTreeMap<AuthorityId, Audit>,
+    /// This node's replay of the record, when its effect check ran one.
+    replay: Option<Digest>,
     refused: Option<(AuthorityId, String)>,
     /// Why it can no longer commit, once the ledger shows it.
     expired: Option<String>,
@@ -346,7 +351,25 @@ impl Pending {
         Gossip::Offer {
             body: self.body.clone(),
             signatures: self.sigs.values().cloned().collect(),
+            audits: self.audits.values().cloned().collect(),
         }
+    }
+
+    /// Where the record sits and what audits it, when its policy asks
+    /// for replay audits (`None`: no audits).
+    fn audited(&self, state: &LedgerState) -> Option<(Digest, u64, u32, Vec<AuthorityId>)> {
+        let ev = self.body.event()?;
+        let rate = state.policy(ev.policy)?.audit.rate_millionths;
+        (rate > 0).then(|| {
+            let auditors = self
+                .plan
+                .requests
+                .iter()
+                .filter(|r| r.role != Role::Operator)
+                .map(|r| r.authority.clone())
+                .collect();
+            (ev.link.campaign, ev.link.seq, rate, auditors)
+        })
     }
 }
 
@@ -432,6 +455,20 @@ impl Table {
         own: bool,
         restored: Option<Restored>,
     ) -> Result<(Digest, Vec<CoSignAction>), OfferError> {
+        self.offer_audited(env, body, sigs, Vec::new(), own, restored)
+    }
+
+    /// [`Self::offer`] with the audits a peer's offer carries beside its
+    /// signatures.
+    pub fn offer_audited(
+        &mut self,
+        env: &Env<'_>,
+        body: EntryBody,
+        sigs: Vec<AuthoritySignature>,
+        audits: Vec<Audit>,
+        own: bool,
+        restored: Option<Restored>,
+    ) -> Result<(Digest, Vec<CoSignAction>), OfferError> {
         check_body(&body)?;
         let too_large =
             |bytes: usize, limit: usize| (bytes > limit).then_some(OfferError::TooLarge { bytes, limit });
@@ -489,6 +526,8 @@ impl Table {
                     plan,
                     scheme,
                     sigs: BTreeMap::new(),
+                    audits: BTreeMap::new(),
+                    replay: None,
                     refused: restored_refusal,
                     expired: None,
                     own,
@@ -536,8 +575,13 @@ impl Table {
             },
             _ => sigs,
         };
+        let mut audits: BTreeMap<AuthorityId, Audit> = audits
+            .into_iter()
+            .map(|a| (a.ticket.authority.clone(), a))
+            .collect();
         for sig in sigs {
-            if self.add_signature(env, &digest, sig, &mut out) == Added::Bad {
+            let audit = audits.remove(&sig.authority);
+            if self.add_signature(env, &digest, sig, audit, &mut out) == Added::Bad {
                 // The rest of a forged offer is not worth a pairing, and a
                 // forged offer leaves nothing behind.
                 if inserted && !own {
@@ -566,8 +610,19 @@ impl Table {
         digest: &Digest,
         sig: AuthoritySignature,
     ) -> Vec<CoSignAction> {
+        self.on_audited_signature(env, digest, sig, None)
+    }
+
+    /// A peer's signature of an entry with its audit, if it audits it.
+    pub fn on_audited_signature(
+        &mut self,
+        env: &Env<'_>,
+        digest: &Digest,
+        sig: AuthoritySignature,
+        audit: Option<Audit>,
+    ) -> Vec<CoSignAction> {
         let mut out = Vec::new();
-        self.add_signature(env, digest, sig, &mut out);
+        self.add_signature(env, digest, sig, audit, &mut out);
         self.maybe_complete(env, digest, &mut out);
         out
     }
@@ -582,6 +637,12 @@ impl Table {
         match verdict {
             EffectVerdict::Holds => {
                 p.effect = Effect::Holds;
+                self.maybe_sign(env, digest, true, &mut out);
+                self.maybe_complete(env, digest, &mut out);
+            }
+            EffectVerdict::Replayed(d) => {
+                p.effect = Effect::Holds;
+                p.replay = Some(d);
                 self.maybe_sign(env, digest, true, &mut out);
                 self.maybe_complete(env, digest, &mut out);
             }
@@ -734,6 +795,7 @@ impl Table {
         env: &Env<'_>,
         digest: &Digest,
         sig: AuthoritySignature,
+        audit: Option<Audit>,
         out: &mut Vec<CoSignAction>,
     ) -> Added {
         let Some(p) = self.pending.get_mut(digest) else {
@@ -745,13 +807,67 @@ impl Table {
         let Some(req) = p.plan.requests.iter().find(|r| r.authority == sig.authority) else {
             return Added::Not;
         };
+        // An auditor's signature is taken only with its audit: a valid
+        // ticket, and a valid replay exactly where the ticket selects.
+        let audited = p.audited(env.state);
+        let audit = match (&audited, audit) {
+            (Some((campaign, seq, rate, auditors)), audit) if auditors.contains(&sig.authority) => {
+                let Some(a) = audit else {
+                    return Added::Not;
+                };
+                let record = AuditedRecord {
+                    campaign,
+                    seq: *seq,
+                    body: digest,
+                    rate_millionths: *rate,
+                    auditors,
+                };
+                if a.ticket.authority != sig.authority || check_audit(env.keyring, &record, &a).is_err() {
+                    out.push(CoSignAction::Misbehaved);
+                    return Added::Bad;
+                }
+                Some(a)
+            }
+            _ => None,
+        };
         if env.verified.verify_authority(env.keyring, &sig, &req.message) {
+            if let Some(a) = audit {
+                p.audits.insert(sig.authority.clone(), a);
+            }
             p.sigs.insert(sig.authority.clone(), sig);
             Added::Yes
         } else {
             out.push(CoSignAction::Misbehaved);
             Added::Bad
         }
+    }
+
+    /// This node's audit of the entry, when it audits it: its ticket and,
+    /// where the ticket selects the record, its replay (`Err`: selected and
+    /// not replayed).
+    fn own_audit(&self, env: &Env<'_>, digest: &Digest, p: &Pending) -> Result<Option<Audit>, CoSignRefusal> {
+        let Some((campaign, seq, rate, auditors)) = p.audited(env.state) else {
+            return Ok(None);
+        };
+        if !auditors.contains(&self.authority) {
+            return Ok(None);
+        }
+        let ticket = AuditTicket::sign(env.signer, &campaign, seq)
+            .map_err(|e| CoSignRefusal::Replay(format!("this node cannot sign its ticket: {e}")))?;
+        if !ticket.selects(rate) {
+            return Ok(Some(Audit { ticket, replay: None }));
+        }
+        let Some(d) = p.replay else {
+            return Err(CoSignRefusal::Replay(
+                "its ticket selects the record and this node did not replay it".into(),
+            ));
+        };
+        let replay = Replayed::sign(env.signer, &campaign, seq, digest, d)
+            .map_err(|e| CoSignRefusal::Replay(format!("this node cannot sign its replay: {e}")))?;
+        Ok(Some(Audit {
+            ticket,
+            replay: Some(replay),
+        }))
     }
 
     /// Signs this authority's section if it is required and checks out;
@@ -774,6 +890,7 @@ impl Table {
                 out.push(CoSignAction::Publish(Box::new(Gossip::Signature {
                     entry: *digest,
                     signature: sig.clone(),
+                    audit: p.audits.get(&self.authority).cloned(),
                 })));
             }
             return;
@@ -805,15 +922,23 @@ impl Table {
             }
             return;
         }
+        let audit = match verdict.clone().and_then(|()| self.own_audit(env, digest, p)) {
+            Ok(a) => a,
+            Err(refusal) => return self.refuse_here(digest, refusal, out),
+        };
         match verdict {
             Ok(()) => match env.signer.sign(scheme, &message) {
                 Ok(sig) => {
                     if let Some(p) = self.pending.get_mut(digest) {
                         p.sigs.insert(self.authority.clone(), sig.clone());
+                        if let Some(a) = &audit {
+                            p.audits.insert(self.authority.clone(), a.clone());
+                        }
                     }
                     out.push(CoSignAction::Publish(Box::new(Gossip::Signature {
                         entry: *digest,
                         signature: sig,
+                        audit,
                     })));
                 }
                 // A key this node cannot sign with alone (a share of a
@@ -930,10 +1055,18 @@ impl Table {
         match assembled {
             Ok(cosig) => {
                 p.complete = true;
-                let entry = LedgerEntry::signed(p.body.clone(), cosig);
+                // The auditors' audits, in plan order.
+                let audits = p
+                    .plan
+                    .requests
+                    .iter()
+                    .filter_map(|r| p.audits.get(&r.authority).cloned())
+                    .collect();
+                let entry = LedgerEntry::audited(p.body.clone(), cosig, audits);
                 // A training record under an auditing policy commits only
-                // with its audits, which this node does not gather yet
-                // (docs/formats.md, "Replay audits"): it is not proposed.
+                // with every auditor's audit (each taken with its
+                // signature, so this holds unless the table was handed an
+                // unaudited signature through a restart).
                 if let Err(e) = entry.verify_audits(env.keyring, env.state, &p.plan) {
                     out.push(CoSignAction::AssemblyFailed {
                         digest: *digest,

@@ -238,8 +238,24 @@ fn an_honest_step_is_signed_by_every_role_and_completes_on_the_operators_node() 
     assert!(op_table.is_empty());
 }
 
+/// Every signature gossiped in `actions`, with its audit.
+fn audited_signatures(
+    actions: &[CoSignAction],
+) -> Vec<(AuthoritySignature, Option<provenance::audit::Audit>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            CoSignAction::Publish(g) => match g.as_ref() {
+                Gossip::Signature { signature, audit, .. } => Some((signature.clone(), audit.clone())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
-fn a_step_under_an_auditing_policy_is_not_assembled_without_its_audits() {
+fn under_an_auditing_policy_each_auditor_signs_with_its_ticket_and_replay_and_the_entry_carries_them() {
     let mut p = crate::test_world::policy(1, None);
     p.audit.rate_millionths = provenance::audit::ALWAYS;
     let w = World::with_policy(p);
@@ -249,28 +265,84 @@ fn a_step_under_an_auditing_policy_is_not_assembled_without_its_audits() {
     let (digest, actions) = op
         .with(|env| op_table.offer(env, body.clone(), Vec::new(), true, None))
         .expect("own step");
-    let sigs = cosign_step(&w, &body, signatures(&actions));
-    assert_eq!(sigs.len(), 4, "every section signed");
-    let mut actions = Vec::new();
-    for s in sigs {
-        actions.extend(op.with(|env| op_table.on_signature(env, &digest, s)));
+    let mut signed = audited_signatures(&actions);
+    assert!(
+        signed.iter().all(|(_, a)| a.is_none()),
+        "the operator does not audit"
+    );
+    let replay = Digest([9; 32]);
+    for i in [GLOBE, FOLIO, GOV] {
+        let n = Node::new(&w, i);
+        let mut t = n.table();
+        let sigs: Vec<AuthoritySignature> = signed.iter().map(|(s, _)| s.clone()).collect();
+        let audits = signed.iter().filter_map(|(_, a)| a.clone()).collect();
+        let (_, a) = n
+            .with(|env| t.offer_audited(env, body.clone(), sigs, audits, false, None))
+            .expect("offer");
+        let a = n.resolve_effects(&mut t, a, EffectVerdict::Replayed(replay));
+        assert_eq!(refusal_of(&a), None);
+        let mine = audited_signatures(&a);
+        assert_eq!(mine.len(), 1);
+        let audit = mine[0].1.as_ref().expect("an auditor signs with its audit");
+        assert!(audit.replay.as_ref().is_some_and(|r| r.digest == replay));
+        signed.extend(mine);
     }
-    assert!(
-        !actions.iter().any(|a| matches!(a, CoSignAction::Complete(..))),
-        "{actions:?}"
-    );
-    assert!(
-        actions.iter().any(
-            |a| matches!(a, CoSignAction::AssemblyFailed { reason, .. } if reason.contains("left no audit ticket"))
-        ),
-        "{actions:?}"
-    );
-    // The same entry with its audits verifies; without, it does not.
-    let entry = w.sign_all(&body);
+    // The operator's node takes a signature only with its audit.
+    let (gov_sig, gov_audit) = signed.last().cloned().expect("governance signed");
+    assert!(op
+        .with(|env| op_table.on_signature(env, &digest, gov_sig.clone()))
+        .is_empty());
+    assert!(op_table.wants_signature(&digest, &gov_sig.authority));
+    // One whose audit is another auditor's is misbehaviour.
+    let foreign = signed[1].1.clone();
+    let a = op.with(|env| op_table.on_audited_signature(env, &digest, gov_sig.clone(), foreign));
+    assert!(a.iter().any(|x| matches!(x, CoSignAction::Misbehaved)), "{a:?}");
+    // A replay stripped from a selecting ticket is misbehaviour too.
+    let mut stripped = gov_audit.clone();
+    if let Some(x) = stripped.as_mut() {
+        x.replay = None;
+    }
+    let a = op.with(|env| op_table.on_audited_signature(env, &digest, gov_sig.clone(), stripped));
+    assert!(a.iter().any(|x| matches!(x, CoSignAction::Misbehaved)), "{a:?}");
+    let mut complete = None;
+    for (s, a) in signed {
+        for x in op.with(|env| op_table.on_audited_signature(env, &digest, s, a)) {
+            if let CoSignAction::Complete(d, e) = x {
+                complete = Some((d, e));
+            }
+        }
+    }
+    let (d, entry) = complete.expect("complete with its audits");
+    assert_eq!(d, digest);
+    assert_eq!(entry.audits.len(), 3);
+    entry
+        .verify(&w.keyring, &w.state)
+        .expect("the audited entry verifies");
+    let mut cut = (*entry).clone();
+    cut.audits.pop();
     assert!(matches!(
-        entry.verify(&w.keyring, &w.state),
+        cut.verify(&w.keyring, &w.state),
         Err(provenance::EntryError::Audit(_))
     ));
+}
+
+#[test]
+fn an_auditor_whose_ticket_selects_a_record_it_did_not_replay_refuses_it() {
+    let mut p = crate::test_world::policy(1, None);
+    p.audit.rate_millionths = provenance::audit::ALWAYS;
+    let w = World::with_policy(p);
+    let body = EntryBody::Step(w.step(T0));
+    let n = Node::new(&w, GOV);
+    let mut t = n.table();
+    let (_, a) = n
+        .with(|env| t.offer(env, body.clone(), w.submitter_sig(&body), false, None))
+        .expect("offer");
+    let a = n.resolve_effects(&mut t, a, EffectVerdict::Holds);
+    match refusal_of(&a) {
+        Some(CoSignRefusal::Replay(why)) => assert!(why.contains("did not replay"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(signatures(&a).is_empty());
 }
 
 #[test]

@@ -39,6 +39,9 @@ const CATCH_UP: Duration = Duration::from_secs(10);
 pub enum EffectVerdict {
     /// The effect is what the event states: sign.
     Holds,
+    /// It holds, and this node replayed the record (its ticket selects
+    /// it): the replay's digest, for the audit beside its signature.
+    Replayed(provenance::Digest),
     /// It is not: refuse, with the reason.
     Broken(CoSignRefusal),
     /// It could not be checked yet (a blob no peer served, records this

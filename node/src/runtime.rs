@@ -439,7 +439,7 @@ impl Core {
     /// A training event's effect checked off this task.
     pub(crate) fn on_effect(&mut self, digest: Digest, verdict: crate::effect::EffectVerdict) {
         match &verdict {
-            crate::effect::EffectVerdict::Holds => {
+            crate::effect::EffectVerdict::Holds | crate::effect::EffectVerdict::Replayed(_) => {
                 self.metrics.effects_held.fetch_add(1, Relaxed);
             }
             crate::effect::EffectVerdict::Broken(_) => {
@@ -459,7 +459,19 @@ impl Core {
         own: bool,
         restored: Option<Restored>,
     ) -> Result<Digest, OfferError> {
-        let r = self.cosign(|t, env| t.offer(env, body, sigs, own, restored));
+        self.offer_audited(body, sigs, Vec::new(), own, restored)
+    }
+
+    /// [`Self::offer`] with the audits a peer's offer carries.
+    pub(crate) fn offer_audited(
+        &mut self,
+        body: EntryBody,
+        sigs: Vec<AuthoritySignature>,
+        audits: Vec<provenance::audit::Audit>,
+        own: bool,
+        restored: Option<Restored>,
+    ) -> Result<Digest, OfferError> {
+        let r = self.cosign(|t, env| t.offer_audited(env, body, sigs, audits, own, restored));
         match &r {
             Err(e @ OfferError::NotStored(_)) => tracing::error!("{e}"),
             Err(OfferError::Full { .. }) => {
@@ -545,17 +557,22 @@ impl Core {
                 self.process(actions, None)?;
                 Verdict::Accept
             }
-            (Topic::Events, Gossip::Offer { body, signatures }) => {
-                match self.offer(body, signatures, false, None) {
-                    Ok(_) if self.cosign_fault.is_some() => Verdict::Reject(Fault::BadSignature),
-                    Ok(_) => Verdict::Accept,
-                    Err(OfferError::Malformed(_) | OfferError::TooLarge { .. }) => {
-                        Verdict::Reject(Fault::Malformed)
-                    }
-                    Err(OfferError::ExtraSignatures(_)) => Verdict::Reject(Fault::ExtraSignatures),
-                    Err(_) => Verdict::Ignore,
+            (
+                Topic::Events,
+                Gossip::Offer {
+                    body,
+                    signatures,
+                    audits,
+                },
+            ) => match self.offer_audited(body, signatures, audits, false, None) {
+                Ok(_) if self.cosign_fault.is_some() => Verdict::Reject(Fault::BadSignature),
+                Ok(_) => Verdict::Accept,
+                Err(OfferError::Malformed(_) | OfferError::TooLarge { .. }) => {
+                    Verdict::Reject(Fault::Malformed)
                 }
-            }
+                Err(OfferError::ExtraSignatures(_)) => Verdict::Reject(Fault::ExtraSignatures),
+                Err(_) => Verdict::Ignore,
+            },
             // A node gossips its own authority's signatures and refusals
             // only (others' travel inside offers).
             (Topic::Events, Gossip::Signature { signature, .. })
@@ -566,9 +583,16 @@ impl Core {
             (Topic::Events, Gossip::Refusal { authority: by, .. }) if Some(&by) != authority.as_ref() => {
                 Verdict::Reject(Fault::ForeignSignature)
             }
-            (Topic::Events, Gossip::Signature { entry, signature }) => {
+            (
+                Topic::Events,
+                Gossip::Signature {
+                    entry,
+                    signature,
+                    audit,
+                },
+            ) => {
                 if self.table.wants_signature(&entry, &signature.authority) {
-                    let actions = self.cosign(|t, env| t.on_signature(env, &entry, signature));
+                    let actions = self.cosign(|t, env| t.on_audited_signature(env, &entry, signature, audit));
                     self.apply_cosign(actions);
                     match self.cosign_fault {
                         Some(f) => Verdict::Reject(f),

@@ -82,7 +82,7 @@ pub fn check(
                 signed.signature.as_slice(),
             );
         }
-        Gossip::Offer { body, signatures } => {
+        Gossip::Offer { body, signatures, .. } => {
             let Some(plan) = state(body) else {
                 return;
             };

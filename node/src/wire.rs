@@ -9,6 +9,7 @@
 //!   sync and block fetch for consensus, blob fetch.
 
 use consensus::Message;
+use provenance::audit::Audit;
 use provenance::codec::{decode_raw, encode, nested_version, DecodeError};
 use provenance::crypto::AuthoritySignature;
 use provenance::{AuthorityId, Bytes, Canonical, Checkpoint, Digest, EntryBody, SignedCheckpoint};
@@ -37,6 +38,9 @@ pub enum Gossip {
         body: EntryBody,
         /// Signatures gathered so far.
         signatures: Vec<AuthoritySignature>,
+        /// The auditors' audits gathered with them (a training record
+        /// under an auditing policy).
+        audits: Vec<Audit>,
     },
     /// One authority's signature of its section of an entry.
     Signature {
@@ -44,6 +48,8 @@ pub enum Gossip {
         entry: Digest,
         /// The signature.
         signature: AuthoritySignature,
+        /// Its audit, when it audits the entry (`provenance::audit`).
+        audit: Option<Audit>,
     },
     /// An authority refuses to sign its section, and says why.
     Refusal {

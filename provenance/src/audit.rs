@@ -246,6 +246,32 @@ pub struct AuditedRecord<'a> {
     pub auditors: &'a [AuthorityId],
 }
 
+/// Checks one auditor's audit of a record (the auditor being one of the
+/// record's): a valid ticket, and a valid replay exactly where it selects.
+/// Returns whether the ticket selects the record.
+pub fn check_audit(keyring: &KeyRing, record: &AuditedRecord<'_>, audit: &Audit) -> Result<bool, AuditFault> {
+    let who = &audit.ticket.authority;
+    audit.ticket.verify(keyring, record.campaign, record.seq)?;
+    let selected = audit.ticket.selects(record.rate_millionths);
+    match (selected, &audit.replay) {
+        (true, None) => Err(AuditFault::Unaudited {
+            authority: who.clone(),
+        }),
+        (false, Some(_)) => Err(AuditFault::Unselected {
+            authority: who.clone(),
+        }),
+        (false, None) => Ok(false),
+        (true, Some(r)) => {
+            let m = replay_message(record.campaign, record.seq, record.body, &r.digest);
+            verify_bls(keyring, who, &r.signature, &m).map_err(|reason| AuditFault::BadReplay {
+                authority: who.clone(),
+                reason,
+            })?;
+            Ok(true)
+        }
+    }
+}
+
 /// Every fault in a record's audits (empty: each auditor left a valid
 /// ticket, and a valid replay exactly where its ticket selects the record).
 pub fn audit_faults(keyring: &KeyRing, record: &AuditedRecord<'_>, audits: &[Audit]) -> Vec<AuditFault> {
@@ -260,27 +286,8 @@ pub fn audit_faults(keyring: &KeyRing, record: &AuditedRecord<'_>, audits: &[Aud
             continue;
         }
         seen.push(who);
-        if let Err(f) = a.ticket.verify(keyring, record.campaign, record.seq) {
+        if let Err(f) = check_audit(keyring, record, a) {
             faults.push(f);
-            continue;
-        }
-        match (a.ticket.selects(record.rate_millionths), &a.replay) {
-            (true, None) => faults.push(AuditFault::Unaudited {
-                authority: who.clone(),
-            }),
-            (false, Some(_)) => faults.push(AuditFault::Unselected {
-                authority: who.clone(),
-            }),
-            (false, None) => {}
-            (true, Some(r)) => {
-                let m = replay_message(record.campaign, record.seq, record.body, &r.digest);
-                if let Err(reason) = verify_bls(keyring, who, &r.signature, &m) {
-                    faults.push(AuditFault::BadReplay {
-                        authority: who.clone(),
-                        reason,
-                    });
-                }
-            }
         }
     }
     for who in record.auditors {
