@@ -28,12 +28,12 @@
 use serde::{Deserialize, Serialize};
 use sha3::{Digest as _, Sha3_256};
 
-use crate::codec::{limit, Canonical, DecodeError};
+use crate::codec::{limit, nested_version, Canonical, DecodeError};
 use crate::crypto::{
-    section_message, signing_message, AuthoritySignature, KeyRing, SignatureError, SignatureScheme,
-    SigningDomain,
+    signing_message, AuthoritySignature, KeyRing, SignatureError, SignatureScheme, SigningDomain,
 };
 use crate::digest::{Bytes, Digest, ObjectKind};
+use crate::entry::{EntryBody, LedgerView};
 use crate::ids::{AuthorityId, Role, Timestamp};
 use crate::AuthoritySigner;
 
@@ -301,30 +301,24 @@ pub fn audit_faults(keyring: &KeyRing, record: &AuditedRecord<'_>, audits: &[Aud
 }
 
 /// An auditor's evidence that its replay did not confirm a training record
-/// the operator offered: the operator's signature over the record's body
-/// digest, the auditor's ticket that selected it, and what the replay
-/// found. Signed by the auditor; [`AuditFailure::verify_evidence`] checks
-/// it stands on its own.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// the operator offered: the record itself (its body, as offered), the
+/// operator's signature over its section of it, the auditor's ticket that
+/// selected it, and what the replay found. Signed by the auditor;
+/// [`AuditFailure::verify_evidence`] checks that it stands on its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditFailure {
     /// Format version.
     pub version: u16,
-    /// The record's campaign.
-    pub campaign: Digest,
-    /// Its position in the campaign's chain.
-    pub seq: u64,
-    /// The refused record's body digest.
-    pub body: Digest,
-    /// The operator's section of that body (its digest).
-    pub operator_section: Digest,
-    /// The operator's signature over
-    /// `section_message(body, operator, operator, operator_section)`.
+    /// The refused training record, as the operator offered it.
+    pub record: Box<EntryBody>,
+    /// The operator's signature of its section of the record (the one its
+    /// node gave the offer).
     pub operator_signature: AuthoritySignature,
     /// The auditor.
     pub auditor: AuthorityId,
     /// The role it audits in (governance or data source).
     pub role: Role,
-    /// Its ticket for the position (96 bytes).
+    /// Its ticket for the record's position (96 bytes).
     pub ticket: Bytes,
     /// What the replay found.
     pub reason: String,
@@ -345,6 +339,16 @@ impl Canonical for AuditFailure {
             field,
             reason,
         };
+        match self.record.as_ref() {
+            EntryBody::Step(o) => nested_version(o)?,
+            EntryBody::Composite(o) => nested_version(o)?,
+            other => {
+                return Err(invalid(
+                    "record",
+                    format!("a {} is not a training record", other.kind().name()),
+                ))
+            }
+        }
         limit(k, "reason", self.reason.len(), 1024)?;
         limit(
             k,
@@ -372,41 +376,55 @@ impl Canonical for AuditFailure {
 }
 
 impl AuditFailure {
-    /// Checks the evidence under the campaign's `operator` and its
-    /// policy's `rate_millionths`: the operator signed its section of the
-    /// body, and the auditor's ticket for the position is valid and
-    /// selects the record.
-    pub fn verify_evidence(
-        &self,
-        keyring: &KeyRing,
-        operator: &AuthorityId,
-        rate_millionths: u32,
-    ) -> Result<(), AuditFault> {
-        if &self.operator_signature.authority != operator {
-            return Err(AuditFault::BadReplay {
-                authority: self.auditor.clone(),
-                reason: format!(
-                    "the evidence carries {}'s signature, the campaign's operator is {operator}",
-                    self.operator_signature.authority
-                ),
-            });
+    /// Checks the evidence under the ledger state `view`: the record's
+    /// operator signed its section of it, the auditor is one of the
+    /// record's auditors in the role it names, and its ticket for the
+    /// record's position is valid and selects it at the rate of the
+    /// record's policy.
+    pub fn verify_evidence(&self, keyring: &KeyRing, view: &dyn LedgerView) -> Result<(), String> {
+        let ev = self
+            .record
+            .event()
+            .ok_or_else(|| "the evidence's record is not a training record".to_string())?;
+        let plan = self.record.signing_plan(view).map_err(|e| e.to_string())?;
+        let op = plan
+            .requests
+            .iter()
+            .find(|r| r.role == Role::Operator)
+            .ok_or_else(|| "the record has no operator".to_string())?;
+        if self.operator_signature.authority != op.authority {
+            return Err(format!(
+                "the evidence carries {}'s signature, the record's operator is {}",
+                self.operator_signature.authority, op.authority
+            ));
         }
-        let m = section_message(&self.body, Role::Operator, operator, &self.operator_section);
         keyring
-            .verify(&self.operator_signature, &m)
-            .map_err(|e| AuditFault::BadReplay {
-                authority: self.auditor.clone(),
-                reason: format!("the operator's signature on the record does not verify: {e}"),
-            })?;
+            .verify(&self.operator_signature, &op.message)
+            .map_err(|e| format!("the operator's signature of the record does not verify: {e}"))?;
+        if !plan
+            .requests
+            .iter()
+            .any(|r| r.role != Role::Operator && r.role == self.role && r.authority == self.auditor)
+        {
+            return Err(format!(
+                "{} does not audit this record as {}",
+                self.auditor, self.role
+            ));
+        }
+        let rate = view
+            .policy(ev.policy)
+            .ok_or_else(|| format!("the record's policy {} is not registered", ev.policy))?
+            .audit
+            .rate_millionths;
         let ticket = AuditTicket {
             authority: self.auditor.clone(),
             signature: self.ticket.clone(),
         };
-        ticket.verify(keyring, &self.campaign, self.seq)?;
-        if !ticket.selects(rate_millionths) {
-            return Err(AuditFault::Unselected {
-                authority: self.auditor.clone(),
-            });
+        ticket
+            .verify(keyring, &ev.link.campaign, ev.link.seq)
+            .map_err(|e| e.to_string())?;
+        if !ticket.selects(rate) {
+            return Err(format!("{}'s ticket does not select the record", self.auditor));
         }
         Ok(())
     }

@@ -297,13 +297,7 @@ impl LedgerEntry {
                 let plan = body.signing_plan(view)?;
                 verify_cosignature(keyring, plan.scheme, &plan.requests, cosig)?;
                 if let EntryBody::AuditFailure(f) = body {
-                    let campaign = view
-                        .campaign(&f.campaign)
-                        .ok_or(EntryError::UnknownCampaign(f.campaign))?;
-                    let policy = view
-                        .policy(&campaign.policy)
-                        .ok_or(EntryError::UnknownPolicy(campaign.policy))?;
-                    f.verify_evidence(keyring, &campaign.operator, policy.audit.rate_millionths)
+                    f.verify_evidence(keyring, view)
                         .map_err(|e| EntryError::Audit(format!("the evidence does not stand: {e}")))?;
                 }
                 self.verify_audits(keyring, view, &plan)

@@ -98,7 +98,7 @@ impl EntryBody {
             EntryBody::Campaign(c) => out.push(c.policy),
             EntryBody::Policy(p) => out.extend(p.supersedes),
             EntryBody::Revocation(r) => out.push(r.source),
-            EntryBody::AuditFailure(f) => out.push(f.campaign),
+            EntryBody::AuditFailure(f) => out.extend(f.record.references()),
             // A close's signer is its campaign's operator, under the
             // campaign's policy (which the campaign itself references).
             EntryBody::CampaignClose(c) => out.push(c.campaign),
@@ -215,7 +215,10 @@ impl EntryBody {
             },
             // The auditor alone, in the role it audits in.
             EntryBody::AuditFailure(f) => {
-                campaign_of(&f.campaign)?;
+                let link = f.record.chain_link().ok_or_else(|| {
+                    EntryError::Invalid("the evidence's record is not a training record".into())
+                })?;
+                campaign_of(&link.campaign)?;
                 alone(whole(&f.auditor, f.role))
             }
         })

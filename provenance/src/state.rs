@@ -548,11 +548,12 @@ impl LedgerState {
             EntryBody::Checkpoint(_) => {}
             // Evidence: its campaign must be registered; it changes nothing.
             EntryBody::AuditFailure(f) => {
-                if !self.campaigns.contains_key(&f.campaign) {
+                let campaign = f.record.chain_link().map(|l| l.campaign).unwrap_or_default();
+                if !self.campaigns.contains_key(&campaign) {
                     return Err(StateError::Unknown {
                         index,
                         what: "campaign",
-                        digest: f.campaign,
+                        digest: campaign,
                     });
                 }
             }

@@ -316,30 +316,30 @@ fn a_training_record_verifies_only_with_every_audit_its_tickets_call_for() {
 #[test]
 fn an_audit_failure_stands_as_evidence_only_with_the_operators_signature_and_a_selecting_ticket() {
     use provenance::audit::AuditFailure;
-    use provenance::crypto::section_message;
     use provenance::{Role, SignatureScheme, Timestamp};
     let kr = fixture().keyring();
     let mut p = policy();
     p.audit.rate_millionths = ALWAYS;
     let w = world_with(p);
-    let body = EntryBody::Step(w.step_event());
-    let ev = body.event().expect("event");
-    let (campaign, seq, digest) = (ev.link.campaign, ev.link.seq, body.digest());
-    let operator = aid("tuning-lab");
-    let section = body.operator_section();
-    let operator_signature = signer("tuning-lab")
-        .sign(
-            SignatureScheme::Bls12381,
-            &section_message(&digest, Role::Operator, &operator, &section),
-        )
-        .expect("signs");
+    let step = w.step_event();
+    let body = EntryBody::Step(step.clone());
+    let (campaign, seq) = (step.link.campaign, step.link.seq);
+    // The operator's signature its node gave the offer.
+    let operator_signature = |b: &EntryBody| {
+        let plan = b.signing_plan(&w.view).expect("plan");
+        let op = plan
+            .requests
+            .iter()
+            .find(|r| r.role == Role::Operator)
+            .expect("operator");
+        signer("tuning-lab")
+            .sign(SignatureScheme::Bls12381, &op.message)
+            .expect("signs")
+    };
     let failure = AuditFailure {
         version: 1,
-        campaign,
-        seq,
-        body: digest,
-        operator_section: section,
-        operator_signature,
+        record: Box::new(body.clone()),
+        operator_signature: operator_signature(&body),
         auditor: aid("standards-board"),
         role: Role::Governance,
         ticket: AuditTicket::sign(signer("standards-board"), &campaign, seq)
@@ -348,11 +348,14 @@ fn an_audit_failure_stands_as_evidence_only_with_the_operators_signature_and_a_s
         reason: "replayed block 2 delta: ... stated, ... found".into(),
         time: Timestamp(T0 + 200),
     };
-    let entry = sign_all(
-        &EntryBody::AuditFailure(failure.clone()),
-        &w.view,
-        SignatureScheme::Bls12381,
-    );
+    let sign = |f: &AuditFailure| {
+        sign_all(
+            &EntryBody::AuditFailure(f.clone()),
+            &w.view,
+            SignatureScheme::Bls12381,
+        )
+    };
+    let entry = sign(&failure);
     let back: LedgerEntry = provenance::decode(&entry.encode()).expect("decodes");
     assert_eq!(back, entry);
     entry.verify(kr, &w.view).expect("the evidence stands");
@@ -361,39 +364,41 @@ fn an_audit_failure_stands_as_evidence_only_with_the_operators_signature_and_a_s
     assert_eq!(plan.requests.len(), 1);
     assert_eq!(plan.requests[0].authority, aid("standards-board"));
 
-    // Evidence that does not stand: another body than the operator signed,
-    // a ticket of another position, an operator that is not the campaign's.
+    // Evidence that does not stand: a record other than the one the
+    // operator signed; a ticket of another position; a signature by
+    // someone other than the record's operator.
+    let mut changed = step.clone();
+    changed.measurement.loss += 1.0;
     let mut other = failure.clone();
-    other.body = Digest([5; 32]);
-    let e = sign_all(
-        &EntryBody::AuditFailure(other),
-        &w.view,
-        SignatureScheme::Bls12381,
-    );
-    assert!(matches!(e.verify(kr, &w.view), Err(EntryError::Audit(_))));
+    *other.record = EntryBody::Step(changed);
+    assert!(matches!(
+        sign(&other).verify(kr, &w.view),
+        Err(EntryError::Audit(_))
+    ));
     let mut other = failure.clone();
     other.ticket = AuditTicket::sign(signer("standards-board"), &campaign, seq + 1)
         .expect("ticket")
         .signature;
-    let e = sign_all(
-        &EntryBody::AuditFailure(other),
-        &w.view,
-        SignatureScheme::Bls12381,
-    );
-    assert!(matches!(e.verify(kr, &w.view), Err(EntryError::Audit(_))));
+    assert!(matches!(
+        sign(&other).verify(kr, &w.view),
+        Err(EntryError::Audit(_))
+    ));
     let mut other = failure.clone();
     other.operator_signature = signer("globe-press")
-        .sign(
-            SignatureScheme::Bls12381,
-            &section_message(&digest, Role::Operator, &aid("globe-press"), &section),
-        )
+        .sign(SignatureScheme::Bls12381, &other.operator_signature.signature.0)
         .expect("signs");
-    let e = sign_all(
-        &EntryBody::AuditFailure(other),
-        &w.view,
-        SignatureScheme::Bls12381,
-    );
-    assert!(matches!(e.verify(kr, &w.view), Err(EntryError::Audit(_))));
+    assert!(matches!(
+        sign(&other).verify(kr, &w.view),
+        Err(EntryError::Audit(_))
+    ));
+    // The operator's signature of another of its entries (its campaign)
+    // cannot stand in: the record must be a training record.
+    let mut framed = failure.clone();
+    *framed.record = EntryBody::Campaign(w.campaign.clone());
+    assert!(matches!(
+        provenance::decode::<AuditFailure>(&framed.encode()),
+        Err(DecodeError::Invalid { field: "record", .. })
+    ));
     // An auditor claiming a role it does not hold is refused by the
     // signature rule; the operator cannot file one.
     let mut other = failure.clone();
@@ -407,7 +412,7 @@ fn an_audit_failure_stands_as_evidence_only_with_the_operators_signature_and_a_s
     let mut op = failure;
     op.role = Role::Operator;
     assert!(matches!(
-        provenance::decode::<provenance::audit::AuditFailure>(&op.encode()),
+        provenance::decode::<AuditFailure>(&op.encode()),
         Err(DecodeError::Invalid { field: "role", .. })
     ));
 }

@@ -350,17 +350,19 @@ impl AuditingSink {
             .authority(auditor)
             .map(|k| k.role)
             .map_err(|e| TunerError::Config(e.to_string()))?;
+        // At most 1,000 bytes, cut at a character boundary.
+        let mut cut = why.len().min(1000);
+        while !why.is_char_boundary(cut) {
+            cut -= 1;
+        }
         Ok(AuditFailure {
             version: 1,
-            campaign: ev.link.campaign,
-            seq: ev.link.seq,
-            body: digest,
-            operator_section: section,
+            record: Box::new(body.clone()),
             operator_signature,
             auditor: auditor.clone(),
             role,
             ticket,
-            reason: why.chars().take(1000).collect(),
+            reason: why[..cut].to_string(),
             time: ev.step_time,
         })
     }

@@ -43,6 +43,10 @@ pub struct StepContext<'a> {
     pub candidates: &'a [Vec<Vec<u8>>],
 }
 
+/// Most candidate secrets an auditor draws for one canary of an audit
+/// context it is sent.
+pub const MAX_CANDIDATES: usize = 4096;
+
 /// A campaign's step context, owned: built once from its settings, base
 /// weights, probe set and canaries.
 pub struct Prepared {
@@ -113,6 +117,20 @@ impl Prepared {
                 expected: recipe.audit_context,
                 found,
             });
+        }
+        let window = recipe.settings.model.window();
+        if context.probe.len() < 2 || context.probe.iter().any(|p| p.len() != window) {
+            return Err(TunerError::Config(format!(
+                "the audit context's probe set must hold at least 2 windows of {window} bytes"
+            )));
+        }
+        for c in &context.canaries {
+            if c.candidates > MAX_CANDIDATES || c.text().len() > window || c.secret.is_empty() {
+                return Err(TunerError::Config(format!(
+                    "the audit context's canary {:?} does not fit a window of {window} bytes with at most {MAX_CANDIDATES} candidates",
+                    c.prefix
+                )));
+            }
         }
         Self::new(
             &recipe.settings,

@@ -381,6 +381,26 @@ fn an_auditor_rebuilds_the_step_context_from_the_recipe_and_the_context_it_is_se
     let mut other = context.clone();
     other.probe.pop();
     assert!(Prepared::from_recipe(&recipe, &r.spec.campaign, &base_bytes, &other).is_err());
+    // A context the recipe commits but that does not fit the model is
+    // refused before anything is drawn from it: a short probe window, a
+    // canary asking for a million candidates.
+    for bad in [
+        tuner::material::AuditContext {
+            probe: vec![Vec::new(), Vec::new()],
+            canaries: Vec::new(),
+        },
+        tuner::material::AuditContext {
+            probe: context.probe.clone(),
+            canaries: vec![tuner::memo::Canary {
+                prefix: "the code is ".into(),
+                secret: "1234".into(),
+                candidates: 1 << 20,
+            }],
+        },
+    ] {
+        let committed = recipe.clone().with_audit_context(&bad);
+        assert!(Prepared::from_recipe(&committed, &r.spec.campaign, &base_bytes, &bad).is_err());
+    }
     // Base weights other than the recipe's are refused.
     let mut bytes = base_bytes.clone();
     let n = bytes.len();

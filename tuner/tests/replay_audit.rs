@@ -274,6 +274,7 @@ fn replay_audit_over_200_steps_audits_the_ticketed_steps_and_catches_a_guessing_
 fn replay_audit_a_re_offering_cheater_is_refused_at_every_audited_position() {
     let rate = 500_000;
     let (spec, mut sink) = setup(rate, 24);
+    let (spec_sources, spec_policy) = (spec.sources.clone(), spec.policy.clone());
     let plan = Plan {
         modes: vec![Mode::ForgeSketch, Mode::Vary],
         step: 0,
@@ -328,14 +329,23 @@ fn replay_audit_a_re_offering_cheater_is_refused_at_every_audited_position() {
         })
         .collect();
     assert_eq!(evidence.len(), sink.failures.len());
+    let mut view = MemoryLedgerView::default();
+    for e in &sink.log.entries {
+        view.apply(e);
+    }
+    // The consortium's sources and policy, as the ledger holds them.
+    for s in &spec_sources {
+        view.apply(&EntryBody::Manifest(s.manifest.clone()));
+    }
+    view.apply(&EntryBody::Policy(spec_policy.clone()));
     for (f, e) in sink.failures.iter().zip(&evidence) {
-        assert_eq!((e.seq, e.body, &e.auditor), (f.seq, f.body, &f.auditor));
-        e.verify_evidence(
-            &sink.consortium.keyring,
-            &AuthorityId::new("tuning-lab").expect("id"),
-            rate,
-        )
-        .expect("the evidence stands");
+        let link = e.record.chain_link().expect("a training record");
+        assert_eq!(
+            (link.seq, e.record.digest(), &e.auditor),
+            (f.seq, f.body, &f.auditor)
+        );
+        e.verify_evidence(&sink.consortium.keyring, &view)
+            .expect("the evidence stands");
     }
 }
 
