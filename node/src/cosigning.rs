@@ -1064,9 +1064,10 @@ impl Table {
                     .collect();
                 let entry = LedgerEntry::audited(p.body.clone(), cosig, audits);
                 // A training record under an auditing policy commits only
-                // with every auditor's audit (each taken with its
-                // signature, so this holds unless the table was handed an
-                // unaudited signature through a restart).
+                // with every auditor's audit. Each is taken with its
+                // signature, so this fails only if the table's rule and
+                // `LedgerEntry::verify`'s ever differ: the entry is then
+                // not proposed (and not retried).
                 if let Err(e) = entry.verify_audits(env.keyring, env.state, &p.plan) {
                     out.push(CoSignAction::AssemblyFailed {
                         digest: *digest,
