@@ -1063,17 +1063,19 @@ impl Table {
                     .filter_map(|r| p.audits.get(&r.authority).cloned())
                     .collect();
                 let entry = LedgerEntry::audited(p.body.clone(), cosig, audits);
-                // A training record under an auditing policy commits only
-                // with every auditor's audit. Each is taken with its
-                // signature, so this fails only if the table's rule and
-                // `LedgerEntry::verify`'s ever differ: the entry is then
-                // not proposed (and not retried).
-                if let Err(e) = entry.verify_audits(env.keyring, env.state, &p.plan) {
-                    out.push(CoSignAction::AssemblyFailed {
-                        digest: *digest,
-                        reason: e.to_string(),
-                    });
-                    return;
+                // Each auditor's audit was checked when its signature was
+                // taken (`add_signature`, `own_audit`), so a complete set
+                // of signatures carries every audit: no signature is
+                // verified again on this task. The guard below costs no
+                // cryptography.
+                if let Some((_, _, _, auditors)) = p.audited(env.state) {
+                    if let Some(missing) = auditors.iter().find(|a| !p.audits.contains_key(*a)) {
+                        out.push(CoSignAction::AssemblyFailed {
+                            digest: *digest,
+                            reason: format!("audit: {missing} left no audit ticket"),
+                        });
+                        return;
+                    }
                 }
                 out.push(CoSignAction::Complete(*digest, Box::new(entry)));
                 if p.own {

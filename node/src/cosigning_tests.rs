@@ -238,6 +238,13 @@ fn an_honest_step_is_signed_by_every_role_and_completes_on_the_operators_node() 
     assert!(op_table.is_empty());
 }
 
+/// A world whose policy audits every training record.
+fn auditing_world() -> World {
+    let mut p = crate::test_world::policy(1, None);
+    p.audit.rate_millionths = provenance::audit::ALWAYS;
+    World::with_policy(p)
+}
+
 /// Every signature gossiped in `actions`, with its audit.
 fn audited_signatures(
     actions: &[CoSignAction],
@@ -256,9 +263,7 @@ fn audited_signatures(
 
 #[test]
 fn under_an_auditing_policy_each_auditor_signs_with_its_ticket_and_replay_and_the_entry_carries_them() {
-    let mut p = crate::test_world::policy(1, None);
-    p.audit.rate_millionths = provenance::audit::ALWAYS;
-    let w = World::with_policy(p);
+    let w = auditing_world();
     let body = EntryBody::Step(w.step(T0));
     let op = Node::new(&w, OP);
     let mut op_table = op.table();
@@ -328,9 +333,7 @@ fn under_an_auditing_policy_each_auditor_signs_with_its_ticket_and_replay_and_th
 
 #[test]
 fn an_auditor_whose_ticket_selects_a_record_it_did_not_replay_refuses_it() {
-    let mut p = crate::test_world::policy(1, None);
-    p.audit.rate_millionths = provenance::audit::ALWAYS;
-    let w = World::with_policy(p);
+    let w = auditing_world();
     let body = EntryBody::Step(w.step(T0));
     let n = Node::new(&w, GOV);
     let mut t = n.table();
