@@ -151,6 +151,14 @@ pub enum VerifyCommand {
         #[arg(long)]
         scan: bool,
     },
+    /// Auditor: every co-signer left its audit ticket on each of the
+    /// campaign's training records, and a replay on exactly the records
+    /// its ticket selects.
+    Audits {
+        /// The campaign.
+        #[arg(long)]
+        campaign: String,
+    },
     /// Operator: the weights file (adapter snapshot) is exactly the base
     /// plus the recorded deltas.
     Model {
@@ -362,6 +370,7 @@ impl VerifyCommand {
             VerifyCommand::Policy { .. } => "policy",
             VerifyCommand::Source { .. } => "source",
             VerifyCommand::Model { .. } => "model",
+            VerifyCommand::Audits { .. } => "audits",
         }
     }
 }
@@ -573,6 +582,10 @@ fn verify_command(v: &mut Verifier, command: VerifyCommand, json: bool) -> Resul
         VerifyCommand::Source { id, scan } => {
             let s = digest_arg(&id)?;
             report(&v.source(&s, scan)?, json)
+        }
+        VerifyCommand::Audits { campaign } => {
+            let c = digest_arg(&campaign)?;
+            report(&v.audits(&c)?, json)
         }
         VerifyCommand::Model { campaign, weights } => {
             let c = digest_arg(&campaign)?;

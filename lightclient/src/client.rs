@@ -339,6 +339,20 @@ impl Client {
         Ok(d)
     }
 
+    /// PUT raw bytes to an admin write endpoint (`/v1/audit/...`); the
+    /// answer's body is not read.
+    pub fn put_bytes(&self, path: &str, bytes: &[u8]) -> Result<(), ClientError> {
+        let url = self.url(path);
+        let mut req = self
+            .timed(&url, self.agent.put(&url))?
+            .header("Content-Type", "application/octet-stream");
+        if let Some(b) = self.bearer() {
+            req = req.header("Authorization", &b);
+        }
+        let r = req.send(bytes);
+        self.read(url, r).map(|_| ())
+    }
+
     /// Submits an object to a write endpoint (`/v1/sources`, `/v1/policies`,
     /// `/v1/campaigns`, `/v1/events`, `/v1/revocations`); the answer names
     /// its digest and status.

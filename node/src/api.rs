@@ -60,6 +60,7 @@ pub struct ApiState {
     traces: Arc<crate::trace::TraceCache>,
     trusted_proxies: Arc<Vec<IpAddr>>,
     metrics_here: bool,
+    inbox: Arc<crate::inbox::AuditInbox>,
 }
 
 impl ApiState {
@@ -91,7 +92,15 @@ impl ApiState {
             traces: Default::default(),
             trusted_proxies: Arc::new(cfg.trusted_proxies.clone()),
             metrics_here: cfg.metrics_listen.is_none(),
+            inbox: Default::default(),
         }
+    }
+
+    /// Keeps the audit material this node's operator tools send in `inbox`
+    /// (the one the core serves governance from).
+    pub fn with_inbox(mut self, inbox: Arc<crate::inbox::AuditInbox>) -> Self {
+        self.inbox = inbox;
+        self
     }
 
     pub(crate) fn traces(&self) -> &crate::trace::TraceCache {
@@ -306,6 +315,7 @@ fn write_role(method: &axum::http::Method, path: &str) -> Option<(Role, &'static
         (&Method::POST, "/v1/campaigns") => Some((Role::Operator, "campaigns")),
         (&Method::POST, "/v1/events") => Some((Role::Operator, "campaign records")),
         (&Method::PUT, p) if p.starts_with("/v1/blobs/") => Some((Role::Operator, "blobs")),
+        (&Method::PUT, p) if p.starts_with("/v1/audit/") => Some((Role::Operator, "audit material")),
         _ => None,
     }
 }
@@ -334,6 +344,8 @@ pub fn router(state: ApiState) -> Router {
         .layer(DefaultBodyLimit::max(max_body));
     let blobs = Router::new()
         .route("/v1/blobs/{digest}", put(put_blob).get(get_blob))
+        .route("/v1/audit/{campaign}/context", put(put_audit_context))
+        .route("/v1/audit/{campaign}/records/{seq}", put(put_audit_record))
         .layer(DefaultBodyLimit::max(max_blob));
     Router::new()
         .merge(writes)
@@ -538,6 +550,46 @@ async fn put_blob(
             bytes: body.len() as u64,
         }),
     ))
+}
+
+/// The operator's tools hand this node a campaign's audit context
+/// (`tuner::material::AuditContext`), for governance only.
+async fn put_audit_context(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path(c): Path<String>,
+    body: BodyBytes,
+) -> ApiResult<StatusCode> {
+    authorize(&s, &h, Role::Operator, "audit material")?;
+    let campaign = parse_digest(&c)?;
+    tuner::material::AuditContext::from_bytes(&body)
+        .map_err(|e| ApiError::bad(format!("not an audit context: {e}")))?;
+    s.inbox
+        .put(campaign, crate::inbox::AuditPart::Context, body.to_vec());
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The operator's tools hand this node the audit material of the training
+/// record at position `seq` (`tuner::material::AuditMaterial`), for
+/// governance only.
+async fn put_audit_record(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path((c, seq)): Path<(String, u64)>,
+    body: BodyBytes,
+) -> ApiResult<StatusCode> {
+    authorize(&s, &h, Role::Operator, "audit material")?;
+    let campaign = parse_digest(&c)?;
+    let found = tuner::material::AuditMaterial::position(&body)
+        .map_err(|e| ApiError::bad(format!("not audit material: {e}")))?;
+    if found != seq {
+        return Err(ApiError::bad(format!(
+            "the material is of record {found}, not {seq}"
+        )));
+    }
+    s.inbox
+        .put(campaign, crate::inbox::AuditPart::Record(seq), body.to_vec());
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn get_blob(State(s): State<ApiState>, Path(d): Path<String>) -> ApiResult {

@@ -22,6 +22,8 @@
 //! # tls_key = "api.key"
 //! # optional: log lines as JSON objects ("text" by default)
 //! # log_format = "json"
+//! # a data-source node: its rights-holder's source packages (replay audits)
+//! # own_sources = "sources"
 //! ```
 //!
 //! Consensus timing and the block budget are consortium-wide: they are in
@@ -91,6 +93,11 @@ pub struct NodeConfig {
     /// How the node logs: `text` (default) or `json` (one object per line).
     #[serde(default)]
     pub log_format: LogFormat,
+    /// A data-source node's folder of its rights-holder's source packages
+    /// (`*.package`, 0600): the node replays its own examples from them
+    /// when an audit ticket selects a training record.
+    #[serde(default)]
+    pub own_sources: Option<PathBuf>,
 }
 
 /// How a node writes its log lines (to stderr).
@@ -169,6 +176,7 @@ impl NodeConfig {
             tls_certificate: None,
             tls_key: None,
             log_format: LogFormat::Text,
+            own_sources: None,
         }
     }
 
@@ -188,6 +196,7 @@ impl NodeConfig {
             .into_iter()
             .chain(c.tls_certificate.as_mut())
             .chain(c.tls_key.as_mut())
+            .chain(c.own_sources.as_mut())
         {
             if f.is_relative() {
                 *f = base.join(&*f);
@@ -255,7 +264,8 @@ pub fn commented(
          # rate_burst = {burst}\n\
          # max_pending_per_authority = {pending}\n\
          # max_pending_bytes_per_authority = {pending_bytes}\n\
-         # verifier_threads = {threads}              # signature checks beside consensus\n",
+         # verifier_threads = {threads}              # signature checks beside consensus\n\
+         # own_sources = \"sources\"              # data source: its packages, for replay audits\n",
         consortium = genesis.consortium_name,
         authority = node.authority,
         genesis = genesis_path.display().to_string(),

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use provenance::audit::{check_audit, Audit, AuditTicket, AuditedRecord, Replayed};
+use provenance::audit::{check_audit, Audit, AuditFailure, AuditTicket, AuditedRecord, Replayed};
 use provenance::codec::encode;
 use provenance::crypto::{CoSignature, CoSigner};
 use provenance::{
@@ -228,7 +228,13 @@ pub enum CoSignAction {
         digest: Digest,
         /// Its body.
         body: Box<EntryBody>,
+        /// Whether this node's audit ticket selects it: then replay it too
+        /// (and report [`EffectVerdict::Replayed`]).
+        replay: bool,
     },
+    /// This node's replay refused a record: offer the evidence as this
+    /// authority's own entry.
+    Evidence(Box<provenance::audit::AuditFailure>),
     /// This node must sign but cannot (a key it holds only a share of):
     /// the entry waits.
     CannotSign {
@@ -654,8 +660,58 @@ impl Table {
                 p.effect = Effect::Unchecked;
                 self.refuse_here(digest, refusal, &mut out);
             }
+            EffectVerdict::Failed(why) => {
+                p.effect = Effect::Unchecked;
+                match self.evidence(env, digest, &why) {
+                    Ok(e) => out.push(CoSignAction::Evidence(Box::new(e))),
+                    Err(e) => tracing::warn!("no evidence of the failed replay of {}: {e}", digest.short()),
+                }
+                self.refuse_here(digest, CoSignRefusal::Replay(why), &mut out);
+            }
         }
         out
+    }
+
+    /// The evidence of this node's failed replay of `digest`: the record,
+    /// the operator's signature its offer carried, this node's ticket and
+    /// the reason (at most 1,000 bytes, cut at a character boundary).
+    fn evidence(&self, env: &Env<'_>, digest: &Digest, why: &str) -> Result<AuditFailure, String> {
+        let p = self.pending.get(digest).ok_or("not pending")?;
+        let ev = p.body.event().ok_or("not a training record")?;
+        let operator = p
+            .plan
+            .requests
+            .iter()
+            .find(|r| r.role == Role::Operator)
+            .ok_or("the record has no operator")?;
+        let operator_signature = p
+            .sigs
+            .get(&operator.authority)
+            .cloned()
+            .ok_or("the offer lacks the operator's signature")?;
+        let role = p
+            .plan
+            .requests
+            .iter()
+            .find(|r| r.authority == self.authority)
+            .map(|r| r.role)
+            .ok_or("this node does not audit the record")?;
+        let ticket =
+            AuditTicket::sign(env.signer, &ev.link.campaign, ev.link.seq).map_err(|e| e.to_string())?;
+        let mut cut = why.len().min(1000);
+        while !why.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        Ok(AuditFailure {
+            version: 1,
+            record: Box::new(p.body.clone()),
+            operator_signature,
+            auditor: self.authority.clone(),
+            role,
+            ticket: ticket.signature,
+            reason: why[..cut].to_string(),
+            time: ev.step_time,
+        })
     }
 
     /// A peer's refusal, sent by a node of `by` (the caller checks that).
@@ -842,6 +898,16 @@ impl Table {
         }
     }
 
+    /// Whether this node audits the entry and its ticket selects it.
+    fn selected(&self, env: &Env<'_>, p: &Pending) -> bool {
+        match p.audited(env.state) {
+            Some((campaign, seq, rate, auditors)) if auditors.contains(&self.authority) => {
+                AuditTicket::sign(env.signer, &campaign, seq).is_ok_and(|t| t.selects(rate))
+            }
+            _ => false,
+        }
+    }
+
     /// This node's audit of the entry, when it audits it: its ticket and,
     /// where the ticket selects the record, its replay (`Err`: selected and
     /// not replayed).
@@ -912,12 +978,14 @@ impl Table {
         if verdict.is_ok() && self.needs_effect(p, req.role) {
             if p.effect == Effect::Unchecked {
                 let body = Box::new(p.body.clone());
+                let replay = self.selected(env, p);
                 if let Some(p) = self.pending.get_mut(digest) {
                     p.effect = Effect::Checking;
                 }
                 out.push(CoSignAction::CheckEffect {
                     digest: *digest,
                     body,
+                    replay,
                 });
             }
             return;

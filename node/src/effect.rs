@@ -15,16 +15,35 @@
 //! checked against the state its predecessors left, so a campaign's
 //! records commit one after another (the tuner submits each after the
 //! previous one's verdict anyway).
+//!
+//! Where this node's audit ticket selects a fine-tune's training record
+//! (`provenance::audit`), it also replays it (`tuner::auditor::replay`),
+//! one replay at a time on a blocking thread: governance the whole record,
+//! from the batch and optimizer state the operator's node serves it
+//! (`node::inbox`) and the probe set and canaries the recipe commits; a
+//! data source its own examples, from its rights-holder's packages
+//! (`own_sources`). A replay that differs refuses the record.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use provenance::order::{Accounting, Order, OrderSeed};
-use provenance::{Campaign, Canonical, Digest, EntryBody, KeyRing, LedgerState, RefusalReason, Timestamp};
+use provenance::{
+    AuthorityId, Campaign, Canonical, Digest, EntryBody, EventView, KeyRing, LedgerState, LedgerView,
+    RefusalReason, Role, Timestamp,
+};
 use storage::{IndexPrefix, Store};
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot, Mutex, Semaphore};
+use tuner::auditor::{RecordInputs, Scope};
+use tuner::compute::Prepared;
+use tuner::data::PreparedSource;
+use tuner::material::{AuditContext, AuditMaterial};
+use tuner::recipe::Recipe;
 use tuner::witness::Witness;
+
+use crate::inbox::AuditPart;
 
 use crate::cosign::{refusal_reason, CoSignRefusal};
 
@@ -44,6 +63,9 @@ pub enum EffectVerdict {
     Replayed(provenance::Digest),
     /// It is not: refuse, with the reason.
     Broken(CoSignRefusal),
+    /// This node's replay of it (its ticket selects it) ran and differs:
+    /// refuse, and commit the evidence ([`provenance::audit::AuditFailure`]).
+    Failed(String),
     /// It could not be checked yet (a blob no peer served, records this
     /// node has not committed): check again when the event is offered again.
     Unchecked(String),
@@ -58,6 +80,12 @@ struct Followed {
     /// it): every later record is refused.
     disordered: Option<String>,
     records: u64,
+    /// A fine-tune's recipe (replays read it).
+    recipe: Option<Recipe>,
+    /// The replay context, built at the first replay.
+    prepared: Option<Arc<Prepared>>,
+    /// The optimizer-state digest the last committed record states.
+    committed_opt: Option<Digest>,
 }
 
 /// The campaigns this node follows, and the way to fetch blobs.
@@ -65,15 +93,32 @@ pub struct Effects {
     followed: Mutex<HashMap<Digest, Followed>>,
     api: mpsc::Sender<ApiCommand>,
     keyring: Arc<KeyRing>,
+    authority: AuthorityId,
+    role: Role,
+    own_sources: Option<PathBuf>,
+    own: Mutex<BTreeMap<Digest, PreparedSource>>,
+    replays: Semaphore,
 }
 
 impl Effects {
-    /// Effects fetching blobs through the core's API channel.
-    pub fn new(api: mpsc::Sender<ApiCommand>, keyring: Arc<KeyRing>) -> Arc<Self> {
+    /// Effects fetching blobs through the core's API channel, for a node
+    /// of `authority` in `role`; a data source's packages in `own_sources`.
+    pub fn new(
+        api: mpsc::Sender<ApiCommand>,
+        keyring: Arc<KeyRing>,
+        authority: AuthorityId,
+        role: Role,
+        own_sources: Option<PathBuf>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             followed: Mutex::new(HashMap::new()),
             api,
             keyring,
+            authority,
+            role,
+            own_sources,
+            own: Mutex::new(BTreeMap::new()),
+            replays: Semaphore::new(1),
         })
     }
 
@@ -84,11 +129,12 @@ impl Effects {
         store: Arc<RwLock<Store>>,
         digest: Digest,
         body: EntryBody,
+        replay: bool,
         core: mpsc::Sender<Internal>,
     ) {
         let me = self.clone();
         tokio::spawn(async move {
-            let verdict = me.check(&store, &body).await;
+            let verdict = me.check(&store, &body, replay).await;
             let _ = core.send(Internal::Effect { digest, verdict }).await;
         });
     }
@@ -107,7 +153,20 @@ impl Effects {
             .ok_or_else(|| format!("no peer served blob {}", d.short()))
     }
 
-    async fn check(&self, store: &RwLock<Store>, body: &EntryBody) -> EffectVerdict {
+    async fn fetch_audit(&self, campaign: Digest, part: AuditPart) -> Option<Vec<u8>> {
+        let (reply, rx) = oneshot::channel();
+        self.api
+            .send(ApiCommand::FetchAudit {
+                campaign,
+                part,
+                reply,
+            })
+            .await
+            .ok()?;
+        rx.await.ok().flatten()
+    }
+
+    async fn check(&self, store: &RwLock<Store>, body: &EntryBody, replay: bool) -> EffectVerdict {
         let Some(link) = body.chain_link() else {
             return EffectVerdict::Holds;
         };
@@ -169,6 +228,7 @@ impl Effects {
         };
         for r in &records {
             if let Some(ev) = r.event() {
+                f.committed_opt = Some(ev.measurement.optimizer_state);
                 let blob = match self.blob(store, *ev.delta_blob).await {
                     Ok(b) => b,
                     Err(e) => return EffectVerdict::Unchecked(format!("a committed event's delta: {e}")),
@@ -209,10 +269,176 @@ impl Effects {
             Ok(b) => b,
             Err(e) => return EffectVerdict::Unchecked(format!("the event's delta: {e}")),
         };
-        match f.witness.check(&event, &blob) {
-            Ok(_) => EffectVerdict::Holds,
-            Err(fault) => EffectVerdict::Broken(CoSignRefusal::Effect(fault.to_string())),
+        if let Err(fault) = f.witness.check(&event, &blob) {
+            return EffectVerdict::Broken(CoSignRefusal::Effect(fault.to_string()));
         }
+        if !replay {
+            return EffectVerdict::Holds;
+        }
+        match self.replay(store, &campaign, f, body, &event).await {
+            Ok(d) => EffectVerdict::Replayed(d),
+            Err(v) => v,
+        }
+    }
+
+    /// Replays `body` (its ticket selected it): the replay's digest, or
+    /// the verdict when it cannot run or differs.
+    async fn replay(
+        &self,
+        store: &RwLock<Store>,
+        campaign: &Campaign,
+        f: &mut Followed,
+        body: &EntryBody,
+        event: &EventView<'_>,
+    ) -> Result<Digest, EffectVerdict> {
+        let refuse = |why: String| EffectVerdict::Broken(CoSignRefusal::Replay(why));
+        let id = campaign.digest();
+        let (Witness::FineTune(w), Some(recipe)) = (&f.witness, &f.recipe) else {
+            return Err(refuse(
+                "only a fine-tune's records replay; this campaign trains its base".into(),
+            ));
+        };
+        if f.prepared.is_none() {
+            let base = self
+                .blob(store, recipe.base_weights)
+                .await
+                .map_err(|e| EffectVerdict::Unchecked(format!("the base weights: {e}")))?;
+            let prep = match self.role {
+                Role::Governance => {
+                    let bytes = self.fetch_audit(id, AuditPart::Context).await.ok_or_else(|| {
+                        EffectVerdict::Unchecked("the operator's node served no audit context yet".into())
+                    })?;
+                    let context = AuditContext::from_bytes(&bytes)
+                        .map_err(|e| refuse(format!("the operator's audit context: {e}")))?;
+                    Prepared::from_recipe(recipe, campaign, &base, &context)
+                }
+                _ => Prepared::for_examples(recipe, campaign, &base),
+            }
+            .map_err(|e| refuse(format!("the campaign's replay context: {e}")))?;
+            f.prepared = Some(Arc::new(prep));
+        }
+        let Some(prep) = f.prepared.clone() else {
+            return Err(EffectVerdict::Unchecked("no replay context".into()));
+        };
+        let sketch_blob = self
+            .blob(store, *event.sketch_blob)
+            .await
+            .map_err(|e| EffectVerdict::Unchecked(format!("the record's sketches: {e}")))?;
+        let (_, sketches) = tuner::blobs::decode_sketches(&sketch_blob)
+            .map_err(|e| refuse(format!("the record's sketch blob: {e}")))?;
+        let material = match self.role {
+            Role::Governance => {
+                let seq = event.link.seq;
+                let bytes = self
+                    .fetch_audit(id, AuditPart::Record(seq))
+                    .await
+                    .ok_or_else(|| {
+                        EffectVerdict::Unchecked(format!(
+                            "the operator's node served no batch for record {seq} yet"
+                        ))
+                    })?;
+                Some(
+                    AuditMaterial::from_bytes(&bytes, recipe.settings.optim)
+                        .map_err(|e| refuse(format!("the operator's batch: {e}")))?,
+                )
+            }
+            _ => None,
+        };
+        let own = match self.role {
+            Role::DataSource => Some(self.own_sources(store, event).await?),
+            _ => None,
+        };
+        let policy = read(store)
+            .state()
+            .policy(event.policy)
+            .map(|p| p.audit)
+            .ok_or_else(|| EffectVerdict::Unchecked("the record's policy is not committed here".into()))?;
+        let committed_opt = match f.committed_opt {
+            Some(d) => d,
+            None => prep.initial().1.digest(),
+        };
+        let adapters = w.adapters().clone();
+        let dropout = recipe.settings.lora.dropout;
+        let body = body.clone();
+        let _permit = self
+            .replays
+            .acquire()
+            .await
+            .map_err(|e| EffectVerdict::Unchecked(e.to_string()))?;
+        let done = tokio::task::spawn_blocking(move || {
+            let scope = match &own {
+                Some(own) => Scope::Own(own),
+                None => Scope::Record,
+            };
+            let inputs = RecordInputs {
+                campaign: &id,
+                adapters: &adapters,
+                committed_opt: &committed_opt,
+                sketches: &sketches,
+                material: material.as_ref(),
+            };
+            tuner::auditor::replay(scope, policy, dropout, &prep.ctx(), &body, &inputs)
+        })
+        .await
+        .map_err(|e| EffectVerdict::Unchecked(format!("the replay did not finish: {e}")))?;
+        match &done {
+            Ok(d) => tracing::info!(
+                "replayed record {} of campaign {}: {}",
+                event.link.seq,
+                id.short(),
+                d.short()
+            ),
+            Err(fault) => tracing::warn!(
+                "replay of record {} of campaign {} differs: {fault}",
+                event.link.seq,
+                id.short()
+            ),
+        }
+        done.map_err(|fault| EffectVerdict::Failed(fault.to_string()))
+    }
+
+    /// This data source's prepared sources with examples in `event`,
+    /// reading the packages folder again when one is not loaded yet.
+    async fn own_sources(
+        &self,
+        store: &RwLock<Store>,
+        event: &EventView<'_>,
+    ) -> Result<BTreeMap<Digest, PreparedSource>, EffectVerdict> {
+        let mine: Vec<Digest> = {
+            let st = read(store);
+            event
+                .records
+                .iter()
+                .map(|r| r.source)
+                .filter(|s| {
+                    st.state()
+                        .source_state(s)
+                        .is_some_and(|x| x.manifest.authority == self.authority)
+                })
+                .collect()
+        };
+        let mut own = self.own.lock().await;
+        if mine.iter().any(|s| !own.contains_key(s)) {
+            let Some(dir) = &self.own_sources else {
+                return Err(EffectVerdict::Unchecked(
+                    "this data source's node names no own_sources folder to replay its examples from".into(),
+                ));
+            };
+            for (id, p) in load_packages(dir) {
+                own.insert(id, p);
+            }
+        }
+        if let Some(s) = mine.iter().find(|s| !own.contains_key(s)) {
+            return Err(EffectVerdict::Unchecked(format!(
+                "no package of own source {} in own_sources",
+                s.short()
+            )));
+        }
+        Ok(own
+            .iter()
+            .filter(|(id, _)| mine.contains(id))
+            .map(|(id, p)| (*id, p.clone()))
+            .collect())
     }
 
     /// Starts following `campaign`: its witness from the recipe, and the
@@ -247,8 +473,52 @@ impl Effects {
             accounting: Accounting::new(order),
             disordered: None,
             records: 0,
+            recipe: Recipe::from_bytes(&recipe).ok(),
+            prepared: None,
+            committed_opt: None,
         })
     }
+}
+
+/// The packages in `dir` (`*.package`, 0600) that decode and check, by
+/// source id; one that does not is logged and skipped.
+fn load_packages(dir: &std::path::Path) -> Vec<(Digest, PreparedSource)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        tracing::warn!("own_sources folder {} cannot be read", dir.display());
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().and_then(|x| x.to_str()) != Some("package") {
+            continue;
+        }
+        let loaded = genesis::read_secret(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| tuner::package::Package::decode(&text).map_err(|e| e.to_string()))
+            .and_then(|p| {
+                let window = match p.manifest.segmentation {
+                    provenance::Segmentation::Window { length, .. } => length as usize,
+                    _ => 0,
+                };
+                let signed = tuner::data::SignedSource {
+                    manifest: p.manifest,
+                    // Not read by a replay: the manifest is the ledger's.
+                    signature: provenance::CoSignature::List {
+                        scheme: provenance::SignatureScheme::Bls12381,
+                        signatures: Vec::new(),
+                    },
+                    text: p.text,
+                    salt: p.salt,
+                };
+                PreparedSource::new(signed, window).map_err(|e| e.to_string())
+            });
+        match loaded {
+            Ok(p) => out.push((p.id, p)),
+            Err(e) => tracing::warn!("source package {}: {e}", path.display()),
+        }
+    }
+    out
 }
 
 /// Admission's reasons for `record`'s sources, under its policy (a close:

@@ -40,6 +40,7 @@ pub mod cosign;
 pub mod cosigning;
 pub mod effect;
 pub mod guard;
+pub mod inbox;
 pub mod ledger;
 pub mod ledger_store;
 pub mod metrics;

@@ -22,7 +22,7 @@ pub use provenance::api::EntryStatus;
 use provenance::codec::encode;
 use provenance::crypto::{AuthoritySignature, AuthoritySigner, ConsortiumSigner};
 use provenance::{
-    Bytes, Canonical, Checkpoint, Digest, EntryBody, Genesis, KeyRing, SignedCheckpoint, Timestamp,
+    Bytes, Canonical, Checkpoint, Digest, EntryBody, Genesis, KeyRing, Role, SignedCheckpoint, Timestamp,
 };
 use storage::Store;
 use tokio::sync::{mpsc, oneshot};
@@ -105,6 +105,16 @@ pub enum ApiCommand {
         /// The blob, if a peer had it.
         reply: oneshot::Sender<Option<Vec<u8>>>,
     },
+    /// Audit material of a campaign, asked of its operator's nodes (a
+    /// governance node's replay, `node::inbox`).
+    FetchAudit {
+        /// The campaign.
+        campaign: Digest,
+        /// Which part.
+        part: crate::inbox::AuditPart,
+        /// The bytes, if the operator's node held them.
+        reply: oneshot::Sender<Option<Vec<u8>>>,
+    },
 }
 
 pub(crate) enum Internal {
@@ -175,6 +185,8 @@ pub(crate) struct Core {
     pub(crate) verified: Arc<provenance::crypto::VerifiedSignatures>,
     /// Training events' effects, checked off this task.
     pub(crate) effects: Arc<crate::effect::Effects>,
+    /// Audit material this node's operator tools sent, for governance.
+    pub(crate) inbox: Arc<crate::inbox::AuditInbox>,
 }
 
 /// The fault a consensus misbehaviour proves.
@@ -442,7 +454,7 @@ impl Core {
             crate::effect::EffectVerdict::Holds | crate::effect::EffectVerdict::Replayed(_) => {
                 self.metrics.effects_held.fetch_add(1, Relaxed);
             }
-            crate::effect::EffectVerdict::Broken(_) => {
+            crate::effect::EffectVerdict::Broken(_) | crate::effect::EffectVerdict::Failed(_) => {
                 self.metrics.effects_broken.fetch_add(1, Relaxed);
             }
             crate::effect::EffectVerdict::Unchecked(_) => {}
@@ -493,9 +505,20 @@ impl Core {
                 CoSignAction::RefusedHere { digest, refusal } => {
                     tracing::info!("refusing to co-sign {}: {refusal}", digest.short());
                 }
-                CoSignAction::CheckEffect { digest, body } => {
+                CoSignAction::CheckEffect { digest, body, replay } => {
                     self.effects
-                        .spawn(self.store.clone(), digest, *body, self.internal.clone());
+                        .spawn(self.store.clone(), digest, *body, replay, self.internal.clone());
+                }
+                CoSignAction::Evidence(e) => {
+                    let record = e.record.digest();
+                    match self.offer(EntryBody::AuditFailure(*e), Vec::new(), true, None) {
+                        Ok(d) => tracing::warn!(
+                            "evidence {} of the failed replay of {} offered",
+                            d.short(),
+                            record.short()
+                        ),
+                        Err(err) => tracing::error!("offering the evidence of {}: {err}", record.short()),
+                    }
                 }
                 CoSignAction::CannotSign { digest, reason } => {
                     tracing::error!("cannot sign {}: {reason}", digest.short());
@@ -666,6 +689,20 @@ impl Core {
                 Response::Consensus(out)
             }
             Request::Blob(d) => Response::Blob(read(&self.store).blob(&d).ok().flatten().map(Bytes)),
+            Request::Audit { campaign, part } => {
+                let role = self
+                    .genesis
+                    .nodes
+                    .get(usize::from(from))
+                    .and_then(|n| self.keyring.authority(&n.authority).ok())
+                    .map(|a| a.role);
+                if role == Some(Role::Governance) {
+                    Response::Audit(self.inbox.get(&campaign, part).map(Bytes))
+                } else {
+                    tracing::warn!("node {from} (not governance) asked for audit material: refused");
+                    Response::Audit(None)
+                }
+            }
             Request::Checkpoints { from: h } => {
                 let s = read(&self.store);
                 let mut out = Vec::new();
@@ -720,6 +757,44 @@ impl Core {
                                 let _ = reply.send(Some(b.0));
                                 return;
                             }
+                        }
+                    }
+                    let _ = reply.send(None);
+                });
+            }
+            ApiCommand::FetchAudit {
+                campaign,
+                part,
+                reply,
+            } => {
+                let operator = read(&self.store)
+                    .state()
+                    .campaign_state(&campaign)
+                    .map(|c| c.campaign.operator.clone());
+                let rxs: Vec<_> = self
+                    .peers
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != usize::from(self.me))
+                    .filter(|(i, _)| {
+                        operator.is_none()
+                            || self.genesis.nodes.get(*i).map(|n| &n.authority) == operator.as_ref()
+                    })
+                    .map(|(_, p)| self.request(*p, &Request::Audit { campaign, part }))
+                    .collect();
+                tokio::spawn(async move {
+                    for rx in rxs {
+                        if let Ok(Ok(Ok(Response::Audit(Some(b))))) =
+                            tokio::time::timeout(Duration::from_secs(10), rx).await.map(|r| {
+                                r.map(|r| {
+                                    r.and_then(|b| {
+                                        from_bytes::<Response>("response", &b).map_err(|e| e.to_string())
+                                    })
+                                })
+                            })
+                        {
+                            let _ = reply.send(Some(b.0));
+                            return;
                         }
                     }
                     let _ = reply.send(None);

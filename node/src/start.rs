@@ -113,7 +113,14 @@ pub async fn run(
         metrics.log_size.store(s.head().log_size, Relaxed);
     }
     let (api_tx, mut api_rx) = mpsc::channel(1024);
-    let effects = crate::effect::Effects::new(api_tx.clone(), keyring.clone());
+    let inbox = Arc::new(crate::inbox::AuditInbox::default());
+    let effects = crate::effect::Effects::new(
+        api_tx.clone(),
+        keyring.clone(),
+        node.authority.clone(),
+        role,
+        cfg.own_sources.clone(),
+    );
     let api_addr = cfg.api_listen.clone().unwrap_or(node.api_listen.clone());
     let bind = |addr: &str, what: &str| -> Result<std::net::TcpListener, NodeError> {
         let l =
@@ -152,7 +159,8 @@ pub async fn run(
         genesis.clone(),
         keyring.clone(),
         &cfg,
-    );
+    )
+    .with_inbox(inbox.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut api_stop = stop_rx.clone();
     if let Some(l) = metrics_listener {
@@ -238,6 +246,7 @@ pub async fn run(
         blamed: Vec::new(),
         cosign_fault: None,
         effects,
+        inbox,
     };
     // Own entries accepted before a restart.
     let saved = read(&store).pending()?;

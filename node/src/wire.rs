@@ -89,6 +89,14 @@ pub enum Request {
         /// First height wanted.
         from: u64,
     },
+    /// A campaign's audit material, held by its operator's nodes and
+    /// served only to governance nodes (`node::inbox`).
+    Audit {
+        /// The campaign.
+        campaign: Digest,
+        /// Which part.
+        part: crate::inbox::AuditPart,
+    },
 }
 
 /// A point-to-point response.
@@ -100,6 +108,9 @@ pub enum Response {
     Blob(Option<Bytes>),
     /// Checkpoints, ascending.
     Checkpoints(Vec<SignedCheckpoint>),
+    /// The audit material asked for, if held here and the requester may
+    /// have it.
+    Audit(Option<Bytes>),
 }
 
 /// Encodes a wire message.

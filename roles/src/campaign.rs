@@ -16,8 +16,8 @@ use lightclient::client::{Client, ClientError};
 use provenance::api::{EntryState, EntryStatus};
 use provenance::crypto::CoSignature;
 use provenance::{
-    Attestation, AuthorityId, DataSourceManifest, Digest, EffectiveRevocation, EntryBody, KeyRing, OrderSeed,
-    PolicyArtifact, Purpose, Timestamp,
+    Attestation, AuthorityId, Canonical, DataSourceManifest, Digest, EffectiveRevocation, EntryBody, KeyRing,
+    OrderSeed, PolicyArtifact, Purpose, Timestamp,
 };
 use tuner::campaign::{build_campaign, CampaignSpec, Clock};
 use tuner::data::{manifest_for, plant_canary, SignedSource};
@@ -77,6 +77,12 @@ pub struct HttpSink {
     timeout: Duration,
     started: Instant,
     stats: Arc<Mutex<SinkStats>>,
+    /// The campaign submitted through this sink (its records' audit
+    /// material goes under it).
+    campaign: Option<Digest>,
+    /// Whether the campaign's policy audits records (then each record's
+    /// audit material goes to the node).
+    audited: bool,
     /// Entries committed through this sink.
     pub committed: u64,
 }
@@ -89,8 +95,25 @@ impl HttpSink {
             timeout: Duration::from_secs(120),
             started: Instant::now(),
             stats: Arc::default(),
+            campaign: None,
+            audited: false,
             committed: 0,
         }
+    }
+
+    /// Hands the operator's node `campaign`'s audit context (its probe set
+    /// and canaries), which it serves governance alone over the p2p
+    /// channel for replay audits.
+    pub fn audit_context(
+        &mut self,
+        campaign: &Digest,
+        context: &tuner::material::AuditContext,
+    ) -> Result<(), RolesError> {
+        self.node.put_bytes(
+            &format!("/v1/audit/{}/context", campaign.to_hex()),
+            &context.to_bytes(),
+        )?;
+        Ok(())
     }
 
     /// The sink's statistics, shared (a progress bar reads them).
@@ -112,7 +135,26 @@ impl EventSink for HttpSink {
         Ok(())
     }
 
+    fn wants_audit_material(&self) -> bool {
+        self.audited
+    }
+
+    fn audit_material(&mut self, material: &tuner::material::AuditMaterial) -> tuner::error::Result<()> {
+        let Some(c) = self.campaign else {
+            return Err(sink_err("audit material before the campaign"));
+        };
+        self.node
+            .put_bytes(
+                &format!("/v1/audit/{}/records/{}", c.to_hex(), material.seq),
+                &material.to_bytes(),
+            )
+            .map_err(sink_err)
+    }
+
     fn submit(&mut self, body: &EntryBody) -> tuner::error::Result<Verdict> {
+        if let EntryBody::Campaign(c) = body {
+            self.campaign = Some(c.digest());
+        }
         let digest = match body {
             EntryBody::Campaign(c) => self.node.submit("/v1/campaigns", c),
             b => self.node.submit_event(b),
@@ -342,6 +384,10 @@ pub fn campaign_spec(
         Timestamp(now),
     )?;
     campaign.recipe = recipe.digest();
+    if parts.policy.audit.rate_millionths > 0 {
+        sink.audit_context(&campaign.digest(), &context)?;
+        sink.audited = true;
+    }
     Ok(CampaignSpec {
         settings: parts.settings.clone(),
         keyring,

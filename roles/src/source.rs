@@ -11,18 +11,14 @@
 
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use provenance::{
-    AuthorityId, Canonical, DataSourceManifest, Digest, Revocation, RightsBasis, SourceExamples, Timestamp,
-};
+use provenance::{AuthorityId, Canonical, DataSourceManifest, Digest, Revocation, RightsBasis, Timestamp};
 
 use crate::RolesError;
 
-/// Format tag of a source package.
-pub const PACKAGE_FORMAT: &str = "govtune-source-package/v1";
+pub use tuner::package::{Package, SourcePackage, PACKAGE_FORMAT};
 
 /// A rights-holder's terms file (TOML; paths relative to it, times RFC 3339).
 ///
@@ -111,66 +107,11 @@ impl TermsFile {
     }
 }
 
-/// What the rights-holder hands the operator (a secret file): the
-/// manifest, the text and the salt of its example hashes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourcePackage {
-    /// Always [`PACKAGE_FORMAT`].
-    pub format: String,
-    /// The manifest's canonical bytes (hex).
-    pub manifest: provenance::Bytes,
-    /// The salt (hex).
-    pub salt: provenance::Bytes,
-    /// The text (base64).
-    pub text: String,
-}
-
-/// A package read back: manifest, text and salt, checked against each
-/// other (the salt and text give the manifest's root).
-#[derive(Debug, Clone)]
-pub struct Package {
-    /// The manifest.
-    pub manifest: DataSourceManifest,
-    /// The text.
-    pub text: Vec<u8>,
-    /// The salt.
-    pub salt: [u8; 32],
-}
-
-impl Package {
-    /// Reads a package file (refusing one readable by others) and checks
-    /// that its text and salt give its manifest's example root.
-    pub fn load(path: &Path) -> Result<Self, RolesError> {
-        let bad = |reason: String| RolesError::Config(format!("{}: {reason}", path.display()));
-        let text = genesis::read_secret(path).map_err(|e| RolesError::Config(e.to_string()))?;
-        let p: SourcePackage = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        if p.format != PACKAGE_FORMAT {
-            return Err(bad(format!("format {:?}, expected {PACKAGE_FORMAT:?}", p.format)));
-        }
-        let manifest: DataSourceManifest =
-            provenance::decode(p.manifest.0.as_slice()).map_err(|e| bad(e.to_string()))?;
-        let salt: [u8; 32] = p
-            .salt
-            .0
-            .as_slice()
-            .try_into()
-            .map_err(|_| bad("the salt is not 32 bytes".into()))?;
-        let text = base64::engine::general_purpose::STANDARD
-            .decode(p.text.as_bytes())
-            .map_err(|e| bad(format!("text: {e}")))?;
-        let examples =
-            SourceExamples::build(&text, &manifest.segmentation, &salt).map_err(|e| bad(e.to_string()))?;
-        if examples.root() != manifest.example_root
-            || examples.len() != manifest.example_count
-            || text.len() as u64 != manifest.content_bytes
-        {
-            return Err(bad(
-                "its text and salt do not give the manifest's example root, count or length".into(),
-            ));
-        }
-        Ok(Self { manifest, text, salt })
-    }
+/// Reads a package file (refusing one readable by others) and checks
+/// that its text and salt give its manifest's example root.
+pub fn load_package(path: &Path) -> Result<Package, RolesError> {
+    let text = genesis::read_secret(path).map_err(|e| RolesError::Config(e.to_string()))?;
+    Package::decode(&text).map_err(|e| RolesError::Config(format!("{}: {e}", path.display())))
 }
 
 /// A registration prepared on disk: the salt and the package are written
@@ -218,16 +159,10 @@ pub fn prepare(terms: &TermsFile) -> Result<Prepared, RolesError> {
     let mut salt = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut salt);
     let manifest = terms.manifest(&text, &salt)?;
-    let package = SourcePackage {
-        format: PACKAGE_FORMAT.into(),
-        manifest: provenance::Bytes(manifest.encode()),
-        salt: provenance::Bytes(salt.to_vec()),
-        text: base64::engine::general_purpose::STANDARD.encode(&text),
-    };
-    let package_text = serde_json::to_vec(&package).map_err(|e| RolesError::Config(e.to_string()))?;
+    let package_text = Package::encode(&manifest, &text, &salt)?;
     let secret = |e: genesis::Error| RolesError::Config(e.to_string());
     genesis::write_new(&salt_file, &salt, 0o600).map_err(secret)?;
-    genesis::write_new(&package_file, &package_text, 0o600).map_err(secret)?;
+    genesis::write_new(&package_file, package_text.as_bytes(), 0o600).map_err(secret)?;
     Ok(Prepared {
         id: manifest.source_id(),
         manifest,

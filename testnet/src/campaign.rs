@@ -38,6 +38,22 @@ pub fn register_sources(t: &Testnet, prepared: &[PreparedManifest]) -> Result<Ve
     Ok(ids)
 }
 
+/// Each rights-holder hands its own node the package of each of its
+/// sources (`own_sources`, 0600), from which the node replays its
+/// examples when an audit ticket selects a record.
+pub fn write_packages(t: &Testnet, prepared: &[PreparedManifest]) -> Result<(), TestnetError> {
+    for p in prepared {
+        let ds = node_of(t, p.manifest.authority.as_str())?;
+        let dir = t.dir.join("nodes").join(&t.nodes[ds].name).join("sources");
+        std::fs::create_dir_all(&dir).map_err(|e| TestnetError::Io(format!("{}: {e}", dir.display())))?;
+        let text = tuner::package::Package::encode(&p.manifest, &p.text, &p.salt)?;
+        let path = dir.join(format!("{}.package", p.manifest.source_id().to_hex()));
+        let _ = std::fs::remove_file(&path);
+        genesis::write_new(&path, text.as_bytes(), 0o600).map_err(|e| TestnetError::Io(e.to_string()))?;
+    }
+    Ok(())
+}
+
 /// Governance publishes `policy` at its node; returns its digest.
 pub fn publish_policy(t: &Testnet, policy: &PolicyArtifact) -> Result<Digest, TestnetError> {
     let gov = node_of(t, policy.authority.as_str())?;
@@ -64,6 +80,7 @@ pub fn run_on_testnet(
     let policy_id = publish_policy(&t, &cfg.policy)?;
     let window = cfg.settings.model.window();
     let prepared = prepare_sources(&cfg.sources, &cfg.canaries, window, cfg.consortium_seed)?;
+    write_packages(&t, &prepared)?;
     let mut ids = register_sources(&t, &prepared)?;
     ids.push(policy_id);
     reader.wait_committed(&ids, wait)?;

@@ -219,13 +219,20 @@ impl Testnet {
             if settings.tls {
                 text.push_str("tls_certificate = \"api.crt\"\ntls_key = \"api.key\"\n");
             }
-            fs::write(&config, text).map_err(io(config.display()))?;
             let role = c
                 .dealt
                 .genesis
                 .authority(&rec.authority)
                 .map(|a| a.role.to_string())
                 .unwrap_or_default();
+            if role == provenance::Role::DataSource.to_string() {
+                // Its rights-holder's packages (`campaign run --testnet`
+                // writes them), for replay audits.
+                let sources = ndir.join("sources");
+                fs::create_dir_all(&sources).map_err(io(sources.display()))?;
+                text.push_str("own_sources = \"sources\"\n");
+            }
+            fs::write(&config, text).map_err(io(config.display()))?;
             nodes.push(NodeEntry {
                 name: rec.name.clone(),
                 authority: rec.authority.to_string(),

@@ -132,70 +132,83 @@ impl Auditor<'_> {
         body: &EntryBody,
         inputs: &RecordInputs<'_>,
     ) -> Result<Digest, ReplayFault> {
-        let ev = body
-            .event()
-            .ok_or_else(|| ReplayFault::Unreplayable("not a training record".into()))?;
-        match self.scope {
-            Scope::Record => {
-                let material = inputs.material.filter(|m| m.seq == ev.link.seq).ok_or_else(|| {
-                    ReplayFault::Unreplayable("the operator sent no batch for this record".into())
-                })?;
-                replay_record(
-                    ctx,
-                    self.dropout,
-                    inputs.adapters,
-                    inputs.committed_opt,
-                    body,
-                    inputs.sketches,
-                    material,
-                )
-                .map(|r| r.digest)
+        replay(self.scope, self.policy, self.dropout, ctx, body, inputs)
+    }
+}
+
+/// Replays `body` within `scope` (the part of [`Auditor::audit`] that needs
+/// no key): the replay's digest, or why the record does not replay.
+pub fn replay(
+    scope: Scope<'_>,
+    policy: AuditPolicy,
+    dropout: f32,
+    ctx: &StepContext<'_>,
+    body: &EntryBody,
+    inputs: &RecordInputs<'_>,
+) -> Result<Digest, ReplayFault> {
+    let ev = body
+        .event()
+        .ok_or_else(|| ReplayFault::Unreplayable("not a training record".into()))?;
+    match scope {
+        Scope::Record => {
+            let material = inputs.material.filter(|m| m.seq == ev.link.seq).ok_or_else(|| {
+                ReplayFault::Unreplayable("the operator sent no batch for this record".into())
+            })?;
+            replay_record(
+                ctx,
+                dropout,
+                inputs.adapters,
+                inputs.committed_opt,
+                body,
+                inputs.sketches,
+                material,
+            )
+            .map(|r| r.digest)
+        }
+        Scope::Own(own) => {
+            if inputs.sketches.len() != ev.records.len() {
+                return Err(ReplayFault::Unreplayable(format!(
+                    "{} records, {} sketches",
+                    ev.records.len(),
+                    inputs.sketches.len()
+                )));
             }
-            Scope::Own(own) => {
-                if inputs.sketches.len() != ev.records.len() {
-                    return Err(ReplayFault::Unreplayable(format!(
-                        "{} records, {} sketches",
-                        ev.records.len(),
-                        inputs.sketches.len()
-                    )));
+            let mut mine = Vec::new();
+            for (r, sk) in ev.records.iter().zip(inputs.sketches) {
+                let Some(src) = own.get(&r.source) else { continue };
+                if sk.step != ev.first_step {
+                    continue;
                 }
-                let mut mine = Vec::new();
-                for (r, sk) in ev.records.iter().zip(inputs.sketches) {
-                    let Some(src) = own.get(&r.source) else { continue };
-                    if sk.step != ev.first_step {
-                        continue;
-                    }
-                    if (sk.source, sk.index) != (r.source, r.index) {
-                        return Err(ReplayFault::Unreplayable(
-                            "the sketches are not the records'".into(),
-                        ));
-                    }
-                    if src.examples.hash(r.index) != Some(r.example_hash) {
-                        return Err(ReplayFault::Differs {
-                            what: format!("example hash of {} #{}", r.source, r.index),
-                            stated: r.example_hash.to_string(),
-                            found: "the source's own".into(),
-                        });
-                    }
-                    mine.push(StatedExample {
-                        window: src.window(r.index),
-                        decision: &r.decision,
-                        sketch: &sk.values,
+                if (sk.source, sk.index) != (r.source, r.index) {
+                    return Err(ReplayFault::Unreplayable(
+                        "the sketches are not the records'".into(),
+                    ));
+                }
+                if src.examples.hash(r.index) != Some(r.example_hash) {
+                    return Err(ReplayFault::Differs {
+                        what: format!("example hash of {} #{}", r.source, r.index),
+                        stated: r.example_hash.to_string(),
+                        found: "the source's own".into(),
                     });
                 }
-                if mine.is_empty() {
-                    // Its examples are in later steps of a composite record.
-                    return Ok(crate::replay::replay_digest(None, &[]));
-                }
-                replay_examples(
-                    ctx,
-                    self.dropout,
-                    inputs.adapters,
-                    &mine,
-                    self.policy.example_tolerance,
-                    ev.first_step,
-                )
+                mine.push(StatedExample {
+                    window: src.window(r.index),
+                    decision: &r.decision,
+                    sketch: &sk.values,
+                });
             }
+            if mine.is_empty() {
+                // Its examples are in later steps of a composite record.
+                return Ok(crate::replay::replay_digest(None, &[]));
+            }
+            replay_examples(
+                ctx,
+                dropout,
+                inputs.adapters,
+                &mine,
+                policy.example_tolerance,
+                ev.first_step,
+            )
         }
     }
 }

@@ -140,6 +140,19 @@ impl Prepared {
         )
     }
 
+    /// The context a data source rebuilds to replay its own examples: the
+    /// recipe and base weights as in [`Self::from_recipe`], without the
+    /// probe set and canaries (per-example quantities do not read them).
+    pub fn for_examples(
+        recipe: &crate::recipe::Recipe,
+        campaign: &provenance::Campaign,
+        base_bytes: &[u8],
+    ) -> Result<Self> {
+        recipe.check_against(campaign)?;
+        let base = recipe.base(campaign, base_bytes)?;
+        Self::new(&recipe.settings, &base, Vec::new(), Vec::new())
+    }
+
     /// The borrowed context [`compute_step`] takes.
     pub fn ctx(&self) -> StepContext<'_> {
         StepContext {

@@ -98,6 +98,7 @@ pub mod material;
 pub mod memo;
 pub mod model;
 pub mod optim;
+pub mod package;
 pub mod pergrad;
 pub mod pretrain;
 pub mod rebuild;

@@ -177,6 +177,13 @@ impl AuditMaterial {
         out
     }
 
+    /// The chain position a material's bytes are of (their header only).
+    pub fn position(b: &[u8]) -> Result<u64> {
+        let mut r = Reader::new(b, "audit material");
+        r.header(MATERIAL_MAGIC, &[VERSION])?;
+        r.u64()
+    }
+
     /// Decodes [`Self::to_bytes`]; the optimizer's hyper-parameters are the
     /// recipe's (`optim`).
     pub fn from_bytes(b: &[u8], optim: AdamWConfig) -> Result<Self> {

@@ -36,9 +36,11 @@ use crate::light::{answer, LightClient, VerifyError};
 mod audit;
 mod order;
 mod predicates;
+mod replay;
 mod trace;
 
 pub use audit::{AuditedCampaign, AuditedStep, RevocationAudit};
+pub use replay::{AuditTally, AuditorTally};
 pub use trace::unasked;
 
 /// A predicate's verdict.
@@ -164,6 +166,12 @@ impl Verifier {
     /// The light client.
     pub fn light(&self) -> &LightClient {
         &self.light
+    }
+
+    /// What it has verified of the ledger's state so far (the manifests,
+    /// policies and campaigns entries refer to).
+    pub fn view(&self) -> &MemoryLedgerView {
+        &self.view
     }
 
     /// The node's client.

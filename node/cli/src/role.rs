@@ -211,7 +211,7 @@ pub fn run_campaign(
     let file = roles::operator::OperatorCampaign::load(config).map_err(unchecked)?;
     let packages = packages
         .iter()
-        .map(|p| roles::source::Package::load(p))
+        .map(|p| roles::source::load_package(p))
         .collect::<Result<Vec<_>, _>>()
         .map_err(unchecked)?;
     let (client, keyring) = connect(node)?;

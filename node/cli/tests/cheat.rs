@@ -327,3 +327,252 @@ fn collusion_lets_a_skip_and_an_inflated_aggregate_commit_and_the_predicates_nam
     assert!(!trained, "the named example was indeed never trained");
     t.down().expect("down");
 }
+
+/// The demo's policy with replay audits at rate 1 (every co-signer's
+/// ticket selects every training record) and a clip norm that binds.
+fn audited(s: String) -> String {
+    s.replace("clip_norm = 1.0", "clip_norm = 0.001")
+        .replace("clip_norm = 0.5", "clip_norm = 0.001")
+        .replace(
+        "signature_scheme = \"bls12381\"\n",
+        "signature_scheme = \"bls12381\"\n\n[policy.audit]\nrate_millionths = 1000000\nexample_tolerance = 0.004\n",
+    )
+}
+
+/// Asks the operator's node for `campaign`'s audit context over the p2p
+/// channel, as node `who` of the testnet (with its genesis keys, beside the
+/// running node): the bytes served, if any.
+fn ask_audit_context(t: &Testnet, who: usize, campaign: Digest) -> Option<Vec<u8>> {
+    use futures::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+    let (g, keyring) = genesis::load_genesis(&t.genesis_path()).expect("genesis");
+    let keys = genesis::load_node_keys(
+        &t.dir.join("nodes").join(&t.nodes[who].name).join("node.key"),
+        &g,
+        &keyring,
+    )
+    .expect("node keys");
+    let op = t.by_role("operator").expect("operator");
+    let peer: libp2p::PeerId = g.nodes[op].peer_id.parse().expect("peer id");
+    let addr: libp2p::Multiaddr = g.nodes[op].p2p_listen.parse().expect("addr");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let mut secret = keys.node_secret;
+        let key = libp2p::identity::Keypair::ed25519_from_bytes(&mut secret).expect("key");
+        let mut swarm = node::p2p::build_swarm(key, &[peer]).expect("swarm");
+        swarm.dial(addr).expect("dial");
+        let request = node::wire::Request::Audit {
+            campaign,
+            part: node::inbox::AuditPart::Context,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let ev = tokio::time::timeout_at(deadline, swarm.select_next_some())
+                .await
+                .expect("the operator's node accepts the connection");
+            if matches!(ev, SwarmEvent::ConnectionEstablished { .. }) {
+                break;
+            }
+        }
+        let id = swarm
+            .behaviour_mut()
+            .rpc
+            .send_request(&peer, provenance::Bytes(node::wire::to_bytes(&request)));
+        loop {
+            let ev = tokio::time::timeout_at(deadline, swarm.select_next_some())
+                .await
+                .expect("the operator's node answers");
+            if let SwarmEvent::Behaviour(node::p2p::BehaviourEvent::Rpc(
+                libp2p::request_response::Event::Message {
+                    message: libp2p::request_response::Message::Response { request_id, response },
+                    ..
+                },
+            )) = &ev
+            {
+                assert_eq!(*request_id, id);
+                match node::wire::from_bytes::<node::wire::Response>("response", &response.0)
+                    .expect("decodes")
+                {
+                    node::wire::Response::Audit(b) => return b.map(|b| b.0),
+                    other => panic!("answered {other:?}"),
+                }
+            }
+            if let SwarmEvent::Behaviour(node::p2p::BehaviourEvent::Rpc(
+                libp2p::request_response::Event::OutboundFailure { error, .. },
+            )) = &ev
+            {
+                panic!("the request failed: {error}");
+            }
+        }
+    })
+}
+
+#[test]
+fn replay_audit_at_rate_1_each_replay_only_cheat_is_refused_on_the_testnet_by_a_named_co_signer() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bin = Path::new(env!("CARGO_BIN_EXE_govtune"));
+    let settings = NodeSettings {
+        view_timeout_ms: Some(1500),
+        heartbeat_ms: Some(300),
+        ..NodeSettings::default()
+    };
+    let net = dir.path().join("net");
+    let mut t = Testnet::create(&net, 4, bin, &settings).expect("testnet");
+    t.start_all().expect("start");
+    t.wait_all_healthy(Duration::from_secs(120)).expect("healthy");
+    let config = campaign_file(dir.path(), &audited);
+    let op = t.by_role("operator").expect("operator");
+    let gov = t.by_role("governance").expect("governance");
+    let mut last = None;
+    for (mode, may_refuse) in [
+        ("no_clip", &["standards-board"][..]),
+        (
+            "forge_sketch",
+            &["standards-board", "globe-press", "folio-society"][..],
+        ),
+        ("hide_signal", &["standards-board"][..]),
+    ] {
+        let out = Command::new(bin)
+            .args(["campaign", "run", "--config"])
+            .arg(&config)
+            .arg("--testnet")
+            .arg(&net)
+            .env("GOVTUNE_CHEAT", mode)
+            .env("GOVTUNE_CHEAT_STEP", "2")
+            .output()
+            .expect("runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{mode} stops the campaign:\n{stdout}\n{stderr}"
+        );
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(" refused entry "))
+            .unwrap_or_else(|| panic!("no refusal in:\n{stderr}"));
+        let (head, tail) = line.split_once(" refused entry ").expect("refusal line");
+        let by = head
+            .rsplit(' ')
+            .next()
+            .expect("the refusing authority")
+            .to_string();
+        let digest = tail
+            .get(..64)
+            .and_then(|h| Digest::from_hex(h).ok())
+            .expect("the refused entry's digest");
+        let reason = tail.get(66..).unwrap_or_default();
+        assert!(
+            may_refuse.contains(&by.as_str()),
+            "{mode}: refused by {by}: {reason}"
+        );
+        assert!(
+            reason.starts_with("replay audit: "),
+            "{mode}: refused by the replay: {reason}"
+        );
+        let campaign = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("campaign ").filter(|d| d.len() == 64))
+            .and_then(|d| Digest::from_hex(d).ok())
+            .expect("campaign digest");
+        // The two honest records, replayed by every co-signer, committed;
+        // the cheating one nowhere.
+        let entries = t.client(op).campaign(&campaign).expect("campaign").entries;
+        assert_eq!(entries, 2, "{mode}: the honest records before the cheat");
+        for i in 0..t.nodes.len() {
+            if let Ok(a) = t.client(i).status(&digest) {
+                assert!(
+                    a.state.committed().is_none(),
+                    "{mode}: node {i} committed the cheat"
+                );
+            }
+        }
+        // The auditor's evidence is committed: the refused record, the
+        // operator's signature of it, the selecting ticket, the reason.
+        let mut v = Verifier::new(&t.genesis_path(), t.client(gov)).expect("verifier");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let evidence = loop {
+            let cp = v.latest().expect("checkpoint");
+            let found = v
+                .scan(&cp)
+                .expect("log")
+                .into_iter()
+                .find_map(|(_, e)| match e.body {
+                    provenance::EntryBody::AuditFailure(f) if f.record.digest() == digest => Some(f),
+                    _ => None,
+                });
+            if let Some(f) = found {
+                break f;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{mode}: no evidence committed"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        assert_eq!(
+            evidence.auditor.as_str(),
+            by,
+            "{mode}: the refusing auditor's evidence"
+        );
+        assert!(
+            reason.contains(&evidence.reason),
+            "{mode}: {} / {reason}",
+            evidence.reason
+        );
+        // A light client finds every selected record replayed.
+        let verdict = v.audits(&campaign).expect("audits");
+        assert!(verdict.pass, "{mode}: {}", verdict.render());
+        assert!(
+            verdict
+                .notes
+                .iter()
+                .any(|n| n == "standards-board: audits 2 records, 2 tickets, 2 selected, 2 replayed"),
+            "{mode}: {}",
+            verdict.render()
+        );
+        last = Some((campaign, v));
+    }
+    let (campaign, mut v) = last.expect("a campaign ran");
+    // One missing audit record fails the verifier's check, naming the
+    // auditor whose audit is gone.
+    let (_, listed) = v
+        .listing(&format!("/v1/campaigns/{}/entries", campaign.to_hex()))
+        .expect("listing");
+    let mut record = listed
+        .into_iter()
+        .map(|(_, e)| e)
+        .find(|e| e.body.event().is_some())
+        .expect("a training record");
+    let mut tally = lightclient::verify::AuditTally::default();
+    assert!(tally
+        .add(v.light().keyring(), v.view(), &record)
+        .expect("tally")
+        .is_empty());
+    let gone = record.audits.remove(0);
+    let faults = tally.add(v.light().keyring(), v.view(), &record).expect("tally");
+    assert!(!tally.holds());
+    assert!(
+        faults.iter().any(|f| matches!(
+            f,
+            provenance::audit::AuditFault::Missing { authority } if *authority == gone.ticket.authority
+        )),
+        "{faults:?}"
+    );
+    // The batches and canaries reach governance alone: a data-source
+    // member asking the operator's node gets nothing, governance gets the
+    // audit context the recipe commits.
+    let ds = t.by_role("data-source").expect("data source");
+    assert_eq!(
+        ask_audit_context(&t, ds, campaign),
+        None,
+        "a data source got the canaries"
+    );
+    let context = ask_audit_context(&t, gov, campaign).expect("governance is served");
+    tuner::material::AuditContext::from_bytes(&context).expect("an audit context");
+    t.down().expect("down");
+}
