@@ -228,6 +228,18 @@ pub fn commented(
             path: genesis_path.display().to_string(),
             reason: format!("genesis lists no node {name:?}"),
         })?;
+    let own = if genesis
+        .authority(&node.authority)
+        .is_some_and(|a| a.role == provenance::Role::DataSource)
+    {
+        "# This rights-holder's source packages (TEXT.package, 0600): the node\n\
+         # replays its own examples from them when an audit ticket selects a\n\
+         # training record (a record it cannot replay waits).\n\
+         own_sources = \"sources\"\n\
+         \n"
+    } else {
+        ""
+    };
     let tls = if node.api_certificate.0.is_empty() {
         "# Genesis pins no API certificate for this node: its API speaks plain\n\
          # HTTP (put it behind a TLS proxy, and list the proxy in\n\
@@ -256,6 +268,7 @@ pub fn commented(
          \n\
          {tls}\
          \n\
+         {own}\
          # Optional (defaults shown).\n\
          # log_format = \"text\"                  # or \"json\": one object per line\n\
          # metrics_listen = \"127.0.0.1:9100\"     # /metrics here, not on the API\n\
@@ -264,8 +277,7 @@ pub fn commented(
          # rate_burst = {burst}\n\
          # max_pending_per_authority = {pending}\n\
          # max_pending_bytes_per_authority = {pending_bytes}\n\
-         # verifier_threads = {threads}              # signature checks beside consensus\n\
-         # own_sources = \"sources\"              # data source: its packages, for replay audits\n",
+         # verifier_threads = {threads}              # signature checks beside consensus\n",
         consortium = genesis.consortium_name,
         authority = node.authority,
         genesis = genesis_path.display().to_string(),

@@ -108,11 +108,27 @@ fn multi_host_procedure_runs_verbatim_over_https() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data");
     let vars = hosts(&std::fs::canonicalize(data).expect("data"));
     let (last, body) = blocks[1..].split_last().expect("blocks");
+    let mut audits = None;
     for (i, block) in body.iter().enumerate() {
         let (code, out) = bash(root, &format!("{vars}{block}"));
         println!("--- block {}:\n{block}--- output:\n{out}", i + 1);
         assert_eq!(code, Some(0), "block {} failed:\n{block}\n{out}", i + 1);
+        if block.contains(" audits --campaign ") {
+            audits = Some(out);
+        }
     }
+    // The policy audits: each co-signer left a ticket on every record and
+    // replayed the ones it selects (governance from the operator's batches
+    // over p2p, the rights-holders from the packages in their nodes'
+    // sources/), and some were selected.
+    let audits = audits.expect("the page verifies the audits");
+    assert!(audits.contains("PASS audits"), "{audits}");
+    let replayed: u64 = audits
+        .lines()
+        .filter_map(|l| l.split(" selected, ").nth(1))
+        .filter_map(|r| r.split(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(replayed > 0, "no record was replayed:\n{audits}");
 
     // The salt: 32 bytes, 0600; the package 0600.
     let salt = root.join("globe-1/as_you_like_it.txt.salt");
