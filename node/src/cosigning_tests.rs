@@ -1086,3 +1086,74 @@ fn a_co_signer_signs_an_event_only_once_its_effect_holds() {
     let (_, a) = n.peer_offer(&mut t, step).expect("taken");
     assert_eq!(signatures(&a).len(), 1, "{a:?}");
 }
+
+/// Under an auditing policy whose ticket selects the record, the effect
+/// check is asked to replay it; a replay that differs refuses the record
+/// and hands the runtime the auditor's evidence, which stands on its own:
+/// the operator's signature from the offer, the selecting ticket, the
+/// reason. Under a policy that audits nothing no replay is asked.
+#[test]
+fn a_failed_replay_refuses_the_record_and_yields_evidence_that_verifies() {
+    let w = auditing_world();
+    let body = EntryBody::Step(w.step(T0));
+    let op = Node::new(&w, OP);
+    let mut op_table = op.table();
+    let (digest, actions) = op
+        .with(|env| op_table.offer(env, body.clone(), Vec::new(), true, None))
+        .expect("own step");
+    let sigs: Vec<AuthoritySignature> = audited_signatures(&actions).into_iter().map(|(s, _)| s).collect();
+    let n = Node::new(&w, GOV);
+    let mut t = n.table();
+    let (_, a) = n
+        .with(|env| t.offer_audited(env, body.clone(), sigs.clone(), Vec::new(), false, None))
+        .expect("offer");
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, CoSignAction::CheckEffect { replay: true, .. })),
+        "rate 1: the check replays: {a:?}"
+    );
+    let a = n.resolve_effects(
+        &mut t,
+        a,
+        EffectVerdict::Failed("replayed block 0 delta: aa, stated bb".into()),
+    );
+    let reason = refusal_of(&a).expect("refused").to_string();
+    assert!(reason.starts_with("replay audit: replayed block 0"), "{reason}");
+    assert!(signatures(&a).is_empty());
+    let evidence = a
+        .iter()
+        .find_map(|x| match x {
+            CoSignAction::Evidence(e) => Some(e.clone()),
+            _ => None,
+        })
+        .expect("evidence");
+    assert_eq!(evidence.record.digest(), digest);
+    assert_eq!(evidence.auditor.as_str(), "standards-board");
+    assert!(evidence.reason.contains("replayed block 0 delta"));
+    evidence
+        .verify_evidence(&w.keyring, &w.state)
+        .expect("the evidence stands on its own");
+    // Its ticket is the auditor's for that position: another's fails.
+    let mut other = (*evidence).clone();
+    other.auditor = label("globe-press");
+    assert!(other.verify_evidence(&w.keyring, &w.state).is_err());
+    // A policy that audits nothing asks no replay.
+    let plain = World::new();
+    let body = EntryBody::Step(plain.step(T0));
+    let op = Node::new(&plain, OP);
+    let mut op_table = op.table();
+    let (_, actions) = op
+        .with(|env| op_table.offer(env, body.clone(), Vec::new(), true, None))
+        .expect("own step");
+    let sigs: Vec<AuthoritySignature> = audited_signatures(&actions).into_iter().map(|(s, _)| s).collect();
+    let n = Node::new(&plain, GOV);
+    let mut t = n.table();
+    let (_, a) = n
+        .with(|env| t.offer_audited(env, body, sigs, Vec::new(), false, None))
+        .expect("offer");
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, CoSignAction::CheckEffect { replay: false, .. })),
+        "{a:?}"
+    );
+}

@@ -179,6 +179,61 @@ fn the_api_authorises_before_reading_answers_json_and_pages_listings() {
         400,
     );
 
+    // Audit material: the operator's token only, bodies checked, every
+    // refusal a JSON reason.
+    let campaign = "ab".repeat(32);
+    let context = format!("/v1/audit/{campaign}/context");
+    json_reason(
+        "unauthenticated audit material",
+        raw(
+            &op_addr,
+            &format!(
+                "PUT {context} HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\nGTAC"
+            ),
+            0,
+        ),
+        401,
+    );
+    let op_admin = t.admin(op_i).expect("admin");
+    let status = |r: Result<(), lightclient::client::ClientError>| match r {
+        Err(lightclient::client::ClientError::Status { status, .. }) => status,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(status(op_admin.put_bytes(&context, b"not a context")), 400);
+    let material = tuner::material::AuditMaterial {
+        seq: 3,
+        opt_before: tuner::optim::AdamW::new(
+            tuner::optim::AdamWConfig {
+                lr: 0.01,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            },
+            [2usize],
+        ),
+        windows: vec![b"abc".to_vec()],
+        salts: Default::default(),
+    };
+    assert_eq!(
+        status(op_admin.put_bytes(&format!("/v1/audit/{campaign}/records/4"), &material.to_bytes())),
+        400,
+        "the material of record 3 under record 4"
+    );
+    op_admin
+        .put_bytes(&format!("/v1/audit/{campaign}/records/3"), &material.to_bytes())
+        .expect("the operator's material is taken");
+    let gov_i = t.by_role("governance").expect("governance");
+    assert_eq!(
+        status(
+            t.admin(gov_i)
+                .expect("admin")
+                .put_bytes(&format!("/v1/audit/{campaign}/records/3"), &material.to_bytes())
+        ),
+        403,
+        "a governance node takes no audit material"
+    );
+
     // Listings page: more entries name a source than one page holds.
     let mut w =
         Workload::new(&t, &[("Macbeth", MACBETH), ("Twelfth Night", TWELFTH_NIGHT)]).expect("workload");
