@@ -83,6 +83,11 @@ pub struct HttpSink {
     /// Whether the campaign's policy audits records (then each record's
     /// audit material goes to the node).
     audited: bool,
+    /// What was last handed the node for governance (path, bytes): the
+    /// audit context and the material of the record being submitted, put
+    /// again while the record waits (the node keeps them in memory only,
+    /// so a restart of it loses them).
+    handed: Vec<(String, Vec<u8>)>,
     /// Entries committed through this sink.
     pub committed: u64,
 }
@@ -97,6 +102,7 @@ impl HttpSink {
             stats: Arc::default(),
             campaign: None,
             audited: false,
+            handed: Vec::new(),
             committed: 0,
         }
     }
@@ -109,10 +115,10 @@ impl HttpSink {
         campaign: &Digest,
         context: &tuner::material::AuditContext,
     ) -> Result<(), RolesError> {
-        self.node.put_bytes(
-            &format!("/v1/audit/{}/context", campaign.to_hex()),
-            &context.to_bytes(),
-        )?;
+        let path = format!("/v1/audit/{}/context", campaign.to_hex());
+        let bytes = context.to_bytes();
+        self.node.put_bytes(&path, &bytes)?;
+        self.handed = vec![(path, bytes)];
         Ok(())
     }
 
@@ -143,12 +149,13 @@ impl EventSink for HttpSink {
         let Some(c) = self.campaign else {
             return Err(sink_err("audit material before the campaign"));
         };
-        self.node
-            .put_bytes(
-                &format!("/v1/audit/{}/records/{}", c.to_hex(), material.seq),
-                &material.to_bytes(),
-            )
-            .map_err(sink_err)
+        let path = format!("/v1/audit/{}/records/{}", c.to_hex(), material.seq);
+        let bytes = material.to_bytes();
+        self.node.put_bytes(&path, &bytes).map_err(sink_err)?;
+        // The context first, then this record's material.
+        self.handed.truncate(1);
+        self.handed.push((path, bytes));
+        Ok(())
     }
 
     fn submit(&mut self, body: &EntryBody) -> tuner::error::Result<Verdict> {
@@ -163,6 +170,7 @@ impl EventSink for HttpSink {
         .digest;
         let submitted = Instant::now();
         let deadline = submitted + self.timeout;
+        let mut handed_at = submitted;
         loop {
             let s = self.node.status(&digest).map_err(sink_err)?;
             match s.state {
@@ -186,7 +194,16 @@ impl EventSink for HttpSink {
                         reason: format!("expired: {reason}"),
                     })
                 }
-                EntryState::Uncommitted(EntryStatus::Pending { .. }) => {}
+                EntryState::Uncommitted(EntryStatus::Pending { .. }) => {
+                    if body.event().is_some() && handed_at.elapsed() > Duration::from_secs(5) {
+                        // The node may have restarted since: hand it what
+                        // governance needs again.
+                        handed_at = Instant::now();
+                        for (path, bytes) in &self.handed {
+                            self.node.put_bytes(path, bytes).map_err(sink_err)?;
+                        }
+                    }
+                }
             }
             if Instant::now() > deadline {
                 return Err(sink_err(format!(

@@ -3,6 +3,7 @@
 //! operator's campaign on a local testnet, the main job end to end
 //! (`govtune demo`) with its HTML report, and the network benchmark.
 
+pub mod audit_bench;
 pub mod bench;
 pub mod campaign;
 pub mod demo;

@@ -140,6 +140,21 @@ enum CampaignCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// What replay audits cost a running consortium: the campaign file's
+    /// campaign, cut to STEPS steps, on a fresh 4-node testnet at each audit
+    /// rate; wall time and each node's CPU per step, as ratios to the first
+    /// rate.
+    Audit {
+        /// The campaign file (its policy gets an `[audit]` per rate).
+        #[arg(long, default_value = "data/campaign.toml")]
+        config: PathBuf,
+        /// Steps per campaign.
+        #[arg(long, default_value_t = 20)]
+        steps: u64,
+        /// Audit rates, in millionths.
+        #[arg(long, value_delimiter = ',', default_value = "0,100000,1000000")]
+        rates: Vec<u32>,
+    },
     /// A 4-node loopback testnet under load: committed events/s and
     /// examples/s, submit-to-finality latency, and the signature floor.
     Network {
@@ -499,6 +514,50 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
             stop_verdict(&out.stop).map_err(|e| Failure::from(e.message))
+        }
+        Command::Bench {
+            command: BenchCommand::Audit { config, steps, rates },
+        } => {
+            let binary = std::env::current_exe().map_err(|e| e.to_string())?;
+            let figures = testnet::audit_bench::run_audit(&binary, &config, steps, &rates)
+                .map_err(|e| e.to_string())?;
+            println!("| audit rate | steps (records) | s/step | vs first | governance CPU s/step | data sources' CPU s/step | operator node CPU s/step | tuner CPU s/step | co-signers' CPU vs first |");
+            println!("|---|---|---|---|---|---|---|---|---|");
+            let cosigners = |f: &testnet::audit_bench::AuditFigures| {
+                f.cpu_per_step
+                    .iter()
+                    .filter(|(_, role, _)| role != "operator")
+                    .map(|x| x.2)
+                    .sum::<f64>()
+            };
+            let role_cpu = |f: &testnet::audit_bench::AuditFigures, role: &str| {
+                f.cpu_per_step
+                    .iter()
+                    .filter(|(_, r, _)| r == role)
+                    .map(|x| x.2)
+                    .sum::<f64>()
+            };
+            let first = figures.first().cloned();
+            for f in &figures {
+                let (wall0, co0) = first
+                    .as_ref()
+                    .map(|b| (b.wall_per_step, cosigners(b)))
+                    .unwrap_or((f.wall_per_step, cosigners(f)));
+                println!(
+                    "| {:.1} % | {} ({}) | {:.3} | {:.2}x | {:.3} | {:.3} | {:.3} | {:.3} | {:.2}x |",
+                    f64::from(f.rate_millionths) / 10_000.0,
+                    f.steps,
+                    f.records,
+                    f.wall_per_step,
+                    f.wall_per_step / wall0.max(f64::MIN_POSITIVE),
+                    role_cpu(f, "governance"),
+                    role_cpu(f, "data-source"),
+                    role_cpu(f, "operator"),
+                    f.tuner_cpu_per_step,
+                    cosigners(f) / co0.max(f64::MIN_POSITIVE),
+                );
+            }
+            Ok(())
         }
         Command::Bench {
             command: BenchCommand::Api { requests },
