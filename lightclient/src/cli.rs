@@ -158,6 +158,10 @@ pub enum VerifyCommand {
         /// The campaign.
         #[arg(long)]
         campaign: String,
+        /// Also recompute each replay's digest from the record's
+        /// measurement and sketch blob (what the replay confirmed).
+        #[arg(long)]
+        recompute: bool,
     },
     /// Operator: the weights file (adapter snapshot) is exactly the base
     /// plus the recorded deltas.
@@ -583,9 +587,9 @@ fn verify_command(v: &mut Verifier, command: VerifyCommand, json: bool) -> Resul
             let s = digest_arg(&id)?;
             report(&v.source(&s, scan)?, json)
         }
-        VerifyCommand::Audits { campaign } => {
+        VerifyCommand::Audits { campaign, recompute } => {
             let c = digest_arg(&campaign)?;
-            report(&v.audits(&c)?, json)
+            report(&v.audits(&c, recompute)?, json)
         }
         VerifyCommand::Model { campaign, weights } => {
             let c = digest_arg(&campaign)?;

@@ -59,6 +59,59 @@ mod built {
         Ok(())
     }
 
+    /// Each replay on `entry` (a training record) against what it claims
+    /// to confirm (`tuner::replay::replay_digest`): governance's, the
+    /// record's measurement and every sketch of its blob; a data source's,
+    /// the sketches of its own examples of the record's first step (`owner`
+    /// names a source's authority). Returns (auditor, recorded digest,
+    /// recomputed digest) per replay.
+    pub fn replay_digests(
+        node: &Client,
+        entry: &provenance::LedgerEntry,
+        role: &dyn Fn(&provenance::AuthorityId) -> Option<provenance::Role>,
+        owner: &dyn Fn(&Digest) -> Option<provenance::AuthorityId>,
+    ) -> Result<Vec<(provenance::AuthorityId, Digest, Digest)>, VerifyError> {
+        let Some(ev) = entry.body.event() else {
+            return Ok(Vec::new());
+        };
+        if entry.audits.iter().all(|a| a.replay.is_none()) {
+            return Ok(Vec::new());
+        }
+        let blob = fetcher(node)(ev.sketch_blob).map_err(|e| VerifyError::BadBlob(e.to_string()))?;
+        if storage_digest(&blob) != *ev.sketch_blob {
+            return Err(VerifyError::BadBlob(format!(
+                "the node served other bytes for sketch blob {}",
+                ev.sketch_blob
+            )));
+        }
+        let (_, sketches) =
+            tuner::blobs::decode_sketches(&blob).map_err(|e| VerifyError::BadBlob(e.to_string()))?;
+        let mut out = Vec::new();
+        for a in &entry.audits {
+            let Some(r) = &a.replay else { continue };
+            let who = &a.ticket.authority;
+            let found = if role(who) == Some(provenance::Role::Governance) {
+                let all: Vec<Vec<f32>> = sketches.iter().map(|s| s.values.clone()).collect();
+                tuner::replay::replay_digest(Some(ev.measurement), &all)
+            } else {
+                let own: Vec<Vec<f32>> = ev
+                    .records
+                    .iter()
+                    .zip(&sketches)
+                    .filter(|(rec, sk)| sk.step == ev.first_step && owner(&rec.source).as_ref() == Some(who))
+                    .map(|(_, sk)| sk.values.clone())
+                    .collect();
+                tuner::replay::replay_digest(None, &own)
+            };
+            out.push((who.clone(), r.digest, found));
+        }
+        Ok(out)
+    }
+
+    fn storage_digest(b: &[u8]) -> Digest {
+        provenance::digest::tagged_hash(provenance::ObjectKind::Blob, b)
+    }
+
     /// Recomputes the answer's scores from the campaign's blobs and
     /// compares them with the node's.
     pub fn check_trace(
@@ -192,7 +245,18 @@ mod built {
 }
 
 #[cfg(feature = "recompute")]
-pub use built::{check_model, check_trace, differences};
+pub use built::{check_model, check_trace, differences, replay_digests};
+
+/// Without the tuner: replay digests cannot be recomputed here.
+#[cfg(not(feature = "recompute"))]
+pub fn replay_digests(
+    _: &Client,
+    _: &provenance::LedgerEntry,
+    _: &dyn Fn(&provenance::AuthorityId) -> Option<provenance::Role>,
+    _: &dyn Fn(&provenance::Digest) -> Option<provenance::AuthorityId>,
+) -> Result<Vec<(provenance::AuthorityId, provenance::Digest, provenance::Digest)>, VerifyError> {
+    Err(VerifyError::NotBuilt("recomputing replay digests"))
+}
 
 /// Without the tuner: the model cannot be rebuilt here.
 #[cfg(not(feature = "recompute"))]

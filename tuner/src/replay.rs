@@ -78,7 +78,7 @@ pub struct StatedExample<'a> {
 /// What a governance replay confirmed.
 #[derive(Debug, Clone)]
 pub struct Replay {
-    /// The digest of the recomputed quantities (the audit record's).
+    /// The digest of what it confirmed (the audit record's).
     pub digest: Digest,
     /// The step as recomputed (its state after, to follow the chain).
     pub outcome: StepOutcome,
@@ -96,11 +96,15 @@ fn differs(what: impl Into<String>, stated: impl ToString, found: impl ToString)
     }
 }
 
-/// The digest of a replay's recomputed quantities: the measurement's
-/// canonical bytes, then each sketch as bf16 (little-endian), under the
-/// tag `govtune-replay/v1`.
+/// The digest of what a replay confirmed: the record's stated measurement
+/// (governance) in canonical bytes, then each stated sketch it compared
+/// with its own recomputation, as bf16 (little-endian), under the tag
+/// `govtune-replay/v2`. Only a replay that agreed with the record leaves
+/// one, so anyone holding the record and its sketch blob can recompute it
+/// (`govtune verify audits --recompute`): the auditor vouched for exactly
+/// these quantities.
 pub fn replay_digest(measurement: Option<&Measurement>, sketches: &[Vec<f32>]) -> Digest {
-    let mut bytes = b"govtune-replay/v1".to_vec();
+    let mut bytes = b"govtune-replay/v2".to_vec();
     if let Some(m) = measurement {
         let enc = provenance::codec::encode(m);
         bytes.extend_from_slice(&(enc.len() as u64).to_be_bytes());
@@ -190,7 +194,8 @@ pub fn replay_step(
     }
     let outcome = replay_step_unmeasured(ctx, dropout, adapters, opt, committed_opt, examples, step)?;
     compare_measurement(measurement, &outcome.measurement)?;
-    let digest = replay_digest(Some(&outcome.measurement), &outcome.sketches);
+    let stated: Vec<Vec<f32>> = examples.iter().map(|e| e.sketch.to_vec()).collect();
+    let digest = replay_digest(Some(measurement), &stated);
     Ok(Replay { digest, outcome })
 }
 
@@ -246,7 +251,8 @@ pub fn replay_examples(
             ));
         }
     }
-    Ok(replay_digest(None, &sketches))
+    let stated: Vec<Vec<f32>> = examples.iter().map(|e| e.sketch.to_vec()).collect();
+    Ok(replay_digest(None, &stated))
 }
 
 /// Governance's replay of a whole training record (a step event, or a
@@ -316,7 +322,6 @@ pub fn replay_record(
     let mut opt = material.opt_before.clone();
     let mut losses = Vec::new();
     let mut signals = provenance::MemorisationSignals::default();
-    let mut all_sketches = Vec::new();
     let mut last_outcome = None;
     for (k, range) in steps {
         let ex: Vec<StatedExample<'_>> = range
@@ -336,7 +341,6 @@ pub fn replay_record(
         signals.canary_exposure = signals
             .canary_exposure
             .max(rep.measurement.signals.canary_exposure);
-        all_sketches.extend(rep.sketches.iter().cloned());
         state = rep.after.clone();
         opt = rep.opt.clone();
         last_outcome = Some(rep);
@@ -355,7 +359,8 @@ pub fn replay_record(
     };
     outcome.measurement = measurement;
     outcome.deltas = deltas;
-    let digest = replay_digest(Some(&outcome.measurement), &all_sketches);
+    let stated: Vec<Vec<f32>> = sketches.iter().map(|s| s.values.clone()).collect();
+    let digest = replay_digest(Some(ev.measurement), &stated);
     Ok(Replay { digest, outcome })
 }
 

@@ -119,15 +119,37 @@ impl Verifier {
     /// ticket selects (the policy's `audit_rate`). A record whose audits
     /// fail is reported (not refused as an unverifiable entry): its proof
     /// and its other signatures are still checked.
-    pub fn audits(&mut self, id: &Digest) -> Result<Verdict, VerifyError> {
+    ///
+    /// With `recompute`, each replay's digest is recomputed from the
+    /// record's public quantities (its measurement and sketch blob) it
+    /// claims to confirm.
+    pub fn audits(&mut self, id: &Digest, recompute: bool) -> Result<Verdict, VerifyError> {
         let (cp, entries) = self.listing(&format!("/v1/campaigns/{}/entries", id.to_hex()))?;
         let mut v = Verdict::new("audits", &cp);
         let mut tally = AuditTally::default();
+        let mut recomputed = 0u64;
         for (i, e) in &entries {
             for d in e.body.references() {
                 self.ensure(&cp, &d)?;
             }
             let faults = tally.add(self.light.keyring(), &self.view, e)?;
+            if recompute && faults.is_empty() {
+                let keyring = self.light.keyring();
+                let view = &self.view;
+                let role = |a: &AuthorityId| keyring.authority(a).ok().map(|k| k.role);
+                let owner = |s: &Digest| view.source(s).map(|m| m.authority.clone());
+                for (who, recorded, found) in crate::recompute::replay_digests(&self.node, e, &role, &owner)?
+                {
+                    recomputed += 1;
+                    if recorded != found {
+                        v.violation(format!(
+                            "entry {i}: {who}'s replay digest {} is not that of the quantities the record states ({})",
+                            recorded.short(),
+                            found.short()
+                        ));
+                    }
+                }
+            }
             if faults.is_empty() {
                 self.check_signatures(&cp, *i, e)?;
             } else {
@@ -157,6 +179,11 @@ impl Verifier {
             "{} training records under a policy that audits",
             tally.audited_records
         ));
+        if recompute {
+            v.notes.push(format!(
+                "{recomputed} replay digests recomputed from the records' measurements and sketch blobs"
+            ));
+        }
         for (who, t) in &tally.auditors {
             v.notes.push(format!(
                 "{who}: audits {} records, {} tickets, {} selected, {} replayed",

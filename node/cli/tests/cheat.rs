@@ -525,13 +525,35 @@ fn replay_audit_at_rate_1_each_replay_only_cheat_is_refused_on_the_testnet_by_a_
             evidence.reason
         );
         // A light client finds every selected record replayed.
-        let verdict = v.audits(&campaign).expect("audits");
+        let verdict = v.audits(&campaign, true).expect("audits");
         assert!(verdict.pass, "{mode}: {}", verdict.render());
         assert!(
             verdict
                 .notes
                 .iter()
                 .any(|n| n == "standards-board: audits 2 records, 2 tickets, 2 selected, 2 replayed"),
+            "{mode}: {}",
+            verdict.render()
+        );
+        // Every replay's digest is that of the quantities the record states
+        // (governance's two, and each data source's with examples there).
+        let replayed: u64 = verdict
+            .notes
+            .iter()
+            .filter_map(|n| {
+                n.strip_suffix(" replayed")?
+                    .rsplit(' ')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
+        assert!(replayed >= 2, "{mode}: {}", verdict.render());
+        assert!(
+            verdict.notes.iter().any(|n| *n
+                == format!(
+                    "{replayed} replay digests recomputed from the records' measurements and sketch blobs"
+                )),
             "{mode}: {}",
             verdict.render()
         );
@@ -551,6 +573,35 @@ fn replay_audit_at_rate_1_each_replay_only_cheat_is_refused_on_the_testnet_by_a_
     let mut tally = lightclient::verify::AuditTally::default();
     assert!(tally
         .add(v.light().keyring(), v.view(), &record)
+        .expect("tally")
+        .is_empty());
+    // A replay digest other than that of the stated quantities is found
+    // by recomputing it (and its signature no longer verifies).
+    let mut forged = record.clone();
+    let who = forged.audits[0].ticket.authority.clone();
+    if let Some(r) = forged.audits[0].replay.as_mut() {
+        r.digest = Digest([7; 32]);
+    }
+    let keyring = v.light().keyring().clone();
+    let role = |a: &provenance::AuthorityId| keyring.authority(a).ok().map(|k| k.role);
+    let owner = |s: &Digest| {
+        use provenance::LedgerView;
+        v.view().source(s).map(|m| m.authority.clone())
+    };
+    let recomputed =
+        lightclient::recompute::replay_digests(v.node(), &forged, &role, &owner).expect("recomputed");
+    assert!(
+        recomputed
+            .iter()
+            .any(|(a, recorded, found)| *a == who && recorded != found),
+        "{recomputed:?}"
+    );
+    assert!(recomputed
+        .iter()
+        .filter(|(a, _, _)| *a != who)
+        .all(|(_, recorded, found)| recorded == found));
+    assert!(!lightclient::verify::AuditTally::default()
+        .add(v.light().keyring(), v.view(), &forged)
         .expect("tally")
         .is_empty());
     let gone = record.audits.remove(0);
