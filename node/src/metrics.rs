@@ -66,6 +66,11 @@ pub struct Metrics {
     pub effects_held: AtomicU64,
     /// Training events refused here because their effect is not as stated.
     pub effects_broken: AtomicU64,
+    /// Training records this node replayed (its audit ticket selected them)
+    /// and found as stated.
+    pub replays_confirmed: AtomicU64,
+    /// Training records refused here because this node's replay differs.
+    pub replays_failed: AtomicU64,
     /// Peers banned now.
     pub banned: AtomicU64,
     /// Certified checkpoints stored.
@@ -106,7 +111,7 @@ impl Metrics {
     /// The exposition text.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let gauges: [(&str, &str, &str, &AtomicU64); 19] = [
+        let gauges: [(&str, &str, &str, &AtomicU64); 21] = [
             (
                 "govtune_traces_total",
                 "counter",
@@ -182,6 +187,18 @@ impl Metrics {
                 "counter",
                 "Training events refused here: their delta is not what their measurement states.",
                 &self.effects_broken,
+            ),
+            (
+                "govtune_replays_confirmed_total",
+                "counter",
+                "Training records this node's audit ticket selected, replayed and found as stated.",
+                &self.replays_confirmed,
+            ),
+            (
+                "govtune_replays_failed_total",
+                "counter",
+                "Training records refused here: this node's replay differs from what they state.",
+                &self.replays_failed,
             ),
             (
                 "govtune_checkpoints_total",

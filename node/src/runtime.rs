@@ -451,11 +451,19 @@ impl Core {
     /// A training event's effect checked off this task.
     pub(crate) fn on_effect(&mut self, digest: Digest, verdict: crate::effect::EffectVerdict) {
         match &verdict {
-            crate::effect::EffectVerdict::Holds | crate::effect::EffectVerdict::Replayed(_) => {
+            crate::effect::EffectVerdict::Holds => {
                 self.metrics.effects_held.fetch_add(1, Relaxed);
             }
-            crate::effect::EffectVerdict::Broken(_) | crate::effect::EffectVerdict::Failed(_) => {
+            crate::effect::EffectVerdict::Replayed(_) => {
+                self.metrics.effects_held.fetch_add(1, Relaxed);
+                self.metrics.replays_confirmed.fetch_add(1, Relaxed);
+            }
+            crate::effect::EffectVerdict::Broken(_) => {
                 self.metrics.effects_broken.fetch_add(1, Relaxed);
+            }
+            crate::effect::EffectVerdict::Failed(_) => {
+                self.metrics.effects_broken.fetch_add(1, Relaxed);
+                self.metrics.replays_failed.fetch_add(1, Relaxed);
             }
             crate::effect::EffectVerdict::Unchecked(_) => {}
         }

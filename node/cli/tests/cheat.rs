@@ -519,6 +519,20 @@ fn replay_audit_at_rate_1_each_replay_only_cheat_is_refused_on_the_testnet_by_a_
             by,
             "{mode}: the refusing auditor's evidence"
         );
+        // The refusing node counts its failed replay.
+        let refuser = t
+            .nodes
+            .iter()
+            .position(|n| n.authority == by)
+            .expect("the refusing authority's node");
+        let metrics = t.client(refuser).metrics().expect("metrics");
+        assert!(
+            metrics.lines().any(|l| l
+                .strip_prefix("govtune_replays_failed_total ")
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .is_some_and(|n| n >= 1)),
+            "{mode}: {metrics}"
+        );
         assert!(
             reason.contains(&evidence.reason),
             "{mode}: {} / {reason}",
