@@ -367,14 +367,12 @@ impl Pending {
         let ev = self.body.event()?;
         let rate = state.policy(ev.policy)?.audit.rate_millionths;
         (rate > 0).then(|| {
-            let auditors = self
-                .plan
-                .requests
-                .iter()
-                .filter(|r| r.role != Role::Operator)
-                .map(|r| r.authority.clone())
-                .collect();
-            (ev.link.campaign, ev.link.seq, rate, auditors)
+            (
+                ev.link.campaign,
+                ev.link.seq,
+                rate,
+                provenance::audit::auditors(&self.plan),
+            )
         })
     }
 }

@@ -246,6 +246,16 @@ pub struct AuditedRecord<'a> {
     pub auditors: &'a [AuthorityId],
 }
 
+/// The authorities that audit a training record: the co-signers of its
+/// signing plan other than the operator, in plan order.
+pub fn auditors(plan: &crate::SigningPlan) -> Vec<AuthorityId> {
+    plan.requests
+        .iter()
+        .filter(|r| r.role != Role::Operator)
+        .map(|r| r.authority.clone())
+        .collect()
+}
+
 /// Checks one auditor's audit of a record (the auditor being one of the
 /// record's): a valid ticket, and a valid replay exactly where it selects.
 /// Returns whether the ticket selects the record.

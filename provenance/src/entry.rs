@@ -28,7 +28,6 @@ use crate::codec::{limit, nested_version, Canonical, DecodeError};
 use crate::crypto::{verify_cosignature, CoSignature, KeyRing, SignatureError, MAX_AUTHORITIES};
 use crate::digest::{Bytes, Digest, ObjectKind};
 use crate::event::{CompositeEvent, StepEvent};
-use crate::ids::{AuthorityId, Role};
 use crate::manifest::DataSourceManifest;
 use crate::policy::PolicyArtifact;
 use crate::refusal::{Refusal, RefusalAggregate};
@@ -331,12 +330,7 @@ impl LedgerEntry {
                 "audits on a record whose policy asks for none".into(),
             ));
         }
-        let auditors: Vec<AuthorityId> = plan
-            .requests
-            .iter()
-            .filter(|r| r.role != Role::Operator)
-            .map(|r| r.authority.clone())
-            .collect();
+        let auditors = crate::audit::auditors(plan);
         let body = self.body.digest();
         let record = AuditedRecord {
             campaign: &ev.link.campaign,

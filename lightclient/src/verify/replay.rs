@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use provenance::audit::{audit_faults, AuditFault, AuditedRecord};
-use provenance::{AuthorityId, Digest, KeyRing, LedgerEntry, LedgerView, Role};
+use provenance::{AuthorityId, Digest, KeyRing, LedgerEntry, LedgerView};
 use serde::Serialize;
 
 use super::{Verdict, Verifier};
@@ -62,12 +62,7 @@ impl AuditTally {
             .body
             .signing_plan(view)
             .map_err(|e| VerifyError::Malformed(e.to_string()))?;
-        let auditors: Vec<AuthorityId> = plan
-            .requests
-            .iter()
-            .filter(|r| r.role != Role::Operator)
-            .map(|r| r.authority.clone())
-            .collect();
+        let auditors = provenance::audit::auditors(&plan);
         let body = entry.body.digest();
         let record = AuditedRecord {
             campaign: &ev.link.campaign,

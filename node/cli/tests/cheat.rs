@@ -34,6 +34,60 @@ fn campaign_file(dir: &Path, edit: &dyn Fn(String) -> String) -> std::path::Path
     config
 }
 
+/// What stopped a cheating campaign: the refusing authority, the refused
+/// entry, the reason, and the campaign.
+struct Stopped {
+    by: String,
+    digest: Digest,
+    reason: String,
+    campaign: Digest,
+}
+
+/// Runs the campaign file `config` on the testnet in `net` with
+/// `GOVTUNE_CHEAT=mode` from step 2, which must stop it with a co-signer's
+/// refusal (`<authority> refused entry <digest>: <reason>`).
+fn run_cheating(bin: &Path, config: &Path, net: &Path, mode: &str) -> Stopped {
+    let out = Command::new(bin)
+        .args(["campaign", "run", "--config"])
+        .arg(config)
+        .arg("--testnet")
+        .arg(net)
+        .env("GOVTUNE_CHEAT", mode)
+        .env("GOVTUNE_CHEAT_STEP", "2")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{mode} stops the campaign:\n{stdout}\n{stderr}"
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(" refused entry "))
+        .unwrap_or_else(|| panic!("no refusal in:\n{stderr}"));
+    let (head, tail) = line.split_once(" refused entry ").expect("refusal line");
+    let campaign = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("campaign ").filter(|d| d.len() == 64))
+        .and_then(|d| Digest::from_hex(d).ok())
+        .expect("campaign digest");
+    Stopped {
+        by: head
+            .rsplit(' ')
+            .next()
+            .expect("the refusing authority")
+            .to_string(),
+        digest: tail
+            .get(..64)
+            .and_then(|h| Digest::from_hex(h).ok())
+            .expect("the refused entry's digest"),
+        reason: tail.get(66..).unwrap_or_default().to_string(),
+        campaign,
+    }
+}
+
 /// Runs the demo's campaign file, cut to 6 steps (with `edit` applied),
 /// with `GOVTUNE_CHEAT=mode`, checks what every cheat must show, and
 /// returns the refusing authority, its reason and the campaign's committed
@@ -50,62 +104,24 @@ fn cheat(mode: &str, edit: &dyn Fn(String) -> String) -> (String, String, u64) {
     t.start_all().expect("start");
     t.wait_all_healthy(Duration::from_secs(120)).expect("healthy");
     let config = campaign_file(dir.path(), edit);
-    let out = Command::new(bin)
-        .args(["campaign", "run", "--config"])
-        .arg(&config)
-        .arg("--testnet")
-        .arg(dir.path().join("net"))
-        .env("GOVTUNE_CHEAT", mode)
-        .env("GOVTUNE_CHEAT_STEP", "2")
-        .output()
-        .expect("runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "the cheat stops the campaign:\n{stdout}\n{stderr}"
-    );
-    // "<authority> refused entry <digest>: <reason>"
-    let line = stderr
-        .lines()
-        .find(|l| l.contains(" refused entry "))
-        .unwrap_or_else(|| panic!("no refusal in:\n{stderr}"));
-    // "... refused entry <digest>: <reason>"
-    let reason = line
-        .split(" refused entry ")
-        .nth(1)
-        .and_then(|r| r.get(66..))
-        .unwrap_or_default();
-    let by = line
-        .split(" refused entry ")
-        .next()
-        .and_then(|l| l.rsplit(' ').next())
-        .expect("the refusing authority")
-        .to_string();
-    let digest = line
-        .split(" refused entry ")
-        .nth(1)
-        .and_then(|r| r.get(..64))
-        .and_then(|h| Digest::from_hex(h).ok())
-        .expect("the refused entry's digest");
+    let Stopped {
+        by,
+        digest,
+        reason,
+        campaign,
+    } = run_cheating(bin, &config, &dir.path().join("net"), mode);
     assert_ne!(by, "tuning-lab", "a co-signer refused, not the operator");
     // The refusal is on /v1/events/{digest}, at the operator's node.
     let op = t.by_role("operator").expect("operator");
     match t.client(op).status(&digest).expect("status").state {
         EntryState::Uncommitted(EntryStatus::Refused { by: b, reason: r }) => {
             assert_eq!(b.as_str(), by);
-            assert!(reason.contains(&r) || r.contains(reason), "{r} / {reason}");
+            assert!(reason.contains(&r) || r.contains(&reason), "{r} / {reason}");
         }
         other => panic!("the cheating step is {other:?}"),
     }
     // Nothing of it is committed anywhere; every node holds the same
     // honest records.
-    let campaign = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("campaign ").filter(|d| d.len() == 64))
-        .and_then(|d| Digest::from_hex(d).ok())
-        .expect("campaign digest");
     std::thread::sleep(Duration::from_secs(2));
     let entries = t.client(op).campaign(&campaign).expect("campaign").entries;
     for i in 0..t.nodes.len() {
@@ -124,7 +140,7 @@ fn cheat(mode: &str, edit: &dyn Fn(String) -> String) -> (String, String, u64) {
         );
     }
     t.down().expect("down");
-    (by, reason.to_string(), entries)
+    (by, reason, entries)
 }
 
 fn same(s: String) -> String {
@@ -435,37 +451,12 @@ fn replay_audit_at_rate_1_each_replay_only_cheat_is_refused_on_the_testnet_by_a_
         ),
         ("hide_signal", &["standards-board"][..]),
     ] {
-        let out = Command::new(bin)
-            .args(["campaign", "run", "--config"])
-            .arg(&config)
-            .arg("--testnet")
-            .arg(&net)
-            .env("GOVTUNE_CHEAT", mode)
-            .env("GOVTUNE_CHEAT_STEP", "2")
-            .output()
-            .expect("runs");
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{mode} stops the campaign:\n{stdout}\n{stderr}"
-        );
-        let line = stderr
-            .lines()
-            .find(|l| l.contains(" refused entry "))
-            .unwrap_or_else(|| panic!("no refusal in:\n{stderr}"));
-        let (head, tail) = line.split_once(" refused entry ").expect("refusal line");
-        let by = head
-            .rsplit(' ')
-            .next()
-            .expect("the refusing authority")
-            .to_string();
-        let digest = tail
-            .get(..64)
-            .and_then(|h| Digest::from_hex(h).ok())
-            .expect("the refused entry's digest");
-        let reason = tail.get(66..).unwrap_or_default();
+        let Stopped {
+            by,
+            digest,
+            reason,
+            campaign,
+        } = run_cheating(bin, &config, &net, mode);
         assert!(
             may_refuse.contains(&by.as_str()),
             "{mode}: refused by {by}: {reason}"
@@ -474,11 +465,6 @@ fn replay_audit_at_rate_1_each_replay_only_cheat_is_refused_on_the_testnet_by_a_
             reason.starts_with("replay audit: "),
             "{mode}: refused by the replay: {reason}"
         );
-        let campaign = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("campaign ").filter(|d| d.len() == 64))
-            .and_then(|d| Digest::from_hex(d).ok())
-            .expect("campaign digest");
         // The two honest records, replayed by every co-signer, committed;
         // the cheating one nowhere.
         let entries = t.client(op).campaign(&campaign).expect("campaign").entries;
