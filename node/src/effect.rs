@@ -420,19 +420,18 @@ impl Effects {
         let mut own = self.own.lock().await;
         if mine.iter().any(|s| !own.contains_key(s)) {
             let Some(dir) = &self.own_sources else {
-                return Err(EffectVerdict::Unchecked(
-                    "this data source's node names no own_sources folder to replay its examples from".into(),
-                ));
+                let why = "this data source's node names no own_sources folder to replay its examples from";
+                tracing::warn!("a record its ticket selects waits: {why}");
+                return Err(EffectVerdict::Unchecked(why.into()));
             };
             for (id, p) in load_packages(dir) {
                 own.insert(id, p);
             }
         }
         if let Some(s) = mine.iter().find(|s| !own.contains_key(s)) {
-            return Err(EffectVerdict::Unchecked(format!(
-                "no package of own source {} in own_sources",
-                s.short()
-            )));
+            let why = format!("no package of own source {} in own_sources", s.short());
+            tracing::warn!("a record its ticket selects waits: {why}");
+            return Err(EffectVerdict::Unchecked(why));
         }
         Ok(own
             .iter()
