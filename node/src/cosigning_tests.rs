@@ -1087,6 +1087,23 @@ fn a_co_signer_signs_an_event_only_once_its_effect_holds() {
     assert_eq!(signatures(&a).len(), 1, "{a:?}");
 }
 
+/// The operator's node offers a step of `w`; governance's table `t` (of
+/// node `n`) takes the offer with the operator's signature: the step's
+/// digest and governance's actions.
+fn governance_offered(w: &World, n: &Node<'_>, t: &mut Table) -> (Digest, Vec<CoSignAction>) {
+    let body = EntryBody::Step(w.step(T0));
+    let op = Node::new(w, OP);
+    let mut op_table = op.table();
+    let (digest, actions) = op
+        .with(|env| op_table.offer(env, body.clone(), Vec::new(), true, None))
+        .expect("own step");
+    let sigs: Vec<AuthoritySignature> = audited_signatures(&actions).into_iter().map(|(s, _)| s).collect();
+    let (_, a) = n
+        .with(|env| t.offer_audited(env, body, sigs, Vec::new(), false, None))
+        .expect("offer");
+    (digest, a)
+}
+
 /// Under an auditing policy whose ticket selects the record, the effect
 /// check is asked to replay it; a replay that differs refuses the record
 /// and hands the runtime the auditor's evidence, which stands on its own:
@@ -1095,18 +1112,9 @@ fn a_co_signer_signs_an_event_only_once_its_effect_holds() {
 #[test]
 fn a_failed_replay_refuses_the_record_and_yields_evidence_that_verifies() {
     let w = auditing_world();
-    let body = EntryBody::Step(w.step(T0));
-    let op = Node::new(&w, OP);
-    let mut op_table = op.table();
-    let (digest, actions) = op
-        .with(|env| op_table.offer(env, body.clone(), Vec::new(), true, None))
-        .expect("own step");
-    let sigs: Vec<AuthoritySignature> = audited_signatures(&actions).into_iter().map(|(s, _)| s).collect();
     let n = Node::new(&w, GOV);
     let mut t = n.table();
-    let (_, a) = n
-        .with(|env| t.offer_audited(env, body.clone(), sigs.clone(), Vec::new(), false, None))
-        .expect("offer");
+    let (digest, a) = governance_offered(&w, &n, &mut t);
     assert!(
         a.iter()
             .any(|x| matches!(x, CoSignAction::CheckEffect { replay: true, .. })),
@@ -1139,18 +1147,9 @@ fn a_failed_replay_refuses_the_record_and_yields_evidence_that_verifies() {
     assert!(other.verify_evidence(&w.keyring, &w.state).is_err());
     // A policy that audits nothing asks no replay.
     let plain = World::new();
-    let body = EntryBody::Step(plain.step(T0));
-    let op = Node::new(&plain, OP);
-    let mut op_table = op.table();
-    let (_, actions) = op
-        .with(|env| op_table.offer(env, body.clone(), Vec::new(), true, None))
-        .expect("own step");
-    let sigs: Vec<AuthoritySignature> = audited_signatures(&actions).into_iter().map(|(s, _)| s).collect();
     let n = Node::new(&plain, GOV);
     let mut t = n.table();
-    let (_, a) = n
-        .with(|env| t.offer_audited(env, body, sigs, Vec::new(), false, None))
-        .expect("offer");
+    let (_, a) = governance_offered(&plain, &n, &mut t);
     assert!(
         a.iter()
             .any(|x| matches!(x, CoSignAction::CheckEffect { replay: false, .. })),
