@@ -88,6 +88,15 @@ struct Followed {
     committed_opt: Option<Digest>,
 }
 
+/// What a replay takes from a followed campaign, copied so that the
+/// replay runs without holding the campaigns' lock.
+struct ReplayState {
+    recipe: Recipe,
+    adapters: tuner::lora::Adapters,
+    committed_opt: Option<Digest>,
+    prepared: Option<Arc<Prepared>>,
+}
+
 /// The campaigns this node follows, and the way to fetch blobs.
 pub struct Effects {
     followed: Mutex<HashMap<Digest, Followed>>,
@@ -275,8 +284,26 @@ impl Effects {
         if !replay {
             return EffectVerdict::Holds;
         }
-        match self.replay(store, &campaign, f, body, &event).await {
-            Ok(d) => EffectVerdict::Replayed(d),
+        let (Witness::FineTune(w), Some(recipe)) = (&f.witness, &f.recipe) else {
+            return EffectVerdict::Broken(CoSignRefusal::Replay(
+                "only a fine-tune's records replay; this campaign trains its base".into(),
+            ));
+        };
+        let state = ReplayState {
+            recipe: recipe.clone(),
+            adapters: w.adapters().clone(),
+            committed_opt: f.committed_opt,
+            prepared: f.prepared.clone(),
+        };
+        // The replay runs without the lock: other checks go on meanwhile.
+        drop(followed);
+        match self.replay(store, &campaign, state, body, &event).await {
+            Ok((d, prepared)) => {
+                if let Some(f) = self.followed.lock().await.get_mut(&id) {
+                    f.prepared.get_or_insert(prepared);
+                }
+                EffectVerdict::Replayed(d)
+            }
             Err(v) => v,
         }
     }
@@ -287,38 +314,41 @@ impl Effects {
         &self,
         store: &RwLock<Store>,
         campaign: &Campaign,
-        f: &mut Followed,
+        st: ReplayState,
         body: &EntryBody,
         event: &EventView<'_>,
-    ) -> Result<Digest, EffectVerdict> {
+    ) -> Result<(Digest, Arc<Prepared>), EffectVerdict> {
         let refuse = |why: String| EffectVerdict::Broken(CoSignRefusal::Replay(why));
         let id = campaign.digest();
-        let (Witness::FineTune(w), Some(recipe)) = (&f.witness, &f.recipe) else {
-            return Err(refuse(
-                "only a fine-tune's records replay; this campaign trains its base".into(),
-            ));
-        };
-        if f.prepared.is_none() {
-            let base = self
-                .blob(store, recipe.base_weights)
+        let recipe = &st.recipe;
+        let prep = match st.prepared {
+            Some(p) => p,
+            None => {
+                let base = self
+                    .blob(store, recipe.base_weights)
+                    .await
+                    .map_err(|e| EffectVerdict::Unchecked(format!("the base weights: {e}")))?;
+                let context = match self.role {
+                    Role::Governance => {
+                        let bytes = self.fetch_audit(id, AuditPart::Context).await.ok_or_else(|| {
+                            EffectVerdict::Unchecked("the operator's node served no audit context yet".into())
+                        })?;
+                        Some(
+                            AuditContext::from_bytes(&bytes)
+                                .map_err(|e| refuse(format!("the operator's audit context: {e}")))?,
+                        )
+                    }
+                    _ => None,
+                };
+                let (r, c) = (recipe.clone(), campaign.clone());
+                let built = tokio::task::spawn_blocking(move || match context {
+                    Some(context) => Prepared::from_recipe(&r, &c, &base, &context),
+                    None => Prepared::for_examples(&r, &c, &base),
+                })
                 .await
-                .map_err(|e| EffectVerdict::Unchecked(format!("the base weights: {e}")))?;
-            let prep = match self.role {
-                Role::Governance => {
-                    let bytes = self.fetch_audit(id, AuditPart::Context).await.ok_or_else(|| {
-                        EffectVerdict::Unchecked("the operator's node served no audit context yet".into())
-                    })?;
-                    let context = AuditContext::from_bytes(&bytes)
-                        .map_err(|e| refuse(format!("the operator's audit context: {e}")))?;
-                    Prepared::from_recipe(recipe, campaign, &base, &context)
-                }
-                _ => Prepared::for_examples(recipe, campaign, &base),
+                .map_err(|e| EffectVerdict::Unchecked(format!("building the replay context: {e}")))?;
+                Arc::new(built.map_err(|e| refuse(format!("the campaign's replay context: {e}")))?)
             }
-            .map_err(|e| refuse(format!("the campaign's replay context: {e}")))?;
-            f.prepared = Some(Arc::new(prep));
-        }
-        let Some(prep) = f.prepared.clone() else {
-            return Err(EffectVerdict::Unchecked("no replay context".into()));
         };
         let sketch_blob = self
             .blob(store, *event.sketch_blob)
@@ -353,13 +383,14 @@ impl Effects {
             .policy(event.policy)
             .map(|p| p.audit)
             .ok_or_else(|| EffectVerdict::Unchecked("the record's policy is not committed here".into()))?;
-        let committed_opt = match f.committed_opt {
+        let committed_opt = match st.committed_opt {
             Some(d) => d,
             None => prep.initial().1.digest(),
         };
-        let adapters = w.adapters().clone();
+        let adapters = st.adapters;
         let dropout = recipe.settings.lora.dropout;
         let body = body.clone();
+        let context = prep.clone();
         let _permit = self
             .replays
             .acquire()
@@ -377,7 +408,7 @@ impl Effects {
                 sketches: &sketches,
                 material: material.as_ref(),
             };
-            tuner::auditor::replay(scope, policy, dropout, &prep.ctx(), &body, &inputs)
+            tuner::auditor::replay(scope, policy, dropout, &context.ctx(), &body, &inputs)
         })
         .await
         .map_err(|e| EffectVerdict::Unchecked(format!("the replay did not finish: {e}")))?;
@@ -394,7 +425,13 @@ impl Effects {
                 id.short()
             ),
         }
-        done.map_err(|fault| EffectVerdict::Failed(fault.to_string()))
+        done.map(|d| (d, prep)).map_err(|fault| match fault {
+            f if f.proves_the_record_wrong() => EffectVerdict::Failed(f.to_string()),
+            f @ tuner::replay::ReplayFault::Unsupported(_) => refuse(f.to_string()),
+            // Not the operator's proven fault: the record waits (a batch
+            // sent again, this node's own trouble gone) or expires.
+            f => EffectVerdict::Unchecked(format!("replay audit: {f}")),
+        })
     }
 
     /// This data source's prepared sources with examples in `event`,
@@ -424,7 +461,11 @@ impl Effects {
                 tracing::warn!("a record its ticket selects waits: {why}");
                 return Err(EffectVerdict::Unchecked(why.into()));
             };
-            for (id, p) in load_packages(dir) {
+            let dir = dir.clone();
+            let loaded = tokio::task::spawn_blocking(move || load_packages(&dir))
+                .await
+                .map_err(|e| EffectVerdict::Unchecked(format!("reading own_sources: {e}")))?;
+            for (id, p) in loaded {
                 own.insert(id, p);
             }
         }

@@ -785,8 +785,8 @@ impl Core {
                     .enumerate()
                     .filter(|(i, _)| *i != usize::from(self.me))
                     .filter(|(i, _)| {
-                        operator.is_none()
-                            || self.genesis.nodes.get(*i).map(|n| &n.authority) == operator.as_ref()
+                        operator.is_some()
+                            && self.genesis.nodes.get(*i).map(|n| &n.authority) == operator.as_ref()
                     })
                     .map(|(_, p)| self.request(*p, &Request::Audit { campaign, part }))
                     .collect();

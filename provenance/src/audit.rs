@@ -332,7 +332,7 @@ pub struct AuditFailure {
     pub ticket: Bytes,
     /// What the replay found.
     pub reason: String,
-    /// When the auditor refused.
+    /// The refused record's step time.
     pub time: Timestamp,
 }
 

@@ -445,7 +445,11 @@ impl EventSink for AuditingSink {
                 .map_err(|e| TunerError::Config(format!("signing an audit: {e}")))?;
             spent.push((seq, a.signer.authority().clone(), t.elapsed()));
             if let Some(f) = done.fault {
-                faults.push((a.signer.authority().clone(), f.to_string()));
+                faults.push((
+                    a.signer.authority().clone(),
+                    f.to_string(),
+                    f.proves_the_record_wrong(),
+                ));
             }
             audits.push(done.audit);
         }
@@ -453,10 +457,12 @@ impl EventSink for AuditingSink {
         if !faults.is_empty() {
             let reason = faults
                 .iter()
-                .map(|(who, why)| format!("{who}: replay audit: {why}"))
+                .map(|(who, why, _)| format!("{who}: replay audit: {why}"))
                 .collect::<Vec<_>>()
                 .join("; ");
-            for (auditor, why) in faults {
+            // Evidence only of a replay that proves the record wrong (as a
+            // node commits it); the others refuse without it.
+            for (auditor, why, _) in faults.into_iter().filter(|f| f.2) {
                 let ticket = audits
                     .iter()
                     .find(|a| a.ticket.authority == auditor)

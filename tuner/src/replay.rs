@@ -34,9 +34,18 @@ use crate::TunerError;
 /// Why a replay does not confirm a step.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ReplayFault {
-    /// The step cannot be replayed (what is missing or not deterministic).
+    /// The step cannot be replayed here (something missing or failing on
+    /// the auditor's side).
     #[error("the step cannot be replayed: {0}")]
     Unreplayable(String),
+    /// The campaign's settings make its steps unreplayable (adapter dropout
+    /// masks each step with the operator's randomness).
+    #[error("the campaign cannot be replayed: {0}")]
+    Unsupported(String),
+    /// What the operator sent for the replay is not this record's (a window
+    /// that does not hash to its example, a salt missing).
+    #[error("the batch sent is not the record's: {0}")]
+    Material(String),
     /// The optimizer state sent for the replay is not the one the chain
     /// committed before the step.
     #[error("the optimizer state sent hashes to {sent}, the chain committed {committed}")]
@@ -56,6 +65,16 @@ pub enum ReplayFault {
         /// The recomputed value.
         found: String,
     },
+}
+
+impl ReplayFault {
+    /// Whether the fault proves the record is not what the operator
+    /// computed (a recomputed quantity differs): evidence worth committing.
+    /// The others say the replay could not run, or ran on inputs that are
+    /// not the record's.
+    pub fn proves_the_record_wrong(&self) -> bool {
+        matches!(self, ReplayFault::Differs { .. })
+    }
 }
 
 impl From<TunerError> for ReplayFault {
@@ -215,7 +234,7 @@ pub fn replay_examples(
     step: u64,
 ) -> Result<Digest, ReplayFault> {
     if dropout != 0.0 {
-        return Err(ReplayFault::Unreplayable(format!(
+        return Err(ReplayFault::Unsupported(format!(
             "dropout {dropout} masks the step with the operator's randomness"
         )));
     }
@@ -285,13 +304,12 @@ pub fn replay_record(
         let salt = material
             .salts
             .get(&r.source)
-            .ok_or_else(|| ReplayFault::Unreplayable(format!("no salt sent for source {}", r.source)))?;
+            .ok_or_else(|| ReplayFault::Material(format!("no salt sent for source {}", r.source)))?;
         if provenance::manifest::example_hash(salt, r.index, w) != r.example_hash {
-            return Err(differs(
-                format!("window of the record's example {i}"),
-                r.example_hash,
-                "another text",
-            ));
+            return Err(ReplayFault::Material(format!(
+                "the window sent for example {i} does not hash to its example hash {}",
+                r.example_hash
+            )));
         }
         let sk = &sketches[i];
         if (sk.source, sk.index) != (r.source, r.index) {
@@ -376,7 +394,7 @@ fn replay_step_unmeasured(
     step: u64,
 ) -> Result<StepOutcome, ReplayFault> {
     if dropout != 0.0 {
-        return Err(ReplayFault::Unreplayable(format!(
+        return Err(ReplayFault::Unsupported(format!(
             "dropout {dropout} masks the step with the operator's randomness"
         )));
     }

@@ -343,7 +343,7 @@ fn a_step_without_clipping_a_forged_sketch_a_hidden_signal_or_another_optimizer_
             &e.measurement,
             e.step
         ),
-        Err(ReplayFault::Unreplayable(_))
+        Err(ReplayFault::Unsupported(_))
     ));
 }
 
