@@ -320,13 +320,7 @@ impl Client {
     pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest, ClientError> {
         let d = provenance::digest::tagged_hash(provenance::ObjectKind::Blob, bytes);
         let url = self.url(&format!("/v1/blobs/{}", d.to_hex()));
-        let mut req = self
-            .timed(&url, self.agent.put(&url))?
-            .header("Content-Type", "application/octet-stream");
-        if let Some(b) = self.bearer() {
-            req = req.header("Authorization", &b);
-        }
-        let r = req.send(bytes);
+        let r = self.put_octets(&url, bytes)?;
         let a: BlobAnswer = self.typed(url, r)?;
         if a.digest != d || a.bytes != bytes.len() as u64 {
             return Err(ClientError::Decode(format!(
@@ -343,14 +337,23 @@ impl Client {
     /// answer's body is not read.
     pub fn put_bytes(&self, path: &str, bytes: &[u8]) -> Result<(), ClientError> {
         let url = self.url(path);
+        let r = self.put_octets(&url, bytes)?;
+        self.read(url, r).map(|_| ())
+    }
+
+    /// PUTs `bytes` as octets to `url`, with the token if any.
+    fn put_octets(
+        &self,
+        url: &str,
+        bytes: &[u8],
+    ) -> Result<Result<ureq::http::Response<ureq::Body>, ureq::Error>, ClientError> {
         let mut req = self
-            .timed(&url, self.agent.put(&url))?
+            .timed(url, self.agent.put(url))?
             .header("Content-Type", "application/octet-stream");
         if let Some(b) = self.bearer() {
             req = req.header("Authorization", &b);
         }
-        let r = req.send(bytes);
-        self.read(url, r).map(|_| ())
+        Ok(req.send(bytes))
     }
 
     /// Submits an object to a write endpoint (`/v1/sources`, `/v1/policies`,

@@ -535,7 +535,9 @@ fn load_packages(dir: &std::path::Path) -> Vec<(Digest, PreparedSource)> {
         }
         let loaded = genesis::read_secret(&path)
             .map_err(|e| e.to_string())
-            .and_then(|text| tuner::package::Package::decode(&text).map_err(|e| e.to_string()))
+            // Parsed only: `PreparedSource::new` cuts the text and checks it
+            // against the manifest once.
+            .and_then(|text| tuner::package::Package::parse(&text).map_err(|e| e.to_string()))
             .and_then(|p| {
                 let window = match p.manifest.segmentation {
                     provenance::Segmentation::Window { length, .. } => length as usize,

@@ -55,6 +55,24 @@ impl Package {
     /// Decodes a package file's text and checks that its text and salt
     /// give its manifest's example root, count and length.
     pub fn decode(json: &str) -> Result<Self> {
+        let p = Self::parse(json)?;
+        let examples = SourceExamples::build(&p.text, &p.manifest.segmentation, &p.salt)
+            .map_err(|e| bad(e.to_string()))?;
+        if examples.root() != p.manifest.example_root
+            || examples.len() != p.manifest.example_count
+            || p.text.len() as u64 != p.manifest.content_bytes
+        {
+            return Err(bad(
+                "its text and salt do not give the manifest's example root, count or length".into(),
+            ));
+        }
+        Ok(p)
+    }
+
+    /// Decodes a package file's text without checking its text against its
+    /// manifest (for a caller that cuts the text into examples anyway and
+    /// checks them then: `crate::data::PreparedSource::new`).
+    pub fn parse(json: &str) -> Result<Self> {
         let p: SourcePackage = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
         if p.format != PACKAGE_FORMAT {
             return Err(bad(format!("format {:?}, expected {PACKAGE_FORMAT:?}", p.format)));
@@ -70,16 +88,6 @@ impl Package {
         let text = base64::engine::general_purpose::STANDARD
             .decode(p.text.as_bytes())
             .map_err(|e| bad(format!("text: {e}")))?;
-        let examples =
-            SourceExamples::build(&text, &manifest.segmentation, &salt).map_err(|e| bad(e.to_string()))?;
-        if examples.root() != manifest.example_root
-            || examples.len() != manifest.example_count
-            || text.len() as u64 != manifest.content_bytes
-        {
-            return Err(bad(
-                "its text and salt do not give the manifest's example root, count or length".into(),
-            ));
-        }
         Ok(Self { manifest, text, salt })
     }
 }
