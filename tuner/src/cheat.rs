@@ -17,7 +17,8 @@
 //! ([`crate::replay`]): `no_clip` (the update is not clipped, the
 //! measurement stated consistently with it), `forge_sketch` (the first
 //! example's sketch scaled), `hide_signal` (the memorisation signals
-//! reported as zero). `GOVTUNE_CHEAT_WHEN` says on which steps they act:
+//! hidden: the step is kept whatever they say, and its record states a
+//! loss-drop z-score one lower than measured, extraction and exposure zero). `GOVTUNE_CHEAT_WHEN` says on which steps they act:
 //! `at` (the cheat step only, the default), `every` (every step from it),
 //! `guess` (the steps from it the operator guesses are not audited: it
 //! cannot compute the tickets, so it guesses half of them). With `vary` in
@@ -54,7 +55,7 @@ pub enum Mode {
     NoClip,
     /// Scale an example's sketch.
     ForgeSketch,
-    /// Report the memorisation signals as zero.
+    /// Hide the memorisation signals: keep the step, state them lower.
     HideSignal,
     /// Re-offer a refused cheating step varied.
     Vary,

@@ -35,9 +35,20 @@ fn setup_with(
     sources: usize,
     bytes: usize,
 ) -> (CampaignSpec, AuditingSink) {
+    setup_clipped(rate, steps, granularity, sources, bytes, 0.05)
+}
+
+fn setup_clipped(
+    rate: u32,
+    steps: u64,
+    granularity: EventGranularity,
+    sources: usize,
+    bytes: usize,
+    clip_norm: f32,
+) -> (CampaignSpec, AuditingSink) {
     let mut p = policy(RoutingGranularity::Head, granularity);
     for d in &mut p.depth {
-        d.clip_norm = 0.05;
+        d.clip_norm = clip_norm;
     }
     p.audit = AuditPolicy {
         rate_millionths: rate,
@@ -153,6 +164,50 @@ fn replay_audit_at_rate_1_each_replay_only_cheat_is_refused_on_its_first_cheatin
             .values()
             .all(|(_, a)| a.iter().all(|x| x.replay.is_some())));
     }
+}
+
+/// A step whose honest record states no memorisation signal (the loss
+/// dropped less on its examples than on the probe, nothing extracted, no
+/// canary): hiding the signals there still states less than was measured,
+/// and governance's replay refuses it. (On the testnet, where the order
+/// follows the chain and clipping at 0.001 keeps steps small, such a step
+/// came up at the cheat step and the cheat changed nothing.)
+#[test]
+fn replay_audit_hiding_the_signals_of_a_step_that_shows_none_is_still_refused() {
+    let quiet_setup = || setup_clipped(ALWAYS, 16, EventGranularity::Batch, 4, 4000, 0.001);
+    let (spec, mut sink) = quiet_setup();
+    let honest = Plan {
+        modes: Vec::new(),
+        step: 0,
+        when: When::At,
+        spare: BTreeSet::new(),
+    };
+    run_to_end(spec, &mut sink, honest, |_| None);
+    let quiet: Vec<u64> = sink
+        .log
+        .entries
+        .iter()
+        .filter_map(|e| match e {
+            EntryBody::Step(s) if s.measurement.signals == MemorisationSignals::default() => Some(s.step),
+            _ => None,
+        })
+        .collect();
+    let Some(&k) = quiet.iter().find(|&&k| k > 0) else {
+        panic!("no step of the honest campaign states zero signals: the test needs one");
+    };
+    let (spec, mut sink) = quiet_setup();
+    let plan = Plan {
+        modes: vec![Mode::HideSignal],
+        step: k,
+        when: When::At,
+        spare: BTreeSet::new(),
+    };
+    let stops = run_to_end(spec, &mut sink, plan, Some);
+    assert!(
+        matches!(&stops[0], Stop::CoSignerRefused { reason, .. } if reason.contains("standards-board: replay audit")),
+        "hiding at quiet step {k}: {stops:?}"
+    );
+    assert!(sink.failures.iter().all(|f| f.seq == k), "{:?}", sink.failures);
 }
 
 /// Checks the committed audits: exactly the ticketed ones replayed, all

@@ -115,6 +115,16 @@ impl Session {
             }
             _ => {}
         }
+        #[cfg(feature = "cheat")]
+        if (span.first_step..=last_step)
+            .any(|k| crate::cheat::replay_cheats(k).contains(&crate::cheat::Mode::HideSignal))
+        {
+            // The record states less than was measured, even when the
+            // span's honest signals are already zero (nothing to hide).
+            measurement.signals.loss_drop_z -= 1.0;
+            measurement.signals.extraction = 0.0;
+            measurement.signals.canary_exposure = 0.0;
+        }
         let time = span.time;
         let order = OrderSpan {
             start: span.order_start,
