@@ -15,7 +15,7 @@ use crate::{Ceremony, Error, Result};
 /// Format tag of the genesis file.
 pub const GENESIS_FORMAT: &str = "govtune-genesis/v1";
 /// Format tag of a node key file.
-pub const NODE_KEY_FORMAT: &str = "govtune-node-key/v1";
+pub const NODE_KEY_FORMAT: &str = "govtune-node-key/v2";
 
 /// The genesis file: the genesis and its digest.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -60,8 +60,8 @@ fn certified_at(c: &genesis::Ceremony, size: u64, root: Digest, height: u64, tim
         .take(g.consortium.q as usize)
         .map(|n| {
             let mut share = [0u8; 32];
-            share.copy_from_slice(&n.consortium_share.0);
-            ConsortiumSigner::new(n.validator, share)
+            share.copy_from_slice(&n.consortium_share.as_ref().expect("a validator").0);
+            ConsortiumSigner::new(n.validator.expect("a validator"), share)
                 .expect("share")
                 .sign_share(&message)
         })

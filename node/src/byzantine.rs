@@ -448,10 +448,11 @@ pub async fn run(cfg: NodeConfig, mode: Mode, duration: Duration) -> Result<Repo
     let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
     let (genesis, keyring) = genesis::load_genesis(&cfg.genesis)?;
     let signers = genesis::load_node_keys(&cfg.keys, &genesis, &keyring)?;
-    let me = signers.validator;
+    let me = signers
+        .validator
+        .ok_or_else(|| setup(&"a Byzantine node must be a validator"))?;
     let node = genesis
-        .nodes
-        .get(usize::from(me))
+        .validator(me)
         .cloned()
         .ok_or_else(|| setup(&"validator not in genesis"))?;
     let Joined {

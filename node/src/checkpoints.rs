@@ -197,7 +197,7 @@ mod tests {
         let signers = c.dealt.signers().expect("signers");
         Consortium {
             keyring: c.dealt.keyring.clone(),
-            signers: signers.into_iter().map(|s| s.consortium).collect(),
+            signers: signers.into_iter().filter_map(|s| s.consortium).collect(),
         }
     }
 

@@ -108,15 +108,26 @@ pub enum OfferError {
 }
 
 /// Bytes an entry's attestation may take: one BLS aggregate and its
-/// bitmap, or one signature per signer with its authority and scheme.
-pub fn attestation_allowance(scheme: SignatureScheme, signers: usize) -> usize {
-    let per_signer = 160
-        + match scheme {
-            SignatureScheme::Bls12381 => return 256,
-            SignatureScheme::Ed25519 => 64,
-            SignatureScheme::MlDsa65 => 3_309,
-        };
-    64 + signers * per_signer
+/// bitmap, or one signature per signer with its authority and scheme (an
+/// authority of several nodes signs with t+1 of them).
+pub fn attestation_allowance(
+    keyring: &KeyRing,
+    scheme: SignatureScheme,
+    signers: &[provenance::crypto::SignRequest],
+) -> usize {
+    if scheme == SignatureScheme::Bls12381 {
+        return 256;
+    }
+    64 + signers
+        .iter()
+        .map(|r| {
+            160 + keyring
+                .authority(&r.authority)
+                .map_or(64 * (2 + provenance::crypto::ML_DSA_65_SIGNATURE_BYTES), |k| {
+                    k.signature_len(scheme)
+                })
+        })
+        .sum::<usize>()
 }
 
 /// What an own entry's durable record holds: enough to offer it again
@@ -493,8 +504,16 @@ impl Table {
                 })
             })?;
             let plan = body.signing_plan(env.state).map_err(OfferError::Unplannable)?;
-            let scheme = plan.scheme.unwrap_or(SignatureScheme::Bls12381);
-            let bytes = body_bytes + attestation_allowance(scheme, plan.requests.len());
+            // Without a policy's scheme, one authority signs alone under
+            // the scheme it declares in genesis.
+            let scheme = plan.scheme.unwrap_or_else(|| match plan.requests.as_slice() {
+                [alone] => env
+                    .keyring
+                    .authority(&alone.authority)
+                    .map_or(SignatureScheme::Bls12381, |k| k.scheme),
+                _ => SignatureScheme::Bls12381,
+            });
+            let bytes = body_bytes + attestation_allowance(env.keyring, scheme, &plan.requests);
             if let Some(e) = too_large(bytes, self.max_entry_bytes) {
                 return Err(e);
             }

@@ -575,11 +575,7 @@ impl Core {
     }
 
     fn judge_gossip(&mut self, from: u16, topic: Topic, g: Gossip) -> Result<Verdict, NodeError> {
-        let authority = self
-            .genesis
-            .nodes
-            .get(usize::from(from))
-            .map(|n| n.authority.clone());
+        let authority = self.genesis.validator(from).map(|n| n.authority.clone());
         self.cosign_fault = None;
         let verdict = match (topic, g) {
             (Topic::Consensus, Gossip::Consensus(m)) => {
@@ -700,8 +696,7 @@ impl Core {
             Request::Audit { campaign, part } => {
                 let role = self
                     .genesis
-                    .nodes
-                    .get(usize::from(from))
+                    .validator(from)
                     .and_then(|n| self.keyring.authority(&n.authority).ok())
                     .map(|a| a.role);
                 if role == Some(Role::Governance) {
@@ -786,7 +781,7 @@ impl Core {
                     .filter(|(i, _)| *i != usize::from(self.me))
                     .filter(|(i, _)| {
                         operator.is_some()
-                            && self.genesis.nodes.get(*i).map(|n| &n.authority) == operator.as_ref()
+                            && self.genesis.validator(*i as u16).map(|n| &n.authority) == operator.as_ref()
                     })
                     .map(|(_, p)| self.request(*p, &Request::Audit { campaign, part }))
                     .collect();

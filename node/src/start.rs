@@ -47,10 +47,15 @@ pub async fn run(
     let token = genesis::load_admin_token(&cfg.admin_token)?;
     let genesis = Arc::new(genesis);
     let keyring = Arc::new(keyring);
-    let me = signers.validator;
+    let me = signers.validator.ok_or_else(|| {
+        NodeError::Setup(format!(
+            "node {} is a signing member of {}: this node runs validators only (signing members follow in issue 23)",
+            signers.node,
+            signers.authority.authority()
+        ))
+    })?;
     let node = genesis
-        .nodes
-        .get(usize::from(me))
+        .validator(me)
         .cloned()
         .ok_or_else(|| setup(&"validator not in genesis"))?;
     let role = keyring
@@ -79,7 +84,11 @@ pub async fn run(
         max_skew_ms: genesis.max_clock_skew_ms,
     };
     let mut ledger = Ledger::new(store.clone(), keyring.clone(), limits, tip);
-    let consortium = Arc::new(signers.consortium);
+    let consortium = Arc::new(
+        signers
+            .consortium
+            .ok_or_else(|| setup(&"a validator's keys hold no consortium key share"))?,
+    );
     // Consortium signatures checked on the verifier's threads, found here
     // by the engine and the checkpoint collector without a pairing.
     let verified = Arc::new(VerifiedSignatures::default());
@@ -426,8 +435,7 @@ pub(crate) fn join(
 ) -> Result<Joined, NodeError> {
     let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
     let node = genesis
-        .nodes
-        .get(usize::from(me))
+        .validator(me)
         .ok_or_else(|| setup(&"validator not in genesis"))?;
     let key = libp2p::identity::Keypair::ed25519_from_bytes(&mut node_secret).map_err(|e| setup(&e))?;
     let GenesisPeers { peers, index, dial } = GenesisPeers::of(genesis, me)?;
@@ -476,14 +484,15 @@ impl GenesisPeers {
             index: HashMap::new(),
             dial: Vec::new(),
         };
-        for n in &genesis.nodes {
+        for (v, n) in genesis.validators().enumerate() {
+            let v = v as u16;
             let id: PeerId = n
                 .peer_id
                 .parse()
                 .map_err(|e| setup(format!("peer id {}: {e}", n.peer_id)))?;
             out.peers.push(id);
-            out.index.insert(id, n.validator);
-            if n.validator != me {
+            out.index.insert(id, v);
+            if v != me {
                 let addr: Multiaddr = format!("{}/p2p/{}", n.p2p_listen, n.peer_id)
                     .parse()
                     .map_err(|e| setup(format!("address of {}: {e}", n.name)))?;

@@ -175,7 +175,12 @@ mod tests {
                 share,
             }))
         };
-        let good = signers[1].consortium.sign_share(&subject.message()).share;
+        let good = signers[1]
+            .consortium
+            .as_ref()
+            .expect("a validator")
+            .sign_share(&subject.message())
+            .share;
         let no_plan = |_: &EntryBody| None;
         assert!(carries_signatures(&vote(1, good.clone())));
         check(&keyring, &verified, &no_plan, &vote(1, good.clone()));
@@ -186,7 +191,7 @@ mod tests {
         // The engine's scheme finds the checked share.
         let scheme = consensus::BlsThreshold::with_cache(
             keyring.clone(),
-            Arc::new(signers.remove(0).consortium),
+            Arc::new(signers.remove(0).consortium.expect("a validator")),
             verified.clone(),
         );
         assert!(scheme.verify_share(1, &subject.message(), &good));

@@ -89,7 +89,7 @@ pub struct LedgerEntry {
 
 impl Canonical for LedgerEntry {
     const KIND: ObjectKind = ObjectKind::LedgerEntry;
-    const VERSION: u16 = 2;
+    const VERSION: u16 = 3;
     fn declared_version(&self) -> u16 {
         self.version
     }

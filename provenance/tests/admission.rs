@@ -75,6 +75,21 @@ fn a_good_source_is_admitted_with_its_depth_and_routing() {
     let m = manifest("globe-press");
     for scheme in SignatureScheme::ALL {
         let sig = sign_manifest(&m, "globe-press", scheme);
+        // A manifest is signed under the scheme its authority declares in
+        // genesis (BLS here): any other is a bad signature.
+        if scheme != SignatureScheme::Bls12381 {
+            assert!(
+                matches!(
+                    run(&m, &sig, &policy(), &[], NOW),
+                    Admission::Refuse {
+                        reason: RefusalReason::BadSignature,
+                        ..
+                    }
+                ),
+                "{scheme}"
+            );
+            continue;
+        }
         match run(&m, &sig, &policy(), &[], NOW) {
             Admission::Admit(d) => {
                 assert_eq!(d.depth.max_depth, 1);
@@ -92,21 +107,22 @@ fn a_good_source_is_admitted_with_its_depth_and_routing() {
 #[test]
 fn every_refusal_reason_is_reachable() {
     let m = manifest("globe-press");
-    let sig = sign_manifest(&m, "globe-press", SignatureScheme::Ed25519);
+    let sig = sign_manifest(&m, "globe-press", SignatureScheme::Bls12381);
     let p = policy();
     let reason = |a: Admission| a.refusal();
 
     // bad-signature: a forged signature, a signature by another data-source
     // authority, and a tampered manifest.
     let mut forged = sig.clone();
-    if let CoSignature::List { signatures, .. } = &mut forged {
-        signatures[0].signature.0[0] ^= 1;
+    match &mut forged {
+        CoSignature::List { signatures, .. } => signatures[0].signature.0[0] ^= 1,
+        CoSignature::Bls { aggregate, .. } => aggregate.0[5] ^= 1,
     }
     assert_eq!(
         reason(run(&m, &forged, &p, &[], NOW)),
         Some(RefusalReason::BadSignature)
     );
-    let by_folio = sign_manifest(&m, "folio-society", SignatureScheme::Ed25519);
+    let by_folio = sign_manifest(&m, "folio-society", SignatureScheme::Bls12381);
     assert_eq!(
         reason(run(&m, &by_folio, &p, &[], NOW)),
         Some(RefusalReason::BadSignature)
@@ -147,7 +163,7 @@ fn every_refusal_reason_is_reachable() {
     // license.
     let mut lic = m.clone();
     lic.license = License::new("LicenseRef-no-ai-training").expect("l");
-    let lic_sig = sign_manifest(&lic, "globe-press", SignatureScheme::Ed25519);
+    let lic_sig = sign_manifest(&lic, "globe-press", SignatureScheme::Bls12381);
     assert_eq!(
         reason(run(&lic, &lic_sig, &p, &[], NOW)),
         Some(RefusalReason::License)
@@ -156,7 +172,7 @@ fn every_refusal_reason_is_reachable() {
     // purpose: the source does not allow it, or the policy does not.
     let mut purp = m.clone();
     purp.purposes = vec![Purpose::new("commercial").expect("p")];
-    let purp_sig = sign_manifest(&purp, "globe-press", SignatureScheme::Ed25519);
+    let purp_sig = sign_manifest(&purp, "globe-press", SignatureScheme::Bls12381);
     assert_eq!(
         reason(run(&purp, &purp_sig, &p, &[], NOW)),
         Some(RefusalReason::Purpose)
@@ -171,7 +187,7 @@ fn every_refusal_reason_is_reachable() {
     // depth: no rule for the class, or a zero-depth rule.
     let mut class = m.clone();
     class.data_class = DataClass::new("personal-correspondence").expect("c");
-    let class_sig = sign_manifest(&class, "globe-press", SignatureScheme::Ed25519);
+    let class_sig = sign_manifest(&class, "globe-press", SignatureScheme::Bls12381);
     assert_eq!(
         reason(run(&class, &class_sig, &p, &[], NOW)),
         Some(RefusalReason::Depth)

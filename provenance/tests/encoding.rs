@@ -206,7 +206,7 @@ fn every_ledger_entry_variant_round_trips_and_checks_nested_versions() {
             .expect("signed entry verifies");
     }
     let cp = LedgerEntry {
-        version: 2,
+        version: LedgerEntry::VERSION,
         body: EntryBody::Checkpoint(checkpoint()),
         attestation: Attestation::Consortium(Bytes(vec![0; 96])),
         audits: Vec::new(),
@@ -218,7 +218,7 @@ fn every_ledger_entry_variant_round_trips_and_checks_nested_versions() {
     let mut m = w.globe.clone();
     m.version = 9;
     let entry = LedgerEntry {
-        version: 2,
+        version: LedgerEntry::VERSION,
         body: EntryBody::Manifest(m),
         attestation: Attestation::Consortium(Bytes(vec![0; 96])),
         audits: Vec::new(),
@@ -335,7 +335,7 @@ fn huge_length_prefixes_and_bad_values_are_typed_errors() {
     ));
     // A bad enum tag is malformed.
     let cp = LedgerEntry {
-        version: 2,
+        version: LedgerEntry::VERSION,
         body: EntryBody::Checkpoint(checkpoint()),
         attestation: Attestation::Consortium(Bytes(vec![0; 96])),
         audits: Vec::new(),

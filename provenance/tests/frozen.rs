@@ -49,7 +49,7 @@ fn sample_object_digests_are_frozen() {
         ),
         (
             "genesis",
-            "0a87bbdf07092ec865de2eba57f4ac5032ccc16e517493833de0e96b851f6131",
+            "821a7340f7cbe74600a44232d305b3c5e1b4557e3b018522148658185cac9a42",
         ),
         (
             "checkpoint",

@@ -124,7 +124,7 @@ fn a_wrong_tree_size_is_caught_by_the_signed_checkpoint() {
         .signers
         .iter()
         .take(3)
-        .map(|s| s.consortium.sign_share(&msg))
+        .map(|s| s.consortium.as_ref().expect("a validator").sign_share(&msg))
         .collect();
     let sig = f
         .keyring()
@@ -173,7 +173,7 @@ fn checkpoints_round_trip_through_c2sp_text() {
         .signers
         .iter()
         .skip(1)
-        .map(|s| s.consortium.sign_share(&msg))
+        .map(|s| s.consortium.as_ref().expect("a validator").sign_share(&msg))
         .collect();
     let signature = f
         .keyring()

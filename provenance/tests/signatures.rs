@@ -210,6 +210,8 @@ fn unexpected_signers_wrong_schemes_and_borrowed_signatures_are_refused() {
     let w = world_for(SignatureScheme::Ed25519);
     let body = EntryBody::Manifest(w.globe.clone());
     let plan = body.signing_plan(&w.view).expect("plan");
+    // (A manifest is signed under the scheme its authority declares, BLS
+    // here; the checks below name Ed25519 to reach the signer checks.)
     let msg = &plan.requests[0].message;
     // An extra signature by an authority that is not required.
     let good = f
@@ -227,7 +229,7 @@ fn unexpected_signers_wrong_schemes_and_borrowed_signatures_are_refused() {
         signatures: vec![good.clone(), extra.clone()],
     };
     assert!(matches!(
-        verify_cosignature(f.keyring(), None, &plan.requests, &c),
+        verify_cosignature(f.keyring(), Some(SignatureScheme::Ed25519), &plan.requests, &c),
         Err(SignatureError::Unexpected { authority }) if authority.as_str() == "folio-society"
     ));
     // Folio's signature relabelled as Globe's names a key Globe does not hold.
@@ -238,7 +240,7 @@ fn unexpected_signers_wrong_schemes_and_borrowed_signatures_are_refused() {
         signatures: vec![borrowed],
     };
     assert!(matches!(
-        verify_cosignature(f.keyring(), None, &plan.requests, &c),
+        verify_cosignature(f.keyring(), Some(SignatureScheme::Ed25519), &plan.requests, &c),
         Err(SignatureError::UnknownKey { .. })
     ));
     // Duplicate.
@@ -247,7 +249,7 @@ fn unexpected_signers_wrong_schemes_and_borrowed_signatures_are_refused() {
         signatures: vec![good.clone(), good],
     };
     assert!(matches!(
-        verify_cosignature(f.keyring(), None, &plan.requests, &c),
+        verify_cosignature(f.keyring(), Some(SignatureScheme::Ed25519), &plan.requests, &c),
         Err(SignatureError::Duplicate { .. })
     ));
     // The policy requires BLS; an Ed25519 co-signature of a step event is
@@ -306,12 +308,14 @@ fn threshold_consortium() -> provenance::genesis::Dealt {
         name: n.into(),
         p2p_listen: format!("/ip4/127.0.0.1/tcp/{}", 7200 + i),
         api_listen: format!("127.0.0.1:{}", 8200 + i),
+        signing_member: false,
         api_certificate: Default::default(),
     };
     let auth = |i: &str, role, nodes: Vec<NodeDescription>, t| AuthorityDescription {
         id: id(i),
         name: i.into(),
         role,
+        scheme: SignatureScheme::Bls12381,
         threshold: t,
         nodes,
     };
@@ -362,20 +366,21 @@ fn a_threshold_authority_signature_combines_from_t_plus_1_shares_and_fails_with_
         signers[0].authority.sign(SignatureScheme::Bls12381, msg),
         Err(SignatureError::ThresholdKey { threshold: 1, .. })
     ));
-    let s0 = signers[0].authority.sign_share(msg);
-    let s1 = signers[1].authority.sign_share(msg);
+    let bls = SignatureScheme::Bls12381;
+    let s0 = signers[0].authority.sign_share(bls, msg).expect("share");
+    let s1 = signers[1].authority.sign_share(bls, msg).expect("share");
     // t = 1 share: not enough.
     assert!(matches!(
         dealt
             .keyring
-            .combine_authority_shares(&press, msg, std::slice::from_ref(&s0)),
+            .combine_authority_shares(&press, bls, msg, std::slice::from_ref(&s0)),
         Err(SignatureError::NotEnoughShares { have: 1, need: 2, .. })
     ));
     // t + 1 = 2 shares: the authority's signature, verifying under its
     // genesis key like any other.
     let sig = dealt
         .keyring
-        .combine_authority_shares(&press, msg, &[s0.clone(), s1.clone()])
+        .combine_authority_shares(&press, bls, msg, &[s0.clone(), s1.clone()])
         .expect("combines");
     dealt
         .keyring
@@ -385,7 +390,9 @@ fn a_threshold_authority_signature_combines_from_t_plus_1_shares_and_fails_with_
     let mut bad = s1;
     bad.share.0[10] ^= 1;
     assert!(matches!(
-        dealt.keyring.combine_authority_shares(&press, msg, &[s0, bad]),
+        dealt
+            .keyring
+            .combine_authority_shares(&press, bls, msg, &[s0, bad]),
         Err(SignatureError::BadShare { index: 1, .. })
     ));
     // archive has t = 0: one node signs for the authority.
@@ -395,7 +402,10 @@ fn a_threshold_authority_signature_combines_from_t_plus_1_shares_and_fails_with_
         .expect("t = 0 signs alone");
     dealt.keyring.verify(&archive_sig, msg).expect("verifies");
     // The consortium key needs q = 5 validator shares; 4 are not enough.
-    let shares: Vec<_> = signers.iter().map(|s| s.consortium.sign_share(msg)).collect();
+    let shares: Vec<_> = signers
+        .iter()
+        .map(|s| s.consortium.as_ref().expect("a validator").sign_share(msg))
+        .collect();
     assert!(matches!(
         dealt.keyring.combine_consortium_shares(msg, &shares[..4]),
         Err(SignatureError::NotEnoughShares { have: 4, need: 5, .. })
@@ -415,7 +425,11 @@ fn a_threshold_authority_signature_combines_from_t_plus_1_shares_and_fails_with_
         .expect("combine");
     assert_eq!(fast, c);
     let mut tampered = shares[2..].to_vec();
-    tampered[0] = signers[2].consortium.sign_share(b"another message");
+    tampered[0] = signers[2]
+        .consortium
+        .as_ref()
+        .expect("a validator")
+        .sign_share(b"another message");
     let bad = dealt
         .keyring
         .combine_verified_consortium_shares(&tampered)
@@ -434,9 +448,10 @@ fn genesis_refuses_an_authority_with_more_than_f_validators_and_rogue_keys() {
         name: "node-x".into(),
         p2p_listen: "/ip4/127.0.0.1/tcp/7199".into(),
         api_listen: "127.0.0.1:8199".into(),
+        signing_member: false,
         api_certificate: Default::default(),
     };
-    desc.authorities[0].nodes.push(extra);
+    desc.authorities[0].nodes.push(extra.clone());
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
     // n = 5, f = 1, and globe-press would run 2 validators.
     let err = deal(&desc, Timestamp(T0), &mut rng).expect_err("refused");
@@ -451,6 +466,25 @@ fn genesis_refuses_an_authority_with_more_than_f_validators_and_rogue_keys() {
         ),
         "{err}"
     );
+    // The same node as a signing member does not vote: n = 4, f = 1, and
+    // globe-press runs one validator.
+    let mut desc = ConsortiumDescription::local_testnet(7100, 8100);
+    desc.authorities[0].nodes.push(NodeDescription {
+        signing_member: true,
+        ..extra
+    });
+    let dealt = deal(&desc, Timestamp(T0), &mut rng).expect("a signing member is not a validator");
+    assert_eq!((dealt.genesis.consortium.n, dealt.genesis.consortium.f), (4, 1));
+    // Made a validator by hand, the fault bound refuses it again.
+    let mut g = dealt.genesis.clone();
+    let member = g
+        .nodes
+        .iter()
+        .position(|n| n.validator.is_none())
+        .expect("member");
+    g.nodes[member].validator = Some(4);
+    g.consortium.n = 5;
+    assert!(g.validate().is_err());
 
     let good = &fixture().dealt.genesis;
     // Rogue key: globe's BLS key set replaced by folio's, PoP left as is.

@@ -51,7 +51,7 @@ pub const META_LATEST_CHECKPOINT: &[u8] = b"latest-checkpoint";
 pub const META_FORMAT: &[u8] = b"format";
 /// The store's format: the log's tree is RFC 6962 over SHA-256. A store
 /// without it (its tree hashed with SHA3-256) is refused, never rehashed.
-pub const STORE_FORMAT: &[u8] = b"govtune-store/v3 log=rfc6962-sha256 entry=v2";
+pub const STORE_FORMAT: &[u8] = b"govtune-store/v4 log=rfc6962-sha256 entry=v3";
 
 /// A u64 key.
 pub fn u64_key(n: u64) -> [u8; 8] {

@@ -4,7 +4,7 @@
 //! [`Segmentation::Window`], `context + 1` bytes), carrying its salted hash
 //! and its inclusion proof in the source's Merkle root.
 
-use provenance::crypto::{CoSignature, CoSigner, SignatureScheme};
+use provenance::crypto::{CoSignature, CoSigner};
 use provenance::genesis::{deal, ConsortiumDescription, NodeSigners};
 use provenance::order::{ConsideredSource, Order, OrderSeed, OrderSpan};
 use provenance::{
@@ -217,10 +217,15 @@ impl DemoConsortium {
             .ok_or_else(|| TunerError::Config(format!("authority {id} is not in the demo consortium")))
     }
 
-    /// Signs a manifest as its data-source authority (Ed25519).
+    /// Signs a manifest as its data-source authority, under the scheme
+    /// the authority declares in genesis.
     pub fn sign_manifest(&self, m: &DataSourceManifest) -> Result<CoSignature> {
         let req = provenance::admission::manifest_sign_request(m);
-        let scheme = SignatureScheme::Ed25519;
+        let scheme = self
+            .keyring
+            .authority(&m.authority)
+            .map_err(|e| TunerError::Config(e.to_string()))?
+            .scheme;
         let mut co = CoSigner::new(&self.keyring, scheme, vec![req.clone()])
             .map_err(|e| TunerError::Config(e.to_string()))?;
         let sig = self

@@ -46,7 +46,7 @@ pub fn bls_validators(
         .signers()
         .expect("dealt keys match their genesis")
         .into_iter()
-        .map(|s| std::sync::Arc::new(s.consortium))
+        .filter_map(|s| s.consortium.map(std::sync::Arc::new))
         .collect();
     (std::sync::Arc::new(dealt.keyring), signers)
 }

@@ -674,8 +674,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 );
                 for node in &g.nodes {
                     println!(
-                        "  validator {} {:<12} {:<18} {}  keys: {}",
-                        node.validator,
+                        "  {} {:<12} {:<18} {}  keys: {}",
+                        node.validator
+                            .map_or_else(|| "signing member".to_string(), |v| format!("validator {v}")),
                         node.name,
                         node.authority,
                         node.peer_id,

@@ -149,7 +149,7 @@ fn four_processes_commit_1000_events_that_a_light_client_verifies() {
     let shares: Vec<_> = signers
         .iter()
         .take(3)
-        .map(|s| s.consortium.sign_share(&msg))
+        .map(|s| s.consortium.as_ref().expect("a validator").sign_share(&msg))
         .collect();
     let forged = provenance::SignedCheckpoint {
         checkpoint: cp.checkpoint.clone(),

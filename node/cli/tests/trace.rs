@@ -933,6 +933,7 @@ fn consortium_signed(t: &Testnet, cp: provenance::Checkpoint) -> provenance::Sig
             genesis::load_node_keys(&n.config.with_file_name("node.key"), &g, &keyring)
                 .expect("node keys")
                 .consortium
+                .expect("a validator")
                 .sign_share(&message)
         })
         .collect();

@@ -145,7 +145,11 @@ mod tests {
         let signers = dealt.signers().expect("signers");
         let k = &dealt.keyring;
         let cache = VerifiedSignatures::new(2);
-        let good = signers[0].consortium.sign_share(b"m1");
+        let good = signers[0]
+            .consortium
+            .as_ref()
+            .expect("a validator")
+            .sign_share(b"m1");
         let mut forged = good.clone();
         forged.validator = 1;
         assert!(!cache.verify_share(k, &forged, b"m1"));
@@ -156,7 +160,11 @@ mod tests {
         assert!(!cache.verify_share(k, &good, b"m2"));
         assert!(!cache.verify_share(k, &forged, b"m1"));
         for (i, m) in [b"m3", b"m4", b"m5"].iter().enumerate() {
-            let s = signers[i % 3].consortium.sign_share(*m);
+            let s = signers[i % 3]
+                .consortium
+                .as_ref()
+                .expect("a validator")
+                .sign_share(*m);
             assert!(cache.verify_share(k, &s, *m));
         }
         assert_eq!(cache.len(), 2, "bounded");

@@ -112,21 +112,36 @@ impl CoSignature {
                     && aggregate.len() == 96
             }
             CoSignature::List { signatures, .. } => {
-                signatures.len() <= MAX_AUTHORITIES && signatures.iter().all(|s| s.signature.len() <= 8192)
+                signatures.len() <= MAX_AUTHORITIES
+                    && signatures
+                        .iter()
+                        .all(|s| s.signature.len() <= MAX_AUTHORITY_SIGNATURE_BYTES)
             }
         }
     }
 }
 
+/// Longest authority signature: t+1 = 64 nodes' ML-DSA-65 signatures, each
+/// with its share index.
+pub const MAX_AUTHORITY_SIGNATURE_BYTES: usize =
+    crate::genesis::MAX_AUTHORITY_NODES * (2 + super::ML_DSA_65_SIGNATURE_BYTES);
+
 /// Verifies that `cosig` holds a valid signature by every required signer
 /// and by nobody else, naming exactly which signature is missing, bad or
-/// unexpected. `scheme`, when given, is the scheme the policy requires.
+/// unexpected. `scheme`, when given, is the scheme the policy requires;
+/// without one, an entry one authority signs alone (a registration, a
+/// revocation, evidence) is signed under the scheme that authority
+/// declares in genesis.
 pub fn verify_cosignature(
     keyring: &KeyRing,
     scheme: Option<SignatureScheme>,
     required: &[SignRequest],
     cosig: &CoSignature,
 ) -> Result<(), SignatureError> {
+    let scheme = scheme.or(match required {
+        [alone] => Some(keyring.authority(&alone.authority)?.scheme),
+        _ => None,
+    });
     // Every required signer must exist and hold its role.
     let mut wanted: BTreeMap<&AuthorityId, &SignRequest> = BTreeMap::new();
     for r in required {

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use ml_dsa::{EncodedVerifyingKey, MlDsa65};
 
 use super::{
-    malformed, signing_message, AuthoritySignature, KeyId, SignatureError, SignatureScheme, SigningDomain,
-    BLS_DST, ML_DSA_CONTEXT,
+    malformed, signing_message, AuthorityShare, AuthoritySignature, KeyId, SignatureError, SignatureScheme,
+    SigningDomain, BLS_DST, ML_DSA_CONTEXT,
 };
 use crate::digest::Bytes;
 use crate::genesis::{Genesis, GenesisError};
@@ -25,9 +25,40 @@ pub struct AuthorityKeys {
     pub(crate) bls_set: blsttc::PublicKeySet,
     pub(crate) bls_key: blsttc::PublicKey,
     pub(crate) bls_point: blst::min_pk::PublicKey,
-    pub(crate) ed25519: ed25519_dalek::VerifyingKey,
-    pub(crate) ml_dsa: Box<ml_dsa::VerifyingKey<MlDsa65>>,
+    /// Each node's Ed25519 key, in share order.
+    pub(crate) ed25519: Vec<ed25519_dalek::VerifyingKey>,
+    /// Each node's ML-DSA-65 key, in share order.
+    pub(crate) ml_dsa: Vec<ml_dsa::VerifyingKey<MlDsa65>>,
+    /// The scheme it signs its own entries under.
+    pub scheme: SignatureScheme,
     key_ids: [KeyId; 3],
+}
+
+/// Bytes of one node's part of a multi-node authority's Ed25519 or
+/// ML-DSA-65 signature: its share index (u16, big-endian), then its
+/// signature.
+fn member_entry_len(scheme: SignatureScheme) -> usize {
+    2 + match scheme {
+        SignatureScheme::Bls12381 => 96,
+        SignatureScheme::Ed25519 => 64,
+        SignatureScheme::MlDsa65 => ML_DSA_65_SIGNATURE_BYTES,
+    }
+}
+
+/// Bytes of an ML-DSA-65 signature (FIPS 204).
+pub const ML_DSA_65_SIGNATURE_BYTES: usize = 3309;
+
+/// The key identifier of a multi-node authority's key under a scheme with
+/// one key per node: the threshold t, then every node's key in share order.
+pub(crate) fn member_keys_id(scheme: SignatureScheme, threshold: u16, keys: &[&[u8]]) -> KeyId {
+    if keys.len() == 1 {
+        return KeyId::of(scheme, keys[0]);
+    }
+    let mut b = threshold.to_be_bytes().to_vec();
+    for k in keys {
+        b.extend_from_slice(k);
+    }
+    KeyId::of(scheme, &b)
 }
 
 impl std::fmt::Debug for AuthorityKeys {
@@ -49,6 +80,145 @@ impl AuthorityKeys {
     /// The BLS threshold t of this authority's key set (0 for a plain key).
     pub fn bls_threshold(&self) -> usize {
         self.bls_set.threshold()
+    }
+
+    /// The authority's threshold t: t+1 of its nodes sign for it, under
+    /// every scheme.
+    pub fn threshold(&self) -> usize {
+        self.bls_set.threshold()
+    }
+
+    /// How many nodes it runs (m).
+    pub fn members(&self) -> usize {
+        self.ed25519.len()
+    }
+
+    /// Bytes of this authority's signature under `scheme`.
+    pub fn signature_len(&self, scheme: SignatureScheme) -> usize {
+        match scheme {
+            SignatureScheme::Bls12381 => 96,
+            _ if self.members() == 1 => member_entry_len(scheme) - 2,
+            _ => (self.threshold() + 1) * member_entry_len(scheme),
+        }
+    }
+
+    /// Checks one node's share of this authority's signature over
+    /// `message`: the index is one of its nodes and the share verifies
+    /// under that node's key.
+    pub fn verify_share(&self, share: &AuthorityShare, message: &[u8]) -> Result<(), SignatureError> {
+        let bad = || SignatureError::BadShare {
+            authority: self.id.to_string(),
+            index: share.index,
+        };
+        if share.authority != self.id {
+            return Err(SignatureError::Unexpected {
+                authority: share.authority.clone(),
+            });
+        }
+        let i = usize::from(share.index);
+        if i >= self.members() {
+            return Err(bad());
+        }
+        let ok = match share.scheme {
+            SignatureScheme::Bls12381 => <[u8; 96]>::try_from(share.share.as_slice())
+                .ok()
+                .and_then(|b| blsttc::SignatureShare::from_bytes(b).ok())
+                .is_some_and(|s| self.bls_set.public_key_share(i).verify(&s, message)),
+            SignatureScheme::Ed25519 => ed25519_dalek::Signature::from_slice(share.share.as_slice())
+                .is_ok_and(|s| self.ed25519[i].verify_strict(message, &s).is_ok()),
+            SignatureScheme::MlDsa65 => ml_dsa::Signature::<MlDsa65>::try_from(share.share.as_slice())
+                .is_ok_and(|s| self.ml_dsa[i].verify_with_context(message, ML_DSA_CONTEXT, &s)),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(bad())
+        }
+    }
+
+    /// Combines t+1 of its nodes' shares over `message` (one scheme) into
+    /// the authority's signature, checking every share first and naming
+    /// a bad one. Shares beyond t+1 distinct nodes are left out.
+    pub fn combine(
+        &self,
+        scheme: SignatureScheme,
+        message: &[u8],
+        shares: &[AuthorityShare],
+    ) -> Result<AuthoritySignature, SignatureError> {
+        let mut by_index: BTreeMap<u16, &AuthorityShare> = BTreeMap::new();
+        for s in shares {
+            if s.scheme != scheme {
+                return Err(SignatureError::WrongScheme {
+                    authority: self.id.clone(),
+                    expected: scheme,
+                    found: s.scheme,
+                });
+            }
+            self.verify_share(s, message)?;
+            by_index.entry(s.index).or_insert(s);
+        }
+        let need = self.threshold() + 1;
+        if by_index.len() < need {
+            return Err(SignatureError::NotEnoughShares {
+                authority: self.id.to_string(),
+                have: by_index.len(),
+                need,
+            });
+        }
+        let signature = match scheme {
+            SignatureScheme::Bls12381 => {
+                let sig = combine_shares(
+                    &self.bls_set,
+                    self.id.as_str(),
+                    message,
+                    by_index.values().map(|s| (s.index, &s.share)),
+                )?;
+                sig.to_bytes().to_vec()
+            }
+            _ if self.members() == 1 => by_index
+                .values()
+                .next()
+                .map(|s| s.share.0.clone())
+                .unwrap_or_default(),
+            _ => {
+                let mut b = Vec::with_capacity(need * member_entry_len(scheme));
+                for s in by_index.values().take(need) {
+                    b.extend_from_slice(&s.index.to_be_bytes());
+                    b.extend_from_slice(&s.share.0);
+                }
+                b
+            }
+        };
+        Ok(AuthoritySignature {
+            authority: self.id.clone(),
+            scheme,
+            key: self.key_id(scheme),
+            signature: Bytes(signature),
+        })
+    }
+
+    /// The node signatures inside a multi-node authority's Ed25519 or
+    /// ML-DSA-65 signature: exactly t+1 entries, share indexes strictly
+    /// increasing and below m.
+    fn member_signatures<'s>(
+        &self,
+        scheme: SignatureScheme,
+        bytes: &'s [u8],
+    ) -> Option<Vec<(usize, &'s [u8])>> {
+        let len = member_entry_len(scheme);
+        let need = self.threshold() + 1;
+        if bytes.len() != need * len {
+            return None;
+        }
+        let mut out = Vec::with_capacity(need);
+        for chunk in bytes.chunks_exact(len) {
+            let index = usize::from(u16::from_be_bytes([chunk[0], chunk[1]]));
+            if index >= self.members() || out.last().is_some_and(|(prev, _)| *prev >= index) {
+                return None;
+            }
+            out.push((index, &chunk[2..]));
+        }
+        Some(out)
     }
 
     /// The authority's BLS public key set (for share verification).
@@ -81,14 +251,25 @@ impl AuthorityKeys {
                 let s = blsttc::Signature::from_bytes(bytes).map_err(|_| bad())?;
                 self.bls_key.verify(&s, message)
             }
+            scheme if self.members() > 1 => {
+                let parts = self
+                    .member_signatures(scheme, sig.signature.as_slice())
+                    .ok_or_else(bad)?;
+                parts.into_iter().all(|(i, part)| match scheme {
+                    SignatureScheme::Ed25519 => ed25519_dalek::Signature::from_slice(part)
+                        .is_ok_and(|s| self.ed25519[i].verify_strict(message, &s).is_ok()),
+                    _ => ml_dsa::Signature::<MlDsa65>::try_from(part)
+                        .is_ok_and(|s| self.ml_dsa[i].verify_with_context(message, ML_DSA_CONTEXT, &s)),
+                })
+            }
             SignatureScheme::Ed25519 => {
                 let s = ed25519_dalek::Signature::from_slice(sig.signature.as_slice()).map_err(|_| bad())?;
-                self.ed25519.verify_strict(message, &s).is_ok()
+                self.ed25519[0].verify_strict(message, &s).is_ok()
             }
             SignatureScheme::MlDsa65 => {
                 let s =
                     ml_dsa::Signature::<MlDsa65>::try_from(sig.signature.as_slice()).map_err(|_| bad())?;
-                self.ml_dsa.verify_with_context(message, ML_DSA_CONTEXT, &s)
+                self.ml_dsa[0].verify_with_context(message, ML_DSA_CONTEXT, &s)
             }
         };
         if ok {
@@ -153,30 +334,44 @@ impl KeyRing {
                     authority: a.id.clone(),
                 });
             }
-            let ed_bytes: [u8; 32] = a
+            let bad_key = |reason: String| GenesisError::BadKey {
+                authority: a.id.clone(),
+                reason,
+            };
+            if a.ed25519.is_empty() || a.ed25519.len() != a.ml_dsa_65.len() {
+                return Err(bad_key(format!(
+                    "{} Ed25519 and {} ML-DSA-65 keys: one of each per node",
+                    a.ed25519.len(),
+                    a.ml_dsa_65.len()
+                )));
+            }
+            let ed25519 = a
                 .ed25519
-                .as_slice()
-                .try_into()
-                .map_err(|_| GenesisError::BadKey {
-                    authority: a.id.clone(),
-                    reason: "Ed25519 key is not 32 bytes".into(),
-                })?;
-            let ed25519 =
-                ed25519_dalek::VerifyingKey::from_bytes(&ed_bytes).map_err(|e| GenesisError::BadKey {
-                    authority: a.id.clone(),
-                    reason: format!("Ed25519 key: {e}"),
-                })?;
-            let enc = EncodedVerifyingKey::<MlDsa65>::try_from(a.ml_dsa_65.as_slice()).map_err(|_| {
-                GenesisError::BadKey {
-                    authority: a.id.clone(),
-                    reason: format!("ML-DSA-65 key is {} bytes, not 1952", a.ml_dsa_65.len()),
-                }
-            })?;
-            let ml_dsa = Box::new(ml_dsa::VerifyingKey::<MlDsa65>::decode(&enc));
+                .iter()
+                .map(|k| {
+                    let b: [u8; 32] = k
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| bad_key("Ed25519 key is not 32 bytes".into()))?;
+                    ed25519_dalek::VerifyingKey::from_bytes(&b)
+                        .map_err(|e| bad_key(format!("Ed25519 key: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let ml_dsa = a
+                .ml_dsa_65
+                .iter()
+                .map(|k| {
+                    let enc = EncodedVerifyingKey::<MlDsa65>::try_from(k.as_slice())
+                        .map_err(|_| bad_key(format!("ML-DSA-65 key is {} bytes, not 1952", k.len())))?;
+                    Ok(ml_dsa::VerifyingKey::<MlDsa65>::decode(&enc))
+                })
+                .collect::<Result<Vec<_>, GenesisError>>()?;
+            let ed_keys: Vec<&[u8]> = a.ed25519.iter().map(|k| k.as_slice()).collect();
+            let ml_keys: Vec<&[u8]> = a.ml_dsa_65.iter().map(|k| k.as_slice()).collect();
             let key_ids = [
                 KeyId::of(SignatureScheme::Bls12381, &bls_bytes),
-                KeyId::of(SignatureScheme::Ed25519, &ed_bytes),
-                KeyId::of(SignatureScheme::MlDsa65, a.ml_dsa_65.as_slice()),
+                member_keys_id(SignatureScheme::Ed25519, a.bls.threshold, &ed_keys),
+                member_keys_id(SignatureScheme::MlDsa65, a.bls.threshold, &ml_keys),
             ];
             if by_id.insert(a.id.clone(), position).is_some() {
                 return Err(GenesisError::Duplicate {
@@ -193,6 +388,7 @@ impl KeyRing {
                 bls_point,
                 ed25519,
                 ml_dsa,
+                scheme: a.scheme,
                 key_ids,
             });
         }
@@ -244,29 +440,16 @@ impl KeyRing {
         self.authority(&sig.authority)?.verify(sig, message)
     }
 
-    /// Combines t+1 BLS signature shares of a threshold authority into its
-    /// signature over `message`, verifying every share first and naming any
-    /// bad one.
+    /// Combines t+1 of an authority's node shares (one scheme) into its
+    /// signature over `message` ([`AuthorityKeys::combine`]).
     pub fn combine_authority_shares(
         &self,
         authority: &AuthorityId,
+        scheme: SignatureScheme,
         message: &[u8],
-        shares: &[super::BlsSignatureShare],
+        shares: &[AuthorityShare],
     ) -> Result<AuthoritySignature, SignatureError> {
-        let keys = self.authority(authority)?;
-        let name = authority.to_string();
-        let sig = combine_shares(
-            &keys.bls_set,
-            &name,
-            message,
-            shares.iter().map(|s| (s.index, &s.share)),
-        )?;
-        Ok(AuthoritySignature {
-            authority: authority.clone(),
-            scheme: SignatureScheme::Bls12381,
-            key: keys.key_id(SignatureScheme::Bls12381),
-            signature: Bytes(sig.to_bytes().to_vec()),
-        })
+        self.authority(authority)?.combine(scheme, message, shares)
     }
 
     /// The consortium's threshold t (= q - 1).

@@ -30,9 +30,9 @@ mod signer;
 
 pub use cache::VerifiedSignatures;
 pub use cosign::{verify_cosignature, CoSignature, CoSigner, SignRequest, SignerBitmap, MAX_AUTHORITIES};
-pub use keyring::{AuthorityKeys, KeyRing};
+pub use keyring::{AuthorityKeys, KeyRing, ML_DSA_65_SIGNATURE_BYTES};
 pub use signer::{
-    bls_proof_of_possession, ml_dsa_keypair, ml_dsa_public_key, AuthoritySigner, BlsSignatureShare,
+    bls_proof_of_possession, ml_dsa_keypair, ml_dsa_public_key, AuthorityShare, AuthoritySigner,
     ConsortiumSignatureShare, ConsortiumSigner,
 };
 
@@ -267,7 +267,9 @@ pub enum SignatureError {
         index: u16,
     },
     /// A threshold authority's full signature needs shares from t+1 nodes.
-    #[error("{authority} holds a {threshold}-threshold BLS key: sign a share on t+1 of its nodes and combine them")]
+    #[error(
+        "{authority} signs with t+1 of its nodes (t = {threshold}): sign a share on each and combine them"
+    )]
     ThresholdKey {
         /// The authority.
         authority: AuthorityId,

@@ -1,5 +1,8 @@
-//! Signing: an authority's node holds its authority's keys (a BLS key share,
-//! the Ed25519 and ML-DSA-65 keys) and a share of the consortium key.
+//! Signing: an authority's node holds its own part of its authority's keys
+//! (a BLS key share, its own Ed25519 and ML-DSA-65 keys) and, if it is a
+//! validator, a share of the consortium key. An authority of m nodes with
+//! threshold t signs when t+1 of them sign: their shares combine
+//! ([`super::AuthorityKeys::combine`]).
 
 use ml_dsa::{KeyGen, MlDsa65};
 use serde::{Deserialize, Serialize};
@@ -10,14 +13,17 @@ use super::{
 use crate::digest::Bytes;
 use crate::ids::AuthorityId;
 
-/// One node's share of a threshold authority's BLS signature.
+/// One node's share of its authority's signature under one scheme: a BLS
+/// signature share, or the node's own Ed25519 or ML-DSA-65 signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlsSignatureShare {
+pub struct AuthorityShare {
     /// The authority.
     pub authority: AuthorityId,
-    /// The share index within the authority's key set.
+    /// The node's share index among the authority's nodes.
     pub index: u16,
-    /// The share (96 bytes).
+    /// The scheme.
+    pub scheme: SignatureScheme,
+    /// The share's bytes.
     pub share: Bytes,
 }
 
@@ -35,6 +41,7 @@ pub struct ConsortiumSignatureShare {
 pub struct AuthoritySigner {
     authority: AuthorityId,
     bls_threshold: u16,
+    members: u16,
     bls_index: u16,
     bls_share: blsttc::SecretKeyShare,
     ed25519: ed25519_dalek::SigningKey,
@@ -71,16 +78,14 @@ pub fn bls_proof_of_possession(secret: &blsttc::SecretKey) -> [u8; 96] {
 }
 
 impl AuthoritySigner {
-    /// Builds a signer from secret key material.
-    ///
-    /// * `bls_group_key` is the authority's BLS group public key (to name it),
-    ///   `bls_threshold` its threshold t, `bls_index`/`bls_share` this node's
-    ///   share (for t = 0 the share is the key itself).
+    /// Builds node `index`'s signer for the authority whose genesis keys
+    /// are `keys`, from its secret key material: its BLS share (for t = 0
+    /// the share is the key itself), its own Ed25519 key and ML-DSA seed.
+    /// The keys are not checked against genesis here
+    /// (`NodeSecrets::signers` does).
     pub fn new(
-        authority: AuthorityId,
-        bls_group_key: [u8; 48],
-        bls_threshold: u16,
-        bls_index: u16,
+        keys: &super::AuthorityKeys,
+        index: u16,
         bls_share: [u8; 32],
         ed25519_secret: [u8; 32],
         ml_dsa_seed: [u8; 32],
@@ -89,15 +94,12 @@ impl AuthoritySigner {
             .map_err(|e| super::malformed("BLS secret key share", format!("{e:?}")))?;
         let ed25519 = ed25519_dalek::SigningKey::from_bytes(&ed25519_secret);
         let ml_dsa = Box::new(ml_dsa_keypair(&ml_dsa_seed));
-        let key_ids = [
-            KeyId::of(SignatureScheme::Bls12381, &bls_group_key),
-            KeyId::of(SignatureScheme::Ed25519, ed25519.verifying_key().as_bytes()),
-            KeyId::of(SignatureScheme::MlDsa65, &ml_dsa.verifying_key().encode()),
-        ];
+        let key_ids = SignatureScheme::ALL.map(|s| keys.key_id(s));
         Ok(Self {
-            authority,
-            bls_threshold,
-            bls_index,
+            authority: keys.id.clone(),
+            bls_threshold: keys.threshold() as u16,
+            members: keys.members() as u16,
+            bls_index: index,
             bls_share,
             ed25519,
             ml_dsa,
@@ -110,27 +112,60 @@ impl AuthoritySigner {
         &self.authority
     }
 
-    /// Signs `message` under `scheme`. For a threshold BLS authority
-    /// (t > 0) a full signature needs t+1 nodes: use [`Self::sign_share`] and
-    /// [`super::KeyRing::combine_authority_shares`]; this returns
+    /// The authority's threshold t: t+1 of its nodes sign for it.
+    pub fn threshold(&self) -> u16 {
+        self.bls_threshold
+    }
+
+    /// This node's share index among its authority's nodes.
+    pub fn index(&self) -> u16 {
+        self.bls_index
+    }
+
+    /// Signs `message` under `scheme` for the authority, which this node
+    /// can do alone only when t = 0. For t > 0 the authority's signature
+    /// needs t+1 nodes: each signs [`Self::sign_share`] and the shares
+    /// combine ([`super::KeyRing::combine_authority_shares`]); this returns
     /// [`SignatureError::ThresholdKey`].
     pub fn sign(
         &self,
         scheme: SignatureScheme,
         message: &[u8],
     ) -> Result<AuthoritySignature, SignatureError> {
-        let signature = match scheme {
-            SignatureScheme::Bls12381 => {
-                if self.bls_threshold > 0 {
-                    return Err(SignatureError::ThresholdKey {
-                        authority: self.authority.clone(),
-                        threshold: self.bls_threshold,
-                    });
-                }
-                // With t = 0 every share equals the key, so the share's
-                // signature is the authority's signature.
-                self.bls_share.sign(message).to_bytes().to_vec()
-            }
+        if self.bls_threshold > 0 {
+            return Err(SignatureError::ThresholdKey {
+                authority: self.authority.clone(),
+                threshold: self.bls_threshold,
+            });
+        }
+        let share = self.sign_share(scheme, message)?;
+        // With t = 0 every BLS share equals the key; a single node's
+        // Ed25519 or ML-DSA signature is the authority's, in the multi-node
+        // layout when it runs several nodes.
+        let signature = if scheme == SignatureScheme::Bls12381 || self.members == 1 {
+            share.share
+        } else {
+            let mut b = share.index.to_be_bytes().to_vec();
+            b.extend_from_slice(&share.share.0);
+            Bytes(b)
+        };
+        Ok(AuthoritySignature {
+            authority: self.authority.clone(),
+            scheme,
+            key: self.key_ids[scheme.code() as usize - 1],
+            signature,
+        })
+    }
+
+    /// This node's share of the authority's signature over `message` under
+    /// `scheme`.
+    pub fn sign_share(
+        &self,
+        scheme: SignatureScheme,
+        message: &[u8],
+    ) -> Result<AuthorityShare, SignatureError> {
+        let share = match scheme {
+            SignatureScheme::Bls12381 => self.bls_share.sign(message).to_bytes().to_vec(),
             SignatureScheme::Ed25519 => {
                 use ed25519_dalek::Signer;
                 self.ed25519.sign(message).to_bytes().to_vec()
@@ -143,21 +178,12 @@ impl AuthoritySigner {
                 .encode()
                 .to_vec(),
         };
-        Ok(AuthoritySignature {
-            authority: self.authority.clone(),
-            scheme,
-            key: self.key_ids[scheme.code() as usize - 1],
-            signature: Bytes(signature),
-        })
-    }
-
-    /// This node's share of the authority's BLS signature over `message`.
-    pub fn sign_share(&self, message: &[u8]) -> BlsSignatureShare {
-        BlsSignatureShare {
+        Ok(AuthorityShare {
             authority: self.authority.clone(),
             index: self.bls_index,
-            share: Bytes(self.bls_share.sign(message).to_bytes().to_vec()),
-        }
+            scheme,
+            share: Bytes(share),
+        })
     }
 }
 

@@ -3,10 +3,11 @@
 //! the description file and the secret files.
 //!
 //! The dealer generates every key, splits each multi-node authority's BLS
-//! key into t-of-m shares and the consortium key into (q-1)-of-n shares,
-//! signs the proofs of possession and forgets the master secrets when it
-//! returns. Whoever runs it could keep copies: see the `genesis` crate's
-//! documentation.
+//! key into t-of-m shares and the consortium key into (q-1)-of-n shares
+//! among the validators, gives every node its own Ed25519 and ML-DSA-65
+//! keys, signs the proofs of possession and forgets the master secrets when
+//! it returns. Each node's secrets hold only its own key material. Whoever
+//! runs it could keep copies: see the `genesis` crate's documentation.
 
 use rand::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,10 @@ pub struct NodeDescription {
     pub p2p_listen: String,
     /// HTTP API `host:port`.
     pub api_listen: String,
+    /// A signing member: it follows the chain and co-signs for its
+    /// authority but never votes (default: a validator).
+    #[serde(default)]
+    pub signing_member: bool,
     /// The API's TLS certificate (DER); not read from the description: the
     /// ceremony (`genesis::ceremony`) makes one per node.
     #[serde(skip)]
@@ -48,8 +53,11 @@ pub struct AuthorityDescription {
     pub name: String,
     /// Role.
     pub role: Role,
-    /// BLS threshold t among its nodes (default m / 2, so a majority of
-    /// its nodes must sign).
+    /// The scheme it signs its own entries under (default BLS12-381).
+    #[serde(default = "default_scheme")]
+    pub scheme: SignatureScheme,
+    /// Threshold t among its nodes: t+1 sign for it, under every scheme
+    /// (default m / 2, so a majority of its nodes must sign).
     #[serde(default)]
     pub threshold: Option<u16>,
     /// Its nodes.
@@ -78,6 +86,10 @@ fn default_skew() -> u64 {
     2_000
 }
 
+fn default_scheme() -> SignatureScheme {
+    SignatureScheme::Bls12381
+}
+
 impl ConsortiumDescription {
     /// The four-node testnet of the demo: two data-source authorities,
     /// governance and an operator, one node each, on loopback ports
@@ -100,11 +112,13 @@ impl ConsortiumDescription {
                     id: AuthorityId((*id).to_string()),
                     name: (*name).into(),
                     role: *role,
+                    scheme: default_scheme(),
                     threshold: None,
                     nodes: vec![NodeDescription {
                         name: format!("node-{i}"),
                         p2p_listen: format!("/ip4/127.0.0.1/tcp/{}", p2p_base + i as u16),
                         api_listen: format!("127.0.0.1:{}", api_base + i as u16),
+                        signing_member: false,
                         api_certificate: Default::default(),
                     }],
                 })
@@ -130,11 +144,13 @@ impl ConsortiumDescription {
                         1 => Role::Operator,
                         _ => Role::DataSource,
                     },
+                    scheme: default_scheme(),
                     threshold: None,
                     nodes: vec![NodeDescription {
                         name: format!("node-{i}"),
                         p2p_listen: format!("/ip4/127.0.0.1/tcp/{}", p2p_base + i),
                         api_listen: format!("127.0.0.1:{}", api_base + i),
+                        signing_member: false,
                         api_certificate: Default::default(),
                     }],
                 })
@@ -143,41 +159,38 @@ impl ConsortiumDescription {
     }
 }
 
-/// An authority's secrets as one of its nodes holds them.
+/// One node's part of its authority's keys: nothing another node holds.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthoritySecrets {
     /// The authority.
     pub id: AuthorityId,
-    /// The authority's BLS group public key (48 bytes).
-    pub bls_group_key: Bytes,
-    /// Its BLS threshold t.
-    pub bls_threshold: u16,
-    /// This node's share index.
-    pub bls_index: u16,
+    /// This node's share index among the authority's nodes.
+    pub index: u16,
     /// This node's BLS secret share (32 bytes).
     pub bls_share: Bytes,
-    /// The authority's Ed25519 secret key (32 bytes).
+    /// This node's own Ed25519 secret key (32 bytes).
     pub ed25519_secret: Bytes,
-    /// The authority's ML-DSA-65 seed (32 bytes).
+    /// This node's own ML-DSA-65 seed (32 bytes).
     pub ml_dsa_seed: Bytes,
 }
 
-/// One node's secrets: its identity, its authority's keys and its share of
-/// the consortium key.
+/// One node's secrets: its identity, its part of its authority's keys and,
+/// for a validator, its share of the consortium key.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSecrets {
     /// Node name.
     pub node: String,
-    /// Validator index.
-    pub validator: u16,
+    /// Validator index (`None`: a signing member).
+    pub validator: Option<u16>,
     /// Digest of the genesis these keys belong to.
     pub genesis_digest: Digest,
     /// Ed25519 node identity secret (32 bytes): the libp2p key.
     pub node_secret: Bytes,
-    /// This validator's consortium key share (32 bytes).
-    pub consortium_share: Bytes,
+    /// This validator's consortium key share (32 bytes; none for a
+    /// signing member).
+    pub consortium_share: Option<Bytes>,
     /// The authority's keys.
     pub authority: AuthoritySecrets,
 }
@@ -204,14 +217,14 @@ impl std::fmt::Debug for AuthoritySecrets {
 pub struct NodeSigners {
     /// Node name.
     pub node: String,
-    /// Validator index.
-    pub validator: u16,
+    /// Validator index (`None`: a signing member).
+    pub validator: Option<u16>,
     /// Ed25519 node identity secret (for libp2p).
     pub node_secret: [u8; 32],
     /// The authority signing agent.
     pub authority: AuthoritySigner,
-    /// The consortium share signer.
-    pub consortium: ConsortiumSigner,
+    /// The consortium share signer (validators only).
+    pub consortium: Option<ConsortiumSigner>,
 }
 
 impl std::fmt::Debug for NodeSigners {
@@ -247,14 +260,11 @@ impl NodeSecrets {
             return Err("these keys belong to another genesis".into());
         }
         let record = genesis
-            .nodes
-            .get(usize::from(self.validator))
-            .filter(|n| n.name == self.node)
-            .ok_or_else(|| {
-                format!(
-                    "node {} is not validator {} in genesis",
-                    self.node, self.validator
-                )
+            .node(&self.node)
+            .filter(|n| n.validator == self.validator)
+            .ok_or_else(|| match self.validator {
+                Some(v) => format!("node {} is not validator {v} in genesis", self.node),
+                None => format!("node {} is not a signing member in genesis", self.node),
             })?;
         let node_secret: [u8; 32] = fixed("node_secret", &self.node_secret)?;
         let node_public = ed25519_dalek::SigningKey::from_bytes(&node_secret).verifying_key();
@@ -262,49 +272,39 @@ impl NodeSecrets {
             return Err("node identity key does not match genesis".into());
         }
         let a = &self.authority;
-        if a.id != record.authority || a.bls_index != record.authority_share {
+        if a.id != record.authority || a.index != record.authority_share {
             return Err("authority or share index does not match genesis".into());
         }
+        let keys = keyring.authority(&a.id).map_err(|e| e.to_string())?;
         let authority = AuthoritySigner::new(
-            a.id.clone(),
-            fixed("bls_group_key", &a.bls_group_key)?,
-            a.bls_threshold,
-            a.bls_index,
+            keys,
+            a.index,
             fixed("bls_share", &a.bls_share)?,
             fixed("ed25519_secret", &a.ed25519_secret)?,
             fixed("ml_dsa_seed", &a.ml_dsa_seed)?,
         )
         .map_err(|e| e.to_string())?;
+        // Each scheme's share must verify under this node's public key in
+        // genesis.
         let probe = b"govtune/v1/key-file-probe";
-        let keys = keyring.authority(&a.id).map_err(|e| e.to_string())?;
         for scheme in SignatureScheme::ALL {
-            if scheme == SignatureScheme::Bls12381 && a.bls_threshold > 0 {
-                // A share alone cannot make the authority's signature:
-                // check it against its public key share instead.
-                let share = authority.sign_share(probe);
-                let ok = <[u8; 96]>::try_from(share.share.as_slice())
-                    .ok()
-                    .and_then(|b| blsttc::SignatureShare::from_bytes(b).ok())
-                    .is_some_and(|s| {
-                        keys.bls_public_key_set()
-                            .public_key_share(usize::from(share.index))
-                            .verify(&s, probe)
-                    });
-                if !ok {
-                    return Err("BLS key share does not match genesis".into());
+            let share = authority.sign_share(scheme, probe).map_err(|e| e.to_string())?;
+            keys.verify_share(&share, probe)
+                .map_err(|_| format!("{scheme} key does not match genesis"))?;
+        }
+        let consortium = match (self.validator, &self.consortium_share) {
+            (Some(v), Some(share)) => {
+                let c =
+                    ConsortiumSigner::new(v, fixed("consortium_share", share)?).map_err(|e| e.to_string())?;
+                if !keyring.verify_consortium_share(&c.sign_share(probe), probe) {
+                    return Err("consortium key share does not match genesis".into());
                 }
-                continue;
+                Some(c)
             }
-            let sig = authority.sign(scheme, probe).map_err(|e| e.to_string())?;
-            keys.verify(&sig, probe)
-                .map_err(|e| format!("{scheme} key does not match genesis: {e}"))?;
-        }
-        let consortium =
-            ConsortiumSigner::new(self.validator, fixed("consortium_share", &self.consortium_share)?)
-                .map_err(|e| e.to_string())?;
-        if !keyring.verify_consortium_share(&consortium.sign_share(probe), probe) {
-            return Err("consortium key share does not match genesis".into());
-        }
+            (None, None) => None,
+            (Some(_), None) => return Err("a validator needs its consortium key share".into()),
+            (None, Some(_)) => return Err("a signing member holds no consortium key share".into()),
+        };
         Ok(NodeSigners {
             node: self.node.clone(),
             validator: self.validator,
@@ -316,13 +316,13 @@ impl NodeSecrets {
 }
 
 /// The dealer's output: the validated genesis, its key ring and every
-/// node's secrets in validator order.
+/// node's secrets in genesis's node order.
 pub struct Dealt {
     /// Public genesis.
     pub genesis: Genesis,
     /// Its key ring.
     pub keyring: KeyRing,
-    /// One entry per node, in validator order.
+    /// One entry per node, in genesis's node order.
     pub nodes: Vec<NodeSecrets>,
 }
 
@@ -336,7 +336,7 @@ impl std::fmt::Debug for Dealt {
 }
 
 impl Dealt {
-    /// Every node's signers, in validator order, each checked against
+    /// Every node's signers, in genesis's node order, each checked against
     /// genesis.
     pub fn signers(&self) -> Result<Vec<NodeSigners>, GenesisError> {
         self.nodes
@@ -361,17 +361,23 @@ pub fn deal<R: RngCore + CryptoRng>(
     created: Timestamp,
     rng: &mut R,
 ) -> Result<Dealt, GenesisError> {
-    let n = desc.authorities.iter().map(|a| a.nodes.len()).sum::<usize>();
+    let n = desc
+        .authorities
+        .iter()
+        .flat_map(|a| &a.nodes)
+        .filter(|n| !n.signing_member)
+        .count();
     let n16 = u16::try_from(n)
         .ok()
         .filter(|&n| n > 0)
-        .ok_or_else(|| GenesisError::Consortium(format!("{n} nodes: need 1 to 65535")))?;
+        .ok_or_else(|| GenesisError::Consortium(format!("{n} validators: need 1 to 65535")))?;
     let (f, q) = bft_parameters(n16);
 
     let consortium_secret = blsttc::SecretKeySet::random(usize::from(q) - 1, rng);
     let mut authorities = Vec::new();
     let mut nodes = Vec::new();
     let mut secrets = Vec::new();
+    let mut next_validator = 0u16;
 
     for a in &desc.authorities {
         a.id.validate()?;
@@ -389,23 +395,37 @@ pub fn deal<R: RngCore + CryptoRng>(
         let bls_secret = blsttc::SecretKeySet::random(usize::from(threshold), rng);
         let bls_public = bls_secret.public_keys();
         let pop = bls_proof_of_possession(&bls_secret.secret_key());
-        let ed_secret = random32(rng);
-        let ed_public = ed25519_dalek::SigningKey::from_bytes(&ed_secret).verifying_key();
-        let ml_dsa_seed = random32(rng);
+        let ed_secrets: Vec<[u8; 32]> = a.nodes.iter().map(|_| random32(rng)).collect();
+        let ml_dsa_seeds: Vec<[u8; 32]> = a.nodes.iter().map(|_| random32(rng)).collect();
         authorities.push(AuthorityRecord {
             id: a.id.clone(),
             name: a.name.clone(),
             role: a.role,
+            scheme: a.scheme,
             bls: BlsAuthorityKey {
                 public_key_set: Bytes(bls_public.to_bytes()),
                 threshold,
                 proof_of_possession: Bytes(pop.to_vec()),
             },
-            ed25519: Bytes(ed_public.to_bytes().to_vec()),
-            ml_dsa_65: Bytes(ml_dsa_public_key(&ml_dsa_seed)),
+            ed25519: ed_secrets
+                .iter()
+                .map(|s| {
+                    Bytes(
+                        ed25519_dalek::SigningKey::from_bytes(s)
+                            .verifying_key()
+                            .to_bytes()
+                            .to_vec(),
+                    )
+                })
+                .collect(),
+            ml_dsa_65: ml_dsa_seeds.iter().map(|s| Bytes(ml_dsa_public_key(s))).collect(),
         });
         for (share, node) in a.nodes.iter().enumerate() {
-            let validator = nodes.len() as u16;
+            let validator = (!node.signing_member).then(|| {
+                let v = next_validator;
+                next_validator += 1;
+                v
+            });
             let node_secret = random32(rng);
             let node_public = ed25519_dalek::SigningKey::from_bytes(&node_secret)
                 .verifying_key()
@@ -426,20 +446,20 @@ pub fn deal<R: RngCore + CryptoRng>(
                 validator,
                 genesis_digest: Digest::ZERO,
                 node_secret: Bytes(node_secret.to_vec()),
-                consortium_share: Bytes(
-                    consortium_secret
-                        .secret_key_share(usize::from(validator))
-                        .to_bytes()
-                        .to_vec(),
-                ),
+                consortium_share: validator.map(|v| {
+                    Bytes(
+                        consortium_secret
+                            .secret_key_share(usize::from(v))
+                            .to_bytes()
+                            .to_vec(),
+                    )
+                }),
                 authority: AuthoritySecrets {
                     id: a.id.clone(),
-                    bls_group_key: Bytes(bls_public.public_key().to_bytes().to_vec()),
-                    bls_threshold: threshold,
-                    bls_index: share as u16,
+                    index: share as u16,
                     bls_share: Bytes(bls_secret.secret_key_share(share).to_bytes().to_vec()),
-                    ed25519_secret: Bytes(ed_secret.to_vec()),
-                    ml_dsa_seed: Bytes(ml_dsa_seed.to_vec()),
+                    ed25519_secret: Bytes(ed_secrets[share].to_vec()),
+                    ml_dsa_seed: Bytes(ml_dsa_seeds[share].to_vec()),
                 },
             });
         }

@@ -7,12 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{limit, Canonical, DecodeError};
-use crate::crypto::KeyRing;
+use crate::crypto::{KeyRing, SignatureScheme};
 use crate::digest::{Bytes, ObjectKind};
 use crate::ids::{AuthorityId, LabelError, Role, Timestamp};
 
 /// An authority's BLS key: a (possibly 0-threshold) key set, shared among
-/// its nodes, with a proof of possession of the group key.
+/// its nodes, with a proof of possession of the group key. Its threshold t
+/// is the authority's for every scheme: t+1 of its m nodes sign for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlsAuthorityKey {
     /// `blsttc::PublicKeySet` bytes (the commitment polynomial).
@@ -32,24 +33,31 @@ pub struct AuthorityRecord {
     pub name: String,
     /// Role.
     pub role: Role,
+    /// The scheme it signs its own entries under (registrations,
+    /// revocations, evidence); a campaign record's scheme is its policy's.
+    pub scheme: SignatureScheme,
     /// BLS key (default scheme; threshold among the authority's nodes).
     pub bls: BlsAuthorityKey,
-    /// Ed25519 public key (32 bytes).
-    pub ed25519: Bytes,
-    /// ML-DSA-65 public key (1952 bytes).
-    pub ml_dsa_65: Bytes,
+    /// Ed25519 public keys (32 bytes), one per node in share order: each
+    /// node holds only its own secret, and t+1 of them sign for the
+    /// authority.
+    pub ed25519: Vec<Bytes>,
+    /// ML-DSA-65 public keys (1952 bytes), one per node in share order.
+    pub ml_dsa_65: Vec<Bytes>,
 }
 
-/// One validator node.
+/// One node: a validator (it votes) or a signing member (it follows the
+/// chain and co-signs for its authority, but never votes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     /// Node name, unique in the consortium.
     pub name: String,
     /// The authority that runs it.
     pub authority: AuthorityId,
-    /// Validator index: its share index in the consortium key, 0..n.
-    pub validator: u16,
-    /// Its share index in its authority's BLS key set.
+    /// Validator index (its share index in the consortium key, 0..n), or
+    /// `None` for a signing member.
+    pub validator: Option<u16>,
+    /// Its share index among its authority's nodes (every scheme's).
     pub authority_share: u16,
     /// libp2p PeerId (derived from `node_key`).
     pub peer_id: String,
@@ -178,7 +186,8 @@ pub struct Genesis {
     pub params: ConsortiumParams,
     /// Authorities, in bitmap order.
     pub authorities: Vec<AuthorityRecord>,
-    /// Validator nodes, in validator-index order.
+    /// Every node: the validators in validator-index order, each signing
+    /// member anywhere among them.
     pub nodes: Vec<NodeRecord>,
     /// Consortium threshold key.
     pub consortium: ConsortiumKey,
@@ -209,7 +218,8 @@ pub enum GenesisError {
         /// The authority.
         authority: AuthorityId,
     },
-    /// One authority runs more validators than the fault bound f allows.
+    /// One authority runs more validators than the fault bound f allows
+    /// (its signing members do not vote and do not count).
     #[error("authority {authority} runs {validators} validators but f = {f}: one dishonest authority could exceed the fault bound")]
     TooManyValidators {
         /// The authority.
@@ -241,6 +251,9 @@ pub enum GenesisError {
     Decode(#[from] DecodeError),
 }
 
+/// Most nodes one authority runs.
+pub const MAX_AUTHORITY_NODES: usize = 64;
+
 /// BFT parameters for `n` validators: (f, q) with f = floor((n-1)/3), q = n - f.
 pub fn bft_parameters(n: u16) -> (u16, u16) {
     let f = n.saturating_sub(1) / 3;
@@ -259,7 +272,7 @@ pub fn peer_id_of_ed25519(public_key: &[u8; 32]) -> String {
 
 impl Canonical for Genesis {
     const KIND: ObjectKind = ObjectKind::Genesis;
-    const VERSION: u16 = 4;
+    const VERSION: u16 = 5;
     fn declared_version(&self) -> u16 {
         self.version
     }
@@ -288,8 +301,14 @@ impl Canonical for Genesis {
                 a.bls.proof_of_possession.len(),
                 96,
             )?;
-            limit(k, "authority.ed25519", a.ed25519.len(), 32)?;
-            limit(k, "authority.ml_dsa_65", a.ml_dsa_65.len(), 1952)?;
+            limit(k, "authority.ed25519", a.ed25519.len(), MAX_AUTHORITY_NODES)?;
+            limit(k, "authority.ml_dsa_65", a.ml_dsa_65.len(), MAX_AUTHORITY_NODES)?;
+            for key in &a.ed25519 {
+                limit(k, "authority.ed25519 key", key.len(), 32)?;
+            }
+            for key in &a.ml_dsa_65 {
+                limit(k, "authority.ml_dsa_65 key", key.len(), 1952)?;
+            }
         }
         for n in &self.nodes {
             limit(k, "node.name", n.name.len(), 128)?;
@@ -305,9 +324,10 @@ impl Canonical for Genesis {
 
 impl Genesis {
     /// Checks every rule of a genesis and builds the key ring: names unique,
-    /// all three roles present, n/f/q consistent, no authority running more
-    /// than f validators, node keys matching PeerIds, share indexes in
-    /// range, every key parsing and every BLS proof of possession verifying.
+    /// all three roles present, n/f/q consistent over the validators, no
+    /// authority running more than f validators, node keys matching
+    /// PeerIds, share indexes 0..m with one Ed25519 and one ML-DSA key per
+    /// node, every key parsing and every BLS proof of possession verifying.
     pub fn validate(&self) -> Result<KeyRing, GenesisError> {
         if self.version != Self::VERSION {
             return Err(DecodeError::UnsupportedVersion {
@@ -327,11 +347,11 @@ impl Genesis {
                 return Err(GenesisError::MissingRole(role));
             }
         }
-        let n = self.nodes.len();
+        let n = self.validators().count();
         let c = &self.consortium;
         if usize::from(c.n) != n || n == 0 {
             return Err(GenesisError::Consortium(format!(
-                "n = {} but {} nodes are listed",
+                "n = {} but {} validators are listed",
                 c.n, n
             )));
         }
@@ -347,7 +367,9 @@ impl Genesis {
         let mut names = BTreeSet::new();
         let mut peers = BTreeSet::new();
         let mut per_authority: BTreeMap<&AuthorityId, BTreeSet<u16>> = BTreeMap::new();
-        for (i, node) in self.nodes.iter().enumerate() {
+        let mut validators: BTreeMap<&AuthorityId, usize> = BTreeMap::new();
+        let mut next_validator = 0usize;
+        for node in &self.nodes {
             let bad = |reason: String| GenesisError::Node {
                 node: node.name.clone(),
                 reason,
@@ -358,8 +380,12 @@ impl Genesis {
                     name: node.name.clone(),
                 });
             }
-            if usize::from(node.validator) != i {
-                return Err(bad(format!("validator index {} at position {i}", node.validator)));
+            if let Some(v) = node.validator {
+                if usize::from(v) != next_validator {
+                    return Err(bad(format!("validator index {v} where {next_validator} is next")));
+                }
+                next_validator += 1;
+                *validators.entry(&node.authority).or_default() += 1;
             }
             let Some(auth) = authorities.get(&node.authority) else {
                 return Err(bad(format!("authority {} is not in genesis", node.authority)));
@@ -391,15 +417,28 @@ impl Genesis {
             }
             let _ = auth;
         }
-        for (authority, shares) in &per_authority {
-            if shares.len() > usize::from(f) {
+        for (authority, &count) in &validators {
+            if count > usize::from(f) {
                 return Err(GenesisError::TooManyValidators {
                     authority: (*authority).clone(),
-                    validators: shares.len(),
+                    validators: count,
                     f,
                 });
             }
+        }
+        for (authority, shares) in &per_authority {
             let a = authorities[authority];
+            if a.ed25519.len() != shares.len() || a.ml_dsa_65.len() != shares.len() {
+                return Err(GenesisError::BadKey {
+                    authority: a.id.clone(),
+                    reason: format!(
+                        "runs {} nodes but lists {} Ed25519 and {} ML-DSA-65 keys",
+                        shares.len(),
+                        a.ed25519.len(),
+                        a.ml_dsa_65.len()
+                    ),
+                });
+            }
             if usize::from(a.bls.threshold) >= shares.len() {
                 return Err(GenesisError::BadKey {
                     authority: a.id.clone(),
@@ -447,6 +486,28 @@ impl Genesis {
     /// The node record of a PeerId, if it is a member.
     pub fn node_by_peer(&self, peer_id: &str) -> Option<&NodeRecord> {
         self.nodes.iter().find(|n| n.peer_id == peer_id)
+    }
+
+    /// The node named `name`.
+    pub fn node(&self, name: &str) -> Option<&NodeRecord> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The validators, in validator-index order.
+    pub fn validators(&self) -> impl Iterator<Item = &NodeRecord> {
+        self.nodes.iter().filter(|n| n.validator.is_some())
+    }
+
+    /// Validator `index`'s record.
+    pub fn validator(&self, index: u16) -> Option<&NodeRecord> {
+        self.nodes.iter().find(|n| n.validator == Some(index))
+    }
+
+    /// The nodes of `authority`, in share order.
+    pub fn nodes_of<'a>(&'a self, authority: &'a AuthorityId) -> impl Iterator<Item = &'a NodeRecord> + 'a {
+        let mut v: Vec<&NodeRecord> = self.nodes.iter().filter(|n| &n.authority == authority).collect();
+        v.sort_by_key(|n| n.authority_share);
+        v.into_iter()
     }
 }
 
