@@ -63,6 +63,7 @@ fn main() {
         let blocks = 40u64;
         let s = Scenario {
             n,
+            observers: 0,
             seed: 1,
             byzantine: vec![],
             latency: (5, 10),

@@ -55,7 +55,9 @@ pub trait Application {
 /// Consensus-critical parameters: every validator must use the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
-    /// This validator.
+    /// This validator; an index of n or more is an observer (a signing
+    /// member): it follows the chain, finalising what certificates prove,
+    /// but never proposes or votes.
     pub me: ValidatorIndex,
     /// Number of validators.
     pub n: u16,
@@ -87,6 +89,12 @@ impl Config {
     /// The leader of `view` (round robin).
     pub fn leader(&self, view: View) -> ValidatorIndex {
         (view.0 % u64::from(self.n)) as ValidatorIndex
+    }
+
+    /// Whether this engine votes (a validator) or only follows (an
+    /// observer).
+    pub fn votes(&self) -> bool {
+        self.me < self.n
     }
 }
 
@@ -327,8 +335,14 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
 
     /// Handles a message from validator `from` (authenticated by the
     /// transport).
+    /// An observer (`from` of n or more) is answered its block requests
+    /// and nothing else is taken from it.
     pub fn handle(&mut self, app: &mut A, from: ValidatorIndex, message: Msg<A, S>) -> Vec<Act<A, S>> {
-        if from >= self.cfg.n || from == self.cfg.me {
+        let request = matches!(
+            message,
+            Message::SyncRequest { .. } | Message::BlockRequest { .. }
+        );
+        if from == self.cfg.me || (from >= self.cfg.n && !request) {
             return Vec::new();
         }
         match message {
@@ -362,8 +376,11 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
     }
 
     /// Casts a vote: the safety state is handed out to persist first, then
-    /// the vote is sent, then counted locally.
+    /// the vote is sent, then counted locally. An observer casts nothing.
     fn cast(&mut self, app: &mut A, kind: VoteKind, block: Digest) {
+        if !self.cfg.votes() {
+            return;
+        }
         match kind {
             VoteKind::Notarize => self.safety.notarized = Some(block),
             VoteKind::Nullify => self.safety.nullified = true,
@@ -385,6 +402,9 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
     }
 
     fn resend_votes(&mut self) {
+        if !self.cfg.votes() {
+            return;
+        }
         let s = &self.safety;
         let mut subjects = Vec::new();
         if let Some(d) = s.notarized {
@@ -459,7 +479,7 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
     }
 
     fn propose(&mut self, app: &mut A) {
-        if self.safety.proposed.is_some() {
+        if self.safety.proposed.is_some() || !self.cfg.votes() {
             return;
         }
         let view = self.view;

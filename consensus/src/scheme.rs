@@ -35,14 +35,15 @@ pub trait CertificateScheme {
 #[derive(Clone)]
 pub struct BlsThreshold {
     keyring: Arc<KeyRing>,
-    signer: Arc<ConsortiumSigner>,
+    /// This validator's share; none for an observer, which never votes.
+    signer: Option<Arc<ConsortiumSigner>>,
     verified: Arc<VerifiedSignatures>,
 }
 
 impl Debug for BlsThreshold {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BlsThreshold")
-            .field("validator", &self.signer.validator())
+            .field("validator", &self.signer.as_ref().map(|s| s.validator()))
             .finish()
     }
 }
@@ -62,7 +63,17 @@ impl BlsThreshold {
     ) -> Self {
         Self {
             keyring,
-            signer,
+            signer: Some(signer),
+            verified,
+        }
+    }
+
+    /// The scheme of an observer (a signing member): it checks shares and
+    /// certificates but holds no share and never votes.
+    pub fn observer(keyring: Arc<KeyRing>, verified: Arc<VerifiedSignatures>) -> Self {
+        Self {
+            keyring,
+            signer: None,
             verified,
         }
     }
@@ -72,7 +83,12 @@ impl CertificateScheme for BlsThreshold {
     type Share = Bytes;
     type Certificate = Bytes;
     fn sign(&self, message: &[u8]) -> Bytes {
-        self.signer.sign_share(message).share
+        // The engine never asks an observer to sign ([`crate::Config::votes`]);
+        // were it asked, an empty share verifies for no one.
+        self.signer
+            .as_ref()
+            .map(|s| s.sign_share(message).share)
+            .unwrap_or_default()
     }
     fn verify_share(&self, signer: ValidatorIndex, message: &[u8], share: &Bytes) -> bool {
         self.verified.verify_share(

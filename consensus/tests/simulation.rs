@@ -211,3 +211,43 @@ fn real_threshold_bls_runs_the_same_scenarios() {
         }
     }
 }
+
+/// Signing members (observers, indexes n..) beside n validators with f
+/// Byzantine ones: every safety and liveness check holds with them counted
+/// as honest nodes (their chains prefixes of every other honest chain,
+/// finalising after the heal like the validators), and none ever votes or
+/// proposes. A quarter of the seeds of the main run, and a few with real
+/// threshold BLS, where an observer holds no share at all.
+#[test]
+fn signing_members_follow_the_chain_and_never_vote_with_f_byzantine_validators() {
+    for seed in 0..seeds().div_ceil(4) {
+        let n = if seed % 3 == 2 { 7 } else { 4 };
+        let s = Scenario {
+            observers: 2,
+            ..Scenario::random(n, seed)
+        };
+        let r = mock(&s);
+        check(&r, &s);
+        assert_eq!(r.chains.len(), usize::from(n) + 2);
+        for o in usize::from(n)..usize::from(n) + 2 {
+            assert!(
+                r.chains[o].len() as u64 >= s.target_blocks,
+                "seed {seed}: observer {o} followed {} blocks",
+                r.chains[o].len()
+            );
+        }
+    }
+    let n = 4u16;
+    let (keyring, signers) = bls_validators(n, 40);
+    for seed in 0..3 {
+        let s = Scenario {
+            observers: 2,
+            ..Scenario::random(n, seed)
+        };
+        let r = run(&s, |i, _| match signers.get(usize::from(i)) {
+            Some(signer) => BlsThreshold::new(keyring.clone(), signer.clone()),
+            None => BlsThreshold::observer(keyring.clone(), Default::default()),
+        });
+        check(&r, &s);
+    }
+}

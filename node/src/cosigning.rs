@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use provenance::audit::{check_audit, Audit, AuditFailure, AuditTicket, AuditedRecord, Replayed};
 use provenance::codec::encode;
-use provenance::crypto::{CoSignature, CoSigner};
+use provenance::crypto::{AuthorityShare, CoSignature, CoSigner};
 use provenance::{
     AuthorityId, AuthoritySignature, AuthoritySigner, Digest, EntryBody, KeyRing, LedgerEntry, LedgerState,
     LedgerView, Role, SignatureScheme, SigningPlan, Timestamp,
@@ -292,6 +292,9 @@ struct Pending {
     plan: SigningPlan,
     scheme: SignatureScheme,
     sigs: BTreeMap<AuthorityId, AuthoritySignature>,
+    /// Shares of this node's authority's signature, by share index (an
+    /// authority of several nodes signs with t+1 of them).
+    shares: BTreeMap<u16, AuthorityShare>,
     /// The auditors' audits, taken with their signatures.
     audits: BTreeMap<AuthorityId, Audit>,
     /// This node's replay of the record, when its effect check ran one.
@@ -386,6 +389,19 @@ impl Pending {
             )
         })
     }
+}
+
+/// What an authority alone signs, from its own tools: registrations and
+/// an auditor's evidence of a failed replay.
+fn registration(body: &EntryBody) -> bool {
+    matches!(
+        body,
+        EntryBody::Manifest(_)
+            | EntryBody::Policy(_)
+            | EntryBody::Revocation(_)
+            | EntryBody::Campaign(_)
+            | EntryBody::AuditFailure(_)
+    )
 }
 
 /// The co-signing table of one node.
@@ -549,6 +565,7 @@ impl Table {
                     plan,
                     scheme,
                     sigs: BTreeMap::new(),
+                    shares: BTreeMap::new(),
                     audits: BTreeMap::new(),
                     replay: None,
                     refused: restored_refusal,
@@ -634,6 +651,82 @@ impl Table {
         sig: AuthoritySignature,
     ) -> Vec<CoSignAction> {
         self.on_audited_signature(env, digest, sig, None)
+    }
+
+    /// Whether a sibling node's share is of use here: the entry is held,
+    /// this node's authority signs it under the share's scheme, its
+    /// signature is not in yet, and the share's index is new.
+    pub fn wants_share(&self, digest: &Digest, share: &AuthorityShare) -> bool {
+        share.authority == self.authority
+            && self.pending.get(digest).is_some_and(|p| {
+                share.scheme == p.scheme
+                    && !p.sigs.contains_key(&self.authority)
+                    && !p.shares.contains_key(&share.index)
+                    && p.plan.requests.iter().any(|r| r.authority == self.authority)
+            })
+    }
+
+    /// A sibling node's share of this authority's signature: kept when it
+    /// verifies under that node's key, and combined once t+1 are in.
+    pub fn on_share(&mut self, env: &Env<'_>, digest: &Digest, share: AuthorityShare) -> Vec<CoSignAction> {
+        let mut out = Vec::new();
+        if !self.wants_share(digest, &share) {
+            return out;
+        }
+        let Some(p) = self.pending.get_mut(digest) else {
+            return out;
+        };
+        let Some(req) = p.plan.requests.iter().find(|r| r.authority == self.authority) else {
+            return out;
+        };
+        let ok = env
+            .keyring
+            .authority(&self.authority)
+            .is_ok_and(|k| k.verify_share(&share, &req.message).is_ok());
+        if !ok {
+            out.push(CoSignAction::Misbehaved);
+            return out;
+        }
+        p.shares.insert(share.index, share);
+        self.try_combine(env, digest, &mut out);
+        self.maybe_complete(env, digest, &mut out);
+        out
+    }
+
+    /// Once t+1 shares of this node's authority are in, its signature:
+    /// kept and gossiped as any signature.
+    fn try_combine(&mut self, env: &Env<'_>, digest: &Digest, out: &mut Vec<CoSignAction>) {
+        let Some(p) = self.pending.get_mut(digest) else {
+            return;
+        };
+        if p.sigs.contains_key(&self.authority) {
+            return;
+        }
+        let Some(req) = p.plan.requests.iter().find(|r| r.authority == self.authority) else {
+            return;
+        };
+        let Ok(keys) = env.keyring.authority(&self.authority) else {
+            return;
+        };
+        if p.shares.len() <= keys.threshold() {
+            return;
+        }
+        let shares: Vec<AuthorityShare> = p.shares.values().cloned().collect();
+        match keys.combine(p.scheme, &req.message, &shares) {
+            Ok(sig) => {
+                p.sigs.insert(self.authority.clone(), sig.clone());
+                out.push(CoSignAction::Publish(Box::new(Gossip::Signature {
+                    entry: *digest,
+                    signature: sig,
+                    audit: p.audits.get(&self.authority).cloned(),
+                })));
+            }
+            // Each share was checked on arrival (or is this node's own).
+            Err(e) => out.push(CoSignAction::CannotSign {
+                digest: *digest,
+                reason: format!("combining {} shares: {e}", shares.len()),
+            }),
+        }
     }
 
     /// A peer's signature of an entry with its audit, if it audits it.
@@ -978,6 +1071,18 @@ impl Table {
             }
             return;
         }
+        if let Some(share) = p.shares.get(&env.signer.index()) {
+            // This node gave its share; t+1 are not in yet. A peer's offer
+            // without this authority's signature: the share may have been
+            // lost.
+            if !offer_had_mine {
+                out.push(CoSignAction::Publish(Box::new(Gossip::Share {
+                    entry: *digest,
+                    share: share.clone(),
+                })));
+            }
+            return;
+        }
         if let Some((by, reason)) = &p.refused {
             // A peer offers it again: our refusal may have been lost.
             if by == &self.authority && !offer_had_mine && !p.own {
@@ -987,6 +1092,14 @@ impl Table {
                     reason: reason.clone(),
                 })));
             }
+            return;
+        }
+        // What an authority signs only from its own tools (its
+        // registrations, an operator's measurements): an authority of
+        // several nodes signs it when t+1 of them were each given it by its
+        // tools. A node that was not stays silent instead of refusing for
+        // the whole authority.
+        if env.signer.threshold() > 0 && !p.own && (req.role == Role::Operator || registration(&p.body)) {
             return;
         }
         let verdict = self.verdict(env, p, req.role);
@@ -1012,6 +1125,24 @@ impl Table {
             Err(refusal) => return self.refuse_here(digest, refusal, out),
         };
         match verdict {
+            // An authority of several nodes (t > 0): this node's share,
+            // combined with its siblings' once t+1 are in.
+            Ok(()) if env.signer.threshold() > 0 => match env.signer.sign_share(scheme, &message) {
+                Ok(share) => {
+                    if let Some(p) = self.pending.get_mut(digest) {
+                        p.shares.insert(share.index, share.clone());
+                    }
+                    out.push(CoSignAction::Publish(Box::new(Gossip::Share {
+                        entry: *digest,
+                        share,
+                    })));
+                    self.try_combine(env, digest, out);
+                }
+                Err(e) => out.push(CoSignAction::CannotSign {
+                    digest: *digest,
+                    reason: e.to_string(),
+                }),
+            },
             Ok(()) => match env.signer.sign(scheme, &message) {
                 Ok(sig) => {
                     if let Some(p) = self.pending.get_mut(digest) {
@@ -1077,16 +1208,7 @@ impl Table {
 
     /// Whether this node's authority, in `role`, vouches for the entry.
     fn verdict(&self, env: &Env<'_>, p: &Pending, role: Role) -> Result<(), CoSignRefusal> {
-        // What an authority alone signs, from its own tools: registrations
-        // and an auditor's evidence of a failed replay.
-        let registration = matches!(
-            p.body,
-            EntryBody::Manifest(_)
-                | EntryBody::Policy(_)
-                | EntryBody::Revocation(_)
-                | EntryBody::Campaign(_)
-                | EntryBody::AuditFailure(_)
-        );
+        let registration = registration(&p.body);
         match role {
             // The operator vouches for its own measurement, and each
             // authority registers its own objects, only from its own tools.

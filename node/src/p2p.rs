@@ -406,7 +406,7 @@ impl Network {
                 };
                 let kind = match &decoded {
                     Gossip::Offer { .. } => Kind::Offer,
-                    Gossip::Signature { .. } => Kind::Signature,
+                    Gossip::Signature { .. } | Gossip::Share { .. } => Kind::Signature,
                     Gossip::Refusal { .. } => Kind::Refusal,
                     Gossip::CheckpointShare { .. } | Gossip::Checkpoint(_) => Kind::Checkpoint,
                     Gossip::Consensus(_) => Kind::Consensus,

@@ -163,7 +163,9 @@ pub(crate) struct Core {
     pub(crate) keyring: Arc<KeyRing>,
     pub(crate) me: u16,
     pub(crate) signer: AuthoritySigner,
-    pub(crate) consortium: Arc<ConsortiumSigner>,
+    /// Its consortium key share (validators only: a signing member does
+    /// not vote or sign checkpoints).
+    pub(crate) consortium: Option<Arc<ConsortiumSigner>>,
     pub(crate) store: Arc<RwLock<Store>>,
     pub(crate) engine: Engine<Ledger, BlsThreshold>,
     pub(crate) ledger: Ledger,
@@ -341,7 +343,10 @@ impl Core {
             height,
             time,
         };
-        let share = self.consortium.sign_share(&cp.signing_message());
+        let Some(consortium) = &self.consortium else {
+            return;
+        };
+        let share = consortium.sign_share(&cp.signing_message());
         self.publish(
             Topic::Events,
             &Gossip::CheckpointShare {
@@ -575,7 +580,7 @@ impl Core {
     }
 
     fn judge_gossip(&mut self, from: u16, topic: Topic, g: Gossip) -> Result<Verdict, NodeError> {
-        let authority = self.genesis.validator(from).map(|n| n.authority.clone());
+        let authority = self.genesis.node_at(from).map(|n| n.authority.clone());
         self.cosign_fault = None;
         let verdict = match (topic, g) {
             (Topic::Consensus, Gossip::Consensus(m)) => {
@@ -610,6 +615,27 @@ impl Core {
             (Topic::Events, Gossip::Refusal { authority: by, .. }) if Some(&by) != authority.as_ref() => {
                 Verdict::Reject(Fault::ForeignSignature)
             }
+            // A node gossips its own share only: its authority, its index.
+            (Topic::Events, Gossip::Share { share, .. })
+                if self
+                    .genesis
+                    .node_at(from)
+                    .is_none_or(|n| n.authority != share.authority || n.authority_share != share.index) =>
+            {
+                Verdict::Reject(Fault::ForeignSignature)
+            }
+            (Topic::Events, Gossip::Share { entry, share }) => {
+                if self.table.wants_share(&entry, &share) {
+                    let actions = self.cosign(|t, env| t.on_share(env, &entry, share));
+                    self.apply_cosign(actions);
+                    match self.cosign_fault {
+                        Some(f) => Verdict::Reject(f),
+                        None => Verdict::Accept,
+                    }
+                } else {
+                    Verdict::Ignore
+                }
+            }
             (
                 Topic::Events,
                 Gossip::Signature {
@@ -642,7 +668,9 @@ impl Core {
                 Verdict::Accept
             }
             // A validator gossips its own share only.
-            (Topic::Events, Gossip::CheckpointShare { validator, .. }) if validator != from => {
+            (Topic::Events, Gossip::CheckpointShare { validator, .. })
+                if validator != from || from >= self.genesis.consortium.n =>
+            {
                 Verdict::Reject(Fault::BadCheckpoint)
             }
             (
@@ -696,7 +724,7 @@ impl Core {
             Request::Audit { campaign, part } => {
                 let role = self
                     .genesis
-                    .validator(from)
+                    .node_at(from)
                     .and_then(|n| self.keyring.authority(&n.authority).ok())
                     .map(|a| a.role);
                 if role == Some(Role::Governance) {
@@ -781,7 +809,7 @@ impl Core {
                     .filter(|(i, _)| *i != usize::from(self.me))
                     .filter(|(i, _)| {
                         operator.is_some()
-                            && self.genesis.validator(*i as u16).map(|n| &n.authority) == operator.as_ref()
+                            && self.genesis.node_at(*i as u16).map(|n| &n.authority) == operator.as_ref()
                     })
                     .map(|(_, p)| self.request(*p, &Request::Audit { campaign, part }))
                     .collect();

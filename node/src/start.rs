@@ -47,17 +47,15 @@ pub async fn run(
     let token = genesis::load_admin_token(&cfg.admin_token)?;
     let genesis = Arc::new(genesis);
     let keyring = Arc::new(keyring);
-    let me = signers.validator.ok_or_else(|| {
-        NodeError::Setup(format!(
-            "node {} is a signing member of {}: this node runs validators only (signing members follow in issue 23)",
-            signers.node,
-            signers.authority.authority()
-        ))
-    })?;
+    // Its peer index: a validator's index, or n and above for a signing
+    // member (which follows consensus without voting).
+    let me = genesis
+        .peer_index(&signers.node)
+        .ok_or_else(|| setup(&"node not in genesis"))?;
     let node = genesis
-        .validator(me)
+        .node_at(me)
         .cloned()
-        .ok_or_else(|| setup(&"validator not in genesis"))?;
+        .ok_or_else(|| setup(&"node not in genesis"))?;
     let role = keyring
         .authority(&node.authority)
         .map_err(provenance::Error::from)?
@@ -84,15 +82,19 @@ pub async fn run(
         max_skew_ms: genesis.max_clock_skew_ms,
     };
     let mut ledger = Ledger::new(store.clone(), keyring.clone(), limits, tip);
-    let consortium = Arc::new(
-        signers
-            .consortium
-            .ok_or_else(|| setup(&"a validator's keys hold no consortium key share"))?,
-    );
+    let consortium = signers.consortium.map(Arc::new);
+    if consortium.is_some() != node.validator.is_some() {
+        return Err(setup(
+            &"a validator's keys hold a consortium key share, a signing member's none",
+        ));
+    }
     // Consortium signatures checked on the verifier's threads, found here
     // by the engine and the checkpoint collector without a pairing.
     let verified = Arc::new(VerifiedSignatures::default());
-    let scheme = BlsThreshold::with_cache(keyring.clone(), consortium.clone(), verified.clone());
+    let scheme = match &consortium {
+        Some(c) => BlsThreshold::with_cache(keyring.clone(), c.clone(), verified.clone()),
+        None => BlsThreshold::observer(keyring.clone(), verified.clone()),
+    };
     let ccfg = Config::new(
         me,
         genesis.consortium.n,
@@ -217,8 +219,10 @@ pub async fn run(
         }
     });
     tracing::info!(
-        "node {} (validator {me}, {} {}) at height {height}; API on {scheme}://{api_addr}",
+        "node {} ({}, {} {}) at height {height}; API on {scheme}://{api_addr}",
         node.name,
+        node.validator
+            .map_or_else(|| "signing member".to_string(), |v| format!("validator {v}")),
         role,
         node.authority
     );
@@ -412,9 +416,9 @@ impl Drop for ApiRuntime {
 
 /// A node's network, running on its own task.
 pub(crate) struct Joined {
-    /// Each validator's peer id, by index.
+    /// Each node's peer id, by peer index (validators first).
     pub(crate) peers: Vec<PeerId>,
-    /// Validator index by peer id.
+    /// Peer index by peer id.
     pub(crate) index: HashMap<PeerId, u16>,
     /// Commands to the network.
     pub(crate) net: mpsc::Sender<NetCommand>,
@@ -434,9 +438,7 @@ pub(crate) fn join(
     commands: usize,
 ) -> Result<Joined, NodeError> {
     let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
-    let node = genesis
-        .validator(me)
-        .ok_or_else(|| setup(&"validator not in genesis"))?;
+    let node = genesis.node_at(me).ok_or_else(|| setup(&"node not in genesis"))?;
     let key = libp2p::identity::Keypair::ed25519_from_bytes(&mut node_secret).map_err(|e| setup(&e))?;
     let GenesisPeers { peers, index, dial } = GenesisPeers::of(genesis, me)?;
     let swarm = build_swarm(key, &peers)?;
@@ -468,9 +470,9 @@ pub(crate) fn join(
 
 /// Genesis's peers as this node sees them.
 pub(crate) struct GenesisPeers {
-    /// Each validator's peer id, by index.
+    /// Each node's peer id, by peer index (validators first).
     pub(crate) peers: Vec<PeerId>,
-    /// Validator index by peer id.
+    /// Peer index by peer id.
     pub(crate) index: HashMap<PeerId, u16>,
     /// The others' addresses, to dial.
     pub(crate) dial: Vec<(PeerId, Multiaddr)>,
@@ -484,7 +486,7 @@ impl GenesisPeers {
             index: HashMap::new(),
             dial: Vec::new(),
         };
-        for (v, n) in genesis.validators().enumerate() {
+        for (v, n) in genesis.peer_order().into_iter().enumerate() {
             let v = v as u16;
             let id: PeerId = n
                 .peer_id

@@ -11,7 +11,7 @@
 use consensus::Message;
 use provenance::audit::Audit;
 use provenance::codec::{decode_raw, encode, nested_version, DecodeError};
-use provenance::crypto::AuthoritySignature;
+use provenance::crypto::{AuthorityShare, AuthoritySignature};
 use provenance::{AuthorityId, Bytes, Canonical, Checkpoint, Digest, EntryBody, SignedCheckpoint};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -74,6 +74,17 @@ pub enum Gossip {
     Checkpoint(SignedCheckpoint),
     /// A consensus message to every validator.
     Consensus(ConsensusMessage),
+    /// One node's share of its authority's signature of an entry (an
+    /// authority of several nodes signs with t+1 of them; any node holding
+    /// t+1 shares combines them). Appended last: earlier messages encode
+    /// as before.
+    Share {
+        /// The entry body digest.
+        entry: Digest,
+        /// The share (must be the author node's own: its authority, its
+        /// share index).
+        share: AuthorityShare,
+    },
 }
 
 /// A point-to-point request.

@@ -26,14 +26,38 @@ pub fn node_of(t: &Testnet, authority: &str) -> Result<usize, TestnetError> {
         .ok_or_else(|| TestnetError::Run(format!("no node of authority {authority} in the testnet")))
 }
 
-/// Each rights-holder registers its manifest at its own node; returns the
-/// entries' digests (not yet committed).
+/// Every testnet node run by `authority`.
+pub fn nodes_of(t: &Testnet, authority: &str) -> Vec<usize> {
+    (0..t.nodes.len())
+        .filter(|&i| t.nodes[i].authority == authority)
+        .collect()
+}
+
+/// Each rights-holder registers its manifest at its own nodes (each of an
+/// authority's nodes signs only what its own tools submitted, and one of
+/// several signs with t others: the tools submit to every node that
+/// answers); returns the entries' digests (not yet committed).
 pub fn register_sources(t: &Testnet, prepared: &[PreparedManifest]) -> Result<Vec<Digest>, TestnetError> {
     let mut ids = Vec::new();
     for p in prepared {
-        let ds = node_of(t, p.manifest.authority.as_str())?;
-        let a = t.admin(ds)?.submit("/v1/sources", &p.manifest)?;
-        ids.push(a.digest);
+        let mut digest = None;
+        let mut last = None;
+        for ds in nodes_of(t, p.manifest.authority.as_str()) {
+            match t.admin(ds)?.submit("/v1/sources", &p.manifest) {
+                Ok(a) => digest = Some(a.digest),
+                Err(e) => last = Some(e),
+            }
+        }
+        match (digest, last) {
+            (Some(d), _) => ids.push(d),
+            (None, Some(e)) => return Err(e.into()),
+            (None, None) => {
+                return Err(TestnetError::Run(format!(
+                    "no node of authority {} in the testnet",
+                    p.manifest.authority
+                )))
+            }
+        }
     }
     Ok(ids)
 }
@@ -43,13 +67,14 @@ pub fn register_sources(t: &Testnet, prepared: &[PreparedManifest]) -> Result<Ve
 /// examples when an audit ticket selects a record.
 pub fn write_packages(t: &Testnet, prepared: &[PreparedManifest]) -> Result<(), TestnetError> {
     for p in prepared {
-        let ds = node_of(t, p.manifest.authority.as_str())?;
-        let dir = t.dir.join("nodes").join(&t.nodes[ds].name).join("sources");
-        std::fs::create_dir_all(&dir).map_err(|e| TestnetError::Io(format!("{}: {e}", dir.display())))?;
         let text = tuner::package::Package::encode(&p.manifest, &p.text, &p.salt)?;
-        let path = dir.join(format!("{}.package", p.manifest.source_id().to_hex()));
-        let _ = std::fs::remove_file(&path);
-        genesis::write_new(&path, text.as_bytes(), 0o600).map_err(|e| TestnetError::Io(e.to_string()))?;
+        for ds in nodes_of(t, p.manifest.authority.as_str()) {
+            let dir = t.dir.join("nodes").join(&t.nodes[ds].name).join("sources");
+            std::fs::create_dir_all(&dir).map_err(|e| TestnetError::Io(format!("{}: {e}", dir.display())))?;
+            let path = dir.join(format!("{}.package", p.manifest.source_id().to_hex()));
+            let _ = std::fs::remove_file(&path);
+            genesis::write_new(&path, text.as_bytes(), 0o600).map_err(|e| TestnetError::Io(e.to_string()))?;
+        }
     }
     Ok(())
 }

@@ -128,6 +128,10 @@ pub struct NodeSettings {
     /// Serve each node's API over https with the certificate genesis pins
     /// for it (clients then dial `https://`).
     pub tls: bool,
+    /// Signing members to add, by authority: nodes that co-sign for it but
+    /// never vote (named `node-<n>`, `node-<n+1>`, ... after the
+    /// validators). The authority then signs with a majority of its nodes.
+    pub signing_members: Vec<(String, u16)>,
 }
 
 /// A local testnet.
@@ -185,12 +189,32 @@ impl Testnet {
         fs::create_dir_all(dir).map_err(io(dir.display()))?;
         // Absolute, so that testnet.json holds from any directory.
         let dir = &fs::canonicalize(dir).map_err(io(dir.display()))?;
-        let base = free_base(2 * n)?;
+        let members: u16 = settings.signing_members.iter().map(|(_, m)| *m).sum();
+        let total = n + members;
+        let base = free_base(2 * total)?;
         let mut desc = if n == 4 {
-            ConsortiumDescription::local_testnet(base, base + n)
+            ConsortiumDescription::local_testnet(base, base + total)
         } else {
-            ConsortiumDescription::one_node_each("govtune-testnet", n, base, base + n)
+            ConsortiumDescription::one_node_each("govtune-testnet", n, base, base + total)
         };
+        let mut next = n;
+        for (authority, count) in &settings.signing_members {
+            let a = desc
+                .authorities
+                .iter_mut()
+                .find(|a| a.id.as_str() == authority)
+                .ok_or_else(|| TestnetError::Node(format!("no authority {authority} for signing members")))?;
+            for _ in 0..*count {
+                a.nodes.push(provenance::genesis::NodeDescription {
+                    name: format!("node-{next}"),
+                    p2p_listen: format!("/ip4/127.0.0.1/tcp/{}", base + next),
+                    api_listen: format!("127.0.0.1:{}", base + total + next),
+                    signing_member: true,
+                    api_certificate: Default::default(),
+                });
+                next += 1;
+            }
+        }
         // Consortium-wide parameters live in genesis.
         let p = &mut desc.params;
         p.view_timeout_ms = settings.view_timeout_ms.unwrap_or(p.view_timeout_ms);

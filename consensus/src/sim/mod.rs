@@ -110,6 +110,9 @@ pub struct Crash {
 pub struct Scenario {
     /// Validators.
     pub n: u16,
+    /// Observers (signing members), indexes n.. : honest, never voting,
+    /// their chains checked with the validators'.
+    pub observers: u16,
     /// Seed of every random choice.
     pub seed: u64,
     /// Byzantine validators.
@@ -165,6 +168,7 @@ impl Scenario {
         let at = rng.gen_range(1_000..6_000);
         Self {
             n,
+            observers: 0,
             seed,
             byzantine,
             latency: (lo, lo + rng.gen_range(0..60)),
@@ -284,7 +288,10 @@ pub struct Checker {
 }
 
 impl Checker {
-    fn outgoing<P: serde::Serialize, S, C>(&mut self, node: ValidatorIndex, m: &Message<P, S, C>) {
+    fn outgoing<P: serde::Serialize, S, C>(&mut self, node: ValidatorIndex, n: u16, m: &Message<P, S, C>) {
+        if node >= n && matches!(m, Message::Vote(_) | Message::Propose { .. }) {
+            self.violations.push(format!("observer {node} voted or proposed"));
+        }
         match m {
             Message::Vote(v) if v.signer == node => {
                 let s = v.subject;
@@ -372,7 +379,8 @@ where
         quorum,
         ..Config::new(i, s.n, s.view_timeout, s.max_skew)
     };
-    let mut nodes: Vec<Node<S>> = (0..s.n)
+    let everyone = s.n + s.observers;
+    let mut nodes: Vec<Node<S>> = (0..everyone)
         .map(|i| Node {
             behaviour: s
                 .byzantine
@@ -474,13 +482,13 @@ where
                     }
                     Action::Send { to, message } => {
                         if node.behaviour == Behaviour::Honest {
-                            checker.outgoing(i, &message);
+                            checker.outgoing(i, s.n, &message);
                         }
                         let outgoing = byzantine_transform(node, i, s.n, to, message, &mut rng, &mut fired);
                         for (to, m) in outgoing {
                             let targets: Vec<ValidatorIndex> = match to {
                                 Some(t) => vec![t],
-                                None => (0..s.n).filter(|&j| j != i).collect(),
+                                None => (0..everyone).filter(|&j| j != i).collect(),
                             };
                             for j in targets {
                                 if partitioned(s, i, j, now) || rng.gen_bool(s.loss) {

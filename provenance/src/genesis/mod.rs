@@ -503,6 +503,29 @@ impl Genesis {
         self.nodes.iter().find(|n| n.validator == Some(index))
     }
 
+    /// Every node in peer order: the validators by index, then the
+    /// signing members as listed. A node's position here is its peer
+    /// index (for a validator, its validator index).
+    pub fn peer_order(&self) -> Vec<&NodeRecord> {
+        let mut v: Vec<&NodeRecord> = self.validators().collect();
+        v.sort_by_key(|n| n.validator);
+        v.extend(self.nodes.iter().filter(|n| n.validator.is_none()));
+        v
+    }
+
+    /// The node at peer index `index` ([`Self::peer_order`]).
+    pub fn node_at(&self, index: u16) -> Option<&NodeRecord> {
+        self.peer_order().get(usize::from(index)).copied()
+    }
+
+    /// The peer index of the node named `name`.
+    pub fn peer_index(&self, name: &str) -> Option<u16> {
+        self.peer_order()
+            .iter()
+            .position(|n| n.name == name)
+            .and_then(|i| u16::try_from(i).ok())
+    }
+
     /// The nodes of `authority`, in share order.
     pub fn nodes_of<'a>(&'a self, authority: &'a AuthorityId) -> impl Iterator<Item = &'a NodeRecord> + 'a {
         let mut v: Vec<&NodeRecord> = self.nodes.iter().filter(|n| &n.authority == authority).collect();

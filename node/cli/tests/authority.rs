@@ -1,0 +1,133 @@
+//! An authority of several nodes on a real testnet: globe-press runs three
+//! nodes signing 2-of-3 (its validator and two signing members, which
+//! follow the chain and co-sign but never vote). With its validator
+//! killed, its two members still sign for it: its registrations and every
+//! step event with its examples commit with its signature, combined from
+//! the members' shares, and a light client verifies them. The validator,
+//! restarted, catches up.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use lightclient::verify::Verifier;
+use provenance::crypto::CoSignature;
+use provenance::{Attestation, AuthorityId, EntryBody};
+use testnet::{NodeSettings, Testnet};
+
+/// The demo's campaign file cut to 6 steps, with the repository's data.
+fn campaign_file(dir: &Path) -> std::path::PathBuf {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data");
+    let text = std::fs::read_to_string(data.join("campaign.toml")).expect("campaign file");
+    let text = text
+        .replace("max_steps = 200", "max_steps = 6")
+        .replace("checkpoint_every = 50", "checkpoint_every = 3")
+        .replace("path = \"", &format!("path = \"{}/", data.display()))
+        .replace(
+            "base_weights = \"",
+            &format!("base_weights = \"{}/", data.display()),
+        )
+        .replace("probe = \"", &format!("probe = \"{}/", data.display()));
+    assert!(text.contains("max_steps = 6"), "the campaign file changed shape");
+    let config = dir.join("campaign.toml");
+    std::fs::write(&config, text).expect("write");
+    config
+}
+
+#[test]
+fn authority_2_of_3_signs_through_its_signing_members_with_its_validator_down() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bin = Path::new(env!("CARGO_BIN_EXE_govtune"));
+    let settings = NodeSettings {
+        view_timeout_ms: Some(1500),
+        heartbeat_ms: Some(300),
+        signing_members: vec![("globe-press".into(), 2)],
+        ..NodeSettings::default()
+    };
+    let net = dir.path().join("net");
+    let mut t = Testnet::create(&net, 4, bin, &settings).expect("testnet");
+    let (g, keyring) = genesis::load_genesis(&t.genesis_path()).expect("genesis");
+    let globe = AuthorityId::new("globe-press").expect("id");
+    let globe_nodes: Vec<_> = g.nodes_of(&globe).collect();
+    assert_eq!(globe_nodes.len(), 3);
+    assert_eq!(
+        globe_nodes.iter().filter(|n| n.validator.is_some()).count(),
+        1,
+        "one validator, two signing members"
+    );
+    assert_eq!((g.consortium.n, g.consortium.f), (4, 1));
+    let keys = keyring.authority(&globe).expect("globe");
+    assert_eq!((keys.threshold(), keys.members()), (1, 3), "2-of-3");
+    t.start_all().expect("start");
+    t.wait_all_healthy(Duration::from_secs(120)).expect("healthy");
+
+    // Globe's validator goes down: three validators of four carry
+    // consensus, and globe signs with its two signing members.
+    let validator = t.find("0").expect("node-0");
+    assert_eq!(t.nodes[validator].authority, "globe-press");
+    t.kill(validator).expect("kill");
+
+    let out = Command::new(bin)
+        .args(["campaign", "run", "--config"])
+        .arg(campaign_file(dir.path()))
+        .arg("--testnet")
+        .arg(&net)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("stop: Finished"), "{stdout}");
+
+    // A light client of another authority's node checks every entry's
+    // signatures; globe's appear on its registrations and on every step
+    // event with its examples.
+    let folio = t.find("1").expect("node-1");
+    let mut v = Verifier::new(&t.genesis_path(), t.client(folio)).expect("verifier");
+    let cp = v.latest().expect("checkpoint");
+    let entries = v.scan(&cp).expect("every entry verifies");
+    let position = keys.position;
+    let signed_by_globe = |a: &Attestation| match a {
+        Attestation::Authorities(CoSignature::Bls { signers, .. }) => signers
+            .positions(keyring.authorities().len())
+            .is_ok_and(|p| p.contains(&position)),
+        _ => false,
+    };
+    let globe_sources: Vec<_> = entries
+        .iter()
+        .filter_map(|(_, e)| match &e.body {
+            EntryBody::Manifest(m) if m.authority == globe => {
+                assert!(signed_by_globe(&e.attestation), "globe's manifest");
+                Some(m.source_id())
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(!globe_sources.is_empty(), "globe registered its sources");
+    let mut globe_events = 0;
+    let mut events = 0;
+    for (_, e) in &entries {
+        if let Some(ev) = e.body.event() {
+            events += 1;
+            if ev.records.iter().any(|x| globe_sources.contains(&x.source)) {
+                assert!(signed_by_globe(&e.attestation), "an event with globe's examples");
+                globe_events += 1;
+            }
+        }
+    }
+    assert!(
+        globe_events > 0,
+        "none of {events} events used globe's examples (its sources: {globe_sources:?})"
+    );
+
+    // The validator comes back and catches up: every node, members
+    // included, holds the same log.
+    t.start(validator).expect("restart");
+    let size = cp.checkpoint.size;
+    t.wait_converged(size, Duration::from_secs(120))
+        .expect("converged");
+    t.down().expect("down");
+}
