@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cosign::{check_section, CheckContext, CoSignRefusal};
 pub use crate::effect::EffectVerdict;
-use crate::wire::{check_body, Gossip};
+use crate::wire::{check_body, Gossip, SharePart};
 use crate::EntryStatus;
 
 /// Re-offers per housekeeping tick at most.
@@ -295,6 +295,13 @@ struct Pending {
     /// Shares of this node's authority's signature, by share index (an
     /// authority of several nodes signs with t+1 of them).
     shares: BTreeMap<u16, AuthorityShare>,
+    /// Shares of its audit ticket, and the ticket once t+1 combined.
+    ticket_shares: BTreeMap<u16, AuthorityShare>,
+    ticket: Option<AuditTicket>,
+    /// Shares of its replay, with the digest each node recomputed, and the
+    /// replay once t+1 agreeing shares combined.
+    replay_shares: BTreeMap<u16, (Digest, AuthorityShare)>,
+    replayed: Option<Replayed>,
     /// The auditors' audits, taken with their signatures.
     audits: BTreeMap<AuthorityId, Audit>,
     /// This node's replay of the record, when its effect check ran one.
@@ -566,6 +573,10 @@ impl Table {
                     scheme,
                     sigs: BTreeMap::new(),
                     shares: BTreeMap::new(),
+                    ticket_shares: BTreeMap::new(),
+                    ticket: None,
+                    replay_shares: BTreeMap::new(),
+                    replayed: None,
                     audits: BTreeMap::new(),
                     replay: None,
                     refused: restored_refusal,
@@ -656,47 +667,192 @@ impl Table {
     /// Whether a sibling node's share is of use here: the entry is held,
     /// this node's authority signs it under the share's scheme, its
     /// signature is not in yet, and the share's index is new.
-    pub fn wants_share(&self, digest: &Digest, share: &AuthorityShare) -> bool {
+    pub fn wants_share(&self, digest: &Digest, part: SharePart, share: &AuthorityShare) -> bool {
         share.authority == self.authority
             && self.pending.get(digest).is_some_and(|p| {
-                share.scheme == p.scheme
-                    && !p.sigs.contains_key(&self.authority)
-                    && !p.shares.contains_key(&share.index)
+                !p.sigs.contains_key(&self.authority)
                     && p.plan.requests.iter().any(|r| r.authority == self.authority)
+                    && match part {
+                        SharePart::Section => {
+                            share.scheme == p.scheme && !p.shares.contains_key(&share.index)
+                        }
+                        SharePart::Ticket => {
+                            share.scheme == SignatureScheme::Bls12381
+                                && p.ticket.is_none()
+                                && !p.ticket_shares.contains_key(&share.index)
+                        }
+                        SharePart::Replay(_) => {
+                            share.scheme == SignatureScheme::Bls12381
+                                && p.replayed.is_none()
+                                && !p.replay_shares.contains_key(&share.index)
+                        }
+                    }
             })
     }
 
     /// A sibling node's share of this authority's signature: kept when it
     /// verifies under that node's key, and combined once t+1 are in.
-    pub fn on_share(&mut self, env: &Env<'_>, digest: &Digest, share: AuthorityShare) -> Vec<CoSignAction> {
+    pub fn on_share(
+        &mut self,
+        env: &Env<'_>,
+        digest: &Digest,
+        part: SharePart,
+        share: AuthorityShare,
+    ) -> Vec<CoSignAction> {
         let mut out = Vec::new();
-        if !self.wants_share(digest, &share) {
+        if !self.wants_share(digest, part, &share) {
             return out;
         }
-        let Some(p) = self.pending.get_mut(digest) else {
+        let Some(p) = self.pending.get(digest) else {
             return out;
         };
-        let Some(req) = p.plan.requests.iter().find(|r| r.authority == self.authority) else {
+        let Some(message) = self.share_message(env, digest, p, part) else {
             return out;
         };
         let ok = env
             .keyring
             .authority(&self.authority)
-            .is_ok_and(|k| k.verify_share(&share, &req.message).is_ok());
+            .is_ok_and(|k| k.verify_share(&share, &message).is_ok());
         if !ok {
             out.push(CoSignAction::Misbehaved);
             return out;
         }
-        p.shares.insert(share.index, share);
-        self.try_combine(env, digest, &mut out);
+        let Some(p) = self.pending.get_mut(digest) else {
+            return out;
+        };
+        match part {
+            SharePart::Section => {
+                p.shares.insert(share.index, share);
+                self.try_combine(env, digest, &mut out);
+            }
+            SharePart::Ticket => {
+                p.ticket_shares.insert(share.index, share);
+                if self.try_combine_audit(env, digest) {
+                    self.maybe_sign(env, digest, true, &mut out);
+                }
+            }
+            SharePart::Replay(d) => {
+                p.replay_shares.insert(share.index, (d, share));
+                if self.try_combine_audit(env, digest) {
+                    self.maybe_sign(env, digest, true, &mut out);
+                }
+            }
+        }
         self.maybe_complete(env, digest, &mut out);
         out
+    }
+
+    /// What a share of `part` signs for the entry, when this node's
+    /// authority takes part in it.
+    fn share_message(&self, env: &Env<'_>, digest: &Digest, p: &Pending, part: SharePart) -> Option<Vec<u8>> {
+        match part {
+            SharePart::Section => p
+                .plan
+                .requests
+                .iter()
+                .find(|r| r.authority == self.authority)
+                .map(|r| r.message.clone()),
+            SharePart::Ticket => {
+                let (campaign, seq, _) = self.own_position(env, p)?;
+                Some(provenance::audit::ticket_message(&campaign, seq))
+            }
+            SharePart::Replay(d) => {
+                let (campaign, seq, _) = self.own_position(env, p)?;
+                Some(provenance::audit::replay_message(&campaign, seq, digest, &d))
+            }
+        }
+    }
+
+    /// The record's position and audit rate, when this node's authority
+    /// audits it.
+    fn own_position(&self, env: &Env<'_>, p: &Pending) -> Option<(Digest, u64, u32)> {
+        match p.audited(env.state) {
+            Some((campaign, seq, rate, auditors)) if auditors.contains(&self.authority) => {
+                Some((campaign, seq, rate))
+            }
+            _ => None,
+        }
+    }
+
+    /// Combines this authority's ticket, then its replay, from t+1 shares
+    /// (the replay from t+1 that agree on the recomputed digest); true when
+    /// either was newly combined.
+    fn try_combine_audit(&mut self, env: &Env<'_>, digest: &Digest) -> bool {
+        let Ok(keys) = env.keyring.authority(&self.authority) else {
+            return false;
+        };
+        let need = keys.threshold() + 1;
+        let Some(p) = self.pending.get(digest) else {
+            return false;
+        };
+        let Some((campaign, seq, _)) = self.own_position(env, p) else {
+            return false;
+        };
+        let bls = SignatureScheme::Bls12381;
+        let mut ticket = None;
+        if p.ticket.is_none() && p.ticket_shares.len() >= need {
+            let shares: Vec<AuthorityShare> = p.ticket_shares.values().cloned().collect();
+            ticket = keys
+                .combine(bls, &provenance::audit::ticket_message(&campaign, seq), &shares)
+                .ok()
+                .map(|s| AuditTicket {
+                    authority: s.authority,
+                    signature: s.signature,
+                });
+        }
+        let mut replayed = None;
+        if p.replayed.is_none() {
+            let mut by_digest: BTreeMap<Digest, Vec<AuthorityShare>> = BTreeMap::new();
+            for (d, s) in p.replay_shares.values() {
+                by_digest.entry(*d).or_default().push(s.clone());
+            }
+            if let Some((d, shares)) = by_digest.into_iter().find(|(_, s)| s.len() >= need) {
+                replayed = keys
+                    .combine(
+                        bls,
+                        &provenance::audit::replay_message(&campaign, seq, digest, &d),
+                        &shares,
+                    )
+                    .ok()
+                    .map(|s| Replayed {
+                        digest: d,
+                        signature: s.signature,
+                    });
+            }
+        }
+        let changed = ticket.is_some() || replayed.is_some();
+        if let Some(p) = self.pending.get_mut(digest) {
+            if ticket.is_some() {
+                p.ticket = ticket;
+            }
+            if replayed.is_some() {
+                p.replayed = replayed;
+            }
+        }
+        changed
+    }
+
+    /// This authority's audit of the record from its combined ticket and
+    /// replay (an authority of several nodes): `None` when it does not
+    /// audit it, `Some(None)` while a part is missing.
+    fn combined_audit(&self, env: &Env<'_>, p: &Pending) -> Option<Option<Audit>> {
+        let (_, _, rate) = self.own_position(env, p)?;
+        let Some(ticket) = p.ticket.clone() else {
+            return Some(None);
+        };
+        if !ticket.selects(rate) {
+            return Some(Some(Audit { ticket, replay: None }));
+        }
+        Some(p.replayed.clone().map(|r| Audit {
+            ticket,
+            replay: Some(r),
+        }))
     }
 
     /// Once t+1 shares of this node's authority are in, its signature:
     /// kept and gossiped as any signature.
     fn try_combine(&mut self, env: &Env<'_>, digest: &Digest, out: &mut Vec<CoSignAction>) {
-        let Some(p) = self.pending.get_mut(digest) else {
+        let Some(p) = self.pending.get(digest) else {
             return;
         };
         if p.sigs.contains_key(&self.authority) {
@@ -711,14 +867,28 @@ impl Table {
         if p.shares.len() <= keys.threshold() {
             return;
         }
+        // An auditor's signature goes with its audit: wait for the
+        // combined ticket (and replay, where it selects).
+        let audit = match self.combined_audit(env, p) {
+            None => None,
+            Some(None) => return,
+            Some(Some(a)) => Some(a),
+        };
         let shares: Vec<AuthorityShare> = p.shares.values().cloned().collect();
-        match keys.combine(p.scheme, &req.message, &shares) {
+        let combined = keys.combine(p.scheme, &req.message, &shares);
+        let Some(p) = self.pending.get_mut(digest) else {
+            return;
+        };
+        match combined {
             Ok(sig) => {
                 p.sigs.insert(self.authority.clone(), sig.clone());
+                if let Some(a) = &audit {
+                    p.audits.insert(self.authority.clone(), a.clone());
+                }
                 out.push(CoSignAction::Publish(Box::new(Gossip::Signature {
                     entry: *digest,
                     signature: sig,
-                    audit: p.audits.get(&self.authority).cloned(),
+                    audit,
                 })));
             }
             // Each share was checked on arrival (or is this node's own).
@@ -1011,6 +1181,13 @@ impl Table {
     /// Whether this node audits the entry and its ticket selects it.
     fn selected(&self, env: &Env<'_>, p: &Pending) -> bool {
         match p.audited(env.state) {
+            // An authority of several nodes: its ticket combined from t+1
+            // shares.
+            Some((_, _, rate, auditors))
+                if auditors.contains(&self.authority) && env.signer.threshold() > 0 =>
+            {
+                p.ticket.as_ref().is_some_and(|t| t.selects(rate))
+            }
             Some((campaign, seq, rate, auditors)) if auditors.contains(&self.authority) => {
                 AuditTicket::sign(env.signer, &campaign, seq).is_ok_and(|t| t.selects(rate))
             }
@@ -1025,7 +1202,9 @@ impl Table {
         let Some((campaign, seq, rate, auditors)) = p.audited(env.state) else {
             return Ok(None);
         };
-        if !auditors.contains(&self.authority) {
+        // An authority of several nodes attaches the audit it combined
+        // when it combines its signature (`try_combine`).
+        if !auditors.contains(&self.authority) || env.signer.threshold() > 0 {
             return Ok(None);
         }
         let ticket = AuditTicket::sign(env.signer, &campaign, seq)
@@ -1071,16 +1250,27 @@ impl Table {
             }
             return;
         }
-        if let Some(share) = p.shares.get(&env.signer.index()) {
-            // This node gave its share; t+1 are not in yet. A peer's offer
-            // without this authority's signature: the share may have been
-            // lost.
-            if !offer_had_mine {
+        let me = env.signer.index();
+        if !offer_had_mine {
+            // A peer's offer without this authority's signature: the
+            // shares this node gave may have been lost.
+            let own = p
+                .ticket_shares
+                .get(&me)
+                .map(|s| (SharePart::Ticket, s))
+                .into_iter()
+                .chain(p.replay_shares.get(&me).map(|(d, s)| (SharePart::Replay(*d), s)))
+                .chain(p.shares.get(&me).map(|s| (SharePart::Section, s)));
+            for (part, share) in own {
                 out.push(CoSignAction::Publish(Box::new(Gossip::Share {
                     entry: *digest,
+                    part,
                     share: share.clone(),
                 })));
             }
+        }
+        if p.shares.contains_key(&me) {
+            // This node gave its share; t+1 are not in yet.
             return;
         }
         if let Some((by, reason)) = &p.refused {
@@ -1102,6 +1292,45 @@ impl Table {
         if env.signer.threshold() > 0 && !p.own && (req.role == Role::Operator || registration(&p.body)) {
             return;
         }
+        // An auditor of several nodes needs its ticket (t+1 shares) to know
+        // whether it replays the record.
+        if env.signer.threshold() > 0 && p.ticket.is_none() {
+            if let Some((campaign, seq, _)) = self.own_position(env, p) {
+                if !p.ticket_shares.contains_key(&me) {
+                    match env.signer.sign_share(
+                        SignatureScheme::Bls12381,
+                        &provenance::audit::ticket_message(&campaign, seq),
+                    ) {
+                        Ok(share) => {
+                            if let Some(p) = self.pending.get_mut(digest) {
+                                p.ticket_shares.insert(me, share.clone());
+                            }
+                            out.push(CoSignAction::Publish(Box::new(Gossip::Share {
+                                entry: *digest,
+                                part: SharePart::Ticket,
+                                share,
+                            })));
+                        }
+                        Err(e) => {
+                            return out.push(CoSignAction::CannotSign {
+                                digest: *digest,
+                                reason: e.to_string(),
+                            })
+                        }
+                    }
+                    self.try_combine_audit(env, digest);
+                }
+                if self.pending.get(digest).is_none_or(|p| p.ticket.is_none()) {
+                    return;
+                }
+            }
+        }
+        let Some(p) = self.pending.get(digest) else {
+            return;
+        };
+        let Some(req) = p.plan.requests.iter().find(|r| r.authority == self.authority) else {
+            return;
+        };
         let verdict = self.verdict(env, p, req.role);
         let message = req.message.clone();
         let scheme = p.scheme;
@@ -1120,6 +1349,50 @@ impl Table {
             }
             return;
         }
+        // An auditor of several nodes whose ticket selects the record gives
+        // its share of the replay (over the digest it recomputed) first.
+        if verdict.is_ok() && env.signer.threshold() > 0 && self.selected(env, p) && p.replayed.is_none() {
+            let Some(d) = p.replay else {
+                return self.refuse_here(
+                    digest,
+                    CoSignRefusal::Replay(
+                        "its ticket selects the record and this node did not replay it".into(),
+                    ),
+                    out,
+                );
+            };
+            let Some((campaign, seq, _)) = self.own_position(env, p) else {
+                return;
+            };
+            if !p.replay_shares.contains_key(&me) {
+                let message = provenance::audit::replay_message(&campaign, seq, digest, &d);
+                match env.signer.sign_share(SignatureScheme::Bls12381, &message) {
+                    Ok(share) => {
+                        if let Some(p) = self.pending.get_mut(digest) {
+                            p.replay_shares.insert(me, (d, share.clone()));
+                        }
+                        out.push(CoSignAction::Publish(Box::new(Gossip::Share {
+                            entry: *digest,
+                            part: SharePart::Replay(d),
+                            share,
+                        })));
+                    }
+                    Err(e) => {
+                        return out.push(CoSignAction::CannotSign {
+                            digest: *digest,
+                            reason: e.to_string(),
+                        })
+                    }
+                }
+                self.try_combine_audit(env, digest);
+            }
+            if self.pending.get(digest).is_none_or(|p| p.replayed.is_none()) {
+                return;
+            }
+        }
+        let Some(p) = self.pending.get(digest) else {
+            return;
+        };
         let audit = match verdict.clone().and_then(|()| self.own_audit(env, digest, p)) {
             Ok(a) => a,
             Err(refusal) => return self.refuse_here(digest, refusal, out),
@@ -1134,6 +1407,7 @@ impl Table {
                     }
                     out.push(CoSignAction::Publish(Box::new(Gossip::Share {
                         entry: *digest,
+                        part: SharePart::Section,
                         share,
                     })));
                     self.try_combine(env, digest, out);

@@ -624,9 +624,9 @@ impl Core {
             {
                 Verdict::Reject(Fault::ForeignSignature)
             }
-            (Topic::Events, Gossip::Share { entry, share }) => {
-                if self.table.wants_share(&entry, &share) {
-                    let actions = self.cosign(|t, env| t.on_share(env, &entry, share));
+            (Topic::Events, Gossip::Share { entry, part, share }) => {
+                if self.table.wants_share(&entry, part, &share) {
+                    let actions = self.cosign(|t, env| t.on_share(env, &entry, part, share));
                     self.apply_cosign(actions);
                     match self.cosign_fault {
                         Some(f) => Verdict::Reject(f),

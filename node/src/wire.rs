@@ -74,17 +74,31 @@ pub enum Gossip {
     Checkpoint(SignedCheckpoint),
     /// A consensus message to every validator.
     Consensus(ConsensusMessage),
-    /// One node's share of its authority's signature of an entry (an
+    /// One node's share of its authority's signature for an entry (an
     /// authority of several nodes signs with t+1 of them; any node holding
     /// t+1 shares combines them). Appended last: earlier messages encode
     /// as before.
     Share {
         /// The entry body digest.
         entry: Digest,
+        /// What the share signs.
+        part: SharePart,
         /// The share (must be the author node's own: its authority, its
         /// share index).
         share: AuthorityShare,
     },
+}
+
+/// What an authority's share signs for an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SharePart {
+    /// Its section of the entry.
+    Section,
+    /// Its audit ticket for the record's position (BLS: t+1 shares
+    /// combine to the one ticket the authority has there).
+    Ticket,
+    /// Its replay of the record, with the recomputed quantities' digest.
+    Replay(Digest),
 }
 
 /// A point-to-point request.

@@ -2,9 +2,10 @@
 //! nodes signing 2-of-3 (its validator and two signing members, which
 //! follow the chain and co-sign but never vote). With its validator
 //! killed, its two members still sign for it: its registrations and every
-//! step event with its examples commit with its signature, combined from
-//! the members' shares, and a light client verifies them. The validator,
-//! restarted, catches up.
+//! event with its examples commit with its signature, combined from the
+//! members' shares, and under replay audits at rate 1 with its ticket and
+//! replay combined the same way; a light client verifies them all. The
+//! validator, restarted, catches up.
 
 use std::path::Path;
 use std::process::Command;
@@ -15,7 +16,9 @@ use provenance::crypto::CoSignature;
 use provenance::{Attestation, AuthorityId, EntryBody};
 use testnet::{NodeSettings, Testnet};
 
-/// The demo's campaign file cut to 6 steps, with the repository's data.
+/// The demo's campaign file cut to 6 steps, with the repository's data,
+/// under replay audits at rate 1 (every auditor's ticket selects every
+/// record) with a clip norm that binds.
 fn campaign_file(dir: &Path) -> std::path::PathBuf {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data");
     let text = std::fs::read_to_string(data.join("campaign.toml")).expect("campaign file");
@@ -27,8 +30,15 @@ fn campaign_file(dir: &Path) -> std::path::PathBuf {
             "base_weights = \"",
             &format!("base_weights = \"{}/", data.display()),
         )
-        .replace("probe = \"", &format!("probe = \"{}/", data.display()));
+        .replace("probe = \"", &format!("probe = \"{}/", data.display()))
+        .replace("clip_norm = 1.0", "clip_norm = 0.001")
+        .replace("clip_norm = 0.5", "clip_norm = 0.001")
+        .replace(
+            "signature_scheme = \"bls12381\"\n",
+            "signature_scheme = \"bls12381\"\n\n[policy.audit]\nrate_millionths = 1000000\nexample_tolerance = 0.004\n",
+        );
     assert!(text.contains("max_steps = 6"), "the campaign file changed shape");
+    assert!(text.contains("[policy.audit]"), "the policy changed shape");
     let config = dir.join("campaign.toml");
     std::fs::write(&config, text).expect("write");
     config
@@ -81,6 +91,11 @@ fn authority_2_of_3_signs_through_its_signing_members_with_its_validator_down() 
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("stop: Finished"), "{stdout}");
+    let campaign = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("campaign ").filter(|d| d.len() == 64))
+        .and_then(|d| provenance::Digest::from_hex(d).ok())
+        .expect("campaign digest");
 
     // A light client of another authority's node checks every entry's
     // signatures; globe's appear on its registrations and on every step
@@ -122,6 +137,12 @@ fn authority_2_of_3_signs_through_its_signing_members_with_its_validator_down() 
         globe_events > 0,
         "none of {events} events used globe's examples (its sources: {globe_sources:?})"
     );
+    // Its tickets and replays, combined from its members' shares, are
+    // valid, and every record they select was replayed.
+    let verdict = v.audits(&campaign, false).expect("audits");
+    assert!(verdict.pass, "{}", verdict.render());
+    let note = format!("globe-press: audits {globe_events} records, {globe_events} tickets, {globe_events} selected, {globe_events} replayed");
+    assert!(verdict.notes.contains(&note), "{note}\n{}", verdict.render());
 
     // The validator comes back and catches up: every node, members
     // included, holds the same log.
