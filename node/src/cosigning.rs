@@ -307,6 +307,9 @@ struct Pending {
     /// This node's replay of the record, when its effect check ran one.
     replay: Option<Digest>,
     refused: Option<(AuthorityId, String)>,
+    /// Refusals by single nodes of an authority of several, by share
+    /// index, until enough of them refuse for the authority.
+    node_refusals: BTreeMap<AuthorityId, BTreeMap<u16, String>>,
     /// Why it can no longer commit, once the ledger shows it.
     expired: Option<String>,
     own: bool,
@@ -414,6 +417,11 @@ fn registration(body: &EntryBody) -> bool {
 /// The co-signing table of one node.
 pub struct Table {
     authority: AuthorityId,
+    /// This node's share index among its authority's nodes, and how many
+    /// of them must refuse for the authority to refuse (m - t: then t+1
+    /// can no longer sign).
+    index: u16,
+    refusers: usize,
     max_entry_bytes: usize,
     expiry: Duration,
     caps: PendingCaps,
@@ -428,6 +436,8 @@ impl Table {
     pub fn new(authority: AuthorityId, max_entry_bytes: usize) -> Self {
         Self {
             authority,
+            index: 0,
+            refusers: 1,
             max_entry_bytes,
             expiry: Duration::from_secs(600),
             caps: PendingCaps::default(),
@@ -435,6 +445,15 @@ impl Table {
             #[cfg(feature = "collusion")]
             colluding: false,
         }
+    }
+
+    /// The table of node `index` of an authority of `members` nodes with
+    /// threshold `threshold`: one node's refusal does not refuse for the
+    /// authority until t+1 of its nodes can no longer sign.
+    pub fn with_members(mut self, index: u16, members: usize, threshold: usize) -> Self {
+        self.index = index;
+        self.refusers = members.saturating_sub(threshold).max(1);
+        self
     }
 
     /// The table with entries expiring `expiry` after their submission
@@ -580,6 +599,7 @@ impl Table {
                     audits: BTreeMap::new(),
                     replay: None,
                     refused: restored_refusal,
+                    node_refusals: BTreeMap::new(),
                     expired: None,
                     own,
                     complete: false,
@@ -994,8 +1014,25 @@ impl Table {
         })
     }
 
-    /// A peer's refusal, sent by a node of `by` (the caller checks that).
-    pub fn on_refusal(&mut self, digest: &Digest, by: AuthorityId, reason: String) -> Vec<CoSignAction> {
+    /// A peer's refusal, sent by node `index` of `by` (the caller checks
+    /// that): the authority refuses once `refusers` of its nodes did (m - t;
+    /// 1 for an authority of one node).
+    pub fn on_refusal(
+        &mut self,
+        digest: &Digest,
+        by: AuthorityId,
+        index: u16,
+        refusers: usize,
+        reason: String,
+    ) -> Vec<CoSignAction> {
+        let Some(p) = self.pending.get_mut(digest) else {
+            return Vec::new();
+        };
+        let refused = p.node_refusals.entry(by.clone()).or_default();
+        refused.insert(index, reason.clone());
+        if refused.len() < refusers {
+            return Vec::new();
+        }
         self.refuse(digest, by, reason).into_iter().collect()
     }
 
@@ -1273,6 +1310,22 @@ impl Table {
             // This node gave its share; t+1 are not in yet.
             return;
         }
+        if let Some(reason) = p
+            .node_refusals
+            .get(&self.authority)
+            .and_then(|r| r.get(&self.index))
+        {
+            // This node refused (its authority may not have yet): a peer
+            // offers it again, and the refusal may have been lost.
+            if !offer_had_mine && !p.own {
+                out.push(CoSignAction::Publish(Box::new(Gossip::Refusal {
+                    entry: *digest,
+                    authority: self.authority.clone(),
+                    reason: reason.clone(),
+                })));
+            }
+            return;
+        }
         if let Some((by, reason)) = &p.refused {
             // A peer offers it again: our refusal may have been lost.
             if by == &self.authority && !offer_had_mine && !p.own {
@@ -1292,9 +1345,13 @@ impl Table {
         if env.signer.threshold() > 0 && !p.own && (req.role == Role::Operator || registration(&p.body)) {
             return;
         }
+        let verdict = self.verdict(env, p, req.role);
         // An auditor of several nodes needs its ticket (t+1 shares) to know
         // whether it replays the record.
-        if env.signer.threshold() > 0 && p.ticket.is_none() {
+        // (Only once this node vouches for the entry: a ticket share given
+        // before its checks would tell the operator the draw of a position
+        // it could then fill with a record the auditor refuses.)
+        if verdict.is_ok() && env.signer.threshold() > 0 && p.ticket.is_none() {
             if let Some((campaign, seq, _)) = self.own_position(env, p) {
                 if !p.ticket_shares.contains_key(&me) {
                     match env.signer.sign_share(
@@ -1331,7 +1388,6 @@ impl Table {
         let Some(req) = p.plan.requests.iter().find(|r| r.authority == self.authority) else {
             return;
         };
-        let verdict = self.verdict(env, p, req.role);
         let message = req.message.clone();
         let scheme = p.scheme;
         if verdict.is_ok() && self.needs_effect(p, req.role) {
@@ -1445,7 +1501,14 @@ impl Table {
     /// Refuses this authority's section, for the log and the consortium.
     fn refuse_here(&mut self, digest: &Digest, refusal: CoSignRefusal, out: &mut Vec<CoSignAction>) {
         let reason = refusal.to_string();
-        out.extend(self.refuse(digest, self.authority.clone(), reason.clone()));
+        let refused = self.pending.get_mut(digest).map_or(0, |p| {
+            let r = p.node_refusals.entry(self.authority.clone()).or_default();
+            r.insert(self.index, reason.clone());
+            r.len()
+        });
+        if refused >= self.refusers {
+            out.extend(self.refuse(digest, self.authority.clone(), reason.clone()));
+        }
         out.push(CoSignAction::RefusedHere {
             digest: *digest,
             refusal,

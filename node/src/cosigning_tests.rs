@@ -540,8 +540,21 @@ fn bad_signatures_are_reported_and_a_refusal_stops_the_entry() {
         Some(EntryStatus::Pending { signed, .. }) => assert_eq!(signed.len(), 1, "only the operator's own"),
         s => panic!("{s:?}"),
     }
+    // An authority of three nodes signing 2-of-3 refuses only once two of
+    // its nodes do (then two can no longer sign); one node, or the same
+    // node twice, does not refuse for it.
+    let mut t3 = op.table();
+    let (d3, _) = op
+        .with(|env| t3.offer(env, body.clone(), Vec::new(), true, None))
+        .expect("own");
+    for index in [0, 0] {
+        assert!(t3.on_refusal(&d3, label("globe-press"), index, 2, "no".into()).is_empty());
+        assert!(matches!(t3.status(&d3), Some(EntryStatus::Pending { .. })));
+    }
+    t3.on_refusal(&d3, label("globe-press"), 2, 2, "no".into());
+    assert!(matches!(t3.status(&d3), Some(EntryStatus::Refused { .. })));
     // A refusal by a required signer is kept (and persisted: an own entry).
-    let a = t.on_refusal(&digest, label("globe-press"), "no".into());
+    let a = t.on_refusal(&digest, label("globe-press"), 0, 1, "no".into());
     assert!(a.iter().any(|a| matches!(a, CoSignAction::Persist { .. })));
     assert!(matches!(t.status(&digest), Some(EntryStatus::Refused { .. })));
     // One by an authority that is not a signer is ignored.
@@ -549,7 +562,7 @@ fn bad_signatures_are_reported_and_a_refusal_stops_the_entry() {
     let (d2, _) = op
         .with(|env| t2.offer(env, other, Vec::new(), true, None))
         .expect("own");
-    assert!(t2.on_refusal(&d2, label("nobody"), "no".into()).is_empty());
+    assert!(t2.on_refusal(&d2, label("nobody"), 0, 1, "no".into()).is_empty());
     assert!(matches!(t2.status(&d2), Some(EntryStatus::Pending { .. })));
 }
 

@@ -281,6 +281,8 @@ impl Core {
                             }
                         }
                     }
+                    // A signing member gossips nothing to consensus.
+                    _ if !self.engine.config().votes() => {}
                     m => self.publish(Topic::Consensus, &Gossip::Consensus(m)),
                 },
                 Action::Send { to: Some(v), message } => match &mut reply {
@@ -583,6 +585,9 @@ impl Core {
         let authority = self.genesis.node_at(from).map(|n| n.authority.clone());
         self.cosign_fault = None;
         let verdict = match (topic, g) {
+            // A signing member takes part in consensus only by asking for
+            // blocks (point to point): what it gossips there is not relayed.
+            (Topic::Consensus, Gossip::Consensus(_)) if from >= self.genesis.consortium.n => Verdict::Ignore,
             (Topic::Consensus, Gossip::Consensus(m)) => {
                 tracing::debug!("gossip from {from}: {}", describe(&m));
                 let actions = self.engine.handle(&mut self.ledger, from, m);
@@ -663,7 +668,12 @@ impl Core {
                     reason,
                 },
             ) => {
-                let actions = self.table.on_refusal(&entry, authority, reason);
+                let index = self.genesis.node_at(from).map_or(0, |n| n.authority_share);
+                let refusers = self
+                    .keyring
+                    .authority(&authority)
+                    .map_or(1, |k| k.members().saturating_sub(k.threshold()).max(1));
+                let actions = self.table.on_refusal(&entry, authority, index, refusers, reason);
                 self.apply_cosign(actions);
                 Verdict::Accept
             }

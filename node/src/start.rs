@@ -227,6 +227,10 @@ pub async fn run(
         node.authority
     );
 
+    let (members, threshold) = (
+        signers.authority.members(),
+        usize::from(signers.authority.threshold()),
+    );
     let (internal_tx, mut internal_rx) = mpsc::channel(1024);
     let start = engine.start(&mut ledger, now_ms());
     let mut core = Core {
@@ -240,6 +244,7 @@ pub async fn run(
         ledger,
         table: colluding(
             Table::new(node.authority.clone(), genesis.params.max_block_bytes as usize)
+                .with_members(node.authority_share, members, threshold)
                 .with_expiry(Duration::from_millis(genesis.params.pending_expiry_ms))
                 .with_caps(PendingCaps {
                     entries: cfg.max_pending_per_authority,

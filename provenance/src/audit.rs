@@ -364,7 +364,7 @@ impl Canonical for AuditFailure {
             k,
             "operator_signature",
             self.operator_signature.signature.len(),
-            8192,
+            crate::crypto::MAX_AUTHORITY_SIGNATURE_BYTES,
         )?;
         if self.ticket.len() != 96 {
             return Err(invalid(

@@ -29,7 +29,10 @@ mod keyring;
 mod signer;
 
 pub use cache::VerifiedSignatures;
-pub use cosign::{verify_cosignature, CoSignature, CoSigner, SignRequest, SignerBitmap, MAX_AUTHORITIES};
+pub use cosign::{
+    verify_cosignature, CoSignature, CoSigner, SignRequest, SignerBitmap, MAX_AUTHORITIES,
+    MAX_AUTHORITY_SIGNATURE_BYTES,
+};
 pub use keyring::{AuthorityKeys, KeyRing, ML_DSA_65_SIGNATURE_BYTES};
 pub use signer::{
     bls_proof_of_possession, ml_dsa_keypair, ml_dsa_public_key, AuthorityShare, AuthoritySigner,

@@ -122,6 +122,11 @@ impl AuthoritySigner {
         self.bls_index
     }
 
+    /// How many nodes its authority runs (m).
+    pub fn members(&self) -> usize {
+        usize::from(self.members)
+    }
+
     /// Signs `message` under `scheme` for the authority, which this node
     /// can do alone only when t = 0. For t > 0 the authority's signature
     /// needs t+1 nodes: each signs [`Self::sign_share`] and the shares
