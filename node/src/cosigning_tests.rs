@@ -548,7 +548,9 @@ fn bad_signatures_are_reported_and_a_refusal_stops_the_entry() {
         .with(|env| t3.offer(env, body.clone(), Vec::new(), true, None))
         .expect("own");
     for index in [0, 0] {
-        assert!(t3.on_refusal(&d3, label("globe-press"), index, 2, "no".into()).is_empty());
+        assert!(t3
+            .on_refusal(&d3, label("globe-press"), index, 2, "no".into())
+            .is_empty());
         assert!(matches!(t3.status(&d3), Some(EntryStatus::Pending { .. })));
     }
     t3.on_refusal(&d3, label("globe-press"), 2, 2, "no".into());
