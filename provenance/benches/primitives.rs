@@ -1,5 +1,6 @@
-//! Figures for README: SHA3 throughput, Merkle proofs at 2^20 leaves, and
-//! sign / verify / aggregate-verify per scheme. With
+//! Figures for README: SHA3 throughput, Merkle proofs at 2^20 leaves,
+//! sign / verify / aggregate-verify per scheme, and a 2-of-3 authority's
+//! shares, combination and verification per scheme. With
 //! `--features compare-threshold-crypto`, `threshold_crypto` runs the same
 //! BLS operations beside `blsttc`.
 
@@ -113,6 +114,57 @@ fn signatures(c: &mut Criterion) {
     g.finish();
 }
 
+/// An authority of three nodes signing 2-of-3: per scheme, one node's
+/// share, the combination of two (each share checked under its node's
+/// key) and the verification of the result, beside the one-node
+/// authority's sign and verify above.
+fn authority_2_of_3(c: &mut Criterion) {
+    let mut desc = ConsortiumDescription::local_testnet(7100, 8100);
+    desc.authorities[0].threshold = Some(1);
+    for i in 1..3u16 {
+        desc.authorities[0]
+            .nodes
+            .push(provenance::genesis::NodeDescription {
+                name: format!("globe-{i}"),
+                p2p_listen: format!("/ip4/127.0.0.1/tcp/{}", 7190 + i),
+                api_listen: format!("127.0.0.1:{}", 8190 + i),
+                signing_member: true,
+                api_certificate: Default::default(),
+            });
+    }
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(6);
+    let dealt = deal(&desc, Timestamp(1), &mut rng).expect("deal");
+    let kr = &dealt.keyring;
+    let all = dealt.signers().expect("signers");
+    let globe: Vec<_> = all
+        .iter()
+        .filter(|s| s.authority.index() < 3 && s.authority.threshold() == 1)
+        .collect();
+    let id = globe[0].authority.authority().clone();
+    let msg = vec![42u8; 64];
+    let mut g = c.benchmark_group("authority_2_of_3");
+    for scheme in SignatureScheme::ALL {
+        g.bench_function(format!("{scheme}/share"), |b| {
+            b.iter(|| globe[0].authority.sign_share(scheme, &msg))
+        });
+        let shares: Vec<_> = globe[..2]
+            .iter()
+            .map(|s| s.authority.sign_share(scheme, &msg).expect("share"))
+            .collect();
+        g.bench_function(format!("{scheme}/combine-2-shares"), |b| {
+            b.iter(|| {
+                kr.combine_authority_shares(&id, scheme, &msg, &shares)
+                    .expect("combine")
+            })
+        });
+        let sig = kr
+            .combine_authority_shares(&id, scheme, &msg, &shares)
+            .expect("combine");
+        g.bench_function(format!("{scheme}/verify"), |b| b.iter(|| kr.verify(&sig, &msg)));
+    }
+    g.finish();
+}
+
 #[cfg(feature = "compare-threshold-crypto")]
 fn threshold_crypto_rows(c: &mut Criterion) {
     use std::collections::BTreeMap;
@@ -153,7 +205,7 @@ fn config() -> Criterion {
 }
 
 #[cfg(feature = "compare-threshold-crypto")]
-criterion_group!(name = benches; config = config(); targets = sha3, merkle, signatures, threshold_crypto_rows);
+criterion_group!(name = benches; config = config(); targets = sha3, merkle, signatures, authority_2_of_3, threshold_crypto_rows);
 #[cfg(not(feature = "compare-threshold-crypto"))]
-criterion_group!(name = benches; config = config(); targets = sha3, merkle, signatures);
+criterion_group!(name = benches; config = config(); targets = sha3, merkle, signatures, authority_2_of_3);
 criterion_main!(benches);

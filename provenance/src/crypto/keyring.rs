@@ -154,7 +154,18 @@ impl AuthorityKeys {
                     found: s.scheme,
                 });
             }
-            self.verify_share(s, message)?;
+            if scheme == SignatureScheme::Bls12381 {
+                // Checked below at once: the combined signature verifies
+                // or each share is checked to name the bad one.
+                if s.authority != self.id || usize::from(s.index) >= self.members() {
+                    return Err(SignatureError::BadShare {
+                        authority: self.id.to_string(),
+                        index: s.index,
+                    });
+                }
+            } else {
+                self.verify_share(s, message)?;
+            }
             by_index.entry(s.index).or_insert(s);
         }
         let need = self.threshold() + 1;
