@@ -826,6 +826,15 @@ impl Table {
             for (d, s) in p.replay_shares.values() {
                 by_digest.entry(*d).or_default().push(s.clone());
             }
+            if by_digest.len() > 1 {
+                tracing::warn!(
+                    "{}'s nodes replayed record {} of campaign {} to {} different digests",
+                    self.authority,
+                    seq,
+                    campaign.short(),
+                    by_digest.len()
+                );
+            }
             if let Some((d, shares)) = by_digest.into_iter().find(|(_, s)| s.len() >= need) {
                 replayed = keys
                     .combine(

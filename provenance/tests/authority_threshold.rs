@@ -55,6 +55,26 @@ fn authority_2_of_3_genesis_lists_one_validator_and_two_signing_members() {
 }
 
 #[test]
+fn authority_2_of_3_genesis_refuses_two_nodes_with_the_same_key() {
+    let d = two_of_three();
+    for scheme in ["ed25519", "ml-dsa-65"] {
+        let mut g = d.genesis.clone();
+        let a = g.authorities.iter_mut().find(|a| a.id == globe()).expect("globe");
+        match scheme {
+            "ed25519" => a.ed25519[2] = a.ed25519[1].clone(),
+            _ => a.ml_dsa_65[2] = a.ml_dsa_65[1].clone(),
+        }
+        assert!(
+            matches!(
+                g.validate(),
+                Err(provenance::genesis::GenesisError::BadKey { .. })
+            ),
+            "{scheme}"
+        );
+    }
+}
+
+#[test]
 fn authority_2_of_3_any_two_nodes_sign_for_it_under_every_scheme() {
     let d = two_of_three();
     let signers = d.signers().expect("signers");

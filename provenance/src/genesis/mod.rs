@@ -428,6 +428,13 @@ impl Genesis {
         }
         for (authority, shares) in &per_authority {
             let a = authorities[authority];
+            let distinct = |keys: &[Bytes]| keys.iter().collect::<BTreeSet<_>>().len() == keys.len();
+            if !distinct(&a.ed25519) || !distinct(&a.ml_dsa_65) {
+                return Err(GenesisError::BadKey {
+                    authority: a.id.clone(),
+                    reason: "two of its nodes list the same key: each node signs with its own".into(),
+                });
+            }
             if a.ed25519.len() != shares.len() || a.ml_dsa_65.len() != shares.len() {
                 return Err(GenesisError::BadKey {
                     authority: a.id.clone(),
