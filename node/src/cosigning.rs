@@ -1363,26 +1363,16 @@ impl Table {
         if verdict.is_ok() && env.signer.threshold() > 0 && p.ticket.is_none() {
             if let Some((campaign, seq, _)) = self.own_position(env, p) {
                 if !p.ticket_shares.contains_key(&me) {
-                    match env.signer.sign_share(
+                    let message = provenance::audit::ticket_message(&campaign, seq);
+                    if !self.give_share(
+                        env,
+                        digest,
+                        SharePart::Ticket,
                         SignatureScheme::Bls12381,
-                        &provenance::audit::ticket_message(&campaign, seq),
+                        &message,
+                        out,
                     ) {
-                        Ok(share) => {
-                            if let Some(p) = self.pending.get_mut(digest) {
-                                p.ticket_shares.insert(me, share.clone());
-                            }
-                            out.push(CoSignAction::Publish(Box::new(Gossip::Share {
-                                entry: *digest,
-                                part: SharePart::Ticket,
-                                share,
-                            })));
-                        }
-                        Err(e) => {
-                            return out.push(CoSignAction::CannotSign {
-                                digest: *digest,
-                                reason: e.to_string(),
-                            })
-                        }
+                        return;
                     }
                     self.try_combine_audit(env, digest);
                 }
@@ -1431,23 +1421,15 @@ impl Table {
             };
             if !p.replay_shares.contains_key(&me) {
                 let message = provenance::audit::replay_message(&campaign, seq, digest, &d);
-                match env.signer.sign_share(SignatureScheme::Bls12381, &message) {
-                    Ok(share) => {
-                        if let Some(p) = self.pending.get_mut(digest) {
-                            p.replay_shares.insert(me, (d, share.clone()));
-                        }
-                        out.push(CoSignAction::Publish(Box::new(Gossip::Share {
-                            entry: *digest,
-                            part: SharePart::Replay(d),
-                            share,
-                        })));
-                    }
-                    Err(e) => {
-                        return out.push(CoSignAction::CannotSign {
-                            digest: *digest,
-                            reason: e.to_string(),
-                        })
-                    }
+                if !self.give_share(
+                    env,
+                    digest,
+                    SharePart::Replay(d),
+                    SignatureScheme::Bls12381,
+                    &message,
+                    out,
+                ) {
+                    return;
                 }
                 self.try_combine_audit(env, digest);
             }
@@ -1465,23 +1447,11 @@ impl Table {
         match verdict {
             // An authority of several nodes (t > 0): this node's share,
             // combined with its siblings' once t+1 are in.
-            Ok(()) if env.signer.threshold() > 0 => match env.signer.sign_share(scheme, &message) {
-                Ok(share) => {
-                    if let Some(p) = self.pending.get_mut(digest) {
-                        p.shares.insert(share.index, share.clone());
-                    }
-                    out.push(CoSignAction::Publish(Box::new(Gossip::Share {
-                        entry: *digest,
-                        part: SharePart::Section,
-                        share,
-                    })));
+            Ok(()) if env.signer.threshold() > 0 => {
+                if self.give_share(env, digest, SharePart::Section, scheme, &message, out) {
                     self.try_combine(env, digest, out);
                 }
-                Err(e) => out.push(CoSignAction::CannotSign {
-                    digest: *digest,
-                    reason: e.to_string(),
-                }),
-            },
+            }
             Ok(()) => match env.signer.sign(scheme, &message) {
                 Ok(sig) => {
                     if let Some(p) = self.pending.get_mut(digest) {
@@ -1505,6 +1475,46 @@ impl Table {
             },
             Err(refusal) => self.refuse_here(digest, refusal, out),
         }
+    }
+
+    /// Signs this node's share of `part` over `message`, keeps it and
+    /// gossips it to its authority's other nodes; false (and the entry
+    /// waits) when it cannot sign.
+    fn give_share(
+        &mut self,
+        env: &Env<'_>,
+        digest: &Digest,
+        part: SharePart,
+        scheme: SignatureScheme,
+        message: &[u8],
+        out: &mut Vec<CoSignAction>,
+    ) -> bool {
+        let share = match env.signer.sign_share(scheme, message) {
+            Ok(s) => s,
+            Err(e) => {
+                out.push(CoSignAction::CannotSign {
+                    digest: *digest,
+                    reason: e.to_string(),
+                });
+                return false;
+            }
+        };
+        if let Some(p) = self.pending.get_mut(digest) {
+            match part {
+                SharePart::Section => p.shares.insert(share.index, share.clone()),
+                SharePart::Ticket => p.ticket_shares.insert(share.index, share.clone()),
+                SharePart::Replay(d) => p
+                    .replay_shares
+                    .insert(share.index, (d, share.clone()))
+                    .map(|(_, s)| s),
+            };
+        }
+        out.push(CoSignAction::Publish(Box::new(Gossip::Share {
+            entry: *digest,
+            part,
+            share,
+        })));
+        true
     }
 
     /// Refuses this authority's section, for the log and the consortium.
