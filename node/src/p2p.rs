@@ -27,6 +27,7 @@ use libp2p::gossipsub::{
     self, IdentTopic, MessageAcceptance, MessageAuthenticity, MessageId, ValidationMode,
 };
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identity, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
 use provenance::Bytes;
@@ -285,7 +286,15 @@ impl Network {
         }
         for (peer, addr) in &self.peers {
             if !self.swarm.is_connected(peer) && !self.guard.banned(peer, now) {
-                let _ = self.swarm.dial(addr.clone());
+                // From a fresh port, not the listening one: on a host that
+                // carries several nodes' addresses on one port, reusing it
+                // lets the kernel pick the destination's own address as the
+                // source, and the dial connects to itself.
+                let opts = DialOpts::peer_id(*peer)
+                    .addresses(vec![addr.clone()])
+                    .allocate_new_port()
+                    .build();
+                let _ = self.swarm.dial(opts);
             }
         }
     }
