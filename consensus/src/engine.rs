@@ -333,6 +333,20 @@ impl<A: Application, S: CertificateScheme> Engine<A, S> {
         std::mem::take(&mut self.actions)
     }
 
+    /// Judges the current view's proposal again, and proposes if this is
+    /// the leader and has not: the application may now accept what it
+    /// refused or deferred for something it lacked and has since got.
+    pub fn recheck(&mut self, app: &mut A) -> Vec<Act<A, S>> {
+        if self.cfg.leader(self.view) == self.cfg.me
+            && self.safety.proposed.is_none()
+            && self.now < self.deadline
+        {
+            self.propose(app);
+        }
+        self.try_notarize(app);
+        std::mem::take(&mut self.actions)
+    }
+
     /// Handles a message from validator `from` (authenticated by the
     /// transport).
     /// An observer (`from` of n or more) is answered its block requests

@@ -99,6 +99,8 @@ pub struct Committed {
     pub certified: bool,
     /// The block's stamp (its checkpoint's time).
     pub stamp: Timestamp,
+    /// The blobs its entries name (`crate::blobs::named`).
+    pub blobs: Vec<Digest>,
 }
 
 /// Why a block could not be finalised locally.
@@ -135,6 +137,9 @@ pub struct Ledger<S: LedgerStore = Store> {
     kept: HashMap<Digest, u64>,
     finalized_tip: Digest,
     last_block_ms: u64,
+    /// Blobs this node found itself lacking while building or judging a
+    /// block (`crate::blobs`), for its caller to fetch.
+    wanted: Vec<Digest>,
 }
 
 impl<S: LedgerStore> std::fmt::Debug for Ledger<S> {
@@ -174,6 +179,7 @@ impl<S: LedgerStore> Ledger<S> {
             kept: HashMap::new(),
             finalized_tip,
             last_block_ms: 0,
+            wanted: Vec::new(),
         }
     }
 
@@ -202,6 +208,37 @@ impl<S: LedgerStore> Ledger<S> {
                 arrival: self.arrivals,
             },
         );
+    }
+
+    /// The blobs this node found itself lacking since the last call: the
+    /// caller fetches them, then asks the engine to judge again.
+    pub fn take_wanted(&mut self) -> Vec<Digest> {
+        std::mem::take(&mut self.wanted)
+    }
+
+    /// Whether this node holds every blob the entries of `p` name (blob
+    /// custody: a validator votes for no block naming a blob it lacks);
+    /// what it lacks is wanted.
+    fn holds_blobs(&mut self, p: &Proposal<BlockPayload>) -> bool {
+        let lacking: Vec<Digest> = {
+            let store = read(&self.store);
+            p.payload
+                .entries
+                .iter()
+                .filter_map(|b| decode::<LedgerEntry>(b.as_slice()).ok())
+                .flat_map(|e| store.missing_blobs(&e.body))
+                .collect()
+        };
+        if lacking.is_empty() {
+            return true;
+        }
+        tracing::debug!(
+            "not voting for the block at height {} yet: it names {} blob(s) this node lacks",
+            p.height.0,
+            lacking.len()
+        );
+        self.wanted.extend(lacking);
+        false
     }
 
     /// Judges the observed, unjudged ancestors of `parent` (oldest first),
@@ -311,7 +348,9 @@ impl<S: LedgerStore> Ledger<S> {
         )?;
         let mut digests = Vec::with_capacity(entries.len());
         let (mut events, mut examples) = (0, 0);
+        let mut blobs = Vec::new();
         for e in &entries {
+            blobs.extend(crate::blobs::named(&e.body));
             let d = e.body.digest();
             self.mempool.remove(&d);
             digests.push(d);
@@ -348,6 +387,7 @@ impl<S: LedgerStore> Ledger<S> {
             examples,
             certified: finalization.is_some(),
             stamp: Timestamp(proposal.stamp),
+            blobs,
         })
     }
 }
@@ -390,6 +430,12 @@ impl<S: LedgerStore> Application for Ledger<S> {
             if !self.time_ok(&e.entry.body, stamp) {
                 continue;
             }
+            // An entry naming a blob this node lacks waits for it.
+            let lacking = read(&self.store).missing_blobs(&e.entry.body);
+            if !lacking.is_empty() {
+                self.wanted.extend(lacking);
+                continue;
+            }
             match state.after_block(std::slice::from_ref(&e.entry), Timestamp(stamp)) {
                 Ok((next, _)) => {
                     state = next;
@@ -419,7 +465,7 @@ impl<S: LedgerStore> Application for Ledger<S> {
 
     fn verify(&mut self, p: &Proposal<BlockPayload>) -> bool {
         self.judge_ancestors(&p.parent);
-        self.judge(p)
+        self.judge(p) && self.holds_blobs(p)
     }
 
     fn observe(&mut self, p: &Proposal<BlockPayload>) {

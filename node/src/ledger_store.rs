@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use provenance::block::entries_root;
 use provenance::merkle::{LogHasher, MemoryTree};
-use provenance::{BlockHeader, Canonical, Digest, LedgerEntry, LedgerState, Timestamp};
+use provenance::{BlockHeader, Canonical, Digest, EntryBody, LedgerEntry, LedgerState, Timestamp};
 use storage::{AppendReceipt, Store, StoreError};
 
 /// The store as the ledger uses it.
@@ -31,6 +31,8 @@ pub trait LedgerStore: Send + Sync + 'static {
     fn keep_block(&self, digest: &Digest, bytes: &[u8]) -> Result<(), StoreError>;
     /// Forgets kept blocks.
     fn forget_blocks(&self, digests: &[Digest]) -> Result<(), StoreError>;
+    /// The blobs `body` names that this node lacks (`crate::blobs::missing`).
+    fn missing_blobs(&self, body: &EntryBody) -> Vec<Digest>;
 }
 
 impl LedgerStore for Store {
@@ -57,6 +59,11 @@ impl LedgerStore for Store {
     fn forget_blocks(&self, digests: &[Digest]) -> Result<(), StoreError> {
         self.remove_unfinalized_blocks(digests)
     }
+    fn missing_blobs(&self, body: &EntryBody) -> Vec<Digest> {
+        crate::blobs::missing(body, &|d| self.has_blob(d).unwrap_or(false), &|d| {
+            self.blob(d).ok().flatten()
+        })
+    }
 }
 
 /// A store in memory: the log, its tree, the state, the blocks' headers
@@ -69,6 +76,7 @@ pub struct MemoryStore {
     headers: Vec<BlockHeader>,
     certificates: Vec<Vec<u8>>,
     kept: std::sync::Mutex<HashMap<Digest, Vec<u8>>>,
+    blobs: HashMap<Digest, Vec<u8>>,
 }
 
 impl MemoryStore {
@@ -80,6 +88,13 @@ impl MemoryStore {
     /// The headers of the appended blocks.
     pub fn headers(&self) -> &[BlockHeader] {
         &self.headers
+    }
+
+    /// Keeps a blob (as a node keeps one it fetched).
+    pub fn put_blob(&mut self, bytes: &[u8]) -> Digest {
+        let d = storage::blob_digest(bytes);
+        self.blobs.insert(d, bytes.to_vec());
+        d
     }
 
     /// The blocks kept as not yet final.
@@ -140,6 +155,11 @@ impl LedgerStore for MemoryStore {
             first_index,
             log_size: self.tree.len(),
             root: self.tree.root(),
+        })
+    }
+    fn missing_blobs(&self, body: &EntryBody) -> Vec<Digest> {
+        crate::blobs::missing(body, &|d| self.blobs.contains_key(d), &|d| {
+            self.blobs.get(d).cloned()
         })
     }
     fn keep_block(&self, digest: &Digest, bytes: &[u8]) -> Result<(), StoreError> {

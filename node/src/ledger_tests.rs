@@ -224,3 +224,38 @@ fn a_validator_refuses_a_step_after_its_sources_revocation_and_a_refusal_out_of_
     assert!(!l.verify(&proposal(vec![bytes(&refusal(T0 - 200_000))], T0 + 1_000)));
     assert!(!l.verify(&proposal(vec![bytes(&refusal(T0 + 100_000))], T0 + 1_000)));
 }
+
+#[test]
+fn a_validator_votes_for_no_block_naming_a_blob_it_lacks_and_a_leader_proposes_none() {
+    let w = World::new();
+    let mut l = ledger(&w, 16);
+    let (delta, sketch) = (b"the step's delta".to_vec(), b"the step's sketches".to_vec());
+    let mut s = w.step(T0);
+    s.delta_blob = storage::blob_digest(&delta);
+    s.sketch_blob = storage::blob_digest(&sketch);
+    let mut named = vec![s.delta_blob, s.sketch_blob];
+    named.sort();
+    let step = w.sign_all(&EntryBody::Step(s));
+    add(&mut l, &step);
+    // A leader lacking them leaves the entry out, and wants them.
+    let built = l.propose(&GENESIS, Height(1), View(1), T0 + 1_000);
+    assert!(
+        built.is_none_or(|p| p.entries.is_empty()),
+        "proposed without its blobs"
+    );
+    let mut wanted = l.take_wanted();
+    wanted.sort();
+    wanted.dedup();
+    assert_eq!(wanted, named);
+    // A validator lacking either refuses a block carrying it.
+    let p = proposal(vec![bytes(&step)], T0 + 1_000);
+    assert!(!l.verify(&p), "voted holding neither blob");
+    write(&l.store).put_blob(&delta);
+    assert!(!l.verify(&p), "voted holding the delta alone");
+    write(&l.store).put_blob(&sketch);
+    assert!(l.verify(&p), "holding both, it votes");
+    let built = l
+        .propose(&GENESIS, Height(1), View(1), T0 + 1_000)
+        .expect("a block");
+    assert_eq!(built.entries, vec![bytes(&step)]);
+}

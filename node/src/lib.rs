@@ -15,8 +15,10 @@
 //!    co-signature itself (every share checked on arrival) and the entry
 //!    enters its mempool ([`ledger`]).
 //! 4. The view's leader proposes a block of complete entries; validators
-//!    re-check each entry against the state at the block's parent, vote,
-//!    and finalise ([`consensus`], Simplex). A finalised block is appended
+//!    re-check each entry against the state at the block's parent, check
+//!    that they hold every blob its entries name ([`blobs`]: custody, so a
+//!    committed entry's blobs outlive any one node), vote, and finalise
+//!    ([`consensus`], Simplex). A finalised block is appended
 //!    to the RocksDB store in one synced batch, which also drops the
 //!    entries from `pending`.
 //! 5. Each node signs a share of the checkpoint (origin, size, root,
@@ -32,6 +34,7 @@
 //! established, before any protocol substream).
 
 pub mod api;
+pub mod blobs;
 #[cfg(feature = "byzantine")]
 pub mod byzantine;
 pub mod checkpoints;

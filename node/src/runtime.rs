@@ -189,6 +189,8 @@ pub(crate) struct Core {
     pub(crate) effects: Arc<crate::effect::Effects>,
     /// Audit material this node's operator tools sent, for governance.
     pub(crate) inbox: Arc<crate::inbox::AuditInbox>,
+    /// Blobs fetched from peers (`crate::blobs`).
+    pub(crate) blobs: Arc<crate::blobs::Fetcher>,
 }
 
 /// The fault a consensus misbehaviour proves.
@@ -254,6 +256,8 @@ impl Core {
         actions: Vec<Act>,
         mut reply: Option<(u16, &mut Vec<ConsensusMessage>)>,
     ) -> Result<(), NodeError> {
+        // Blobs the ledger found itself lacking while judging or building.
+        self.blobs.ensure(self.ledger.take_wanted());
         for a in actions {
             // A sync request is answered from the store (the engine keeps
             // only the chain's tip).
@@ -294,6 +298,9 @@ impl Core {
                     finalization,
                 } => {
                     let c = self.ledger.finalize(&proposal, finalization)?;
+                    // Custody: what a committed entry names is kept here
+                    // too (a node catching up refills its store).
+                    self.blobs.ensure(c.blobs.iter().copied());
                     tracing::debug!("finalised height {} ({} entries)", c.height, c.digests.len());
                     let m = &self.metrics;
                     m.height.store(c.height, Relaxed);
@@ -498,7 +505,13 @@ impl Core {
         own: bool,
         restored: Option<Restored>,
     ) -> Result<Digest, OfferError> {
+        let named = crate::blobs::named(&body);
         let r = self.cosign(|t, env| t.offer_audited(env, body, sigs, audits, own, restored));
+        if r.is_ok() {
+            // Custody starts at the offer: by the time the entry is
+            // complete and proposed, this node most likely holds its blobs.
+            self.blobs.ensure(named);
+        }
         match &r {
             Err(e @ OfferError::NotStored(_)) => tracing::error!("{e}"),
             Err(OfferError::Full { .. }) => {
@@ -730,7 +743,17 @@ impl Core {
                 }
                 Response::Consensus(out)
             }
+            // Test-only: a node that withholds its blobs.
+            Request::Blob(_) if crate::blobs::withheld() => Response::Blob(None),
+            Request::BlobPart { .. } if crate::blobs::withheld() => Response::BlobPart(None),
             Request::Blob(d) => Response::Blob(read(&self.store).blob(&d).ok().flatten().map(Bytes)),
+            Request::BlobPart { digest, offset, len } => Response::BlobPart(
+                read(&self.store)
+                    .blob(&digest)
+                    .ok()
+                    .flatten()
+                    .and_then(|b| crate::blobs::part_of(&b, offset, len)),
+            ),
             Request::Audit { campaign, part } => {
                 let role = self
                     .genesis
@@ -774,33 +797,9 @@ impl Core {
                 let _ = reply.send(self.table.status(&digest));
             }
             ApiCommand::FetchBlob { digest, reply } => {
-                let rxs: Vec<_> = self
-                    .peers
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| *i != usize::from(self.me))
-                    .map(|(_, p)| self.request(*p, &Request::Blob(digest)))
-                    .collect();
-                let store = self.store.clone();
+                let blobs = self.blobs.clone();
                 tokio::spawn(async move {
-                    for rx in rxs {
-                        if let Ok(Ok(Ok(Response::Blob(Some(b))))) =
-                            tokio::time::timeout(Duration::from_secs(5), rx).await.map(|r| {
-                                r.map(|r| {
-                                    r.and_then(|b| {
-                                        from_bytes::<Response>("response", &b).map_err(|e| e.to_string())
-                                    })
-                                })
-                            })
-                        {
-                            if storage::blob_digest(b.as_slice()) == digest {
-                                let _ = read(&store).put_blob(b.as_slice());
-                                let _ = reply.send(Some(b.0));
-                                return;
-                            }
-                        }
-                    }
-                    let _ = reply.send(None);
+                    let _ = reply.send(blobs.get(digest).await);
                 });
             }
             ApiCommand::FetchAudit {

@@ -125,6 +125,19 @@ pub async fn run(
     }
     let (api_tx, mut api_rx) = mpsc::channel(1024);
     let inbox = Arc::new(crate::inbox::AuditInbox::default());
+    let blobs = Arc::new(crate::blobs::Fetcher::new(
+        net_tx.clone(),
+        peers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != usize::from(me))
+            .map(|(_, p)| *p)
+            .collect(),
+        store.clone(),
+        cfg.max_blob_bytes as u64,
+    ));
+    let (fetched_tx, mut fetched_rx) = mpsc::channel(256);
+    blobs.notify(fetched_tx);
     let effects = crate::effect::Effects::new(
         api_tx.clone(),
         keyring.clone(),
@@ -265,6 +278,7 @@ pub async fn run(
         cosign_fault: None,
         effects,
         inbox,
+        blobs,
     };
     // Own entries accepted before a restart.
     let saved = read(&store).pending()?;
@@ -336,6 +350,11 @@ pub async fn run(
             }
             Some(ev) = checked_rx.recv() => on_net(&mut core, &metrics, ev),
             Some(cmd) = api_rx.recv() => { core.on_api(cmd); Ok(()) }
+            Some(_) = fetched_rx.recv() => {
+                // A blob arrived: a proposal refused for lacking it may pass.
+                let actions = core.engine.recheck(&mut core.ledger);
+                core.process(actions, None)
+            }
             Some(i) = internal_rx.recv() => match i {
                 Internal::Replies { from, messages } => {
                     let mut r = Ok(());

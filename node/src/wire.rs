@@ -6,7 +6,8 @@
 //! * gossipsub ([`Gossip`]), signed by the author's node key, so the
 //!   receiver knows which validator wrote it even when relayed;
 //! * request-response ([`Request`] / [`Response`]), point to point: block
-//!   sync and block fetch for consensus, blob fetch.
+//!   sync and block fetch for consensus, blobs in parts, checkpoints, audit
+//!   material.
 
 use consensus::Message;
 use provenance::audit::Audit;
@@ -122,6 +123,18 @@ pub enum Request {
         /// Which part.
         part: crate::inbox::AuditPart,
     },
+    /// Part of a blob (`crate::blobs`): a blob of any size up to the API's
+    /// limit crosses in parts under the message limit. Appended last:
+    /// earlier requests encode as before.
+    BlobPart {
+        /// The blob's content digest.
+        digest: Digest,
+        /// Where the part starts.
+        offset: u64,
+        /// Most bytes wanted (at most `crate::blobs::PART_BYTES`; 0 asks
+        /// only whether the blob is held, and its length).
+        len: u32,
+    },
 }
 
 /// A point-to-point response.
@@ -136,6 +149,8 @@ pub enum Response {
     /// The audit material asked for, if held here and the requester may
     /// have it.
     Audit(Option<Bytes>),
+    /// The part of the blob asked for, if held here.
+    BlobPart(Option<crate::blobs::BlobPart>),
 }
 
 /// Encodes a wire message.

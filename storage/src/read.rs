@@ -127,6 +127,11 @@ impl Store {
         Ok(d)
     }
 
+    /// Whether a blob is held (without reading or checking it).
+    pub fn has_blob(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.db.get_pinned_cf(self.cf(CF_BLOBS)?, digest.0)?.is_some())
+    }
+
     /// A blob, verified against its digest on read.
     pub fn blob(&self, digest: &Digest) -> Result<Option<Vec<u8>>> {
         match self.db.get_cf(self.cf(CF_BLOBS)?, digest.0)? {

@@ -1,0 +1,182 @@
+//! Blob custody on a 4-process testnet. An operator whose node withholds
+//! its blobs from its peers (the test binary's `GOVTUNE_WITHHOLD_BLOBS`)
+//! submits a campaign signed in due form: no validator votes for a block
+//! naming a recipe it lacks, so the campaign does not commit while the
+//! ledger goes on finalising blocks. Once the operator's node serves its
+//! blobs, the campaign commits; a blob over one wire message's limit
+//! reaches another node in parts; and with the operator's node gone, the
+//! other nodes still serve the campaign's recipe and base weights.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use provenance::Digest;
+use roles::campaign::{fine_tune_spec, prepare_sources, shift_windows, signed_source, HttpSink};
+use testnet::campaign::{publish_policy, register_sources, write_packages};
+use testnet::{NodeSettings, Testnet};
+use tuner::demo::DemoConfig;
+use tuner::model::Weights;
+
+const OPERATOR: usize = 3;
+
+/// The demo's campaign file with its paths made absolute, written into
+/// `dir`.
+fn campaign_file(dir: &Path) -> std::path::PathBuf {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data");
+    let text = std::fs::read_to_string(data.join("campaign.toml")).expect("campaign file");
+    let text = text
+        .replace("max_steps = 200", "max_steps = 4")
+        .replace("path = \"", &format!("path = \"{}/", data.display()))
+        .replace(
+            "base_weights = \"",
+            &format!("base_weights = \"{}/", data.display()),
+        )
+        .replace("probe = \"", &format!("probe = \"{}/", data.display()));
+    let config = dir.join("campaign.toml");
+    std::fs::write(&config, text).expect("write");
+    config
+}
+
+fn blob_at(t: &Testnet, i: usize, d: &Digest) -> Result<Vec<u8>, String> {
+    t.client(i)
+        .with_timeout(Duration::from_secs(120))
+        .get_bytes(&format!("/v1/blobs/{}", d.to_hex()))
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn blob_custody_a_withholding_operator_cannot_commit_and_committed_blobs_outlive_its_node() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let net = dir.path().join("net");
+    let bin = Path::new(env!("CARGO_BIN_EXE_govtune"));
+    let settings = NodeSettings {
+        view_timeout_ms: Some(1000),
+        heartbeat_ms: Some(300),
+        ..NodeSettings::default()
+    };
+    let mut t = Testnet::create(&net, 4, bin, &settings).expect("testnet");
+    for i in 0..OPERATOR {
+        t.start(i).expect("start");
+    }
+    t.start_with(OPERATOR, &[("GOVTUNE_WITHHOLD_BLOBS", "1")])
+        .expect("start the operator");
+    t.wait_all_healthy(Duration::from_secs(120)).expect("healthy");
+    assert_eq!(t.nodes[OPERATOR].authority, "tuning-lab");
+
+    // Policy and sources committed; the operator puts its recipe and base
+    // weights at its own node and submits the campaign.
+    let mut cfg = DemoConfig::load(&campaign_file(dir.path())).expect("campaign file");
+    let now = roles::now_ms();
+    shift_windows(&mut cfg, now);
+    let policy = publish_policy(&t, &cfg.policy).expect("policy");
+    let prepared = prepare_sources(
+        &cfg.sources,
+        &cfg.canaries,
+        cfg.settings.model.window(),
+        cfg.consortium_seed,
+    )
+    .expect("sources");
+    write_packages(&t, &prepared).expect("packages");
+    let mut ids = register_sources(&t, &prepared).expect("register");
+    ids.push(policy);
+    let reader = t.client(0);
+    reader
+        .wait_committed(&ids, Duration::from_secs(120))
+        .expect("policy and sources commit");
+    let sources = prepared
+        .into_iter()
+        .map(|p| signed_source(&reader, p).expect("signed source"))
+        .collect();
+    let base_path = cfg.base_weights.clone().expect("base weights");
+    let base_bytes = std::fs::read(&base_path).expect("base weights");
+    let base = Weights::from_safetensors(cfg.settings.model, &base_bytes).expect("weights");
+    let (_, keyring) = genesis::load_genesis(&t.genesis_path()).expect("genesis");
+    let admin = t.admin(OPERATOR).expect("operator's admin client");
+    let mut sink = HttpSink::new(admin.clone());
+    let spec = fine_tune_spec(
+        &cfg,
+        &mut sink,
+        keyring,
+        &base_bytes,
+        base,
+        None,
+        sources,
+        Vec::new(),
+        now,
+    )
+    .expect("spec");
+    let recipe = spec.campaign.recipe;
+    let weights = tuner::blobs::blob_digest(&base_bytes);
+    assert_ne!(recipe, Digest::ZERO);
+    let campaign = admin
+        .submit("/v1/campaigns", &spec.campaign)
+        .expect("the operator's node takes the campaign")
+        .digest;
+
+    // Withheld: nothing commits it, the ledger goes on, no other node has
+    // the recipe.
+    let before = reader.health().expect("health").height;
+    std::thread::sleep(Duration::from_secs(12));
+    let after = reader.health().expect("health").height;
+    assert!(
+        after >= before + 5,
+        "the ledger goes on finalising blocks: height {before} -> {after}"
+    );
+    for i in 0..t.nodes.len() {
+        let state = t.client(i).status(&campaign).expect("status").state;
+        assert!(
+            state.committed().is_none(),
+            "node {i} committed a campaign whose recipe no other node holds"
+        );
+    }
+    for i in 0..OPERATOR {
+        let got = blob_at(&t, i, &recipe);
+        assert!(
+            got.as_ref().is_err_and(|e| e.contains("404")),
+            "node {i}: {got:?}"
+        );
+    }
+
+    // The operator's node serves its blobs again: the campaign commits.
+    t.kill(OPERATOR).expect("kill");
+    t.start(OPERATOR).expect("restart");
+    let committed_at = Instant::now();
+    reader
+        .wait_committed(&[campaign], Duration::from_secs(90))
+        .expect("the campaign commits once its blobs are served");
+    println!(
+        "campaign committed {:.1} s after the operator's node served its blobs again",
+        committed_at.elapsed().as_secs_f64()
+    );
+
+    // A blob over one wire message's 16 MiB limit crosses in parts.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let big: Vec<u8> = (0..(24usize << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let big_digest = t.admin(OPERATOR).expect("admin").put_blob(&big).expect("put");
+    let fetched = Instant::now();
+    assert!(
+        blob_at(&t, 1, &big_digest).expect("node 1 fetches the 24 MiB blob") == big,
+        "the bytes node 1 serves are the blob's"
+    );
+    println!(
+        "a 24 MiB blob fetched by another node in {:.2} s",
+        fetched.elapsed().as_secs_f64()
+    );
+
+    // The operator's node gone: the others serve the campaign's blobs.
+    std::thread::sleep(Duration::from_secs(2));
+    t.kill(OPERATOR).expect("kill");
+    for i in 0..OPERATOR {
+        for (what, d) in [("recipe", recipe), ("base weights", weights)] {
+            let b = blob_at(&t, i, &d).unwrap_or_else(|e| panic!("node {i}'s {what}: {e}"));
+            assert_eq!(tuner::blobs::blob_digest(&b), d, "node {i}'s {what}");
+        }
+    }
+}
