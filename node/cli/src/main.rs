@@ -399,9 +399,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 },
         } => {
             let args = role::NodeArgs {
-                node,
-                token_file: token_file
-                    .ok_or_else(|| Failure::unchecked("--node needs --token-file".into()))?,
+                node: vec![node],
+                token_file: vec![
+                    token_file.ok_or_else(|| Failure::unchecked("--node needs --token-file".into()))?
+                ],
                 genesis: genesis.ok_or_else(|| Failure::unchecked("--node needs --genesis".into()))?,
             };
             role::run_campaign(

@@ -23,15 +23,18 @@ use crate::Failure;
 /// How long a role command waits for its entry's verdict.
 const VERDICT_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// The node a role command talks to, as that node's authority.
+/// The nodes a role command talks to, as their authority.
 #[derive(Args, Debug, Clone)]
 pub struct NodeArgs {
-    /// The authority's own node (`https://host:port`).
-    #[arg(long, env = "GOVTUNE_NODE")]
-    pub node: String,
-    /// The node's admin token file (0600).
-    #[arg(long, env = "GOVTUNE_TOKEN_FILE")]
-    pub token_file: PathBuf,
+    /// The authority's own node (`https://host:port`). An authority of
+    /// several nodes gives t+1 of them (repeat `--node`, each with its
+    /// `--token-file`, in the same order): each signs its share of what it
+    /// is given.
+    #[arg(long, env = "GOVTUNE_NODE", required = true)]
+    pub node: Vec<String>,
+    /// The node's admin token file (0600); one per `--node`.
+    #[arg(long, env = "GOVTUNE_TOKEN_FILE", required = true)]
+    pub token_file: Vec<PathBuf>,
     /// The consortium's genesis file.
     #[arg(long, env = "GOVTUNE_GENESIS")]
     pub genesis: PathBuf,
@@ -41,35 +44,93 @@ fn unchecked(e: impl std::fmt::Display) -> Failure {
     Failure::unchecked(e.to_string())
 }
 
-/// A client of the node holding its admin token, accepting only the
-/// certificate genesis pins, and checked to run this genesis.
-pub fn connect(a: &NodeArgs) -> Result<(Client, provenance::KeyRing), Failure> {
-    let (g, keyring) = genesis::load_genesis(&a.genesis).map_err(unchecked)?;
-    let token = genesis::load_admin_token(&a.token_file).map_err(unchecked)?;
-    let client = LightClient::from_genesis_file(&a.genesis)
-        .map_err(unchecked)?
-        .trust(Client::new(&a.node))
-        .with_token(&token);
-    let h = client.health().map_err(unchecked)?;
-    if h.genesis != g.digest() {
+/// A client of each node given, holding its admin token, accepting only
+/// the certificate genesis pins, each checked to run this genesis; all of
+/// one authority, and enough of them to sign for it (t+1).
+pub fn connect_all(a: &NodeArgs) -> Result<(Vec<Client>, provenance::KeyRing), Failure> {
+    if a.node.len() != a.token_file.len() {
         return Err(Failure::unchecked(format!(
-            "{} runs genesis {}, not this one ({})",
-            a.node,
-            h.genesis,
-            g.digest()
+            "{} --node but {} --token-file: give one token file per node, in the same order",
+            a.node.len(),
+            a.token_file.len()
         )));
     }
-    Ok((client, keyring))
+    let (g, keyring) = genesis::load_genesis(&a.genesis).map_err(unchecked)?;
+    let light = LightClient::from_genesis_file(&a.genesis).map_err(unchecked)?;
+    let mut clients = Vec::new();
+    let mut authority = None;
+    for (node, token_file) in a.node.iter().zip(&a.token_file) {
+        let token = genesis::load_admin_token(token_file).map_err(unchecked)?;
+        let client = light.trust(Client::new(node)).with_token(&token);
+        let h = client.health().map_err(unchecked)?;
+        if h.genesis != g.digest() {
+            return Err(Failure::unchecked(format!(
+                "{node} runs genesis {}, not this one ({})",
+                h.genesis,
+                g.digest()
+            )));
+        }
+        match &authority {
+            None => authority = Some(h.authority.clone()),
+            Some(first) if *first != h.authority => {
+                return Err(Failure::unchecked(format!(
+                    "{node} is a node of {}, not of {first}: give the nodes of one authority",
+                    h.authority
+                )))
+            }
+            Some(_) => {}
+        }
+        clients.push(client);
+    }
+    if let Some(record) = authority
+        .as_ref()
+        .and_then(|id| g.authorities.iter().find(|r| &r.id == id))
+    {
+        let need = usize::from(record.bls.threshold) + 1;
+        if clients.len() < need {
+            return Err(Failure::unchecked(format!(
+                "{} signs with {need} of its {} nodes: give {need} --node (each with its --token-file), not {}",
+                record.id,
+                g.nodes_of(&record.id).count(),
+                clients.len()
+            )));
+        }
+    }
+    Ok((clients, keyring))
 }
 
-/// Submits `body` at `path` and waits for the consortium's verdict.
+/// A client of the first node given (see [`connect_all`]).
+pub fn connect(a: &NodeArgs) -> Result<(Client, provenance::KeyRing), Failure> {
+    let (mut clients, keyring) = connect_all(a)?;
+    if clients.is_empty() {
+        return Err(Failure::unchecked("no --node given".into()));
+    }
+    Ok((clients.swap_remove(0), keyring))
+}
+
+/// Submits `body` at `path` to each node and waits for the consortium's
+/// verdict (asked of the first).
 fn submit_and_settle<B: serde::Serialize>(
-    node: &Client,
+    nodes: &[Client],
     path: &str,
     body: &B,
     what: &str,
 ) -> Result<(), Failure> {
-    let digest = node.submit(path, body).map_err(unchecked)?.digest;
+    let Some(node) = nodes.first() else {
+        return Err(Failure::unchecked("no --node given".into()));
+    };
+    let mut digest = None;
+    for n in nodes {
+        let d = n.submit(path, body).map_err(unchecked)?.digest;
+        if digest.is_some_and(|first| first != d) {
+            return Err(Failure::unchecked(format!(
+                "{} took it as another entry ({d})",
+                n.base()
+            )));
+        }
+        digest = Some(d);
+    }
+    let digest = digest.unwrap_or(Digest::ZERO);
     println!("{what}: entry {digest} submitted");
     match settle(node, &digest, VERDICT_TIMEOUT).map_err(unchecked)? {
         Settled::Committed(index) => {
@@ -153,7 +214,7 @@ pub fn run_source(command: SourceCommand) -> Result<(), Failure> {
     match command {
         SourceCommand::Register { node, terms } => {
             let terms = roles::source::TermsFile::load(&terms).map_err(unchecked)?;
-            let (client, _) = connect(&node)?;
+            let (clients, _) = connect_all(&node)?;
             let p = roles::source::prepare(&terms).map_err(unchecked)?;
             println!("source {} ({:?})", p.id, p.manifest.title);
             println!(
@@ -165,15 +226,19 @@ pub fn run_source(command: SourceCommand) -> Result<(), Failure> {
                 "  package for the operator (secret, 0600): {}",
                 p.package_file.display()
             );
-            submit_and_settle(&client, "/v1/sources", &p.manifest, "manifest")
+            submit_and_settle(&clients, "/v1/sources", &p.manifest, "manifest")
         }
         SourceCommand::Revoke { node, source, reason } => {
             let id = digest(&source)?;
-            let (client, _) = connect(&node)?;
-            let answer = client.source(&id).map_err(unchecked)?;
+            let (clients, _) = connect_all(&node)?;
+            let answer = clients
+                .first()
+                .ok_or_else(|| Failure::unchecked("no --node given".into()))?
+                .source(&id)
+                .map_err(unchecked)?;
             let r =
                 roles::source::revocation(answer.manifest.authority.clone(), id, &reason, roles::now_ms());
-            submit_and_settle(&client, "/v1/revocations", &r, "revocation")
+            submit_and_settle(&clients, "/v1/revocations", &r, "revocation")
         }
     }
 }
@@ -195,9 +260,9 @@ pub fn run_policy(command: PolicyCommand) -> Result<(), Failure> {
             (node, roles::policy::superseding(p, old).map_err(unchecked)?)
         }
     };
-    let (client, _) = connect(&node)?;
+    let (clients, _) = connect_all(&node)?;
     println!("policy {} (version {})", policy.digest(), policy.policy_version);
-    submit_and_settle(&client, "/v1/policies", &policy, "policy")
+    submit_and_settle(&clients, "/v1/policies", &policy, "policy")
 }
 
 /// The operator's campaign against its own node from the rights-holders'
@@ -301,11 +366,12 @@ pub fn run_node_command(command: NodeCommand) -> Result<(), Failure> {
                 )));
             }
             println!(
-                "{node}: {} ({}) height {} log size {} peers {} checkpoint {}",
+                "{node}: {} ({}) height {} log size {} root {} peers {} checkpoint {}",
                 h.authority,
                 h.role,
                 h.height,
                 h.log_size,
+                h.root,
                 h.peers,
                 h.checkpoint_height.map_or("none".into(), |c| c.to_string())
             );
