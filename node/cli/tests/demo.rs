@@ -43,10 +43,27 @@ fn govtune(args: &[&str]) -> Output {
 /// Stops the testnet however the test ends.
 struct Running(Testnet);
 
+/// The last panic's message, printed again after the nodes' log tails so
+/// that it ends the test's output (CI keeps the head and the tail).
+static FAILURE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn remember_failures() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Ok(mut f) = FAILURE.lock() {
+            *f = Some(info.to_string());
+        }
+        default(info);
+    }));
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.0.dump_log_tails(40);
+            if let Some(m) = FAILURE.lock().ok().and_then(|mut f| f.take()) {
+                eprintln!("---- the failure, again ----\n{m}");
+            }
         }
         let _ = self.0.down();
     }
@@ -112,6 +129,7 @@ fn ink(png_file: &Path) -> (f64, usize) {
 
 #[test]
 fn the_demo_runs_end_to_end_and_its_outcome_verifies_from_outside() {
+    remember_failures();
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().join("demo");
     // A testnet an earlier run left running in the folder: the demo stops
@@ -134,7 +152,13 @@ fn the_demo_runs_end_to_end_and_its_outcome_verifies_from_outside() {
     eprintln!("$ govtune demo\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
     let config = dir.join("data/demo.toml");
     let t = Running(Testnet::load(&dir.join("net")).expect("the demo left its testnet"));
-    assert!(out.status.success(), "the demo failed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail: Vec<&str> = stdout.lines().chain(stderr.lines()).collect();
+    assert!(
+        out.status.success(),
+        "the demo failed; its last lines:\n{}",
+        tail[tail.len().saturating_sub(12)..].join("\n")
+    );
     assert!(stdout.contains("replaced the testnet an earlier run left"));
     for api in &old_apis {
         assert!(
