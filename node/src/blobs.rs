@@ -108,19 +108,19 @@ pub fn missing(
     out
 }
 
-/// At most `len` bytes (and at most [`PART_BYTES`]) of `blob` from
-/// `offset`: `None` past its end (an empty blob is one empty part, and
-/// `len` 0 gives its length alone).
-pub fn part_of(blob: &[u8], offset: u64, len: u32) -> Option<BlobPart> {
-    let total = blob.len() as u64;
-    if offset > total || (offset == total && total > 0 && len > 0) {
+/// At most `len` bytes (and at most [`PART_BYTES`]) of held blob `digest`
+/// from `offset`, read without the rest of it: `None` if not held or past
+/// its end (an empty blob is one empty part, and `len` 0 gives the length
+/// alone).
+pub fn serve(store: &Store, digest: &Digest, offset: u64, len: u32) -> Option<BlobPart> {
+    let len = PART_BYTES.min(u64::from(len));
+    let (total, bytes) = store.blob_range(digest, offset, len).ok().flatten()?;
+    if offset == total && total > 0 && len > 0 {
         return None;
     }
-    let start = usize::try_from(offset).ok()?;
-    let end = usize::try_from(total.min(offset.saturating_add(PART_BYTES.min(u64::from(len))))).ok()?;
     Some(BlobPart {
         total,
-        bytes: Bytes(blob[start..end].to_vec()),
+        bytes: Bytes(bytes),
     })
 }
 
@@ -304,10 +304,15 @@ mod tests {
 
     #[test]
     fn parts_cover_a_blob_exactly_and_none_past_its_end() {
+        let w = World::new();
+        let dir = std::env::temp_dir().join(format!("govtune-blob-parts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir, "test", &w.keyring).expect("store");
         let blob: Vec<u8> = (0..(PART_BYTES * 2 + 5)).map(|i| (i % 251) as u8).collect();
+        let d = store.put_blob(&blob).expect("put");
         let mut got = Vec::new();
         let mut offset = 0;
-        while let Some(p) = part_of(&blob, offset, u32::MAX) {
+        while let Some(p) = serve(&store, &d, offset, u32::MAX) {
             assert_eq!(p.total, blob.len() as u64);
             assert!(p.bytes.0.len() as u64 <= PART_BYTES);
             offset += p.bytes.0.len() as u64;
@@ -315,14 +320,21 @@ mod tests {
         }
         assert_eq!(got, blob);
         assert_eq!(offset, blob.len() as u64);
-        assert!(part_of(&blob, blob.len() as u64, 1).is_none());
-        assert!(part_of(&blob, blob.len() as u64 + 1, 1).is_none());
+        assert!(serve(&store, &d, blob.len() as u64, 1).is_none());
+        assert!(serve(&store, &d, blob.len() as u64 + 1, 1).is_none());
+        assert!(serve(&store, &Digest([1; 32]), 0, 1).is_none(), "not held");
         // Length only; a short part.
-        let probe = part_of(&blob, 0, 0).expect("held");
+        let probe = serve(&store, &d, 0, 0).expect("held");
         assert_eq!((probe.total, probe.bytes.0.len()), (blob.len() as u64, 0));
-        assert_eq!(part_of(&blob, 3, 2).map(|p| p.bytes.0), Some(blob[3..5].to_vec()));
-        assert_eq!(part_of(b"", 0, 10).map(|p| p.total), Some(0));
-        assert!(part_of(b"", 1, 10).is_none());
+        assert_eq!(
+            serve(&store, &d, 3, 2).map(|p| p.bytes.0),
+            Some(blob[3..5].to_vec())
+        );
+        let e = store.put_blob(b"").expect("put");
+        assert_eq!(serve(&store, &e, 0, 10).map(|p| p.total), Some(0));
+        assert!(serve(&store, &e, 1, 10).is_none());
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -747,13 +747,9 @@ impl Core {
             Request::Blob(_) if crate::blobs::withheld() => Response::Blob(None),
             Request::BlobPart { .. } if crate::blobs::withheld() => Response::BlobPart(None),
             Request::Blob(d) => Response::Blob(read(&self.store).blob(&d).ok().flatten().map(Bytes)),
-            Request::BlobPart { digest, offset, len } => Response::BlobPart(
-                read(&self.store)
-                    .blob(&digest)
-                    .ok()
-                    .flatten()
-                    .and_then(|b| crate::blobs::part_of(&b, offset, len)),
-            ),
+            Request::BlobPart { digest, offset, len } => {
+                Response::BlobPart(crate::blobs::serve(&read(&self.store), &digest, offset, len))
+            }
             Request::Audit { campaign, part } => {
                 let role = self
                     .genesis

@@ -132,6 +132,23 @@ impl Store {
         Ok(self.db.get_pinned_cf(self.cf(CF_BLOBS)?, digest.0)?.is_some())
     }
 
+    /// At most `len` bytes of a held blob from `offset`, and its whole
+    /// length: `None` if not held or `offset` is past its end. Not checked
+    /// against the digest (whoever assembles the parts checks the whole);
+    /// reads no more of it than the part.
+    pub fn blob_range(&self, digest: &Digest, offset: u64, len: u64) -> Result<Option<(u64, Vec<u8>)>> {
+        let Some(b) = self.db.get_pinned_cf(self.cf(CF_BLOBS)?, digest.0)? else {
+            return Ok(None);
+        };
+        let total = b.len() as u64;
+        if offset > total {
+            return Ok(None);
+        }
+        let start = offset as usize;
+        let end = total.min(offset.saturating_add(len)) as usize;
+        Ok(Some((total, b[start..end].to_vec())))
+    }
+
     /// A blob, verified against its digest on read.
     pub fn blob(&self, digest: &Digest) -> Result<Option<Vec<u8>>> {
         match self.db.get_cf(self.cf(CF_BLOBS)?, digest.0)? {

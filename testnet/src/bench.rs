@@ -360,3 +360,75 @@ pub fn run_transport(binary: &Path, requests: usize) -> Result<Vec<TransportFigu
     }
     Ok(out)
 }
+
+/// What replicating one blob costs, on a 4-node loopback testnet.
+#[derive(Debug, Clone)]
+pub struct BlobFigures {
+    /// The blob's size (bytes).
+    pub bytes: u64,
+    /// Seconds to put it at the operator's node (`PUT /v1/blobs`, one
+    /// HTTP upload): the raw transfer the replication is compared with.
+    pub put_s: f64,
+    /// Seconds for another node to serve it, fetching it from its peers
+    /// over p2p in 4 MiB parts, checking it and keeping it.
+    pub replicate_s: f64,
+    /// Seconds for that node to serve it again, from its own store.
+    pub local_s: f64,
+}
+
+/// Puts a pseudo-random blob of each size (MiB) at the operator's node of
+/// a fresh 4-node testnet, then asks each other node for it in turn (the
+/// first fetches it from the operator's node, the later ones from whoever
+/// answers first), timing the first node's fetch and its second read.
+pub fn run_blobs(binary: &Path, sizes_mib: &[u64]) -> Result<Vec<BlobFigures>, TestnetError> {
+    let dir = std::env::temp_dir().join(format!("govtune-bench-blobs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut t = Testnet::create(&dir, 4, binary, &NodeSettings::default())?;
+    t.start_all()?;
+    t.wait_all_healthy(Duration::from_secs(120))?;
+    let op = t.by_role("operator")?;
+    let others: Vec<usize> = (0..t.nodes.len()).filter(|&i| i != op).collect();
+    let mut out = Vec::new();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for &mib in sizes_mib {
+        let blob: Vec<u8> = (0..(mib << 20))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let admin = t.admin(op)?.with_timeout(Duration::from_secs(300));
+        let start = Instant::now();
+        let d = admin.put_blob(&blob)?;
+        let put_s = start.elapsed().as_secs_f64();
+        let path = format!("/v1/blobs/{}", d.to_hex());
+        let mut replicate_s = 0.0;
+        let mut local_s = 0.0;
+        for (k, &i) in others.iter().enumerate() {
+            let c = t.client(i).with_timeout(Duration::from_secs(300));
+            let start = Instant::now();
+            let got = c.get_bytes(&path)?;
+            let took = start.elapsed().as_secs_f64();
+            if got != blob {
+                return Err(TestnetError::Run(format!("node {i} served other bytes for {d}")));
+            }
+            if k == 0 {
+                replicate_s = took;
+                let start = Instant::now();
+                c.get_bytes(&path)?;
+                local_s = start.elapsed().as_secs_f64();
+            }
+        }
+        out.push(BlobFigures {
+            bytes: blob.len() as u64,
+            put_s,
+            replicate_s,
+            local_s,
+        });
+    }
+    t.down()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(out)
+}

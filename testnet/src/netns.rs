@@ -78,15 +78,38 @@ pub fn may_skip() -> bool {
 }
 
 /// A short prefix unique to this process, for namespace and link names
-/// (link names are at most 15 bytes).
+/// (link names are at most 15 bytes; a pid is at most 22 bits).
 fn prefix() -> String {
-    format!("gt{:x}", std::process::id() & 0xfffff)
+    format!("gt{:x}", std::process::id())
+}
+
+/// Removes the namespaces an earlier test process made and could not
+/// remove (it was killed): those named by [`prefix`] for a pid that no
+/// longer runs.
+fn remove_stale() {
+    let Ok(list) = ip(&["netns", "list"]) else {
+        return;
+    };
+    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        let Some(pid) = name
+            .strip_prefix("gt")
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(hex, _)| u32::from_str_radix(hex, 16).ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            kill_in(name);
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
 }
 
 impl Lab {
     /// Hosts `(name, address)` on one /24 (every address in it), each in
     /// its own namespace, joined by a bridge in another namespace.
     pub fn bridged(hosts: &[(&str, Ipv4Addr)]) -> Result<Self, NetnsError> {
+        remove_stale();
         let p = prefix();
         let bridge_ns = format!("{p}-bridge");
         let mut lab = Lab {
@@ -137,6 +160,7 @@ impl Lab {
     /// One namespace holding every address in `addrs` on its loopback: a
     /// page of commands written for several hosts runs in it unchanged.
     pub fn single(name: &str, addrs: &[Ipv4Addr]) -> Result<Self, NetnsError> {
+        remove_stale();
         let ns = format!("{}-{name}", prefix());
         ip(&["netns", "add", &ns])?;
         let lab = Lab {

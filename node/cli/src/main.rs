@@ -168,6 +168,14 @@ enum BenchCommand {
         #[arg(long, default_value_t = 16)]
         examples: usize,
     },
+    /// What replicating a blob costs: a 4-node testnet; each blob put at
+    /// the operator's node, then fetched by another node from its peers
+    /// over p2p in parts, then read from that node's own store.
+    Blobs {
+        /// Blob sizes in MiB.
+        #[arg(long, value_delimiter = ',', default_value = "1,8,24")]
+        mib: Vec<u64>,
+    },
     /// What https costs API clients: a 4-node testnet over http, then one
     /// over https; checkpoint reads on a kept-alive connection, on a new
     /// connection each, and a light client's verified checkpoint.
@@ -556,6 +564,27 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     role_cpu(f, "operator"),
                     f.tuner_cpu_per_step,
                     cosigners(f) / co0.max(f64::MIN_POSITIVE),
+                );
+            }
+            Ok(())
+        }
+        Command::Bench {
+            command: BenchCommand::Blobs { mib },
+        } => {
+            let binary = std::env::current_exe().map_err(|e| e.to_string())?;
+            let figures = testnet::bench::run_blobs(&binary, &mib).map_err(|e| e.to_string())?;
+            println!("| blob | put at the operator's node (HTTP) | fetched by another node (p2p, in parts) | read again there | replication / put |");
+            println!("|---|---|---|---|---|");
+            for f in &figures {
+                let mib = f.bytes as f64 / f64::from(1u32 << 20);
+                println!(
+                    "| {mib:.0} MiB | {:.2} s ({:.0} MiB/s) | {:.2} s ({:.0} MiB/s) | {:.2} s | {:.2}x |",
+                    f.put_s,
+                    mib / f.put_s.max(f64::MIN_POSITIVE),
+                    f.replicate_s,
+                    mib / f.replicate_s.max(f64::MIN_POSITIVE),
+                    f.local_s,
+                    f.replicate_s / f.put_s.max(f64::MIN_POSITIVE)
                 );
             }
             Ok(())
