@@ -197,6 +197,66 @@ fn threshold_crypto_rows(c: &mut Criterion) {
     g.finish();
 }
 
+/// The authenticated index over a synthetic log of 10^6 entries, each
+/// naming one of 10^4 sources and one of 100 campaigns: proofs of a
+/// source's value, of a page of its positions and of an absent source;
+/// their sizes are printed once.
+fn index(c: &mut Criterion) {
+    use provenance::index::{verify_page, IndexKey, MemoryIndex};
+    let key = |kind: u64, i: u64| {
+        let d = provenance::Digest(
+            <LogHasher as TreeHasher>::hash_leaf(&[kind.to_be_bytes(), i.to_be_bytes()].concat()).0,
+        );
+        if kind == 0 {
+            IndexKey::Source(d)
+        } else {
+            IndexKey::Campaign(d)
+        }
+    };
+    let mut ix = MemoryIndex::new();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let built = std::time::Instant::now();
+    for n in 0..1_000_000u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        ix.add(key(0, x % 10_000), n);
+        ix.add(key(1, n % 100), n);
+        if n % 1000 == 999 {
+            // One block's additions.
+            if n % 100_000 == 99_999 {
+                ix.commit();
+            }
+        }
+    }
+    let root = ix.commit();
+    let source = key(0, 1234);
+    let proof = ix.prove(&source);
+    let value = proof.verify(&source, &root).expect("verifies").expect("present");
+    let (page, page_proof) = ix.page(&source, 0).expect("page 0");
+    let absent = key(0, 10_001);
+    let none = ix.prove(&absent);
+    eprintln!(
+        "index of 10^6 entries, {} keys: built and committed in {:.1} s; a source's proof {} siblings ({} bytes), its {} entries in {} page(s), a page's proof {} hashes; an absent source's proof {} siblings",
+        ix.len(),
+        built.elapsed().as_secs_f64(),
+        proof.siblings.len(),
+        proof.siblings.len() * 32 + 72,
+        value.count,
+        provenance::index::page_count(value.count),
+        page_proof.len(),
+        none.siblings.len()
+    );
+    let mut g = c.benchmark_group("index_10^6");
+    g.bench_function("prove_source", |b| b.iter(|| ix.prove(&source)));
+    g.bench_function("verify_present", |b| b.iter(|| proof.verify(&source, &root)));
+    g.bench_function("verify_absent", |b| b.iter(|| none.verify(&absent, &root)));
+    g.bench_function("verify_page", |b| {
+        b.iter(|| verify_page(&value, 0, &page, &page_proof))
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(20)
@@ -205,7 +265,7 @@ fn config() -> Criterion {
 }
 
 #[cfg(feature = "compare-threshold-crypto")]
-criterion_group!(name = benches; config = config(); targets = sha3, merkle, signatures, authority_2_of_3, threshold_crypto_rows);
+criterion_group!(name = benches; config = config(); targets = sha3, merkle, signatures, authority_2_of_3, index, threshold_crypto_rows);
 #[cfg(not(feature = "compare-threshold-crypto"))]
-criterion_group!(name = benches; config = config(); targets = sha3, merkle, signatures, authority_2_of_3);
+criterion_group!(name = benches; config = config(); targets = sha3, merkle, signatures, authority_2_of_3, index);
 criterion_main!(benches);

@@ -34,4 +34,7 @@ pub enum Error {
     /// A text cannot be cut as its manifest says.
     #[error(transparent)]
     Segmentation(#[from] crate::manifest::SegmentationError),
+    /// An index proof or page does not verify.
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
 }

@@ -39,6 +39,7 @@ pub mod error;
 pub mod event;
 pub mod genesis;
 pub mod ids;
+pub mod index;
 pub mod manifest;
 pub mod merkle;
 pub mod order;
