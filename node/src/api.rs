@@ -592,11 +592,20 @@ async fn put_audit_record(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn get_blob(State(s): State<ApiState>, Path(d): Path<String>) -> ApiResult {
+/// `GET /v1/blobs/{digest}`'s query.
+#[derive(Debug, Default, serde::Deserialize)]
+struct BlobQuery {
+    /// Only this node's own copy: 404 rather than fetching from peers.
+    #[serde(default)]
+    local: bool,
+}
+
+async fn get_blob(State(s): State<ApiState>, Path(d): Path<String>, Query(q): Query<BlobQuery>) -> ApiResult {
     let d = parse_digest(&d)?;
     let local = s.store().blob(&d).map_err(ApiError::internal)?;
     let bytes = match local {
         Some(b) => b,
+        None if q.local => return Err(ApiError::not_found(format!("this node does not hold blob {d}"))),
         None => {
             let (reply, rx) = oneshot::channel();
             s.core

@@ -14,9 +14,9 @@
 //! blob up to the API's limit crosses the wire whatever the limit on one
 //! message; the whole is checked against its digest before it is kept.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use libp2p::PeerId;
@@ -31,15 +31,35 @@ use crate::wire::{from_bytes, to_bytes, Request, Response};
 /// Bytes per part of a blob on the wire.
 pub const PART_BYTES: u64 = 4 << 20;
 
+/// How long a peer may take to say whether it holds a blob.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long one part may take to arrive from one peer.
 const PART_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a whole blob may take from one peer: this, plus a second per
+/// MiB it claims.
+const BLOB_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most blobs being fetched at once; more wait.
 const CONCURRENT: usize = 4;
 
 /// Most blobs waiting to be fetched; beyond it, asks are dropped (the next
-/// offer, vote or commit asks again).
+/// offer, vote, commit or backfill pass asks again).
 const QUEUED: usize = 4096;
+
+/// After a failed fetch, a blob is not asked for again for 2^attempts
+/// seconds, at most this long.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Committed entries the backfill pass reads per call.
+const BACKFILL_STEP: u64 = 256;
+
+/// How long the backfill pass rests after reaching the log's end.
+const BACKFILL_REST: Duration = Duration::from_secs(60);
+
+/// Most recipes whose named blobs are remembered.
+const RECIPES: usize = 256;
 
 /// Test-only (feature `byzantine`, `GOVTUNE_WITHHOLD_BLOBS` set): this
 /// node serves no blob to its peers.
@@ -95,14 +115,34 @@ pub fn missing(
     holds: &dyn Fn(&Digest) -> bool,
     blob: &dyn Fn(&Digest) -> Option<Vec<u8>>,
 ) -> Vec<Digest> {
+    // What a held recipe names, remembered: a leader waiting on a campaign
+    // asks every tick.
+    static WITHIN: Mutex<Option<HashMap<Digest, Vec<Digest>>>> = Mutex::new(None);
     let mut out = Vec::new();
     for d in named(body) {
         if !holds(&d) {
             out.push(d);
         } else if matches!(body, EntryBody::Campaign(_)) {
-            if let Some(b) = blob(&d) {
-                out.extend(named_within(&b).into_iter().filter(|w| !holds(w)));
-            }
+            let known = WITHIN
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .and_then(|m| m.get(&d).cloned());
+            let within = match known {
+                Some(w) => w,
+                None => {
+                    let Some(b) = blob(&d) else { continue };
+                    let w = named_within(&b);
+                    let mut cache = WITHIN.lock().unwrap_or_else(|p| p.into_inner());
+                    let m = cache.get_or_insert_with(HashMap::new);
+                    if m.len() >= RECIPES {
+                        m.clear();
+                    }
+                    m.insert(d, w.clone());
+                    w
+                }
+            };
+            out.extend(within.into_iter().filter(|w| !holds(w)));
         }
     }
     out
@@ -133,6 +173,11 @@ pub struct Fetcher {
     max_bytes: u64,
     queued: Mutex<HashSet<Digest>>,
     running: Semaphore,
+    /// Blobs whose last fetch failed: not asked for again until then, and
+    /// how many fetches failed in a row.
+    failed: Mutex<HashMap<Digest, (Instant, u32)>>,
+    /// The backfill pass's next log index, and when it may go on.
+    backfill: Mutex<(u64, Instant)>,
     /// Told of each blob fetched, so consensus can judge again what it
     /// refused for lack of it.
     fetched: Mutex<Option<mpsc::Sender<Digest>>>,
@@ -158,8 +203,71 @@ impl Fetcher {
             max_bytes,
             queued: Mutex::new(HashSet::new()),
             running: Semaphore::new(CONCURRENT),
+            failed: Mutex::new(HashMap::new()),
+            backfill: Mutex::new((0, Instant::now())),
             fetched: Mutex::new(None),
         }
+    }
+
+    /// Whether `d` failed lately and must not be asked for yet.
+    fn resting(&self, d: &Digest) -> bool {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(d)
+            .is_some_and(|(until, _)| Instant::now() < *until)
+    }
+
+    fn outcome(&self, d: Digest, ok: bool) {
+        let mut f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if ok {
+            f.remove(&d);
+            return;
+        }
+        if f.len() >= QUEUED {
+            let now = Instant::now();
+            f.retain(|_, (until, _)| *until > now);
+        }
+        let attempts = f.get(&d).map_or(0, |(_, a)| *a).saturating_add(1);
+        let wait = Duration::from_secs(1u64 << attempts.min(6)).min(MAX_BACKOFF);
+        f.insert(d, (Instant::now() + wait, attempts));
+    }
+
+    /// One step of the backfill pass: asks for the blobs the next committed
+    /// entries name that this node lacks (a node restored from nothing, or
+    /// one whose fetches failed, gets them back over time).
+    pub fn backfill(self: &Arc<Self>) {
+        let from = {
+            let b = self.backfill.lock().unwrap_or_else(|p| p.into_inner());
+            if Instant::now() < b.1 {
+                return;
+            }
+            b.0
+        };
+        if self.queued.lock().unwrap_or_else(|p| p.into_inner()).len() > QUEUED / 2 {
+            return;
+        }
+        let (lacking, next, size) = {
+            let st = read(&self.store);
+            let size = st.head().log_size;
+            let end = size.min(from.saturating_add(BACKFILL_STEP));
+            let mut lacking = Vec::new();
+            for i in from..end {
+                if let Ok(Some(e)) = st.entry(i) {
+                    lacking.extend(missing(&e.body, &|d| st.has_blob(d).unwrap_or(false), &|d| {
+                        st.blob(d).ok().flatten()
+                    }));
+                }
+            }
+            (lacking, end, size)
+        };
+        self.ensure(lacking);
+        let mut b = self.backfill.lock().unwrap_or_else(|p| p.into_inner());
+        *b = if next >= size {
+            (0, Instant::now() + BACKFILL_REST)
+        } else {
+            (next, Instant::now())
+        };
     }
 
     /// Tells `tx` of every blob fetched from now on.
@@ -175,7 +283,7 @@ impl Fetcher {
     /// the blobs named inside them); returns at once.
     pub fn ensure(self: &Arc<Self>, digests: impl IntoIterator<Item = Digest>) {
         for d in digests {
-            if d == Digest::ZERO || self.holds(&d) {
+            if d == Digest::ZERO || self.resting(&d) || self.holds(&d) {
                 continue;
             }
             {
@@ -200,21 +308,43 @@ impl Fetcher {
         if let Some(b) = read(&self.store).blob(&d).ok().flatten() {
             return Some(b);
         }
+        if self.resting(&d) {
+            return None;
+        }
         self.fetch_now(d).await
     }
 
     /// Fetches `d` and keeps it: every peer is asked whether it holds it
-    /// (a length-only part), and the blob is read part by part from the
-    /// first that answers, then the next, until one serves all of it.
+    /// (a length-only part, answered within [`PROBE_TIMEOUT`]), and the
+    /// blob is read part by part from the first that answers, then the
+    /// next, until one serves all of it. A peer whose parts do not make
+    /// the blob is banned.
     async fn fetch_now(&self, d: Digest) -> Option<Vec<u8>> {
         let _slot = self.running.acquire().await.ok()?;
         if let Some(b) = read(&self.store).blob(&d).ok().flatten() {
             return Some(b);
         }
+        let got = self.ask_peers(d).await;
+        self.outcome(d, got.is_some());
+        if got.is_some() {
+            if let Some(tx) = self.fetched.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                let _ = tx.try_send(d);
+            }
+        }
+        got
+    }
+
+    async fn ask_peers(&self, d: Digest) -> Option<Vec<u8>> {
         let mut probes: FuturesUnordered<_> = self
             .peers
             .iter()
-            .map(|&peer| async move { (peer, self.part(peer, &d, 0, 0).await) })
+            .map(|&peer| async move {
+                let r = match tokio::time::timeout(PROBE_TIMEOUT, self.part(peer, &d, 0, 0)).await {
+                    Ok(r) => r,
+                    Err(_) => Err("no answer".into()),
+                };
+                (peer, r)
+            })
             .collect();
         while let Some((peer, probe)) = probes.next().await {
             let total = match probe {
@@ -224,19 +354,62 @@ impl Fetcher {
                     continue;
                 }
             };
-            match self.read_from(peer, &d, total).await {
-                Ok(b) => {
-                    if let Err(e) = read(&self.store).put_blob(&b) {
-                        tracing::error!("keeping blob {}: {e}", d.short());
-                        return None;
-                    }
+            if total > self.max_bytes {
+                tracing::warn!(
+                    "blob {} at {peer} is {total} bytes, over this node's limit of {} (max_blob_bytes): \
+                     not fetched, and this node votes for no block naming it",
+                    d.short(),
+                    self.max_bytes
+                );
+                continue;
+            }
+            let deadline = BLOB_TIMEOUT + Duration::from_secs(total >> 20);
+            let bytes = match tokio::time::timeout(deadline, self.read_from(peer, &d, total)).await {
+                Ok(Ok(b)) => b,
+                Ok(Err(why)) => {
+                    tracing::debug!("blob {} from {peer}: {why}", d.short());
+                    continue;
+                }
+                Err(_) => {
+                    tracing::debug!("blob {} from {peer}: not all of it in {deadline:?}", d.short());
+                    continue;
+                }
+            };
+            // Hashing and the synced write run off the async workers.
+            let store = self.store.clone();
+            let kept = tokio::task::spawn_blocking(move || {
+                if storage::blob_digest(&bytes) != d {
+                    return Err(None);
+                }
+                match read(&store).put_blob(&bytes) {
+                    Ok(_) => Ok(bytes),
+                    Err(e) => Err(Some(e.to_string())),
+                }
+            })
+            .await;
+            match kept {
+                Ok(Ok(b)) => {
                     tracing::debug!("blob {} ({} bytes) fetched from {peer}", d.short(), b.len());
-                    if let Some(tx) = self.fetched.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-                        let _ = tx.try_send(d);
-                    }
                     return Some(b);
                 }
-                Err(why) => tracing::debug!("blob {} from {peer}: {why}", d.short()),
+                Ok(Err(None)) => {
+                    tracing::warn!("peer {peer} served bytes that are not blob {}: banned", d.short());
+                    let _ = self
+                        .net
+                        .send(NetCommand::Punish {
+                            peer,
+                            fault: crate::guard::Fault::Malformed,
+                        })
+                        .await;
+                }
+                Ok(Err(Some(e))) => {
+                    tracing::error!("keeping blob {}: {e}", d.short());
+                    return None;
+                }
+                Err(e) => {
+                    tracing::error!("checking blob {}: {e}", d.short());
+                    return None;
+                }
             }
         }
         None
@@ -268,15 +441,10 @@ impl Fetcher {
     }
 
     /// The whole blob of `total` bytes from one peer, every part checked
-    /// for length and the whole for its digest.
+    /// for length (the caller checks the whole against its digest).
     async fn read_from(&self, peer: PeerId, d: &Digest, total: u64) -> Result<Vec<u8>, String> {
-        if total > self.max_bytes {
-            return Err(format!(
-                "claims {total} bytes, over the limit of {}",
-                self.max_bytes
-            ));
-        }
-        let mut out = Vec::with_capacity(usize::try_from(total).map_err(|e| e.to_string())?);
+        // Grown as parts arrive: a claimed length reserves nothing.
+        let mut out = Vec::new();
         while (out.len() as u64) < total {
             let offset = out.len() as u64;
             let want = PART_BYTES.min(total - offset);
@@ -289,9 +457,6 @@ impl Fetcher {
                 ));
             }
             out.extend_from_slice(&p.bytes.0);
-        }
-        if storage::blob_digest(&out) != *d {
-            return Err("the bytes do not hash to the digest".into());
         }
         Ok(out)
     }

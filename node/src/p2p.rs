@@ -38,7 +38,7 @@ use crate::metrics::Metrics;
 use crate::wire::{from_bytes, Gossip, Request};
 
 /// The request-response protocol name.
-pub const RPC_PROTOCOL: &str = "/govtune/rpc/1";
+pub const RPC_PROTOCOL: &str = "/govtune/rpc/2";
 /// Largest gossip message (a block proposal with its entries).
 pub const MAX_GOSSIP_BYTES: usize = 8 << 20;
 /// Largest request.

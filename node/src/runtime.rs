@@ -842,6 +842,9 @@ impl Core {
     /// Every second: re-offer own entries not yet committed (a co-signer
     /// that was away signs now), and ask for checkpoints this node lacks.
     pub(crate) fn housekeeping(&mut self) {
+        // Custody of what committed earlier: a node restored from nothing,
+        // or whose fetches failed, gets the blobs back over time.
+        self.blobs.backfill();
         let actions = self.table.tick(Instant::now());
         let reoffers = actions
             .iter()

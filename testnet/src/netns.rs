@@ -77,10 +77,11 @@ pub fn may_skip() -> bool {
     std::env::var_os(SKIP_VAR).is_some()
 }
 
-/// A short prefix unique to this process, for namespace and link names
-/// (link names are at most 15 bytes; a pid is at most 22 bits).
+/// A short prefix for one lab's namespace and link names: this process's
+/// pid and a random byte (link names are at most 15 bytes; a pid is at
+/// most 22 bits).
 fn prefix() -> String {
-    format!("gt{:x}", std::process::id())
+    format!("gt{:x}x{:02x}", std::process::id(), rand::random::<u8>())
 }
 
 /// Removes the namespaces an earlier test process made and could not
@@ -93,12 +94,12 @@ fn remove_stale() {
     for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
         let Some(pid) = name
             .strip_prefix("gt")
-            .and_then(|r| r.split_once('-'))
+            .and_then(|r| r.split_once('x'))
             .and_then(|(hex, _)| u32::from_str_radix(hex, 16).ok())
         else {
             continue;
         };
-        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             kill_in(name);
             let _ = ip(&["netns", "del", name]);
         }
@@ -224,6 +225,21 @@ impl Lab {
         let h = self.host(name)?;
         kill_in(&h.ns);
         Ok(())
+    }
+}
+
+/// Makes the process `cmd` starts get SIGKILL when the thread that starts
+/// it ends (a test killed by its runner leaves no node running).
+pub fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 

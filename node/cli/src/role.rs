@@ -48,6 +48,10 @@ fn unchecked(e: impl std::fmt::Display) -> Failure {
 /// the certificate genesis pins, each checked to run this genesis; all of
 /// one authority, and enough of them to sign for it (t+1).
 pub fn connect_all(a: &NodeArgs) -> Result<(Vec<Client>, provenance::KeyRing), Failure> {
+    connect_nodes(a, true)
+}
+
+fn connect_nodes(a: &NodeArgs, signing: bool) -> Result<(Vec<Client>, provenance::KeyRing), Failure> {
     if a.node.len() != a.token_file.len() {
         return Err(Failure::unchecked(format!(
             "{} --node but {} --token-file: give one token file per node, in the same order",
@@ -59,7 +63,13 @@ pub fn connect_all(a: &NodeArgs) -> Result<(Vec<Client>, provenance::KeyRing), F
     let light = LightClient::from_genesis_file(&a.genesis).map_err(unchecked)?;
     let mut clients = Vec::new();
     let mut authority = None;
+    let mut seen = std::collections::BTreeSet::new();
     for (node, token_file) in a.node.iter().zip(&a.token_file) {
+        if !seen.insert(node.trim_end_matches('/')) {
+            return Err(Failure::unchecked(format!(
+                "{node} is given twice: each of an authority's nodes signs once"
+            )));
+        }
         let token = genesis::load_admin_token(token_file).map_err(unchecked)?;
         let client = light.trust(Client::new(node)).with_token(&token);
         let h = client.health().map_err(unchecked)?;
@@ -82,11 +92,18 @@ pub fn connect_all(a: &NodeArgs) -> Result<(Vec<Client>, provenance::KeyRing), F
         }
         clients.push(client);
     }
-    if let Some(record) = authority
-        .as_ref()
-        .and_then(|id| g.authorities.iter().find(|r| &r.id == id))
-    {
+    if let Some(id) = &authority {
+        let record = g.authorities.iter().find(|r| &r.id == id).ok_or_else(|| {
+            Failure::unchecked(format!("the nodes run for {id}, which genesis does not name"))
+        })?;
         let need = usize::from(record.bls.threshold) + 1;
+        if !signing && need > 1 {
+            return Err(Failure::unchecked(format!(
+                "{} signs with {need} of its nodes; `campaign run` drives one node, so an operator of several \
+                 signing nodes cannot run a campaign with it yet",
+                record.id
+            )));
+        }
         if clients.len() < need {
             return Err(Failure::unchecked(format!(
                 "{} signs with {need} of its {} nodes: give {need} --node (each with its --token-file), not {}",
@@ -99,9 +116,10 @@ pub fn connect_all(a: &NodeArgs) -> Result<(Vec<Client>, provenance::KeyRing), F
     Ok((clients, keyring))
 }
 
-/// A client of the first node given (see [`connect_all`]).
+/// A client of the one node given, of an authority that signs with one
+/// node (see [`connect_all`]).
 pub fn connect(a: &NodeArgs) -> Result<(Client, provenance::KeyRing), Failure> {
-    let (mut clients, keyring) = connect_all(a)?;
+    let (mut clients, keyring) = connect_nodes(a, false)?;
     if clients.is_empty() {
         return Err(Failure::unchecked("no --node given".into()));
     }

@@ -37,6 +37,13 @@ fn campaign_file(dir: &Path) -> std::path::PathBuf {
     config
 }
 
+/// Whether node `i` holds blob `d` itself (not fetching it).
+fn holds(t: &Testnet, i: usize, d: &Digest) -> bool {
+    t.client(i)
+        .get_bytes(&format!("/v1/blobs/{}?local=true", d.to_hex()))
+        .is_ok_and(|b| tuner::blobs::blob_digest(&b) == *d)
+}
+
 fn blob_at(t: &Testnet, i: usize, d: &Digest) -> Result<Vec<u8>, String> {
     t.client(i)
         .with_timeout(Duration::from_secs(120))
@@ -148,6 +155,20 @@ fn blob_custody_a_withholding_operator_cannot_commit_and_committed_blobs_outlive
         "campaign committed {:.1} s after the operator's node served its blobs again",
         committed_at.elapsed().as_secs_f64()
     );
+    // Custody: every other node holds the recipe and the base weights
+    // itself (the voters before the commit, the rest as it commits).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for i in 0..OPERATOR {
+        for (what, d) in [("recipe", recipe), ("base weights", weights)] {
+            while !holds(&t, i, &d) {
+                assert!(
+                    Instant::now() < deadline,
+                    "node {i} does not hold the campaign's {what}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
 
     // A blob over one wire message's 16 MiB limit crosses in parts.
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;

@@ -145,15 +145,13 @@ impl Site {
             .append(true)
             .open(self.dir(host).join("node.log"))
             .expect("log");
-        self.lab
-            .command(host, bin())
-            .expect("host")
-            .args(["node", "--config", "node.toml"])
+        let mut cmd = self.lab.command(host, bin()).expect("host");
+        cmd.args(["node", "--config", "node.toml"])
             .current_dir(self.dir(host))
             .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("the node starts")
+            .stderr(log);
+        netns::die_with_parent(&mut cmd);
+        cmd.spawn().expect("the node starts")
     }
 
     /// (log size, root) of `host`'s node, asked from the auditor's host.
@@ -491,6 +489,28 @@ fn multi_host_consortium_survives_a_cut_link_and_the_loss_of_the_operators_node(
     );
     assert_eq!(code, Some(2), "{alone}");
     assert!(alone.contains("signs with 2 of its 3 nodes"), "{alone}");
+    // Nor one node given twice.
+    let (code, twice) = site.run(
+        "folio-1",
+        &[
+            "source",
+            "register",
+            "--node",
+            &api("folio-1"),
+            "--token-file",
+            "admin.token",
+            "--node",
+            &api("folio-1"),
+            "--token-file",
+            "admin.token",
+            "--genesis",
+            "genesis.json",
+            "--terms",
+            "alone.toml",
+        ],
+    );
+    assert_eq!(code, Some(2), "{twice}");
+    assert!(twice.contains("is given twice"), "{twice}");
     let folio = register(
         "folio-1",
         "folio-society",
