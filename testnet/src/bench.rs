@@ -361,6 +361,20 @@ pub fn run_transport(binary: &Path, requests: usize) -> Result<Vec<TransportFigu
     Ok(out)
 }
 
+/// `len` pseudo-random bytes from `seed` (xorshift64): incompressible
+/// test blobs.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed ^ 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// What replicating one blob costs, on a 4-node loopback testnet.
 #[derive(Debug, Clone)]
 pub struct BlobFigures {
@@ -389,16 +403,8 @@ pub fn run_blobs(binary: &Path, sizes_mib: &[u64]) -> Result<Vec<BlobFigures>, T
     let op = t.by_role("operator")?;
     let others: Vec<usize> = (0..t.nodes.len()).filter(|&i| i != op).collect();
     let mut out = Vec::new();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     for &mib in sizes_mib {
-        let blob: Vec<u8> = (0..(mib << 20))
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let blob = noise(usize::try_from(mib << 20).unwrap_or(usize::MAX), mib);
         let admin = t.admin(op)?.with_timeout(Duration::from_secs(300));
         let start = Instant::now();
         let d = admin.put_blob(&blob)?;

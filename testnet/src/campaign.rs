@@ -12,7 +12,7 @@ use roles::campaign::{
     fine_tune_spec, prepare_sources, shift_windows, signed_source, HttpSink, PreparedManifest, WallClock,
 };
 use roles::now_ms;
-use tuner::campaign::{CampaignOutcome, Progress};
+use tuner::campaign::{CampaignOutcome, CampaignSpec, Progress};
 use tuner::demo::DemoConfig;
 use tuner::model::Weights;
 
@@ -93,6 +93,21 @@ pub fn run_on_testnet(
     testnet_dir: &Path,
     progress: &mut dyn Progress,
 ) -> Result<CampaignOutcome, TestnetError> {
+    let (spec, mut sink) = open_on_testnet(config, testnet_dir)?;
+    println!("campaign {} opens", spec.campaign.digest().short());
+    Ok(tuner::campaign::run(
+        spec,
+        Box::new(WallClock),
+        &mut sink,
+        progress,
+    )?)
+}
+
+/// Everything [`run_on_testnet`] does before the campaign opens: the
+/// policy and sources registered and committed, the recipe and base
+/// weights put at the operator's node; returns the campaign's spec and the
+/// sink to its node (the `Campaign` record not yet submitted).
+pub fn open_on_testnet(config: &Path, testnet_dir: &Path) -> Result<(CampaignSpec, HttpSink), TestnetError> {
     let mut cfg = DemoConfig::load(config)?;
     let t = Testnet::load(testnet_dir)?;
     let (_, keyring) = genesis::load_genesis(&t.genesis_path())?;
@@ -137,11 +152,5 @@ pub fn run_on_testnet(
         Vec::new(),
         now,
     )?;
-    println!("campaign {} opens", spec.campaign.digest().short());
-    Ok(tuner::campaign::run(
-        spec,
-        Box::new(WallClock),
-        &mut sink,
-        progress,
-    )?)
+    Ok((spec, sink))
 }

@@ -11,11 +11,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use provenance::Digest;
-use roles::campaign::{fine_tune_spec, prepare_sources, shift_windows, signed_source, HttpSink};
-use testnet::campaign::{publish_policy, register_sources, write_packages};
+use testnet::campaign::open_on_testnet;
 use testnet::{NodeSettings, Testnet};
-use tuner::demo::DemoConfig;
-use tuner::model::Weights;
 
 const OPERATOR: usize = 3;
 
@@ -72,46 +69,12 @@ fn blob_custody_a_withholding_operator_cannot_commit_and_committed_blobs_outlive
 
     // Policy and sources committed; the operator puts its recipe and base
     // weights at its own node and submits the campaign.
-    let mut cfg = DemoConfig::load(&campaign_file(dir.path())).expect("campaign file");
-    let now = roles::now_ms();
-    shift_windows(&mut cfg, now);
-    let policy = publish_policy(&t, &cfg.policy).expect("policy");
-    let prepared = prepare_sources(
-        &cfg.sources,
-        &cfg.canaries,
-        cfg.settings.model.window(),
-        cfg.consortium_seed,
-    )
-    .expect("sources");
-    write_packages(&t, &prepared).expect("packages");
-    let mut ids = register_sources(&t, &prepared).expect("register");
-    ids.push(policy);
+    let (spec, _) = open_on_testnet(&campaign_file(dir.path()), &net).expect("the campaign's inputs");
     let reader = t.client(0);
-    reader
-        .wait_committed(&ids, Duration::from_secs(120))
-        .expect("policy and sources commit");
-    let sources = prepared
-        .into_iter()
-        .map(|p| signed_source(&reader, p).expect("signed source"))
-        .collect();
-    let base_path = cfg.base_weights.clone().expect("base weights");
-    let base_bytes = std::fs::read(&base_path).expect("base weights");
-    let base = Weights::from_safetensors(cfg.settings.model, &base_bytes).expect("weights");
-    let (_, keyring) = genesis::load_genesis(&t.genesis_path()).expect("genesis");
     let admin = t.admin(OPERATOR).expect("operator's admin client");
-    let mut sink = HttpSink::new(admin.clone());
-    let spec = fine_tune_spec(
-        &cfg,
-        &mut sink,
-        keyring,
-        &base_bytes,
-        base,
-        None,
-        sources,
-        Vec::new(),
-        now,
-    )
-    .expect("spec");
+    let base_bytes =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/base/model.safetensors"))
+            .expect("base weights");
     let recipe = spec.campaign.recipe;
     let weights = tuner::blobs::blob_digest(&base_bytes);
     assert_ne!(recipe, Digest::ZERO);
@@ -171,15 +134,7 @@ fn blob_custody_a_withholding_operator_cannot_commit_and_committed_blobs_outlive
     }
 
     // A blob over one wire message's 16 MiB limit crosses in parts.
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let big: Vec<u8> = (0..(24usize << 20))
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let big = testnet::bench::noise(24 << 20, 24);
     let big_digest = t.admin(OPERATOR).expect("admin").put_blob(&big).expect("put");
     let fetched = Instant::now();
     assert!(
