@@ -69,6 +69,13 @@ pub fn withheld() -> bool {
         .get_or_init(|| cfg!(feature = "byzantine") && std::env::var_os("GOVTUNE_WITHHOLD_BLOBS").is_some())
 }
 
+/// Test-only (feature `byzantine`, `GOVTUNE_GARBLE_BLOBS` set): this node
+/// serves its blobs' parts with their first byte flipped.
+pub fn garbled() -> bool {
+    static GARBLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *GARBLED.get_or_init(|| cfg!(feature = "byzantine") && std::env::var_os("GOVTUNE_GARBLE_BLOBS").is_some())
+}
+
 /// One part of a blob, as a peer serves it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobPart {

@@ -748,7 +748,14 @@ impl Core {
             Request::BlobPart { .. } if crate::blobs::withheld() => Response::BlobPart(None),
             Request::Blob(d) => Response::Blob(read(&self.store).blob(&d).ok().flatten().map(Bytes)),
             Request::BlobPart { digest, offset, len } => {
-                Response::BlobPart(crate::blobs::serve(&read(&self.store), &digest, offset, len))
+                let mut part = crate::blobs::serve(&read(&self.store), &digest, offset, len);
+                // Test-only: a node that serves other bytes than it holds.
+                if let Some(first) = part.as_mut().and_then(|p| p.bytes.0.first_mut()) {
+                    if crate::blobs::garbled() {
+                        *first ^= 1;
+                    }
+                }
+                Response::BlobPart(part)
             }
             Request::Audit { campaign, part } => {
                 let role = self

@@ -5,7 +5,10 @@
 //! ledger goes on finalising blocks. Once the operator's node serves its
 //! blobs, the campaign commits; a blob over one wire message's limit
 //! reaches another node in parts; and with the operator's node gone, the
-//! other nodes still serve the campaign's recipe and base weights.
+//! other nodes still serve the campaign's recipe and base weights. Last,
+//! an operator's node that serves other bytes than its blobs
+//! (`GOVTUNE_GARBLE_BLOBS`) is banned by the node that fetched from it,
+//! which keeps nothing.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -155,4 +158,34 @@ fn blob_custody_a_withholding_operator_cannot_commit_and_committed_blobs_outlive
             assert_eq!(tuner::blobs::blob_digest(&b), d, "node {i}'s {what}");
         }
     }
+
+    // An operator's node serving garbled parts is banned; nothing is kept.
+    t.start_with(OPERATOR, &[("GOVTUNE_GARBLE_BLOBS", "1")])
+        .expect("restart garbling");
+    t.wait_healthy(OPERATOR, Duration::from_secs(60))
+        .expect("healthy");
+    let fresh = testnet::bench::noise(1 << 20, 7);
+    let fresh_digest = t.admin(OPERATOR).expect("admin").put_blob(&fresh).expect("put");
+    let malformed = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("govtune_misbehaviour_total{kind=\"malformed\"} "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = malformed(&t.client(2).metrics().expect("metrics"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Node 2 fetches it: the parts do not hash to the digest.
+    loop {
+        let got = blob_at(&t, 2, &fresh_digest);
+        assert!(
+            got.is_err(),
+            "node 2 served a blob only a garbling node has: {got:?}"
+        );
+        if malformed(&t.client(2).metrics().expect("metrics")) > before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 2 never banned the garbling node");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(!holds(&t, 2, &fresh_digest), "node 2 kept garbled bytes");
 }
