@@ -247,8 +247,34 @@ fn index(c: &mut Criterion) {
         page_proof.len(),
         none.siblings.len()
     );
+    // The same tree kept node by node, as a store keeps it.
+    use provenance::index::nodes::{self, Node, NodeId};
+    let mut kept: std::collections::HashMap<NodeId, Node> = std::collections::HashMap::new();
+    for n in 0..10_000u64 {
+        let k = key(0, n);
+        if let Some(v) = ix.value(&k) {
+            nodes::set(&mut kept, &k.path(), v);
+        }
+    }
+    for n in 0..100u64 {
+        let k = key(1, n);
+        if let Some(v) = ix.value(&k) {
+            nodes::set(&mut kept, &k.path(), v);
+        }
+    }
+    assert_eq!(nodes::root(&kept), root, "the kept tree has the index's root");
     let mut g = c.benchmark_group("index_10^6");
     g.bench_function("prove_source", |b| b.iter(|| ix.prove(&source)));
+    g.bench_function("kept/prove_source", |b| {
+        b.iter(|| nodes::prove(&kept, &source.path()))
+    });
+    let mut bumped = value;
+    g.bench_function("kept/update_one_key", |b| {
+        b.iter(|| {
+            bumped.count += 1;
+            nodes::set(&mut kept, &source.path(), bumped)
+        })
+    });
     g.bench_function("verify_present", |b| b.iter(|| proof.verify(&source, &root)));
     g.bench_function("verify_absent", |b| b.iter(|| none.verify(&absent, &root)));
     g.bench_function("verify_page", |b| {

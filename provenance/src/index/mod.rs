@@ -25,6 +25,12 @@
 //! (if any) and the siblings from the root down. It proves the key's value
 //! when that leaf is the key's, and the key's absence when the path ends
 //! empty or in another key's leaf that shares the path so far.
+//!
+//! [`MemoryIndex`] computes the tree from its definition (the reference);
+//! [`nodes`] keeps it node by node and updates it in place, as a store
+//! does.
+
+pub mod nodes;
 
 use std::collections::BTreeMap;
 
