@@ -49,8 +49,10 @@ const CONCURRENT: usize = 4;
 const QUEUED: usize = 4096;
 
 /// After a failed fetch, a blob is not asked for again for 2^attempts
-/// seconds, at most this long.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// seconds, at most this long: enough to stop a leader's every tick from
+/// probing its peers, short enough that a blob served again is fetched
+/// within seconds.
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
 
 /// Committed entries the backfill pass reads per call.
 const BACKFILL_STEP: u64 = 256;
