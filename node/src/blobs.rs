@@ -270,7 +270,7 @@ impl Fetcher {
             }
             (lacking, end, size)
         };
-        self.ensure(lacking);
+        self.want(lacking);
         let mut b = self.backfill.lock().unwrap_or_else(|p| p.into_inner());
         *b = if next >= size {
             (0, Instant::now() + BACKFILL_REST)
@@ -289,10 +289,22 @@ impl Fetcher {
     }
 
     /// Fetches each of `digests` this node lacks, in the background (and
-    /// the blobs named inside them); returns at once.
+    /// the blobs named inside them); returns at once. For an event that
+    /// comes once (an offer, a commit): a blob that failed lately is asked
+    /// for again.
     pub fn ensure(self: &Arc<Self>, digests: impl IntoIterator<Item = Digest>) {
+        self.fetch_missing(digests, false);
+    }
+
+    /// [`Fetcher::ensure`] for what is asked again and again (a leader's
+    /// every tick, the backfill pass): a blob that failed lately rests.
+    pub fn want(self: &Arc<Self>, digests: impl IntoIterator<Item = Digest>) {
+        self.fetch_missing(digests, true);
+    }
+
+    fn fetch_missing(self: &Arc<Self>, digests: impl IntoIterator<Item = Digest>, rest: bool) {
         for d in digests {
-            if d == Digest::ZERO || self.resting(&d) || self.holds(&d) {
+            if d == Digest::ZERO || (rest && self.resting(&d)) || self.holds(&d) {
                 continue;
             }
             {

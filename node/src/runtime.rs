@@ -257,7 +257,7 @@ impl Core {
         mut reply: Option<(u16, &mut Vec<ConsensusMessage>)>,
     ) -> Result<(), NodeError> {
         // Blobs the ledger found itself lacking while judging or building.
-        self.blobs.ensure(self.ledger.take_wanted());
+        self.blobs.want(self.ledger.take_wanted());
         for a in actions {
             // A sync request is answered from the store (the engine keeps
             // only the chain's tip).
