@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::light::{LightClient, VerifyError};
 
 /// Format tag of a state file.
-pub const STATE_FORMAT: &str = "govtune-verifier-state/v2";
+pub const STATE_FORMAT: &str = "govtune-verifier-state/v3";
 
 /// Just the format tag, read first so an old file is named as such.
 #[derive(Deserialize)]
@@ -51,11 +51,14 @@ impl TrustState {
         let held = match std::fs::read(&path) {
             Ok(bytes) => {
                 let tag: Tag = serde_json::from_slice(&bytes).map_err(|e| input(&path, e))?;
-                if tag.format == "govtune-verifier-state/v1" {
+                if tag.format == "govtune-verifier-state/v1" || tag.format == "govtune-verifier-state/v2" {
                     return Err(input(
                         &path,
-                        "a govtune-verifier-state/v1 file holds a checkpoint without a time, \
-                         which this consortium no longer signs: remove it to start afresh",
+                        format!(
+                            "a {} file holds a checkpoint without an index root, \
+                             which this consortium no longer signs: remove it to start afresh",
+                            tag.format
+                        ),
                     ));
                 }
                 let f: StateFile = serde_json::from_slice(&bytes).map_err(|e| input(&path, e))?;

@@ -45,12 +45,13 @@ fn certified(c: &genesis::Ceremony, size: u64, root: Digest, height: u64) -> Sig
 fn certified_at(c: &genesis::Ceremony, size: u64, root: Digest, height: u64, time: u64) -> SignedCheckpoint {
     let g = &c.dealt.genesis;
     let checkpoint = Checkpoint {
-        version: 2,
+        version: 4,
         origin: g.consortium_name.clone(),
         size,
         root,
         height,
         time: Timestamp(time),
+        index: Digest([0x11; 32]),
     };
     let message = checkpoint.signing_message();
     let shares: Vec<_> = c

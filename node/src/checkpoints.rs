@@ -209,6 +209,7 @@ mod tests {
             root: Digest([root; 32]),
             height,
             time: provenance::Timestamp(height * 1000),
+            index: Digest([root ^ 0xff; 32]),
         }
     }
 

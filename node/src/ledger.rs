@@ -89,6 +89,8 @@ pub struct Committed {
     pub log_size: u64,
     /// Log root after it.
     pub root: Digest,
+    /// Authenticated index root after it.
+    pub index_root: Digest,
     /// Body digests of its entries.
     pub digests: Vec<Digest>,
     /// Number of campaign records (step, composite, refusal, aggregate).
@@ -382,6 +384,7 @@ impl<S: LedgerStore> Ledger<S> {
             height,
             log_size: receipt.log_size,
             root: receipt.root,
+            index_root: receipt.index_root,
             digests,
             events,
             examples,

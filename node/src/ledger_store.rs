@@ -73,6 +73,7 @@ pub struct MemoryStore {
     state: LedgerState,
     tree: MemoryTree<LogHasher>,
     index: HashMap<Digest, u64>,
+    authenticated: provenance::index::MemoryIndex,
     headers: Vec<BlockHeader>,
     certificates: Vec<Vec<u8>>,
     kept: std::sync::Mutex<HashMap<Digest, Vec<u8>>>,
@@ -135,9 +136,14 @@ impl LedgerStore for MemoryStore {
             .map_err(|e| StoreError::BlockRefused(e.to_string()))?;
         let first_index = self.tree.len();
         for e in entries {
-            self.index.insert(e.body.digest(), self.tree.len());
+            let digest = e.body.digest();
+            for key in storage::index_keys(e, &digest, &state) {
+                self.authenticated.add(key, self.tree.len());
+            }
+            self.index.insert(digest, self.tree.len());
             self.tree.push_leaf(&e.encode());
         }
+        let index_root = self.authenticated.commit();
         self.state = state;
         self.headers.push(BlockHeader {
             version: BlockHeader::VERSION,
@@ -155,6 +161,7 @@ impl LedgerStore for MemoryStore {
             first_index,
             log_size: self.tree.len(),
             root: self.tree.root(),
+            index_root,
         })
     }
     fn missing_blobs(&self, body: &EntryBody) -> Vec<Digest> {

@@ -316,7 +316,7 @@ impl Core {
                     };
                     self.apply_cosign(expired);
                     if c.certified {
-                        self.sign_checkpoint(c.height, c.log_size, c.root, c.stamp);
+                        self.sign_checkpoint(c.height, c.log_size, c.root, c.index_root, c.stamp);
                     }
                 }
                 Action::Misbehaved { peer, what } => {
@@ -343,7 +343,7 @@ impl Core {
         chunk.map(|(blocks, finalization)| Message::SyncResponse { blocks, finalization })
     }
 
-    fn sign_checkpoint(&mut self, height: u64, size: u64, root: Digest, time: Timestamp) {
+    fn sign_checkpoint(&mut self, height: u64, size: u64, root: Digest, index: Digest, time: Timestamp) {
         let cp = Checkpoint {
             version: Checkpoint::VERSION,
             origin: self.genesis.consortium_name.clone(),
@@ -351,6 +351,7 @@ impl Core {
             root,
             height,
             time,
+            index,
         };
         let Some(consortium) = &self.consortium else {
             return;

@@ -22,9 +22,11 @@ use std::time::Instant;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use provenance::api::{
-    BaseLineage, CitedEntry, ListingAnswer, ListingQuery, TraceAnswer, TraceRequest, TracedBlock,
-    TracedEvent, TracedExample, TracedSource, MAX_LISTING_BYTES, MAX_LISTING_ENTRIES,
+    BaseLineage, CitedEntry, IndexCitation, IndexPage, ListingAnswer, ListingQuery, TraceAnswer,
+    TraceRequest, TracedBlock, TracedEvent, TracedExample, TracedSource, MAX_LISTING_BYTES,
+    MAX_LISTING_ENTRIES,
 };
+use provenance::index::IndexKey;
 use provenance::{Canonical, Digest, EntryBody, LedgerEntry, SignedCheckpoint};
 use storage::{IndexPrefix, Store};
 use tokio::sync::oneshot;
@@ -146,6 +148,8 @@ fn cited_listing(
     let size = cp.checkpoint.size;
     let indexes = st.query(prefix).map_err(ApiError::internal)?;
     let uncertified = indexes.iter().filter(|i| **i >= size).count() as u64;
+    // The rank, in the key's list, of the first entry after the cursor.
+    let first = indexes.partition_point(|i| q.after.is_some_and(|a| *i <= a)) as u64;
     let mut rest = indexes
         .into_iter()
         .filter(|i| *i < size && q.after.is_none_or(|a| *i > a))
@@ -161,12 +165,59 @@ fn cited_listing(
         rest.next();
     }
     let next = rest.peek().and(entries.last().map(|c: &CitedEntry| c.index));
+    let index = match prefix.authenticated() {
+        Some(key) => Some(index_citation(&st, &key, size, first, entries.len() as u64)?),
+        None => None,
+    };
     Ok(Json(ListingAnswer {
         checkpoint: s.checkpoint_answer(&cp),
         entries,
         uncertified,
         next,
+        index,
     }))
+}
+
+/// The index's proof of `key` at `size` and the pages of its positions
+/// that hold a listing page's entries: those of ranks `first..first + n`
+/// in the key's list (when `n` is 0, the last page, which shows where the
+/// list ends).
+fn index_citation(
+    st: &Store,
+    key: &IndexKey,
+    size: u64,
+    first: u64,
+    n: u64,
+) -> Result<IndexCitation, ApiError> {
+    use provenance::index::{page_count, PAGE};
+    let proof = st.index_proof(key, size).map_err(ApiError::internal)?;
+    let value = match &proof.leaf {
+        Some((path, v)) if *path == key.path() => *v,
+        _ => {
+            return Ok(IndexCitation {
+                proof,
+                pages: Vec::new(),
+            })
+        }
+    };
+    let pages_in = page_count(value.count);
+    let (from, to) = match n {
+        0 => (pages_in - 1, pages_in - 1),
+        n => (first / PAGE as u64, (first + n - 1) / PAGE as u64),
+    };
+    let mut pages = Vec::new();
+    for page in from..=to.min(pages_in - 1) {
+        let (positions, proof) = st
+            .index_page(key, &value, page)
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::internal(format!("index page {page} of {pages_in} is missing")))?;
+        pages.push(IndexPage {
+            page,
+            positions,
+            proof,
+        });
+    }
+    Ok(IndexCitation { proof, pages })
 }
 
 /// `GET /v1/campaigns/{id}/entries`: the campaign's opening, chain records
@@ -177,9 +228,8 @@ pub async fn campaign_entries(
     Query(q): Query<ListingQuery>,
 ) -> Result<Json<ListingAnswer>, ApiError> {
     let id = crate::api::parse_digest(&id)?;
-    if s.store().state().campaign_state(&id).is_none() {
-        return Err(ApiError::not_found(format!("campaign {id} is not registered")));
-    }
+    // An id never registered is answered too: no entries, and the index's
+    // proof that none names it.
     cited_listing(&s, &IndexPrefix::campaign(&id), q)
 }
 
@@ -191,9 +241,6 @@ pub async fn source_entries(
     Query(q): Query<ListingQuery>,
 ) -> Result<Json<ListingAnswer>, ApiError> {
     let id = crate::api::parse_digest(&id)?;
-    if s.store().state().source_state(&id).is_none() {
-        return Err(ApiError::not_found(format!("source {id} is not registered")));
-    }
     cited_listing(&s, &IndexPrefix::source(&id), q)
 }
 

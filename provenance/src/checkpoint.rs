@@ -5,10 +5,12 @@
 //! The note body is
 //!
 //! ```text
-//! <origin>\n<size>\n<base64 root>\nheight <height>\ntime <unix ms>\n
+//! <origin>\n<size>\n<base64 root>\nheight <height>\ntime <unix ms>\nindex <base64 index root>\n
 //! ```
 //!
-//! (`height` and `time` are checkpoint extension lines) and the consortium
+//! (`height`, `time` and `index` are checkpoint extension lines; `index` is
+//! the root of the authenticated index of sources and campaigns at
+//! `size`, [`crate::index`]) and the consortium
 //! signature covers the domain-tagged body bytes. The signature line is
 //! `— <key name> <base64(key hash || signature)>`, where the key hash is the
 //! first four bytes of SHA-256(key name || "\n" || 0xff ||
@@ -46,11 +48,15 @@ pub struct Checkpoint {
     /// by more than the consensus skew bound, so a checkpoint cannot claim
     /// to be newer than it is.
     pub time: Timestamp,
+    /// Root of the authenticated index ([`crate::index`]) over the log's
+    /// first `size` entries.
+    pub index: Digest,
 }
 
 impl Canonical for Checkpoint {
     const KIND: ObjectKind = ObjectKind::Checkpoint;
-    const VERSION: u16 = 3;
+    /// 4: `index` added.
+    const VERSION: u16 = 4;
     fn declared_version(&self) -> u16 {
         self.version
     }
@@ -85,12 +91,13 @@ impl Checkpoint {
     /// The signed-note body.
     pub fn note_body(&self) -> String {
         format!(
-            "{}\n{}\n{}\nheight {}\ntime {}\n",
+            "{}\n{}\n{}\nheight {}\ntime {}\nindex {}\n",
             self.origin,
             self.size,
             B64.encode(self.root.0),
             self.height,
-            self.time.0
+            self.time.0,
+            B64.encode(self.index.0)
         )
     }
 
@@ -111,7 +118,7 @@ pub struct SignedCheckpoint {
 
 impl Canonical for SignedCheckpoint {
     const KIND: ObjectKind = ObjectKind::Checkpoint;
-    const VERSION: u16 = 3;
+    const VERSION: u16 = 4;
     fn declared_version(&self) -> u16 {
         self.checkpoint.version
     }
@@ -214,6 +221,12 @@ impl SignedCheckpoint {
             .map_err(|_| Malformed("root is not 32 bytes"))?;
         let height = extension(lines.next(), "height")?;
         let time = Timestamp(extension(lines.next(), "time")?);
+        let index: [u8; 32] = lines
+            .next()
+            .and_then(|l| l.strip_prefix("index "))
+            .and_then(|b| B64.decode(b).ok())
+            .and_then(|b| b.try_into().ok())
+            .ok_or(Malformed("sixth line must be `index <base64 of 32 bytes>`"))?;
         if lines.next().is_some() {
             return Err(Malformed("unexpected extension lines"));
         }
@@ -224,6 +237,7 @@ impl SignedCheckpoint {
             root: Digest(root),
             height,
             time,
+            index: Digest(index),
         };
         checkpoint.check().map_err(|_| Malformed("invalid origin"))?;
         if checkpoint.note_body() != body {

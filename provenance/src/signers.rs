@@ -313,12 +313,13 @@ mod tests {
     fn a_checkpoint_needs_no_authority_and_references_nothing() {
         let view = crate::entry::MemoryLedgerView::default();
         let body = EntryBody::Checkpoint(crate::checkpoint::Checkpoint {
-            version: 3,
+            version: 4,
             origin: "o".into(),
             size: 0,
             root: Digest::ZERO,
             height: 0,
             time: crate::Timestamp(0),
+            index: Digest::ZERO,
         });
         assert!(body.references().is_empty());
         assert_eq!(body.required_signers(&view).map(|s| s.signers.len()), Ok(0));

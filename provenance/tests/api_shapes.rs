@@ -25,6 +25,7 @@ fn signed_checkpoint() -> SignedCheckpoint {
             root: Digest([7; 32]),
             height: 9,
             time: Timestamp(1_764_000_000_000),
+            index: Digest([9; 32]),
         },
         signature: Bytes(vec![0xab; 96]),
     }
@@ -38,6 +39,7 @@ fn checkpoint_wire() -> Value {
         "root": c.checkpoint.root,
         "height": c.checkpoint.height,
         "time": 1_764_000_000_000u64,
+        "index": c.checkpoint.index,
         "signature": hex::encode(c.signature.as_slice()),
         "c2sp": "note\n",
     })
@@ -276,8 +278,31 @@ fn a_listing_embeds_the_checkpoint_answer() {
             entries: vec![cited.clone()],
             uncertified: 2,
             next: Some(0),
+            index: Some(IndexCitation {
+                proof: provenance::index::IndexProof {
+                    leaf: Some((
+                        Digest([1; 32]),
+                        provenance::index::IndexValue {
+                            count: 1,
+                            pages: Digest([2; 32]),
+                        },
+                    )),
+                    siblings: vec![Digest([3; 32])],
+                },
+                pages: vec![IndexPage {
+                    page: 0,
+                    positions: vec![0],
+                    proof: vec![],
+                }],
+            }),
         },
-        json!({ "checkpoint": checkpoint_wire(), "entries": [cited], "uncertified": 2, "next": 0 }),
+        json!({
+            "checkpoint": checkpoint_wire(), "entries": [cited], "uncertified": 2, "next": 0,
+            "index": {
+                "proof": { "leaf": [Digest([1; 32]), { "count": 1, "pages": Digest([2; 32]) }], "siblings": [Digest([3; 32])] },
+                "pages": [{ "page": 0, "positions": [0], "proof": [] }],
+            },
+        }),
     );
     // An answer without a cursor (a node before paging) is the last page.
     let old: ListingAnswer = serde_json::from_value(

@@ -116,12 +116,13 @@ fn revocation(w: &World) -> Revocation {
 
 fn checkpoint() -> Checkpoint {
     Checkpoint {
-        version: 3,
+        version: 4,
         origin: "govtune-testnet".into(),
         size: 12,
         root: Digest([12; 32]),
         height: 4,
         time: Timestamp(1_764_000_000_000),
+        index: Digest([9; 32]),
     }
 }
 

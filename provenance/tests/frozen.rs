@@ -10,12 +10,13 @@ use provenance::Canonical;
 
 fn sample_checkpoint() -> provenance::Checkpoint {
     provenance::Checkpoint {
-        version: 3,
+        version: 4,
         origin: "govtune-testnet".into(),
         size: 17,
         root: provenance::Digest([7; 32]),
         height: 9,
         time: provenance::Timestamp(1_764_000_000_000),
+        index: provenance::Digest([9; 32]),
     }
 }
 
@@ -53,7 +54,7 @@ fn sample_object_digests_are_frozen() {
         ),
         (
             "checkpoint",
-            "dae8f50713e67adc1ab67216047b8361c5e9fa107120123b4558d02e68812975",
+            "a32de053d9bd625d63375ab0e7bfc621140e3b9dd1e60738173f6b11222bfeee",
         ),
     ];
     for ((name, g), (_, w)) in got.iter().zip(want.iter()) {

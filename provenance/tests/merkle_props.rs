@@ -118,6 +118,7 @@ fn a_wrong_tree_size_is_caught_by_the_signed_checkpoint() {
         root: t.root(),
         height: 9,
         time: provenance::Timestamp(1_764_000_000_000),
+        index: provenance::Digest([9; 32]),
     };
     let msg = cp.signing_message();
     let shares: Vec<_> = f
@@ -167,6 +168,7 @@ fn checkpoints_round_trip_through_c2sp_text() {
         root: t.root(),
         height: 3,
         time: provenance::Timestamp(1_764_000_000_000),
+        index: provenance::Digest([9; 32]),
     };
     let msg = cp.signing_message();
     let shares: Vec<_> = f

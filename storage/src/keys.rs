@@ -25,8 +25,11 @@ pub const CF_STATE: &str = "state";
 /// not yet seen committed (removed in the batch that commits it).
 pub const CF_PENDING: &str = "pending";
 
+/// The authenticated index of sources and campaigns (`crate::authindex`).
+pub const CF_AUTHINDEX: &str = "authindex";
+
 /// Every column family.
-pub const ALL_CFS: [&str; 10] = [
+pub const ALL_CFS: [&str; 11] = [
     CF_META,
     CF_BLOCKS,
     CF_ENTRIES,
@@ -37,6 +40,7 @@ pub const ALL_CFS: [&str; 10] = [
     CF_INDEX,
     CF_STATE,
     CF_PENDING,
+    CF_AUTHINDEX,
 ];
 
 /// Meta key of the store head.
@@ -51,7 +55,7 @@ pub const META_LATEST_CHECKPOINT: &[u8] = b"latest-checkpoint";
 pub const META_FORMAT: &[u8] = b"format";
 /// The store's format: the log's tree is RFC 6962 over SHA-256. A store
 /// without it (its tree hashed with SHA3-256) is refused, never rehashed.
-pub const STORE_FORMAT: &[u8] = b"govtune-store/v4 log=rfc6962-sha256 entry=v3";
+pub const STORE_FORMAT: &[u8] = b"govtune-store/v5 log=rfc6962-sha256 entry=v3 index=smt-sha256";
 
 /// A u64 key.
 pub fn u64_key(n: u64) -> [u8; 8] {
@@ -110,6 +114,17 @@ impl IndexPrefix {
     /// Entries that changed parameter block `b`.
     pub fn parameter_block(b: u32) -> Self {
         Self([&[IndexKind::ParameterBlock as u8][..], &b.to_be_bytes()].concat())
+    }
+    /// The authenticated index's key for this prefix, if it is a source's
+    /// or a campaign's.
+    pub fn authenticated(&self) -> Option<provenance::index::IndexKey> {
+        use provenance::index::IndexKey;
+        let id = Digest(self.0.get(1..33)?.try_into().ok()?);
+        match (self.0.first(), self.0.len()) {
+            (Some(k), 33) if *k == IndexKind::Source as u8 => Some(IndexKey::Source(id)),
+            (Some(k), 33) if *k == IndexKind::Campaign as u8 => Some(IndexKey::Campaign(id)),
+            _ => None,
+        }
     }
     /// The full key for one log index.
     pub fn with_index(&self, log_index: u64) -> Vec<u8> {

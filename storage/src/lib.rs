@@ -38,6 +38,7 @@
 //! replay of the log from genesis rebuilds it bit for bit
 //! ([`replay_state`]).
 
+mod authindex;
 mod export;
 mod frontier;
 mod index;
@@ -47,6 +48,20 @@ pub mod synthetic;
 
 pub use export::{import, ExportStats, FrameError};
 pub use keys::IndexPrefix;
+
+/// The authenticated index's keys an entry is filed under (its source and
+/// campaign index prefixes), resolved against `view` (the state after the
+/// entry's block).
+pub fn index_keys(
+    entry: &LedgerEntry,
+    digest: &Digest,
+    view: &dyn provenance::LedgerView,
+) -> std::collections::BTreeSet<provenance::index::IndexKey> {
+    index::index_prefixes(entry, digest, view)
+        .iter()
+        .filter_map(IndexPrefix::authenticated)
+        .collect()
+}
 
 use std::path::Path;
 
@@ -108,6 +123,8 @@ pub struct Head {
     pub log_size: u64,
     /// Log root at `log_size`.
     pub root: Digest,
+    /// Authenticated index root at `log_size`.
+    pub index_root: Digest,
 }
 
 /// A finalised block as stored: header, certificate, and where its entries
@@ -133,6 +150,8 @@ pub struct AppendReceipt {
     pub log_size: u64,
     /// Log root after it.
     pub root: Digest,
+    /// Authenticated index root after it.
+    pub index_root: Digest,
 }
 
 const RECORD_VERSION: u16 = 1;
@@ -267,7 +286,7 @@ impl Store {
             (None, None) => self.db.put_cf(self.cf(CF_META)?, META_FORMAT, STORE_FORMAT)?,
             (f, _) => {
                 return Err(StoreError::Recovery(format!(
-                    "this store was written by an earlier govtune (format {:?}; this one writes {:?}: the log is RFC 6962 over SHA-256 and its entries carry replay audits) and is not converted: start the node on an empty data_dir under the new genesis",
+                    "this store was written by an earlier govtune (format {:?}; this one writes {:?}: the log is RFC 6962 over SHA-256, its entries carry replay audits and it keeps the authenticated index of sources and campaigns) and is not converted: start the node on an empty data_dir under the new genesis",
                     f.map(|f| String::from_utf8_lossy(f).to_string()).unwrap_or_else(|| "v1".into()),
                     String::from_utf8_lossy(STORE_FORMAT),
                 )))
@@ -291,6 +310,13 @@ impl Store {
             )));
         }
         self.frontier = frontier;
+        let index = self.index_root_at(size)?;
+        if index != self.head.index_root {
+            return Err(StoreError::Recovery(format!(
+                "the stored index gives root {index} at size {size}, the head says {}",
+                self.head.index_root
+            )));
+        }
         if let Some(h) = self.db.get_cf(self.cf(CF_META)?, META_LATEST_CHECKPOINT)? {
             let height = parse_u64(&h).ok_or_else(|| StoreError::Corrupt("latest checkpoint key".into()))?;
             let cp = self.checkpoint(height)?.ok_or_else(|| {
@@ -408,6 +434,8 @@ impl Store {
         let mut batch = WriteBatch::default();
         let mut frontier = self.frontier.clone();
         let first_index = self.head.log_size;
+        let mut additions: std::collections::BTreeMap<provenance::index::IndexKey, Vec<u64>> =
+            Default::default();
         let (cf_entries, cf_digest, cf_tree, cf_index) = (
             self.cf(CF_ENTRIES)?,
             self.cf(CF_BY_DIGEST)?,
@@ -424,6 +452,9 @@ impl Store {
             }
             for prefix in index::index_prefixes(e, digest, &state) {
                 batch.put_cf(cf_index, prefix.with_index(idx), []);
+                if let Some(key) = prefix.authenticated() {
+                    additions.entry(key).or_default().push(idx);
+                }
             }
             batch.delete_cf(self.cf(CF_PENDING)?, digest.0);
         }
@@ -440,12 +471,19 @@ impl Store {
             first_index,
         };
         batch.put_cf(self.cf(CF_BLOCKS)?, u64_key(header.height), record(&block));
+        let log_size = first_index + entries.len() as u64;
+        let index_root = if additions.is_empty() {
+            self.head.index_root
+        } else {
+            authindex::append(&self.db, self.cf(CF_AUTHINDEX)?, &mut batch, &additions, log_size)?
+        };
         let head = Head {
             height: header.height,
             block: header.digest(),
             stamp: header.stamp,
-            log_size: first_index + entries.len() as u64,
+            log_size,
             root: frontier.root(),
+            index_root,
         };
         batch.put_cf(self.cf(CF_META)?, META_HEAD, record(&head));
         self.write_synced(batch)?;
@@ -458,6 +496,7 @@ impl Store {
             first_index,
             log_size: self.head.log_size,
             root: self.head.root,
+            index_root: self.head.index_root,
         })
     }
 
@@ -491,6 +530,13 @@ impl Store {
             return Err(StoreError::Checkpoint(format!(
                 "certifies root {} at size {}, this log's root there is {root}",
                 c.root, c.size
+            )));
+        }
+        let index = self.index_root_at(c.size)?;
+        if index != c.index {
+            return Err(StoreError::Checkpoint(format!(
+                "certifies index root {} at size {}, this log's index root there is {index}",
+                c.index, c.size
             )));
         }
         let stamp = match c.height {

@@ -1,6 +1,7 @@
 //! Reading the store: blocks, entries, the digest index and secondary
 //! indexes, roots and proofs at any size, blobs, disk use.
 
+use provenance::index::{IndexKey, IndexProof, IndexValue};
 use provenance::merkle::{self, LogHasher};
 use provenance::{decode, Digest, LedgerEntry};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
@@ -9,6 +10,30 @@ use crate::keys::*;
 use crate::{blob_digest, read_record, BlockRecord, IndexPrefix, Result, Store, StoreError};
 
 impl Store {
+    /// The authenticated index's root over the log's first `size` entries
+    /// (`size` a block boundary, as every checkpoint's is).
+    pub fn index_root_at(&self, size: u64) -> Result<Digest> {
+        crate::authindex::root_at(&self.db, self.cf(CF_AUTHINDEX)?, size)
+    }
+
+    /// The proof of `key`'s value or absence in the index over the log's
+    /// first `size` entries (a block boundary).
+    pub fn index_proof(&self, key: &IndexKey, size: u64) -> Result<IndexProof> {
+        crate::authindex::prove(&self.db, self.cf(CF_AUTHINDEX)?, key, size)
+    }
+
+    /// Page `page` of `key`'s positions as `value` (the key's value at
+    /// some size, from [`Store::index_proof`]) counts them, with its
+    /// inclusion proof under `value.pages`; `None` past the last page.
+    pub fn index_page(
+        &self,
+        key: &IndexKey,
+        value: &IndexValue,
+        page: u64,
+    ) -> Result<Option<(Vec<u64>, Vec<Digest>)>> {
+        crate::authindex::page(&self.db, self.cf(CF_AUTHINDEX)?, key, value, page)
+    }
+
     /// The stored block at `height`.
     pub fn block(&self, height: u64) -> Result<Option<BlockRecord>> {
         match self.db.get_cf(self.cf(CF_BLOCKS)?, u64_key(height))? {

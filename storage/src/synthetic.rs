@@ -63,12 +63,13 @@ pub fn certify(
     let h = store.head().clone();
     let cp = sign_checkpoint(
         Checkpoint {
-            version: 3,
+            version: Checkpoint::VERSION,
             origin: ORIGIN.into(),
             size: h.log_size,
             root: h.root,
             height: h.height,
             time: h.stamp,
+            index: h.index_root,
         },
         dealt,
         signers,

@@ -179,6 +179,70 @@ fn index_queries_equal_a_brute_force_scan() {
     }
 }
 
+/// At every certified checkpoint, every source's and the campaign's index
+/// proof verifies under the checkpoint's index root and its pages list
+/// exactly what a scan of the log's first `size` entries finds; a source
+/// never named is proven absent.
+#[test]
+fn the_authenticated_index_proves_what_a_scan_finds_at_every_checkpoint() {
+    use provenance::index::{page_count, verify_page, IndexKey};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, all) = random_store(dir.path(), 5, 40);
+    let w = Workload::new(5);
+    let mut keys: Vec<IndexKey> = w
+        .sources
+        .iter()
+        .map(|m| IndexKey::Source(m.source_id()))
+        .collect();
+    keys.push(IndexKey::Campaign(w.campaign.digest()));
+    keys.push(IndexKey::Source(Digest([0xee; 32])));
+    let names = |e: &LedgerEntry, key: &IndexKey| -> bool {
+        let d = e.body.digest();
+        storage::index_keys(e, &d, store.state()).contains(key)
+    };
+    let (mut checked, mut most_pages) = (0, 0);
+    for height in 0..=store.head().height {
+        let Some(cp) = store.checkpoint(height).expect("read") else {
+            continue;
+        };
+        let size = cp.checkpoint.size;
+        assert_eq!(store.index_root_at(size).expect("root"), cp.checkpoint.index);
+        for key in &keys {
+            let scan: Vec<u64> = all[..size as usize]
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| names(e, key))
+                .map(|(i, _)| i as u64)
+                .collect();
+            let proof = store.index_proof(key, size).expect("proof");
+            match proof.verify(key, &cp.checkpoint.index).expect("verifies") {
+                None => assert!(scan.is_empty(), "{key:?} proven absent at {size}, named {scan:?}"),
+                Some(v) => {
+                    let mut listed = Vec::new();
+                    for page in 0..page_count(v.count) {
+                        let (positions, pp) = store.index_page(key, &v, page).expect("read").expect("page");
+                        verify_page(&v, page, &positions, &pp).expect("page verifies");
+                        listed.extend(positions);
+                    }
+                    assert!(store
+                        .index_page(key, &v, page_count(v.count))
+                        .expect("read")
+                        .is_none());
+                    assert_eq!(listed, scan, "{key:?} at size {size}");
+                    most_pages = most_pages.max(page_count(v.count));
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 40, "{checked} proofs checked");
+    assert!(most_pages >= 2, "some list spans pages ({most_pages})");
+    assert_eq!(
+        store.index_root_at(store.head().log_size).expect("root"),
+        store.head().index_root
+    );
+}
+
 #[test]
 fn refused_blocks_and_checkpoints_change_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -221,12 +285,13 @@ fn refused_blocks_and_checkpoints_change_nothing() {
     // A checkpoint for a root the log does not have, or signed by nobody.
     let bad_root = sign_checkpoint(
         Checkpoint {
-            version: 3,
+            version: 4,
             origin: ORIGIN.into(),
             size: store.head().log_size,
             root: Digest([2; 32]),
             height: store.head().height,
             time: store.head().stamp,
+            index: store.head().index_root,
         },
         &dealt,
         &signers,
@@ -246,12 +311,13 @@ fn refused_blocks_and_checkpoints_change_nothing() {
     let head = store.head().clone();
     let bad_time = sign_checkpoint(
         Checkpoint {
-            version: 3,
+            version: 4,
             origin: ORIGIN.into(),
             size: head.log_size,
             root: head.root,
             height: head.height,
             time: Timestamp(head.stamp.0 + 60_000),
+            index: head.index_root,
         },
         &dealt,
         &signers,
@@ -259,6 +325,24 @@ fn refused_blocks_and_checkpoints_change_nothing() {
     match store.put_checkpoint(&bad_time, &dealt.keyring) {
         Err(StoreError::Checkpoint(m)) => assert!(m.contains("time"), "{m}"),
         other => panic!("a checkpoint with another time is refused, got {other:?}"),
+    }
+    // A checkpoint the consortium signed over another index root.
+    let bad_index = sign_checkpoint(
+        Checkpoint {
+            version: 4,
+            origin: ORIGIN.into(),
+            size: head.log_size,
+            root: head.root,
+            height: head.height,
+            time: head.stamp,
+            index: Digest([3; 32]),
+        },
+        &dealt,
+        &signers,
+    );
+    match store.put_checkpoint(&bad_index, &dealt.keyring) {
+        Err(StoreError::Checkpoint(m)) => assert!(m.contains("index root"), "{m}"),
+        other => panic!("a checkpoint with another index root is refused, got {other:?}"),
     }
     assert_eq!((store.head().clone(), store.state().digest()), before);
     // The good block still goes in.

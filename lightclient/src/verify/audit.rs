@@ -1,6 +1,7 @@
 //! `govtune audit revocation`: what a revoked source contributed to each
 //! campaign that used it.
 
+use provenance::index::IndexKey;
 use std::collections::BTreeSet;
 
 use provenance::{Digest, EntryBody};
@@ -55,8 +56,9 @@ pub struct RevocationAudit {
     pub title: String,
     /// The revocation's log index and reason, if revoked.
     pub revoked: Option<(u64, String)>,
-    /// Whether the revocation status and the campaigns come from a scan of
-    /// the whole log (else from the node's listing).
+    /// Whether the revocation status and the campaigns were also checked by
+    /// a scan of the whole log (they are always proven by the checkpoint's
+    /// index: the listing is complete).
     pub proven: bool,
     /// Entries naming the source that the node's listing left out (found
     /// by the scan).
@@ -100,9 +102,9 @@ impl RevocationAudit {
             None => s.push_str("not revoked\n"),
         }
         s.push_str(if self.proven {
-            "(revocation status and campaigns proven by a scan of the whole log)\n"
+            "(revocation status and campaigns proven by the checkpoint's index, and by a scan of the whole log)\n"
         } else {
-            "(revocation status and campaigns as the node's listing shows them; --scan proves them)\n"
+            "(revocation status and campaigns proven by the checkpoint's index: the listing is complete)\n"
         });
         for i in &self.omitted {
             s.push_str(&format!("the node's listing of the source omits entry {i}\n"));
@@ -153,17 +155,19 @@ impl RevocationAudit {
 impl Verifier {
     /// The revocation audit of source `id`: every event that admitted its
     /// examples (each campaign's record verified complete), and the share
-    /// of each campaign's update they carry. With `scan`, the whole log is
-    /// downloaded and checked against the checkpoint: the revocation and
-    /// the campaigns that named the source come from it, not from the
-    /// node's listing.
+    /// of each campaign's update they carry. The source's listing is proven
+    /// complete by the checkpoint's index; with `scan`, the whole log is
+    /// also downloaded and checked against the checkpoint as a cross-check.
     pub fn revocation_audit(&mut self, id: &Digest) -> Result<RevocationAudit, VerifyError> {
         self.audit_revocation(id, false)
     }
 
     /// [`Self::revocation_audit`], optionally proven by a scan.
     pub fn audit_revocation(&mut self, id: &Digest, scan: bool) -> Result<RevocationAudit, VerifyError> {
-        let (cp, listed) = self.listing(&format!("/v1/sources/{}/entries", id.to_hex()))?;
+        let (cp, listed) = self.listing(
+            &format!("/v1/sources/{}/entries", id.to_hex()),
+            IndexKey::Source(*id),
+        )?;
         let (_, me) = self.ensure(&cp, id)?;
         let title = match &me.body {
             EntryBody::Manifest(m) => m.title.clone(),

@@ -22,6 +22,7 @@
 //! `verify source --scan` closes that gap by downloading the whole log
 //! and checking it against the checkpoint's root.
 
+use provenance::index::IndexKey;
 use std::collections::BTreeMap;
 
 use provenance::api::{CitedEntry, ListingAnswer, ListingQuery};
@@ -34,6 +35,7 @@ use crate::client::Client;
 use crate::light::{answer, LightClient, VerifyError};
 
 mod audit;
+mod complete;
 mod order;
 mod predicates;
 mod replay;
@@ -375,13 +377,20 @@ impl Verifier {
 
     /// Fetches a listing (`/v1/campaigns/{id}/entries` or
     /// `/v1/sources/{id}/entries`): its checkpoint and every entry, proved.
-    pub fn listing(&mut self, path: &str) -> Result<(SignedCheckpoint, Vec<Verified>), VerifyError> {
+    pub fn listing(
+        &mut self,
+        path: &str,
+        key: IndexKey,
+    ) -> Result<(SignedCheckpoint, Vec<Verified>), VerifyError> {
         let a: ListingAnswer = answer(self.node.get_json(path))?;
         let cp = self.light.checkpoint_from_answer(&a.checkpoint)?;
         self.accept(&cp)?;
         let mut out = Vec::new();
         let mut page = a;
+        let mut complete = complete::Completeness::new(key, cp.checkpoint.index);
         loop {
+            let listed: Vec<u64> = page.entries.iter().map(|c| c.index).collect();
+            complete.page(page.index.as_ref(), &listed, page.next.is_none())?;
             for c in &page.entries {
                 if out.last().is_some_and(|(i, _): &Verified| c.index <= *i) {
                     return Err(malformed(format!("listing page goes back to entry {}", c.index)));
@@ -412,7 +421,10 @@ impl Verifier {
     /// verified chain prefix (if open): every record proved and
     /// signature-checked, the chain checked.
     pub fn campaign(&mut self, id: &Digest) -> Result<VerifiedCampaign, VerifyError> {
-        let (cp, entries) = self.listing(&format!("/v1/campaigns/{}/entries", id.to_hex()))?;
+        let (cp, entries) = self.listing(
+            &format!("/v1/campaigns/{}/entries", id.to_hex()),
+            IndexKey::Campaign(*id),
+        )?;
         self.campaign_from(cp, entries, id)
     }
 

@@ -2,6 +2,7 @@
 //! a campaign ran under an approved policy, a source was used only as its
 //! terms allow, a weights file is the campaign's model.
 
+use provenance::index::IndexKey;
 use std::collections::{BTreeMap, BTreeSet};
 
 use provenance::merkle::{LogHasher, MemoryTree};
@@ -79,11 +80,24 @@ impl Verifier {
     /// Rights-holder: every use of source `id` was inside its validity
     /// window and declared purposes, every refusal of it is listed, nothing
     /// of it was admitted after its revocation, and each campaign's counts
-    /// of it match its close. With `scan`, the whole log is downloaded and
-    /// checked against the checkpoint, so no campaign can be left out.
+    /// of it match its close. The listing is proven complete by the
+    /// checkpoint's index, so only the entries naming the source are
+    /// fetched (and each campaign's opening); a campaign whose close does
+    /// not name the source, or that is open, is fetched whole. With `scan`,
+    /// the whole log is also downloaded as a cross-check.
     pub fn source(&mut self, id: &Digest, scan: bool) -> Result<Verdict, VerifyError> {
-        let (cp, listed) = self.listing(&format!("/v1/sources/{}/entries", id.to_hex()))?;
+        let (cp, listed) = self.listing(
+            &format!("/v1/sources/{}/entries", id.to_hex()),
+            IndexKey::Source(*id),
+        )?;
         let mut v = Verdict::new("source", &cp);
+        if listed.is_empty() {
+            v.notes.push(format!(
+                "no entry of the log's first {} names source {id}: the checkpoint's index proves it absent",
+                cp.checkpoint.size
+            ));
+            return Ok(self.finish(v));
+        }
         let (_, me) = self.ensure(&cp, id)?;
         let EntryBody::Manifest(m) = &me.body else {
             return Err(malformed(format!("{id} is not a source")));
@@ -105,36 +119,22 @@ impl Verifier {
                 }
             }
         }
+        v.notes.push(format!(
+            "the checkpoint's index proves the listing complete: {} entries name the source",
+            listed.len()
+        ));
         let listed_idx: BTreeSet<u64> = listed.iter().map(|(i, _)| *i).collect();
         if scan {
             let all = self.scan(&cp)?;
-            // The revocation status is the scan's, not the listing's.
-            revoked_at = None;
             for (i, e) in &all {
-                if e.body.sources_named().contains(id) {
-                    if !listed_idx.contains(i) {
-                        v.violation(format!("the node's listing of the source omits entry {i}"));
-                    }
-                    if let Some(c) = e.body.campaign_id().copied() {
-                        campaigns.insert(c);
-                    }
-                    if let EntryBody::Revocation(r) = &e.body {
-                        if r.source == *id && revoked_at.is_none() {
-                            self.check_signatures(&cp, *i, e)?;
-                            revoked_at = Some((*i, r.clone()));
-                        }
-                    }
+                if e.body.sources_named().contains(id) && !listed_idx.contains(i) {
+                    v.violation(format!("the node's listing of the source omits entry {i}"));
                 }
             }
             v.notes.push(format!(
-                "scanned all {} log entries against the checkpoint's root: the revocation status is proven",
+                "scanned all {} log entries against the checkpoint's root: the scan finds what the index proves",
                 all.len()
             ));
-        } else {
-            v.notes.push(
-                "revocation status as the node's listing shows it (--scan proves it from the whole log)"
-                    .into(),
-            );
         }
         if let Some((ri, r)) = &revoked_at {
             v.notes.push(format!(
@@ -142,101 +142,96 @@ impl Verifier {
                 r.authority, r.requested, r.reason
             ));
         }
+        let revoked = revoked_at.as_ref().map(|(ri, _)| *ri);
         for c in &campaigns {
-            let vc = self.campaign(c)?;
-            let purpose_ok = m.purposes.contains(&vc.campaign.purpose);
-            let (mut admitted, mut refused) = (0u64, 0u64);
-            for (k, b) in vc.chain.iter().enumerate() {
-                let li = vc.chain_index[k];
-                if !listed_idx.contains(&li) && b.sources_named().contains(id) {
-                    v.violation(format!("the node's listing of the source omits entry {li}"));
-                }
-                match b {
-                    EntryBody::Step(_) | EntryBody::Composite(_) => {
-                        let (records, time) = records_of(b);
-                        let n = records.iter().filter(|r| r.source == *id).count() as u64;
-                        if n == 0 {
-                            continue;
-                        }
-                        admitted += n;
-                        if !m.valid_at(time) {
-                            v.violation(format!(
-                                "entry {li} (campaign {} record {k}) used {n} examples at {time}, outside the validity window {}..{}",
-                                c.short(),
-                                m.not_before,
-                                m.not_after
-                            ));
-                        }
-                        if !purpose_ok {
-                            v.violation(format!(
-                                "entry {li} used {n} examples for purpose {}, not among the source's purposes",
-                                vc.campaign.purpose
-                            ));
-                        }
-                        if let Some((ri, _)) = &revoked_at {
-                            if li > *ri {
-                                v.violation(format!(
-                                    "entry {li} (campaign {} record {k}) admitted {n} examples after the revocation at index {ri}",
-                                    c.short()
-                                ));
-                            }
-                        }
-                    }
-                    EntryBody::Refusal(r) => {
-                        let n = r.examples.iter().filter(|x| x.source == *id).count() as u64;
-                        if n > 0 {
-                            refused += n;
-                            v.notes.push(format!(
-                                "refusal at entry {li} (campaign {}, step {}): {n} examples, {:?}: {}",
-                                c.short(),
-                                r.step,
-                                r.reason,
-                                r.detail
-                            ));
-                        }
-                    }
-                    EntryBody::RefusalAggregate(r) => {
-                        for rc in r.counts.iter().filter(|x| x.source == *id) {
-                            refused += rc.count;
-                            v.notes.push(format!(
-                                "refusals at entry {li} (campaign {}, steps {}..={}): {} examples, {:?}",
-                                c.short(),
-                                r.first_step,
-                                r.last_step,
-                                rc.count,
-                                rc.reason
-                            ));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            let finding = self.order(&vc)?;
-            note_order(&mut v, &vc, &finding, Some(id));
-            match &vc.record {
-                Some(rec) => {
-                    let want = rec.close.per_source.iter().find(|p| p.source == *id);
-                    let (wa, wr) = want.map(|p| (p.admitted, p.refused)).unwrap_or((0, 0));
-                    if (wa, wr) != (admitted, refused) {
-                        v.violation(format!(
-                            "campaign {} closed with {wa} admitted and {wr} refused examples of the source; its record holds {admitted} and {refused}",
-                            c.short()
-                        ));
-                    } else {
-                        v.notes.push(format!(
-                            "campaign {} (closed, {} records): {admitted} examples admitted, {refused} refused, as its close says",
-                            c.short(),
-                            rec.chain.len()
-                        ));
-                    }
-                }
-                None => v.violation(format!(
-                    "campaign {} is not closed: its record cannot be shown complete ({admitted} admitted, {refused} refused so far)",
+            let close = listed.iter().find_map(|(_, e)| match &e.body {
+                EntryBody::CampaignClose(x) if x.campaign == *c => Some(x.clone()),
+                _ => None,
+            });
+            let Some(close) = close else {
+                // Its close does not name the source, or it is open: its
+                // whole record decides.
+                self.source_in_whole_campaign(&mut v, &m, id, c, &listed_idx, revoked)?;
+                continue;
+            };
+            let (_, ce) = self.ensure(&cp, c)?;
+            let EntryBody::Campaign(campaign) = &ce.body else {
+                return Err(malformed(format!("{c} is not a campaign")));
+            };
+            let records = listed.iter().filter_map(|(li, e)| {
+                e.body
+                    .chain_link()
+                    .filter(|l| l.campaign == *c)
+                    .map(|l| (*li, l.seq, &e.body))
+            });
+            let (admitted, refused) = tally(&mut v, &m, id, c, &campaign.purpose, revoked, records);
+            let want = close.per_source.iter().find(|p| p.source == *id);
+            let (wa, wr) = want.map(|p| (p.admitted, p.refused)).unwrap_or((0, 0));
+            if (wa, wr) != (admitted, refused) {
+                v.violation(format!(
+                    "campaign {} closed with {wa} admitted and {wr} refused examples of the source; its records naming it hold {admitted} and {refused}",
                     c.short()
-                )),
+                ));
+            } else {
+                v.notes.push(format!(
+                    "campaign {} (closed, {} records): {admitted} examples admitted, {refused} refused, as its close says",
+                    c.short(),
+                    close.entries
+                ));
             }
         }
         Ok(self.finish(v))
+    }
+
+    /// The source's use in campaign `c`, decided on the campaign's whole
+    /// verified record (its chain, its order, its close).
+    fn source_in_whole_campaign(
+        &mut self,
+        v: &mut Verdict,
+        m: &provenance::DataSourceManifest,
+        id: &Digest,
+        c: &Digest,
+        listed_idx: &BTreeSet<u64>,
+        revoked: Option<u64>,
+    ) -> Result<(), VerifyError> {
+        let vc = self.campaign(c)?;
+        for (k, b) in vc.chain.iter().enumerate() {
+            let li = vc.chain_index[k];
+            if !listed_idx.contains(&li) && b.sources_named().contains(id) {
+                v.violation(format!("the node's listing of the source omits entry {li}"));
+            }
+        }
+        let records = vc
+            .chain
+            .iter()
+            .enumerate()
+            .map(|(k, b)| (vc.chain_index[k], k as u64, b));
+        let (admitted, refused) = tally(v, m, id, c, &vc.campaign.purpose, revoked, records);
+        let finding = self.order(&vc)?;
+        note_order(v, &vc, &finding, Some(id));
+        match &vc.record {
+            Some(rec) => {
+                let want = rec.close.per_source.iter().find(|p| p.source == *id);
+                let (wa, wr) = want.map(|p| (p.admitted, p.refused)).unwrap_or((0, 0));
+                if (wa, wr) != (admitted, refused) {
+                    v.violation(format!(
+                        "campaign {} closed with {wa} admitted and {wr} refused examples of the source; its record holds {admitted} and {refused}",
+                        c.short()
+                    ));
+                } else {
+                    v.notes.push(format!(
+                        "campaign {} (closed, {} records): {admitted} examples admitted, {refused} refused, as its close says",
+                        c.short(),
+                        rec.chain.len()
+                    ));
+                }
+            }
+            None => v.violation(format!(
+                "campaign {} is not closed: its record cannot be shown complete ({admitted} admitted, {refused} refused so far)",
+                c.short()
+            )),
+        }
+        Ok(())
     }
 
     /// Downloads the whole log under `cp` and checks it against the
@@ -289,6 +284,83 @@ impl Verifier {
         crate::recompute::check_model(&self.node, rec, weights, &mut v)?;
         Ok(self.finish(v))
     }
+}
+
+/// Counts the source's examples admitted and refused in campaign `c`'s
+/// `records` (log index, chain position, body), and notes each use outside
+/// the source's window or purposes, or after its revocation at `revoked`.
+fn tally<'a>(
+    v: &mut Verdict,
+    m: &provenance::DataSourceManifest,
+    id: &Digest,
+    c: &Digest,
+    purpose: &provenance::Purpose,
+    revoked: Option<u64>,
+    records: impl Iterator<Item = (u64, u64, &'a EntryBody)>,
+) -> (u64, u64) {
+    let purpose_ok = m.purposes.contains(purpose);
+    let (mut admitted, mut refused) = (0u64, 0u64);
+    for (li, k, b) in records {
+        match b {
+            EntryBody::Step(_) | EntryBody::Composite(_) => {
+                let (records, time) = records_of(b);
+                let n = records.iter().filter(|r| r.source == *id).count() as u64;
+                if n == 0 {
+                    continue;
+                }
+                admitted += n;
+                if !m.valid_at(time) {
+                    v.violation(format!(
+                        "entry {li} (campaign {} record {k}) used {n} examples at {time}, outside the validity window {}..{}",
+                        c.short(),
+                        m.not_before,
+                        m.not_after
+                    ));
+                }
+                if !purpose_ok {
+                    v.violation(format!(
+                        "entry {li} used {n} examples for purpose {purpose}, not among the source's purposes"
+                    ));
+                }
+                if let Some(ri) = revoked {
+                    if li > ri {
+                        v.violation(format!(
+                            "entry {li} (campaign {} record {k}) admitted {n} examples after the revocation at index {ri}",
+                            c.short()
+                        ));
+                    }
+                }
+            }
+            EntryBody::Refusal(r) => {
+                let n = r.examples.iter().filter(|x| x.source == *id).count() as u64;
+                if n > 0 {
+                    refused += n;
+                    v.notes.push(format!(
+                        "refusal at entry {li} (campaign {}, step {}): {n} examples, {:?}: {}",
+                        c.short(),
+                        r.step,
+                        r.reason,
+                        r.detail
+                    ));
+                }
+            }
+            EntryBody::RefusalAggregate(r) => {
+                for rc in r.counts.iter().filter(|x| x.source == *id) {
+                    refused += rc.count;
+                    v.notes.push(format!(
+                        "refusals at entry {li} (campaign {}, steps {}..={}): {} examples, {:?}",
+                        c.short(),
+                        r.first_step,
+                        r.last_step,
+                        rc.count,
+                        rc.reason
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    (admitted, refused)
 }
 
 /// Reports what recomputing `vc`'s order found; `source`: the

@@ -3,6 +3,7 @@
 //! its ticket selects (`provenance::audit`). The tally ([`AuditTally`]) is
 //! pure; [`Verifier::audits`] feeds it a campaign's proved entries.
 
+use provenance::index::IndexKey;
 use std::collections::BTreeMap;
 
 use provenance::audit::{audit_faults, AuditFault, AuditedRecord};
@@ -119,7 +120,10 @@ impl Verifier {
     /// record's public quantities (its measurement and sketch blob) it
     /// claims to confirm.
     pub fn audits(&mut self, id: &Digest, recompute: bool) -> Result<Verdict, VerifyError> {
-        let (cp, entries) = self.listing(&format!("/v1/campaigns/{}/entries", id.to_hex()))?;
+        let (cp, entries) = self.listing(
+            &format!("/v1/campaigns/{}/entries", id.to_hex()),
+            IndexKey::Campaign(*id),
+        )?;
         let mut v = Verdict::new("audits", &cp);
         let mut tally = AuditTally::default();
         let mut recomputed = 0u64;

@@ -563,7 +563,10 @@ fn replay_audit_at_rate_1_each_replay_only_cheat_is_refused_on_the_testnet_by_a_
     // One missing audit record fails the verifier's check, naming the
     // auditor whose audit is gone.
     let (_, listed) = v
-        .listing(&format!("/v1/campaigns/{}/entries", campaign.to_hex()))
+        .listing(
+            &format!("/v1/campaigns/{}/entries", campaign.to_hex()),
+            provenance::index::IndexKey::Campaign(campaign),
+        )
         .expect("listing");
     let mut record = listed
         .into_iter()

@@ -875,12 +875,13 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     let forged = consortium_signed(
         &t,
         provenance::Checkpoint {
-            version: 2,
+            version: 4,
             origin: honest.origin.clone(),
             size: honest.size,
             root: fake_root,
             height: honest.height,
             time: honest.time,
+            index: honest.index,
         },
     );
     let forged_answer = serde_json::to_vec(&CheckpointAnswer::new(&forged, String::new())).expect("json");

@@ -45,6 +45,8 @@ pub struct CheckpointAnswer {
     pub height: u64,
     /// The consortium-signed time of that height (Unix ms).
     pub time: Timestamp,
+    /// Root of the authenticated index of sources and campaigns at `size`.
+    pub index: Digest,
     /// Combined consortium BLS signature (hex in JSON).
     pub signature: Bytes,
     /// The C2SP signed-note text of the same checkpoint.
@@ -61,6 +63,7 @@ impl CheckpointAnswer {
             root: c.checkpoint.root,
             height: c.checkpoint.height,
             time: c.checkpoint.time,
+            index: c.checkpoint.index,
             signature: c.signature.clone(),
             c2sp,
         }
@@ -77,6 +80,7 @@ impl CheckpointAnswer {
                 root: self.root,
                 height: self.height,
                 time: self.time,
+                index: self.index,
             },
             signature: self.signature.clone(),
         }

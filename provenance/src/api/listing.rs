@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::CheckpointAnswer;
+use crate::index::IndexProof;
 use crate::{DecodeError, Digest, LedgerEntry};
 
 /// A log entry cited by an answer: its position, body digest, canonical
@@ -76,6 +77,35 @@ pub struct ListingAnswer {
     /// The cursor to ask the next page with (`after`), if there is more.
     #[serde(default)]
     pub next: Option<u64>,
+    /// What the checkpoint's authenticated index says of the listed source
+    /// or campaign: its value (or absence) and the pages of positions this
+    /// page's entries sit in, so that a verifier sees that the listing
+    /// leaves nothing out.
+    #[serde(default)]
+    pub index: Option<IndexCitation>,
+}
+
+/// A listing page's proof of completeness under the checkpoint's index
+/// root ([`crate::index`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexCitation {
+    /// The key's value or absence.
+    pub proof: IndexProof,
+    /// The pages of the key's positions that hold this page's entries, in
+    /// order (none when the key is absent).
+    pub pages: Vec<IndexPage>,
+}
+
+/// One page of a key's positions with its inclusion proof under the key's
+/// pages root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexPage {
+    /// The page's number.
+    pub page: u64,
+    /// Its positions, ascending.
+    pub positions: Vec<u64>,
+    /// Its inclusion proof.
+    pub proof: Vec<Digest>,
 }
 
 /// Most entries one listing page cites.

@@ -28,7 +28,9 @@ pub mod trace;
 pub use checkpoint::{CheckpointAnswer, CheckpointQuery};
 pub use entries::{BlobAnswer, CommittedEntry, EntryAnswer, EntryState, EntryStatus, LogIndex, SubmitAnswer};
 pub use health::HealthAnswer;
-pub use listing::{CitedEntry, ListingAnswer, ListingQuery, MAX_LISTING_BYTES, MAX_LISTING_ENTRIES};
+pub use listing::{
+    CitedEntry, IndexCitation, IndexPage, ListingAnswer, ListingQuery, MAX_LISTING_BYTES, MAX_LISTING_ENTRIES,
+};
 pub use log::{
     ConsistencyAnswer, ConsistencyQuery, InclusionAnswer, InclusionQuery, LeavesAnswer, LeavesQuery, LogLeaf,
 };
