@@ -146,8 +146,9 @@ pub enum VerifyCommand {
         /// The source id.
         #[arg(long)]
         id: String,
-        /// Download the whole log (checked against the checkpoint's root)
-        /// so that no campaign can be left out of the node's listing.
+        /// Also download the whole log (checked against the checkpoint's
+        /// root) as a brute-force cross-check of the listing the index
+        /// already proves complete.
         #[arg(long)]
         scan: bool,
     },
@@ -192,9 +193,9 @@ pub struct RevocationArgs {
     /// The source id.
     #[arg(long)]
     pub source: String,
-    /// Download the whole log (checked against the checkpoint's root):
-    /// the revocation and the campaigns come from it, not from the node's
-    /// listing.
+    /// Also download the whole log (checked against the checkpoint's
+    /// root) as a brute-force cross-check of the listing the index already
+    /// proves complete.
     #[arg(long)]
     pub scan: bool,
 }

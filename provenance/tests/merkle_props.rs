@@ -3,6 +3,7 @@
 
 mod common;
 
+use base64::Engine as _;
 use proptest::prelude::*;
 use provenance::checkpoint::{Checkpoint, SignedCheckpoint};
 use provenance::merkle::{verify_consistency, verify_inclusion, MemoryTree, Sha3Hasher, TreeHasher};
@@ -112,7 +113,7 @@ fn a_wrong_tree_size_is_caught_by_the_signed_checkpoint() {
     let f = common::fixture();
     let (t, _) = tree(100);
     let cp = Checkpoint {
-        version: 3,
+        version: 4,
         origin: "govtune-testnet".into(),
         size: 100,
         root: t.root(),
@@ -162,7 +163,7 @@ fn checkpoints_round_trip_through_c2sp_text() {
     let f = common::fixture();
     let (t, _) = tree(5);
     let cp = Checkpoint {
-        version: 3,
+        version: 4,
         origin: "govtune-testnet".into(),
         size: 5,
         root: t.root(),
@@ -188,7 +189,24 @@ fn checkpoints_round_trip_through_c2sp_text() {
     let pk = f.keyring().consortium_public_key();
     let text = signed.to_c2sp("govtune-testnet", &pk);
     assert!(text.starts_with("govtune-testnet\n5\n"));
-    assert!(text.contains("\nheight 3\ntime 1764000000000\n\n"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "\nheight 3\ntime 1764000000000\nindex {}\n\n",
+            base64::engine::general_purpose::STANDARD.encode([9u8; 32])
+        )),
+        "{text}"
+    );
+    // A note without its index line, or with a malformed one, is refused.
+    let cut = text.replace(
+        &format!(
+            "index {}\n",
+            base64::engine::general_purpose::STANDARD.encode([9u8; 32])
+        ),
+        "",
+    );
+    assert!(SignedCheckpoint::from_c2sp(&cut, "govtune-testnet", &pk).is_err());
+    let bad = text.replace("\nindex ", "\nindex x");
+    assert!(SignedCheckpoint::from_c2sp(&bad, "govtune-testnet", &pk).is_err());
     assert!(text.contains("\n\n\u{2014} govtune-testnet "));
     let back = SignedCheckpoint::from_c2sp(&text, "govtune-testnet", &pk).expect("parses");
     assert_eq!(back, signed);

@@ -17,10 +17,12 @@
 //! 4. decide the predicate on the verified record, and report the bytes
 //!    fetched next to the log's size.
 //!
-//! What a light client cannot see this way: a node that omits a whole
-//! campaign from a source's listing (every event of it, and its close).
-//! `verify source --scan` closes that gap by downloading the whole log
-//! and checking it against the checkpoint's root.
+//! Every listing page also carries the listed key's proof under the
+//! checkpoint's authenticated index ([`provenance::index`]), so a node that
+//! leaves out an entry, a whole campaign or a revocation, or claims a named
+//! source absent, is caught without downloading the log
+//! (`complete::Completeness`). `verify source --scan` still downloads the
+//! whole log and checks it against the checkpoint's root, as a cross-check.
 
 use provenance::index::IndexKey;
 use std::collections::BTreeMap;

@@ -29,7 +29,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use lightclient::verify::Verifier;
-use provenance::api::{CheckpointAnswer, ListingAnswer, TraceAnswer, TraceRequest};
+use provenance::api::{CheckpointAnswer, ListingAnswer, ListingQuery, TraceAnswer, TraceRequest};
 use provenance::{Digest, EntryBody, Timestamp};
 use testnet::workload::{now_ms, submit, Workload};
 use testnet::{Client, NodeSettings, Testnet};
@@ -655,12 +655,13 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
         ),
     );
 
-    // --- A node that hides one record is caught.
+    // --- A node that hides one record is caught: the checkpoint's index
+    // names the entry left out.
     let hidden = vc.chain_index[3];
     let proxy = hiding_proxy(t.client(ds), hidden);
     let mut v = Verifier::new(&genesis, Client::new(&proxy)).expect("verifier");
     match v.policy(&campaign, &policy) {
-        Err(testnet::VerifyError::Incomplete(_)) => {}
+        Err(testnet::VerifyError::BadProof(m)) if m.contains(&format!("omits entry {hidden}")) => {}
         other => panic!("a hidden record must be caught, got {other:?}"),
     }
 
@@ -743,33 +744,37 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
         &format!("verify --genesis {g} --node {api} source --id {src_hex}"),
     );
 
-    // A node that leaves the revocation out of the source's listing: with
-    // --scan the revocation is proven from the whole log, the omission and
-    // the use after it are named.
+    // A node that leaves the revocation out of the source's listing: the
+    // checkpoint's index shows the listing incomplete and names the entry
+    // left out, with no --scan (and with it: the index check comes first).
     let omitter = listing_proxy(t.client(ds), "/v1/sources/", move |l| {
         l.entries.retain(|e| e.index != ri)
     });
-    let audit_scan = format!("audit revocation --scan --genesis {g} --node {omitter} --source {revoked_hex}");
-    let out = exits_line(1, &audit_scan);
-    assert!(out.contains(&format!("omits entry {ri}")), "{out}");
-    assert!(out.contains(&format!("revoked at log index {ri}")), "{out}");
-    assert!(out.contains("after its revocation"), "{out}");
-    let source_scan = format!("verify --genesis {g} --node {omitter} source --scan --id {revoked_hex}");
-    let out = exits_line(1, &source_scan);
-    assert!(
-        out.contains(&format!("omits entry {ri}")) && out.contains("after the revocation"),
-        "{out}"
-    );
+    for scan in ["", "--scan "] {
+        let out = exits_line(
+            1,
+            &format!("audit revocation {scan}--genesis {g} --node {omitter} --source {revoked_hex}"),
+        );
+        assert!(out.contains(&format!("omits entry {ri}")), "{out}");
+        let out = exits_line(
+            1,
+            &format!("verify --genesis {g} --node {omitter} source {scan}--id {revoked_hex}"),
+        );
+        assert!(out.contains(&format!("omits entry {ri}")), "{out}");
+    }
     // A node that truncates a campaign's listing before its close: the
-    // campaign cannot be shown complete.
+    // index shows the campaign's list longer (the audit fetches whole
+    // campaigns).
     let truncator = listing_proxy(t.client(ds), "/v1/campaigns/", |l| {
         l.entries.pop();
     });
-    let source = format!("verify --genesis {g} --node {truncator} source --id {src_hex}");
-    let out = exits_line(1, &source);
-    assert!(out.contains("is not closed"), "{out}");
+    let out = exits_line(
+        1,
+        &format!("audit revocation --genesis {g} --node {truncator} --source {src_hex}"),
+    );
+    assert!(out.contains("omits entry"), "{out}");
     // A node that leaves one of the source's events out of its listing:
-    // the scan of the whole log names it.
+    // caught by the index alone, and by the scan.
     let used = vc.chain_index[record
         .chain
         .iter()
@@ -778,11 +783,48 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     let dropper = listing_proxy(t.client(ds), "/v1/sources/", move |l| {
         l.entries.retain(|e| e.index != used)
     });
+    for scan in ["", "--scan "] {
+        let out = exits_line(
+            1,
+            &format!("verify --genesis {g} --node {dropper} source {scan}--id {src_hex}"),
+        );
+        assert!(out.contains(&format!("omits entry {used}")), "{out}");
+    }
+    // A node that claims the source was never named, with a valid proof:
+    // the index's proof of absence of a source that is not registered,
+    // under the same checkpoint. It proves nothing of this source.
+    let upstream = t.client(ds);
+    let denier = listing_proxy(t.client(ds), "/v1/sources/", move |l| {
+        let absent = Digest([0xee; 32]).to_hex();
+        let q = ListingQuery {
+            after: None,
+            height: Some(l.checkpoint.height),
+        };
+        let other: ListingAnswer = upstream
+            .get_json(&format!("/v1/sources/{absent}/entries?{}", q.to_query()))
+            .expect("the absent source's listing");
+        assert!(other.entries.is_empty());
+        *l = other;
+    });
     let out = exits_line(
         1,
-        &format!("verify --genesis {g} --node {dropper} source --scan --id {src_hex}"),
+        &format!("verify --genesis {g} --node {denier} source --id {src_hex}"),
     );
-    assert!(out.contains(&format!("omits entry {used}")), "{out}");
+    assert!(out.contains("index proof"), "{out}");
+    // The same proof is a true answer for the source never registered.
+    let absent_hex = Digest([0xee; 32]).to_hex();
+    let out = exits_line(
+        0,
+        &format!("verify --genesis {g} --node {api} source --id {absent_hex}"),
+    );
+    assert!(out.contains("proves it absent"), "{out}");
+    // A listing stripped of its index proof is refused.
+    let stripper = listing_proxy(t.client(ds), "/v1/sources/", |l| l.index = None);
+    let out = exits_line(
+        1,
+        &format!("verify --genesis {g} --node {stripper} source --id {src_hex}"),
+    );
+    assert!(out.contains("no proof from the checkpoint's index"), "{out}");
 
     // --- The revocation audit lists exactly the events that used it.
     let mut v = Verifier::new(&genesis, t.client(ds)).expect("verifier");

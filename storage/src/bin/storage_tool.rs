@@ -115,6 +115,7 @@ fn bench(events: u64, dir: &Path) -> Result<(), String> {
         store.consistency_proof(a, n).map_err(e)?.ok_or("no proof")?;
     }
     let cons = t.elapsed().as_secs_f64() / samples as f64;
+    let ix = index_figures(&store, &work, n, samples).map_err(e)?;
     store.flush().map_err(e)?;
     let disk = dir_size(&path);
     drop(store);
@@ -145,9 +146,137 @@ fn bench(events: u64, dir: &Path) -> Result<(), String> {
         disk as f64 / 1048576.0
     );
     println!("  open + recovery          {:>10.1} ms", open * 1e3);
+    println!(
+        "  index proof at {n}       {:>10.1} µs  ({:.1} siblings, {:.0} B as JSON)",
+        ix.proof_secs * 1e6,
+        ix.siblings,
+        ix.proof_json
+    );
+    println!(
+        "  a source's listing       {:>10} entries, {:.1} s to cite from disk",
+        ix.entries, ix.listing_secs
+    );
+    println!(
+        "    as the API's JSON      {:>10.0} B/entry  ({:.1} MiB, index proofs and pages included)",
+        ix.json as f64 / ix.entries as f64,
+        ix.json as f64 / 1048576.0
+    );
+    println!(
+        "    as canonical bytes     {:>10.0} B/entry  (leaf and audit path)",
+        ix.binary as f64 / ix.entries as f64
+    );
+    println!(
+        "    budget                 {:>10.0} B/entry  (2 x its own records' {:.0} B + 2 KiB)",
+        ix.budget as f64 / ix.entries as f64,
+        ix.own as f64 / ix.entries as f64
+    );
     let _ = std::fs::remove_dir_all(&path);
     let _ = std::fs::remove_dir_all(&raw_path);
     Ok(())
+}
+
+/// What the authenticated index costs at the bench's size, and what a
+/// rights-holder's listing of one source weighs.
+struct IndexFigures {
+    proof_secs: f64,
+    siblings: f64,
+    proof_json: f64,
+    entries: u64,
+    listing_secs: f64,
+    json: u64,
+    binary: u64,
+    own: u64,
+    budget: u64,
+}
+
+fn index_figures(store: &Store, work: &Workload, n: u64, samples: usize) -> storage::Result<IndexFigures> {
+    use provenance::api::{CitedEntry, IndexCitation, IndexPage, ListingAnswer};
+    use provenance::index::{page_count, IndexKey};
+    let keys: Vec<IndexKey> = work
+        .sources
+        .iter()
+        .map(|m| IndexKey::Source(m.source_id()))
+        .collect();
+    let t = Instant::now();
+    let (mut siblings, mut proof_json) = (0usize, 0usize);
+    for k in 0..samples {
+        let p = store.index_proof(&keys[k % keys.len()], n)?;
+        siblings += p.siblings.len();
+        proof_json += serde_json::to_vec(&p).map(|b| b.len()).unwrap_or(0);
+    }
+    let proof_secs = t.elapsed().as_secs_f64() / samples as f64;
+    // Every entry naming source 0, cited as the API cites them, in pages of
+    // 256 entries each with the index pages that hold them.
+    let key = keys[0];
+    let id = work.sources[0].source_id();
+    let proof = store.index_proof(&key, n)?;
+    let value = proof
+        .verify(&key, &store.head().index_root)
+        .ok()
+        .flatten()
+        .ok_or_else(|| storage::StoreError::Corrupt("source 0 is not in the index".into()))?;
+    let cp = storage::synthetic::certify_answer(store);
+    let t = Instant::now();
+    let (mut json, mut binary, mut own) = (0u64, 0u64, 0u64);
+    for page in 0..page_count(value.count) {
+        let Some((positions, pp)) = store.index_page(&key, &value, page)? else {
+            break;
+        };
+        let mut entries = Vec::new();
+        for i in &positions {
+            let leaf = store
+                .entry_bytes(*i)?
+                .ok_or_else(|| storage::StoreError::Corrupt(format!("entry {i} missing")))?;
+            let path = store
+                .inclusion_proof(*i, n)?
+                .ok_or_else(|| storage::StoreError::Corrupt(format!("no proof of {i}")))?;
+            let e: provenance::LedgerEntry = provenance::decode(&leaf)?;
+            own += e
+                .body
+                .event()
+                .map(|ev| {
+                    ev.records
+                        .iter()
+                        .filter(|r| r.source == id)
+                        .map(|r| provenance::codec::encode(r).len() as u64)
+                        .sum()
+                })
+                .unwrap_or(0);
+            binary += (leaf.len() + 32 * path.len()) as u64;
+            entries.push(CitedEntry {
+                index: *i,
+                digest: e.body.digest(),
+                leaf: hex::encode(&leaf),
+                proof: path,
+            });
+        }
+        let answer = ListingAnswer {
+            checkpoint: cp.clone(),
+            entries,
+            uncertified: 0,
+            next: None,
+            index: Some(IndexCitation {
+                proof: proof.clone(),
+                pages: vec![IndexPage {
+                    page,
+                    positions,
+                    proof: pp,
+                }],
+            }),
+        };
+        json += serde_json::to_vec(&answer).map(|b| b.len() as u64).unwrap_or(0);
+    }
+    Ok(IndexFigures {
+        proof_secs,
+        siblings: siblings as f64 / samples as f64,
+        proof_json: proof_json as f64 / samples as f64,
+        entries: value.count,
+        listing_secs: t.elapsed().as_secs_f64(),
+        json,
+        binary,
+        own,
+        budget: 2 * own + 2048 * value.count,
+    })
 }
 
 fn dir_size(p: &Path) -> u64 {
