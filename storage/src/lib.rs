@@ -179,6 +179,15 @@ fn read_record<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8])
     Ok(v)
 }
 
+/// The refusal of a store written in format `found` (none: v1).
+fn earlier_format(found: Option<&[u8]>) -> StoreError {
+    StoreError::Recovery(format!(
+        "this store was written by an earlier govtune (format {:?}; this one writes {:?}: the log is RFC 6962 over SHA-256, its entries carry replay audits and it keeps the authenticated index of sources and campaigns) and is not converted: start the node on an empty data_dir under the new genesis",
+        found.map(|f| String::from_utf8_lossy(f).to_string()).unwrap_or_else(|| "v1".into()),
+        String::from_utf8_lossy(STORE_FORMAT),
+    ))
+}
+
 fn digest_from(what: &str, b: &[u8]) -> Result<Digest> {
     let a: [u8; 32] = b
         .try_into()
@@ -253,6 +262,21 @@ impl Store {
     /// Opens (or creates) the store at `path` for the log named `origin`,
     /// checking it against the latest checkpoint (see the crate docs).
     pub fn open(path: &Path, origin: &str, keyring: &KeyRing) -> Result<Self> {
+        // A store of an earlier format lacks column families this one
+        // creates: its format is read without them, so a refused store is
+        // left exactly as it was.
+        if let Ok(existing) = DB::list_cf(&Options::default(), path) {
+            if ALL_CFS.iter().any(|c| !existing.iter().any(|e| e == c)) {
+                let old = DB::open_cf_for_read_only(&Options::default(), path, &existing, false)?;
+                let format = match old.cf_handle(CF_META) {
+                    Some(meta) => old.get_cf(meta, META_FORMAT)?,
+                    None => None,
+                };
+                if format.as_deref() != Some(STORE_FORMAT) {
+                    return Err(earlier_format(format.as_deref()));
+                }
+            }
+        }
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -284,13 +308,7 @@ impl Store {
         match (format.as_deref(), &head) {
             (Some(f), _) if f == STORE_FORMAT => {}
             (None, None) => self.db.put_cf(self.cf(CF_META)?, META_FORMAT, STORE_FORMAT)?,
-            (f, _) => {
-                return Err(StoreError::Recovery(format!(
-                    "this store was written by an earlier govtune (format {:?}; this one writes {:?}: the log is RFC 6962 over SHA-256, its entries carry replay audits and it keeps the authenticated index of sources and campaigns) and is not converted: start the node on an empty data_dir under the new genesis",
-                    f.map(|f| String::from_utf8_lossy(f).to_string()).unwrap_or_else(|| "v1".into()),
-                    String::from_utf8_lossy(STORE_FORMAT),
-                )))
-            }
+            (f, _) => return Err(earlier_format(f)),
         }
         if let Some(b) = head {
             self.head = read_record("head", &b)?;

@@ -373,6 +373,33 @@ fn a_store_of_an_earlier_format_is_refused_not_rehashed() {
     );
 }
 
+/// A store of the format before the authenticated index (no `authindex`
+/// column family) is refused and left as it was: no column family is
+/// added, so the govtune that wrote it still opens it.
+#[test]
+fn a_store_without_the_index_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (dealt, _) = consortium();
+    let earlier: Vec<&str> = ["meta", "blocks", "entries", "by_digest", "tree", "checkpoints", "blobs", "index", "state", "pending"].to_vec();
+    {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let db = rocksdb::DB::open_cf(&opts, dir.path(), &earlier).expect("an earlier store");
+        let meta = db.cf_handle("meta").expect("meta");
+        db.put_cf(meta, b"format", b"govtune-store/v4 log=rfc6962-sha256 entry=v3")
+            .expect("format");
+    }
+    let err = Store::open(dir.path(), ORIGIN, &dealt.keyring).expect_err("an earlier format");
+    assert!(err.to_string().contains("govtune-store/v4"), "{err}");
+    let mut after = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).expect("list");
+    after.retain(|c| c != "default");
+    after.sort();
+    let mut want: Vec<String> = earlier.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(after, want, "the refused store keeps its column families");
+}
+
 #[test]
 fn recovery_refuses_a_store_whose_tree_disagrees_with_its_checkpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
