@@ -163,7 +163,11 @@ impl Client {
             }
             budget = budget.min(left);
         }
-        Ok(req.config().timeout_global(Some(budget)).build())
+        Ok(req
+            .header("Accept-Encoding", "gzip")
+            .config()
+            .timeout_global(Some(budget))
+            .build())
     }
 
     /// Response body bytes this client (and its clones) have read.
@@ -208,13 +212,20 @@ impl Client {
         };
         let mut resp = r.map_err(|e| transport(e, &url))?;
         let status = resp.status().as_u16();
+        let gzipped = resp
+            .headers()
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
         let bytes = resp
             .body_mut()
             .with_config()
             .limit(MAX_ANSWER_BYTES)
             .read_to_vec()
             .map_err(|e| transport(e, &url))?;
+        // What crossed the wire: the compressed bytes.
         self.fetched.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let bytes = if gzipped { gunzip(&url, &bytes)? } else { bytes };
         if status >= 400 {
             return Err(ClientError::Status {
                 url,
@@ -459,5 +470,49 @@ impl Client {
     /// `/metrics` as text.
     pub fn metrics(&self) -> Result<String, ClientError> {
         Ok(String::from_utf8_lossy(&self.get_bytes("/metrics")?).into_owned())
+    }
+}
+
+/// Decompresses a gzip answer, at most [`MAX_ANSWER_BYTES`] of it.
+fn gunzip(url: &str, packed: &[u8]) -> Result<Vec<u8>, ClientError> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(packed)
+        .take(MAX_ANSWER_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ClientError::Transport {
+            url: url.to_string(),
+            reason: format!("a gzip answer that does not decompress: {e}"),
+        })?;
+    if out.len() as u64 > MAX_ANSWER_BYTES {
+        return Err(ClientError::Transport {
+            url: url.to_string(),
+            reason: format!("a gzip answer over {MAX_ANSWER_BYTES} bytes once decompressed"),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gzip(b: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(b).expect("write");
+        z.finish().expect("finish")
+    }
+
+    #[test]
+    fn a_gzip_answer_decompresses_and_a_bomb_or_garbage_is_refused() {
+        let text = br#"{"entries":[]}"#.repeat(100);
+        assert_eq!(gunzip("u", &gzip(&text)).expect("decompresses"), text);
+        // Past the answer bound once decompressed, from a few KiB on the wire.
+        let bomb = gzip(&vec![0u8; MAX_ANSWER_BYTES as usize + 1]);
+        assert!(bomb.len() < 1 << 20);
+        let e = gunzip("u", &bomb).expect_err("a bomb");
+        assert!(e.to_string().contains("once decompressed"), "{e}");
+        assert!(gunzip("u", b"not gzip at all").is_err());
     }
 }

@@ -365,7 +365,62 @@ pub fn router(state: ApiState) -> Router {
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), admin_gate))
         .layer(middleware::from_fn_with_state(state.clone(), limit))
+        .layer(middleware::from_fn(gzip))
         .with_state(state)
+}
+
+/// Smallest answer worth compressing.
+const GZIP_FROM: usize = 1024;
+
+/// Compresses a JSON or text answer of at least [`GZIP_FROM`] bytes with
+/// gzip when the client accepts it (`Accept-Encoding: gzip`): listings are
+/// mostly hex, which gzip about halves. Blobs (octet streams) pass as they
+/// are.
+async fn gzip(req: Request, next: Next) -> Response {
+    let accepts = req
+        .headers()
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|e| e.split(';').next().is_some_and(|e| e.trim() == "gzip"))
+        });
+    let resp = next.run(req).await;
+    let textual = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json") || t.starts_with("text/"));
+    if !accepts || !textual || resp.headers().contains_key(header::CONTENT_ENCODING) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    if bytes.len() < GZIP_FROM {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    }
+    let packed = tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(&bytes).and_then(|()| z.finish())
+    })
+    .await;
+    match packed {
+        Ok(Ok(z)) => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts
+                .headers
+                .insert(header::CONTENT_ENCODING, header::HeaderValue::from_static("gzip"));
+            parts
+                .headers
+                .insert(header::VARY, header::HeaderValue::from_static("accept-encoding"));
+            Response::from_parts(parts, axum::body::Body::from(z))
+        }
+        _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 /// `/metrics` alone, for its own listener (`metrics_listen`).

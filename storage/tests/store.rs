@@ -380,7 +380,19 @@ fn a_store_of_an_earlier_format_is_refused_not_rehashed() {
 fn a_store_without_the_index_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (dealt, _) = consortium();
-    let earlier: Vec<&str> = ["meta", "blocks", "entries", "by_digest", "tree", "checkpoints", "blobs", "index", "state", "pending"].to_vec();
+    let earlier: Vec<&str> = [
+        "meta",
+        "blocks",
+        "entries",
+        "by_digest",
+        "tree",
+        "checkpoints",
+        "blobs",
+        "index",
+        "state",
+        "pending",
+    ]
+    .to_vec();
     {
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(true);

@@ -459,12 +459,16 @@ impl Testnet {
 
     /// SIGKILLs node `i` and reaps it.
     pub fn kill(&mut self, i: usize) -> Result<(), TestnetError> {
+        let pid = self.nodes[i].pid;
         self.signal(i, libc::SIGKILL)?;
         if let Some(mut c) = self.children[i].take() {
             let _ = c.wait();
-        } else {
+        } else if let Some(pid) = pid {
+            // Not our child: wait until it has exited (its files, the
+            // store's lock among them, are closed once it is a zombie or
+            // gone), not merely until its command line is torn down.
             let deadline = Instant::now() + Duration::from_secs(5);
-            while self.alive(i) && Instant::now() < deadline {
+            while running(pid) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -669,4 +673,16 @@ pub fn resident_bytes(pid: u32) -> Option<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
+}
+
+/// Whether process `pid` exists and has not yet exited (a zombie has).
+fn running(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
 }

@@ -98,11 +98,29 @@ impl Verifier {
             ));
             return Ok(self.finish(v));
         }
-        let (_, me) = self.ensure(&cp, id)?;
-        let EntryBody::Manifest(m) = &me.body else {
-            return Err(malformed(format!("{id} is not a source")));
+        // A manifest names itself: with the listing complete, a source
+        // whose manifest is not in it was never registered.
+        let manifest = listed.iter().find_map(|(_, e)| match &e.body {
+            EntryBody::Manifest(m) if e.body.digest() == *id => Some(m.clone()),
+            _ => None,
+        });
+        let Some(m) = manifest else {
+            for (i, e) in &listed {
+                self.check_signatures(&cp, *i, e)?;
+                let (records, _) = records_of(&e.body);
+                let n = records.iter().filter(|r| r.source == *id).count();
+                if n > 0 {
+                    v.violation(format!(
+                        "entry {i} admitted {n} examples of a source that was never registered"
+                    ));
+                }
+            }
+            v.notes.push(format!(
+                "source {id} was never registered (the index proves its listing complete and no manifest is in it); {} entries name it, refusing its examples",
+                listed.len()
+            ));
+            return Ok(self.finish(v));
         };
-        let m = m.clone();
         let mut revoked_at = None;
         let mut campaigns = BTreeSet::new();
         for (i, e) in &listed {
@@ -119,8 +137,27 @@ impl Verifier {
                 }
             }
         }
+        // The source's own records in what was fetched: what a listing
+        // that served only them would weigh.
+        let own: usize = listed
+            .iter()
+            .map(|(_, e)| match &e.body {
+                EntryBody::Refusal(r) => r
+                    .examples
+                    .iter()
+                    .filter(|x| x.source == *id)
+                    .map(|x| provenance::codec::encode(x).len())
+                    .sum::<usize>(),
+                b => records_of(b)
+                    .0
+                    .iter()
+                    .filter(|r| r.source == *id)
+                    .map(|r| provenance::codec::encode(r).len())
+                    .sum(),
+            })
+            .sum();
         v.notes.push(format!(
-            "the checkpoint's index proves the listing complete: {} entries name the source",
+            "the checkpoint's index proves the listing complete: {} entries name the source; its own records in them are {own} canonical bytes",
             listed.len()
         ));
         let listed_idx: BTreeSet<u64> = listed.iter().map(|(i, _)| *i).collect();

@@ -277,6 +277,47 @@ fn the_api_authorises_before_reading_answers_json_and_pages_listings() {
     // The manifest and every step (each names both sources).
     assert!(listed > MAX_LISTING_ENTRIES + 1, "{listed}");
 
+    // A client that accepts gzip gets the listing compressed (about half
+    // its JSON, which is mostly hex); one that does not gets it plain.
+    let api_addr = t.nodes[op_i].api.clone();
+    let mut s = TcpStream::connect(&api_addr).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAccept-Encoding: br, gzip;q=0.8\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).expect("answer");
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers end");
+    let head = String::from_utf8_lossy(&answer[..split]).to_ascii_lowercase();
+    assert!(
+        head.starts_with("http/1.1 200") && head.contains("content-encoding: gzip"),
+        "{head}"
+    );
+    let mut plain = String::new();
+    flate2::read::GzDecoder::new(&answer[split + 4..])
+        .read_to_string(&mut plain)
+        .expect("gunzip");
+    let unzipped: ListingAnswer = serde_json::from_str(&plain).expect("a listing");
+    assert_eq!(unzipped.entries.len(), MAX_LISTING_ENTRIES);
+    assert!(
+        (answer.len() - split) * 2 < plain.len() * 3 / 2,
+        "compressed {} of {}",
+        answer.len() - split,
+        plain.len()
+    );
+    let (code, body) = raw(
+        &api_addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        0,
+    );
+    assert_eq!(code, 200);
+    let unpacked: ListingAnswer = serde_json::from_str(&body).expect("a plain listing");
+    assert_eq!(unpacked.entries.len(), MAX_LISTING_ENTRIES);
+
     // The light client follows the cursor to the end.
     let g = t.genesis_path();
     let api = t.nodes[op_i].api.clone();
