@@ -404,7 +404,7 @@ async fn gzip(req: Request, next: Next) -> Response {
     }
     let packed = tokio::task::spawn_blocking(move || {
         use std::io::Write as _;
-        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         z.write_all(&bytes).and_then(|()| z.finish())
     })
     .await;
