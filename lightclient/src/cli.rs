@@ -151,6 +151,11 @@ pub enum VerifyCommand {
         /// already proves complete.
         #[arg(long)]
         scan: bool,
+        /// Also recompute each campaign's data order (every example of the
+        /// source it drew was trained or refused, for the reason admission
+        /// gives): reads each campaign whole.
+        #[arg(long)]
+        order: bool,
     },
     /// Auditor: every co-signer left its audit ticket on each of the
     /// campaign's training records, and a replay on exactly the records
@@ -584,9 +589,14 @@ fn verify_command(v: &mut Verifier, command: VerifyCommand, json: bool) -> Resul
             let p = digest_arg(&approved)?;
             report(&v.policy(&c, &p)?, json)
         }
-        VerifyCommand::Source { id, scan } => {
+        VerifyCommand::Source { id, scan, order } => {
             let s = digest_arg(&id)?;
-            report(&v.source(&s, scan)?, json)
+            let verdict = if order {
+                v.source_and_order(&s, scan)?
+            } else {
+                v.source(&s, scan)?
+            };
+            report(&verdict, json)
         }
         VerifyCommand::Audits { campaign, recompute } => {
             let c = digest_arg(&campaign)?;

@@ -369,6 +369,24 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// Whether an `Accept-Encoding` value accepts gzip (named, not with
+/// `q=0`).
+fn accepts_gzip(value: &str) -> bool {
+    value.split(',').any(|e| {
+        let mut parts = e.split(';');
+        let named = parts
+            .next()
+            .is_some_and(|n| n.trim().eq_ignore_ascii_case("gzip"));
+        let refused = parts.any(|p| {
+            p.trim()
+                .strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        named && !refused
+    })
+}
+
 /// Smallest answer worth compressing.
 const GZIP_FROM: usize = 1024;
 
@@ -381,10 +399,7 @@ async fn gzip(req: Request, next: Next) -> Response {
         .headers()
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|e| e.split(';').next().is_some_and(|e| e.trim() == "gzip"))
-        });
+        .is_some_and(accepts_gzip);
     let resp = next.run(req).await;
     let textual = resp
         .headers()
@@ -935,6 +950,17 @@ async fn metrics_anywhere(State(s): State<ApiState>) -> Response {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn gzip_is_accepted_when_named_and_not_refused() {
+        use super::accepts_gzip;
+        assert!(accepts_gzip("gzip"));
+        assert!(accepts_gzip("br, GZIP;q=0.8"));
+        assert!(!accepts_gzip("gzip;q=0"));
+        assert!(!accepts_gzip("br, gzip; q=0.0"));
+        assert!(!accepts_gzip("deflate, x-gzip"));
+        assert!(!accepts_gzip(""));
+    }
+
     use super::*;
 
     #[test]

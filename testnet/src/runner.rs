@@ -675,14 +675,19 @@ pub fn resident_bytes(pid: u32) -> Option<u64> {
         .map(|kb| kb * 1024)
 }
 
-/// Whether process `pid` exists and has not yet exited (a zombie has).
+/// Whether process `pid` exists and has not yet exited: some thread of it
+/// is neither a zombie nor dead (its files, shared by its threads, are
+/// closed only once every thread has exited).
 fn running(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the parenthesised command name.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state != "Z" && state != "X")
+        })
+    })
 }

@@ -416,6 +416,14 @@ impl Verifier {
                 return Err(malformed("a listing page under another checkpoint"));
             }
         }
+        // A campaign's opening names it: an empty listing, proven complete,
+        // is a campaign never registered (a question, not a violation).
+        if let (IndexKey::Campaign(c), true) = (key, out.is_empty()) {
+            return Err(VerifyError::Input(format!(
+                "campaign {c} was never registered: the checkpoint's index (log size {}) proves that no entry names it",
+                cp.checkpoint.size
+            )));
+        }
         Ok((cp, out))
     }
 

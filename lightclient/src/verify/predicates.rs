@@ -84,8 +84,20 @@ impl Verifier {
     /// checkpoint's index, so only the entries naming the source are
     /// fetched (and each campaign's opening); a campaign whose close does
     /// not name the source, or that is open, is fetched whole. With `scan`,
-    /// the whole log is also downloaded as a cross-check.
+    /// the whole log is also downloaded as a cross-check. The campaigns'
+    /// data order is not recomputed: [`Self::source_and_order`] does it.
     pub fn source(&mut self, id: &Digest, scan: bool) -> Result<Verdict, VerifyError> {
+        self.source_checked(id, scan, false)
+    }
+
+    /// [`Self::source`], and each campaign that used the source read whole
+    /// to recompute its data order: every example of the source it drew
+    /// was trained or refused, for the reason admission gives.
+    pub fn source_and_order(&mut self, id: &Digest, scan: bool) -> Result<Verdict, VerifyError> {
+        self.source_checked(id, scan, true)
+    }
+
+    fn source_checked(&mut self, id: &Digest, scan: bool, order: bool) -> Result<Verdict, VerifyError> {
         let (cp, listed) = self.listing(
             &format!("/v1/sources/{}/entries", id.to_hex()),
             IndexKey::Source(*id),
@@ -180,14 +192,20 @@ impl Verifier {
             ));
         }
         let revoked = revoked_at.as_ref().map(|(ri, _)| *ri);
+        if !order && !campaigns.is_empty() {
+            v.notes.push(
+                "the campaigns' data order is not recomputed here (`--order` reads each campaign whole to do it, as `verify policy` does)"
+                    .into(),
+            );
+        }
         for c in &campaigns {
             let close = listed.iter().find_map(|(_, e)| match &e.body {
-                EntryBody::CampaignClose(x) if x.campaign == *c => Some(x.clone()),
+                EntryBody::CampaignClose(x) if x.campaign == *c && !order => Some(x.clone()),
                 _ => None,
             });
             let Some(close) = close else {
-                // Its close does not name the source, or it is open: its
-                // whole record decides.
+                // Asked for its data order, its close does not name the
+                // source, or it is open: its whole record decides.
                 self.source_in_whole_campaign(&mut v, &m, id, c, &listed_idx, revoked)?;
                 continue;
             };

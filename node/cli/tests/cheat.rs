@@ -319,7 +319,7 @@ fn collusion_lets_a_skip_and_an_inflated_aggregate_commit_and_the_predicates_nam
     sources.dedup();
     let mut named = Vec::new();
     for s in &sources {
-        let verdict = v.source(s, false).expect("source predicate");
+        let verdict = v.source_and_order(s, false).expect("source predicate");
         assert!(!verdict.pass, "every source's order is broken from the skip on");
         for m in &verdict.violations {
             if let Some(rest) = m.split(" drew example ").nth(1) {
