@@ -219,21 +219,8 @@ impl Verifier {
                     .filter(|l| l.campaign == *c)
                     .map(|l| (*li, l.seq, &e.body))
             });
-            let (admitted, refused) = tally(&mut v, &m, id, c, &campaign.purpose, revoked, records);
-            let want = close.per_source.iter().find(|p| p.source == *id);
-            let (wa, wr) = want.map(|p| (p.admitted, p.refused)).unwrap_or((0, 0));
-            if (wa, wr) != (admitted, refused) {
-                v.violation(format!(
-                    "campaign {} closed with {wa} admitted and {wr} refused examples of the source; its records naming it hold {admitted} and {refused}",
-                    c.short()
-                ));
-            } else {
-                v.notes.push(format!(
-                    "campaign {} (closed, {} records): {admitted} examples admitted, {refused} refused, as its close says",
-                    c.short(),
-                    close.entries
-                ));
-            }
+            let counted = tally(&mut v, &m, id, c, &campaign.purpose, revoked, records);
+            against_close(&mut v, id, &close, counted);
         }
         Ok(self.finish(v))
     }
@@ -265,22 +252,7 @@ impl Verifier {
         let finding = self.order(&vc)?;
         note_order(v, &vc, &finding, Some(id));
         match &vc.record {
-            Some(rec) => {
-                let want = rec.close.per_source.iter().find(|p| p.source == *id);
-                let (wa, wr) = want.map(|p| (p.admitted, p.refused)).unwrap_or((0, 0));
-                if (wa, wr) != (admitted, refused) {
-                    v.violation(format!(
-                        "campaign {} closed with {wa} admitted and {wr} refused examples of the source; its record holds {admitted} and {refused}",
-                        c.short()
-                    ));
-                } else {
-                    v.notes.push(format!(
-                        "campaign {} (closed, {} records): {admitted} examples admitted, {refused} refused, as its close says",
-                        c.short(),
-                        rec.chain.len()
-                    ));
-                }
-            }
+            Some(rec) => against_close(v, id, &rec.close, (admitted, refused)),
             None => v.violation(format!(
                 "campaign {} is not closed: its record cannot be shown complete ({admitted} admitted, {refused} refused so far)",
                 c.short()
@@ -338,6 +310,29 @@ impl Verifier {
             .ok_or_else(|| VerifyError::Incomplete(format!("campaign {id} is not closed")))?;
         crate::recompute::check_model(&self.node, rec, weights, &mut v)?;
         Ok(self.finish(v))
+    }
+}
+
+/// Checks the source's `(admitted, refused)` counts in a campaign's
+/// records against what its close states for the source.
+fn against_close(
+    v: &mut Verdict,
+    id: &Digest,
+    close: &provenance::CampaignClose,
+    (admitted, refused): (u64, u64),
+) {
+    let c = close.campaign.short();
+    let want = close.per_source.iter().find(|p| p.source == *id);
+    let (wa, wr) = want.map(|p| (p.admitted, p.refused)).unwrap_or((0, 0));
+    if (wa, wr) != (admitted, refused) {
+        v.violation(format!(
+            "campaign {c} closed with {wa} admitted and {wr} refused examples of the source; its records naming it hold {admitted} and {refused}"
+        ));
+    } else {
+        v.notes.push(format!(
+            "campaign {c} (closed, {} records): {admitted} examples admitted, {refused} refused, as its close says",
+            close.entries
+        ));
     }
 }
 
