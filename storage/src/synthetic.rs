@@ -80,7 +80,7 @@ pub fn certify(
 
 /// The store's latest checkpoint as the API shows it (without its note
 /// text), for sizing answers.
-pub fn certify_answer(store: &crate::Store) -> provenance::api::CheckpointAnswer {
+pub fn checkpoint_answer(store: &crate::Store) -> provenance::api::CheckpointAnswer {
     match store.latest_checkpoint() {
         Some(cp) => provenance::api::CheckpointAnswer::new(cp, String::new()),
         None => provenance::api::CheckpointAnswer::new(

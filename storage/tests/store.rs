@@ -309,37 +309,30 @@ fn refused_blocks_and_checkpoints_change_nothing() {
     // A checkpoint the consortium signed with a time that is not this
     // chain's stamp at that height.
     let head = store.head().clone();
-    let bad_time = sign_checkpoint(
-        Checkpoint {
-            version: 4,
-            origin: ORIGIN.into(),
-            size: head.log_size,
-            root: head.root,
-            height: head.height,
-            time: Timestamp(head.stamp.0 + 60_000),
-            index: head.index_root,
-        },
-        &dealt,
-        &signers,
-    );
+    // The head's checkpoint, signed by the consortium, with `time` and
+    // `index` as given.
+    let at_head = |time: Timestamp, index: Digest| {
+        sign_checkpoint(
+            Checkpoint {
+                version: 4,
+                origin: ORIGIN.into(),
+                size: head.log_size,
+                root: head.root,
+                height: head.height,
+                time,
+                index,
+            },
+            &dealt,
+            &signers,
+        )
+    };
+    let bad_time = at_head(Timestamp(head.stamp.0 + 60_000), head.index_root);
     match store.put_checkpoint(&bad_time, &dealt.keyring) {
         Err(StoreError::Checkpoint(m)) => assert!(m.contains("time"), "{m}"),
         other => panic!("a checkpoint with another time is refused, got {other:?}"),
     }
     // A checkpoint the consortium signed over another index root.
-    let bad_index = sign_checkpoint(
-        Checkpoint {
-            version: 4,
-            origin: ORIGIN.into(),
-            size: head.log_size,
-            root: head.root,
-            height: head.height,
-            time: head.stamp,
-            index: Digest([3; 32]),
-        },
-        &dealt,
-        &signers,
-    );
+    let bad_index = at_head(head.stamp, Digest([3; 32]));
     match store.put_checkpoint(&bad_index, &dealt.keyring) {
         Err(StoreError::Checkpoint(m)) => assert!(m.contains("index root"), "{m}"),
         other => panic!("a checkpoint with another index root is refused, got {other:?}"),

@@ -220,7 +220,7 @@ fn index_figures(store: &Store, work: &Workload, n: u64, samples: usize) -> stor
         .ok()
         .flatten()
         .ok_or_else(|| storage::StoreError::Corrupt("source 0 is not in the index".into()))?;
-    let cp = storage::synthetic::certify_answer(store);
+    let cp = storage::synthetic::checkpoint_answer(store);
     let t = Instant::now();
     let (mut json, mut gzip, mut binary, mut own) = (0u64, 0u64, 0u64, 0u64);
     for page in 0..page_count(value.count) {
