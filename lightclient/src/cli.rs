@@ -85,7 +85,8 @@ pub struct TrustArgs {
     #[arg(long, global = true)]
     pub state: Option<PathBuf>,
     /// Refuse (exit 2) answers proved under a checkpoint the consortium
-    /// signed more than this many seconds ago.
+    /// signed, and genesis's quorum of witnesses last cosigned, more than
+    /// this many seconds ago (at least twice genesis's witnessing interval).
     #[arg(long, global = true, value_name = "SECONDS")]
     pub max_age: Option<u64>,
     /// Give up (exit 2) when the nodes have not answered everything within
@@ -466,6 +467,16 @@ fn with_verifier(
             .with_deadline(deadline)
     };
     let mut v = Verifier::new(&genesis, client(first))?;
+    if let Some(max) = t.max_age {
+        let log = v.light().keyring().log();
+        let floor_s = 2 * log.witness_interval_ms().div_ceil(1000);
+        if log.witness_quorum() > 0 && max < floor_s {
+            return Err(VerifyError::Input(format!(
+                "--max-age {max} s cannot be met: genesis's witnesses cosign every {} ms, so a checkpoint may be {floor_s} s old (twice that) before it is witnessed again",
+                log.witness_interval_ms()
+            )));
+        }
+    }
     let mut state = match &t.state {
         Some(dir) => {
             let digest = provenance::Canonical::digest(&genesis::load_genesis(&genesis)?.0);
@@ -507,18 +518,26 @@ fn with_verifier(
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let age_s = now.saturating_sub(cp.checkpoint.time.0) / 1000;
+        let fresh = v.light().freshness(cp);
+        let age_s = now.saturating_sub(fresh.ms()) / 1000;
+        let k = &cp.checkpoint;
         if age_s > max {
-            let k = &cp.checkpoint;
             also(
                 &mut outcome,
                 VerifyError::TooOld {
                     height: k.height,
                     size: k.size,
-                    time: k.time.0,
+                    time: fresh.ms(),
+                    basis: fresh.source(),
                     age_s,
                     max_age_s: max,
                 },
+            );
+        } else if !json {
+            println!(
+                "  - fresh: checkpoint at height {} is {age_s} s old by {} (--max-age {max} s)",
+                k.height,
+                fresh.source()
             );
         }
     }

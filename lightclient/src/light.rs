@@ -1,7 +1,8 @@
 //! A light client: holds only the genesis file and trusts no node. It
-//! checks a checkpoint's consortium signature against genesis's group key,
-//! an entry's inclusion in a certified log, and that a later certified log
-//! extends an earlier one.
+//! checks a checkpoint's signatures against genesis's keys and its
+//! witnesses' cosignatures against genesis's witnesses, an entry's
+//! inclusion in a certified log, and that a later certified log extends an
+//! earlier one.
 
 use provenance::api::CheckpointAnswer;
 use provenance::merkle::{verify_consistency, verify_inclusion, LogHasher, TreeHasher};
@@ -18,11 +19,22 @@ pub enum VerifyError {
     /// The answer is malformed.
     #[error("malformed answer: {0}")]
     Malformed(String),
-    /// The checkpoint's signature is not the consortium's.
-    #[error("checkpoint at height {height} is not signed by the consortium of this genesis")]
+    /// The checkpoint's signatures are not the consortium's.
+    #[error("checkpoint at height {height} is not signed by the consortium of this genesis: {reason}")]
     BadCheckpoint {
         /// Height.
         height: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The checkpoint lacks the witnesses' cosignatures genesis requires,
+    /// or carries one that does not verify.
+    #[error("checkpoint at height {height} is not witnessed as genesis requires: {reason}")]
+    NotWitnessed {
+        /// Height.
+        height: u64,
+        /// Why.
+        reason: String,
     },
     /// A proof does not verify.
     #[error("proof rejected: {0}")]
@@ -55,14 +67,16 @@ pub enum VerifyError {
     },
     /// The answers were proved under a checkpoint older than `--max-age`:
     /// nothing inconsistent, but not current enough.
-    #[error("checkpoint at height {height} (log size {size}) was signed at {time} (Unix ms), {age_s} s ago: older than --max-age {max_age_s} s")]
+    #[error("checkpoint at height {height} (log size {size}) is fresh as of {time} (Unix ms, by {basis}), {age_s} s ago: older than --max-age {max_age_s} s")]
     TooOld {
         /// Its height.
         height: u64,
         /// Its log size.
         size: u64,
-        /// Its consortium-signed time (Unix ms).
+        /// Its freshness time (Unix ms).
         time: u64,
+        /// What that time is.
+        basis: &'static str,
         /// Its age by this machine's clock (s).
         age_s: u64,
         /// The bound (s).
@@ -111,8 +125,37 @@ impl VerifyError {
 #[derive(Debug)]
 pub struct LightClient {
     keyring: KeyRing,
-    origin: String,
     api_certificates: Vec<Vec<u8>>,
+    /// For each checkpoint height accepted with cosignatures, when genesis's
+    /// quorum of witnesses had cosigned it (POSIX seconds).
+    witnessed: std::sync::Mutex<std::collections::BTreeMap<u64, u64>>,
+}
+
+/// What a checkpoint's freshness rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// The consortium-signed time of its height (Unix ms).
+    Signed(u64),
+    /// The time by which genesis's quorum of witnesses had cosigned it
+    /// (Unix ms), newer than its signed time.
+    Witnessed(u64),
+}
+
+impl Freshness {
+    /// The time (Unix ms).
+    pub fn ms(self) -> u64 {
+        match self {
+            Freshness::Signed(t) | Freshness::Witnessed(t) => t,
+        }
+    }
+
+    /// Which time it is, in words.
+    pub fn source(self) -> &'static str {
+        match self {
+            Freshness::Signed(_) => "its consortium-signed time",
+            Freshness::Witnessed(_) => "its witnesses' cosignatures",
+        }
+    }
 }
 
 /// A node's answer that is not what the API documents is malformed (not a
@@ -136,7 +179,7 @@ impl LightClient {
                 .filter(|n| !n.api_certificate.0.is_empty())
                 .map(|n| n.api_certificate.0.clone())
                 .collect(),
-            origin: g.consortium_name,
+            witnessed: Default::default(),
         })
     }
 
@@ -150,33 +193,69 @@ impl LightClient {
         &self.keyring
     }
 
-    /// The signed checkpoint of a checkpoint answer (`/v1/checkpoint`, or
-    /// one embedded in another answer), its signature checked under
-    /// genesis.
+    /// The signed checkpoint of a checkpoint answer under which answers are
+    /// proved (`/v1/checkpoint`, or one embedded in another answer): its
+    /// signatures checked under genesis, and its cosignatures: each must
+    /// be a genesis witness's and verify, and genesis's quorum must be there.
     pub fn checkpoint_from_answer(&self, a: &CheckpointAnswer) -> Result<SignedCheckpoint, VerifyError> {
+        let cp = self.signed_from_answer(a)?;
+        let quorum_time = self
+            .keyring
+            .log()
+            .verify_cosignatures(&cp.checkpoint, &a.cosignatures)
+            .map_err(|e| VerifyError::NotWitnessed {
+                height: cp.checkpoint.height,
+                reason: e.to_string(),
+            })?;
+        if let Some(t) = quorum_time {
+            let mut w = self.witnessed.lock().unwrap_or_else(|p| p.into_inner());
+            let e = w.entry(cp.checkpoint.height).or_insert(t);
+            *e = (*e).max(t);
+        }
+        Ok(cp)
+    }
+
+    /// The signed checkpoint of an answer, its signatures checked under
+    /// genesis but not its cosignatures: for a past checkpoint (the one
+    /// that drew a campaign's order, one held from an earlier run) that is
+    /// checked against a witnessed one.
+    pub fn signed_from_answer(&self, a: &CheckpointAnswer) -> Result<SignedCheckpoint, VerifyError> {
         let cp = a.to_signed();
         self.verify_checkpoint(&cp)?;
         Ok(cp)
     }
 
-    /// Checks a checkpoint's origin and consortium signature.
+    /// Checks a checkpoint's origin and signatures: the consortium's BLS
+    /// signature or q validators' note signatures, every one present valid.
     pub fn verify_checkpoint(&self, cp: &SignedCheckpoint) -> Result<(), VerifyError> {
-        if cp.checkpoint.origin != self.origin || cp.verify(&self.keyring).is_err() {
-            return Err(VerifyError::BadCheckpoint {
-                height: cp.checkpoint.height,
-            });
-        }
-        Ok(())
+        cp.verify(&self.keyring).map_err(|e| VerifyError::BadCheckpoint {
+            height: cp.checkpoint.height,
+            reason: e.to_string(),
+        })
     }
 
-    /// Fetches and checks the node's latest checkpoint.
+    /// How fresh `cp` is: the newer of its consortium-signed time and the
+    /// time by which genesis's quorum of witnesses had cosigned it.
+    pub fn freshness(&self, cp: &SignedCheckpoint) -> Freshness {
+        let signed = cp.checkpoint.time.0;
+        let w = self.witnessed.lock().unwrap_or_else(|p| p.into_inner());
+        match w.get(&cp.checkpoint.height) {
+            Some(&t) if t.saturating_mul(1000) > signed => Freshness::Witnessed(t.saturating_mul(1000)),
+            _ => Freshness::Signed(signed),
+        }
+    }
+
+    /// Fetches and checks the node's latest checkpoint (with its
+    /// cosignatures).
     pub fn latest_checkpoint(&self, node: &Client) -> Result<SignedCheckpoint, VerifyError> {
         self.checkpoint_from_answer(&answer(node.checkpoint(None))?)
     }
 
-    /// Fetches and checks the checkpoint of a height.
+    /// Fetches and checks the checkpoint of a past height (its signatures,
+    /// not its cosignatures: a witness cosigns only the checkpoints nodes
+    /// submit to it).
     pub fn checkpoint_at(&self, node: &Client, height: u64) -> Result<SignedCheckpoint, VerifyError> {
-        self.checkpoint_from_answer(&answer(node.checkpoint(Some(height)))?)
+        self.signed_from_answer(&answer(node.checkpoint(Some(height)))?)
     }
 
     /// Checks that `leaf` (canonical entry bytes) is at `index` of the log

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::light::{LightClient, VerifyError};
 
 /// Format tag of a state file.
-pub const STATE_FORMAT: &str = "govtune-verifier-state/v3";
+pub const STATE_FORMAT: &str = "govtune-verifier-state/v4";
 
 /// Just the format tag, read first so an old file is named as such.
 #[derive(Deserialize)]
@@ -51,12 +51,16 @@ impl TrustState {
         let held = match std::fs::read(&path) {
             Ok(bytes) => {
                 let tag: Tag = serde_json::from_slice(&bytes).map_err(|e| input(&path, e))?;
-                if tag.format == "govtune-verifier-state/v1" || tag.format == "govtune-verifier-state/v2" {
+                if ["v1", "v2", "v3"]
+                    .map(|v| format!("govtune-verifier-state/{v}"))
+                    .contains(&tag.format)
+                {
                     return Err(input(
                         &path,
                         format!(
-                            "a {} file holds a checkpoint without an index root, \
-                             which this consortium no longer signs: remove it to start afresh",
+                            "a {} file holds a checkpoint of an earlier format (without \
+                             validators' note signatures), which this consortium no longer \
+                             signs: remove it to start afresh",
                             tag.format
                         ),
                     ));
@@ -68,7 +72,7 @@ impl TrustState {
                         format!("not a {STATE_FORMAT} file of genesis {genesis}"),
                     ));
                 }
-                Some(light.checkpoint_from_answer(&f.checkpoint)?)
+                Some(light.signed_from_answer(&f.checkpoint)?)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(input(&path, e)),
@@ -95,7 +99,7 @@ impl TrustState {
         let f = StateFile {
             format: STATE_FORMAT.into(),
             genesis: self.genesis,
-            checkpoint: CheckpointAnswer::new(cp, String::new()),
+            checkpoint: CheckpointAnswer::new(cp, Vec::new(), String::new()),
         };
         let text = serde_json::to_vec_pretty(&f).map_err(|e| input(&self.path, e))?;
         let tmp = self.path.with_extension("json.tmp");

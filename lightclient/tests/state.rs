@@ -45,8 +45,8 @@ fn certified(c: &genesis::Ceremony, size: u64, root: Digest, height: u64) -> Sig
 fn certified_at(c: &genesis::Ceremony, size: u64, root: Digest, height: u64, time: u64) -> SignedCheckpoint {
     let g = &c.dealt.genesis;
     let checkpoint = Checkpoint {
-        version: 4,
-        origin: g.consortium_name.clone(),
+        version: 5,
+        origin: g.origin.clone(),
         size,
         root,
         height,
@@ -75,6 +75,7 @@ fn certified_at(c: &genesis::Ceremony, size: u64, root: Digest, height: u64, tim
     SignedCheckpoint {
         checkpoint,
         signature,
+        validators: Vec::new(),
     }
 }
 
@@ -82,7 +83,7 @@ fn certified_at(c: &genesis::Ceremony, size: u64, root: Digest, height: u64, tim
 fn node_serving(cp: SignedCheckpoint) -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr").to_string();
-    let body = serde_json::to_vec(&CheckpointAnswer::new(&cp, String::new())).expect("json");
+    let body = serde_json::to_vec(&CheckpointAnswer::new(&cp, Vec::new(), String::new())).expect("json");
     std::thread::spawn(move || {
         for conn in l.incoming() {
             let Ok(mut conn) = conn else { continue };

@@ -116,15 +116,15 @@ impl ApiState {
     }
 
     /// The API's form of a checkpoint, with its C2SP note.
-    pub(crate) fn checkpoint_answer(&self, c: &SignedCheckpoint) -> CheckpointAnswer {
-        CheckpointAnswer::new(c, self.c2sp(c))
-    }
-
-    fn c2sp(&self, c: &SignedCheckpoint) -> String {
-        c.to_c2sp(
-            &self.genesis.consortium_name,
-            &self.keyring.consortium_public_key(),
-        )
+    /// The API's form of a checkpoint, with the cosignatures `st` keeps for
+    /// it and its C2SP note.
+    pub(crate) fn checkpoint_answer(&self, st: &Store, c: &SignedCheckpoint) -> CheckpointAnswer {
+        let cosignatures = st.cosignatures(c.checkpoint.height).unwrap_or_else(|e| {
+            tracing::warn!("cosignatures at height {}: {e}", c.checkpoint.height);
+            Vec::new()
+        });
+        let c2sp = c.to_c2sp(&self.keyring, &cosignatures);
+        CheckpointAnswer::new(c, cosignatures, c2sp)
     }
 
     pub(crate) fn store(&self) -> std::sync::RwLockReadGuard<'_, Store> {
@@ -709,19 +709,24 @@ async fn health(State(s): State<ApiState>) -> Json<HealthAnswer> {
 }
 
 async fn checkpoint(State(s): State<ApiState>, Query(q): Query<CheckpointQuery>) -> ApiResult {
-    let c = {
+    let a = {
         let st = s.store();
-        match q.height {
+        let c = match q.height {
             Some(h) => st.checkpoint(h).map_err(ApiError::internal)?,
-            None => st.latest_checkpoint().cloned(),
+            None => st.served_checkpoint().cloned(),
         }
-    }
-    .ok_or_else(|| ApiError::not_found("no certified checkpoint yet"))?;
+        .ok_or_else(|| match q.height {
+            Some(_) => ApiError::not_found("no certified checkpoint at that height"),
+            None if st.latest_checkpoint().is_some() => {
+                ApiError::not_found("no checkpoint has the cosignatures genesis requires yet")
+            }
+            None => ApiError::not_found("no certified checkpoint yet"),
+        })?;
+        s.checkpoint_answer(&st, &c)
+    };
     match q.format.as_deref() {
-        None | Some("json") => Ok(Json(s.checkpoint_answer(&c)).into_response()),
-        Some("c2sp") => {
-            Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], s.c2sp(&c)).into_response())
-        }
+        None | Some("json") => Ok(Json(a).into_response()),
+        Some("c2sp") => Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], a.c2sp).into_response()),
         Some(f) => Err(ApiError::bad(format!("unknown format {f:?}; use json or c2sp"))),
     }
 }
@@ -805,7 +810,7 @@ fn committed_status(s: &ApiState, d: &Digest) -> Result<Option<EntryAnswer>, Api
         match st.index_of(&d).map_err(ApiError::internal)? {
             Some(index) => {
                 let cp = st
-                    .latest_checkpoint()
+                    .served_checkpoint()
                     .cloned()
                     .filter(|c| c.checkpoint.size > index);
                 let size = cp
@@ -827,7 +832,7 @@ fn committed_status(s: &ApiState, d: &Digest) -> Result<Option<EntryAnswer>, Api
                         size,
                         leaf: Bytes(leaf),
                         proof,
-                        checkpoint: cp.map(|c| s.checkpoint_answer(&c)),
+                        checkpoint: cp.map(|c| s.checkpoint_answer(&st, &c)),
                     }),
                 })
             }
@@ -920,7 +925,7 @@ async fn campaign(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResul
     let order_checkpoint = st
         .order_checkpoint(&id)
         .map_err(ApiError::internal)?
-        .map(|cp| s.checkpoint_answer(&cp));
+        .map(|cp| s.checkpoint_answer(&st, &cp));
     Ok(Json(CampaignAnswer {
         id,
         campaign: c.campaign.clone(),

@@ -389,6 +389,7 @@ impl Member {
                             checkpoint: cp.clone(),
                             validator,
                             share: random_bytes(96),
+                            note: random_bytes(64),
                         },
                     );
                 }

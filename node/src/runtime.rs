@@ -166,6 +166,8 @@ pub(crate) struct Core {
     /// Its consortium key share (validators only: a signing member does
     /// not vote or sign checkpoints).
     pub(crate) consortium: Option<Arc<ConsortiumSigner>>,
+    /// Its checkpoint note key (validators only).
+    pub(crate) note_signer: Option<Arc<provenance::checkpoint::NoteSigner>>,
     pub(crate) store: Arc<RwLock<Store>>,
     pub(crate) engine: Engine<Ledger, BlsThreshold>,
     pub(crate) ledger: Ledger,
@@ -346,36 +348,38 @@ impl Core {
     fn sign_checkpoint(&mut self, height: u64, size: u64, root: Digest, index: Digest, time: Timestamp) {
         let cp = Checkpoint {
             version: Checkpoint::VERSION,
-            origin: self.genesis.consortium_name.clone(),
+            origin: self.genesis.origin.clone(),
             size,
             root,
             height,
             time,
             index,
         };
-        let Some(consortium) = &self.consortium else {
+        let (Some(consortium), Some(notes)) = (&self.consortium, &self.note_signer) else {
             return;
         };
         let share = consortium.sign_share(&cp.signing_message());
+        let note = notes.sign(&cp).signature;
         self.publish(
             Topic::Events,
             &Gossip::CheckpointShare {
                 checkpoint: cp.clone(),
                 validator: self.me,
                 share: share.share.clone(),
+                note: note.clone(),
             },
         );
-        self.add_share(cp, self.me, share.share);
+        self.add_share(cp, self.me, share.share, note);
     }
 
-    fn add_share(&mut self, cp: Checkpoint, validator: u16, share: Bytes) {
+    fn add_share(&mut self, cp: Checkpoint, validator: u16, share: Bytes, note: Bytes) {
         let (head, stored) = {
             let s = read(&self.store);
             (s.head().height, s.checkpoint(cp.height).ok().flatten())
         };
-        let actions = self
-            .checkpoints
-            .on_share(&self.keyring, head, stored.as_ref(), cp, validator, share);
+        let actions =
+            self.checkpoints
+                .on_share(&self.keyring, head, stored.as_ref(), cp, validator, share, note);
         self.apply_checkpoint_actions(actions);
     }
 
@@ -703,9 +707,10 @@ impl Core {
                     checkpoint,
                     validator,
                     share,
+                    note,
                 },
             ) => {
-                self.add_share(checkpoint, validator, share);
+                self.add_share(checkpoint, validator, share, note);
                 Verdict::Accept
             }
             (Topic::Events, Gossip::Checkpoint(signed)) => {

@@ -61,7 +61,7 @@ pub async fn run(
         .map_err(provenance::Error::from)?
         .role;
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| setup(&e))?;
-    let store = Store::open(&cfg.data_dir, &genesis.consortium_name, &keyring)?;
+    let store = Store::open(&cfg.data_dir, &genesis.origin, &keyring)?;
 
     let (chain, tip) = Ledger::restore_tip(&store)?;
     let kept = Ledger::kept_blocks(&store)?;
@@ -82,6 +82,7 @@ pub async fn run(
         max_skew_ms: genesis.max_clock_skew_ms,
     };
     let mut ledger = Ledger::new(store.clone(), keyring.clone(), limits, tip);
+    let note_signer = signers.note_signer().map(Arc::new);
     let consortium = signers.consortium.map(Arc::new);
     if consortium.is_some() != node.validator.is_some() {
         return Err(setup(
@@ -252,6 +253,7 @@ pub async fn run(
         me,
         signer: signers.authority,
         consortium,
+        note_signer,
         store: store.clone(),
         engine,
         ledger,

@@ -124,7 +124,7 @@ fn cite_digest(st: &Store, d: &Digest, size: u64) -> Result<CitedEntry, ApiError
 }
 
 fn latest(st: &Store) -> Result<SignedCheckpoint, ApiError> {
-    st.latest_checkpoint()
+    st.served_checkpoint()
         .cloned()
         .ok_or_else(|| ApiError::conflict("no certified checkpoint yet"))
 }
@@ -170,7 +170,7 @@ fn cited_listing(
         None => None,
     };
     Ok(Json(ListingAnswer {
-        checkpoint: s.checkpoint_answer(&cp),
+        checkpoint: s.checkpoint_answer(&st, &cp),
         entries,
         uncertified,
         next,
@@ -422,7 +422,7 @@ pub async fn post_trace(
         prompt: req.prompt,
         output: req.output,
         report_digest: report.digest(),
-        checkpoint: s.checkpoint_answer(&cp),
+        checkpoint: s.checkpoint_answer(&st, &cp),
         campaign_entry: cite(&st, campaign_index, size)?,
         close_entry: cite(&st, close_index, size)?,
         sources,

@@ -68,6 +68,7 @@ pub fn check(
             checkpoint,
             validator,
             share,
+            ..
         } => {
             let s = ConsortiumSignatureShare {
                 validator: *validator,

@@ -69,6 +69,8 @@ pub enum Gossip {
         validator: u16,
         /// Its consortium key share signature.
         share: Bytes,
+        /// Its Ed25519 note signature over the checkpoint's body.
+        note: Bytes,
     },
     /// A certified checkpoint (sent to a peer still collecting shares for a
     /// height this node has already certified).

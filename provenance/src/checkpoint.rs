@@ -1,6 +1,5 @@
-//! Checkpoints: (log origin, size, root, height, time) signed by the
-//! consortium's threshold key, and their C2SP `tlog-checkpoint` signed-note
-//! text.
+//! Checkpoints: (log origin, size, root, height, time, index) signed by the
+//! consortium, and their C2SP `tlog-checkpoint` signed-note text.
 //!
 //! The note body is
 //!
@@ -10,22 +9,32 @@
 //!
 //! (`height`, `time` and `index` are checkpoint extension lines; `index` is
 //! the root of the authenticated index of sources and campaigns at
-//! `size`, [`crate::index`]) and the consortium
-//! signature covers the domain-tagged body bytes. The signature line is
-//! `— <key name> <base64(key hash || signature)>`, where the key hash is the
-//! first four bytes of SHA-256(key name || "\n" || 0xff ||
-//! "govtune-bls12381-threshold" || group public key): 0xff is the signed-note
-//! type byte for algorithms without an assigned byte, followed by our
-//! algorithm's name.
+//! `size`, [`crate::index`]). The origin is unique to the consortium
+//! (chosen at genesis). A checkpoint carries two kinds of log signature,
+//! each a signature line named by the origin:
+//!
+//! * each signing validator's Ed25519 note signature over the body (type
+//!   0x01, its node key from genesis): any C2SP note verifier given the
+//!   validators' verifier keys checks these;
+//! * the consortium's threshold BLS signature over the domain-tagged body,
+//!   key id `SHA-256(origin || "\n" || 0xff || "govtune-bls12381-threshold"
+//!   || group public key)[:4]` (0xff: the type byte of algorithms without
+//!   an assigned one).
+//!
+//! A verifier accepts a checkpoint with the BLS signature or with q
+//! validator signatures, and refuses one with any signature that does not
+//! verify. Witnesses' cosignatures ([`Cosignature`], C2SP tlog-cosignature)
+//! are further signature lines, kept beside the checkpoint.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 use crate::codec::{limit, Canonical, DecodeError};
 use crate::crypto::{signing_message, KeyRing, SigningDomain};
 use crate::digest::{Bytes, Digest, ObjectKind};
+use crate::genesis::Genesis;
+use crate::note::{self, SignatureLine};
 use crate::Timestamp;
 
 const ALGORITHM: &[u8] = b"govtune-bls12381-threshold";
@@ -35,7 +44,7 @@ const ALGORITHM: &[u8] = b"govtune-bls12381-threshold";
 pub struct Checkpoint {
     /// Format version.
     pub version: u16,
-    /// Log origin (the consortium name).
+    /// Log origin (unique to the consortium, from genesis).
     pub origin: String,
     /// Number of leaves.
     pub size: u64,
@@ -55,8 +64,9 @@ pub struct Checkpoint {
 
 impl Canonical for Checkpoint {
     const KIND: ObjectKind = ObjectKind::Checkpoint;
-    /// 4: `index` added.
-    const VERSION: u16 = 4;
+    /// 4: `index` added. 5: signed checkpoints carry validators' note
+    /// signatures.
+    const VERSION: u16 = 5;
     fn declared_version(&self) -> u16 {
         self.version
     }
@@ -79,12 +89,41 @@ pub enum CheckpointError {
     /// The note text is not a well-formed checkpoint.
     #[error("malformed checkpoint note: {0}")]
     Malformed(&'static str),
-    /// No signature line by the consortium key.
-    #[error("no signature line by key {0:?}")]
-    NoSignature(String),
+    /// The checkpoint is another log's.
+    #[error("origin {found:?} is not this consortium's log {expected:?}")]
+    Origin {
+        /// The checkpoint's origin.
+        found: String,
+        /// Genesis's.
+        expected: String,
+    },
     /// The consortium signature does not verify.
     #[error("consortium signature does not verify")]
     BadSignature,
+    /// A validator's note signature does not verify, names no validator,
+    /// or repeats one.
+    #[error("validator {0}'s note signature does not verify, is not a validator's or is repeated")]
+    BadValidatorSignature(u16),
+    /// Neither the BLS signature nor q validator signatures.
+    #[error("signed by {have} validators and no consortium signature: q = {need} are required")]
+    TooFewSignatures {
+        /// Valid validator signatures.
+        have: usize,
+        /// q.
+        need: usize,
+    },
+    /// A cosignature does not verify, names no witness of genesis, or
+    /// repeats one.
+    #[error("cosignature by {0:?} does not verify, is not a genesis witness's or is repeated")]
+    BadCosignature(String),
+    /// Fewer valid cosignatures than genesis requires.
+    #[error("cosigned by {have} witnesses: genesis requires {need}")]
+    NotWitnessed {
+        /// Valid cosignatures.
+        have: usize,
+        /// Genesis's quorum.
+        need: usize,
+    },
 }
 
 impl Checkpoint {
@@ -107,24 +146,259 @@ impl Checkpoint {
     }
 }
 
-/// A checkpoint with its consortium signature.
+/// One validator's Ed25519 note signature over a checkpoint's body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidatorSignature {
+    /// Its validator index.
+    pub validator: u16,
+    /// Ed25519 signature (64 bytes) by its node key over the note body.
+    pub signature: Bytes,
+}
+
+/// A checkpoint with its log signatures.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedCheckpoint {
     /// The checkpoint.
     pub checkpoint: Checkpoint,
-    /// Combined consortium BLS signature (96 bytes).
+    /// Combined consortium BLS signature (96 bytes), or empty.
     pub signature: Bytes,
+    /// Validators' note signatures, by ascending validator index.
+    pub validators: Vec<ValidatorSignature>,
 }
 
 impl Canonical for SignedCheckpoint {
     const KIND: ObjectKind = ObjectKind::Checkpoint;
-    const VERSION: u16 = 4;
+    const VERSION: u16 = 5;
     fn declared_version(&self) -> u16 {
         self.checkpoint.version
     }
     fn check(&self) -> Result<(), DecodeError> {
         self.checkpoint.check()?;
-        limit(Self::KIND, "signature", self.signature.len(), 96)
+        limit(Self::KIND, "signature", self.signature.len(), 96)?;
+        limit(Self::KIND, "validators", self.validators.len(), 1024)?;
+        for v in &self.validators {
+            limit(Self::KIND, "validator signature", v.signature.len(), 64)?;
+        }
+        Ok(())
+    }
+}
+
+/// A validator's checkpoint note key (its node key).
+pub struct NoteSigner {
+    validator: u16,
+    key: ed25519_dalek::SigningKey,
+}
+
+impl std::fmt::Debug for NoteSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NoteSigner")
+            .field("validator", &self.validator)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NoteSigner {
+    /// Validator `validator`'s signer from its node secret.
+    pub fn new(validator: u16, node_secret: &[u8; 32]) -> Self {
+        Self {
+            validator,
+            key: ed25519_dalek::SigningKey::from_bytes(node_secret),
+        }
+    }
+
+    /// Its note signature over `cp`'s body.
+    pub fn sign(&self, cp: &Checkpoint) -> ValidatorSignature {
+        use ed25519_dalek::Signer as _;
+        ValidatorSignature {
+            validator: self.validator,
+            signature: Bytes(self.key.sign(cp.note_body().as_bytes()).to_bytes().to_vec()),
+        }
+    }
+}
+
+/// A witness's cosignature of a checkpoint (C2SP tlog-cosignature v1,
+/// Ed25519): a statement that, at `time`, this was the largest checkpoint
+/// of the log the witness had seen, consistent with every earlier one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cosignature {
+    /// The witness's name in genesis.
+    pub witness: String,
+    /// When it cosigned (POSIX seconds).
+    pub time: u64,
+    /// Ed25519 signature (64 bytes) over
+    /// [`note::cosignature_message`].
+    pub signature: Bytes,
+}
+
+impl Cosignature {
+    /// `witness` (named `name`, secret key `key`) cosigns `checkpoint` at
+    /// `time`.
+    pub fn sign(name: &str, key: &ed25519_dalek::SigningKey, checkpoint: &Checkpoint, time: u64) -> Self {
+        use ed25519_dalek::Signer as _;
+        let sig = key.sign(&note::cosignature_message(&checkpoint.note_body(), time));
+        Self {
+            witness: name.to_string(),
+            time,
+            signature: Bytes(sig.to_bytes().to_vec()),
+        }
+    }
+
+    /// Its signature line.
+    pub fn line(&self, key: &[u8; 32]) -> SignatureLine {
+        let mut blob = note::key_id(&self.witness, &[note::COSIGNATURE_V1], key).to_vec();
+        blob.extend_from_slice(&self.time.to_be_bytes());
+        blob.extend_from_slice(self.signature.as_slice());
+        SignatureLine {
+            name: self.witness.clone(),
+            blob,
+        }
+    }
+}
+
+/// The keys that sign a consortium's checkpoints and witness them, from
+/// genesis: the origin, each validator's note key, the consortium's BLS key
+/// id, q, the witnesses and their quorum.
+#[derive(Debug, Clone)]
+pub struct LogKeys {
+    origin: String,
+    validators: Vec<([u8; 32], [u8; 4])>,
+    q: usize,
+    witnesses: Vec<(String, [u8; 32], [u8; 4])>,
+    witness_quorum: usize,
+    witness_interval_ms: u64,
+}
+
+fn ed25519_verifies(key: &[u8; 32], message: &[u8], signature: &[u8]) -> bool {
+    let (Ok(k), Ok(s)) = (
+        ed25519_dalek::VerifyingKey::from_bytes(key),
+        ed25519_dalek::Signature::from_slice(signature),
+    ) else {
+        return false;
+    };
+    k.verify_strict(message, &s).is_ok()
+}
+
+impl LogKeys {
+    /// The log keys of a genesis (its keys were checked by
+    /// [`Genesis::validate`]).
+    pub(crate) fn from_genesis(g: &Genesis) -> Self {
+        let key32 = |b: &Bytes| <[u8; 32]>::try_from(b.as_slice()).unwrap_or([0; 32]);
+        Self {
+            origin: g.origin.clone(),
+            validators: g
+                .validators()
+                .map(|n| {
+                    let k = key32(&n.node_key);
+                    (k, note::key_id(&g.origin, &[note::ED25519], &k))
+                })
+                .collect(),
+            q: usize::from(g.consortium.q),
+            witnesses: g
+                .witnessing
+                .witnesses
+                .iter()
+                .map(|w| {
+                    let k = key32(&w.key);
+                    (
+                        w.name.clone(),
+                        k,
+                        note::key_id(&w.name, &[note::COSIGNATURE_V1], &k),
+                    )
+                })
+                .collect(),
+            witness_quorum: usize::from(g.witnessing.quorum),
+            witness_interval_ms: g.witnessing.interval_ms,
+        }
+    }
+
+    /// The log's origin.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Cosignatures a light client requires.
+    pub fn witness_quorum(&self) -> usize {
+        self.witness_quorum
+    }
+
+    /// How often nodes submit to the witnesses (ms).
+    pub fn witness_interval_ms(&self) -> u64 {
+        self.witness_interval_ms
+    }
+
+    /// The witnesses' names and keys, as genesis lists them.
+    pub fn witnesses(&self) -> impl Iterator<Item = (&str, &[u8; 32])> {
+        self.witnesses.iter().map(|(n, k, _)| (n.as_str(), k))
+    }
+
+    /// Each validator's C2SP verifier key, by validator index.
+    pub fn validator_verifier_keys(&self) -> Vec<String> {
+        self.validators
+            .iter()
+            .map(|(k, _)| note::verifier_key(&self.origin, note::ED25519, k))
+            .collect()
+    }
+
+    /// Validator `v`'s note key.
+    pub fn validator_key(&self, v: u16) -> Option<&[u8; 32]> {
+        self.validators.get(usize::from(v)).map(|(k, _)| k)
+    }
+
+    /// q: validator signatures that stand for the consortium.
+    pub fn q(&self) -> usize {
+        self.q
+    }
+
+    /// Checks validator `v`'s note signature over `cp`.
+    pub fn verify_validator(&self, cp: &Checkpoint, v: &ValidatorSignature) -> bool {
+        self.validator_key(v.validator)
+            .is_some_and(|k| ed25519_verifies(k, cp.note_body().as_bytes(), v.signature.as_slice()))
+    }
+
+    /// Checks one cosignature of `cp` by a genesis witness.
+    pub fn verify_cosignature(&self, cp: &Checkpoint, c: &Cosignature) -> bool {
+        c.time <= i64::MAX as u64
+            && self
+                .witnesses
+                .iter()
+                .find(|(n, _, _)| *n == c.witness)
+                .is_some_and(|(_, k, _)| {
+                    ed25519_verifies(
+                        k,
+                        &note::cosignature_message(&cp.note_body(), c.time),
+                        c.signature.as_slice(),
+                    )
+                })
+    }
+
+    /// Checks `cosignatures` of `cp`: every one must be a distinct genesis
+    /// witness's and verify, and at least the quorum must be there. Returns
+    /// the time (POSIX seconds) by which the quorum had cosigned (the
+    /// quorum-th newest cosignature), `None` when genesis requires none.
+    pub fn verify_cosignatures(
+        &self,
+        cp: &Checkpoint,
+        cosignatures: &[Cosignature],
+    ) -> Result<Option<u64>, CheckpointError> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut times = Vec::new();
+        for c in cosignatures {
+            if !seen.insert(c.witness.as_str()) || !self.verify_cosignature(cp, c) {
+                return Err(CheckpointError::BadCosignature(c.witness.clone()));
+            }
+            times.push(c.time);
+        }
+        if times.len() < self.witness_quorum {
+            return Err(CheckpointError::NotWitnessed {
+                have: times.len(),
+                need: self.witness_quorum,
+            });
+        }
+        if self.witness_quorum == 0 {
+            return Ok(None);
+        }
+        times.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(Some(times[self.witness_quorum - 1]))
     }
 }
 
@@ -151,120 +425,211 @@ fn extension(line: Option<&str>, name: &'static str) -> Result<u64, CheckpointEr
     text.parse().map_err(|_| malformed())
 }
 
-/// The signed-note key hash of the consortium key.
+/// The signed-note key id of the consortium's BLS key.
 pub fn note_key_hash(key_name: &str, group_key: &[u8; 48]) -> [u8; 4] {
-    let mut h = Sha256::new();
-    h.update(key_name.as_bytes());
-    h.update(b"\n");
-    h.update([0xff]);
-    h.update(ALGORITHM);
-    h.update(group_key);
-    let d = h.finalize();
-    [d[0], d[1], d[2], d[3]]
+    let mut kind = vec![0xff];
+    kind.extend_from_slice(ALGORITHM);
+    note::key_id(key_name, &kind, group_key)
 }
 
 impl SignedCheckpoint {
-    /// Verifies the consortium signature with the key ring from genesis.
+    /// Verifies the checkpoint's signatures under genesis: its origin, the
+    /// BLS signature if present, every validator signature present; and
+    /// that it has the BLS signature or q validator signatures.
     pub fn verify(&self, keyring: &KeyRing) -> Result<(), CheckpointError> {
-        if keyring.verify_consortium(&self.checkpoint.signing_message(), self.signature.as_slice()) {
-            Ok(())
-        } else {
-            Err(CheckpointError::BadSignature)
+        self.verify_with(keyring, |m, s| keyring.verify_consortium(m, s))
+    }
+
+    /// [`Self::verify`], checking the BLS signature with `bls` (a cache).
+    pub fn verify_with(
+        &self,
+        keyring: &KeyRing,
+        bls: impl FnOnce(&[u8], &[u8]) -> bool,
+    ) -> Result<(), CheckpointError> {
+        let keys = keyring.log();
+        let c = &self.checkpoint;
+        if c.origin != keys.origin() {
+            return Err(CheckpointError::Origin {
+                found: c.origin.clone(),
+                expected: keys.origin().to_string(),
+            });
         }
+        let mut last = None;
+        for v in &self.validators {
+            if last.is_some_and(|l| l >= v.validator) || !keys.verify_validator(c, v) {
+                return Err(CheckpointError::BadValidatorSignature(v.validator));
+            }
+            last = Some(v.validator);
+        }
+        if !self.signature.is_empty() {
+            if !bls(&c.signing_message(), self.signature.as_slice()) {
+                return Err(CheckpointError::BadSignature);
+            }
+            return Ok(());
+        }
+        if self.validators.len() < keys.q() {
+            return Err(CheckpointError::TooFewSignatures {
+                have: self.validators.len(),
+                need: keys.q(),
+            });
+        }
+        Ok(())
     }
 
-    /// The C2SP signed-note text, signed by key `key_name`.
-    pub fn to_c2sp(&self, key_name: &str, group_key: &[u8; 48]) -> String {
-        let mut blob = note_key_hash(key_name, group_key).to_vec();
-        blob.extend_from_slice(self.signature.as_slice());
-        format!(
-            "{}\n\u{2014} {} {}\n",
-            self.checkpoint.note_body(),
-            key_name,
-            B64.encode(blob)
-        )
+    /// The C2SP signed-note text: the body, each validator's signature
+    /// line, the consortium's BLS line, then `cosignatures`' lines (those of
+    /// genesis witnesses).
+    pub fn to_c2sp(&self, keyring: &KeyRing, cosignatures: &[Cosignature]) -> String {
+        let keys = keyring.log();
+        let origin = &self.checkpoint.origin;
+        let mut text = self.checkpoint.note_body();
+        text.push('\n');
+        for v in &self.validators {
+            if let Some(k) = keys.validator_key(v.validator) {
+                let mut blob = note::key_id(origin, &[note::ED25519], k).to_vec();
+                blob.extend_from_slice(v.signature.as_slice());
+                text.push_str(
+                    &SignatureLine {
+                        name: origin.clone(),
+                        blob,
+                    }
+                    .render(),
+                );
+            }
+        }
+        if !self.signature.is_empty() {
+            let mut blob = note_key_hash(origin, &keyring.consortium_public_key()).to_vec();
+            blob.extend_from_slice(self.signature.as_slice());
+            text.push_str(
+                &SignatureLine {
+                    name: origin.clone(),
+                    blob,
+                }
+                .render(),
+            );
+        }
+        for c in cosignatures {
+            if let Some((_, k)) = keys.witnesses().find(|(n, _)| *n == c.witness) {
+                text.push_str(&c.line(k).render());
+            }
+        }
+        text
     }
 
-    /// Parses C2SP text, taking the signature line of `key_name` (other
-    /// signature lines are ignored, as the signed-note spec requires). The
-    /// signature is not verified here: call [`Self::verify`].
-    pub fn from_c2sp(text: &str, key_name: &str, group_key: &[u8; 48]) -> Result<Self, CheckpointError> {
+    /// Parses C2SP text: the checkpoint with the validator and consortium
+    /// signature lines of genesis's keys, and the cosignatures of genesis's
+    /// witnesses. Lines of other keys are ignored, as the signed-note spec
+    /// requires; two lines of one key are refused. Nothing is verified
+    /// here: call [`Self::verify`] and [`LogKeys::verify_cosignatures`].
+    pub fn from_c2sp(text: &str, keyring: &KeyRing) -> Result<(Self, Vec<Cosignature>), CheckpointError> {
         use CheckpointError::Malformed;
         if text.len() > 64 * 1024 {
             return Err(Malformed("note longer than 64 KiB"));
         }
-        let split = text
-            .find("\n\n")
-            .ok_or(Malformed("no blank line before signatures"))?;
-        let (body, sigs) = (&text[..split + 1], &text[split + 2..]);
-        let mut lines = body
-            .strip_suffix('\n')
-            .ok_or(Malformed("body must end in a newline"))?
-            .split('\n');
-        let origin = lines
-            .next()
-            .filter(|o| !o.is_empty())
-            .ok_or(Malformed("missing origin"))?;
-        let size_line = lines.next().ok_or(Malformed("missing size"))?;
-        if size_line.is_empty()
-            || !size_line.bytes().all(|b| b.is_ascii_digit())
-            || (size_line.len() > 1 && size_line.starts_with('0'))
-        {
-            return Err(Malformed("size must be a decimal number without leading zeros"));
+        let (body, lines) = note::split(text).map_err(Malformed)?;
+        let checkpoint = parse_body(body)?;
+        let keys = keyring.log();
+        let origin = keys.origin();
+        let bls_id = note_key_hash(origin, &keyring.consortium_public_key());
+        let mut signature = None;
+        let mut validators = std::collections::BTreeMap::new();
+        let mut cosignatures: Vec<Cosignature> = Vec::new();
+        let twice = Malformed("two signature lines of one key");
+        for line in lines {
+            let Some(id) = line.key_id() else { continue };
+            let sig = &line.blob[4..];
+            if line.name == origin && id == bls_id && sig.len() == 96 {
+                if signature.replace(Bytes(sig.to_vec())).is_some() {
+                    return Err(twice);
+                }
+            } else if line.name == origin {
+                let found = (0..keys.validators.len()).find(|&v| keys.validators[v].1 == id);
+                if let (Some(v), 64) = (found, sig.len()) {
+                    let sig = ValidatorSignature {
+                        validator: v as u16,
+                        signature: Bytes(sig.to_vec()),
+                    };
+                    if validators.insert(v, sig).is_some() {
+                        return Err(twice);
+                    }
+                }
+            } else if let Some((name, _, _)) = keys
+                .witnesses
+                .iter()
+                .find(|(n, _, wid)| *n == line.name && *wid == id)
+            {
+                if sig.len() == 8 + 64 {
+                    if cosignatures.iter().any(|c| &c.witness == name) {
+                        return Err(twice);
+                    }
+                    let mut time = [0u8; 8];
+                    time.copy_from_slice(&sig[..8]);
+                    cosignatures.push(Cosignature {
+                        witness: name.clone(),
+                        time: u64::from_be_bytes(time),
+                        signature: Bytes(sig[8..].to_vec()),
+                    });
+                }
+            }
         }
-        let size: u64 = size_line.parse().map_err(|_| Malformed("size out of range"))?;
-        let root_bytes = B64
-            .decode(lines.next().ok_or(Malformed("missing root"))?)
-            .map_err(|_| Malformed("root is not base64"))?;
-        let root: [u8; 32] = root_bytes
-            .try_into()
-            .map_err(|_| Malformed("root is not 32 bytes"))?;
-        let height = extension(lines.next(), "height")?;
-        let time = Timestamp(extension(lines.next(), "time")?);
-        let index: [u8; 32] = lines
-            .next()
-            .and_then(|l| l.strip_prefix("index "))
-            .and_then(|b| B64.decode(b).ok())
-            .and_then(|b| b.try_into().ok())
-            .ok_or(Malformed("sixth line must be `index <base64 of 32 bytes>`"))?;
-        if lines.next().is_some() {
-            return Err(Malformed("unexpected extension lines"));
-        }
-        let checkpoint = Checkpoint {
-            version: Checkpoint::VERSION,
-            origin: origin.to_string(),
-            size,
-            root: Digest(root),
-            height,
-            time,
-            index: Digest(index),
+        let signed = SignedCheckpoint {
+            checkpoint,
+            signature: signature.unwrap_or_default(),
+            validators: validators.into_values().collect(),
         };
-        checkpoint.check().map_err(|_| Malformed("invalid origin"))?;
-        if checkpoint.note_body() != body {
-            return Err(Malformed("body is not in canonical form"));
-        }
-        let want_hash = note_key_hash(key_name, group_key);
-        for line in sigs.split_terminator('\n') {
-            let rest = line
-                .strip_prefix("\u{2014} ")
-                .ok_or(Malformed("signature lines start with an em dash and a space"))?;
-            let (name, b64) = rest
-                .split_once(' ')
-                .ok_or(Malformed("signature line needs a name and a signature"))?;
-            if name != key_name {
-                continue;
-            }
-            let blob = B64
-                .decode(b64)
-                .map_err(|_| Malformed("signature is not base64"))?;
-            if blob.len() != 4 + 96 || blob[..4] != want_hash {
-                continue;
-            }
-            return Ok(SignedCheckpoint {
-                checkpoint,
-                signature: Bytes(blob[4..].to_vec()),
-            });
-        }
-        Err(CheckpointError::NoSignature(key_name.to_string()))
+        Ok((signed, cosignatures))
     }
+}
+
+/// Parses a checkpoint note body (with its final newline), refusing any
+/// text that is not exactly what [`Checkpoint::note_body`] writes.
+pub fn parse_body(body: &str) -> Result<Checkpoint, CheckpointError> {
+    use CheckpointError::Malformed;
+    let mut lines = body
+        .strip_suffix('\n')
+        .ok_or(Malformed("body must end in a newline"))?
+        .split('\n');
+    let origin = lines
+        .next()
+        .filter(|o| !o.is_empty())
+        .ok_or(Malformed("missing origin"))?;
+    let size_line = lines.next().ok_or(Malformed("missing size"))?;
+    if size_line.is_empty()
+        || !size_line.bytes().all(|b| b.is_ascii_digit())
+        || (size_line.len() > 1 && size_line.starts_with('0'))
+    {
+        return Err(Malformed("size must be a decimal number without leading zeros"));
+    }
+    let size: u64 = size_line.parse().map_err(|_| Malformed("size out of range"))?;
+    let root_bytes = B64
+        .decode(lines.next().ok_or(Malformed("missing root"))?)
+        .map_err(|_| Malformed("root is not base64"))?;
+    let root: [u8; 32] = root_bytes
+        .try_into()
+        .map_err(|_| Malformed("root is not 32 bytes"))?;
+    let height = extension(lines.next(), "height")?;
+    let time = Timestamp(extension(lines.next(), "time")?);
+    let index: [u8; 32] = lines
+        .next()
+        .and_then(|l| l.strip_prefix("index "))
+        .and_then(|b| B64.decode(b).ok())
+        .and_then(|b| b.try_into().ok())
+        .ok_or(Malformed("sixth line must be `index <base64 of 32 bytes>`"))?;
+    if lines.next().is_some() {
+        return Err(Malformed("unexpected extension lines"));
+    }
+    let checkpoint = Checkpoint {
+        version: Checkpoint::VERSION,
+        origin: origin.to_string(),
+        size,
+        root: Digest(root),
+        height,
+        time,
+        index: Digest(index),
+    };
+    checkpoint.check().map_err(|_| Malformed("invalid origin"))?;
+    if checkpoint.note_body() != body {
+        return Err(Malformed("body is not in canonical form"));
+    }
+    Ok(checkpoint)
 }

@@ -22,6 +22,7 @@
 //!   check that every selected record was replayed.
 //! * [`merkle`]: RFC 9162 trees, inclusion and consistency proofs.
 //! * [`checkpoint`]: consortium-signed checkpoints and C2SP note text.
+//! * [`note`]: C2SP signed-note lines, verifier keys and cosignatures.
 #![deny(missing_docs)]
 
 pub mod admission;
@@ -42,6 +43,7 @@ pub mod ids;
 pub mod index;
 pub mod manifest;
 pub mod merkle;
+pub mod note;
 pub mod order;
 pub mod policy;
 pub mod record;
@@ -54,7 +56,9 @@ pub use admission::{admit, admit_committed, check_memorisation, Admission, Admis
 pub use block::BlockHeader;
 pub use campaign::{BaseModel, Campaign, CampaignClose, ModelShape, SketchSpec, SourceCount};
 pub use chain::EventView;
-pub use checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint};
+pub use checkpoint::{
+    Checkpoint, CheckpointError, Cosignature, LogKeys, SignedCheckpoint, ValidatorSignature,
+};
 pub use codec::{decode, Canonical, DecodeError};
 pub use crypto::{
     AuthoritySignature, AuthoritySigner, CoSignature, CoSigner, KeyRing, SignatureError, SignatureScheme,

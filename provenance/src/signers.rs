@@ -313,7 +313,7 @@ mod tests {
     fn a_checkpoint_needs_no_authority_and_references_nothing() {
         let view = crate::entry::MemoryLedgerView::default();
         let body = EntryBody::Checkpoint(crate::checkpoint::Checkpoint {
-            version: 4,
+            version: 5,
             origin: "o".into(),
             size: 0,
             root: Digest::ZERO,

@@ -28,7 +28,19 @@ fn signed_checkpoint() -> SignedCheckpoint {
             index: Digest([9; 32]),
         },
         signature: Bytes(vec![0xab; 96]),
+        validators: vec![provenance::ValidatorSignature {
+            validator: 2,
+            signature: Bytes(vec![0xcd; 64]),
+        }],
     }
+}
+
+fn cosignatures() -> Vec<provenance::Cosignature> {
+    vec![provenance::Cosignature {
+        witness: "witness.example/w1".into(),
+        time: 1_764_000_001,
+        signature: Bytes(vec![0xef; 64]),
+    }]
 }
 
 fn checkpoint_wire() -> Value {
@@ -41,6 +53,8 @@ fn checkpoint_wire() -> Value {
         "time": 1_764_000_000_000u64,
         "index": c.checkpoint.index,
         "signature": hex::encode(c.signature.as_slice()),
+        "validators": [{"validator": 2, "signature": hex::encode([0xcd; 64])}],
+        "cosignatures": [{"witness": "witness.example/w1", "time": 1_764_000_001u64, "signature": hex::encode([0xef; 64])}],
         "c2sp": "note\n",
     })
 }
@@ -48,7 +62,7 @@ fn checkpoint_wire() -> Value {
 #[test]
 fn a_checkpoint_answer_is_the_checkpoint_with_hex_signature_and_note() {
     let c = signed_checkpoint();
-    let a = CheckpointAnswer::new(&c, "note\n".into());
+    let a = CheckpointAnswer::new(&c, cosignatures(), "note\n".into());
     same(&a, checkpoint_wire());
     assert_eq!(a.to_signed(), c);
     assert_eq!(
@@ -123,7 +137,7 @@ fn an_entry_answer_is_committed_pending_or_refused() {
         json!({ "digest": d, "status": "committed", "index": 5, "size": 17,
                 "leaf": hex::encode(&leaf), "proof": proof, "checkpoint": checkpoint })
     };
-    let cp = CheckpointAnswer::new(&signed_checkpoint(), "note\n".into());
+    let cp = CheckpointAnswer::new(&signed_checkpoint(), cosignatures(), "note\n".into());
     same(&committed(Some(cp)), wire(checkpoint_wire()));
     same(&committed(None), wire(Value::Null));
     assert_eq!(committed(None).state.committed().map(|c| c.index), Some(5));
@@ -274,7 +288,7 @@ fn a_listing_embeds_the_checkpoint_answer() {
     };
     same(
         &ListingAnswer {
-            checkpoint: CheckpointAnswer::new(&signed_checkpoint(), "note\n".into()),
+            checkpoint: CheckpointAnswer::new(&signed_checkpoint(), cosignatures(), "note\n".into()),
             entries: vec![cited.clone()],
             uncertified: 2,
             next: Some(0),

@@ -116,7 +116,7 @@ fn revocation(w: &World) -> Revocation {
 
 fn checkpoint() -> Checkpoint {
     Checkpoint {
-        version: 4,
+        version: 5,
         origin: "govtune-testnet".into(),
         size: 12,
         root: Digest([12; 32]),

@@ -10,13 +10,24 @@ use provenance::Canonical;
 
 fn sample_checkpoint() -> provenance::Checkpoint {
     provenance::Checkpoint {
-        version: 4,
+        version: 5,
         origin: "govtune-testnet".into(),
         size: 17,
         root: provenance::Digest([7; 32]),
         height: 9,
         time: provenance::Timestamp(1_764_000_000_000),
         index: provenance::Digest([9; 32]),
+    }
+}
+
+fn sample_signed_checkpoint() -> provenance::SignedCheckpoint {
+    provenance::SignedCheckpoint {
+        checkpoint: sample_checkpoint(),
+        signature: provenance::Bytes(vec![0xab; 96]),
+        validators: vec![provenance::ValidatorSignature {
+            validator: 2,
+            signature: provenance::Bytes(vec![0xcd; 64]),
+        }],
     }
 }
 
@@ -30,6 +41,7 @@ fn sample_object_digests_are_frozen() {
         ("step-event", w.step_event().digest().to_hex()),
         ("genesis", fixture().dealt.genesis.digest().to_hex()),
         ("checkpoint", sample_checkpoint().digest().to_hex()),
+        ("signed-checkpoint", sample_signed_checkpoint().digest().to_hex()),
     ];
     let want = [
         (
@@ -50,11 +62,15 @@ fn sample_object_digests_are_frozen() {
         ),
         (
             "genesis",
-            "821a7340f7cbe74600a44232d305b3c5e1b4557e3b018522148658185cac9a42",
+            "0e9fde9b723bd94451d12d619ad7c1b717a058840a24ee6a0f25f51549f9b69b",
         ),
         (
             "checkpoint",
-            "a32de053d9bd625d63375ab0e7bfc621140e3b9dd1e60738173f6b11222bfeee",
+            "13982392b7ca4d0ff74cd81d9476255ed715a81702bdc6b5ecec50ca7447119d",
+        ),
+        (
+            "signed-checkpoint",
+            "1851441325ec75c5783eefdf61731a88f24de89029b6e9d2a475887d5904a4d5",
         ),
     ];
     for ((name, g), (_, w)) in got.iter().zip(want.iter()) {

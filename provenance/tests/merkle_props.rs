@@ -113,29 +113,15 @@ fn a_wrong_tree_size_is_caught_by_the_signed_checkpoint() {
     let f = common::fixture();
     let (t, _) = tree(100);
     let cp = Checkpoint {
-        version: 4,
-        origin: "govtune-testnet".into(),
+        version: 5,
+        origin: f.dealt.genesis.origin.clone(),
         size: 100,
         root: t.root(),
         height: 9,
         time: provenance::Timestamp(1_764_000_000_000),
         index: provenance::Digest([9; 32]),
     };
-    let msg = cp.signing_message();
-    let shares: Vec<_> = f
-        .signers
-        .iter()
-        .take(3)
-        .map(|s| s.consortium.as_ref().expect("a validator").sign_share(&msg))
-        .collect();
-    let sig = f
-        .keyring()
-        .combine_consortium_shares(&msg, &shares)
-        .expect("q shares combine");
-    let signed = SignedCheckpoint {
-        checkpoint: cp,
-        signature: sig,
-    };
+    let signed = common::sign_checkpoint(cp, 3, 3);
     signed.verify(f.keyring()).expect("checkpoint verifies");
 
     for size in [99u64, 101, 64, 128] {
@@ -162,33 +148,20 @@ fn a_wrong_tree_size_is_caught_by_the_signed_checkpoint() {
 fn checkpoints_round_trip_through_c2sp_text() {
     let f = common::fixture();
     let (t, _) = tree(5);
+    let origin = f.dealt.genesis.origin.clone();
     let cp = Checkpoint {
-        version: 4,
-        origin: "govtune-testnet".into(),
+        version: 5,
+        origin: origin.clone(),
         size: 5,
         root: t.root(),
         height: 3,
         time: provenance::Timestamp(1_764_000_000_000),
         index: provenance::Digest([9; 32]),
     };
-    let msg = cp.signing_message();
-    let shares: Vec<_> = f
-        .signers
-        .iter()
-        .skip(1)
-        .map(|s| s.consortium.as_ref().expect("a validator").sign_share(&msg))
-        .collect();
-    let signature = f
-        .keyring()
-        .combine_consortium_shares(&msg, &shares)
-        .expect("combine");
-    let signed = SignedCheckpoint {
-        checkpoint: cp,
-        signature,
-    };
-    let pk = f.keyring().consortium_public_key();
-    let text = signed.to_c2sp("govtune-testnet", &pk);
-    assert!(text.starts_with("govtune-testnet\n5\n"));
+    let signed = common::sign_checkpoint(cp, 3, 3);
+    let k = f.keyring();
+    let text = signed.to_c2sp(k, &[]);
+    assert!(text.starts_with(&format!("{origin}\n5\n")));
     assert!(
         text.contains(&format!(
             "\nheight 3\ntime 1764000000000\nindex {}\n\n",
@@ -196,6 +169,8 @@ fn checkpoints_round_trip_through_c2sp_text() {
         )),
         "{text}"
     );
+    // Three validator lines and the consortium's, all named by the origin.
+    assert_eq!(text.matches(&format!("\u{2014} {origin} ")).count(), 4, "{text}");
     // A note without its index line, or with a malformed one, is refused.
     let cut = text.replace(
         &format!(
@@ -204,16 +179,44 @@ fn checkpoints_round_trip_through_c2sp_text() {
         ),
         "",
     );
-    assert!(SignedCheckpoint::from_c2sp(&cut, "govtune-testnet", &pk).is_err());
+    assert!(SignedCheckpoint::from_c2sp(&cut, k).is_err());
     let bad = text.replace("\nindex ", "\nindex x");
-    assert!(SignedCheckpoint::from_c2sp(&bad, "govtune-testnet", &pk).is_err());
-    assert!(text.contains("\n\n\u{2014} govtune-testnet "));
-    let back = SignedCheckpoint::from_c2sp(&text, "govtune-testnet", &pk).expect("parses");
+    assert!(SignedCheckpoint::from_c2sp(&bad, k).is_err());
+    let (back, cosigs) = SignedCheckpoint::from_c2sp(&text, k).expect("parses");
     assert_eq!(back, signed);
-    back.verify(f.keyring()).expect("verifies");
+    assert!(cosigs.is_empty());
+    back.verify(k).expect("verifies");
 
-    // Another key name is ignored, so no signature is found.
-    assert!(SignedCheckpoint::from_c2sp(&text, "someone-else", &pk).is_err());
+    // Lines of unknown keys are ignored: with the origin renamed, no
+    // signature is found and the checkpoint does not verify.
+    let renamed = text.replace(&format!("\u{2014} {origin} "), "\u{2014} someone.else/log ");
+    let (none, _) = SignedCheckpoint::from_c2sp(&renamed, k).expect("parses");
+    assert!(none.signature.is_empty() && none.validators.is_empty());
+    assert!(none.verify(k).is_err());
+    // Only the validators' lines: q of them stand for the consortium.
+    let bls_line = text
+        .lines()
+        .filter(|l| l.starts_with('\u{2014}'))
+        .find(|l| l.len() > 150)
+        .expect("the BLS line is the longest");
+    let without_bls = text.replace(&format!("{bls_line}\n"), "");
+    let (ed_only, _) = SignedCheckpoint::from_c2sp(&without_bls, k).expect("parses");
+    assert!(ed_only.signature.is_empty());
+    ed_only.verify(k).expect("q validator signatures verify");
+    let two = common::sign_checkpoint(signed.checkpoint.clone(), 0, 2);
+    assert_eq!(
+        two.verify(k),
+        Err(provenance::CheckpointError::TooFewSignatures { have: 2, need: 3 })
+    );
+    let mut forged = signed.clone();
+    forged.validators[1].signature.0[7] ^= 1;
+    assert!(
+        forged.verify(k).is_err(),
+        "a bad validator line fails even beside a good BLS one"
+    );
+    let mut repeated = ed_only.clone();
+    repeated.validators[1] = repeated.validators[0].clone();
+    assert!(repeated.verify(k).is_err());
     // Non-canonical or malformed bodies are refused.
     for bad in [
         text.replacen("\n5\n", "\n05\n", 1),
@@ -228,17 +231,16 @@ fn checkpoints_round_trip_through_c2sp_text() {
         text.replacen("\u{2014} ", "- ", 1),
         String::new(),
     ] {
-        assert!(
-            SignedCheckpoint::from_c2sp(&bad, "govtune-testnet", &pk).is_err(),
-            "{bad:?}"
-        );
+        assert!(SignedCheckpoint::from_c2sp(&bad, k).is_err(), "{bad:?}");
     }
     // A tampered size or time parses but does not verify.
-    let lie = SignedCheckpoint::from_c2sp(&text.replacen("\n5\n", "\n6\n", 1), "govtune-testnet", &pk)
-        .expect("parses");
-    assert!(lie.verify(f.keyring()).is_err());
+    let (lie, _) = SignedCheckpoint::from_c2sp(&text.replacen("\n5\n", "\n6\n", 1), k).expect("parses");
+    assert!(lie.verify(k).is_err());
     let later = text.replacen("time 1764000000000", "time 1764000060000", 1);
-    let lie = SignedCheckpoint::from_c2sp(&later, "govtune-testnet", &pk).expect("parses");
+    let (lie, _) = SignedCheckpoint::from_c2sp(&later, k).expect("parses");
     assert_eq!(lie.checkpoint.time, provenance::Timestamp(1_764_000_060_000));
-    assert!(lie.verify(f.keyring()).is_err());
+    assert!(lie.verify(k).is_err());
+    let (lie, _) =
+        SignedCheckpoint::from_c2sp(&without_bls.replacen("\n5\n", "\n6\n", 1), k).expect("parses");
+    assert!(lie.verify(k).is_err());
 }

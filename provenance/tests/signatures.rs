@@ -321,6 +321,8 @@ fn threshold_consortium() -> provenance::genesis::Dealt {
     };
     let desc = ConsortiumDescription {
         name: "threshold-net".into(),
+        origin: None,
+        witnessing: Default::default(),
         max_clock_skew_ms: 2000,
         params: Default::default(),
         authorities: vec![

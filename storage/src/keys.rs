@@ -28,8 +28,11 @@ pub const CF_PENDING: &str = "pending";
 /// The authenticated index of sources and campaigns (`crate::authindex`).
 pub const CF_AUTHINDEX: &str = "authindex";
 
+/// Witnesses' cosignatures of checkpoints, by height.
+pub const CF_COSIGNATURES: &str = "cosignatures";
+
 /// Every column family.
-pub const ALL_CFS: [&str; 11] = [
+pub const ALL_CFS: [&str; 12] = [
     CF_META,
     CF_BLOCKS,
     CF_ENTRIES,
@@ -41,6 +44,7 @@ pub const ALL_CFS: [&str; 11] = [
     CF_STATE,
     CF_PENDING,
     CF_AUTHINDEX,
+    CF_COSIGNATURES,
 ];
 
 /// Meta key of the store head.
@@ -51,11 +55,15 @@ pub const META_SAFETY: &[u8] = b"safety";
 pub const META_UNFINALIZED: &[u8] = b"unfinalized/";
 /// Meta key of the latest checkpoint's height.
 pub const META_LATEST_CHECKPOINT: &[u8] = b"latest-checkpoint";
+/// Meta key of the height of the latest checkpoint with the cosignatures
+/// genesis requires.
+pub const META_LATEST_WITNESSED: &[u8] = b"latest-witnessed";
 /// Meta key of the store's format ([`STORE_FORMAT`]).
 pub const META_FORMAT: &[u8] = b"format";
 /// The store's format: the log's tree is RFC 6962 over SHA-256. A store
 /// without it (its tree hashed with SHA3-256) is refused, never rehashed.
-pub const STORE_FORMAT: &[u8] = b"govtune-store/v5 log=rfc6962-sha256 entry=v3 index=smt-sha256";
+pub const STORE_FORMAT: &[u8] =
+    b"govtune-store/v6 log=rfc6962-sha256 entry=v3 index=smt-sha256 checkpoint=v5";
 
 /// A u64 key.
 pub fn u64_key(n: u64) -> [u8; 8] {

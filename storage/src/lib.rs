@@ -69,8 +69,8 @@ use provenance::block::entries_root;
 use provenance::codec::{decode_raw, encode, DecodeError};
 use provenance::merkle::{LogHasher, SubtreeSource, TreeHasher};
 use provenance::{
-    decode, BlockHeader, Bytes, Canonical, Digest, KeyRing, LedgerEntry, LedgerState, SignedCheckpoint,
-    StateError, StateKey, Timestamp,
+    decode, BlockHeader, Bytes, Canonical, Cosignature, Digest, KeyRing, LedgerEntry, LedgerState,
+    SignedCheckpoint, StateError, StateKey, Timestamp,
 };
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
@@ -182,7 +182,7 @@ fn read_record<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8])
 /// The refusal of a store written in format `found` (none: v1).
 fn earlier_format(found: Option<&[u8]>) -> StoreError {
     StoreError::Recovery(format!(
-        "this store was written by an earlier govtune (format {:?}; this one writes {:?}: the log is RFC 6962 over SHA-256, its entries carry replay audits and it keeps the authenticated index of sources and campaigns) and is not converted: start the node on an empty data_dir under the new genesis",
+        "this store was written by an earlier govtune (format {:?}; this one writes {:?}: the log is RFC 6962 over SHA-256, its entries carry replay audits, it keeps the authenticated index of sources and campaigns, and its checkpoints carry validators' note signatures and witnesses' cosignatures) and is not converted: start the node on an empty data_dir under the new genesis",
         found.map(|f| String::from_utf8_lossy(f).to_string()).unwrap_or_else(|| "v1".into()),
         String::from_utf8_lossy(STORE_FORMAT),
     ))
@@ -214,13 +214,9 @@ impl<'a> VerifiedCheckpoint<'a> {
         keyring: &KeyRing,
         verified: &provenance::crypto::VerifiedSignatures,
     ) -> Result<Self> {
-        if verified.verify_signature(keyring, &cp.checkpoint.signing_message(), cp.signature.as_slice()) {
-            Ok(Self(cp))
-        } else {
-            Err(StoreError::Checkpoint(
-                "the consortium signature does not verify".into(),
-            ))
-        }
+        cp.verify_with(keyring, |m, s| verified.verify_signature(keyring, m, s))
+            .map_err(|e| StoreError::Checkpoint(e.to_string()))?;
+        Ok(Self(cp))
     }
 }
 
@@ -232,6 +228,8 @@ pub struct Store {
     frontier: Frontier,
     state: LedgerState,
     latest_checkpoint: Option<SignedCheckpoint>,
+    latest_witnessed: Option<SignedCheckpoint>,
+    witness_quorum: usize,
 }
 
 impl std::fmt::Debug for Store {
@@ -291,6 +289,8 @@ impl Store {
             frontier: Frontier::default(),
             state: LedgerState::new(),
             latest_checkpoint: None,
+            latest_witnessed: None,
+            witness_quorum: keyring.log().witness_quorum(),
         };
         store.recover(keyring)?;
         Ok(store)
@@ -357,6 +357,19 @@ impl Store {
                 )));
             }
             self.latest_checkpoint = Some(cp);
+        }
+        if let Some(h) = self.db.get_cf(self.cf(CF_META)?, META_LATEST_WITNESSED)? {
+            let height = parse_u64(&h).ok_or_else(|| StoreError::Corrupt("latest witnessed key".into()))?;
+            let cp = self.checkpoint(height)?.ok_or_else(|| {
+                StoreError::Recovery(format!(
+                    "latest witnessed checkpoint (height {height}) is missing"
+                ))
+            })?;
+            keyring
+                .log()
+                .verify_cosignatures(&cp.checkpoint, &self.cosignatures(height)?)
+                .map_err(|e| StoreError::Recovery(format!("checkpoint at height {height}: {e}")))?;
+            self.latest_witnessed = Some(cp);
         }
         let cf = self.cf(CF_STATE)?;
         let mut records = Vec::new();
@@ -599,6 +612,67 @@ impl Store {
     /// The latest stored checkpoint.
     pub fn latest_checkpoint(&self) -> Option<&SignedCheckpoint> {
         self.latest_checkpoint.as_ref()
+    }
+
+    /// The checkpoint answers are proved under: the latest one with the
+    /// cosignatures genesis requires (the latest stored one if it requires
+    /// none).
+    pub fn served_checkpoint(&self) -> Option<&SignedCheckpoint> {
+        if self.witness_quorum == 0 {
+            self.latest_checkpoint.as_ref()
+        } else {
+            self.latest_witnessed.as_ref()
+        }
+    }
+
+    /// The witnesses' cosignatures kept for the checkpoint at `height`.
+    pub fn cosignatures(&self, height: u64) -> Result<Vec<Cosignature>> {
+        match self.db.get_cf(self.cf(CF_COSIGNATURES)?, u64_key(height))? {
+            Some(b) => read_record("cosignatures", &b),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Keeps the cosignatures in `new` of the stored checkpoint at `height`
+    /// that verify under genesis (a witness's newer one replaces its older);
+    /// returns how many the checkpoint now has. The checkpoint becomes the
+    /// served one once it has genesis's quorum and is the newest that does.
+    pub fn put_cosignatures(&mut self, height: u64, new: &[Cosignature], keyring: &KeyRing) -> Result<usize> {
+        let cp = self
+            .checkpoint(height)?
+            .ok_or_else(|| StoreError::Checkpoint(format!("no checkpoint at height {height}")))?;
+        let log = keyring.log();
+        let mut kept = self.cosignatures(height)?;
+        for c in new {
+            if !log.verify_cosignature(&cp.checkpoint, c) {
+                return Err(StoreError::Checkpoint(format!(
+                    "cosignature by {:?} at height {height} does not verify",
+                    c.witness
+                )));
+            }
+            match kept.iter_mut().find(|k| k.witness == c.witness) {
+                Some(k) if k.time < c.time => *k = c.clone(),
+                Some(_) => {}
+                None => kept.push(c.clone()),
+            }
+        }
+        kept.sort_by(|a, b| a.witness.cmp(&b.witness));
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_COSIGNATURES)?, u64_key(height), record(&kept));
+        let witnessed = self.witness_quorum > 0
+            && kept.len() >= self.witness_quorum
+            && self
+                .latest_witnessed
+                .as_ref()
+                .is_none_or(|l| l.checkpoint.height <= height);
+        if witnessed {
+            batch.put_cf(self.cf(CF_META)?, META_LATEST_WITNESSED, u64_key(height));
+        }
+        self.write_synced(batch)?;
+        if witnessed {
+            self.latest_witnessed = Some(cp);
+        }
+        Ok(kept.len())
     }
 
     /// Persists the consensus safety state (synced before returning, so a

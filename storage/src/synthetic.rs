@@ -17,13 +17,16 @@ use rand_chacha::ChaCha20Rng;
 use crate::StoreError;
 
 /// The log origin of the synthetic consortium.
-pub const ORIGIN: &str = "govtune-testnet";
+pub const ORIGIN: &str = "synthetic.govtune.invalid/log";
 
 /// The synthetic consortium: the default 4-node testnet dealt from a fixed
 /// seed, so a test and a child process it spawns hold the same keys.
 pub fn consortium() -> (Dealt, Vec<NodeSigners>) {
     let dealt = deal(
-        &ConsortiumDescription::local_testnet(7100, 8100),
+        &ConsortiumDescription {
+            origin: Some(ORIGIN.into()),
+            ..ConsortiumDescription::local_testnet(7100, 8100)
+        },
         Timestamp(1),
         &mut ChaCha20Rng::seed_from_u64(1),
     )
@@ -32,7 +35,8 @@ pub fn consortium() -> (Dealt, Vec<NodeSigners>) {
     (dealt, signers)
 }
 
-/// `cp` signed by q = 3 of the synthetic consortium's validators.
+/// `cp` signed by q = 3 of the synthetic consortium's validators (the BLS
+/// signature and their note signatures).
 pub fn sign_checkpoint(
     cp: Checkpoint,
     dealt: &Dealt,
@@ -49,6 +53,7 @@ pub fn sign_checkpoint(
         .combine_consortium_shares(&msg, &shares)
         .map_err(|e| StoreError::Checkpoint(e.to_string()))?;
     Ok(SignedCheckpoint {
+        validators: signers.iter().take(3).filter_map(|s| s.sign_note(&cp)).collect(),
         checkpoint: cp,
         signature,
     })
@@ -82,7 +87,7 @@ pub fn certify(
 /// text), for sizing answers.
 pub fn checkpoint_answer(store: &crate::Store) -> provenance::api::CheckpointAnswer {
     match store.latest_checkpoint() {
-        Some(cp) => provenance::api::CheckpointAnswer::new(cp, String::new()),
+        Some(cp) => provenance::api::CheckpointAnswer::new(cp, Vec::new(), String::new()),
         None => provenance::api::CheckpointAnswer::new(
             &SignedCheckpoint {
                 checkpoint: Checkpoint {
@@ -95,7 +100,9 @@ pub fn checkpoint_answer(store: &crate::Store) -> provenance::api::CheckpointAns
                     index: Digest::ZERO,
                 },
                 signature: Bytes(vec![0; 96]),
+                validators: Vec::new(),
             },
+            Vec::new(),
             String::new(),
         ),
     }

@@ -237,15 +237,16 @@ impl Verifier {
         if self
             .oldest_used
             .as_ref()
-            .is_none_or(|o| cp.checkpoint.time < o.checkpoint.time)
+            .is_none_or(|o| self.light.freshness(cp).ms() < self.light.freshness(o).ms())
         {
             self.oldest_used = Some(cp.clone());
         }
         Ok(())
     }
 
-    /// The checkpoint with the oldest time among those this run's answers
-    /// were proved under (the held one from `--state` is not counted).
+    /// The least fresh checkpoint ([`LightClient::freshness`]) among those
+    /// this run's answers were proved under (the held one from `--state` is
+    /// not counted).
     pub fn oldest_used(&self) -> Option<&SignedCheckpoint> {
         self.oldest_used.as_ref()
     }

@@ -157,8 +157,33 @@ fn four_processes_commit_1000_events_that_a_light_client_verifies() {
             .keyring
             .combine_consortium_shares(&msg, &shares)
             .expect("combine"),
+        validators: Vec::new(),
     };
     assert!(light.verify_checkpoint(&forged).is_err());
+    // ...or by q validator note keys not in genesis,
+    let forged = provenance::SignedCheckpoint {
+        checkpoint: cp.checkpoint.clone(),
+        signature: provenance::Bytes::default(),
+        validators: signers
+            .iter()
+            .take(3)
+            .filter_map(|s| s.sign_note(&cp.checkpoint))
+            .collect(),
+    };
+    assert!(light.verify_checkpoint(&forged).is_err());
+    // ...while the real checkpoint's q validator note signatures stand
+    // without its BLS signature.
+    assert!(
+        cp.validators.len() >= 3,
+        "a certified checkpoint carries q note signatures"
+    );
+    let notes_only = provenance::SignedCheckpoint {
+        signature: provenance::Bytes::default(),
+        ..cp.clone()
+    };
+    light
+        .verify_checkpoint(&notes_only)
+        .expect("q validators' note signatures verify");
     // ...and a proof with one hash changed.
     let a = node.inclusion_proof(5, cp.checkpoint.size).expect("proof");
     let (leaf, mut proof) = (a.leaf.0, a.proof);

@@ -917,7 +917,7 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
     let forged = consortium_signed(
         &t,
         provenance::Checkpoint {
-            version: 4,
+            version: <provenance::Checkpoint as provenance::Canonical>::VERSION,
             origin: honest.origin.clone(),
             size: honest.size,
             root: fake_root,
@@ -926,7 +926,8 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
             index: honest.index,
         },
     );
-    let forged_answer = serde_json::to_vec(&CheckpointAnswer::new(&forged, String::new())).expect("json");
+    let forged_answer =
+        serde_json::to_vec(&CheckpointAnswer::new(&forged, Vec::new(), String::new())).expect("json");
     let other = t.by_role("operator").expect("op");
     let splitter = rewriting_proxy(t.client(other), move |path, b| {
         if path == "/v1/checkpoint" {
@@ -968,24 +969,27 @@ fn traces_verify_predicates_catch_violations_and_the_audit_is_exact() {
 fn consortium_signed(t: &Testnet, cp: provenance::Checkpoint) -> provenance::SignedCheckpoint {
     let (g, keyring) = genesis::load_genesis(&t.genesis_path()).expect("genesis");
     let message = cp.signing_message();
-    let shares: Vec<_> = t
+    let signers: Vec<_> = t
         .nodes
         .iter()
         .take(g.consortium.q as usize)
         .map(|n| {
-            genesis::load_node_keys(&n.config.with_file_name("node.key"), &g, &keyring)
-                .expect("node keys")
-                .consortium
-                .expect("a validator")
-                .sign_share(&message)
+            genesis::load_node_keys(&n.config.with_file_name("node.key"), &g, &keyring).expect("node keys")
         })
+        .collect();
+    let shares: Vec<_> = signers
+        .iter()
+        .map(|s| s.consortium.as_ref().expect("a validator").sign_share(&message))
         .collect();
     let signature = keyring
         .combine_consortium_shares(&message, &shares)
         .expect("combined");
+    let mut validators: Vec<_> = signers.iter().filter_map(|s| s.sign_note(&cp)).collect();
+    validators.sort_by_key(|v| v.validator);
     provenance::SignedCheckpoint {
         checkpoint: cp,
         signature,
+        validators,
     }
 }
 

@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Bytes, Canonical, Checkpoint, Digest, SignedCheckpoint, Timestamp};
+use crate::{
+    Bytes, Canonical, Checkpoint, Cosignature, Digest, SignedCheckpoint, Timestamp, ValidatorSignature,
+};
 
 /// `GET /v1/checkpoint`'s query: `?height=H` for that height's checkpoint
 /// (default: the latest), `&format=c2sp` for the signed note as text
@@ -30,12 +32,13 @@ impl CheckpointQuery {
     }
 }
 
-/// A signed checkpoint as the API shows it: the checkpoint's fields, the
-/// consortium signature and the same as a C2SP signed note. Embedded in
-/// every answer whose proofs are under a checkpoint.
+/// A signed checkpoint as the API shows it: the checkpoint's fields, its
+/// log signatures, the witnesses' cosignatures the node holds for it and
+/// the same as a C2SP signed note. Embedded in every answer whose proofs
+/// are under a checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointAnswer {
-    /// Log origin (the consortium name).
+    /// Log origin (unique to the consortium).
     pub origin: String,
     /// Number of leaves.
     pub size: u64,
@@ -47,16 +50,20 @@ pub struct CheckpointAnswer {
     pub time: Timestamp,
     /// Root of the authenticated index of sources and campaigns at `size`.
     pub index: Digest,
-    /// Combined consortium BLS signature (hex in JSON).
+    /// Combined consortium BLS signature (hex in JSON; empty if absent).
     pub signature: Bytes,
+    /// Validators' Ed25519 note signatures.
+    pub validators: Vec<ValidatorSignature>,
+    /// Witnesses' cosignatures.
+    pub cosignatures: Vec<Cosignature>,
     /// The C2SP signed-note text of the same checkpoint.
     pub c2sp: String,
 }
 
 impl CheckpointAnswer {
-    /// The answer for `c`, with its C2SP note text
+    /// The answer for `c` with `cosignatures`, and its C2SP note text
     /// ([`SignedCheckpoint::to_c2sp`]).
-    pub fn new(c: &SignedCheckpoint, c2sp: String) -> Self {
+    pub fn new(c: &SignedCheckpoint, cosignatures: Vec<Cosignature>, c2sp: String) -> Self {
         Self {
             origin: c.checkpoint.origin.clone(),
             size: c.checkpoint.size,
@@ -65,12 +72,14 @@ impl CheckpointAnswer {
             time: c.checkpoint.time,
             index: c.checkpoint.index,
             signature: c.signature.clone(),
+            validators: c.validators.clone(),
+            cosignatures,
             c2sp,
         }
     }
 
     /// The signed checkpoint it states (current format version; the
-    /// signature is not checked here).
+    /// signatures are not checked here).
     pub fn to_signed(&self) -> SignedCheckpoint {
         SignedCheckpoint {
             checkpoint: Checkpoint {
@@ -83,6 +92,7 @@ impl CheckpointAnswer {
                 index: self.index,
             },
             signature: self.signature.clone(),
+            validators: self.validators.clone(),
         }
     }
 }

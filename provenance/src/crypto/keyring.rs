@@ -298,6 +298,7 @@ pub struct KeyRing {
     by_id: BTreeMap<AuthorityId, usize>,
     consortium_set: blsttc::PublicKeySet,
     consortium_key: blsttc::PublicKey,
+    log: crate::checkpoint::LogKeys,
 }
 
 fn bls_set_from(bytes: &Bytes, what: &'static str) -> Result<blsttc::PublicKeySet, SignatureError> {
@@ -411,7 +412,13 @@ impl KeyRing {
             by_id,
             consortium_set,
             consortium_key,
+            log: crate::checkpoint::LogKeys::from_genesis(genesis),
         })
+    }
+
+    /// The keys that sign and witness the log's checkpoints.
+    pub fn log(&self) -> &crate::checkpoint::LogKeys {
+        &self.log
     }
 
     /// The keys of `authority`.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     bft_parameters, peer_id_of_ed25519, AuthorityRecord, BlsAuthorityKey, ConsortiumKey, ConsortiumParams,
-    Genesis, GenesisError, NodeRecord,
+    Genesis, GenesisError, NodeRecord, WitnessRecord, Witnessing,
 };
 use crate::crypto::{
     bls_proof_of_possession, ml_dsa_public_key, AuthoritySigner, ConsortiumSigner, KeyRing, SignatureScheme,
@@ -65,12 +65,78 @@ pub struct AuthorityDescription {
     pub nodes: Vec<NodeDescription>,
 }
 
+/// A witness as described by hand: its verifier key (which holds its
+/// name), as `govtune witness init` prints it, and its URL prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessDescription {
+    /// `<name>+<key id>+<base64 key>` (cosignature type 0x04).
+    pub key: String,
+    /// Submission URL prefix.
+    pub url: String,
+}
+
+/// The witnessing of a consortium as described by hand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessingDescription {
+    /// The witnesses.
+    #[serde(default, rename = "witness")]
+    pub witnesses: Vec<WitnessDescription>,
+    /// Cosignatures a light client requires (default: all witnesses).
+    #[serde(default)]
+    pub quorum: Option<u16>,
+    /// How often (ms) nodes submit to the witnesses (default 5,000).
+    #[serde(default)]
+    pub interval_ms: Option<u64>,
+}
+
+impl Default for WitnessingDescription {
+    fn default() -> Self {
+        Self {
+            witnesses: Vec::new(),
+            quorum: None,
+            interval_ms: None,
+        }
+    }
+}
+
+impl WitnessingDescription {
+    fn to_record(&self) -> Result<Witnessing, GenesisError> {
+        let witnesses = self
+            .witnesses
+            .iter()
+            .map(|w| {
+                let (name, key) = crate::note::parse_verifier_key(&w.key, crate::note::COSIGNATURE_V1)
+                    .map_err(|e| GenesisError::Consortium(format!("witness key {:?}: {e}", w.key)))?;
+                Ok(WitnessRecord {
+                    name,
+                    key: Bytes(key.to_vec()),
+                    url: w.url.trim_end_matches('/').to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, GenesisError>>()?;
+        Ok(Witnessing {
+            quorum: self.quorum.unwrap_or(witnesses.len() as u16),
+            interval_ms: self.interval_ms.unwrap_or(Witnessing::default().interval_ms),
+            witnesses,
+        })
+    }
+}
+
 /// A consortium as described by hand (the `genesis new` input).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsortiumDescription {
-    /// Consortium name (also the log origin).
+    /// Consortium name.
     pub name: String,
+    /// The log's origin, a scheme-less URL-like name unique to this
+    /// consortium (default: `govtune.invalid/<name>/<16 random hex>`).
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// Who witnesses its checkpoints (default: nobody).
+    #[serde(default)]
+    pub witnessing: WitnessingDescription,
     /// Clock-skew bound for block stamps, ms.
     #[serde(default = "default_skew")]
     pub max_clock_skew_ms: u64,
@@ -103,6 +169,8 @@ impl ConsortiumDescription {
         ];
         Self {
             name: "govtune-testnet".into(),
+            origin: None,
+            witnessing: WitnessingDescription::default(),
             max_clock_skew_ms: default_skew(),
             params: ConsortiumParams::default(),
             authorities: authorities
@@ -133,6 +201,8 @@ impl ConsortiumDescription {
     pub fn one_node_each(name: &str, n: u16, p2p_base: u16, api_base: u16) -> Self {
         Self {
             name: name.into(),
+            origin: None,
+            witnessing: WitnessingDescription::default(),
             max_clock_skew_ms: default_skew(),
             params: ConsortiumParams::default(),
             authorities: (0..n)
@@ -219,12 +289,30 @@ pub struct NodeSigners {
     pub node: String,
     /// Validator index (`None`: a signing member).
     pub validator: Option<u16>,
-    /// Ed25519 node identity secret (for libp2p).
+    /// Ed25519 node identity secret: the libp2p identity and, for a
+    /// validator, its checkpoint note key.
     pub node_secret: [u8; 32],
     /// The authority signing agent.
     pub authority: AuthoritySigner,
     /// The consortium share signer (validators only).
     pub consortium: Option<ConsortiumSigner>,
+}
+
+impl NodeSigners {
+    /// This validator's checkpoint note signer (`None` for a signing
+    /// member).
+    pub fn note_signer(&self) -> Option<crate::checkpoint::NoteSigner> {
+        Some(crate::checkpoint::NoteSigner::new(
+            self.validator?,
+            &self.node_secret,
+        ))
+    }
+
+    /// This validator's note signature over `cp`'s body (`None` for a
+    /// signing member).
+    pub fn sign_note(&self, cp: &crate::Checkpoint) -> Option<crate::ValidatorSignature> {
+        self.note_signer().map(|s| s.sign(cp))
+    }
 }
 
 impl std::fmt::Debug for NodeSigners {
@@ -465,9 +553,35 @@ pub fn deal<R: RngCore + CryptoRng>(
         }
     }
 
+    let origin = match &desc.origin {
+        Some(o) => o.clone(),
+        None => {
+            let name: String = desc
+                .name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .take(64)
+                .collect();
+            let mut tag = [0u8; 8];
+            rng.fill_bytes(&mut tag);
+            format!(
+                "govtune.invalid/{}/{}",
+                if name.is_empty() { "log" } else { &name },
+                hex::encode(tag)
+            )
+        }
+    };
     let genesis = Genesis {
         version: Genesis::VERSION,
         consortium_name: desc.name.clone(),
+        origin,
+        witnessing: desc.witnessing.to_record()?,
         created,
         max_clock_skew_ms: desc.max_clock_skew_ms,
         params: desc.params,

@@ -170,13 +170,92 @@ impl ConsortiumParams {
     }
 }
 
+/// A witness outside the consortium: it cosigns checkpoints consistent
+/// with every one it cosigned before (C2SP tlog-witness).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WitnessRecord {
+    /// Its key name (a scheme-less URL-like name).
+    pub name: String,
+    /// Its Ed25519 cosignature public key (32 bytes).
+    pub key: Bytes,
+    /// Its submission URL prefix (`http://host:port` or `https://...`):
+    /// nodes POST `<url>/add-checkpoint`.
+    pub url: String,
+}
+
+/// Who witnesses the consortium's checkpoints, how many must, and how often
+/// nodes submit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Witnessing {
+    /// The witnesses, each named once.
+    pub witnesses: Vec<WitnessRecord>,
+    /// Cosignatures a light client requires on a checkpoint (0: none).
+    pub quorum: u16,
+    /// How often (ms) each node submits its latest checkpoint to every
+    /// witness, busy or idle: at least 1,000.
+    pub interval_ms: u64,
+}
+
+impl Default for Witnessing {
+    fn default() -> Self {
+        Self {
+            witnesses: Vec::new(),
+            quorum: 0,
+            interval_ms: 5_000,
+        }
+    }
+}
+
+impl Witnessing {
+    fn check(&self) -> Result<(), String> {
+        if !(1_000..=86_400_000).contains(&self.interval_ms) {
+            return Err(format!(
+                "witness interval_ms = {} is not in 1000..=86400000",
+                self.interval_ms
+            ));
+        }
+        if usize::from(self.quorum) > self.witnesses.len() {
+            return Err(format!(
+                "witness quorum {} but {} witnesses are named",
+                self.quorum,
+                self.witnesses.len()
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for w in &self.witnesses {
+            crate::note::check_key_name(&w.name).map_err(|e| format!("witness: {e}"))?;
+            if !names.insert(w.name.as_str()) {
+                return Err(format!("witness {:?} is named twice", w.name));
+            }
+            let key: [u8; 32] = w
+                .key
+                .as_slice()
+                .try_into()
+                .map_err(|_| format!("witness {:?}: key is not 32 bytes", w.name))?;
+            ed25519_dalek::VerifyingKey::from_bytes(&key)
+                .map_err(|e| format!("witness {:?}: key: {e}", w.name))?;
+            let rest = w
+                .url
+                .strip_prefix("http://")
+                .or_else(|| w.url.strip_prefix("https://"))
+                .filter(|r| !r.is_empty() && !r.contains(char::is_whitespace))
+                .ok_or_else(|| format!("witness {:?}: url must be http(s)://host[:port][/prefix]", w.name))?;
+            let _ = rest;
+        }
+        Ok(())
+    }
+}
+
 /// The public genesis of a consortium.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Genesis {
     /// Format version.
     pub version: u16,
-    /// Consortium name; also the checkpoint origin line.
+    /// Consortium name (for people).
     pub consortium_name: String,
+    /// The log's origin, unique to this consortium: the first line of every
+    /// checkpoint note ([`crate::note::check_origin`]).
+    pub origin: String,
     /// Creation time.
     pub created: Timestamp,
     /// Largest clock difference (ms) a validator tolerates between a block's
@@ -191,6 +270,8 @@ pub struct Genesis {
     pub nodes: Vec<NodeRecord>,
     /// Consortium threshold key.
     pub consortium: ConsortiumKey,
+    /// The witnesses of its checkpoints.
+    pub witnessing: Witnessing,
 }
 
 /// Why a genesis was refused.
@@ -272,13 +353,21 @@ pub fn peer_id_of_ed25519(public_key: &[u8; 32]) -> String {
 
 impl Canonical for Genesis {
     const KIND: ObjectKind = ObjectKind::Genesis;
-    const VERSION: u16 = 5;
+    /// 6: `origin` and `witnessing` added.
+    const VERSION: u16 = 6;
     fn declared_version(&self) -> u16 {
         self.version
     }
     fn check(&self) -> Result<(), DecodeError> {
         let k = ObjectKind::Genesis;
         limit(k, "consortium_name", self.consortium_name.len(), 128)?;
+        limit(k, "origin", self.origin.len(), 128)?;
+        limit(k, "witnessing.witnesses", self.witnessing.witnesses.len(), 64)?;
+        for w in &self.witnessing.witnesses {
+            limit(k, "witness.name", w.name.len(), 256)?;
+            limit(k, "witness.key", w.key.len(), 32)?;
+            limit(k, "witness.url", w.url.len(), 1024)?;
+        }
         limit(k, "authorities", self.authorities.len(), 1024)?;
         limit(k, "nodes", self.nodes.len(), 1024)?;
         limit(
@@ -339,6 +428,8 @@ impl Genesis {
         }
         self.check()?;
         self.params.check()?;
+        crate::note::check_origin(&self.origin).map_err(|e| GenesisError::Consortium(e.to_string()))?;
+        self.witnessing.check().map_err(GenesisError::Consortium)?;
         for a in &self.authorities {
             a.id.validate()?;
         }
@@ -544,5 +635,5 @@ impl Genesis {
 mod dealer;
 pub use dealer::{
     deal, AuthorityDescription, AuthoritySecrets, ConsortiumDescription, Dealt, NodeDescription, NodeSecrets,
-    NodeSigners,
+    NodeSigners, WitnessDescription, WitnessingDescription,
 };

@@ -259,3 +259,33 @@ pub fn sign_all(body: &EntryBody, view: &MemoryLedgerView, scheme: SignatureSche
     }
     LedgerEntry::signed(body.clone(), co.finish().expect("complete"))
 }
+
+/// `cp` signed by the consortium's BLS key from the first `bls` validators'
+/// shares (none: no BLS signature) and by the first `notes` validators'
+/// note keys.
+pub fn sign_checkpoint(cp: provenance::Checkpoint, bls: usize, notes: usize) -> provenance::SignedCheckpoint {
+    let f = fixture();
+    let msg = cp.signing_message();
+    let validators: Vec<_> = f.signers.iter().filter(|s| s.consortium.is_some()).collect();
+    let signature = if bls == 0 {
+        provenance::Bytes::default()
+    } else {
+        let shares: Vec<_> = validators
+            .iter()
+            .take(bls)
+            .map(|s| s.consortium.as_ref().expect("a validator").sign_share(&msg))
+            .collect();
+        f.keyring()
+            .combine_consortium_shares(&msg, &shares)
+            .expect("shares combine")
+    };
+    provenance::SignedCheckpoint {
+        validators: validators
+            .iter()
+            .take(notes)
+            .filter_map(|s| s.sign_note(&cp))
+            .collect(),
+        checkpoint: cp,
+        signature,
+    }
+}
