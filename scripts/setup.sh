@@ -3,6 +3,7 @@
 # .ci/run; each names what it needs:
 #   need_toolchain                 cargo and rustc >= the workspace's rust-version
 #   need_apt PACKAGE COMMAND_OR_-  Debian packages (installed together by apt_install)
+#   need_python MODULE PACKAGE     python3 able to import MODULE (Debian's PACKAGE)
 #   need_nextest                   cargo-nextest from crates.io (--locked)
 # Without root, it prints the exact command to run and exits 2.
 
@@ -35,6 +36,14 @@ need_apt() {
     command -v "$check" >/dev/null 2>&1 && return 0
   fi
   apt_missing+=("$pkg")
+}
+
+# need_python MODULE PACKAGE: python3 with MODULE (the witness test checks
+# checkpoint notes with a Python checker that is not govtune's).
+need_python() {
+  python3 -c "import $1" >/dev/null 2>&1 && return 0
+  command -v python3 >/dev/null 2>&1 || apt_missing+=(python3)
+  apt_missing+=("$2")
 }
 
 apt_install() {

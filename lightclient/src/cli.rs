@@ -33,6 +33,101 @@ pub enum LightCommand {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Print the verifier keys of a consortium's checkpoint notes (C2SP
+    /// signed-note format): its validators' (q of them sign for the
+    /// consortium) and its witnesses', for standard note verifiers.
+    NoteKeys {
+        /// The consortium's genesis file.
+        #[arg(long)]
+        genesis: PathBuf,
+    },
+    /// A witness of consortium logs, run outside the consortium (C2SP
+    /// tlog-witness): it cosigns only checkpoints consistent with every one
+    /// it cosigned before.
+    Witness {
+        /// What to do.
+        #[command(subcommand)]
+        command: WitnessCommand,
+    },
+}
+
+/// `witness` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum WitnessCommand {
+    /// Make the witness's key (DIR/witness.key, mode 0600) and print its
+    /// verifier key for the consortium's genesis description.
+    Init {
+        /// The witness's folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Its name, a scheme-less URL-like key name (e.g.
+        /// witness.example.org/w1).
+        #[arg(long)]
+        name: String,
+    },
+    /// Serve add-checkpoint for the logs of the given genesis files.
+    Serve {
+        /// The witness's folder (its key and, per log, the last checkpoint
+        /// it cosigned).
+        #[arg(long)]
+        dir: PathBuf,
+        /// `host:port` to listen on.
+        #[arg(long)]
+        listen: String,
+        /// A consortium's genesis file (repeat for several logs).
+        #[arg(long, required = true)]
+        genesis: Vec<PathBuf>,
+    },
+}
+
+fn note_keys(genesis: &Path) -> Result<bool, VerifyError> {
+    let (g, keyring) = genesis::load_genesis(genesis)?;
+    let log = keyring.log();
+    println!("origin {}", log.origin());
+    println!(
+        "validators {} (q = {} sign for the consortium)",
+        g.consortium.n,
+        log.q()
+    );
+    for (i, k) in log.validator_verifier_keys().iter().enumerate() {
+        println!("validator {i} {k}");
+    }
+    println!(
+        "witnesses {} (quorum {}, every {} ms)",
+        g.witnessing.witnesses.len(),
+        log.witness_quorum(),
+        log.witness_interval_ms()
+    );
+    for w in &g.witnessing.witnesses {
+        let key: [u8; 32] = w.key.as_slice().try_into().unwrap_or([0; 32]);
+        println!(
+            "witness {} {}",
+            provenance::note::verifier_key(&w.name, provenance::note::COSIGNATURE_V1, &key),
+            w.url
+        );
+    }
+    Ok(true)
+}
+
+fn run_witness(command: WitnessCommand) -> Result<bool, VerifyError> {
+    let err = |e: crate::witness::WitnessError| VerifyError::Input(e.to_string());
+    match command {
+        WitnessCommand::Init { dir, name } => {
+            println!("{}", crate::witness::init(&dir, &name).map_err(err)?);
+            Ok(true)
+        }
+        WitnessCommand::Serve { dir, listen, genesis } => {
+            let w = crate::witness::Witness::open(&dir, &genesis).map_err(err)?;
+            let listener = std::net::TcpListener::bind(&listen)
+                .map_err(|e| VerifyError::Input(format!("listen address {listen}: {e}")))?;
+            println!("witness {} ({}) on {listen}", w.name(), w.verifier_key());
+            for o in w.origins() {
+                println!("  log {o}");
+            }
+            crate::witness::serve(std::sync::Arc::new(w), listener).map_err(err)?;
+            Ok(true)
+        }
+    }
 }
 
 /// `trace`'s arguments.
@@ -360,6 +455,8 @@ pub fn run(command: LightCommand) -> ExitCode {
                 with_verifier(a.trust, "revocation audit", |v| run_audit(v, &source, scan, json)),
             )
         }
+        LightCommand::Witness { command } => ("witness", false, run_witness(command)),
+        LightCommand::NoteKeys { genesis } => ("note-keys", false, note_keys(&genesis)),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

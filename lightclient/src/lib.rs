@@ -3,8 +3,10 @@
 //! ([`client`]), the proofs a light client checks ([`light`]), the
 //! verifier predicates of a regulator, a rights-holder and an operator
 //! ([`verify`]), the checks that need the tuner ([`recompute`], feature
-//! `recompute`), what a verifier remembers between runs ([`state`]), and
-//! the commands `govtune-verify` and `govtune` share ([`cli`]).
+//! `recompute`), what a verifier remembers between runs ([`state`]), a
+//! witness of consortium logs and the client nodes submit to it
+//! ([`witness`]), and the commands `govtune-verify` and `govtune` share
+//! ([`cli`]).
 #![deny(missing_docs)]
 
 pub mod cli;
@@ -13,6 +15,7 @@ pub mod light;
 pub mod recompute;
 pub mod state;
 pub mod verify;
+pub mod witness;
 
 pub use client::{Client, ClientError};
 pub use light::{LightClient, VerifyError};

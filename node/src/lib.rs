@@ -54,6 +54,7 @@ pub mod tls;
 pub mod trace;
 pub mod verifier;
 pub mod wire;
+pub mod witnessing;
 
 #[cfg(test)]
 mod test_world;

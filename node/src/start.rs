@@ -74,6 +74,12 @@ pub async fn run(
         None => SafetyState::genesis(),
     };
     let store = Arc::new(RwLock::new(store));
+    crate::witnessing::start(
+        store.clone(),
+        keyring.clone(),
+        genesis.witnessing.witnesses.clone(),
+        genesis.witnessing.interval_ms,
+    );
     let params = genesis.params;
     let limits = BlockLimits {
         max_entries: params.max_block_entries as usize,

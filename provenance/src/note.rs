@@ -67,9 +67,9 @@ pub enum NoteError {
 /// Parses an Ed25519 verifier key of type `kind`: its name and public key.
 pub fn parse_verifier_key(text: &str, kind: u8) -> Result<(String, [u8; 32]), NoteError> {
     use NoteError::VerifierKey as Bad;
-    let mut parts = text.trim().split('+');
-    let (Some(name), Some(id), Some(key), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    // The name and key id hold no `+`; the base64 key may.
+    let mut parts = text.trim().splitn(3, '+');
+    let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(Bad("expected <name>+<key id>+<key>"));
     };
     check_key_name(name)?;
@@ -217,6 +217,18 @@ mod tests {
         assert!(parse_verifier_key(&vkey, ED25519).is_err());
         let other = vkey.replacen("witness.example/w1", "witness.example/w2", 1);
         assert!(parse_verifier_key(&other, COSIGNATURE_V1).is_err());
+        // Keys whose base64 holds a `+` parse too.
+        for seed in 0..64u8 {
+            let pk = ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+                .verifying_key()
+                .to_bytes();
+            let vkey = verifier_key("w.example/x", COSIGNATURE_V1, &pk);
+            assert_eq!(
+                parse_verifier_key(&vkey, COSIGNATURE_V1).map(|(_, k)| k),
+                Ok(pk),
+                "{vkey}"
+            );
+        }
     }
 
     #[test]

@@ -132,6 +132,13 @@ pub struct NodeSettings {
     /// never vote (named `node-<n>`, `node-<n+1>`, ... after the
     /// validators). The authority then signs with a majority of its nodes.
     pub signing_members: Vec<(String, u16)>,
+    /// Witnesses genesis names: each one's verifier key (as `govtune
+    /// witness init` prints it) and URL.
+    pub witnesses: Vec<(String, String)>,
+    /// Cosignatures required (default: every witness).
+    pub witness_quorum: Option<u16>,
+    /// How often (ms) nodes submit to the witnesses.
+    pub witness_interval_ms: Option<u64>,
 }
 
 /// A local testnet.
@@ -215,6 +222,18 @@ impl Testnet {
                 next += 1;
             }
         }
+        desc.witnessing = provenance::genesis::WitnessingDescription {
+            witnesses: settings
+                .witnesses
+                .iter()
+                .map(|(key, url)| provenance::genesis::WitnessDescription {
+                    key: key.clone(),
+                    url: url.clone(),
+                })
+                .collect(),
+            quorum: settings.witness_quorum,
+            interval_ms: settings.witness_interval_ms,
+        };
         // Consortium-wide parameters live in genesis.
         let p = &mut desc.params;
         p.view_timeout_ms = settings.view_timeout_ms.unwrap_or(p.view_timeout_ms);

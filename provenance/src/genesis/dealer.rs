@@ -77,7 +77,7 @@ pub struct WitnessDescription {
 }
 
 /// The witnessing of a consortium as described by hand.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WitnessingDescription {
     /// The witnesses.
@@ -89,16 +89,6 @@ pub struct WitnessingDescription {
     /// How often (ms) nodes submit to the witnesses (default 5,000).
     #[serde(default)]
     pub interval_ms: Option<u64>,
-}
-
-impl Default for WitnessingDescription {
-    fn default() -> Self {
-        Self {
-            witnesses: Vec::new(),
-            quorum: None,
-            interval_ms: None,
-        }
-    }
 }
 
 impl WitnessingDescription {

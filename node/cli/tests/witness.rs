@@ -1,0 +1,487 @@
+//! Witnesses outside the consortium (C2SP tlog-witness) with real
+//! processes: two `govtune witness` processes cosign a 4-node testnet's
+//! checkpoints; a light client refuses a checkpoint with fewer cosignatures
+//! than genesis requires; a witness refuses a forked log signed by q
+//! validators, before and after a restart; and a checker that is not
+//! govtune's (`scripts/check-note.py`, Python) verifies the note and a
+//! consistency proof of the real log, and fails on a changed root.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use provenance::api::CheckpointAnswer;
+use provenance::{Digest, SignedCheckpoint};
+use testnet::workload::Workload;
+use testnet::{Client, LightClient, NodeSettings, Testnet, VerifyError};
+
+const MACBETH: &[u8] = include_bytes!("../../../testnet/fixtures/macbeth.txt");
+const TWELFTH_NIGHT: &[u8] = include_bytes!("../../../testnet/fixtures/twelfth_night.txt");
+
+fn govtune() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_govtune"))
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn output(args: &[&str]) -> (i32, String) {
+    let o = Command::new(govtune()).args(args).output().expect("govtune runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.code().unwrap_or(-1), text)
+}
+
+fn witness_init(dir: &Path, name: &str) -> String {
+    let (code, out) = output(&["witness", "init", "--dir", &dir.to_string_lossy(), "--name", name]);
+    assert_eq!(code, 0, "{out}");
+    out.trim().to_string()
+}
+
+fn witness_serve(dir: &Path, port: u16, genesis: &Path) -> Proc {
+    let log = std::fs::File::create(dir.join("witness.log")).expect("log");
+    let child = Command::new(govtune())
+        .args(["witness", "serve", "--dir"])
+        .arg(dir)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--genesis"])
+        .arg(genesis)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("witness starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "witness on port {port} never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Proc(child)
+}
+
+/// POSTs `body` to `http://127.0.0.1:port/add-checkpoint`: status and body.
+fn add_checkpoint(port: u16, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        s,
+        "POST /add-checkpoint HTTP/1.1\r\nHost: w\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A proxy in front of `upstream` that serves `/v1/checkpoint` changed by
+/// `change` and every other GET unchanged.
+fn checkpoint_proxy(upstream: Client, change: impl Fn(&mut CheckpointAnswer) + Send + 'static) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut r = BufReader::new(conn.try_clone().expect("clone"));
+            let mut line = String::new();
+            if r.read_line(&mut line).is_err() {
+                continue;
+            }
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                    break;
+                }
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let body = match upstream.get_bytes(&path) {
+                Ok(b) if path.starts_with("/v1/checkpoint") => {
+                    let mut a: CheckpointAnswer = serde_json::from_slice(&b).expect("a checkpoint");
+                    change(&mut a);
+                    serde_json::to_vec(&a).expect("json")
+                }
+                Ok(b) => b,
+                Err(e) => format!("{{\"error\":{:?}}}", e.to_string()).into_bytes(),
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(&body);
+        }
+    });
+    addr
+}
+
+/// The node's served checkpoint, once the light client accepts it (with
+/// genesis's quorum of cosignatures) and it is above `above` in height.
+fn witnessed_above(
+    light: &LightClient,
+    node: &Client,
+    above: u64,
+    within: Duration,
+) -> (SignedCheckpoint, CheckpointAnswer) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(a) = node.checkpoint(None) {
+            if a.height > above {
+                if let Ok(cp) = light.checkpoint_from_answer(&a) {
+                    return (cp, a);
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no witnessed checkpoint above height {above}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `cp` with its root replaced, signed by the note keys of q validators
+/// read from their key files (what more than f colluding validators hold).
+fn forged(t: &Testnet, cp: &provenance::Checkpoint) -> SignedCheckpoint {
+    let (g, keyring) = genesis::load_genesis(&t.genesis_path()).expect("genesis");
+    let mut validators: Vec<_> = t
+        .nodes
+        .iter()
+        .take(g.consortium.q as usize)
+        .map(|n| {
+            genesis::load_node_keys(&n.config.with_file_name("node.key"), &g, &keyring)
+                .expect("node keys")
+                .sign_note(cp)
+                .expect("a validator")
+        })
+        .collect();
+    validators.sort_by_key(|v| v.validator);
+    SignedCheckpoint {
+        checkpoint: cp.clone(),
+        signature: provenance::Bytes::default(),
+        validators,
+    }
+}
+
+fn python_check(args: &[String]) -> (i32, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/check-note.py");
+    let o = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 runs (the test command installs it with python3-cryptography)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn witnesses_cosign_the_log_refuse_a_fork_across_a_restart_and_light_clients_require_their_quorum() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let wdir: Vec<PathBuf> = (1..=2).map(|i| dir.path().join(format!("w{i}"))).collect();
+    let names = ["w1.witness.test/a", "w2.witness.test/b"];
+    let vkeys: Vec<String> = wdir.iter().zip(names).map(|(d, n)| witness_init(d, n)).collect();
+    let key_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(wdir[0].join("witness.key"))
+            .expect("key")
+            .permissions(),
+    );
+    assert_eq!(key_mode & 0o777, 0o600, "a witness key is for its owner only");
+    let ports = [free_port(), free_port()];
+    let settings = NodeSettings {
+        view_timeout_ms: Some(1500),
+        heartbeat_ms: Some(300),
+        witnesses: vkeys
+            .iter()
+            .zip(ports)
+            .map(|(k, p)| (k.clone(), format!("http://127.0.0.1:{p}")))
+            .collect(),
+        witness_quorum: Some(2),
+        witness_interval_ms: Some(1000),
+        ..NodeSettings::default()
+    };
+    let mut t = Testnet::create(&dir.path().join("net"), 4, govtune(), &settings).expect("testnet");
+    let g = t.genesis_path();
+    let gs = g.to_string_lossy().to_string();
+    let mut w1 = witness_serve(&wdir[0], ports[0], &g);
+    let mut w2 = witness_serve(&wdir[1], ports[1], &g);
+    t.start_all().expect("start");
+    t.wait_all_healthy(Duration::from_secs(120)).expect("healthy");
+    let light = LightClient::from_genesis_file(&g).expect("light client");
+    let node = t.client(0);
+
+    // Both witnesses cosign: the served checkpoint carries both, and its
+    // note carries them as C2SP cosignature lines.
+    let mut w =
+        Workload::new(&t, &[("Macbeth", MACBETH), ("Twelfth Night", TWELFTH_NIGHT)]).expect("workload");
+    w.register(&t).expect("registrations");
+    let (cp1, a1) = witnessed_above(&light, &node, 0, Duration::from_secs(60));
+    assert!(cp1.checkpoint.size > 0, "the log holds the registrations");
+    assert_eq!(a1.cosignatures.len(), 2, "{a1:?}");
+    for n in names {
+        assert!(a1.c2sp.contains(&format!("\u{2014} {n} ")), "{}", a1.c2sp);
+    }
+    let (code, out) = output(&["verify", "--genesis", &gs, "--node", node.base(), "checkpoint"]);
+    assert_eq!(code, 0, "{out}");
+
+    // Fewer cosignatures than genesis requires, or a forged one: refused.
+    let mut fewer = a1.clone();
+    fewer.cosignatures.pop();
+    assert!(matches!(
+        light.checkpoint_from_answer(&fewer),
+        Err(VerifyError::NotWitnessed { .. })
+    ));
+    let mut bad = a1.clone();
+    bad.cosignatures[0].time += 1;
+    assert!(matches!(
+        light.checkpoint_from_answer(&bad),
+        Err(VerifyError::NotWitnessed { .. })
+    ));
+    let stripping = checkpoint_proxy(node.clone(), |a| {
+        a.cosignatures.pop();
+    });
+    let (code, out) = output(&["verify", "--genesis", &gs, "--node", &stripping, "checkpoint"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("not witnessed") && out.contains("cosigned by 1 witnesses: genesis requires 2"),
+        "{out}"
+    );
+
+    // A checker that is not govtune's verifies the note: q validators'
+    // signatures, both cosignatures, and a consistency proof from the first
+    // witnessed checkpoint to a later one; a changed root fails it.
+    let (code, keys) = output(&["note-keys", "--genesis", &gs]);
+    assert_eq!(code, 0, "{keys}");
+    let validator_keys: Vec<String> = keys
+        .lines()
+        .filter_map(|l| l.strip_prefix("validator "))
+        .filter_map(|l| l.split_once(' ').map(|(_, k)| k.to_string()))
+        .collect();
+    assert_eq!(validator_keys.len(), 4, "{keys}");
+    let op = t
+        .admin(t.by_role("operator").expect("operator"))
+        .expect("operator");
+    let events: Vec<Digest> = (0..3)
+        .map(|_| testnet::workload::submit(&op, &w.next_event(2, false).expect("event")).expect("submitted"))
+        .collect();
+    op.wait_committed(&events, Duration::from_secs(60))
+        .expect("committed");
+    let grown = node.health().expect("health").log_size;
+    let (cp2, a2) = witnessed_above(&light, &node, cp1.checkpoint.height + 2, Duration::from_secs(60));
+    assert!(
+        cp2.checkpoint.size >= grown && grown > cp1.checkpoint.size,
+        "the log grew between the two"
+    );
+    let proof = node
+        .consistency_proof(cp1.checkpoint.size, cp2.checkpoint.size)
+        .expect("consistency proof")
+        .proof;
+    let b64 = |d: &Digest| base64_of(&d.0);
+    let note_path = dir.path().join("note.txt");
+    let proof_path = dir.path().join("proof.txt");
+    std::fs::write(&note_path, &a2.c2sp).expect("note");
+    std::fs::write(
+        &proof_path,
+        proof.iter().map(|d| b64(d) + "\n").collect::<String>(),
+    )
+    .expect("proof");
+    let mut args = vec![note_path.to_string_lossy().to_string()];
+    for k in &validator_keys {
+        args.extend(["--key".into(), k.clone()]);
+    }
+    args.extend(["--need".into(), "3".into()]);
+    for k in &vkeys {
+        args.extend(["--witness".into(), k.clone()]);
+    }
+    args.extend(["--witness-need".into(), "2".into()]);
+    let mut with_proof = args.clone();
+    with_proof.extend([
+        "--old-size".into(),
+        cp1.checkpoint.size.to_string(),
+        "--old-root".into(),
+        b64(&cp1.checkpoint.root),
+        "--proof".into(),
+        proof_path.to_string_lossy().to_string(),
+    ]);
+    let (code, out) = python_check(&with_proof);
+    assert_eq!(code, 0, "the real note and proof check out: {out}");
+    let mut changed = cp1.checkpoint.root;
+    changed.0[0] ^= 1;
+    let mut wrong_old = with_proof.clone();
+    let at = wrong_old.iter().position(|a| a == "--old-root").expect("arg") + 1;
+    wrong_old[at] = b64(&changed);
+    let (code, out) = python_check(&wrong_old);
+    assert_eq!(code, 1, "a changed earlier root fails the proof: {out}");
+    let changed_note = a2.c2sp.replacen(&b64(&cp2.checkpoint.root), &b64(&changed), 1);
+    std::fs::write(&note_path, changed_note).expect("note");
+    let (code, out) = python_check(&with_proof);
+    assert_eq!(code, 1, "a changed root in the note fails its signatures: {out}");
+
+    // A forked log, signed by q validators' note keys: the witness refuses
+    // it (same size, another root: 409; a larger size that does not extend
+    // what it cosigned: 422), keeps it as evidence, and still refuses it
+    // after a restart.
+    let keyring = light.keyring();
+    let evidence = |w: &Path| std::fs::read_dir(w.join("evidence")).map_or(0, |d| d.count());
+    // The size the witness holds (a submission from size 0 is answered 409
+    // with it), read again before each forged request: the nodes keep
+    // submitting the honest log meanwhile.
+    let held = |port: u16| -> u64 {
+        let (status, body) = add_checkpoint(port, &format!("old 0\n\n{}", a2.c2sp));
+        assert_eq!(status, 409, "{body}");
+        body.trim().parse().expect("a 409 names the size held")
+    };
+    let refuses_forks = |port: u16, wdir: &Path| -> u64 {
+        let honest = node.checkpoint(None).expect("checkpoint").to_signed().checkpoint;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            assert!(tries < 20, "the witness's size kept moving");
+            let (h, before) = (held(port), evidence(wdir));
+            let same = provenance::Checkpoint {
+                size: h,
+                root: Digest([0x5a; 32]),
+                ..honest.clone()
+            };
+            let (status, body) = add_checkpoint(
+                port,
+                &lightclient::witness::request_body(h, &[], &forged(&t, &same).to_c2sp(keyring, &[])),
+            );
+            assert_eq!(status, 409, "{body}");
+            if evidence(wdir) == before {
+                continue; // the size moved: not yet the root conflict
+            }
+            let h = held(port);
+            let longer = provenance::Checkpoint {
+                size: h + 3,
+                root: Digest([0xa5; 32]),
+                ..honest.clone()
+            };
+            let proof = node
+                .consistency_proof(h, h + 3)
+                .map(|a| a.proof)
+                .unwrap_or_default();
+            let (status, body) = add_checkpoint(
+                port,
+                &lightclient::witness::request_body(h, &proof, &forged(&t, &longer).to_c2sp(keyring, &[])),
+            );
+            match status {
+                422 => return h,
+                409 => continue, // the size moved under it
+                s => panic!("a fork that does not extend the cosigned log: {s} {body}"),
+            }
+        }
+    };
+    let held_before = refuses_forks(ports[0], &wdir[0]);
+    assert!(evidence(&wdir[0]) >= 2, "both forks are kept as evidence");
+    drop(w1);
+    w1 = witness_serve(&wdir[0], ports[0], &g);
+    assert!(
+        held(ports[0]) >= held_before,
+        "the cosigned size survives the restart"
+    );
+    refuses_forks(ports[0], &wdir[0]);
+    // A checkpoint signed by fewer than q validators is not cosigned.
+    let honest = node.checkpoint(None).expect("checkpoint").to_signed();
+    let mut two = forged(&t, &honest.checkpoint);
+    two.validators.truncate(2);
+    let (status, body) = add_checkpoint(
+        ports[0],
+        &lightclient::witness::request_body(0, &[], &two.to_c2sp(keyring, &[])),
+    );
+    assert_eq!(status, 403, "{body}");
+
+    // The honest log goes on being cosigned by the restarted witness.
+    let (cp3, _) = witnessed_above(&light, &node, cp2.checkpoint.height, Duration::from_secs(60));
+
+    // One witness down: no new checkpoint has the quorum, so the node
+    // keeps serving the last witnessed one, which grows stale; --max-age
+    // says so, and one below twice the witnessing interval is refused.
+    drop(w2);
+    std::thread::sleep(Duration::from_secs(5));
+    let (code, out) = output(&[
+        "verify",
+        "--genesis",
+        &gs,
+        "--node",
+        node.base(),
+        "--max-age",
+        "3",
+        "checkpoint",
+    ]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("older than --max-age 3 s"), "{out}");
+    let (code, out) = output(&[
+        "verify",
+        "--genesis",
+        &gs,
+        "--node",
+        node.base(),
+        "--max-age",
+        "1",
+        "checkpoint",
+    ]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("cannot be met"), "{out}");
+    w2 = witness_serve(&wdir[1], ports[1], &g);
+    let (_, _) = witnessed_above(&light, &node, cp3.checkpoint.height, Duration::from_secs(60));
+    let (code, out) = output(&[
+        "verify",
+        "--genesis",
+        &gs,
+        "--node",
+        node.base(),
+        "--max-age",
+        "10",
+        "checkpoint",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("fresh: checkpoint at height"), "{out}");
+    drop((w1, w2));
+    t.down().expect("down");
+}
+
+fn base64_of(b: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
