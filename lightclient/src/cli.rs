@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Subcommand};
+use clap::{Args, Parser as _, Subcommand};
 use provenance::api::{TraceAnswer, TraceRequest};
 use provenance::Digest;
 
-use crate::client::Client;
+use crate::bundle::Bundle;
+use crate::client::{Client, ClientError};
 use crate::light::{LightClient, VerifyError};
 use crate::state::TrustState;
 use crate::verify::{Verdict, Verifier};
@@ -155,6 +156,11 @@ pub struct TraceArgs {
     /// Verify the answer with this genesis file as a light client.
     #[arg(long)]
     pub genesis: Option<PathBuf>,
+    /// Also write the answer and everything its verification read to this
+    /// bundle (`govtune verify --genesis G --bundle FILE` checks it
+    /// offline). Needs --genesis.
+    #[arg(long, value_name = "FILE")]
+    pub bundle: Option<PathBuf>,
 }
 
 /// How a verifier reaches the consortium and what it remembers, shared by
@@ -188,6 +194,15 @@ pub struct TrustArgs {
     /// this many seconds (each request also has at most 20 s).
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 600)]
     pub timeout: u64,
+    /// With --node: also write everything the check read (answers, proofs,
+    /// checkpoints with their signatures and cosignatures, blobs, input
+    /// files) to this file. Without --node: check that file instead, with
+    /// no network (the predicate is the bundle's; one given must match).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub bundle: Option<PathBuf>,
+    /// The bundle being checked, once read (not an argument).
+    #[arg(skip)]
+    pub replay: Option<Bundle>,
 }
 
 /// `verify`'s arguments.
@@ -196,9 +211,9 @@ pub struct VerifyArgs {
     /// The nodes, the genesis file and the verifier's state.
     #[command(flatten)]
     pub trust: TrustArgs,
-    /// What to verify.
+    /// What to verify (with `--bundle FILE` and no `--node`: the bundle's).
     #[command(subcommand)]
-    pub command: VerifyCommand,
+    pub command: Option<VerifyCommand>,
 }
 
 /// `verify ...`: one predicate or proof.
@@ -424,6 +439,11 @@ pub fn verifier(genesis: &Path, node: &str) -> Result<Verifier, VerifyError> {
     Verifier::new(genesis, Client::new(node))
 }
 
+/// An input file's bytes (an unreadable file is a bad argument).
+fn answer_of(r: Result<Vec<u8>, ClientError>) -> Result<Vec<u8>, VerifyError> {
+    r.map_err(|e| VerifyError::Input(e.to_string()))
+}
+
 /// Parses a digest argument.
 pub fn digest_arg(s: &str) -> Result<Digest, VerifyError> {
     Digest::from_hex(s.trim()).map_err(|e| VerifyError::Input(format!("{s:?} is not a digest: {e}")))
@@ -434,25 +454,54 @@ pub fn digest_arg(s: &str) -> Result<Digest, VerifyError> {
 /// not be checked (an unreachable node, a checkpoint not signed by this
 /// consortium, an unusable argument or file).
 pub fn run(command: LightCommand) -> ExitCode {
+    let command = match from_bundle(command) {
+        Ok(c) => c,
+        Err(e) => {
+            report_failure("bundle", &e, false);
+            return ExitCode::from(2);
+        }
+    };
     let (predicate, json, outcome) = match command {
         LightCommand::Trace(a) => ("trace", false, run_trace(a)),
-        LightCommand::Verify(VerifyArgs { trust, command }) => {
+        LightCommand::Verify(VerifyArgs {
+            trust,
+            command: Some(command),
+        }) => {
             let (name, json) = (command.name(), trust.json);
+            let args = [vec!["verify".to_string()], command.args()].concat();
             (
                 name,
                 json,
-                with_verifier(trust, name, |v| verify_command(v, command, json)),
+                with_verifier(trust, name, args, |v| verify_command(v, command, json)),
             )
         }
+        LightCommand::Verify(VerifyArgs { command: None, .. }) => (
+            "verify",
+            false,
+            Err(VerifyError::Input(
+                "name a predicate, or give --bundle FILE without --node to check a bundle".into(),
+            )),
+        ),
         LightCommand::Audit {
             command: AuditCommand::Revocation(a),
         } => {
             let json = a.trust.json;
             let (source, scan) = (a.source, a.scan);
+            let mut args = vec![
+                "audit".to_string(),
+                "revocation".into(),
+                "--source".into(),
+                source.clone(),
+            ];
+            if scan {
+                args.push("--scan".into());
+            }
             (
                 "revocation audit",
                 json,
-                with_verifier(a.trust, "revocation audit", |v| run_audit(v, &source, scan, json)),
+                with_verifier(a.trust, "revocation audit", args, |v| {
+                    run_audit(v, &source, scan, json)
+                }),
             )
         }
         LightCommand::Witness { command } => ("witness", false, run_witness(command)),
@@ -468,7 +517,172 @@ pub fn run(command: LightCommand) -> ExitCode {
     }
 }
 
+/// A predicate's command line, as a bundle keeps it.
+#[derive(Debug, clap::Parser)]
+#[command(no_binary_name = true)]
+struct Predicate {
+    #[command(subcommand)]
+    command: LightCommand,
+}
+
+/// Reads the bundle a `verify --bundle FILE` without `--node` names, and
+/// turns the command into the bundle's predicate run on it (a predicate
+/// given on the command line must be the bundle's).
+fn from_bundle(command: LightCommand) -> Result<LightCommand, VerifyError> {
+    let (mut trust, given) = match command {
+        LightCommand::Verify(VerifyArgs { trust, command })
+            if trust.bundle.is_some() && trust.node.is_empty() =>
+        {
+            (trust, command)
+        }
+        other => return Ok(other),
+    };
+    let path = trust.bundle.clone().unwrap_or_default();
+    let genesis = trust
+        .genesis
+        .clone()
+        .ok_or_else(|| VerifyError::Input("needs --genesis FILE: a bundle is checked against it".into()))?;
+    let b = read_bundle(&path, &genesis)?;
+    let parsed = Predicate::try_parse_from(&b.predicate)
+        .map_err(|e| VerifyError::Input(format!("{}: its predicate does not parse: {e}", path.display())))?;
+    let malformed = || VerifyError::Input(format!("{}: not a predicate of verify or audit", path.display()));
+    match parsed.command {
+        LightCommand::Verify(VerifyArgs { command: Some(c), .. }) => {
+            if let Some(g) = given {
+                if g.args() != c.args() {
+                    return Err(VerifyError::Input(format!(
+                        "{} holds `{}`, not `{}`",
+                        path.display(),
+                        b.predicate.join(" "),
+                        ["verify".to_string()]
+                            .into_iter()
+                            .chain(g.args())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    )));
+                }
+            }
+            trust.replay = Some(b);
+            Ok(LightCommand::Verify(VerifyArgs {
+                trust,
+                command: Some(c),
+            }))
+        }
+        LightCommand::Audit {
+            command: AuditCommand::Revocation(a),
+        } if given.is_none() => {
+            trust.replay = Some(b);
+            Ok(LightCommand::Audit {
+                command: AuditCommand::Revocation(RevocationArgs { trust, ..a }),
+            })
+        }
+        _ => Err(malformed()),
+    }
+}
+
+/// Reads and decodes a bundle, which must be of the consortium of
+/// `genesis`.
+pub fn read_bundle(path: &Path, genesis: &Path) -> Result<Bundle, VerifyError> {
+    let bytes = read_file(path)?;
+    check_bundle_of(
+        Bundle::decode(&bytes).map_err(|e| VerifyError::Input(format!("{}: {e}", path.display())))?,
+        genesis,
+    )
+}
+
+fn check_bundle_of(b: Bundle, genesis: &Path) -> Result<Bundle, VerifyError> {
+    let digest = provenance::Canonical::digest(&genesis::load_genesis(genesis)?.0);
+    if b.genesis != digest {
+        return Err(VerifyError::Input(format!(
+            "the bundle is of genesis {}, not of {} ({digest})",
+            b.genesis,
+            genesis.display()
+        )));
+    }
+    Ok(b)
+}
+
+/// Checks a bundle's bytes offline against `genesis`, as `verify --bundle`
+/// does: Ok(true) the predicate holds, Ok(false) it does not, Err when it
+/// could not be checked (a malformed bundle, a missing answer) or a proof
+/// or signature failed.
+pub fn check_bundle(genesis: &Path, bytes: &[u8]) -> Result<bool, VerifyError> {
+    let b = check_bundle_of(
+        Bundle::decode(bytes).map_err(|e| VerifyError::Input(e.to_string()))?,
+        genesis,
+    )?;
+    let parsed = Predicate::try_parse_from(&b.predicate)
+        .map_err(|e| VerifyError::Input(format!("the bundle's predicate does not parse: {e}")))?;
+    let trust = TrustArgs {
+        genesis: Some(genesis.to_path_buf()),
+        node: Vec::new(),
+        json: true,
+        state: None,
+        max_age: None,
+        timeout: 600,
+        bundle: None,
+        replay: Some(b),
+    };
+    match parsed.command {
+        LightCommand::Verify(VerifyArgs { command: Some(c), .. }) => {
+            with_verifier(trust, c.name(), Vec::new(), |v| verify_command(v, c, true))
+        }
+        LightCommand::Audit {
+            command: AuditCommand::Revocation(a),
+        } => with_verifier(trust, "revocation audit", Vec::new(), |v| {
+            run_audit(v, &a.source, a.scan, true)
+        }),
+        _ => Err(VerifyError::Input("not a predicate of verify or audit".into())),
+    }
+}
+
 impl VerifyCommand {
+    /// Its command line after `verify` (what a bundle keeps).
+    pub fn args(&self) -> Vec<String> {
+        let mut a = vec![self.name().to_string()];
+        let mut flag = |name: &str, value: String| {
+            a.push(format!("--{name}"));
+            a.push(value);
+        };
+        let mut switches = Vec::new();
+        match self {
+            VerifyCommand::Checkpoint => {}
+            VerifyCommand::Consistency { first, second } => {
+                flag("first", first.to_string());
+                if let Some(s) = second {
+                    flag("second", s.to_string());
+                }
+            }
+            VerifyCommand::Trace { answer, recompute } => {
+                flag("answer", answer.to_string_lossy().to_string());
+                switches.push(("recompute", *recompute));
+            }
+            VerifyCommand::Policy { campaign, approved } => {
+                flag("campaign", campaign.clone());
+                flag("approved", approved.clone());
+            }
+            VerifyCommand::Source { id, scan, order } => {
+                flag("id", id.clone());
+                switches.extend([("scan", *scan), ("order", *order)]);
+            }
+            VerifyCommand::Audits { campaign, recompute } => {
+                flag("campaign", campaign.clone());
+                switches.push(("recompute", *recompute));
+            }
+            VerifyCommand::Model { campaign, weights } => {
+                flag("campaign", campaign.clone());
+                flag("weights", weights.to_string_lossy().to_string());
+            }
+        }
+        a.extend(
+            switches
+                .into_iter()
+                .filter(|(_, on)| *on)
+                .map(|(n, _)| format!("--{n}")),
+        );
+        a
+    }
+
     /// The predicate's name, as verdicts name it.
     pub fn name(&self) -> &'static str {
         match self {
@@ -481,6 +695,19 @@ impl VerifyCommand {
             VerifyCommand::Audits { .. } => "audits",
         }
     }
+}
+
+/// Writes what a client recorded as a bundle of the predicate `args`.
+fn write_bundle(
+    path: &Path,
+    genesis: &Path,
+    args: Vec<String>,
+    recorded: Option<Bundle>,
+) -> Result<(), VerifyError> {
+    let mut b = recorded.ok_or_else(|| VerifyError::Input("nothing was recorded".into()))?;
+    b.genesis = provenance::Canonical::digest(&genesis::load_genesis(genesis)?.0);
+    b.predicate = args;
+    std::fs::write(path, b.encode()).map_err(|e| VerifyError::Input(format!("{}: {e}", path.display())))
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, VerifyError> {
@@ -501,10 +728,18 @@ fn run_trace(a: TraceArgs) -> Result<bool, VerifyError> {
         std::fs::write(path, text).map_err(|e| VerifyError::Input(format!("{}: {e}", path.display())))?;
         println!("answer written to {}", path.display());
     }
+    if a.bundle.is_some() && a.genesis.is_none() {
+        return Err(VerifyError::Input(
+            "--bundle needs --genesis: the bundle holds what the verification read".into(),
+        ));
+    }
     if let Some(g) = &a.genesis {
-        let node = Client::new(&a.node)
+        let mut node = Client::new(&a.node)
             .with_timeout(REQUEST_TIMEOUT)
             .with_deadline(Instant::now() + Duration::from_secs(600));
+        if a.bundle.is_some() {
+            node = node.recording();
+        }
         let mut v = Verifier::new(g, node)?;
         let mut verdict = v.trace(&answer, false)?;
         let asked = trace_request(&c, &a.prompt, &a.output, a.method.as_deref());
@@ -512,6 +747,17 @@ fn run_trace(a: TraceArgs) -> Result<bool, VerifyError> {
             verdict.violation(m);
         }
         print!("{}", verdict.render());
+        if let Some(path) = &a.bundle {
+            let name = "trace-answer.json";
+            let text = serde_json::to_vec_pretty(&answer).map_err(|e| VerifyError::Input(e.to_string()))?;
+            let args: Vec<String> = ["verify", "trace", "--answer", name].map(String::from).to_vec();
+            let recorded = v.node().recorded().map(|mut b| {
+                b.inputs.insert(name.to_string(), text);
+                b
+            });
+            write_bundle(path, g, args, recorded)?;
+            println!("bundle written to {}", path.display());
+        }
         return Ok(verdict.pass);
     }
     Ok(true)
@@ -546,24 +792,35 @@ fn run_audit(v: &mut Verifier, source: &str, scan: bool, json: bool) -> Result<b
 /// held can still end in "could not check" (exit 2): a node not reached,
 /// a checkpoint too old, a state that cannot be written.
 fn with_verifier(
-    t: TrustArgs,
+    mut t: TrustArgs,
     predicate: &str,
+    args: Vec<String>,
     check: impl FnOnce(&mut Verifier) -> Result<bool, VerifyError>,
 ) -> Result<bool, VerifyError> {
     let genesis = t
         .genesis
+        .clone()
         .ok_or_else(|| VerifyError::Input("needs --genesis FILE".into()))?;
-    let (first, others) = t
-        .node
-        .split_first()
-        .ok_or_else(|| VerifyError::Input("needs --node ADDRESS".into()))?;
     let deadline = Instant::now() + Duration::from_secs(t.timeout);
     let client = |addr: &str| {
         Client::new(addr)
             .with_timeout(REQUEST_TIMEOUT)
             .with_deadline(deadline)
     };
-    let mut v = Verifier::new(&genesis, client(first))?;
+    let (node, others, record) = match t.replay.take() {
+        Some(b) => (Client::from_bundle(b), &[][..], None),
+        None => {
+            let (first, others) = t.node.split_first().ok_or_else(|| {
+                VerifyError::Input("needs --node ADDRESS (or --bundle FILE to check a bundle)".into())
+            })?;
+            match &t.bundle {
+                Some(path) => (client(first).recording(), others, Some(path.clone())),
+                None => (client(first), others, None),
+            }
+        }
+    };
+    let first = node.base().to_string();
+    let mut v = Verifier::new(&genesis, node)?;
     if let Some(max) = t.max_age {
         let log = v.light().keyring().log();
         let floor_s = 2 * log.witness_interval_ms().div_ceil(1000);
@@ -638,6 +895,21 @@ fn with_verifier(
             );
         }
     }
+    // The bundle of a check that was made (it held, or its violation is
+    // shown): everything it read, to check again offline.
+    if let Some(path) = record {
+        let made = match &outcome {
+            Ok(_) => true,
+            Err(e) => e.is_violation(),
+        };
+        if made {
+            if let Err(e) = write_bundle(&path, &genesis, args, v.node().recorded()) {
+                also(&mut outcome, e);
+            } else if !json {
+                println!("  - bundle written to {}", path.display());
+            }
+        }
+    }
     // Whatever the verdict, a newer checkpoint this run accepted (checked
     // to extend the held one) is held from now on.
     if let (Some(s), Some(newest)) = (state.as_mut(), v.newest()) {
@@ -695,7 +967,7 @@ fn verify_command(v: &mut Verifier, command: VerifyCommand, json: bool) -> Resul
             )
         }
         VerifyCommand::Trace { answer, recompute } => {
-            let text = read_file(&answer)?;
+            let text = answer_of(v.node().input(&answer))?;
             let a: TraceAnswer = serde_json::from_slice(&text)
                 .map_err(|e| VerifyError::Input(format!("{}: {e}", answer.display())))?;
             report(&v.trace(&a, recompute)?, json)
@@ -720,7 +992,7 @@ fn verify_command(v: &mut Verifier, command: VerifyCommand, json: bool) -> Resul
         }
         VerifyCommand::Model { campaign, weights } => {
             let c = digest_arg(&campaign)?;
-            let bytes = read_file(&weights)?;
+            let bytes = answer_of(v.node().input(&weights))?;
             report(&v.model(&c, &bytes)?, json)
         }
     })

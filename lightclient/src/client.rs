@@ -3,7 +3,7 @@
 //! [`crate::light`] for the checks a verifier makes on what it fetches.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use provenance::api::{
@@ -13,6 +13,8 @@ use provenance::api::{
 };
 use provenance::{Digest, EntryBody};
 use serde::de::DeserializeOwned;
+
+use crate::bundle::{Bundle, BundleForm, Recorded};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -55,6 +57,10 @@ pub struct Client {
     timeout: Duration,
     deadline: Option<Instant>,
     fetched: Arc<AtomicU64>,
+    /// Every GET's answer and every input file, kept for a bundle.
+    recorder: Option<Arc<Mutex<Bundle>>>,
+    /// Answers read from a bundle instead of the network.
+    replay: Option<Arc<Bundle>>,
 }
 
 /// An answer as raw JSON: status and body (for answers read by hand, e.g.
@@ -115,6 +121,116 @@ impl Client {
             timeout: Duration::from_secs(30),
             deadline: None,
             fetched: Arc::default(),
+            recorder: None,
+            replay: None,
+        }
+    }
+
+    /// A client that answers every GET from `bundle` and reads no network:
+    /// a path the bundle lacks is an error.
+    pub fn from_bundle(bundle: Bundle) -> Self {
+        Self {
+            base: "bundle:".into(),
+            replay: Some(Arc::new(bundle)),
+            ..Self::new("http://bundle.invalid")
+        }
+    }
+
+    /// The same client, keeping every answer it reads and every input file
+    /// ([`Client::input`]) for a bundle ([`Client::recorded`]).
+    pub fn recording(mut self) -> Self {
+        self.recorder = Some(Arc::default());
+        self
+    }
+
+    /// What this client (and its clones) recorded.
+    pub fn recorded(&self) -> Option<Bundle> {
+        self.recorder
+            .as_ref()
+            .map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    /// Reads an input file (a trace answer, a model's weights): from the
+    /// bundle when replaying one, else from disk (and kept when recording).
+    pub fn input(&self, path: &std::path::Path) -> Result<Vec<u8>, ClientError> {
+        let name = path.to_string_lossy().to_string();
+        if let Some(b) = &self.replay {
+            return b
+                .inputs
+                .get(&name)
+                .cloned()
+                .ok_or_else(|| ClientError::Transport {
+                    url: format!("bundle:{name}"),
+                    reason: "the bundle holds no such input".into(),
+                });
+        }
+        let bytes = std::fs::read(path).map_err(|e| ClientError::Transport {
+            url: name.clone(),
+            reason: e.to_string(),
+        })?;
+        if let Some(r) = &self.recorder {
+            r.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .inputs
+                .insert(name, bytes.clone());
+        }
+        Ok(bytes)
+    }
+
+    fn record(&self, path: &str, status: u16, body: &[u8]) {
+        if let Some(r) = &self.recorder {
+            r.lock().unwrap_or_else(|p| p.into_inner()).answers.insert(
+                path.to_string(),
+                Recorded {
+                    status,
+                    body: body.to_vec(),
+                },
+            );
+        }
+    }
+
+    /// A GET's status and body: from the bundle, or from the node (an
+    /// error status as [`ClientError::Status`]). `canonical` gives the
+    /// form a recorded body is kept in (a JSON answer re-encoded).
+    fn fetch(
+        &self,
+        path: &str,
+        canonical: impl Fn(&[u8]) -> Option<Vec<u8>>,
+    ) -> Result<(u16, Vec<u8>), ClientError> {
+        if let Some(b) = &self.replay {
+            let url = format!("bundle:{path}");
+            let r = b.answers.get(path).ok_or_else(|| ClientError::Transport {
+                url: url.clone(),
+                reason: "the bundle holds no answer to this request".into(),
+            })?;
+            if r.status >= 400 {
+                return Err(ClientError::Status {
+                    url,
+                    status: r.status,
+                    body: String::from_utf8_lossy(&r.body).into_owned(),
+                });
+            }
+            if canonical(&r.body).is_some_and(|c| c != r.body) {
+                return Err(ClientError::Decode(format!(
+                    "{url}: the answer is not in canonical form"
+                )));
+            }
+            return Ok((r.status, r.body.clone()));
+        }
+        let url = self.url(path);
+        let r = self.timed(&url, self.agent.get(&url))?.call();
+        match self.read(url, r) {
+            Ok((status, bytes)) => {
+                self.record(path, status, &canonical(&bytes).unwrap_or_else(|| bytes.clone()));
+                Ok((status, bytes))
+            }
+            Err(e @ ClientError::Status { .. }) => {
+                if let ClientError::Status { status, body, .. } = &e {
+                    self.record(path, *status, body.as_bytes());
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -270,18 +386,24 @@ impl Client {
     }
 
     /// GET a JSON path and read the answer as `T` (a `provenance::api`
-    /// answer type).
-    pub fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let url = self.url(path);
-        let r = self.timed(&url, self.agent.get(&url))?.call();
-        self.typed(url, r)
+    /// answer type). A recorded answer is kept as `T` re-encoded in its
+    /// [`BundleForm`], and one read from a bundle must be exactly that.
+    pub fn get_json<T: DeserializeOwned + Serialize + BundleForm>(
+        &self,
+        path: &str,
+    ) -> Result<T, ClientError> {
+        let reencode = |b: &[u8]| {
+            serde_json::from_slice::<T>(b)
+                .ok()
+                .and_then(|t| serde_json::to_vec(&t.bundle_form()).ok())
+        };
+        let (_, bytes) = self.fetch(path, reencode)?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(format!("{}: {e}", self.url(path))))
     }
 
     /// GET raw text or bytes.
     pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
-        let url = self.url(path);
-        let r = self.timed(&url, self.agent.get(&url))?.call();
-        self.read(url, r).map(|(_, b)| b)
+        self.fetch(path, |_| None).map(|(_, b)| b)
     }
 
     /// POST JSON (with the token, if any).

@@ -1,6 +1,6 @@
 //! A light client of a govtune consortium: it holds only the genesis file,
 //! trusts no node, and checks what nodes serve. The HTTP client
-//! ([`client`]), the proofs a light client checks ([`light`]), the
+//! ([`client`]), offline bundles of what a check read ([`bundle`]), the proofs a light client checks ([`light`]), the
 //! verifier predicates of a regulator, a rights-holder and an operator
 //! ([`verify`]), the checks that need the tuner ([`recompute`], feature
 //! `recompute`), what a verifier remembers between runs ([`state`]), a
@@ -9,6 +9,7 @@
 //! ([`cli`]).
 #![deny(missing_docs)]
 
+pub mod bundle;
 pub mod cli;
 pub mod client;
 pub mod light;

@@ -222,6 +222,14 @@ impl LightClient {
     pub fn signed_from_answer(&self, a: &CheckpointAnswer) -> Result<SignedCheckpoint, VerifyError> {
         let cp = a.to_signed();
         self.verify_checkpoint(&cp)?;
+        // The note text, when given, must be the same checkpoint with the
+        // same signatures: nothing in an answer goes unchecked.
+        if !a.c2sp.is_empty() && a.c2sp != cp.to_c2sp(&self.keyring, &a.cosignatures) {
+            return Err(VerifyError::Malformed(format!(
+                "the C2SP note of the checkpoint at height {} is not the checkpoint it comes with",
+                cp.checkpoint.height
+            )));
+        }
         Ok(cp)
     }
 
@@ -287,6 +295,12 @@ impl LightClient {
         index: u64,
     ) -> Result<LedgerEntry, VerifyError> {
         let a = answer(node.inclusion_proof(index, cp.checkpoint.size))?;
+        if (a.index, a.size) != (index, cp.checkpoint.size) {
+            return Err(VerifyError::Malformed(format!(
+                "asked for entry {index} in the log of size {}, answered with entry {} of size {}",
+                cp.checkpoint.size, a.index, a.size
+            )));
+        }
         self.verify_leaf(cp, index, a.leaf.as_slice(), &a.proof)?;
         provenance::decode(a.leaf.as_slice()).map_err(|e| VerifyError::Malformed(e.to_string()))
     }
@@ -302,7 +316,14 @@ impl LightClient {
         self.verify_checkpoint(first)?;
         self.verify_checkpoint(second)?;
         let (a, b) = (first.checkpoint.size, second.checkpoint.size);
-        let proof = answer(node.consistency_proof(a, b))?.proof;
+        let c = answer(node.consistency_proof(a, b))?;
+        if (c.first, c.second) != (a, b) {
+            return Err(VerifyError::Malformed(format!(
+                "asked for a consistency proof {a} -> {b}, answered with {} -> {}",
+                c.first, c.second
+            )));
+        }
+        let proof = c.proof;
         self.verify_consistency_proof(first, second, &proof)
     }
 

@@ -29,12 +29,15 @@ pub enum Next {
     Fork,
 }
 
-/// The decision after a 409 naming `held` for a checkpoint of `size`.
-pub fn on_conflict(held: u64, size: u64) -> Next {
+/// The decision after a 409 naming `held` for a checkpoint of `size`
+/// submitted from `old`: the witness holding this very size after a
+/// submission from it means it holds another root there.
+pub fn on_conflict(held: u64, size: u64, old: u64) -> Next {
     match held.cmp(&size) {
         std::cmp::Ordering::Less => Next::RetryFrom(held),
         std::cmp::Ordering::Greater => Next::Ahead(held),
-        std::cmp::Ordering::Equal => Next::Fork,
+        std::cmp::Ordering::Equal if old == size => Next::Fork,
+        std::cmp::Ordering::Equal => Next::RetryFrom(held),
     }
 }
 
@@ -86,7 +89,7 @@ fn submit_once(
     timeout: Duration,
 ) -> u64 {
     let size = cp.checkpoint.size;
-    for _ in 0..2 {
+    for _ in 0..3 {
         let old = if held > size { 0 } else { held };
         let proof = if old == 0 || old == size {
             Vec::new()
@@ -118,7 +121,7 @@ fn submit_once(
                 }
                 Next::Holds(size)
             }
-            Ok(Submitted::Conflict(h)) => on_conflict(h, size),
+            Ok(Submitted::Conflict(h)) => on_conflict(h, size, old),
             Err(e @ SubmitError::Transport { .. }) => {
                 tracing::debug!("witness {}: {e}", w.name);
                 return held;
@@ -155,9 +158,12 @@ mod tests {
 
     #[test]
     fn a_conflict_retries_from_a_smaller_size_waits_behind_a_larger_and_reports_a_fork() {
-        assert_eq!(on_conflict(0, 10), Next::RetryFrom(0));
-        assert_eq!(on_conflict(7, 10), Next::RetryFrom(7));
-        assert_eq!(on_conflict(12, 10), Next::Ahead(12));
-        assert_eq!(on_conflict(10, 10), Next::Fork);
+        assert_eq!(on_conflict(0, 10, 3), Next::RetryFrom(0));
+        assert_eq!(on_conflict(7, 10, 0), Next::RetryFrom(7));
+        assert_eq!(on_conflict(12, 10, 0), Next::Ahead(12));
+        // Another node brought the witness to this size first: no fork.
+        assert_eq!(on_conflict(10, 10, 0), Next::RetryFrom(10));
+        // Refused from this very size: the witness holds another root.
+        assert_eq!(on_conflict(10, 10, 10), Next::Fork);
     }
 }

@@ -355,6 +355,12 @@ impl Verifier {
             return Ok(v.clone());
         }
         let a = answer(self.node.status(d))?;
+        if a.digest != *d {
+            return Err(malformed(format!(
+                "asked where entry {d} is, answered about {}",
+                a.digest
+            )));
+        }
         let index = a
             .state
             .committed()

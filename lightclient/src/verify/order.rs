@@ -138,6 +138,12 @@ impl Verifier {
         for s in &recipe.considered {
             match self.node.source(&s.source) {
                 Ok(a) => {
+                    if a.id != s.source || provenance::Canonical::digest(&a.manifest) != s.source {
+                        return Err(malformed(format!(
+                            "the answer about source {} is another's",
+                            s.source
+                        )));
+                    }
                     let (_, e) = self.ensure(&cp, &s.source)?;
                     let EntryBody::Manifest(m) = e.body else {
                         return Err(malformed(format!("{} is not a source", s.source)));

@@ -20,6 +20,27 @@ use testnet::{Client, LightClient, NodeSettings, Testnet, VerifyError};
 const MACBETH: &[u8] = include_bytes!("../../../testnet/fixtures/macbeth.txt");
 const TWELFTH_NIGHT: &[u8] = include_bytes!("../../../testnet/fixtures/twelfth_night.txt");
 
+/// The demo's campaign file cut to `steps` steps, its paths made absolute.
+fn campaign_file(dir: &Path, steps: u64) -> PathBuf {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data");
+    let text = std::fs::read_to_string(data.join("campaign.toml")).expect("campaign file");
+    let text = text
+        .replace("max_steps = 200", &format!("max_steps = {steps}"))
+        .replace("path = \"", &format!("path = \"{}/", data.display()))
+        .replace(
+            "base_weights = \"",
+            &format!("base_weights = \"{}/", data.display()),
+        )
+        .replace("probe = \"", &format!("probe = \"{}/", data.display()));
+    assert!(
+        text.contains(&format!("max_steps = {steps}")),
+        "the campaign file changed shape"
+    );
+    let config = dir.join("campaign.toml");
+    std::fs::write(&config, text).expect("write");
+    config
+}
+
 fn govtune() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_govtune"))
 }
@@ -484,4 +505,207 @@ fn base64_of(b: &[u8]) -> String {
         }
     }
     s
+}
+
+/// What a light client of `node` checks with `args`, written to a bundle:
+/// the run's exit code and output.
+fn bundle_of(gs: &str, node: &str, path: &Path, args: &[&str]) -> (i32, String) {
+    let p = path.to_string_lossy().to_string();
+    let mut all = vec!["verify", "--genesis", gs, "--node", node, "--bundle", &p];
+    all.extend_from_slice(args);
+    output(&all)
+}
+
+/// Positions `count` of `0..len` from a seed (xorshift).
+fn seeded_positions(seed: u64, len: usize, count: usize) -> Vec<usize> {
+    let mut x = seed | 1;
+    (0..count)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % len as u64) as usize
+        })
+        .collect()
+}
+
+/// What part of a bundle byte `i` is in: the answer's path, or the
+/// header.
+fn part_of(bytes: &[u8], i: usize) -> String {
+    let b = lightclient::bundle::Bundle::decode(bytes).expect("a bundle");
+    let mut at = lightclient::bundle::MAGIC.len() + 32 + 4;
+    at += b.predicate.iter().map(|a| 4 + a.len()).sum::<usize>() + 4;
+    for (name, v) in &b.inputs {
+        at += 4 + name.len() + 8 + v.len();
+        if i < at {
+            return format!("input {name}");
+        }
+    }
+    at += 4;
+    for (path, r) in &b.answers {
+        at += 4 + path.len() + 2 + 8 + r.body.len();
+        if i < at {
+            return format!("{path} ({} bytes)", r.body.len());
+        }
+    }
+    "header".into()
+}
+
+/// Flips byte `i` of `bytes` (XOR 0x01: the smallest change, which keeps
+/// a digit a digit) and checks the bundle in process: it must not pass.
+fn flipped_fails(genesis: &Path, bytes: &[u8], i: usize) -> bool {
+    let mut f = bytes.to_vec();
+    f[i] ^= 0x01;
+    !matches!(lightclient::cli::check_bundle(genesis, &f), Ok(true))
+}
+
+#[test]
+fn a_bundle_verifies_offline_in_a_namespace_without_network_and_no_single_byte_flip_passes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let wdir = dir.path().join("w");
+    let vkey = witness_init(&wdir, "w.witness.test/bundle");
+    let port = free_port();
+    let settings = NodeSettings {
+        view_timeout_ms: Some(1500),
+        heartbeat_ms: Some(300),
+        witnesses: vec![(vkey, format!("http://127.0.0.1:{port}"))],
+        witness_quorum: Some(1),
+        witness_interval_ms: Some(1000),
+        ..NodeSettings::default()
+    };
+    let mut t = Testnet::create(&dir.path().join("net"), 4, govtune(), &settings).expect("testnet");
+    let g = t.genesis_path();
+    let gs = g.to_string_lossy().to_string();
+    let witness = witness_serve(&wdir, port, &g);
+    t.start_all().expect("start");
+    t.wait_all_healthy(Duration::from_secs(120)).expect("healthy");
+    let light = LightClient::from_genesis_file(&g).expect("light client");
+    let node = t.client(0);
+    // A governed campaign of 4 steps, closed.
+    let out = Command::new(govtune())
+        .args(["campaign", "run", "--config"])
+        .arg(campaign_file(dir.path(), 4))
+        .arg("--testnet")
+        .arg(dir.path().join("net"))
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let campaign = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("campaign ").filter(|d| d.len() == 64))
+        .expect("campaign digest")
+        .to_string();
+    let size = t
+        .client(t.by_role("operator").expect("operator"))
+        .health()
+        .expect("health")
+        .log_size;
+    t.wait_converged(size, Duration::from_secs(60))
+        .expect("converged");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while light
+        .latest_checkpoint(&node)
+        .map_or(true, |cp| cp.checkpoint.size < size)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no witnessed checkpoint of the whole log"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A small bundle (the checkpoint: its validators' and the consortium's
+    // signatures and the witness's cosignature) and a large one (the
+    // campaign's whole record, every entry with its proof).
+    let small = dir.path().join("checkpoint.bundle");
+    let (code, out) = bundle_of(&gs, node.base(), &small, &["checkpoint"]);
+    assert_eq!(code, 0, "{out}");
+    let large = dir.path().join("audits.bundle");
+    let (code, out) = bundle_of(&gs, node.base(), &large, &["audits", "--campaign", &campaign]);
+    assert_eq!(code, 0, "{out}");
+    let small_bytes = std::fs::read(&small).expect("small");
+    let large_bytes = std::fs::read(&large).expect("large");
+    assert!(small_bytes.len() <= 8 * 1024, "{} bytes", small_bytes.len());
+    assert!(
+        large_bytes.len() > 8 * small_bytes.len(),
+        "{} bytes",
+        large_bytes.len()
+    );
+
+    // Offline: in a network namespace with only loopback, no node.
+    drop(witness);
+    t.down().expect("down");
+    let lab =
+        testnet::netns::Lab::single("offline", &[]).expect("a network namespace (needs root and iproute2)");
+    for (b, predicate) in [(&small, "checkpoint"), (&large, "audits")] {
+        let o = lab
+            .command("offline", govtune())
+            .expect("command")
+            .args(["verify", "--genesis", &gs, "--bundle"])
+            .arg(b)
+            .output()
+            .expect("runs");
+        let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{text}");
+        assert!(text.contains(&format!("PASS {predicate}")), "{text}");
+        // The bundle's predicate, named again, must be the same one.
+        let o = lab
+            .command("offline", govtune())
+            .expect("command")
+            .args(["verify", "--genesis", &gs, "--bundle"])
+            .arg(b)
+            .args(["consistency", "--first", "1"])
+            .output()
+            .expect("runs");
+        assert_eq!(o.status.code(), Some(2));
+    }
+    // Checked in process too (what the flips use).
+    assert!(matches!(
+        lightclient::cli::check_bundle(&g, &small_bytes),
+        Ok(true)
+    ));
+    assert!(matches!(
+        lightclient::cli::check_bundle(&g, &large_bytes),
+        Ok(true)
+    ));
+
+    // Every single-byte flip of the small bundle, and 1,000 seeded ones of
+    // the large, fails.
+    let started = Instant::now();
+    let passed: Vec<usize> = (0..small_bytes.len())
+        .filter(|&i| !flipped_fails(&g, &small_bytes, i))
+        .collect();
+    let parts: std::collections::BTreeSet<String> =
+        passed.iter().map(|&i| part_of(&small_bytes, i)).collect();
+    assert!(
+        passed.is_empty(),
+        "{} flips of the small bundle still pass, in {parts:?}",
+        passed.len()
+    );
+    let small_time = started.elapsed();
+    let started = Instant::now();
+    let passed: Vec<usize> = seeded_positions(0x6f76_7465_6e65_7473, large_bytes.len(), 1000)
+        .into_iter()
+        .filter(|&i| !flipped_fails(&g, &large_bytes, i))
+        .collect();
+    let parts: std::collections::BTreeSet<String> =
+        passed.iter().map(|&i| part_of(&large_bytes, i)).collect();
+    assert!(
+        passed.is_empty(),
+        "{} flips of the large bundle still pass, in {parts:?}",
+        passed.len()
+    );
+    eprintln!(
+        "flips: {} of a {}-byte bundle in {:.1} s; 1000 of a {}-byte bundle in {:.1} s",
+        small_bytes.len(),
+        small_bytes.len(),
+        small_time.as_secs_f64(),
+        large_bytes.len(),
+        started.elapsed().as_secs_f64()
+    );
 }
