@@ -11,6 +11,7 @@ pub mod demo;
 pub mod netns;
 pub mod report;
 pub mod runner;
+pub mod witness_bench;
 pub mod workload;
 
 pub use lightclient::{Client, ClientError, LightClient, VerifyError};

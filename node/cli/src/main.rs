@@ -176,6 +176,17 @@ enum BenchCommand {
         #[arg(long, value_delimiter = ',', default_value = "1,8,24")]
         mib: Vec<u64>,
     },
+    /// What a witness's add-checkpoint costs, in process, beside the
+    /// primitives it is made of (signature checks, consistency proof,
+    /// cosignature, synced state write).
+    Witness {
+        /// Checkpoints submitted.
+        #[arg(long, default_value_t = 500)]
+        checkpoints: usize,
+        /// Leaves the log grows by between two.
+        #[arg(long, default_value_t = 100)]
+        step: u64,
+    },
     /// What https costs API clients: a 4-node testnet over http, then one
     /// over https; checkpoint reads on a kept-alive connection, on a new
     /// connection each, and a light client's verified checkpoint.
@@ -589,6 +600,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Bench {
+            command: BenchCommand::Witness { checkpoints, step },
+        } => Ok(testnet::witness_bench::run(checkpoints, step).map_err(|e| e.to_string())?),
         Command::Bench {
             command: BenchCommand::Api { requests },
         } => {
