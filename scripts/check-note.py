@@ -125,8 +125,14 @@ def main():
         print(f"error: {e}")
         sys.exit(2)
 
+    seen = set()
+    for line_name, blob in lines:
+        if (line_name, blob[:4]) in seen:
+            fail(f"two signature lines of one key ({line_name}+{blob[:4].hex()})")
+        seen.add((line_name, blob[:4]))
+
     signed = 0
-    for name, key_id, key in keys:
+    for name, key_id, key in {(n, i): (n, i, k) for n, i, k in keys}.values():
         if name != origin:
             fail(f"key {name} is not named by the origin {origin}")
         for line_name, blob in lines:
@@ -138,7 +144,7 @@ def main():
         fail(f"{signed} valid validator signatures, {a.need} needed")
 
     cosigned = 0
-    for name, key_id, key in witnesses:
+    for name, key_id, key in {(n, i): (n, i, k) for n, i, k in witnesses}.values():
         for line_name, blob in lines:
             if line_name == name and blob[:4] == key_id:
                 if len(blob) != 4 + 8 + 64:

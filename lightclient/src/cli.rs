@@ -583,6 +583,15 @@ fn from_bundle(command: LightCommand) -> Result<LightCommand, VerifyError> {
 /// Reads and decodes a bundle, which must be of the consortium of
 /// `genesis`.
 pub fn read_bundle(path: &Path, genesis: &Path) -> Result<Bundle, VerifyError> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| VerifyError::Input(format!("{}: {e}", path.display())))?
+        .len();
+    if len > crate::bundle::MAX_BUNDLE_BYTES as u64 {
+        return Err(VerifyError::Input(format!(
+            "{}: larger than 1 GiB",
+            path.display()
+        )));
+    }
     let bytes = read_file(path)?;
     check_bundle_of(
         Bundle::decode(&bytes).map_err(|e| VerifyError::Input(format!("{}: {e}", path.display())))?,
@@ -947,12 +956,25 @@ fn verify_command(v: &mut Verifier, command: VerifyCommand, json: bool) -> Resul
         }
         VerifyCommand::Consistency { first, second } => {
             let a = v.light().checkpoint_at(v.node(), first)?;
+            // The latest is the witnessed one; a past one named by height is
+            // checked to be in its log, never held on its own signatures.
+            let latest = v.latest()?;
             let b = match second {
-                Some(h) => v.light().checkpoint_at(v.node(), h)?,
-                None => v.latest()?,
+                Some(h) => {
+                    let b = v.light().checkpoint_at(v.node(), h)?;
+                    if b.checkpoint.size <= latest.checkpoint.size {
+                        v.light().verify_extends(v.node(), &b, &latest)?;
+                    } else {
+                        return Err(VerifyError::Input(format!(
+                            "height {h} is past the node's latest witnessed checkpoint (height {})",
+                            latest.checkpoint.height
+                        )));
+                    }
+                    b
+                }
+                None => latest,
             };
             v.light().verify_extends(v.node(), &a, &b)?;
-            v.accept(&b)?;
             let (a, b) = (&a.checkpoint, &b.checkpoint);
             plain(
                 serde_json::json!({

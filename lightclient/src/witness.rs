@@ -1,5 +1,5 @@
 //! A witness of consortium logs (C2SP tlog-witness), run by a party outside
-//! the consortium, and the client nodes submit checkpoints with.
+//! the consortium (nodes submit to it: `node::witnessing`).
 //!
 //! A witness holds its own Ed25519 key and, per log it knows (each
 //! genesis it is given), the last checkpoint it cosigned. It cosigns a
@@ -9,8 +9,12 @@
 //! must be the one it holds); the new checkpoint is persisted (written to
 //! a temporary file, synced and renamed) before the cosignature is
 //! returned. A checkpoint the consortium signed that does not extend it is
-//! refused and kept in `evidence/`: two such checkpoints are proof that
-//! the consortium showed two logs.
+//! refused and kept in `evidence/`: one of the size cosigned with another
+//! root or index (`fork-*`) is, with the state, proof that the consortium
+//! signed two logs; one whose proof fails (`unproven-*`) may be a faulty
+//! submitter's. The witness vouches for the root at each size and, at the
+//! size it holds, for the index line; an index that grows with the log is
+//! the validators' word (each signs only the index its own store computed).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -18,18 +22,17 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
-use provenance::genesis::WitnessRecord;
 use provenance::merkle::{verify_consistency, LogHasher};
-use provenance::note::{self, SignatureLine};
-use provenance::{Cosignature, Digest, KeyRing, SignedCheckpoint};
+use provenance::note;
+use provenance::{Checkpoint, Cosignature, Digest, KeyRing, SignedCheckpoint};
 use serde::{Deserialize, Serialize};
 
 /// Largest add-checkpoint request body (bytes).
 pub const MAX_REQUEST_BYTES: usize = 128 * 1024;
-/// Most consistency proof lines a request may carry (C2SP's bound).
-pub const MAX_PROOF_LINES: usize = 63;
+/// Most refused checkpoints kept as evidence (each at most
+/// [`MAX_REQUEST_BYTES`]): a submitter that keeps sending bad proofs cannot
+/// fill the witness's disk.
+pub const MAX_EVIDENCE: usize = 1_000;
 
 const KEY_FORMAT: &str = "govtune-witness-key/v1";
 const STATE_FORMAT: &str = "govtune-witness-state/v1";
@@ -249,20 +252,26 @@ impl Witness {
         self.dir.join("logs").join(hex::encode(h))
     }
 
-    /// The size and root of the last checkpoint it cosigned for `origin`.
-    pub fn held(&self, origin: &str) -> Result<Option<(u64, Digest)>, WitnessError> {
+    /// The last checkpoint it cosigned for `origin`.
+    pub fn held(&self, origin: &str) -> Result<Option<Checkpoint>, WitnessError> {
         let path = self.state_path(origin);
         match fs::read(&path) {
             Ok(bytes) => {
                 let s: LogState = serde_json::from_slice(&bytes)
                     .map_err(|e| WitnessError::Invalid(format!("{}: {e}", path.display())))?;
-                if s.format != STATE_FORMAT || s.origin != origin {
+                let c = provenance::checkpoint::parse_body(&s.body)
+                    .map_err(|e| WitnessError::Invalid(format!("{}: {e}", path.display())))?;
+                if s.format != STATE_FORMAT
+                    || s.origin != origin
+                    || c.origin != origin
+                    || (c.size, c.root) != (s.size, s.root)
+                {
                     return Err(WitnessError::Invalid(format!(
                         "{}: not the {STATE_FORMAT} state of {origin:?}",
                         path.display()
                     )));
                 }
-                Ok(Some((s.size, s.root)))
+                Ok(Some(c))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err(&path)(e)),
@@ -283,11 +292,21 @@ impl Witness {
         write_atomically(&path, &bytes)
     }
 
-    fn keep_evidence(&self, request: &str, why: &str) {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let path = self.dir.join("evidence").join(format!("{stamp}.txt"));
+    /// Keeps a refused request whose checkpoint the consortium signed, once
+    /// (named by its hash). A `fork` (another root or index at the size
+    /// cosigned) is proof that the consortium signed two logs and is always
+    /// kept; a proof that does not verify may be a faulty submitter's, and
+    /// at most [`MAX_EVIDENCE`] of those are.
+    fn keep_evidence(&self, request: &str, why: &str, fork: bool) {
+        let dir = self.dir.join("evidence");
+        if !fork && fs::read_dir(&dir).map_or(0, |d| d.count()) >= MAX_EVIDENCE {
+            eprintln!(
+                "witness: {MAX_EVIDENCE} refused checkpoints already kept; not keeping this one: {why}"
+            );
+            return;
+        }
+        let name = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(request.as_bytes()));
+        let path = dir.join(format!("{}-{name}.txt", if fork { "fork" } else { "unproven" }));
         let text = format!("{why}\n\n{request}");
         if let Err(e) = fs::write(&path, text) {
             eprintln!("witness: could not keep evidence in {}: {e}", path.display());
@@ -302,7 +321,7 @@ impl Witness {
             return Err(bad("request body too large"));
         }
         let text = std::str::from_utf8(request).map_err(|_| bad("request body is not UTF-8"))?;
-        let (old, proof, note_text) = parse_request(text).map_err(bad)?;
+        let (old, proof, note_text) = note::parse_witness_request(text).map_err(bad)?;
         let origin = note_text.split('\n').next().unwrap_or_default();
         let keyring = self
             .logs
@@ -320,7 +339,7 @@ impl Witness {
         }
         let _held = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let held = self.held(origin).map_err(|e| Refusal::Internal(e.to_string()))?;
-        let (held_size, held_root) = held.unwrap_or((0, Digest::ZERO));
+        let (held_size, held_root) = held.as_ref().map_or((0, Digest::ZERO), |h| (h.size, h.root));
         if old != held_size {
             return Err(Refusal::Conflict {
                 size: held_size,
@@ -328,12 +347,14 @@ impl Witness {
             });
         }
         if old == c.size {
-            if held.is_some() && held_root != c.root {
+            // The same log at the same size has one root and one index
+            // (govtune's extension line, which C2SP leaves to the log).
+            if let Some(h) = held.as_ref().filter(|h| (h.root, h.index) != (c.root, c.index)) {
                 let why = format!(
-                    "a checkpoint of size {} with root {} where root {held_root} was cosigned",
-                    c.size, c.root
+                    "a checkpoint of size {} with root {} and index {} where root {} and index {} were cosigned",
+                    c.size, c.root, c.index, h.root, h.index
                 );
-                self.keep_evidence(text, &why);
+                self.keep_evidence(text, &why, true);
                 return Err(Refusal::Conflict {
                     size: held_size,
                     reason: why,
@@ -345,7 +366,7 @@ impl Witness {
                     "the checkpoint of size {} does not extend the one of size {old} cosigned: {e}",
                     c.size
                 );
-                self.keep_evidence(text, &why);
+                self.keep_evidence(text, &why, false);
                 return Err(Refusal::Unprocessable(why));
             }
         }
@@ -353,36 +374,6 @@ impl Witness {
         let cosignature = Cosignature::sign(&self.name, &self.key, c, now);
         Ok(cosignature.line(&self.key.verifying_key().to_bytes()).render())
     }
-}
-
-/// Splits an add-checkpoint request into its old size, its proof and the
-/// checkpoint note.
-fn parse_request(text: &str) -> Result<(u64, Vec<Digest>, &str), &'static str> {
-    let (first, mut rest) = text.split_once('\n').ok_or("no old size line")?;
-    let old = first
-        .strip_prefix("old ")
-        .filter(|n| {
-            !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && (n.len() == 1 || !n.starts_with('0'))
-        })
-        .and_then(|n| n.parse::<u64>().ok())
-        .ok_or("the first line must be `old <size>`, decimal without leading zeros")?;
-    let mut proof = Vec::new();
-    loop {
-        let (line, next) = rest
-            .split_once('\n')
-            .ok_or("no empty line before the checkpoint")?;
-        rest = next;
-        if line.is_empty() {
-            break;
-        }
-        if proof.len() == MAX_PROOF_LINES {
-            return Err("more than 63 consistency proof lines");
-        }
-        let bytes = B64.decode(line).map_err(|_| "a proof line is not base64")?;
-        let hash: [u8; 32] = bytes.try_into().map_err(|_| "a proof line is not 32 bytes")?;
-        proof.push(Digest(hash));
-    }
-    Ok((old, proof, rest))
 }
 
 /// Writes `bytes` to `path` so that a crash leaves the old file or the new
@@ -402,146 +393,6 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), WitnessError> {
             .map_err(io_err(dir))?;
     }
     Ok(())
-}
-
-/// An add-checkpoint request body: `old <size>`, the proof's lines, an
-/// empty line and the checkpoint note.
-pub fn request_body(old: u64, proof: &[Digest], note_text: &str) -> String {
-    let mut s = format!("old {old}\n");
-    for d in proof {
-        s.push_str(&B64.encode(d.0));
-        s.push('\n');
-    }
-    s.push('\n');
-    s.push_str(note_text);
-    s
-}
-
-/// What a witness answered a submission.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Submitted {
-    /// Its cosignatures of the checkpoint (each checked under genesis).
-    Cosigned(Vec<Cosignature>),
-    /// 409: it holds a checkpoint of this size (another old size is
-    /// needed, or it holds another root at this size).
-    Conflict(u64),
-}
-
-/// Why a submission failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SubmitError {
-    /// No answer.
-    #[error("{url}: {reason}")]
-    Transport {
-        /// URL.
-        url: String,
-        /// Why.
-        reason: String,
-    },
-    /// The witness refused the checkpoint.
-    #[error("{url}: HTTP {status}: {reason}")]
-    Refused {
-        /// URL.
-        url: String,
-        /// Status.
-        status: u16,
-        /// Its reason.
-        reason: String,
-    },
-    /// The answer is not C2SP's, or a cosignature does not verify.
-    #[error("{url}: {reason}")]
-    BadAnswer {
-        /// URL.
-        url: String,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// Submits the checkpoint `cp` to genesis's witness `to` with a
-/// consistency proof from `old`, waiting at most `timeout`. Cosignatures
-/// are returned only when they verify under `keyring`.
-pub fn submit(
-    to: &WitnessRecord,
-    keyring: &KeyRing,
-    cp: &SignedCheckpoint,
-    old: u64,
-    proof: &[Digest],
-    timeout: std::time::Duration,
-) -> Result<Submitted, SubmitError> {
-    let witness = to.name.as_str();
-    let note_text = cp.to_c2sp(keyring, &[]);
-    let url = format!("{}/add-checkpoint", to.url.trim_end_matches('/'));
-    let transport = |e: ureq::Error| SubmitError::Transport {
-        url: url.clone(),
-        reason: e.to_string(),
-    };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .build()
-        .into();
-    let mut resp = agent
-        .post(&url)
-        .send(request_body(old, proof, &note_text).as_bytes())
-        .map_err(transport)?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(64 * 1024)
-        .read_to_vec()
-        .map_err(transport)?;
-    let text = String::from_utf8_lossy(&body).into_owned();
-    let bad = |reason: String| SubmitError::BadAnswer {
-        url: url.clone(),
-        reason,
-    };
-    match status {
-        200 => {
-            let mut out = Vec::new();
-            for line in text.split_terminator('\n') {
-                let l = SignatureLine::parse(line).map_err(|e| bad(e.to_string()))?;
-                if l.name != witness {
-                    continue;
-                }
-                let c =
-                    cosignature_of(&l).ok_or_else(|| bad("a cosignature line of the wrong size".into()))?;
-                if !keyring.log().verify_cosignature(&cp.checkpoint, &c) {
-                    return Err(bad(format!(
-                        "{witness}'s cosignature does not verify under genesis"
-                    )));
-                }
-                out.push(c);
-            }
-            if out.is_empty() {
-                return Err(bad(format!("no cosignature by {witness}")));
-            }
-            Ok(Submitted::Cosigned(out))
-        }
-        409 => text
-            .trim_end_matches('\n')
-            .parse()
-            .map(Submitted::Conflict)
-            .map_err(|_| bad(format!("409 without a size: {text:?}"))),
-        _ => Err(SubmitError::Refused {
-            url: url.clone(),
-            status,
-            reason: text.trim().chars().take(500).collect(),
-        }),
-    }
-}
-
-fn cosignature_of(l: &SignatureLine) -> Option<Cosignature> {
-    if l.blob.len() != 4 + 8 + 64 {
-        return None;
-    }
-    let time = u64::from_be_bytes(l.blob[4..12].try_into().ok()?);
-    Some(Cosignature {
-        witness: l.name.clone(),
-        time,
-        signature: provenance::Bytes(l.blob[12..].to_vec()),
-    })
 }
 
 /// Serves `witness` over HTTP on `listener` until the process ends: `POST

@@ -183,8 +183,10 @@ impl Collector {
         Some(SignedCheckpoint {
             checkpoint: target,
             signature,
+            // q of them stand for the consortium: a note carries no more.
             validators: agreeing
                 .iter()
+                .take(keyring.log().q())
                 .map(|(v, _, n)| ValidatorSignature {
                     validator: **v,
                     signature: (*n).clone(),

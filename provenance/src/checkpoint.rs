@@ -243,6 +243,21 @@ impl Cosignature {
         }
     }
 
+    /// The cosignature a signature line holds, if it is one (`key id ||
+    /// u64be(time) || 64-byte signature`); its key id is not checked here.
+    pub fn from_line(l: &SignatureLine) -> Option<Self> {
+        if l.blob.len() != 4 + 8 + 64 {
+            return None;
+        }
+        let mut time = [0u8; 8];
+        time.copy_from_slice(&l.blob[4..12]);
+        Some(Self {
+            witness: l.name.clone(),
+            time: u64::from_be_bytes(time),
+            signature: Bytes(l.blob[12..].to_vec()),
+        })
+    }
+
     /// Its signature line.
     pub fn line(&self, key: &[u8; 32]) -> SignatureLine {
         let mut blob = note::key_id(&self.witness, &[note::COSIGNATURE_V1], key).to_vec();
@@ -542,8 +557,15 @@ impl SignedCheckpoint {
                 if signature.replace(Bytes(sig.to_vec())).is_some() {
                     return Err(twice);
                 }
+            } else if line.name == origin && id == bls_id {
+                return Err(Malformed(
+                    "the consortium's line does not hold a 96-byte signature",
+                ));
             } else if line.name == origin {
                 let found = (0..keys.validators.len()).find(|&v| keys.validators[v].1 == id);
+                if found.is_some() && sig.len() != 64 {
+                    return Err(Malformed("a validator's line does not hold a 64-byte signature"));
+                }
                 if let (Some(v), 64) = (found, sig.len()) {
                     let sig = ValidatorSignature {
                         validator: v as u16,
@@ -558,7 +580,12 @@ impl SignedCheckpoint {
                 .iter()
                 .find(|(n, _, wid)| *n == line.name && *wid == id)
             {
-                if sig.len() == 8 + 64 {
+                if sig.len() != 8 + 64 {
+                    return Err(Malformed(
+                        "a witness's line does not hold a timestamped 64-byte signature",
+                    ));
+                }
+                {
                     if cosignatures.iter().any(|c| &c.witness == name) {
                         return Err(twice);
                     }

@@ -195,6 +195,55 @@ pub fn split(text: &str) -> Result<(&str, Vec<SignatureLine>), &'static str> {
     Ok((body, lines))
 }
 
+/// Most consistency proof lines an add-checkpoint request may carry
+/// (C2SP tlog-witness's bound).
+pub const MAX_PROOF_LINES: usize = 63;
+
+/// A C2SP tlog-witness add-checkpoint request body: `old <size>`, the
+/// consistency proof's hashes in base64 one per line, an empty line, the
+/// checkpoint's note.
+pub fn witness_request(old: u64, proof: &[crate::Digest], note_text: &str) -> String {
+    let mut s = format!("old {old}\n");
+    for d in proof {
+        s.push_str(&B64.encode(d.0));
+        s.push('\n');
+    }
+    s.push('\n');
+    s.push_str(note_text);
+    s
+}
+
+/// Splits an add-checkpoint request body into its old size, its proof and
+/// the checkpoint note, refusing anything [`witness_request`] would not
+/// write.
+pub fn parse_witness_request(text: &str) -> Result<(u64, Vec<crate::Digest>, &str), &'static str> {
+    let (first, mut rest) = text.split_once('\n').ok_or("no old size line")?;
+    let old = first
+        .strip_prefix("old ")
+        .filter(|n| {
+            !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && (n.len() == 1 || !n.starts_with('0'))
+        })
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or("the first line must be `old <size>`, decimal without leading zeros")?;
+    let mut proof = Vec::new();
+    loop {
+        let (line, next) = rest
+            .split_once('\n')
+            .ok_or("no empty line before the checkpoint")?;
+        rest = next;
+        if line.is_empty() {
+            break;
+        }
+        if proof.len() == MAX_PROOF_LINES {
+            return Err("more than 63 consistency proof lines");
+        }
+        let bytes = B64.decode(line).map_err(|_| "a proof line is not base64")?;
+        let hash: [u8; 32] = bytes.try_into().map_err(|_| "a proof line is not 32 bytes")?;
+        proof.push(crate::Digest(hash));
+    }
+    Ok((old, proof, rest))
+}
+
 /// The message a witness signs for a cosignature at `time` (POSIX seconds)
 /// over a checkpoint's note body.
 pub fn cosignature_message(body: &str, time: u64) -> Vec<u8> {

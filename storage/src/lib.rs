@@ -200,11 +200,24 @@ fn digest_from(what: &str, b: &[u8]) -> Result<Digest> {
 pub struct VerifiedCheckpoint<'a>(&'a SignedCheckpoint);
 
 impl<'a> VerifiedCheckpoint<'a> {
-    /// Checks `cp`'s consortium signature against the genesis keys.
+    /// Checks `cp`'s signatures against the genesis keys. A node stores
+    /// only checkpoints with the consortium's BLS signature (which seeds
+    /// each campaign's data order), whatever q validators' note signatures
+    /// it also carries.
     pub fn check(cp: &'a SignedCheckpoint, keyring: &KeyRing) -> Result<Self> {
+        Self::with_bls(cp)?;
         cp.verify(keyring)
             .map_err(|e| StoreError::Checkpoint(e.to_string()))?;
         Ok(Self(cp))
+    }
+
+    fn with_bls(cp: &SignedCheckpoint) -> Result<()> {
+        if cp.signature.is_empty() {
+            return Err(StoreError::Checkpoint(
+                "no consortium signature: a node keeps only checkpoints with it".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// [`Self::check`], taking a signature found in `verified` (checked
@@ -214,6 +227,7 @@ impl<'a> VerifiedCheckpoint<'a> {
         keyring: &KeyRing,
         verified: &provenance::crypto::VerifiedSignatures,
     ) -> Result<Self> {
+        Self::with_bls(cp)?;
         cp.verify_with(keyring, |m, s| verified.verify_signature(keyring, m, s))
             .map_err(|e| StoreError::Checkpoint(e.to_string()))?;
         Ok(Self(cp))

@@ -285,7 +285,7 @@ fn refused_blocks_and_checkpoints_change_nothing() {
     // A checkpoint for a root the log does not have, or signed by nobody.
     let bad_root = sign_checkpoint(
         Checkpoint {
-            version: 4,
+            version: 5,
             origin: ORIGIN.into(),
             size: store.head().log_size,
             root: Digest([2; 32]),
@@ -314,7 +314,7 @@ fn refused_blocks_and_checkpoints_change_nothing() {
     let at_head = |time: Timestamp, index: Digest| {
         sign_checkpoint(
             Checkpoint {
-                version: 4,
+                version: 5,
                 origin: ORIGIN.into(),
                 size: head.log_size,
                 root: head.root,
@@ -336,6 +336,18 @@ fn refused_blocks_and_checkpoints_change_nothing() {
     match store.put_checkpoint(&bad_index, &dealt.keyring) {
         Err(StoreError::Checkpoint(m)) => assert!(m.contains("index root"), "{m}"),
         other => panic!("a checkpoint with another index root is refused, got {other:?}"),
+    }
+    // q validators' note signatures without the consortium's: a verifier
+    // accepts it, a node does not keep it (the BLS signature seeds data
+    // orders).
+    let mut notes_only = at_head(head.stamp, head.index_root);
+    notes_only.signature = provenance::Bytes::default();
+    notes_only
+        .verify(&dealt.keyring)
+        .expect("q note signatures verify");
+    match store.put_checkpoint(&notes_only, &dealt.keyring) {
+        Err(StoreError::Checkpoint(m)) => assert!(m.contains("no consortium signature"), "{m}"),
+        other => panic!("a checkpoint without the BLS signature is not kept, got {other:?}"),
     }
     assert_eq!((store.head().clone(), store.state().digest()), before);
     // The good block still goes in.

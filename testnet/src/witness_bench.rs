@@ -9,9 +9,10 @@
 
 use std::time::{Duration, Instant};
 
-use lightclient::witness::{request_body, Witness};
+use lightclient::witness::Witness;
 use provenance::genesis::{ConsortiumDescription, WitnessDescription, WitnessingDescription};
 use provenance::merkle::{verify_consistency, LogHasher, MemoryTree};
+use provenance::note::witness_request as request_body;
 use provenance::{Checkpoint, Cosignature, SignedCheckpoint, Timestamp};
 
 use crate::runner::TestnetError;

@@ -127,6 +127,12 @@ impl Verifier {
         }
         let cp = vc.checkpoint.clone();
         let seed_cp = self.commit_checkpoint(vc.campaign_index, &cp)?;
+        if seed_cp.signature.is_empty() {
+            return Err(malformed(format!(
+                "the checkpoint at height {} that seeds the campaign's order has no consortium signature",
+                seed_cp.checkpoint.height
+            )));
+        }
         let seed = OrderSeed::from_checkpoint(&c.digest(), seed_cp.signature.as_slice());
         let order = match Order::new(&recipe.considered, seed) {
             Ok(o) => o,

@@ -222,10 +222,16 @@ impl Witnessing {
             ));
         }
         let mut names = BTreeSet::new();
+        let mut keys = BTreeSet::new();
         for w in &self.witnesses {
             crate::note::check_key_name(&w.name).map_err(|e| format!("witness: {e}"))?;
             if !names.insert(w.name.as_str()) {
                 return Err(format!("witness {:?} is named twice", w.name));
+            }
+            // A v1 cosignature does not commit to its witness's name: one key
+            // under two names would count twice.
+            if !keys.insert(w.key.as_slice()) {
+                return Err(format!("witness {:?} has another witness's key", w.name));
             }
             let key: [u8; 32] = w
                 .key
@@ -430,6 +436,15 @@ impl Genesis {
         self.params.check()?;
         crate::note::check_origin(&self.origin).map_err(|e| GenesisError::Consortium(e.to_string()))?;
         self.witnessing.check().map_err(GenesisError::Consortium)?;
+        // A checkpoint note carries q validators' lines, the consortium's
+        // and the witnesses': at most signed-note's 100.
+        let lines = usize::from(bft_parameters(self.consortium.n).1) + 1 + self.witnessing.witnesses.len();
+        if lines > crate::note::MAX_SIGNATURES {
+            return Err(GenesisError::Consortium(format!(
+                "a checkpoint note would carry {lines} signature lines (q validators, the consortium, the witnesses): at most {}",
+                crate::note::MAX_SIGNATURES
+            )));
+        }
         for a in &self.authorities {
             a.id.validate()?;
         }
