@@ -660,6 +660,22 @@ fn a_bundle_verifies_offline_in_a_namespace_without_network_and_no_single_byte_f
     let large = dir.path().join("audits.bundle");
     let (code, out) = bundle_of(&gs, node.base(), &large, &["audits", "--campaign", &campaign]);
     assert_eq!(code, 0, "{out}");
+    // A trace's bundle: the answer and everything its verification read.
+    let traced = dir.path().join("trace.bundle");
+    let (code, out) = output(&[
+        "trace",
+        "--node",
+        node.base(),
+        "--campaign",
+        &campaign,
+        "--output",
+        "What light through yonder window breaks",
+        "--genesis",
+        &gs,
+        "--bundle",
+        &traced.to_string_lossy(),
+    ]);
+    assert_eq!(code, 0, "{out}");
     let small_bytes = std::fs::read(&small).expect("small");
     let large_bytes = std::fs::read(&large).expect("large");
     assert!(small_bytes.len() <= 8 * 1024, "{} bytes", small_bytes.len());
@@ -680,7 +696,7 @@ fn a_bundle_verifies_offline_in_a_namespace_without_network_and_no_single_byte_f
         }
         Err(e) => panic!("a network namespace (needs root and iproute2): {e}"),
     };
-    for (b, predicate) in [(&small, "checkpoint"), (&large, "audits")] {
+    for (b, predicate) in [(&small, "checkpoint"), (&large, "audits"), (&traced, "trace")] {
         let Some(lab) = &lab else { break };
         let o = lab
             .command("offline", govtune())
