@@ -86,6 +86,36 @@ pub fn publish_policy(t: &Testnet, policy: &PolicyArtifact) -> Result<Digest, Te
     Ok(a.digest)
 }
 
+/// Writes into `dir` the campaign file `data/campaign.toml` of the folder
+/// `data`, cut to `steps` steps, its paths made absolute and then changed
+/// by `edit` (tests' variants of the demo's campaign); returns its path.
+pub fn short_campaign(
+    data: &Path,
+    dir: &Path,
+    steps: u64,
+    edit: impl Fn(String) -> String,
+) -> Result<std::path::PathBuf, TestnetError> {
+    let io = |e: std::io::Error| TestnetError::Io(e.to_string());
+    let text = std::fs::read_to_string(data.join("campaign.toml")).map_err(io)?;
+    let cut = format!("max_steps = {steps}");
+    let text = text
+        .replace("max_steps = 200", &cut)
+        .replace("path = \"", &format!("path = \"{}/", data.display()))
+        .replace(
+            "base_weights = \"",
+            &format!("base_weights = \"{}/", data.display()),
+        )
+        .replace("probe = \"", &format!("probe = \"{}/", data.display()));
+    if !text.contains(&cut) {
+        return Err(TestnetError::Io(
+            "the campaign file changed shape (no max_steps = 200)".into(),
+        ));
+    }
+    let config = dir.join("campaign.toml");
+    std::fs::write(&config, edit(text)).map_err(io)?;
+    Ok(config)
+}
+
 /// Runs the campaign in `config` against the operator node of the testnet
 /// in `testnet_dir`, registering its policy and sources first.
 pub fn run_on_testnet(

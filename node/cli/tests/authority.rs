@@ -21,27 +21,19 @@ use testnet::{NodeSettings, Testnet};
 /// record) with a clip norm that binds.
 fn campaign_file(dir: &Path) -> std::path::PathBuf {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data");
-    let text = std::fs::read_to_string(data.join("campaign.toml")).expect("campaign file");
-    let text = text
-        .replace("max_steps = 200", "max_steps = 6")
-        .replace("checkpoint_every = 50", "checkpoint_every = 3")
-        .replace("path = \"", &format!("path = \"{}/", data.display()))
-        .replace(
-            "base_weights = \"",
-            &format!("base_weights = \"{}/", data.display()),
-        )
-        .replace("probe = \"", &format!("probe = \"{}/", data.display()))
-        .replace("clip_norm = 1.0", "clip_norm = 0.001")
-        .replace("clip_norm = 0.5", "clip_norm = 0.001")
-        .replace(
-            "signature_scheme = \"bls12381\"\n",
-            "signature_scheme = \"bls12381\"\n\n[policy.audit]\nrate_millionths = 1000000\nexample_tolerance = 0.004\n",
-        );
-    assert!(text.contains("max_steps = 6"), "the campaign file changed shape");
-    assert!(text.contains("[policy.audit]"), "the policy changed shape");
-    let config = dir.join("campaign.toml");
-    std::fs::write(&config, text).expect("write");
-    config
+    let audited = |t: String| {
+        let t = t
+            .replace("checkpoint_every = 50", "checkpoint_every = 3")
+            .replace("clip_norm = 1.0", "clip_norm = 0.001")
+            .replace("clip_norm = 0.5", "clip_norm = 0.001")
+            .replace(
+                "signature_scheme = \"bls12381\"\n",
+                "signature_scheme = \"bls12381\"\n\n[policy.audit]\nrate_millionths = 1000000\nexample_tolerance = 0.004\n",
+            );
+        assert!(t.contains("[policy.audit]"), "the policy changed shape");
+        t
+    };
+    testnet::campaign::short_campaign(&data, dir, 6, audited).expect("campaign file")
 }
 
 #[test]

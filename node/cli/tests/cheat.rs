@@ -18,20 +18,10 @@ use testnet::{NodeSettings, Testnet};
 /// into `dir`.
 fn campaign_file(dir: &Path, edit: &dyn Fn(String) -> String) -> std::path::PathBuf {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data");
-    let text = std::fs::read_to_string(data.join("campaign.toml")).expect("campaign file");
-    let text = edit(
-        text.replace("max_steps = 200", "max_steps = 6")
-            .replace("checkpoint_every = 50", "checkpoint_every = 3")
-            .replace("path = \"", &format!("path = \"{}/", data.display()))
-            .replace(
-                "base_weights = \"",
-                &format!("base_weights = \"{}/", data.display()),
-            )
-            .replace("probe = \"", &format!("probe = \"{}/", data.display())),
-    );
-    let config = dir.join("campaign.toml");
-    std::fs::write(&config, text).expect("write");
-    config
+    testnet::campaign::short_campaign(&data, dir, 6, |t| {
+        edit(t.replace("checkpoint_every = 50", "checkpoint_every = 3"))
+    })
+    .expect("campaign file")
 }
 
 /// What stopped a cheating campaign: the refusing authority, the refused

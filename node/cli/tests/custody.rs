@@ -19,22 +19,10 @@ use testnet::{NodeSettings, Testnet};
 
 const OPERATOR: usize = 3;
 
-/// The demo's campaign file with its paths made absolute, written into
-/// `dir`.
+/// The demo's campaign file cut to 4 steps, written into `dir`.
 fn campaign_file(dir: &Path) -> std::path::PathBuf {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data");
-    let text = std::fs::read_to_string(data.join("campaign.toml")).expect("campaign file");
-    let text = text
-        .replace("max_steps = 200", "max_steps = 4")
-        .replace("path = \"", &format!("path = \"{}/", data.display()))
-        .replace(
-            "base_weights = \"",
-            &format!("base_weights = \"{}/", data.display()),
-        )
-        .replace("probe = \"", &format!("probe = \"{}/", data.display()));
-    let config = dir.join("campaign.toml");
-    std::fs::write(&config, text).expect("write");
-    config
+    testnet::campaign::short_campaign(&data, dir, 4, |t| t).expect("campaign file")
 }
 
 /// Whether node `i` holds blob `d` itself (not fetching it).

@@ -43,24 +43,10 @@ fn data_dir() -> PathBuf {
 
 /// The demo campaign cut to `steps` steps, with the repository's data.
 fn campaign_file(dir: &Path, steps: u64) -> PathBuf {
-    let data = data_dir();
-    let text = std::fs::read_to_string(data.join("campaign.toml")).expect("campaign file");
-    let text = text
-        .replace("max_steps = 200", &format!("max_steps = {steps}"))
-        .replace("checkpoint_every = 50", "checkpoint_every = 3")
-        .replace("path = \"", &format!("path = \"{}/", data.display()))
-        .replace(
-            "base_weights = \"",
-            &format!("base_weights = \"{}/", data.display()),
-        )
-        .replace("probe = \"", &format!("probe = \"{}/", data.display()));
-    assert!(
-        text.contains(&format!("max_steps = {steps}")),
-        "the campaign file changed shape"
-    );
-    let config = dir.join("campaign.toml");
-    std::fs::write(&config, text).expect("write");
-    config
+    testnet::campaign::short_campaign(&data_dir(), dir, steps, |t| {
+        t.replace("checkpoint_every = 50", "checkpoint_every = 3")
+    })
+    .expect("campaign file")
 }
 
 /// A node that hides one log entry from campaign listings: a proxy in front

@@ -20,25 +20,10 @@ use testnet::{Client, LightClient, NodeSettings, Testnet, VerifyError};
 const MACBETH: &[u8] = include_bytes!("../../../testnet/fixtures/macbeth.txt");
 const TWELFTH_NIGHT: &[u8] = include_bytes!("../../../testnet/fixtures/twelfth_night.txt");
 
-/// The demo's campaign file cut to `steps` steps, its paths made absolute.
+/// The demo's campaign file cut to `steps` steps.
 fn campaign_file(dir: &Path, steps: u64) -> PathBuf {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data");
-    let text = std::fs::read_to_string(data.join("campaign.toml")).expect("campaign file");
-    let text = text
-        .replace("max_steps = 200", &format!("max_steps = {steps}"))
-        .replace("path = \"", &format!("path = \"{}/", data.display()))
-        .replace(
-            "base_weights = \"",
-            &format!("base_weights = \"{}/", data.display()),
-        )
-        .replace("probe = \"", &format!("probe = \"{}/", data.display()));
-    assert!(
-        text.contains(&format!("max_steps = {steps}")),
-        "the campaign file changed shape"
-    );
-    let config = dir.join("campaign.toml");
-    std::fs::write(&config, text).expect("write");
-    config
+    testnet::campaign::short_campaign(&data, dir, steps, |t| t).expect("campaign file")
 }
 
 fn govtune() -> &'static Path {
