@@ -126,7 +126,10 @@ fn cite_digest(st: &Store, d: &Digest, size: u64) -> Result<CitedEntry, ApiError
 fn latest(st: &Store) -> Result<SignedCheckpoint, ApiError> {
     st.served_checkpoint()
         .cloned()
-        .ok_or_else(|| ApiError::conflict("no certified checkpoint yet"))
+        .ok_or_else(|| match st.latest_checkpoint() {
+            Some(_) => ApiError::conflict("no checkpoint has the cosignatures genesis requires yet"),
+            None => ApiError::conflict("no certified checkpoint yet"),
+        })
 }
 
 /// One page of the entries the prefix lists under the checkpoint the query
