@@ -224,19 +224,13 @@ impl LightClient {
         self.verify_checkpoint(&cp)?;
         // Cosignatures it carries must be genesis witnesses', distinct and
         // valid, whether or not the quorum is there.
-        let log = self.keyring.log();
-        let mut seen = std::collections::BTreeSet::new();
-        for c in &a.cosignatures {
-            if !seen.insert(c.witness.as_str()) || !log.verify_cosignature(&cp.checkpoint, c) {
-                return Err(VerifyError::NotWitnessed {
-                    height: cp.checkpoint.height,
-                    reason: format!(
-                        "the cosignature by {:?} does not verify or is repeated",
-                        c.witness
-                    ),
-                });
-            }
-        }
+        self.keyring
+            .log()
+            .check_cosignatures(&cp.checkpoint, &a.cosignatures)
+            .map_err(|e| VerifyError::NotWitnessed {
+                height: cp.checkpoint.height,
+                reason: e.to_string(),
+            })?;
         // The note text, when given, must be the same checkpoint with the
         // same signatures: nothing in an answer goes unchecked.
         if !a.c2sp.is_empty() && a.c2sp != cp.to_c2sp(&self.keyring, &a.cosignatures) {

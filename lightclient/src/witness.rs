@@ -140,7 +140,7 @@ pub fn init(dir: &Path, name: &str) -> Result<String, WitnessError> {
     note::check_key_name(name).map_err(|e| WitnessError::Invalid(e.to_string()))?;
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let mut seed = [0u8; 32];
-    getrandom(&mut seed)?;
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
     let file = KeyFile {
         format: KEY_FORMAT.into(),
@@ -155,12 +155,6 @@ pub fn init(dir: &Path, name: &str) -> Result<String, WitnessError> {
         note::COSIGNATURE_V1,
         &key.verifying_key().to_bytes(),
     ))
-}
-
-fn getrandom(buf: &mut [u8]) -> Result<(), WitnessError> {
-    let path = Path::new("/dev/urandom");
-    let mut f = fs::File::open(path).map_err(io_err(path))?;
-    std::io::Read::read_exact(&mut f, buf).map_err(io_err(path))
 }
 
 /// A witness: its key, the logs it knows and its state folder.

@@ -387,22 +387,35 @@ impl LogKeys {
     }
 
     /// Checks `cosignatures` of `cp`: every one must be a distinct genesis
-    /// witness's and verify, and at least the quorum must be there. Returns
-    /// the time (POSIX seconds) by which the quorum had cosigned (the
-    /// quorum-th newest cosignature), `None` when genesis requires none.
+    /// witness's and verify. Returns their times (POSIX seconds).
+    pub fn check_cosignatures(
+        &self,
+        cp: &Checkpoint,
+        cosignatures: &[Cosignature],
+    ) -> Result<Vec<u64>, CheckpointError> {
+        let mut seen = std::collections::BTreeSet::new();
+        cosignatures
+            .iter()
+            .map(|c| {
+                if seen.insert(c.witness.as_str()) && self.verify_cosignature(cp, c) {
+                    Ok(c.time)
+                } else {
+                    Err(CheckpointError::BadCosignature(c.witness.clone()))
+                }
+            })
+            .collect()
+    }
+
+    /// [`Self::check_cosignatures`], and at least the quorum must be there.
+    /// Returns the time (POSIX seconds) by which the quorum had cosigned
+    /// (the quorum-th newest cosignature), `None` when genesis requires
+    /// none.
     pub fn verify_cosignatures(
         &self,
         cp: &Checkpoint,
         cosignatures: &[Cosignature],
     ) -> Result<Option<u64>, CheckpointError> {
-        let mut seen = std::collections::BTreeSet::new();
-        let mut times = Vec::new();
-        for c in cosignatures {
-            if !seen.insert(c.witness.as_str()) || !self.verify_cosignature(cp, c) {
-                return Err(CheckpointError::BadCosignature(c.witness.clone()));
-            }
-            times.push(c.time);
-        }
+        let mut times = self.check_cosignatures(cp, cosignatures)?;
         if times.len() < self.witness_quorum {
             return Err(CheckpointError::NotWitnessed {
                 have: times.len(),

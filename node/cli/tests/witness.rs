@@ -459,47 +459,32 @@ fn witnesses_cosign_the_log_refuse_a_fork_across_a_restart_and_light_clients_req
     // The honest log goes on being cosigned by the restarted witness.
     let (cp3, _) = witnessed_above(&light, &node, cp2.checkpoint.height, 0, Duration::from_secs(60));
 
+    let verify_max_age = |seconds: u64| {
+        output(&[
+            "verify",
+            "--genesis",
+            &gs,
+            "--node",
+            node.base(),
+            "--max-age",
+            &seconds.to_string(),
+            "checkpoint",
+        ])
+    };
     // One witness down: no new checkpoint has the quorum, so the node
     // keeps serving the last witnessed one, which grows stale; --max-age
     // says so, and one below twice the witnessing interval is refused.
     drop(w2);
     std::thread::sleep(Duration::from_secs(5));
-    let (code, out) = output(&[
-        "verify",
-        "--genesis",
-        &gs,
-        "--node",
-        node.base(),
-        "--max-age",
-        "3",
-        "checkpoint",
-    ]);
+    let (code, out) = verify_max_age(3);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("older than --max-age 3 s"), "{out}");
-    let (code, out) = output(&[
-        "verify",
-        "--genesis",
-        &gs,
-        "--node",
-        node.base(),
-        "--max-age",
-        "1",
-        "checkpoint",
-    ]);
+    let (code, out) = verify_max_age(1);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("cannot be met"), "{out}");
     w2 = witness_serve(&wdir[1], ports[1], &g);
     let (_, _) = witnessed_above(&light, &node, cp3.checkpoint.height, 0, Duration::from_secs(60));
-    let (code, out) = output(&[
-        "verify",
-        "--genesis",
-        &gs,
-        "--node",
-        node.base(),
-        "--max-age",
-        "10",
-        "checkpoint",
-    ]);
+    let (code, out) = verify_max_age(10);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("fresh: checkpoint at height"), "{out}");
     drop((w1, w2));
@@ -507,21 +492,7 @@ fn witnesses_cosign_the_log_refuse_a_fork_across_a_restart_and_light_clients_req
 }
 
 fn base64_of(b: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::new();
-    for c in b.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                s.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b)
 }
 
 /// What a light client of `node` checks with `args`, written to a bundle:
